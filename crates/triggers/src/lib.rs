@@ -1,0 +1,9 @@
+//! Triggers decide when a schedule is due. Nothing here does I/O or reads the clock: every
+//! function takes the instant it reasons from, so the engine can always compute the next fire
+//! from the previous *scheduled* instant rather than from "now".
+
+pub mod cron;
+mod trigger;
+
+pub use cron::{CronError, CronExpr, CronSchedule};
+pub use trigger::{Coalesced, Trigger, TriggerError, TriggerSpec, parse_timezone};

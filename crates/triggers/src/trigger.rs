@@ -1,0 +1,201 @@
+//! The stored trigger description and its compiled form.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::cron::{CronError, CronSchedule};
+
+/// How many missed occurrences are counted one by one when coalescing before the count is
+/// reported as a lower bound and the search jumps close to "now".
+const COALESCE_COUNT_LIMIT: u64 = 1024;
+
+/// A trigger as stored (JSON) and sent over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TriggerSpec {
+    /// A cron expression evaluated in an IANA time zone.
+    Cron {
+        expression: String,
+        #[serde(default = "utc_name")]
+        timezone: String,
+    },
+    /// Every `every_secs` seconds, at `anchor + k * every_secs` for k >= 0.
+    Interval {
+        every_secs: u64,
+        anchor: DateTime<Utc>,
+    },
+    /// Once, at an instant.
+    Once { at: DateTime<Utc> },
+}
+
+fn utc_name() -> String {
+    "UTC".to_string()
+}
+
+/// Why a trigger description was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    #[error("invalid cron expression: {0}")]
+    Cron(#[from] CronError),
+    #[error("unknown time zone '{0}': expected an IANA name such as 'Europe/Berlin' or 'UTC'")]
+    UnknownZone(String),
+    #[error("interval must be at least 1 second")]
+    ZeroInterval,
+    #[error("interval of {0} seconds is longer than 100 years")]
+    IntervalTooLong(u64),
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_timezone(name: &str) -> Result<Tz, TriggerError> {
+    name.trim()
+        .parse::<Tz>()
+        .map_err(|_| TriggerError::UnknownZone(name.to_string()))
+}
+
+/// A trigger ready to compute fire times.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Cron(CronSchedule),
+    Interval {
+        every: TimeDelta,
+        anchor: DateTime<Utc>,
+    },
+    Once(DateTime<Utc>),
+}
+
+/// The result of folding missed occurrences into one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesced {
+    /// The latest occurrence at or before "now": the one that runs.
+    pub latest: DateTime<Utc>,
+    /// How many earlier occurrences were folded into it.
+    pub missed: u64,
+    /// False when `missed` is only a lower bound (a very dense trigger after a long outage).
+    pub exact: bool,
+}
+
+impl TriggerSpec {
+    /// Validates the description and compiles it.
+    pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        match self {
+            TriggerSpec::Cron {
+                expression,
+                timezone,
+            } => Ok(Trigger::Cron(CronSchedule::parse(
+                expression,
+                parse_timezone(timezone)?,
+            )?)),
+            TriggerSpec::Interval { every_secs, anchor } => {
+                if *every_secs == 0 {
+                    return Err(TriggerError::ZeroInterval);
+                }
+                if *every_secs > 100 * 366 * 86_400 {
+                    return Err(TriggerError::IntervalTooLong(*every_secs));
+                }
+                let every = TimeDelta::seconds(*every_secs as i64);
+                Ok(Trigger::Interval {
+                    every,
+                    anchor: *anchor,
+                })
+            }
+            TriggerSpec::Once { at } => Ok(Trigger::Once(*at)),
+        }
+    }
+
+    /// The time zone the trigger is evaluated in (UTC for intervals and instants).
+    pub fn timezone_name(&self) -> &str {
+        match self {
+            TriggerSpec::Cron { timezone, .. } => timezone,
+            _ => "UTC",
+        }
+    }
+}
+
+impl Trigger {
+    /// The first fire strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Trigger::Cron(schedule) => schedule.next_after(after),
+            Trigger::Interval { every, anchor } => {
+                if after < *anchor {
+                    return Some(*anchor);
+                }
+                let every_secs = every.num_seconds();
+                let elapsed = (after - *anchor).num_seconds();
+                let steps = elapsed / every_secs + 1;
+                anchor.checked_add_signed(TimeDelta::seconds(steps.checked_mul(every_secs)?))
+            }
+            Trigger::Once(at) => (*at > after).then_some(*at),
+        }
+    }
+
+    /// The zone whose offset fire times are shown in.
+    pub fn zone(&self) -> Tz {
+        match self {
+            Trigger::Cron(schedule) => schedule.zone(),
+            _ => Tz::UTC,
+        }
+    }
+
+    /// Folds the occurrences from `due` up to `now` into the latest of them (`due <= now`).
+    pub fn coalesce(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Coalesced {
+        if let Trigger::Interval { every, .. } = self {
+            let steps = ((now - due).num_seconds() / every.num_seconds()).max(0);
+            let latest = due + TimeDelta::seconds(steps * every.num_seconds());
+            return Coalesced {
+                latest,
+                missed: steps as u64,
+                exact: true,
+            };
+        }
+        let (latest, missed, reached_now) = self.walk_forward(due, now, COALESCE_COUNT_LIMIT);
+        if reached_now {
+            return Coalesced {
+                latest,
+                missed,
+                exact: true,
+            };
+        }
+        // Too many to count: find an occurrence close to "now" by widening a window backwards.
+        let mut window = TimeDelta::seconds(1);
+        while now - window > latest {
+            if let Some(found) = self.next_after(now - window).filter(|at| *at <= now) {
+                let (latest, _, _) = self.walk_forward(found, now, u64::MAX);
+                return Coalesced {
+                    latest,
+                    missed,
+                    exact: false,
+                };
+            }
+            window = window * 2;
+        }
+        Coalesced {
+            latest,
+            missed,
+            exact: false,
+        }
+    }
+
+    /// Steps from `from` to the last occurrence at or before `now`, at most `limit` steps.
+    /// Returns that occurrence, the steps taken and whether the end was reached.
+    fn walk_forward(
+        &self,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> (DateTime<Utc>, u64, bool) {
+        let mut latest = from;
+        let mut steps = 0;
+        while steps < limit {
+            match self.next_after(latest) {
+                Some(next) if next <= now => {
+                    latest = next;
+                    steps += 1;
+                }
+                _ => return (latest, steps, true),
+            }
+        }
+        (latest, steps, false)
+    }
+}
