@@ -1,0 +1,21 @@
+//! Schedules and the run ledger, behind one [`JobStore`] trait with three backends:
+//! PostgreSQL, SQLite (the embedded default) and memory. All three pass one conformance suite
+//! (`tests/conformance.rs`).
+//!
+//! What a fire does with a due schedule (coalescing, grace, the next run time) is decided once,
+//! in [`plan`], so every backend applies the same policy inside its own claim transaction.
+
+mod connect;
+mod memory;
+mod model;
+pub mod plan;
+mod postgres;
+mod sqlite;
+mod store;
+
+pub use connect::{Database, DatabaseUrl, connect};
+pub use memory::MemoryStore;
+pub use model::{Jobstore, ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, Target};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+pub use store::{JobStore, StoreError};

@@ -1,0 +1,379 @@
+//! The PostgreSQL backend. Due rows are claimed with `FOR UPDATE SKIP LOCKED` and the ledger
+//! rows and new next run times are written in bulk (`UNNEST`) in the same transaction, so any
+//! number of replicas can share one database and each occurrence is claimed once.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
+use crate::plan::plan_fire;
+use crate::store::{JobStore, StoreError};
+
+const SCHEDULE_COLUMNS: &str =
+    "id, name, owner, trigger, target, policy, paused, next_run_at, created_at";
+const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
+     attempts, claimed_at, lease_until, finished_at";
+
+/// One jobstore's table in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    jobstore: Jobstore,
+}
+
+impl PostgresStore {
+    /// A store over an already migrated pool (see [`crate::connect`]).
+    pub fn new(pool: PgPool, jobstore: Jobstore) -> Self {
+        PostgresStore { pool, jobstore }
+    }
+
+    fn table(&self) -> &'static str {
+        self.jobstore.table()
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<T, StoreError> {
+    let value: Value = row.try_get(column)?;
+    serde_json::from_value(value).map_err(|e| StoreError::corrupt(column, e))
+}
+
+fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
+    Ok(Schedule {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        trigger: json(row, "trigger")?,
+        target: json(row, "target")?,
+        policy: json(row, "policy")?,
+        paused: row.try_get("paused")?,
+        next_run_at: row.try_get("next_run_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let jobstore: String = row.try_get("jobstore")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    Ok(RunRecord {
+        schedule_id: row.try_get("schedule_id")?,
+        scheduled_time: row.try_get("scheduled_time")?,
+        jobstore: serde_json::from_value(Value::String(jobstore))
+            .map_err(|e| StoreError::corrupt("jobstore", e))?,
+        owner: row.try_get("owner")?,
+        target: json(row, "target")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
+        detail: row.try_get("detail")?,
+        attempts: attempts.max(0) as u32,
+        claimed_at: row.try_get("claimed_at")?,
+        lease_until: row.try_get("lease_until")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, StoreError> {
+    serde_json::to_value(value).map_err(|e| StoreError::corrupt("serialize", e))
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    fn jobstore(&self) -> Jobstore {
+        self.jobstore
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, next_run_at, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (id) DO NOTHING",
+            self.table()
+        );
+        let done = sqlx::query(&sql)
+            .bind(&schedule.id)
+            .bind(&schedule.name)
+            .bind(&schedule.owner)
+            .bind(to_json(&schedule.trigger)?)
+            .bind(to_json(&schedule.target)?)
+            .bind(to_json(&schedule.policy)?)
+            .bind(schedule.paused)
+            .bind(schedule.next_run_at)
+            .bind(schedule.created_at)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(schedule.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Bounded chunks keep each statement's arrays a reasonable size.
+        for chunk in schedules.chunks(5000) {
+            let done = sqlx::query(&format!(
+                "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, next_run_at, \
+                 created_at, updated_at) SELECT u.*, u.created_at FROM UNNEST($1::text[], $2::text[], \
+                 $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[], $8::timestamptz[], \
+                 $9::timestamptz[]) AS u(id, name, owner, trigger, target, policy, paused, next_run_at, created_at) \
+                 ON CONFLICT (id) DO NOTHING",
+                self.table()
+            ))
+            .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.owner.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| to_json(&s.trigger)).collect::<Result<Vec<_>, _>>()?)
+            .bind(chunk.iter().map(|s| to_json(&s.target)).collect::<Result<Vec<_>, _>>()?)
+            .bind(chunk.iter().map(|s| to_json(&s.policy)).collect::<Result<Vec<_>, _>>()?)
+            .bind(chunk.iter().map(|s| s.paused).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.next_run_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.created_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                // Rolled back when `tx` drops: all or nothing.
+                let conflict = chunk.first().map(|s| s.id.clone()).unwrap_or_default();
+                return Err(StoreError::Conflict(format!(
+                    "{conflict} (or another id in the batch)"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE id = $1",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE ($1::text IS NULL OR owner = $1) \
+             AND ($2::text IS NULL OR target->>'graph_id' = $2) \
+             AND ($3 OR (NOT paused AND next_run_at IS NOT NULL)) ORDER BY seq",
+            self.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.owner)
+            .bind(&filter.graph_id)
+            .bind(filter.include_inactive)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn set_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET paused = $2, next_run_at = $3, updated_at = now() WHERE id = $1 \
+             RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(paused)
+            .bind(next_run_at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!(
+            "SELECT LEAST((SELECT min(next_run_at) FROM {} WHERE NOT paused), \
+             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending'))",
+            self.table()
+        );
+        let at: Option<DateTime<Utc>> = sqlx::query_scalar(&sql)
+            .bind(self.jobstore.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(at)
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let select = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE NOT paused AND next_run_at <= $1 \
+             ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            self.table()
+        );
+        let rows = sqlx::query(&select)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut next_times = Vec::with_capacity(rows.len());
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            match schedule_from_row(row) {
+                Ok(schedule) => {
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease);
+                    next_times.push(plan.next_run_at);
+                    runs.extend(plan.runs);
+                }
+                Err(error) => {
+                    // An unreadable row must not be claimed again and again: park it.
+                    tracing::error!(schedule_id = %id, %error, "unreadable schedule parked");
+                    next_times.push(None);
+                }
+            }
+            ids.push(id);
+        }
+
+        let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(&format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], \
+             $5::jsonb[], $6::text[], $7::text[], $8::int4[], $9::timestamptz[], \
+             $10::timestamptz[], $11::timestamptz[]) \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time"
+        ))
+        .bind(
+            runs.iter()
+                .map(|r| r.schedule_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(runs.iter().map(|r| r.scheduled_time).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.jobstore.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.owner.clone()).collect::<Vec<_>>())
+        .bind(
+            runs.iter()
+                .map(|r| to_json(&r.target))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .bind(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.attempts as i32).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+
+        sqlx::query(&format!(
+            "UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3 \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, next_run_at) WHERE s.id = u.id",
+            self.table()
+        ))
+        .bind(&ids)
+        .bind(&next_times)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let inserted: std::collections::HashSet<_> = inserted.into_iter().collect();
+        Ok(runs
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Pending)
+            .filter(|r| inserted.contains(&(r.schedule_id.clone(), r.scheduled_time)))
+            .collect())
+    }
+
+    async fn reclaim_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE schedule_runs SET lease_until = $2 WHERE (schedule_id, scheduled_time) IN \
+             (SELECT schedule_id, scheduled_time FROM schedule_runs WHERE jobstore = $1 \
+             AND status = 'pending' AND lease_until <= $3 ORDER BY lease_until LIMIT $4 \
+             FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.jobstore.as_str())
+            .bind(now + lease)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE schedule_runs AS r SET status = u.status, detail = u.detail, \
+             attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], \
+             $6::timestamptz[]) AS u(schedule_id, scheduled_time, status, detail, attempts, finished_at) \
+             WHERE r.schedule_id = u.schedule_id AND r.scheduled_time = u.scheduled_time \
+             AND r.status = 'pending'",
+        )
+        .bind(outcomes.iter().map(|o| o.schedule_id.clone()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.scheduled_time).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.detail.clone()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.attempts as i32).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.finished_at).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1 \
+             ORDER BY scheduled_time DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(schedule_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", self.table());
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+}

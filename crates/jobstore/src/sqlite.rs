@@ -1,0 +1,359 @@
+//! The SQLite backend, the embedded default. Claims run in `BEGIN IMMEDIATE` transactions, which
+//! take the write lock up front; instants are stored as integer milliseconds since the epoch.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
+use crate::plan::plan_fire;
+use crate::store::{JobStore, StoreError};
+
+const SCHEDULE_COLUMNS: &str =
+    "id, name, owner, trigger, target, policy, paused, next_run_at, created_at";
+const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
+     attempts, claimed_at, lease_until, finished_at";
+
+/// One jobstore's table in a SQLite database file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    jobstore: Jobstore,
+}
+
+impl SqliteStore {
+    /// A store over an already migrated pool (see [`crate::connect`]).
+    pub fn new(pool: SqlitePool, jobstore: Jobstore) -> Self {
+        SqliteStore { pool, jobstore }
+    }
+
+    fn table(&self) -> &'static str {
+        self.jobstore.table()
+    }
+
+    async fn insert_in(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        schedule: &Schedule,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {0} (id, name, owner, trigger, target, policy, paused, next_run_at, \
+             created_at, updated_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, \
+             (SELECT coalesce(max(seq), 0) + 1 FROM {0})) ON CONFLICT (id) DO NOTHING",
+            self.table()
+        );
+        let done = sqlx::query(&sql)
+            .bind(&schedule.id)
+            .bind(&schedule.name)
+            .bind(&schedule.owner)
+            .bind(to_json(&schedule.trigger)?)
+            .bind(to_json(&schedule.target)?)
+            .bind(to_json(&schedule.policy)?)
+            .bind(schedule.paused)
+            .bind(schedule.next_run_at.map(millis))
+            .bind(millis(schedule.created_at))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(schedule.id.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn instant(millis: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::corrupt(column, format!("instant {millis} out of range")))
+}
+
+fn optional_instant(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let value: Option<i64> = row.try_get(column)?;
+    value.map(|m| instant(m, column)).transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::corrupt("serialize", e))
+}
+
+fn schedule_from_row(row: &SqliteRow) -> Result<Schedule, StoreError> {
+    Ok(Schedule {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        trigger: json(row, "trigger")?,
+        target: json(row, "target")?,
+        policy: json(row, "policy")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        next_run_at: optional_instant(row, "next_run_at")?,
+        created_at: instant(row.try_get("created_at")?, "created_at")?,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    let jobstore: String = row.try_get("jobstore")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(RunRecord {
+        schedule_id: row.try_get("schedule_id")?,
+        scheduled_time: instant(row.try_get("scheduled_time")?, "scheduled_time")?,
+        jobstore: serde_json::from_value(serde_json::Value::String(jobstore))
+            .map_err(|e| StoreError::corrupt("jobstore", e))?,
+        owner: row.try_get("owner")?,
+        target: json(row, "target")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
+        detail: row.try_get("detail")?,
+        attempts: attempts.max(0) as u32,
+        claimed_at: instant(row.try_get("claimed_at")?, "claimed_at")?,
+        lease_until: optional_instant(row, "lease_until")?,
+        finished_at: optional_instant(row, "finished_at")?,
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    fn jobstore(&self) -> Jobstore {
+        self.jobstore
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.insert_in(&mut tx, schedule).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for schedule in schedules {
+            // An error returns early and rolls the whole batch back.
+            self.insert_in(&mut tx, schedule).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE id = ?1",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE (?1 IS NULL OR owner = ?1) \
+             AND (?2 IS NULL OR json_extract(target, '$.graph_id') = ?2) \
+             AND (?3 OR (paused = 0 AND next_run_at IS NOT NULL)) ORDER BY seq",
+            self.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.owner)
+            .bind(&filter.graph_id)
+            .bind(filter.include_inactive)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn set_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET paused = ?2, next_run_at = ?3, updated_at = ?4 WHERE id = ?1 \
+             RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(paused)
+            .bind(next_run_at.map(millis))
+            .bind(millis(Utc::now()))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!(
+            "SELECT (SELECT min(next_run_at) FROM {} WHERE paused = 0), \
+             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = ?1 AND status = 'pending')",
+            self.table()
+        );
+        let (due, lease): (Option<i64>, Option<i64>) = sqlx::query_as(&sql)
+            .bind(self.jobstore.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        due.into_iter()
+            .chain(lease)
+            .min()
+            .map(|m| instant(m, "next_run_at"))
+            .transpose()
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let select = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE paused = 0 AND next_run_at <= ?1 \
+             ORDER BY next_run_at LIMIT ?2",
+            self.table()
+        );
+        let rows = sqlx::query(&select)
+            .bind(millis(now))
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let insert_run = format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+        );
+        let advance = format!(
+            "UPDATE {} SET next_run_at = ?2, updated_at = ?3 WHERE id = ?1",
+            self.table()
+        );
+        let mut claimed = Vec::new();
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let next_run_at = match schedule_from_row(row) {
+                Ok(schedule) => {
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease);
+                    for run in plan.runs {
+                        let done = sqlx::query(&insert_run)
+                            .bind(&run.schedule_id)
+                            .bind(millis(run.scheduled_time))
+                            .bind(run.jobstore.as_str())
+                            .bind(&run.owner)
+                            .bind(to_json(&run.target)?)
+                            .bind(run.status.as_str())
+                            .bind(&run.detail)
+                            .bind(run.attempts as i64)
+                            .bind(millis(run.claimed_at))
+                            .bind(run.lease_until.map(millis))
+                            .bind(run.finished_at.map(millis))
+                            .execute(&mut *tx)
+                            .await?;
+                        if done.rows_affected() == 1 && run.status == RunStatus::Pending {
+                            claimed.push(run);
+                        }
+                    }
+                    plan.next_run_at
+                }
+                Err(error) => {
+                    tracing::error!(schedule_id = %id, %error, "unreadable schedule parked");
+                    None
+                }
+            };
+            sqlx::query(&advance)
+                .bind(&id)
+                .bind(next_run_at.map(millis))
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn reclaim_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE schedule_runs SET lease_until = ?2 WHERE rowid IN \
+             (SELECT rowid FROM schedule_runs WHERE jobstore = ?1 AND status = 'pending' \
+             AND lease_until <= ?3 ORDER BY lease_until LIMIT ?4) RETURNING {RUN_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.jobstore.as_str())
+            .bind(millis(now + lease))
+            .bind(millis(now))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for outcome in outcomes {
+            sqlx::query(
+                "UPDATE schedule_runs SET status = ?3, detail = ?4, attempts = ?5, \
+                 finished_at = ?6, lease_until = NULL \
+                 WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
+            )
+            .bind(&outcome.schedule_id)
+            .bind(millis(outcome.scheduled_time))
+            .bind(outcome.status.as_str())
+            .bind(&outcome.detail)
+            .bind(outcome.attempts as i64)
+            .bind(millis(outcome.finished_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = ?1 \
+             ORDER BY scheduled_time DESC LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(schedule_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", self.table());
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+}

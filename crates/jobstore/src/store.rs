@@ -1,0 +1,94 @@
+//! The one trait every backend implements.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, Schedule};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a schedule with id '{0}' already exists")]
+    Conflict(String),
+    #[error("stored row is unreadable: {0}")]
+    Corrupt(String),
+    #[error("invalid database URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: &str, error: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt(format!("{what}: {error}"))
+    }
+}
+
+/// A jobstore: the schedules of one named store and their part of the run ledger.
+///
+/// Every method that changes state commits it before returning, so a caller acts only on
+/// what is persisted.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Which named jobstore this is.
+    fn jobstore(&self) -> Jobstore;
+
+    /// The backend's name, for logs and status ("postgres", "sqlite", "memory").
+    fn backend(&self) -> &'static str;
+
+    /// Stores a new schedule; fails with [`StoreError::Conflict`] when the id exists.
+    async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError>;
+
+    /// Stores many new schedules in one transaction: all of them, or none when an id exists.
+    async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// Schedules matching `filter`, oldest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Removes a schedule and returns it. Its ledger rows stay as history.
+    async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// Pauses or resumes a schedule, setting its next run time; returns the updated schedule.
+    async fn set_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Schedule>, StoreError>;
+
+    /// The earliest instant at which this store has work: a schedule's next run, or the expiry
+    /// of a pending run's lease.
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Claims up to `limit` due schedules in one transaction: writes their ledger rows and
+    /// advances their next run times. Returns the runs now pending dispatch, leased until
+    /// `now + lease`. An occurrence already in the ledger is never returned twice.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Takes over pending runs whose lease expired at or before `now` (their claimer died),
+    /// extending the lease to `now + lease`.
+    async fn reclaim_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Records how pending runs ended. Rows that are no longer pending are left as they are.
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError>;
+
+    /// A schedule's ledger rows, newest scheduled time first.
+    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// How many schedules the store holds.
+    async fn count(&self) -> Result<u64, StoreError>;
+}
