@@ -1,0 +1,61 @@
+//! The values the API exchanges.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A graph execution schedule as AutoGPT's `GraphExecutionJobInfo` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphExecutionJobInfo {
+    pub id: String,
+    pub name: String,
+    pub user_id: String,
+    pub graph_id: String,
+    pub graph_version: i64,
+    pub cron: String,
+    pub input_data: Value,
+    pub input_credentials: Value,
+    /// The next fire, RFC 3339 with the offset of the schedule's zone; null while paused.
+    pub next_run_time: Option<DateTime<FixedOffset>>,
+    /// The IANA zone the cron expression is evaluated in.
+    pub timezone: String,
+}
+
+/// Per-schedule misfire policy; absent fields keep the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePolicy {
+    /// After downtime run once for all missed occurrences (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<bool>,
+    /// Skip an occurrence later than this many seconds (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire_grace_secs: Option<u64>,
+}
+
+/// The state of one occurrence in the run ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Claimed; dispatch under way.
+    Pending,
+    Dispatched,
+    Failed,
+    Skipped,
+    Coalesced,
+}
+
+/// One occurrence of a schedule, from the run ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    pub schedule_id: String,
+    pub scheduled_time: DateTime<Utc>,
+    pub status: RunStatus,
+    /// The error, the reason for a skip, or what was coalesced.
+    pub detail: Option<String>,
+    pub attempts: u32,
+    pub claimed_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Sent to the target with the dispatch: `<schedule_id>@<scheduled_time>`.
+    pub idempotency_key: String,
+}

@@ -1,0 +1,109 @@
+//! A blocking wrapper for callers without an async runtime.
+
+use scheduler_api::{GraphExecutionJobInfo, ScheduleRun};
+use serde_json::Value;
+
+use crate::{ClientConfig, Error, NewGraphSchedule, SchedulerClient};
+
+/// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
+/// runtime, so it must not be used from inside an async task.
+pub struct BlockingSchedulerClient {
+    runtime: tokio::runtime::Runtime,
+    client: SchedulerClient,
+}
+
+impl BlockingSchedulerClient {
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start a runtime: {e}")))?;
+        // The HTTP client must be created inside the runtime it will run on.
+        let client = runtime.block_on(async { SchedulerClient::new(config) })?;
+        Ok(BlockingSchedulerClient { runtime, client })
+    }
+
+    pub fn from_env() -> Result<Self, Error> {
+        BlockingSchedulerClient::new(ClientConfig::from_env()?)
+    }
+
+    pub fn add_graph_execution_schedule(
+        &self,
+        schedule: NewGraphSchedule,
+    ) -> Result<GraphExecutionJobInfo, Error> {
+        self.runtime
+            .block_on(self.client.add_graph_execution_schedule(schedule))
+    }
+
+    pub fn delete_graph_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<GraphExecutionJobInfo, Error> {
+        self.runtime.block_on(
+            self.client
+                .delete_graph_execution_schedule(schedule_id, user_id),
+        )
+    }
+
+    pub fn get_graph_execution_schedules(
+        &self,
+        graph_id: Option<String>,
+        user_id: Option<String>,
+        include_paused: Option<bool>,
+    ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
+        self.runtime
+            .block_on(
+                self.client
+                    .get_graph_execution_schedules(graph_id, user_id, include_paused),
+            )
+    }
+
+    pub fn pause_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<bool, Error> {
+        self.runtime
+            .block_on(self.client.pause_execution_schedule(schedule_id, user_id))
+    }
+
+    pub fn resume_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<bool, Error> {
+        self.runtime
+            .block_on(self.client.resume_execution_schedule(schedule_id, user_id))
+    }
+
+    pub fn get_schedule_runs(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<ScheduleRun>, Error> {
+        self.runtime
+            .block_on(self.client.get_schedule_runs(schedule_id, user_id, limit))
+    }
+
+    pub fn next_fire_times(
+        &self,
+        cron: &str,
+        timezone: Option<String>,
+        after: Option<String>,
+        count: Option<u32>,
+    ) -> Result<Vec<String>, Error> {
+        self.runtime
+            .block_on(self.client.next_fire_times(cron, timezone, after, count))
+    }
+
+    pub fn health_check(&self) -> Result<String, Error> {
+        self.runtime.block_on(self.client.health_check())
+    }
+
+    pub fn execute_system_task(&self, task: &str, kwargs: Option<Value>) -> Result<Value, Error> {
+        self.runtime
+            .block_on(self.client.execute_system_task(task, kwargs))
+    }
+}

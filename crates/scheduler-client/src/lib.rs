@@ -1,0 +1,321 @@
+//! A typed client for the scheduler, for other services.
+//!
+//! Like AutoGPT's service client it finds the scheduler at `SCHEDULER_HOST` (default
+//! `localhost`) on the configured port (default 8003), gives each call 300 seconds, and retries
+//! with exponential backoff when the scheduler cannot be reached, never when it answered with
+//! an application error.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), scheduler_client::Error> {
+//! let client = scheduler_client::SchedulerClient::from_env()?;
+//! let schedules = client.get_graph_execution_schedules(None, Some("user-1".into()), None).await?;
+//! # Ok(()) }
+//! ```
+
+mod blocking;
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use jsonrpsee::core::ClientError;
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+pub use scheduler_api::{
+    GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiClient, SchedulerError,
+};
+use serde_json::Value;
+
+pub use blocking::BlockingSchedulerClient;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The scheduler answered with an application error (never retried).
+    #[error("{kind} from scheduler: {0}", kind = .0.exception_type())]
+    Scheduler(SchedulerError),
+    /// The scheduler could not be reached, after all retries.
+    #[error("scheduler unreachable after {attempts} attempt(s): {message}")]
+    Unreachable { attempts: usize, message: String },
+    /// The call took longer than the per-call timeout.
+    #[error("scheduler call timed out")]
+    Timeout,
+    /// Any other JSON-RPC failure (invalid params, unknown method, bad response).
+    #[error("scheduler call failed: {0}")]
+    Rpc(String),
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+/// Connection settings. `Default` reads nothing from the environment; see [`ClientConfig::from_env`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub host: String,
+    pub port: u16,
+    /// Per-call timeout (AutoGPT's default: 300 s).
+    pub timeout: Duration,
+    /// How many times a call is retried after a connection error.
+    pub retries: usize,
+    /// The first backoff delay; it doubles on each retry.
+    pub retry_delay: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            host: "localhost".into(),
+            port: scheduler_api::DEFAULT_PORT,
+            timeout: Duration::from_secs(300),
+            retries: 5,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Defaults with the host from `SCHEDULER_HOST` and the port from `SCHEDULER_PORT`.
+    pub fn from_env() -> Result<Self, Error> {
+        let mut config = ClientConfig::default();
+        if let Ok(host) = std::env::var("SCHEDULER_HOST") {
+            config.host = host;
+        }
+        if let Ok(port) = std::env::var("SCHEDULER_PORT") {
+            config.port = port.parse().map_err(|_| {
+                Error::Config(format!("SCHEDULER_PORT '{port}' is not a port number"))
+            })?;
+        }
+        Ok(config)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+}
+
+/// The async client.
+#[derive(Clone, Debug)]
+pub struct SchedulerClient {
+    rpc: HttpClient,
+    config: ClientConfig,
+}
+
+impl SchedulerClient {
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let rpc = HttpClientBuilder::default()
+            .request_timeout(config.timeout)
+            .build(config.url())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(SchedulerClient { rpc, config })
+    }
+
+    /// A client configured from `SCHEDULER_HOST` and `SCHEDULER_PORT`.
+    pub fn from_env() -> Result<Self, Error> {
+        SchedulerClient::new(ClientConfig::from_env()?)
+    }
+
+    /// The generated JSON-RPC client, for calls without the retry policy.
+    pub fn rpc(&self) -> &HttpClient {
+        &self.rpc
+    }
+
+    /// Runs one API call under the retry policy: connection failures are retried with
+    /// exponential backoff, everything else is returned at once.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(HttpClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_delay)
+            .with_max_times(self.config.retries)
+            .with_jitter();
+        let mut attempts = 0;
+        let result = (|| {
+            attempts += 1;
+            call(self.rpc.clone())
+        })
+        .retry(backoff)
+        .when(is_connection_error)
+        .await;
+        result.map_err(|error| classify(error, attempts))
+    }
+
+    pub async fn add_graph_execution_schedule(
+        &self,
+        schedule: NewGraphSchedule,
+    ) -> Result<GraphExecutionJobInfo, Error> {
+        self.call(|rpc| {
+            let s = schedule.clone();
+            async move {
+                rpc.add_graph_execution_schedule(
+                    s.user_id,
+                    s.graph_id,
+                    s.graph_version,
+                    s.cron,
+                    s.input_data,
+                    s.input_credentials,
+                    s.name,
+                    s.user_timezone,
+                    s.policy,
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    pub async fn delete_graph_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<GraphExecutionJobInfo, Error> {
+        let (schedule_id, user_id) = (schedule_id.to_string(), user_id.to_string());
+        self.call(|rpc| {
+            let (schedule_id, user_id) = (schedule_id.clone(), user_id.clone());
+            async move {
+                rpc.delete_graph_execution_schedule(schedule_id, user_id)
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn get_graph_execution_schedules(
+        &self,
+        graph_id: Option<String>,
+        user_id: Option<String>,
+        include_paused: Option<bool>,
+    ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
+        self.call(|rpc| {
+            let (graph_id, user_id) = (graph_id.clone(), user_id.clone());
+            async move {
+                rpc.get_graph_execution_schedules(graph_id, user_id, include_paused)
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn pause_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<bool, Error> {
+        let (schedule_id, user_id) = (schedule_id.to_string(), user_id.to_string());
+        self.call(|rpc| {
+            let (schedule_id, user_id) = (schedule_id.clone(), user_id.clone());
+            async move { rpc.pause_execution_schedule(schedule_id, user_id).await }
+        })
+        .await
+    }
+
+    pub async fn resume_execution_schedule(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+    ) -> Result<bool, Error> {
+        let (schedule_id, user_id) = (schedule_id.to_string(), user_id.to_string());
+        self.call(|rpc| {
+            let (schedule_id, user_id) = (schedule_id.clone(), user_id.clone());
+            async move { rpc.resume_execution_schedule(schedule_id, user_id).await }
+        })
+        .await
+    }
+
+    pub async fn get_schedule_runs(
+        &self,
+        schedule_id: &str,
+        user_id: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<ScheduleRun>, Error> {
+        let (schedule_id, user_id) = (schedule_id.to_string(), user_id.to_string());
+        self.call(|rpc| {
+            let (schedule_id, user_id) = (schedule_id.clone(), user_id.clone());
+            async move { rpc.get_schedule_runs(schedule_id, user_id, limit).await }
+        })
+        .await
+    }
+
+    pub async fn next_fire_times(
+        &self,
+        cron: &str,
+        timezone: Option<String>,
+        after: Option<String>,
+        count: Option<u32>,
+    ) -> Result<Vec<String>, Error> {
+        let cron = cron.to_string();
+        self.call(|rpc| {
+            let (cron, timezone, after) = (cron.clone(), timezone.clone(), after.clone());
+            async move { rpc.next_fire_times(cron, timezone, after, count).await }
+        })
+        .await
+    }
+
+    pub async fn health_check(&self) -> Result<String, Error> {
+        self.call(|rpc| async move { rpc.health_check().await })
+            .await
+    }
+
+    /// Runs a system task now by name (see `scheduler_api::SYSTEM_TASKS`).
+    pub async fn execute_system_task(
+        &self,
+        task: &str,
+        kwargs: Option<Value>,
+    ) -> Result<Value, Error> {
+        let task = task.to_string();
+        self.call(|rpc| {
+            let (task, kwargs) = (task.clone(), kwargs.clone());
+            async move {
+                match task.as_str() {
+                    "process_existing_batches" => {
+                        rpc.execute_process_existing_batches(kwargs.unwrap_or_default())
+                            .await
+                    }
+                    "process_weekly_summary" => rpc.execute_process_weekly_summary().await,
+                    "report_late_executions" => rpc.execute_report_late_executions().await,
+                    "report_block_error_rates" => rpc.execute_report_block_error_rates().await,
+                    "cleanup_expired_files" => rpc.execute_cleanup_expired_files().await,
+                    other => Err(ClientError::Custom(format!(
+                        "unknown system task '{other}'"
+                    ))),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The arguments of `add_graph_execution_schedule`.
+#[derive(Debug, Clone, Default)]
+pub struct NewGraphSchedule {
+    pub user_id: String,
+    pub graph_id: String,
+    pub graph_version: i64,
+    pub cron: String,
+    pub input_data: Value,
+    pub input_credentials: Option<Value>,
+    pub name: Option<String>,
+    pub user_timezone: Option<String>,
+    pub policy: Option<SchedulePolicy>,
+}
+
+fn is_connection_error(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Transport(_) | ClientError::RestartNeeded(_)
+    )
+}
+
+fn classify(error: ClientError, attempts: usize) -> Error {
+    match error {
+        ClientError::Call(object) => match SchedulerError::from_error_object(&object) {
+            Some(app) => Error::Scheduler(app),
+            None => Error::Rpc(format!("{} (code {})", object.message(), object.code())),
+        },
+        ClientError::RequestTimeout => Error::Timeout,
+        error if is_connection_error(&error) => Error::Unreachable {
+            attempts,
+            message: error.to_string(),
+        },
+        other => Error::Rpc(other.to_string()),
+    }
+}
