@@ -1,0 +1,63 @@
+//! State shared by the RPC handlers and the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jobstore::{JobStore, Jobstore, StoreError};
+use scheduler_api::SchedulerError;
+use tokio::sync::Notify;
+
+/// The jobstores this process serves, by name.
+#[derive(Clone)]
+pub struct Stores {
+    by_name: HashMap<Jobstore, Arc<dyn JobStore>>,
+}
+
+impl Stores {
+    pub fn new(stores: impl IntoIterator<Item = Arc<dyn JobStore>>) -> Self {
+        Stores {
+            by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
+        }
+    }
+
+    pub fn get(&self, jobstore: Jobstore) -> Option<&Arc<dyn JobStore>> {
+        self.by_name.get(&jobstore)
+    }
+
+    /// Every store, in the fixed order of [`Jobstore::ALL`].
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn JobStore>> {
+        Jobstore::ALL.iter().filter_map(|j| self.by_name.get(j))
+    }
+}
+
+/// What every handler needs.
+pub struct App {
+    pub stores: Stores,
+    /// Wakes the engine when schedules change.
+    pub wake: Arc<Notify>,
+    pub started_at: Instant,
+}
+
+impl App {
+    pub fn new(stores: Stores) -> Arc<Self> {
+        Arc::new(App {
+            stores,
+            wake: Arc::new(Notify::new()),
+            started_at: Instant::now(),
+        })
+    }
+
+    /// The store graph execution schedules live in.
+    pub fn execution(&self) -> Result<&Arc<dyn JobStore>, SchedulerError> {
+        self.stores.get(Jobstore::Execution).ok_or_else(|| {
+            SchedulerError::Runtime("the execution jobstore is not configured".into())
+        })
+    }
+}
+
+/// Storage failures reach callers as `RuntimeError` without internal detail; the detail is logged.
+pub fn storage_error(error: StoreError) -> SchedulerError {
+    tracing::error!(%error, "storage operation failed");
+    SchedulerError::Runtime(format!("storage unavailable: {error}"))
+}

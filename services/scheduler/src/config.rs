@@ -1,0 +1,377 @@
+//! The one configuration struct. Layers, each overriding the one before: built-in defaults,
+//! the TOML file (`scheduler.toml`, or `--config FILE`), the environment (`SCHEDULER__SECTION__KEY`,
+//! and `DATABASE_URL`/`DIRECT_URL` as AutoGPT sets them), the command line. Unknown keys are an
+//! error in every layer.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The default file read when `--config` is not given (optional).
+pub const DEFAULT_FILE: &str = "scheduler.toml";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub executor: ExecutorConfig,
+    pub engine: EngineConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address to listen on.
+    pub host: IpAddr,
+    pub port: u16,
+    /// Request bodies above this size are refused (JSON-RPC and AutoGPT routes alike).
+    pub max_body_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the embedded default) or `postgres://…` (with optional `?schema=`).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// The execution service that receives `add_graph_execution`.
+    pub url: String,
+    /// Per-attempt timeout of a dispatch.
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    /// Retries after a failed attempt before the run is recorded as failed.
+    pub retries: u32,
+    /// The first backoff delay between attempts; it doubles each time.
+    #[serde(with = "human_duration")]
+    pub retry_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How many due schedules one claim transaction takes.
+    pub batch_size: u32,
+    /// How many dispatches may be in flight at once.
+    pub dispatch_concurrency: u32,
+    /// How long a claimed run stays ours before another process may take it over.
+    #[serde(with = "human_duration")]
+    pub lease: Duration,
+    /// The longest the engine sleeps without re-reading the stores, as a guard against
+    /// wall-clock jumps; changes made through the API wake it at once regardless.
+    #[serde(with = "human_duration")]
+    pub max_sleep: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `scheduler=debug,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: scheduler_api::DEFAULT_PORT,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://./data/scheduler.db".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            url: "http://127.0.0.1:8002".into(),
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            batch_size: 500,
+            dispatch_concurrency: 256,
+            lease: Duration::from_secs(30),
+            max_sleep: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line, the last layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+    pub executor_url: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from all layers, reading the process environment.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Config::load_from(overrides, &vars)
+    }
+
+    /// Builds the configuration from all layers with the given environment.
+    pub fn load_from(overrides: &Overrides, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Config::default())?);
+        builder = match &overrides.config_file {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                builder.add_source(toml_file(path))
+            }
+            None => builder.add_source(toml_file(Path::new(DEFAULT_FILE)).required(false)),
+        };
+        let scheduler_vars: config::Map<String, String> = env
+            .iter()
+            .filter(|(key, _)| key.starts_with("SCHEDULER__"))
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SCHEDULER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(scheduler_vars.clone())),
+        );
+        // AutoGPT's variables, below the scheduler's own key: DIRECT_URL wins over DATABASE_URL
+        // as in AutoGPT's scheduler.
+        if !scheduler_vars.contains_key("SCHEDULER__DATABASE__URL") {
+            let lookup = |name: &str| {
+                env.iter()
+                    .find(|(k, v)| k == name && !v.is_empty())
+                    .map(|(_, v)| v.clone())
+            };
+            if let Some(url) = lookup("DIRECT_URL").or_else(|| lookup("DATABASE_URL")) {
+                builder = builder.set_override("database.url", url)?;
+            }
+        }
+        if let Some(host) = overrides.host {
+            builder = builder.set_override("server.host", host.to_string())?;
+        }
+        if let Some(port) = overrides.port {
+            builder = builder.set_override("server.port", port)?;
+        }
+        if let Some(url) = &overrides.database_url {
+            builder = builder.set_override("database.url", url.as_str())?;
+        }
+        if let Some(url) = &overrides.executor_url {
+            builder = builder.set_override("executor.url", url.as_str())?;
+        }
+        let config: Config = builder
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        jobstore::DatabaseUrl::parse(&self.database.url).context("database.url")?;
+        if !(self.executor.url.starts_with("http://") || self.executor.url.starts_with("https://"))
+        {
+            bail!(
+                "executor.url must be an http:// or https:// URL, got '{}'",
+                self.executor.url
+            );
+        }
+        if self.engine.batch_size == 0 || self.engine.dispatch_concurrency == 0 {
+            bail!("engine.batch_size and engine.dispatch_concurrency must be at least 1");
+        }
+        if self.engine.lease < Duration::from_secs(1) {
+            bail!("engine.lease must be at least 1s");
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+fn toml_file(path: &Path) -> config::File<config::FileSourceFile, config::FileFormat> {
+    config::File::from(path).format(config::FileFormat::Toml)
+}
+
+/// Durations as humantime strings ("30s", "1m 30s").
+mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration '{text}': {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn no_file() -> Overrides {
+        // A directory with no scheduler.toml, so the optional default file is absent.
+        Overrides {
+            config_file: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "[server]\nport = 9001\n[executor]\nretries = 7\ntimeout = \"5s\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let config =
+            Config::load_from(&overrides, &env(&[("SCHEDULER__EXECUTOR__RETRIES", "9")])).unwrap();
+        assert_eq!(config.server.port, 9001, "file over default");
+        assert_eq!(config.executor.retries, 9, "environment over file");
+        assert_eq!(config.executor.timeout, Duration::from_secs(5));
+        let overrides = Overrides {
+            port: Some(9002),
+            ..overrides
+        };
+        let config = Config::load_from(&overrides, &env(&[])).unwrap();
+        assert_eq!(config.server.port, 9002, "command line over file");
+    }
+
+    #[test]
+    fn autogpt_database_variables_are_honoured() {
+        let config =
+            Config::load_from(&no_file(), &env(&[("DATABASE_URL", "postgres://a@h/x")])).unwrap();
+        assert_eq!(config.database.url, "postgres://a@h/x");
+        let both = env(&[
+            ("DATABASE_URL", "postgres://a@h/x"),
+            ("DIRECT_URL", "postgres://b@h/y?schema=platform"),
+        ]);
+        assert_eq!(
+            Config::load_from(&no_file(), &both).unwrap().database.url,
+            "postgres://b@h/y?schema=platform"
+        );
+        let mut own = both.clone();
+        own.push(("SCHEDULER__DATABASE__URL".into(), "sqlite://x.db".into()));
+        assert_eq!(
+            Config::load_from(&no_file(), &own).unwrap().database.url,
+            "sqlite://x.db"
+        );
+        let cli = Overrides {
+            database_url: Some("sqlite://cli.db".into()),
+            ..no_file()
+        };
+        assert_eq!(
+            Config::load_from(&cli, &own).unwrap().database.url,
+            "sqlite://cli.db"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let error =
+            Config::load_from(&no_file(), &env(&[("SCHEDULER__SERVER__PROT", "1")])).unwrap_err();
+        assert!(format!("{error:#}").contains("prot"), "{error:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[engine]\nlease = \"soon\"\n").unwrap();
+        let error = Config::load_from(
+            &Overrides {
+                config_file: Some(file),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("invalid duration 'soon'"),
+            "{error:#}"
+        );
+        let error = Config::load_from(
+            &no_file(),
+            &env(&[("SCHEDULER__DATABASE__URL", "mysql://x")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("expected sqlite://PATH"),
+            "{error:#}"
+        );
+        let missing = Overrides {
+            config_file: Some("/nonexistent/s.toml".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load_from(&missing, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+}

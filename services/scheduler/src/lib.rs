@@ -1,0 +1,91 @@
+//! The scheduler service: holds schedules and fires them.
+//!
+//! [`run`] wires the parts: the jobstores ([`jobstore`]), the engine ([`engine`]) that claims
+//! due runs and dispatches them ([`dispatch`]), and the server ([`server`]) that exposes the
+//! JSON-RPC API ([`rpc`]) and the AutoGPT routes ([`compat`]) on one port.
+
+pub mod app;
+pub mod body_limit;
+pub mod compat;
+pub mod config;
+pub mod dispatch;
+pub mod engine;
+pub mod openrpc;
+pub mod rpc;
+pub mod server;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use jobstore::{DatabaseUrl, Jobstore, MemoryStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{App, Stores};
+use crate::config::Config;
+use crate::dispatch::Executor;
+use crate::engine::Engine;
+
+/// Runs the service until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&config.database.url)?;
+    let db = jobstore::connect(&url, config.database.max_connections)
+        .await
+        .with_context(|| format!("opening database {}", url.redacted()))?;
+    let stores = Stores::new([
+        db.store(Jobstore::Execution),
+        db.store(Jobstore::BatchedNotifications),
+        Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
+    ]);
+    let app = App::new(stores.clone());
+    let executor = Arc::new(Executor::new(&config.executor)?);
+    let address = (config.server.host, config.server.port);
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %url.redacted(),
+        executor = %config.executor.url,
+        "scheduler listening"
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let exclusive = !matches!(url, DatabaseUrl::Postgres { .. });
+    let engine = Engine::new(
+        stores,
+        executor,
+        app.wake.clone(),
+        config.engine.clone(),
+        exclusive,
+    );
+    let engine = tokio::spawn(engine.run(stopped.clone()));
+    let server = tokio::spawn(server::serve(listener, app, config.server.clone(), stopped));
+
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    let _ = stop.send(true);
+    server.await.context("server task")??;
+    engine.await.context("engine task")?;
+    db.close().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The JSON-RPC surface: [`RpcHandler`] implements the API trait and hands each method to the
+//! file of its area.
+
+mod cron;
+mod runs;
+mod schedules;
+mod system;
+
+use std::sync::Arc;
+
+use jsonrpsee::core::{RpcResult, async_trait};
+use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiServer};
+use serde_json::Value;
+
+use crate::app::App;
+
+pub struct RpcHandler {
+    app: Arc<App>,
+}
+
+impl RpcHandler {
+    pub fn new(app: Arc<App>) -> Self {
+        RpcHandler { app }
+    }
+}
+
+#[async_trait]
+impl SchedulerApiServer for RpcHandler {
+    // The argument list is AutoGPT's wire protocol (see scheduler-api).
+    #[allow(clippy::too_many_arguments)]
+    async fn add_graph_execution_schedule(
+        &self,
+        user_id: String,
+        graph_id: String,
+        graph_version: i64,
+        cron: String,
+        input_data: Value,
+        input_credentials: Option<Value>,
+        name: Option<String>,
+        user_timezone: Option<String>,
+        policy: Option<SchedulePolicy>,
+    ) -> RpcResult<GraphExecutionJobInfo> {
+        let request = schedules::AddRequest {
+            user_id,
+            graph_id,
+            graph_version,
+            cron,
+            input_data,
+            input_credentials,
+            name,
+            user_timezone,
+            policy,
+        };
+        Ok(schedules::add(&self.app, request).await?)
+    }
+
+    async fn delete_graph_execution_schedule(
+        &self,
+        schedule_id: String,
+        user_id: String,
+    ) -> RpcResult<GraphExecutionJobInfo> {
+        Ok(schedules::delete(&self.app, &schedule_id, &user_id).await?)
+    }
+
+    async fn get_graph_execution_schedules(
+        &self,
+        graph_id: Option<String>,
+        user_id: Option<String>,
+        include_paused: Option<bool>,
+    ) -> RpcResult<Vec<GraphExecutionJobInfo>> {
+        Ok(schedules::list(
+            &self.app,
+            graph_id,
+            user_id,
+            include_paused.unwrap_or(false),
+        )
+        .await?)
+    }
+
+    async fn pause_execution_schedule(
+        &self,
+        schedule_id: String,
+        user_id: String,
+    ) -> RpcResult<bool> {
+        Ok(schedules::set_paused(&self.app, &schedule_id, &user_id, true).await?)
+    }
+
+    async fn resume_execution_schedule(
+        &self,
+        schedule_id: String,
+        user_id: String,
+    ) -> RpcResult<bool> {
+        Ok(schedules::set_paused(&self.app, &schedule_id, &user_id, false).await?)
+    }
+
+    async fn get_schedule_runs(
+        &self,
+        schedule_id: String,
+        user_id: String,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<ScheduleRun>> {
+        Ok(runs::list(&self.app, &schedule_id, &user_id, limit).await?)
+    }
+
+    async fn next_fire_times(
+        &self,
+        cron: String,
+        timezone: Option<String>,
+        after: Option<String>,
+        count: Option<u32>,
+    ) -> RpcResult<Vec<String>> {
+        Ok(cron::next_fire_times(
+            &cron,
+            timezone.as_deref(),
+            after.as_deref(),
+            count,
+        )?)
+    }
+
+    async fn execute_process_existing_batches(&self, kwargs: Value) -> RpcResult<Value> {
+        Ok(system::execute("process_existing_batches", Some(kwargs))?)
+    }
+
+    async fn execute_process_weekly_summary(&self) -> RpcResult<Value> {
+        Ok(system::execute("process_weekly_summary", None)?)
+    }
+
+    async fn execute_report_late_executions(&self) -> RpcResult<Value> {
+        Ok(system::execute("report_late_executions", None)?)
+    }
+
+    async fn execute_report_block_error_rates(&self) -> RpcResult<Value> {
+        Ok(system::execute("report_block_error_rates", None)?)
+    }
+
+    async fn execute_cleanup_expired_files(&self) -> RpcResult<Value> {
+        Ok(system::execute("cleanup_expired_files", None)?)
+    }
+
+    async fn health_check(&self) -> RpcResult<String> {
+        Ok("OK".to_string())
+    }
+}

@@ -1,0 +1,61 @@
+//! The run ledger as the API shows it.
+
+use jobstore::RunRecord;
+use scheduler_api::{RunStatus, ScheduleRun, SchedulerError};
+
+use crate::app::{App, storage_error};
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 1000;
+
+pub async fn list(
+    app: &App,
+    schedule_id: &str,
+    user_id: &str,
+    limit: Option<u32>,
+) -> Result<Vec<ScheduleRun>, SchedulerError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(SchedulerError::Value(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let store = app.execution()?;
+    let runs = store
+        .runs(schedule_id, limit as usize)
+        .await
+        .map_err(storage_error)?;
+    // The owner is checked against the live schedule, or against the ledger once it is deleted.
+    let owner = match store.get(schedule_id).await.map_err(storage_error)? {
+        Some(schedule) => Some(schedule.owner),
+        None => runs.first().map(|run| run.owner.clone()),
+    };
+    match owner {
+        None => Err(SchedulerError::NotFound(format!(
+            "Job #{schedule_id} not found."
+        ))),
+        Some(owner) if owner != user_id => Err(SchedulerError::NotAuthorized(
+            "User ID does not match the job's user ID".into(),
+        )),
+        Some(_) => Ok(runs.iter().map(to_api).collect()),
+    }
+}
+
+fn to_api(run: &RunRecord) -> ScheduleRun {
+    ScheduleRun {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        status: match run.status {
+            jobstore::RunStatus::Pending => RunStatus::Pending,
+            jobstore::RunStatus::Dispatched => RunStatus::Dispatched,
+            jobstore::RunStatus::Failed => RunStatus::Failed,
+            jobstore::RunStatus::Skipped => RunStatus::Skipped,
+            jobstore::RunStatus::Coalesced => RunStatus::Coalesced,
+        },
+        detail: run.detail.clone(),
+        attempts: run.attempts,
+        claimed_at: run.claimed_at,
+        finished_at: run.finished_at,
+        idempotency_key: run.idempotency_key(),
+    }
+}

@@ -1,0 +1,222 @@
+//! Graph execution schedules: add, delete, list, pause, resume.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
+use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, SchedulerError};
+use serde_json::Value;
+use triggers::TriggerSpec;
+
+use crate::app::{App, storage_error};
+
+/// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
+const DEFAULT_NAME: &str = "execute_graph";
+/// Identifiers longer than this are refused rather than stored.
+const MAX_ID_LEN: usize = 256;
+
+pub struct AddRequest {
+    pub user_id: String,
+    pub graph_id: String,
+    pub graph_version: i64,
+    pub cron: String,
+    pub input_data: Value,
+    pub input_credentials: Option<Value>,
+    pub name: Option<String>,
+    pub user_timezone: Option<String>,
+    pub policy: Option<SchedulePolicy>,
+}
+
+pub async fn add(app: &App, request: AddRequest) -> Result<GraphExecutionJobInfo, SchedulerError> {
+    check_id("user_id", &request.user_id)?;
+    check_id("graph_id", &request.graph_id)?;
+    let input_data = object_or_error("input_data", request.input_data)?;
+    let input_credentials = object_or_error(
+        "input_credentials",
+        request
+            .input_credentials
+            .unwrap_or_else(|| Value::Object(Default::default())),
+    )?;
+    let timezone = match request.user_timezone.as_deref().map(str::trim) {
+        None | Some("") => "UTC".to_string(),
+        Some(zone) => zone.to_string(),
+    };
+    let trigger = TriggerSpec::Cron {
+        expression: request.cron.trim().to_string(),
+        timezone,
+    };
+    let compiled = trigger
+        .compile()
+        .map_err(|e| SchedulerError::Value(e.to_string()))?;
+    let now = Utc::now().trunc_subsecs(0);
+    let policy = request.policy.unwrap_or_default();
+    let schedule = Schedule {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: request
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAME.to_string()),
+        owner: request.user_id,
+        trigger,
+        target: Target::GraphExecution {
+            graph_id: request.graph_id,
+            graph_version: request.graph_version,
+            input_data,
+            input_credentials,
+        },
+        policy: Policy {
+            coalesce: policy.coalesce.unwrap_or(true),
+            misfire_grace_secs: policy.misfire_grace_secs,
+        },
+        paused: false,
+        next_run_at: compiled.next_after(now),
+        created_at: now,
+    };
+    let store = app.execution()?;
+    store.insert(&schedule).await.map_err(storage_error)?;
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %schedule.id, user_id = %schedule.owner, next_run_at = ?schedule.next_run_at, "schedule added");
+    job_info(&schedule)
+}
+
+pub async fn delete(
+    app: &App,
+    schedule_id: &str,
+    user_id: &str,
+) -> Result<GraphExecutionJobInfo, SchedulerError> {
+    let store = app.execution()?;
+    let schedule = owned_schedule(store, schedule_id, user_id).await?;
+    let deleted = store.delete(schedule_id).await.map_err(storage_error)?;
+    let deleted = deleted.unwrap_or(schedule);
+    app.wake.notify_one();
+    tracing::info!(%schedule_id, %user_id, "schedule deleted");
+    job_info(&deleted)
+}
+
+pub async fn list(
+    app: &App,
+    graph_id: Option<String>,
+    user_id: Option<String>,
+    include_paused: bool,
+) -> Result<Vec<GraphExecutionJobInfo>, SchedulerError> {
+    let filter = ListFilter {
+        owner: user_id,
+        graph_id,
+        include_inactive: include_paused,
+    };
+    let schedules = app
+        .execution()?
+        .list(&filter)
+        .await
+        .map_err(storage_error)?;
+    schedules.iter().map(job_info).collect()
+}
+
+pub async fn set_paused(
+    app: &App,
+    schedule_id: &str,
+    user_id: &str,
+    paused: bool,
+) -> Result<bool, SchedulerError> {
+    let store = app.execution()?;
+    let schedule = owned_schedule(store, schedule_id, user_id).await?;
+    if schedule.paused == paused {
+        return Ok(true);
+    }
+    let next_run_at = if paused {
+        None
+    } else {
+        let trigger = schedule
+            .trigger
+            .compile()
+            .map_err(|e| SchedulerError::Value(e.to_string()))?;
+        trigger.next_after(Utc::now())
+    };
+    store
+        .set_paused(schedule_id, paused, next_run_at)
+        .await
+        .map_err(storage_error)?;
+    app.wake.notify_one();
+    tracing::info!(%schedule_id, %user_id, paused, "schedule paused state changed");
+    Ok(true)
+}
+
+/// The schedule, after checking that it exists and belongs to `user_id`.
+pub async fn owned_schedule(
+    store: &Arc<dyn JobStore>,
+    schedule_id: &str,
+    user_id: &str,
+) -> Result<Schedule, SchedulerError> {
+    let schedule = store
+        .get(schedule_id)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
+    if schedule.owner != user_id {
+        return Err(SchedulerError::NotAuthorized(
+            "User ID does not match the job's user ID".into(),
+        ));
+    }
+    Ok(schedule)
+}
+
+/// A schedule as AutoGPT's `GraphExecutionJobInfo`.
+pub fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerError> {
+    let Target::GraphExecution {
+        graph_id,
+        graph_version,
+        input_data,
+        input_credentials,
+    } = &schedule.target;
+    let (cron, zone_name) = match &schedule.trigger {
+        TriggerSpec::Cron {
+            expression,
+            timezone,
+        } => (expression.clone(), timezone.clone()),
+        other => (String::new(), other.timezone_name().to_string()),
+    };
+    let zone = triggers::parse_timezone(&zone_name).unwrap_or(chrono_tz::Tz::UTC);
+    Ok(GraphExecutionJobInfo {
+        id: schedule.id.clone(),
+        name: schedule.name.clone(),
+        user_id: schedule.owner.clone(),
+        graph_id: graph_id.clone(),
+        graph_version: *graph_version,
+        cron,
+        input_data: input_data.clone(),
+        input_credentials: input_credentials.clone(),
+        next_run_time: schedule
+            .next_run_at
+            .map(|at: DateTime<Utc>| at.with_timezone(&zone).fixed_offset()),
+        timezone: zone_name,
+    })
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
+    if value.trim().is_empty() {
+        return Err(SchedulerError::Value(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(SchedulerError::Value(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
+    match value {
+        Value::Object(_) => Ok(value),
+        other => Err(SchedulerError::Value(format!(
+            "{field} must be a JSON object, got {}",
+            match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            }
+        ))),
+    }
+}

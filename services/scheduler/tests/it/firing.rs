@@ -1,0 +1,214 @@
+//! End-to-end firing against a stub execution service on loopback.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use scheduler_api::RunStatus;
+use scheduler_client::SchedulerClient;
+
+use crate::helpers::{
+    Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule, on_each_backend,
+};
+
+/// Waits until the ledger holds at least `count` runs with `status`.
+pub async fn wait_for_runs(
+    client: &SchedulerClient,
+    id: &str,
+    user: &str,
+    status: RunStatus,
+    count: usize,
+) -> Vec<scheduler_client::ScheduleRun> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = client
+            .get_schedule_runs(id, user, Some(1000))
+            .await
+            .unwrap();
+        if runs.iter().filter(|r| r.status == status).count() >= count
+            || std::time::Instant::now() > deadline
+        {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn due_schedules_reach_the_execution_service_on_time() {
+    on_each_backend(|backend, db| async move {
+        let stub = StubExecutor::start(Answer::Accept).await;
+        let daemon = Daemon::start(&db, &stub.url).await;
+        let client = daemon.client();
+        let schedule = client
+            .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
+            .await
+            .unwrap();
+
+        let calls = stub.wait_for(3, Duration::from_secs(15)).await;
+        assert!(
+            calls.len() >= 3,
+            "{backend:?}: only {} calls:\n{}",
+            calls.len(),
+            daemon.log_text()
+        );
+        for (i, call) in calls.iter().take(3).enumerate() {
+            let scheduled = call.scheduled_time();
+            let p = &call.params;
+            assert_eq!(
+                (
+                    p["user_id"].as_str(),
+                    p["graph_id"].as_str(),
+                    p["graph_version"].as_i64()
+                ),
+                (Some("u1"), Some("g1"), Some(1))
+            );
+            assert_eq!(
+                p["inputs"],
+                serde_json::json!({"query": "weather", "count": 3})
+            );
+            assert_eq!(p["graph_credentials_inputs"]["api"]["id"], "cred-1");
+            assert_eq!(p["schedule_id"].as_str(), Some(schedule.id.as_str()));
+            assert_eq!(
+                p["idempotency_key"].as_str().unwrap(),
+                format!("{}@{}", schedule.id, p["scheduled_time"].as_str().unwrap())
+            );
+            assert_eq!(scheduled.timestamp() % 2, 0, "fires on even seconds");
+            let lag = call.received_at - scheduled;
+            assert!(
+                lag >= TimeDelta::zero() && lag < TimeDelta::milliseconds(1500),
+                "{backend:?}: call {i} lag {lag}"
+            );
+            if i > 0 {
+                assert_eq!(
+                    scheduled - calls[i - 1].scheduled_time(),
+                    TimeDelta::seconds(2),
+                    "consecutive occurrences, none twice"
+                );
+            }
+        }
+
+        let runs = wait_for_runs(&client, &schedule.id, "u1", RunStatus::Dispatched, 3).await;
+        let dispatched: Vec<_> = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Dispatched)
+            .collect();
+        assert!(dispatched.len() >= 3, "{runs:?}");
+        assert!(
+            runs.windows(2)
+                .all(|w| w[0].scheduled_time > w[1].scheduled_time),
+            "newest first"
+        );
+        assert!(
+            dispatched
+                .iter()
+                .all(|r| r.attempts == 1 && r.finished_at.is_some())
+        );
+
+        client
+            .delete_graph_execution_schedule(&schedule.id, "u1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = stub.calls().len();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            stub.calls().len(),
+            before,
+            "a deleted schedule stops firing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_executor_is_retried_then_the_run_is_dispatched() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Unavailable(2)).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let schedule = client
+        .add_graph_execution_schedule(graph_schedule("u1", "g1", "* * * * * *"))
+        .await
+        .unwrap();
+    let runs = wait_for_runs(&client, &schedule.id, "u1", RunStatus::Dispatched, 1).await;
+    let first = runs
+        .iter()
+        .rev()
+        .find(|r| r.status == RunStatus::Dispatched)
+        .expect("a dispatched run");
+    assert_eq!(first.attempts, 3, "two 503s, then success: {runs:?}");
+    assert!(stub.attempts() >= 3, "the stub saw every attempt");
+    let calls = stub.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.scheduled_time() == first.scheduled_time)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn refused_dispatch_is_recorded_as_failed_and_the_schedule_goes_on() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Refuse).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let schedule = client
+        .add_graph_execution_schedule(graph_schedule("u1", "g1", "* * * * * *"))
+        .await
+        .unwrap();
+    let runs = wait_for_runs(&client, &schedule.id, "u1", RunStatus::Failed, 2).await;
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .collect();
+    assert!(failed.len() >= 2, "{runs:?}");
+    for run in failed {
+        assert_eq!(run.attempts, 1, "a refusal is not retried");
+        assert!(
+            run.detail
+                .as_deref()
+                .unwrap()
+                .contains("graph g-missing not found"),
+            "{:?}",
+            run.detail
+        );
+    }
+}
+
+#[tokio::test]
+async fn paused_schedules_do_not_fire_until_resumed() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let mut request = graph_schedule("u1", "g1", "* * * * * *");
+    request.name = None;
+    // Start far enough from a second boundary that the pause lands before the first fire.
+    let schedule = client.add_graph_execution_schedule(request).await.unwrap();
+    client
+        .pause_execution_schedule(&schedule.id, "u1")
+        .await
+        .unwrap();
+    let paused_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during_pause = stub
+        .calls()
+        .into_iter()
+        .filter(|c| c.received_at > paused_at + TimeDelta::milliseconds(200))
+        .count();
+    assert_eq!(during_pause, 0, "no fire while paused");
+    client
+        .resume_execution_schedule(&schedule.id, "u1")
+        .await
+        .unwrap();
+    let resumed_at = Utc::now();
+    let calls = stub.wait_for(1, Duration::from_secs(10)).await;
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.scheduled_time() > resumed_at - TimeDelta::seconds(1)),
+        "fires again after resume"
+    );
+}

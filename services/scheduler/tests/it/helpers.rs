@@ -1,0 +1,332 @@
+//! Shared helpers: the daemon under test, its database, and a stub execution service.
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use scheduler_client::{ClientConfig, NewGraphSchedule, SchedulerClient};
+use serde_json::{Value, json};
+use test_support::PgSchema;
+
+/// Which database the daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test: a SQLite file in a temporary directory, or a private PostgreSQL
+/// schema. `None` from [`TestDb::new`] means PostgreSQL is unreachable outside CI.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    _schema: Option<PgSchema>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => {
+                let url = format!(
+                    "sqlite://{}",
+                    dir.path().join("data/scheduler.db").display()
+                );
+                Some(TestDb {
+                    url,
+                    dir,
+                    _schema: None,
+                })
+            }
+            Backend::Postgres => {
+                let schema = PgSchema::create("scheduler_it").await?;
+                Some(TestDb {
+                    url: schema.url(),
+                    dir,
+                    _schema: Some(schema),
+                })
+            }
+        }
+    }
+}
+
+/// The scheduler binary, running.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts the binary on `db` and waits until it answers `health_check`.
+    pub async fn start(db: &TestDb, executor_url: &str) -> Daemon {
+        Daemon::start_with(db, executor_url, &[]).await
+    }
+
+    pub async fn start_with(db: &TestDb, executor_url: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let log = db.dir.path().join(format!("scheduler-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--database-url",
+                &db.url,
+                "--executor-url",
+                executor_url,
+            ])
+            .current_dir(db.dir.path())
+            .env("SCHEDULER__EXECUTOR__RETRY_DELAY", "50ms")
+            .env("SCHEDULER__EXECUTOR__TIMEOUT", "5s")
+            .env("SCHEDULER__LOG__LEVEL", "info,scheduler=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the scheduler binary starts");
+        let mut daemon = Daemon { child, port, log };
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "scheduler exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            let answer = http
+                .get(format!("{}/health_check", self.url()))
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scheduler not ready after 30s:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> SchedulerClient {
+        SchedulerClient::new(ClientConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            timeout: Duration::from_secs(30),
+            retries: 2,
+            retry_delay: Duration::from_millis(50),
+        })
+        .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scheduler ignored SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A graph schedule with the given cron, owned by `user`.
+pub fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSchedule {
+    NewGraphSchedule {
+        user_id: user.into(),
+        graph_id: graph.into(),
+        graph_version: 1,
+        cron: cron.into(),
+        input_data: json!({"query": "weather", "count": 3}),
+        input_credentials: Some(json!({"api": {"id": "cred-1", "provider": "openai"}})),
+        name: Some(format!("{graph} for {user}")),
+        user_timezone: None,
+        policy: None,
+    }
+}
+
+/// One `add_graph_execution` call the stub received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub params: Value,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Call {
+    pub fn scheduled_time(&self) -> DateTime<Utc> {
+        let text = self.params["scheduled_time"]
+            .as_str()
+            .expect("scheduled_time is a string");
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+}
+
+/// How the stub answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    Accept,
+    /// HTTP 503 for the next `n` calls, then accept.
+    Unavailable(usize),
+    /// A JSON-RPC error for every call.
+    Refuse,
+}
+
+#[derive(Default)]
+struct StubState {
+    calls: Vec<Call>,
+    answer: Option<Answer>,
+    attempts: usize,
+}
+
+/// A stand-in for AutoGPT's execution service: a JSON-RPC server on loopback that records every
+/// `add_graph_execution` it receives.
+pub struct StubExecutor {
+    pub url: String,
+    state: Arc<Mutex<StubState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl StubExecutor {
+    pub async fn start(answer: Answer) -> StubExecutor {
+        let state = Arc::new(Mutex::new(StubState {
+            answer: Some(answer),
+            ..Default::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/", post(stub_call))
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        StubExecutor { url, state, server }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// How many requests arrived, including refused ones.
+    pub fn attempts(&self) -> usize {
+        self.state.lock().unwrap().attempts
+    }
+
+    /// Waits until at least `count` calls were accepted, or `timeout` passes.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Call> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let calls = self.calls();
+            if calls.len() >= count || Instant::now() >= deadline {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StubExecutor {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn stub_call(
+    State(state): State<Arc<Mutex<StubState>>>,
+    Json(request): Json<Value>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let mut state = state.lock().unwrap();
+    state.attempts += 1;
+    assert_eq!(request["method"], "add_graph_execution");
+    match state.answer.unwrap_or(Answer::Accept) {
+        Answer::Unavailable(n) if n > 0 => {
+            state.answer = Some(Answer::Unavailable(n - 1));
+            (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response()
+        }
+        Answer::Refuse => Json(json!({
+            "jsonrpc": "2.0", "id": request["id"],
+            "error": {"code": -32000, "message": "graph g-missing not found"}
+        }))
+        .into_response(),
+        _ => {
+            state.calls.push(Call {
+                params: request["params"].clone(),
+                received_at: Utc::now(),
+            });
+            let id = format!("exec-{}", state.calls.len());
+            Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": id}}))
+                .into_response()
+        }
+    }
+}
+
+/// Runs `body` against SQLite and PostgreSQL (PostgreSQL only when reachable, or always under CI).
+pub async fn on_each_backend<F, Fut>(body: F)
+where
+    F: Fn(Backend, TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if let Some(db) = TestDb::new(backend).await {
+            body(backend, db).await;
+        }
+    }
+}

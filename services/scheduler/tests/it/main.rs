@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `scheduler` binary on a temporary directory and talks
+//! to it over its real protocols. The execution service is a stub HTTP server on loopback.
+
+mod api;
+mod compat;
+mod firing;
+mod helpers;
+mod openrpc;
+mod restart;
+mod startup;

@@ -1,0 +1,147 @@
+//! Restart safety: a SIGKILL at any moment loses nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use jobstore::{DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use scheduler_api::RunStatus;
+use triggers::TriggerSpec;
+
+use crate::firing::wait_for_runs;
+use crate::helpers::{
+    Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule, on_each_backend,
+};
+
+#[tokio::test]
+async fn schedules_survive_kill_9_and_keep_firing() {
+    on_each_backend(|backend, db| async move {
+        let stub = StubExecutor::start(Answer::Accept).await;
+        let mut daemon = Daemon::start(&db, &stub.url).await;
+        let added = daemon
+            .client()
+            .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
+            .await
+            .unwrap();
+        daemon.kill9();
+
+        let daemon = Daemon::start(&db, &stub.url).await;
+        let listed = daemon
+            .client()
+            .get_graph_execution_schedules(None, Some("u1".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1, "{backend:?}");
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].cron.as_str()),
+            (added.id.as_str(), "*/2 * * * * *")
+        );
+        let calls = stub.wait_for(1, Duration::from_secs(15)).await;
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.params["schedule_id"] == added.id.as_str()),
+            "{backend:?}: still fires:\n{}",
+            daemon.log_text()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn downtime_is_coalesced_into_one_late_run() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let mut daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let added = client
+        .add_graph_execution_schedule(graph_schedule("u1", "g1", "* * * * * *"))
+        .await
+        .unwrap();
+    stub.wait_for(1, Duration::from_secs(10)).await;
+    daemon.kill9();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let runs = wait_for_runs(&client, &added.id, "u1", RunStatus::Coalesced, 1).await;
+    let coalesced = runs
+        .iter()
+        .find(|r| r.status == RunStatus::Coalesced)
+        .expect("a coalesced row for the outage");
+    let detail = coalesced.detail.clone().unwrap();
+    let missed: u64 = detail.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        missed >= 2,
+        "at least two occurrences fell in the outage: {detail}"
+    );
+    let into: DateTime<Utc> = detail.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        into - coalesced.scheduled_time,
+        TimeDelta::seconds(missed as i64)
+    );
+    let runs = wait_for_runs(&client, &added.id, "u1", RunStatus::Dispatched, 2).await;
+    let inside: Vec<_> = runs
+        .iter()
+        .filter(|r| r.scheduled_time > coalesced.scheduled_time && r.scheduled_time < into)
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "no run for the folded occurrences: {inside:?}"
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r.scheduled_time == into && r.status == RunStatus::Dispatched),
+        "the one late run: {runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_restart() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    // Leave the ledger as a crash between claim and dispatch would: a pending run.
+    let scheduled: DateTime<Utc> = "2026-01-01T10:00:00Z".parse().unwrap();
+    {
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let database = jobstore::connect(&url, 1).await.unwrap();
+        let store = database.store(Jobstore::Execution);
+        store
+            .insert(&Schedule {
+                id: "crashed".into(),
+                name: "execute_graph".into(),
+                owner: "u1".into(),
+                trigger: TriggerSpec::Once { at: scheduled },
+                target: Target::GraphExecution {
+                    graph_id: "g1".into(),
+                    graph_version: 5,
+                    input_data: serde_json::json!({}),
+                    input_credentials: serde_json::json!({}),
+                },
+                policy: Policy::default(),
+                paused: false,
+                next_run_at: Some(scheduled),
+                created_at: scheduled,
+            })
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_due(scheduled, 10, TimeDelta::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        database.close().await;
+    }
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let calls = stub.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(calls.len(), 1, "{}", daemon.log_text());
+    assert_eq!(
+        calls[0].params["idempotency_key"], "crashed@2026-01-01T10:00:00Z",
+        "the original key"
+    );
+    let runs = wait_for_runs(&daemon.client(), "crashed", "u1", RunStatus::Dispatched, 1).await;
+    assert_eq!(runs[0].status, RunStatus::Dispatched);
+    assert!(
+        daemon.log_text().contains("recovered runs left pending"),
+        "the recovery is logged with its reason"
+    );
+}
