@@ -1,0 +1,184 @@
+//! docker-compose.yml and the Dockerfiles, checked against the services' real configuration
+//! code: there is no Docker engine here, so the files are parsed and their settings loaded.
+
+use std::path::{Path, PathBuf};
+
+use scheduler::config::{Config, Overrides};
+use yaml_serde::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    yaml_serde::from_str(&text).expect("docker-compose.yml is valid YAML")
+}
+
+fn environment(service: &Value) -> Vec<(String, String)> {
+    let Some(env) = service.get("environment") else {
+        return Vec::new();
+    };
+    env.as_mapping()
+        .expect("environment is a mapping")
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => panic!("unsupported environment value {other:?}"),
+            };
+            (k.as_str().unwrap().to_string(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn compose_brings_up_postgres_redis_and_the_scheduler_with_health_checks() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().unwrap();
+    for name in ["postgres", "redis", "scheduler"] {
+        let service = &compose["services"][name];
+        assert!(service.is_mapping(), "service {name} is defined");
+        let test = &service["healthcheck"]["test"];
+        assert!(
+            test.is_sequence() && !test.as_sequence().unwrap().is_empty(),
+            "{name} has a health check"
+        );
+    }
+    assert_eq!(services.len(), 3);
+    let scheduler = &compose["services"]["scheduler"];
+    assert_eq!(
+        scheduler["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let dockerfile = scheduler["build"]["dockerfile"].as_str().unwrap();
+    assert!(root().join(dockerfile).is_file(), "{dockerfile} exists");
+    let health = scheduler["healthcheck"]["test"].as_sequence().unwrap();
+    assert!(
+        health
+            .iter()
+            .any(|part| part.as_str().is_some_and(|s| s.ends_with("/health_check")))
+    );
+}
+
+#[test]
+fn the_scheduler_environment_in_compose_is_valid_configuration() {
+    let compose = compose();
+    let scheduler = &compose["services"]["scheduler"];
+    let env = environment(scheduler);
+    for (key, _) in &env {
+        assert!(
+            key.starts_with("SCHEDULER__") || key == "DIRECT_URL" || key == "DATABASE_URL",
+            "{key} is a scheduler setting"
+        );
+    }
+    // The same loader the binary uses: unknown keys or bad values fail here as they would at start.
+    let overrides = Overrides {
+        config_file: Some(root().join("deploy/scheduler.example.toml")),
+        ..Default::default()
+    };
+    let config = Config::load_from(&overrides, &env).expect("compose's environment is accepted");
+    assert_eq!(
+        config.server.host.to_string(),
+        "0.0.0.0",
+        "reachable from other containers"
+    );
+    assert!(
+        config.database.url.starts_with("postgresql://")
+            && config.database.url.contains("@postgres:5432/")
+    );
+    assert!(config.database.url.ends_with("?schema=scheduler"));
+    let published: Vec<String> = scheduler["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        published,
+        [format!("{0}:{0}", config.server.port)],
+        "the published port is the configured one"
+    );
+    let pg = environment(&compose["services"]["postgres"]);
+    let credential = |k: &str| pg.iter().find(|(key, _)| key == k).unwrap().1.clone();
+    let expected = format!(
+        "{}:{}@postgres:5432/{}",
+        credential("POSTGRES_USER"),
+        credential("POSTGRES_PASSWORD"),
+        credential("POSTGRES_DB")
+    );
+    assert!(
+        config.database.url.contains(&expected),
+        "the URL matches the postgres service's credentials"
+    );
+}
+
+#[test]
+fn the_example_config_is_the_default_configuration() {
+    let overrides = Overrides {
+        config_file: Some(root().join("deploy/scheduler.example.toml")),
+        ..Default::default()
+    };
+    assert_eq!(
+        Config::load_from(&overrides, &[]).unwrap(),
+        Config::default(),
+        "the example documents the defaults"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_and_runs_the_scheduler_binary() {
+    let text = std::fs::read_to_string(root().join("deploy/scheduler.Dockerfile")).unwrap();
+    let instructions: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(i, rest)| (i.to_uppercase(), rest.to_string()))
+        })
+        .collect();
+    let of = |name: &str| {
+        instructions
+            .iter()
+            .filter(|(i, _)| i == name)
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("FROM").len(),
+        2,
+        "a build stage and a slim runtime stage"
+    );
+    assert!(
+        of("RUN")
+            .iter()
+            .any(|r| r.contains("cargo build --release --locked -p scheduler"))
+    );
+    assert!(
+        of("COPY")
+            .iter()
+            .any(|r| r.contains("--from=build /src/target/release/scheduler"))
+    );
+    assert_eq!(of("EXPOSE"), [Config::default().server.port.to_string()]);
+    assert_eq!(of("ENTRYPOINT"), [r#"["/usr/local/bin/scheduler"]"#]);
+    assert!(
+        of("USER").iter().all(|u| u != "root"),
+        "does not run as root"
+    );
+    let env_lines = of("ENV");
+    let env: Vec<(String, String)> = env_lines
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Config::load_from(&Overrides::default(), &env)
+        .expect("the image's environment is valid configuration");
+}
