@@ -1,0 +1,323 @@
+//! The scheduler benchmark, run against the release binary over its real protocol:
+//!
+//! 1. `add_graph_execution_schedule` calls per second from 32 concurrent clients;
+//! 2. with N stored schedules (default 100,000), D of them (default 10,000) due in the same
+//!    second: the time from that second until the last reaches a stub executor on loopback, and
+//!    the p50/p99 lag of each dispatch behind its scheduled time;
+//! 3. CPU used while idle (10 s with nothing due) and the peak RSS.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
+use jobstore::{Database, DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use scheduler_client::{NewGraphSchedule, SchedulerClient};
+use serde_json::json;
+use triggers::TriggerSpec;
+
+use crate::daemon::{Daemon, build_release, stub_executor};
+
+pub struct Options {
+    backends: Vec<&'static str>,
+    schedules: usize,
+    due: usize,
+    adds: usize,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut options = Options {
+            backends: vec!["sqlite", "postgres"],
+            schedules: 100_000,
+            due: 10_000,
+            adds: 3_000,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--backend" => {
+                    options.backends = match value.as_str() {
+                        "sqlite" => vec!["sqlite"],
+                        "postgres" => vec!["postgres"],
+                        "both" => vec!["sqlite", "postgres"],
+                        other => bail!("unknown backend '{other}'"),
+                    }
+                }
+                "--schedules" => options.schedules = value.parse()?,
+                "--due" => options.due = value.parse()?,
+                "--adds" => options.adds = value.parse()?,
+                other => bail!("unknown option '{other}'"),
+            }
+        }
+        if options.due > options.schedules {
+            bail!("--due must not exceed --schedules");
+        }
+        Ok(options)
+    }
+}
+
+struct Figures {
+    backend: &'static str,
+    adds_per_second: f64,
+    last_dispatch_after: Duration,
+    dispatched: usize,
+    lag_p50: Duration,
+    lag_p99: Duration,
+    idle_cpu_percent: f64,
+    peak_rss_mib: f64,
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let binary = build_release()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Vec::new();
+    for backend in &options.backends {
+        eprintln!("== {backend}");
+        results.push(runtime.block_on(bench_backend(backend, &binary, &options))?);
+    }
+    println!();
+    println!(
+        "| backend | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | peak RSS |",
+        options.due
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for f in results {
+        println!(
+            "| {} | {:.0} | {:.2} s | {} | {} ms | {} ms | {:.2} % | {:.1} MiB |",
+            f.backend,
+            f.adds_per_second,
+            f.last_dispatch_after.as_secs_f64(),
+            f.dispatched,
+            f.lag_p50.as_millis(),
+            f.lag_p99.as_millis(),
+            f.idle_cpu_percent,
+            f.peak_rss_mib
+        );
+    }
+    println!(
+        "\n({} stored schedules; {} adds from 32 concurrent clients; idle CPU over 10 s)",
+        options.schedules, options.adds
+    );
+    Ok(())
+}
+
+/// A database for one measurement; the PostgreSQL schema is dropped afterwards.
+struct BenchDb {
+    url: String,
+    _schema: Option<test_support::PgSchema>,
+}
+
+async fn fresh_db(backend: &str, dir: &std::path::Path, name: &str) -> anyhow::Result<BenchDb> {
+    Ok(match backend {
+        "sqlite" => BenchDb {
+            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+            _schema: None,
+        },
+        _ => {
+            let schema = test_support::PgSchema::create("bench")
+                .await
+                .context("PostgreSQL is not reachable")?;
+            BenchDb {
+                url: schema.url(),
+                _schema: Some(schema),
+            }
+        }
+    })
+}
+
+async fn bench_backend(
+    backend: &'static str,
+    binary: &std::path::Path,
+    options: &Options,
+) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let (executor_url, received) = stub_executor().await?;
+
+    // 1. Adds per second through the API.
+    let db = fresh_db(backend, dir.path(), "adds").await?;
+    let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+    let adds_per_second = measure_adds(&daemon, options.adds).await?;
+    eprintln!("adds: {adds_per_second:.0}/s");
+    daemon.stop()?;
+    drop(db);
+
+    // 2. A burst: `due` of `schedules` in the same second.
+    let db = fresh_db(backend, dir.path(), "burst").await?;
+    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let seed_started = Instant::now();
+    let lead = TimeDelta::seconds(20);
+    let due_at = (Utc::now() + lead).trunc_subsecs(0);
+    seed(&database, options.schedules, options.due, due_at).await?;
+    eprintln!(
+        "seeded {} schedules in {:.1} s; {} due at {due_at}",
+        options.schedules,
+        seed_started.elapsed().as_secs_f64(),
+        options.due
+    );
+    if Utc::now() + TimeDelta::seconds(5) > due_at {
+        bail!("seeding took too long for the {lead} lead");
+    }
+    let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+    let deadline = Instant::now()
+        + Duration::from_secs(120)
+        + (due_at - Utc::now()).to_std().unwrap_or_default();
+    loop {
+        let count = received.lock().unwrap().len();
+        if count >= options.due || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = received.lock().unwrap().clone();
+    if calls.len() < options.due {
+        bail!(
+            "only {} of {} due schedules were dispatched",
+            calls.len(),
+            options.due
+        );
+    }
+    let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
+    let mut lags: Vec<TimeDelta> = calls
+        .iter()
+        .map(|(scheduled, at)| *at - *scheduled)
+        .collect();
+    lags.sort();
+    let percentile = |p: f64| {
+        lags[((lags.len() as f64 - 1.0) * p).round() as usize]
+            .to_std()
+            .unwrap_or_default()
+    };
+
+    // 3. Idle: everything dispatched, nothing due for a year.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = daemon.cpu_seconds()?;
+    let idle = Duration::from_secs(10);
+    tokio::time::sleep(idle).await;
+    let idle_cpu_percent = (daemon.cpu_seconds()? - cpu_before) / idle.as_secs_f64() * 100.0;
+    let peak_rss_mib = daemon.peak_rss_mib()?;
+    daemon.stop()?;
+    let recorded = count_dispatched(&database).await?;
+    if recorded != options.due as i64 {
+        bail!(
+            "the ledger shows {recorded} dispatched runs, expected {}",
+            options.due
+        );
+    }
+    database.close().await;
+
+    Ok(Figures {
+        backend,
+        adds_per_second,
+        last_dispatch_after: (last - due_at).to_std().unwrap_or_default(),
+        dispatched: calls.len(),
+        lag_p50: percentile(0.50),
+        lag_p99: percentile(0.99),
+        idle_cpu_percent,
+        peak_rss_mib,
+    })
+}
+
+async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
+    let workers = 32;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let client = SchedulerClient::new(daemon.client_config())?;
+        let count = total / workers + usize::from(worker < total % workers);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..count {
+                client
+                    .add_graph_execution_schedule(NewGraphSchedule {
+                        user_id: format!("user{worker}"),
+                        graph_id: format!("graph{i}"),
+                        graph_version: 1,
+                        cron: "0 9 * * 1".into(),
+                        input_data: json!({"text": "benchmark"}),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Stores `total` schedules: `due` of them with a yearly cron whose next fire is `due_at`, the
+/// rest at 00:00 on New Year's Day.
+async fn seed(
+    database: &Database,
+    total: usize,
+    due: usize,
+    due_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let store = database.store(Jobstore::Execution);
+    let now = Utc::now().trunc_subsecs(0);
+    let due_cron = format!(
+        "{} {} {} {} {} *",
+        due_at.second(),
+        due_at.minute(),
+        due_at.hour(),
+        due_at.day(),
+        due_at.month()
+    );
+    let new_year = TriggerSpec::Cron {
+        expression: "0 0 1 1 *".into(),
+        timezone: "UTC".into(),
+    };
+    let new_year_at = new_year.compile()?.next_after(now);
+    let due_trigger = TriggerSpec::Cron {
+        expression: due_cron,
+        timezone: "UTC".into(),
+    };
+    let check = due_trigger.compile()?.next_after(now);
+    if check != Some(due_at) {
+        bail!("seeding cron does not fire at {due_at}: {check:?}");
+    }
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..total {
+        let is_due = i < due;
+        batch.push(Schedule {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: "execute_graph".into(),
+            owner: format!("user{}", i % 1000),
+            trigger: if is_due {
+                due_trigger.clone()
+            } else {
+                new_year.clone()
+            },
+            target: Target::GraphExecution {
+                graph_id: format!("graph{i}"),
+                graph_version: 1,
+                input_data: json!({"text": "benchmark"}),
+                input_credentials: json!({}),
+            },
+            policy: Policy::default(),
+            paused: false,
+            next_run_at: if is_due { Some(due_at) } else { new_year_at },
+            created_at: now,
+        });
+        if batch.len() == 10_000 {
+            store.insert_many(&batch).await?;
+            batch.clear();
+        }
+    }
+    store.insert_many(&batch).await?;
+    Ok(())
+}
+
+async fn count_dispatched(database: &Database) -> anyhow::Result<i64> {
+    let sql = "SELECT count(*) FROM schedule_runs WHERE status = 'dispatched'";
+    Ok(match database {
+        Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+    })
+}

@@ -1,0 +1,168 @@
+//! The release scheduler binary under measurement, and a stub execution service.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the release binary and returns its path.
+pub fn build_release() -> anyhow::Result<PathBuf> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "scheduler"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p scheduler failed");
+    }
+    Ok(workspace_root().join("target/release/scheduler"))
+}
+
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        database_url: &str,
+        executor_url: &str,
+    ) -> anyhow::Result<Daemon> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(binary)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--database-url",
+                database_url,
+                "--executor-url",
+                executor_url,
+            ])
+            .current_dir(dir)
+            .env("SCHEDULER__LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(
+                dir.join(format!("scheduler-{port}.log")),
+            )?)
+            .spawn()
+            .context("starting the scheduler")?;
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let http = scheduler_client::SchedulerClient::new(daemon.client_config())?;
+        while http.health_check().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("scheduler did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(daemon)
+    }
+
+    pub fn client_config(&self) -> scheduler_client::ClientConfig {
+        scheduler_client::ClientConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            retries: 0,
+            ..Default::default()
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / clock_ticks()?)
+    }
+
+    /// Peak resident set size in MiB (VmHWM).
+    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .context("no VmHWM")?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("VmHWM value")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let output = Command::new("getconf").arg("CLK_TCK").output()?;
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+}
+
+/// Every `add_graph_execution` the stub accepted: (scheduled time, when it arrived).
+pub type Received = Arc<Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>>;
+
+/// A stand-in execution service on loopback that accepts every call and notes when it came.
+pub async fn stub_executor() -> anyhow::Result<(String, Received)> {
+    let received: Received = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/", post(accept))
+        .with_state(received.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, received))
+}
+
+async fn accept(State(received): State<Received>, Json(request): Json<Value>) -> Json<Value> {
+    let now = Utc::now();
+    if let Some(scheduled) = request["params"]["scheduled_time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+    {
+        received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((scheduled, now));
+    }
+    Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": "x"}}))
+}
