@@ -134,6 +134,17 @@ impl Database {
 
 /// Connects, creates the schema or file if needed, and applies the embedded migrations.
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Database, StoreError> {
+    let database = open(url, max_connections).await?;
+    match &database {
+        Database::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        Database::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+    }
+    Ok(database)
+}
+
+/// Connects and creates the schema or file if needed, without migrating: for other services
+/// that keep their own tables in a database opened the same way.
+pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, StoreError> {
     match url {
         DatabaseUrl::Postgres { url, schema } => {
             let mut options = PgConnectOptions::from_str(url)?;
@@ -161,7 +172,6 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Database
                     }
                 }
             }
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             Ok(Database::Postgres(pool))
         }
         DatabaseUrl::Sqlite { path } => {
@@ -175,14 +185,13 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Database
                 .filename(path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a committed claim survives a power cut, not only a process crash.
+                // FULL: a committed change survives a power cut, not only a process crash.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .connect_with(options)
                 .await?;
-            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
             Ok(Database::Sqlite(pool))
         }
     }

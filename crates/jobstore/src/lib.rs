@@ -13,7 +13,7 @@ mod postgres;
 mod sqlite;
 mod store;
 
-pub use connect::{Database, DatabaseUrl, connect};
+pub use connect::{Database, DatabaseUrl, connect, open};
 pub use memory::MemoryStore;
 pub use model::{Jobstore, ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, Target};
 pub use postgres::PostgresStore;

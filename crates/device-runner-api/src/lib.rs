@@ -1,0 +1,104 @@
+//! The device runner's JSON-RPC API, shared by the service (which implements
+//! [`DeviceRunnerApiServer`]) and its callers (the `device-runner-client` crate).
+//! Parameters may be passed by name or by position.
+
+// enqueue_job takes its options one by one, as the wire protocol names them.
+#![allow(clippy::too_many_arguments)]
+
+mod error;
+mod types;
+
+pub use error::{RunnerError, codes};
+pub use types::{
+    DeviceInfo, DeviceStatus, DeviceTimeline, Job, JobStatus, JobTypeInfo, LogChunk, Progress,
+    RunnerStatus, TimelineEntry,
+};
+
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use serde_json::Value;
+
+/// The default port of the device runner.
+pub const DEFAULT_PORT: u16 = 8004;
+
+#[rpc(server, client)]
+pub trait DeviceRunnerApi {
+    /// Queues a job for a device. `priority` is 1 (highest) to 5 (default); `max_duration` is
+    /// seconds or a duration such as `15m`, `1h`, `24h`, `7d` (default: the job type's);
+    /// `checkpoint` is handed to the job as `JOB_CHECKPOINT` so it resumes from there.
+    #[method(name = "enqueue_job", param_kind = map)]
+    async fn enqueue_job(
+        &self,
+        device: String,
+        job_type: String,
+        params: Option<Value>,
+        priority: Option<i64>,
+        max_duration: Option<Value>,
+        source: Option<String>,
+        checkpoint: Option<Value>,
+    ) -> RpcResult<Job>;
+
+    /// The pending jobs, per device in the order they will start (priority, then first in).
+    #[method(name = "list_queue", param_kind = map)]
+    async fn list_queue(&self, device: Option<String>) -> RpcResult<Vec<Job>>;
+
+    /// Stops a running job (`killed`: SIGTERM to its process group, then SIGKILL after the
+    /// grace) or cancels a pending one (`cancelled`). Returns the job as it ended.
+    #[method(name = "kill_job", param_kind = map)]
+    async fn kill_job(&self, id: String) -> RpcResult<Job>;
+
+    /// Queues a finished run again with the same device, type, parameters and priority.
+    #[method(name = "restart_run", param_kind = map)]
+    async fn restart_run(&self, run_id: String) -> RpcResult<Job>;
+
+    /// Per device: state, running job and its pid, pending count; and the runner's uptime.
+    #[method(name = "get_status", param_kind = map)]
+    async fn get_status(&self) -> RpcResult<RunnerStatus>;
+
+    /// Finished runs, newest first, filtered by device, status and job type; `before` (a run
+    /// id) pages back from that run. `limit` is 1-1000, default 50.
+    #[method(name = "list_runs", param_kind = map)]
+    async fn list_runs(
+        &self,
+        device: Option<String>,
+        status: Option<String>,
+        job_type: Option<String>,
+        limit: Option<i64>,
+        before: Option<String>,
+    ) -> RpcResult<Vec<Job>>;
+
+    /// One job or run, with its results and last checkpoint.
+    #[method(name = "get_run", param_kind = map)]
+    async fn get_run(&self, run_id: String) -> RpcResult<Job>;
+
+    /// Reads a job's log from byte `offset`, at most `limit` bytes (default and maximum 1 MiB).
+    #[method(name = "get_logs", param_kind = map)]
+    async fn get_logs(
+        &self,
+        job_id: String,
+        offset: Option<u64>,
+        limit: Option<u64>,
+    ) -> RpcResult<LogChunk>;
+
+    /// Sends a job's log from byte `offset`, then what it writes as it comes, until it ends
+    /// (the last chunk has `eof` true). WebSocket only.
+    #[subscription(name = "subscribe_logs", unsubscribe = "unsubscribe_logs", item = LogChunk, param_kind = map)]
+    async fn subscribe_logs(&self, job_id: String, offset: Option<u64>) -> SubscriptionResult;
+
+    /// Per device, the runs that overlap the last `hours` (default 24): start, end, type,
+    /// status.
+    #[method(name = "get_timeline", param_kind = map)]
+    async fn get_timeline(&self, hours: Option<f64>) -> RpcResult<Vec<DeviceTimeline>>;
+
+    /// The devices from the configuration and from adb.
+    #[method(name = "list_devices", param_kind = map)]
+    async fn list_devices(&self) -> RpcResult<Vec<DeviceInfo>>;
+
+    /// The configured job types.
+    #[method(name = "list_job_types", param_kind = map)]
+    async fn list_job_types(&self) -> RpcResult<Vec<JobTypeInfo>>;
+
+    /// Liveness: answers "OK".
+    #[method(name = "health_check", param_kind = map)]
+    async fn health_check(&self) -> RpcResult<String>;
+}

@@ -1,0 +1,430 @@
+//! The one configuration struct. Layers, each overriding the one before: built-in defaults,
+//! the TOML file (`device-runner.toml`, or `--config FILE`), the environment
+//! (`DEVICE_RUNNER__KEY`, `DEVICE_RUNNER__SECTION__KEY`), the command line. Unknown keys are an
+//! error in every layer. Job types from the file are merged key by key over the defaults.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The default file read when `--config` is not given (optional).
+pub const DEFAULT_FILE: &str = "device-runner.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How long a job runs before a job of higher priority may preempt it.
+    #[serde(with = "humantime_serde")]
+    pub preempt_grace: Duration,
+    /// How long a stopped job has between SIGTERM and SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
+    /// The most a job's log file holds; what comes after is dropped behind a marker line.
+    pub log_cap_bytes: u64,
+    /// Where job logs are written, one file per job.
+    pub log_dir: PathBuf,
+    /// The largest `params` (as JSON) a job may be given.
+    pub max_params_bytes: u64,
+    pub devices: Vec<DeviceConfig>,
+    pub job_types: BTreeMap<String, JobTypeConfig>,
+    pub adb: AdbConfig,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub serial: String,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTypeConfig {
+    /// The command; `{device}`, `{job_id}` and `{params_json}` are filled in per job.
+    pub argv: Vec<String>,
+    /// Working directory, relative to the runner's own.
+    #[serde(default = "default_cwd")]
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Never preempted.
+    #[serde(default)]
+    pub protected: bool,
+    /// Queued again (with its last checkpoint) when preempted or interrupted by a restart.
+    #[serde(default)]
+    pub requeue_on_preempt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdbConfig {
+    /// `true`, `false`, or absent: use adb when `path` is found.
+    pub enabled: Option<bool>,
+    /// The adb binary, looked up on PATH when it has no slash.
+    pub path: String,
+    /// How often `adb devices -l` is read.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How many reads in a row must agree before a device's state change is believed.
+    pub debounce: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the embedded default) or `postgres://…` (with optional `?schema=`).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+fn default_cwd() -> PathBuf {
+    PathBuf::from(".")
+}
+
+/// The phone-farm job types: every one 15 minutes at most except content generation (1 hour);
+/// posting and publishing are never preempted. Their commands are placeholders meant to be
+/// set in the configuration.
+pub fn default_job_types() -> BTreeMap<String, JobTypeConfig> {
+    let names = [
+        "crawl",
+        "outreach",
+        "post",
+        "publish_draft",
+        "perf_scan",
+        "inbox_scan",
+        "engage",
+        "skill_workflow",
+        "skill_action",
+        "app_explore",
+        "content_gen",
+    ];
+    names
+        .into_iter()
+        .map(|name| {
+            let minutes = if name == "content_gen" { 60 } else { 15 };
+            let job_type = JobTypeConfig {
+                argv: vec![
+                    "python3".into(),
+                    format!("bots/{name}.py"),
+                    "--params".into(),
+                    "{params_json}".into(),
+                ],
+                cwd: default_cwd(),
+                env: BTreeMap::from([("PYTHONUNBUFFERED".to_string(), "1".to_string())]),
+                max_duration: Duration::from_secs(minutes * 60),
+                protected: matches!(name, "post" | "publish_draft"),
+                requeue_on_preempt: false,
+            };
+            (name.to_string(), job_type)
+        })
+        .collect()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            preempt_grace: Duration::from_secs(90),
+            kill_grace: Duration::from_secs(5),
+            log_cap_bytes: 10 * 1024 * 1024,
+            log_dir: PathBuf::from("./data/logs"),
+            max_params_bytes: 64 * 1024,
+            devices: Vec::new(),
+            job_types: default_job_types(),
+            adb: AdbConfig::default(),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for AdbConfig {
+    fn default() -> Self {
+        AdbConfig {
+            enabled: None,
+            path: "adb".into(),
+            poll_interval: Duration::from_secs(2),
+            debounce: 2,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: device_runner_api::DEFAULT_PORT,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://./data/device-runner.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line, the last layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from all layers, reading the process environment.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Config::load_from(overrides, &vars)
+    }
+
+    /// Builds the configuration from all layers with the given environment.
+    pub fn load_from(overrides: &Overrides, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let file = |path: &Path| config::File::from(path).format(config::FileFormat::Toml);
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Config::default())?);
+        builder = match &overrides.config_file {
+            Some(path) if !path.is_file() => bail!("config file {} does not exist", path.display()),
+            Some(path) => builder.add_source(file(path)),
+            None => builder.add_source(file(Path::new(DEFAULT_FILE)).required(false)),
+        };
+        let vars: config::Map<String, String> = env
+            .iter()
+            .filter(|(key, _)| key.starts_with("DEVICE_RUNNER__"))
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("DEVICE_RUNNER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(vars)),
+        );
+        if let Some(host) = overrides.host {
+            builder = builder.set_override("server.host", host.to_string())?;
+        }
+        if let Some(port) = overrides.port {
+            builder = builder.set_override("server.port", port)?;
+        }
+        if let Some(url) = &overrides.database_url {
+            builder = builder.set_override("database.url", url.as_str())?;
+        }
+        let config: Config = builder
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        jobstore::DatabaseUrl::parse(&self.database.url).context("database.url")?;
+        let mut serials = std::collections::HashSet::new();
+        for device in &self.devices {
+            if device.serial.trim().is_empty() {
+                bail!("devices: a serial is empty");
+            }
+            if !serials.insert(&device.serial) {
+                bail!("devices: serial {} is listed twice", device.serial);
+            }
+        }
+        for (name, job_type) in &self.job_types {
+            if job_type.argv.is_empty() || job_type.argv[0].is_empty() {
+                bail!("job_types.{name}.argv must name a program");
+            }
+            if job_type.max_duration.is_zero() {
+                bail!("job_types.{name}.max_duration must be more than 0");
+            }
+        }
+        if self.kill_grace.is_zero() {
+            bail!("kill_grace must be more than 0");
+        }
+        if self.log_cap_bytes < 1024 {
+            bail!("log_cap_bytes must be at least 1024");
+        }
+        if self.adb.debounce == 0 || self.adb.poll_interval.is_zero() {
+            bail!("adb.debounce and adb.poll_interval must be more than 0");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--check-config`.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+/// Parses a duration given to the API: a number of seconds, or a string such as `90`, `15m`,
+/// `1h`, `24h`, `7d`.
+pub fn parse_api_duration(value: &serde_json::Value) -> Result<Duration, String> {
+    let invalid =
+        || format!("max_duration must be seconds or a duration such as 15m, 1h, 7d; got {value}");
+    let duration = match value {
+        serde_json::Value::Number(n) => Duration::from_secs(n.as_u64().ok_or_else(invalid)?),
+        serde_json::Value::String(text) => match text.trim().parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => humantime::parse_duration(text.trim()).map_err(|_| invalid())?,
+        },
+        _ => return Err(invalid()),
+    };
+    if duration.is_zero() || duration > Duration::from_secs(30 * 86_400) {
+        return Err(format!(
+            "max_duration must be between 1s and 30d; got {value}"
+        ));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_job_types_merge_over_the_defaults_and_env_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.toml");
+        std::fs::write(
+            &file,
+            r#"preempt_grace = "2s"
+[[devices]]
+serial = "A1"
+label = "phone 1"
+[job_types.crawl]
+max_duration = "20m"
+[job_types.custom]
+argv = ["sh", "-c", "echo {job_id}"]
+max_duration = "1m"
+"#,
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let env = vec![("DEVICE_RUNNER__KILL_GRACE".to_string(), "1s".to_string())];
+        let config = Config::load_from(&overrides, &env).unwrap();
+        assert_eq!(config.preempt_grace, Duration::from_secs(2));
+        assert_eq!(
+            config.kill_grace,
+            Duration::from_secs(1),
+            "environment over file"
+        );
+        let crawl = &config.job_types["crawl"];
+        assert_eq!(crawl.max_duration, Duration::from_secs(1200));
+        assert_eq!(
+            crawl.argv[1], "bots/crawl.py",
+            "unset keys keep their default"
+        );
+        assert!(config.job_types["post"].protected);
+        assert_eq!(
+            config.job_types["content_gen"].max_duration,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(config.job_types["custom"].argv[0], "sh");
+        assert_eq!(config.devices[0].label.as_deref(), Some("phone 1"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            ("preempt_grase = \"1s\"", "preempt_grase"),
+            ("kill_grace = \"soon\"", "soon"),
+            (
+                "[job_types.x]\nargv = []\nmax_duration = \"1m\"",
+                "job_types.x.argv",
+            ),
+            (
+                "[[devices]]\nserial = \"A\"\n[[devices]]\nserial = \"A\"",
+                "listed twice",
+            ),
+        ] {
+            let file = dir.path().join("bad.toml");
+            std::fs::write(&file, text).unwrap();
+            let overrides = Overrides {
+                config_file: Some(file),
+                ..Default::default()
+            };
+            let error = format!("{:#}", Config::load_from(&overrides, &[]).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn api_durations_accept_seconds_and_units() {
+        use serde_json::json;
+        assert_eq!(
+            parse_api_duration(&json!(90)).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_api_duration(&json!("15m")).unwrap(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_api_duration(&json!("24h")).unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            parse_api_duration(&json!("7d")).unwrap(),
+            Duration::from_secs(604_800)
+        );
+        for bad in [
+            json!(-5),
+            json!("soon"),
+            json!(0),
+            json!("90d"),
+            json!(true),
+        ] {
+            assert!(parse_api_duration(&bad).is_err(), "{bad}");
+        }
+    }
+}

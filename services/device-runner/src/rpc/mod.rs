@@ -1,0 +1,126 @@
+//! The API, one file per area: `jobs` (queueing and stopping), `runs` (history), `logs`,
+//! `info` (status, devices, job types).
+
+mod info;
+mod jobs;
+mod logs;
+mod runs;
+
+use std::sync::Arc;
+
+use device_runner_api::{
+    DeviceInfo, DeviceRunnerApiServer, DeviceTimeline, Job, JobTypeInfo, LogChunk, RunnerStatus,
+};
+use jsonrpsee::PendingSubscriptionSink;
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
+use serde_json::Value;
+
+use crate::runner::Runner;
+
+pub struct RpcHandler {
+    runner: Arc<Runner>,
+}
+
+impl RpcHandler {
+    pub fn new(runner: Arc<Runner>) -> Self {
+        RpcHandler { runner }
+    }
+}
+
+#[async_trait]
+impl DeviceRunnerApiServer for RpcHandler {
+    async fn enqueue_job(
+        &self,
+        device: String,
+        job_type: String,
+        params: Option<Value>,
+        priority: Option<i64>,
+        max_duration: Option<Value>,
+        source: Option<String>,
+        checkpoint: Option<Value>,
+    ) -> RpcResult<Job> {
+        let request = jobs::Enqueue {
+            device,
+            job_type,
+            params,
+            priority,
+            max_duration,
+            source,
+            checkpoint,
+            requeued_from: None,
+        };
+        Ok(jobs::enqueue(&self.runner, request).await?)
+    }
+
+    async fn list_queue(&self, device: Option<String>) -> RpcResult<Vec<Job>> {
+        Ok(jobs::list_queue(&self.runner, device).await?)
+    }
+
+    async fn kill_job(&self, id: String) -> RpcResult<Job> {
+        Ok(jobs::kill(&self.runner, &id).await?)
+    }
+
+    async fn restart_run(&self, run_id: String) -> RpcResult<Job> {
+        Ok(jobs::restart(&self.runner, &run_id).await?)
+    }
+
+    async fn get_status(&self) -> RpcResult<RunnerStatus> {
+        Ok(info::status(&self.runner).await?)
+    }
+
+    async fn list_runs(
+        &self,
+        device: Option<String>,
+        status: Option<String>,
+        job_type: Option<String>,
+        limit: Option<i64>,
+        before: Option<String>,
+    ) -> RpcResult<Vec<Job>> {
+        let query = runs::RunsQuery {
+            device,
+            status,
+            job_type,
+            limit,
+            before,
+        };
+        Ok(runs::list(&self.runner, query).await?)
+    }
+
+    async fn get_run(&self, run_id: String) -> RpcResult<Job> {
+        Ok(runs::get(&self.runner, &run_id).await?)
+    }
+
+    async fn get_logs(
+        &self,
+        job_id: String,
+        offset: Option<u64>,
+        limit: Option<u64>,
+    ) -> RpcResult<LogChunk> {
+        Ok(logs::read(&self.runner, &job_id, offset.unwrap_or(0), limit).await?)
+    }
+
+    async fn subscribe_logs(
+        &self,
+        pending: PendingSubscriptionSink,
+        job_id: String,
+        offset: Option<u64>,
+    ) -> SubscriptionResult {
+        logs::follow(self.runner.clone(), pending, job_id, offset.unwrap_or(0)).await
+    }
+
+    async fn get_timeline(&self, hours: Option<f64>) -> RpcResult<Vec<DeviceTimeline>> {
+        Ok(runs::timeline(&self.runner, hours).await?)
+    }
+
+    async fn list_devices(&self) -> RpcResult<Vec<DeviceInfo>> {
+        Ok(info::devices(&self.runner))
+    }
+
+    async fn list_job_types(&self) -> RpcResult<Vec<JobTypeInfo>> {
+        Ok(info::job_types(&self.runner))
+    }
+
+    async fn health_check(&self) -> RpcResult<String> {
+        Ok("OK".into())
+    }
+}

@@ -1,0 +1,99 @@
+//! The state every part shares: configuration, store, the devices with their supervisors, and
+//! the logs being written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use device_runner_api::{DeviceInfo, Job, RunnerError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::output::LogProgress;
+use crate::store::{Store, StoreError};
+
+/// What a device's supervisor is told.
+#[derive(Debug)]
+pub enum Command {
+    /// The queue changed: look again.
+    Wake,
+    /// Stop the running job `job_id` as `killed`.
+    Kill {
+        job_id: String,
+        reply: oneshot::Sender<Result<Job, RunnerError>>,
+    },
+    /// The device became usable or not (from adb).
+    Usable(bool, String),
+    /// Stop the running job as `interrupted` and end.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What a supervisor shows of its running job.
+#[derive(Debug, Clone, Default)]
+pub struct RunningView {
+    pub job_id: Option<String>,
+    pub pid: Option<i32>,
+}
+
+/// A device and the handle of its supervisor.
+pub struct DeviceEntry {
+    pub info: DeviceInfo,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub running: Arc<Mutex<RunningView>>,
+}
+
+pub struct Runner {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub started_at: DateTime<Utc>,
+    pub devices: RwLock<BTreeMap<String, DeviceEntry>>,
+    /// Logs being written, for followers; finished logs are read from their files.
+    pub logs: Mutex<HashMap<String, watch::Receiver<LogProgress>>>,
+}
+
+impl Runner {
+    pub fn new(config: Arc<Config>, store: Store) -> Arc<Runner> {
+        Arc::new(Runner {
+            config,
+            store,
+            started_at: Utc::now(),
+            devices: RwLock::default(),
+            logs: Mutex::default(),
+        })
+    }
+
+    /// Where a job's log goes.
+    pub fn log_path(&self, device: &str, job_id: &str) -> PathBuf {
+        let safe: String = device
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.config.log_dir.join(safe).join(format!("{job_id}.log"))
+    }
+
+    /// Tells a device's supervisor something; false when there is no such device.
+    pub fn send(&self, device: &str, command: Command) -> bool {
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices
+            .get(device)
+            .is_some_and(|entry| entry.commands.send(command).is_ok())
+    }
+
+    pub fn device_info(&self, device: &str) -> Option<DeviceInfo> {
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices.get(device).map(|entry| entry.info.clone())
+    }
+}
+
+/// A store failure as the API reports it.
+pub fn storage_error(error: StoreError) -> RunnerError {
+    tracing::error!(%error, "store failure");
+    RunnerError::Runtime(format!("storage failure: {error}"))
+}

@@ -1,0 +1,281 @@
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job, JobStatus};
+
+/// A database for one runner: a SQLite file, or a PostgreSQL schema dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    _schema: Option<test_support::PgSchema>,
+}
+
+impl TestDb {
+    pub fn sqlite(dir: &Path) -> TestDb {
+        TestDb {
+            url: format!("sqlite://{}", dir.join("runner.db").display()),
+            _schema: None,
+        }
+    }
+
+    /// `None` outside CI when PostgreSQL is not reachable (said on stderr); panics under CI.
+    pub async fn postgres() -> Option<TestDb> {
+        let schema = test_support::PgSchema::create("runner").await?;
+        Some(TestDb {
+            url: schema.url(),
+            _schema: Some(schema),
+        })
+    }
+}
+
+/// A runner process with its own directory, configuration and database.
+pub struct Runner {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub db_url: String,
+    config: String,
+    child: Option<Child>,
+}
+
+pub const DEVICE: &str = "PHONE1";
+
+/// Job types for the tests: `sh -c` programs.
+pub const JOB_TYPES: &str = r#"
+[job_types.quick]
+argv = ["sh", "-c", "echo started $JOB_ID on $ANDROID_SERIAL; echo params=$JOB_PARAMS"]
+max_duration = "1m"
+
+[job_types.long]
+argv = ["sh", "-c", "echo running; exec sleep 300"]
+max_duration = "10m"
+
+[job_types.guarded]
+argv = ["sh", "-c", "echo running; exec sleep 300"]
+max_duration = "10m"
+protected = true
+
+[job_types.stubborn]
+argv = ["sh", "-c", "trap '' TERM; sleep 300 & sleep 300 & echo ignoring TERM; wait; wait"]
+max_duration = "1s"
+
+[job_types.reporter]
+argv = ["sh", "-c", "echo '::progress 10 warming up'; echo '::checkpoint {\"page\": 1}'; echo '::result {\"likes\": 3}'; echo '::checkpoint {\"page\": 2}'; echo '::result {\"likes\": 5}'; echo '::progress 100'; echo '::checkpoint {oops'; echo done >&2"]
+max_duration = "1m"
+
+[job_types.resumable]
+argv = ["sh", "-c", "echo resumed from ${JOB_CHECKPOINT:-nothing}; echo '::checkpoint {\"step\": 7}'; exec sleep 300"]
+max_duration = "10m"
+requeue_on_preempt = true
+
+[job_types.missing]
+argv = ["/nonexistent/bot", "{params_json}"]
+max_duration = "1m"
+
+[job_types.chatty]
+argv = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"]
+max_duration = "1m"
+
+[job_types.flood]
+argv = ["sh", "-c", "yes 0123456789abcdef | head -c 5000000; echo; echo finished"]
+max_duration = "1m"
+"#;
+
+impl Runner {
+    /// Starts a runner on SQLite with one configured device and the test job types; `extra` is
+    /// more TOML for the top of the file.
+    pub async fn start(extra: &str) -> Runner {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let db = TestDb::sqlite(&dir);
+        Runner::start_on(dir, db.url, extra).await
+    }
+
+    pub async fn start_on(dir: PathBuf, db_url: String, extra: &str) -> Runner {
+        let config = format!(
+            "{extra}\nlog_dir = \"{}\"\nlog_cap_bytes = 65536\n\n[[devices]]\nserial = \"{DEVICE}\"\nlabel = \"phone 1\"\n{JOB_TYPES}",
+            dir.join("logs").display()
+        );
+        let mut runner = Runner {
+            dir,
+            port: 0,
+            db_url,
+            config,
+            child: None,
+        };
+        runner.spawn().await;
+        runner
+    }
+
+    /// Starts (or restarts) the process on a fresh port and waits until it answers.
+    pub async fn spawn(&mut self) {
+        let config_path = self.dir.join("device-runner.toml");
+        std::fs::write(&config_path, &self.config).unwrap();
+        for _ in 0..20 {
+            self.port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_device-runner"))
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--port", &self.port.to_string()])
+                .args(["--database-url", &self.db_url])
+                .current_dir(&self.dir)
+                .env("DEVICE_RUNNER__LOG__LEVEL", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.join("runner.log")).unwrap())
+                .spawn()
+                .expect("the device-runner binary starts");
+            self.child = Some(child);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                    break;
+                }
+                if self.client().rpc().health_check().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = self
+                .child
+                .take()
+                .map(|mut c| c.kill().and_then(|_| c.wait()));
+        }
+        panic!("device-runner did not start; its log:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> DeviceRunnerClient {
+        DeviceRunnerClient::new(&self.url()).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("runner.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+
+    pub async fn enqueue(&self, job_type: &str, priority: i64) -> Job {
+        self.client()
+            .rpc()
+            .enqueue_job(
+                DEVICE.into(),
+                job_type.into(),
+                None,
+                Some(priority),
+                None,
+                None,
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> Job {
+        self.client().rpc().get_run(id.into()).await.unwrap()
+    }
+
+    /// Waits until the job satisfies `done`, failing after `within`.
+    pub async fn wait_for(&self, id: &str, within: Duration, done: impl Fn(&Job) -> bool) -> Job {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < within,
+                "job {id} did not get there in {within:?}: {job:#?}\nrunner log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for a status; for `Running`, also for its process to be recorded.
+    pub async fn wait_status(&self, id: &str, status: JobStatus, within: Duration) -> Job {
+        self.wait_for(id, within, |job| {
+            job.status == status && (status != JobStatus::Running || job.pid.is_some())
+        })
+        .await
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The live (not zombie) processes whose process group is `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    device_runner::process::group_members(pgid)
+}
+
+impl Runner {
+    /// The runner's store, opened beside (or instead of) the process.
+    pub async fn store(&self) -> device_runner::store::Store {
+        let url = jobstore::DatabaseUrl::parse(&self.db_url).unwrap();
+        device_runner::store::Store::connect(&url, 1).await.unwrap()
+    }
+
+    /// A job read from the store while the runner is down.
+    pub async fn job_offline(&self, id: &str) -> Job {
+        self.store().await.get(id).await.unwrap().unwrap()
+    }
+
+    /// Makes a running job's record point at another pid, as if the pid had been reused.
+    pub async fn point_job_at(&self, id: &str, pid: i32) {
+        let store = self.store().await;
+        let (_, identity) = store
+            .running()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(job, _)| job.id == id)
+            .unwrap();
+        let mut identity = identity.expect("the process identity was recorded");
+        identity.pid = pid;
+        identity.pgid = pid;
+        store.record_process(id, &identity).await.unwrap();
+        store.close().await;
+    }
+}

@@ -1,0 +1,367 @@
+use std::time::Duration;
+
+use device_runner_client::{DeviceRunnerApiClient, Error, JobStatus, RunnerError};
+use serde_json::json;
+
+use crate::helpers::{DEVICE, Runner};
+
+const SOON: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn the_queue_runs_by_priority_then_first_in() {
+    let runner = Runner::start("preempt_grace = \"1h\"").await;
+    // Hold the device with a job nothing may preempt, then queue behind it.
+    let blocker = runner.enqueue("long", 1).await;
+    runner
+        .wait_status(&blocker.id, JobStatus::Running, SOON)
+        .await;
+    let low = runner.enqueue("quick", 5).await;
+    let first_mid = runner.enqueue("quick", 3).await;
+    let second_mid = runner.enqueue("quick", 3).await;
+    let high = runner.enqueue("quick", 2).await;
+    let queue = runner
+        .client()
+        .rpc()
+        .list_queue(Some(DEVICE.into()))
+        .await
+        .unwrap();
+    let order: Vec<_> = queue.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(
+        order,
+        [
+            high.id.as_str(),
+            first_mid.id.as_str(),
+            second_mid.id.as_str(),
+            low.id.as_str()
+        ]
+    );
+
+    runner
+        .client()
+        .rpc()
+        .kill_job(blocker.id.clone())
+        .await
+        .unwrap();
+    let mut started = Vec::new();
+    for job in [&high, &first_mid, &second_mid, &low] {
+        let done = runner
+            .wait_status(&job.id, JobStatus::Completed, SOON)
+            .await;
+        started.push((done.started_at.unwrap(), done.id.clone()));
+    }
+    started.sort();
+    let started: Vec<_> = started.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        started,
+        [
+            high.id.as_str(),
+            first_mid.id.as_str(),
+            second_mid.id.as_str(),
+            low.id.as_str()
+        ]
+    );
+    let blocker = runner.job(&blocker.id).await;
+    assert_eq!(blocker.status, JobStatus::Killed);
+}
+
+#[tokio::test]
+async fn protocol_lines_are_persisted_and_the_log_keeps_the_rest() {
+    let runner = Runner::start("").await;
+    let client = runner.client();
+    let job = client
+        .rpc()
+        .enqueue_job(
+            DEVICE.into(),
+            "reporter".into(),
+            Some(json!({"tag": "x"})),
+            None,
+            None,
+            Some("test".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    let done = runner
+        .wait_status(&job.id, JobStatus::Completed, SOON)
+        .await;
+    assert_eq!(
+        done.checkpoint,
+        Some(json!({"page": 2})),
+        "the last good checkpoint"
+    );
+    assert_eq!(done.results, [json!({"likes": 3}), json!({"likes": 5})]);
+    assert_eq!(done.progress.as_ref().unwrap().percent, 100);
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.source.as_deref(), Some("test"));
+    assert!(done.duration_secs.unwrap() >= 0.0);
+
+    let log = client
+        .rpc()
+        .get_logs(job.id.clone(), None, None)
+        .await
+        .unwrap();
+    assert!(log.eof, "{log:?}");
+    assert!(
+        log.data.contains("::checkpoint {\"page\": 1}"),
+        "{}",
+        log.data
+    );
+    assert!(
+        log.data.contains("done\n"),
+        "stderr is logged too: {}",
+        log.data
+    );
+    assert!(
+        log.data.contains("ignored a malformed line"),
+        "{}",
+        log.data
+    );
+    // Reading by offset continues where the last read stopped.
+    let head = client
+        .rpc()
+        .get_logs(job.id.clone(), Some(0), Some(10))
+        .await
+        .unwrap();
+    let tail = client
+        .rpc()
+        .get_logs(job.id.clone(), Some(head.next_offset), None)
+        .await
+        .unwrap();
+    assert_eq!(format!("{}{}", head.data, tail.data), log.data);
+    assert!(!head.eof);
+}
+
+#[tokio::test]
+async fn the_job_environment_and_argv_carry_the_job() {
+    let runner = Runner::start("").await;
+    let client = runner.client();
+    let job = client
+        .rpc()
+        .enqueue_job(
+            DEVICE.into(),
+            "quick".into(),
+            Some(json!({"n": 1})),
+            None,
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    runner
+        .wait_status(&job.id, JobStatus::Completed, SOON)
+        .await;
+    let log = client
+        .rpc()
+        .get_logs(job.id.clone(), None, None)
+        .await
+        .unwrap();
+    assert!(
+        log.data
+            .contains(&format!("started {} on {DEVICE}", job.id)),
+        "{}",
+        log.data
+    );
+    assert!(log.data.contains("params={\"n\":1}"), "{}", log.data);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
+    let runner = Runner::start("max_params_bytes = 1024").await;
+    let client = runner.client();
+    let cases = [
+        ("NOPE", "quick", None, None, "unknown device 'NOPE'"),
+        (DEVICE, "dance", None, None, "unknown job type 'dance'"),
+        (
+            DEVICE,
+            "quick",
+            Some(9),
+            None,
+            "priority must be from 1 (highest) to 5, got 9",
+        ),
+        (DEVICE, "quick", Some(0), None, "priority must be"),
+        (
+            DEVICE,
+            "quick",
+            None,
+            Some(json!("soon")),
+            "max_duration must be",
+        ),
+        (
+            DEVICE,
+            "quick",
+            None,
+            Some(json!(-3)),
+            "max_duration must be",
+        ),
+    ];
+    for (device, job_type, priority, duration, expected) in cases {
+        let error = client
+            .rpc()
+            .enqueue_job(
+                device.into(),
+                job_type.into(),
+                None,
+                priority,
+                duration,
+                None,
+                None,
+            )
+            .await
+            .unwrap_err();
+        let error = Error::from(error);
+        assert!(
+            matches!(&error, Error::Runner(RunnerError::Value(message)) if message.contains(expected)),
+            "{device} {job_type}: {error}"
+        );
+    }
+    let huge = json!({"blob": "x".repeat(2000)});
+    let error = Error::from(
+        client
+            .rpc()
+            .enqueue_job(
+                DEVICE.into(),
+                "quick".into(),
+                Some(huge),
+                None,
+                None,
+                None,
+                None,
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(error.to_string().contains("the limit is 1024"), "{error}");
+    let error = Error::from(client.rpc().get_run("nope".into()).await.unwrap_err());
+    assert!(
+        matches!(error, Error::Runner(RunnerError::NotFound(_))),
+        "{error}"
+    );
+    let error = Error::from(
+        client
+            .rpc()
+            .list_runs(None, Some("sleeping".into()), None, None, None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        error.to_string().contains("unknown status 'sleeping'"),
+        "{error}"
+    );
+    assert!(client.rpc().list_queue(None).await.unwrap().is_empty());
+    assert!(
+        client
+            .rpc()
+            .list_runs(None, None, None, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_recorded_failure_and_the_queue_goes_on() {
+    let runner = Runner::start("").await;
+    let missing = runner.enqueue("missing", 5).await;
+    let next = runner.enqueue("quick", 5).await;
+    let failed = runner
+        .wait_status(&missing.id, JobStatus::Failed, SOON)
+        .await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("cannot start '/nonexistent/bot'"),
+        "{failed:?}"
+    );
+    runner
+        .wait_status(&next.id, JobStatus::Completed, SOON)
+        .await;
+    // A finished run can be queued again with the same parameters.
+    let again = runner
+        .client()
+        .rpc()
+        .restart_run(next.id.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.requeued_from.as_deref(), Some(next.id.as_str()));
+    assert_eq!(again.job_type, "quick");
+    runner
+        .wait_status(&again.id, JobStatus::Completed, SOON)
+        .await;
+    let runs = runner
+        .client()
+        .rpc()
+        .list_runs(None, None, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0].id, again.id, "newest first");
+    let failed_only = runner
+        .client()
+        .rpc()
+        .list_runs(None, Some("failed".into()), None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(failed_only.len(), 1);
+    let older = runner
+        .client()
+        .rpc()
+        .list_runs(None, None, None, None, Some(runs[0].id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 2);
+    let timeline = runner.client().rpc().get_timeline(None).await.unwrap();
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(timeline[0].serial, DEVICE);
+    assert_eq!(timeline[0].runs.len(), 3);
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_capped_on_disk_and_the_job_still_completes() {
+    let runner = Runner::start("").await;
+    let job = runner.enqueue("flood", 5).await;
+    let done = runner
+        .wait_status(&job.id, JobStatus::Completed, SOON)
+        .await;
+    let size = std::fs::metadata(done.log_path.as_ref().unwrap())
+        .unwrap()
+        .len();
+    assert!(size < 65536 + 200, "log is {size} bytes; the cap is 65536");
+    let text = std::fs::read_to_string(done.log_path.unwrap()).unwrap();
+    assert_eq!(text.matches("log cap of 65536 bytes reached").count(), 1);
+    assert!(
+        !text.contains("finished"),
+        "output after the cap is dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_log_subscription_replays_then_follows_until_the_end() {
+    let runner = Runner::start("").await;
+    let job = runner.enqueue("chatty", 5).await;
+    runner.wait_status(&job.id, JobStatus::Running, SOON).await;
+    let mut follower = runner.client().follow_logs(&job.id, 0).await.unwrap();
+    let mut text = String::new();
+    let mut chunks = 0;
+    loop {
+        let chunk = tokio::time::timeout(SOON, follower.next())
+            .await
+            .expect("a chunk within 10 s")
+            .expect("the subscription stays open until eof")
+            .unwrap();
+        assert_eq!(chunk.offset as usize, text.len(), "chunks are contiguous");
+        text.push_str(&chunk.data);
+        chunks += 1;
+        if chunk.eof {
+            break;
+        }
+    }
+    assert_eq!(text, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+    assert!(
+        chunks >= 2,
+        "lines arrived live, not in one piece at the end"
+    );
+    assert_eq!(runner.job(&job.id).await.status, JobStatus::Completed);
+}

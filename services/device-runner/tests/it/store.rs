@@ -1,0 +1,199 @@
+//! One conformance suite for both store backends.
+
+use chrono::{TimeDelta, Utc};
+use device_runner::store::{Ending, NewJob, ProcessIdentity, RunFilter, Store};
+use device_runner_client::{JobStatus, Progress};
+use serde_json::json;
+
+use crate::helpers::TestDb;
+
+fn new_job(id: &str, device: &str, priority: u8) -> NewJob {
+    NewJob {
+        id: id.into(),
+        device: device.into(),
+        job_type: "crawl".into(),
+        params: json!({"id": id}),
+        priority,
+        max_duration_secs: 900,
+        source: None,
+        checkpoint: None,
+        requeued_from: None,
+        enqueued_at: Utc::now(),
+    }
+}
+
+fn ending(status: JobStatus) -> Ending {
+    Ending {
+        status,
+        ended_at: Utc::now(),
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        preempted_by: None,
+    }
+}
+
+async fn conformance(store: Store) {
+    for (id, priority) in [("a", 5), ("b", 3), ("c", 3), ("d", 1)] {
+        store.insert(&new_job(id, "P1", priority)).await.unwrap();
+    }
+    store.insert(&new_job("other", "P2", 5)).await.unwrap();
+    assert!(
+        store.insert(&new_job("a", "P1", 5)).await.is_err(),
+        "ids are unique"
+    );
+
+    let queue: Vec<_> = store
+        .queue(Some("P1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(queue, ["d", "b", "c", "a"], "priority, then first in");
+    assert_eq!(store.next_pending("P1").await.unwrap().unwrap().id, "d");
+    let mut counts = store.pending_counts().await.unwrap();
+    counts.sort();
+    assert_eq!(counts, [("P1".to_string(), 4), ("P2".to_string(), 1)]);
+
+    assert!(store.start("d", Utc::now(), "/tmp/d.log").await.unwrap());
+    assert!(
+        !store.start("d", Utc::now(), "/tmp/d.log").await.unwrap(),
+        "only once"
+    );
+    let identity = ProcessIdentity {
+        pid: 4242,
+        pgid: 4242,
+        start_ticks: 99,
+        boot_id: "boot".into(),
+    };
+    store.record_process("d", &identity).await.unwrap();
+    store
+        .set_checkpoint("d", &json!({"page": 1}))
+        .await
+        .unwrap();
+    store
+        .set_checkpoint("d", &json!({"page": 2}))
+        .await
+        .unwrap();
+    store.add_result("d", &json!({"n": 1})).await.unwrap();
+    store.add_result("d", &json!("two")).await.unwrap();
+    store
+        .set_progress(
+            "d",
+            &Progress {
+                percent: 40,
+                message: Some("half".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let running = store.running().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].1.as_ref(), Some(&identity));
+    let d = &running[0].0;
+    assert_eq!(d.checkpoint, Some(json!({"page": 2})));
+    assert_eq!(d.results, [json!({"n": 1}), json!("two")]);
+    assert_eq!(d.progress.as_ref().unwrap().percent, 40);
+    assert_eq!(d.log_path.as_deref(), Some("/tmp/d.log"));
+
+    assert!(store.cancel("b", Utc::now()).await.unwrap());
+    assert!(
+        !store.cancel("d", Utc::now()).await.unwrap(),
+        "a running job is not cancelled"
+    );
+    let mut failed = ending(JobStatus::Preempted);
+    failed.preempted_by = Some("x".into());
+    failed.signal = Some(15);
+    failed.exit_code = None;
+    assert!(store.finish("d", &failed).await.unwrap());
+    assert!(
+        !store
+            .finish("d", &ending(JobStatus::Completed))
+            .await
+            .unwrap(),
+        "ends once"
+    );
+    let d = store.get("d").await.unwrap().unwrap();
+    assert_eq!(d.status, JobStatus::Preempted);
+    assert_eq!(d.preempted_by.as_deref(), Some("x"));
+    assert_eq!(d.signal, Some(15));
+    assert!(d.duration_secs.is_some());
+
+    store.start("c", Utc::now(), "/tmp/c.log").await.unwrap();
+    store
+        .finish("c", &ending(JobStatus::Completed))
+        .await
+        .unwrap();
+    let all = store
+        .runs(&RunFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["c", "d", "b"], "newest first");
+    let preempted = store
+        .runs(&RunFilter {
+            status: Some(JobStatus::Preempted),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(preempted.len(), 1);
+    let older = store
+        .runs(&RunFilter {
+            before: Some("c".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["d", "b"]
+    );
+    let other_device = store
+        .runs(&RunFilter {
+            device: Some("P2".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_device.is_empty());
+    let timeline = store
+        .timeline(Utc::now() - TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        timeline.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["d", "c"]
+    );
+    assert!(
+        store
+            .timeline(Utc::now() + TimeDelta::hours(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = jobstore::DatabaseUrl::parse(&TestDb::sqlite(dir.path()).url).unwrap();
+    conformance(Store::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_postgres_store_conforms() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let url = jobstore::DatabaseUrl::parse(&db.url).unwrap();
+    conformance(Store::connect(&url, 2).await.unwrap()).await;
+}
