@@ -38,10 +38,10 @@ fn environment(service: &Value) -> Vec<(String, String)> {
 }
 
 #[test]
-fn compose_brings_up_postgres_redis_and_the_scheduler_with_health_checks() {
+fn compose_brings_up_postgres_redis_and_both_services_with_health_checks() {
     let compose = compose();
     let services = compose["services"].as_mapping().unwrap();
-    for name in ["postgres", "redis", "scheduler"] {
+    for name in ["postgres", "redis", "scheduler", "device-runner"] {
         let service = &compose["services"][name];
         assert!(service.is_mapping(), "service {name} is defined");
         let test = &service["healthcheck"]["test"];
@@ -50,7 +50,7 @@ fn compose_brings_up_postgres_redis_and_the_scheduler_with_health_checks() {
             "{name} has a health check"
         );
     }
-    assert_eq!(services.len(), 3);
+    assert_eq!(services.len(), 4);
     let scheduler = &compose["services"]["scheduler"];
     assert_eq!(
         scheduler["depends_on"]["postgres"]["condition"].as_str(),
@@ -181,4 +181,33 @@ fn the_dockerfile_builds_and_runs_the_scheduler_binary() {
         .collect();
     Config::load_from(&Overrides::default(), &env)
         .expect("the image's environment is valid configuration");
+}
+
+#[test]
+fn the_device_runner_in_compose_is_valid_configuration_with_a_health_check() {
+    let compose = compose();
+    let runner = &compose["services"]["device-runner"];
+    let env = environment(runner);
+    for (key, _) in &env {
+        assert!(
+            key.starts_with("DEVICE_RUNNER__"),
+            "{key} is a device-runner setting"
+        );
+    }
+    let overrides = device_runner::config::Overrides::default();
+    let config = device_runner::config::Config::load_from(&overrides, &env)
+        .expect("the compose environment is a valid device-runner configuration");
+    assert_eq!(config.server.port, 8004);
+    assert!(config.database.url.ends_with("?schema=device_runner"));
+    let health = runner["healthcheck"]["test"].as_sequence().unwrap();
+    assert!(
+        health
+            .iter()
+            .any(|part| part.as_str() == Some("http://127.0.0.1:8004/health_check"))
+    );
+    let dockerfile = runner["build"]["dockerfile"].as_str().unwrap();
+    let text = std::fs::read_to_string(root().join(dockerfile)).unwrap();
+    assert!(text.contains("cargo build --release --locked -p device-runner"));
+    assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/device-runner"]"#));
+    assert!(text.contains("EXPOSE 8004"));
 }

@@ -1,8 +1,10 @@
 //! Integration tests: the real `device-runner` binary on a temporary directory, driven over
 //! JSON-RPC, with small shell programs standing in for the phone bots.
 
+mod devices;
 mod helpers;
 mod jobs;
+mod openrpc;
 mod restart;
 mod stopping;
 mod store;
