@@ -15,7 +15,7 @@ use scheduler_client::{NewGraphSchedule, SchedulerClient};
 use serde_json::json;
 use triggers::TriggerSpec;
 
-use crate::daemon::{Daemon, build_release, stub_executor};
+use crate::daemon::{Daemon, build_release, fresh_db, parse_backends, percentile, stub_executor};
 
 pub struct Options {
     backends: Vec<&'static str>,
@@ -38,14 +38,7 @@ impl Options {
                 .next()
                 .with_context(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
-                "--backend" => {
-                    options.backends = match value.as_str() {
-                        "sqlite" => vec!["sqlite"],
-                        "postgres" => vec!["postgres"],
-                        "both" => vec!["sqlite", "postgres"],
-                        other => bail!("unknown backend '{other}'"),
-                    }
-                }
+                "--backend" => options.backends = parse_backends(value)?,
                 "--schedules" => options.schedules = value.parse()?,
                 "--due" => options.due = value.parse()?,
                 "--adds" => options.adds = value.parse()?,
@@ -71,7 +64,7 @@ struct Figures {
 }
 
 pub fn run(options: Options) -> anyhow::Result<()> {
-    let binary = build_release()?;
+    let binary = build_release("scheduler")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -104,30 +97,6 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         options.schedules, options.adds
     );
     Ok(())
-}
-
-/// A database for one measurement; the PostgreSQL schema is dropped afterwards.
-struct BenchDb {
-    url: String,
-    _schema: Option<test_support::PgSchema>,
-}
-
-async fn fresh_db(backend: &str, dir: &std::path::Path, name: &str) -> anyhow::Result<BenchDb> {
-    Ok(match backend {
-        "sqlite" => BenchDb {
-            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
-            _schema: None,
-        },
-        _ => {
-            let schema = test_support::PgSchema::create("bench")
-                .await
-                .context("PostgreSQL is not reachable")?;
-            BenchDb {
-                url: schema.url(),
-                _schema: Some(schema),
-            }
-        }
-    })
 }
 
 async fn bench_backend(
@@ -187,11 +156,7 @@ async fn bench_backend(
         .map(|(scheduled, at)| *at - *scheduled)
         .collect();
     lags.sort();
-    let percentile = |p: f64| {
-        lags[((lags.len() as f64 - 1.0) * p).round() as usize]
-            .to_std()
-            .unwrap_or_default()
-    };
+    let lag = |p: f64| percentile(&lags, p).to_std().unwrap_or_default();
 
     // 3. Idle: everything dispatched, nothing due for a year.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -215,8 +180,8 @@ async fn bench_backend(
         adds_per_second,
         last_dispatch_after: (last - due_at).to_std().unwrap_or_default(),
         dispatched: calls.len(),
-        lag_p50: percentile(0.50),
-        lag_p99: percentile(0.99),
+        lag_p50: lag(0.50),
+        lag_p99: lag(0.99),
         idle_cpu_percent,
         peak_rss_mib,
     })

@@ -1,4 +1,5 @@
-//! The release scheduler binary under measurement, and a stub execution service.
+//! What the benchmarks share: a release binary under measurement as a child process, a fresh
+//! database per measurement, percentiles, and the scheduler's stub execution service.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,16 +21,65 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the release binary and returns its path.
-pub fn build_release() -> anyhow::Result<PathBuf> {
+/// Builds the release binary of `package` (named as the package) and returns its path.
+pub fn build_release(package: &str) -> anyhow::Result<PathBuf> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "scheduler"])
+        .args(["build", "--release", "-p", package])
         .current_dir(workspace_root())
         .status()?;
     if !status.success() {
-        bail!("cargo build --release -p scheduler failed");
+        bail!("cargo build --release -p {package} failed");
     }
-    Ok(workspace_root().join("target/release/scheduler"))
+    Ok(workspace_root().join("target/release").join(package))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A database for one measurement; the PostgreSQL schema is dropped afterwards.
+pub struct BenchDb {
+    pub url: String,
+    _schema: Option<test_support::PgSchema>,
+}
+
+pub async fn fresh_db(backend: &str, dir: &Path, name: &str) -> anyhow::Result<BenchDb> {
+    Ok(match backend {
+        "sqlite" => BenchDb {
+            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+            _schema: None,
+        },
+        _ => {
+            let schema = test_support::PgSchema::create("bench")
+                .await
+                .context("PostgreSQL is not reachable")?;
+            BenchDb {
+                url: schema.url(),
+                _schema: Some(schema),
+            }
+        }
+    })
+}
+
+/// The `p` quantile (0 to 1) of sorted samples, nearest rank.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `--backend sqlite|postgres|both`.
+pub fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
+    Ok(match value {
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        "both" => vec!["sqlite", "postgres"],
+        other => bail!("unknown backend '{other}'"),
+    })
 }
 
 pub struct Daemon {
@@ -38,16 +88,34 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `command` (a service listening on `port`) in `dir`, its stderr to a log file there.
+    pub fn spawn(mut command: Command, dir: &Path, port: u16) -> anyhow::Result<Daemon> {
+        let name = Path::new(command.get_program())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let child = command
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(
+                dir.join(format!("{name}-{port}.log")),
+            )?)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Daemon { child, port })
+    }
+
+    /// Starts the scheduler and waits until it answers.
     pub async fn start(
         binary: &Path,
         dir: &Path,
         database_url: &str,
         executor_url: &str,
     ) -> anyhow::Result<Daemon> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(binary)
+        let port = free_port()?;
+        let mut command = Command::new(binary);
+        command
             .args([
                 "--port",
                 &port.to_string(),
@@ -56,16 +124,8 @@ impl Daemon {
                 "--executor-url",
                 executor_url,
             ])
-            .current_dir(dir)
-            .env("SCHEDULER__LOG__LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                dir.join(format!("scheduler-{port}.log")),
-            )?)
-            .spawn()
-            .context("starting the scheduler")?;
-        let daemon = Daemon { child, port };
+            .env("SCHEDULER__LOG__LEVEL", "warn");
+        let daemon = Daemon::spawn(command, dir, port)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let http = scheduler_client::SchedulerClient::new(daemon.client_config())?;
         while http.health_check().await.is_err() {

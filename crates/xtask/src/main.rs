@@ -2,20 +2,30 @@
 //!
 //! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]`:
 //!   the scheduler benchmark (see `bench.rs`).
+//! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
+//!   [--job-ms N] [--samples N] [--clients N]`: the device-runner benchmark (see
+//!   `runner_bench.rs`); it runs `xtask bench-job` as every job.
 
 mod bench;
+mod bench_job;
 mod daemon;
+mod runner_bench;
 
 use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
+       cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::Options::parse(&args[1..]).and_then(bench::run),
+        Some("bench-runner") => {
+            runner_bench::Options::parse(&args[1..]).and_then(runner_bench::run)
+        }
+        Some("bench-job") => return bench_job::run(),
         _ => {
-            eprintln!(
-                "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -68,6 +68,12 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether no live process is left in a group. Signal 0 answers for the common case without
+/// a scan of `/proc`: no process at all, not even a zombie, has that group.
+fn group_is_gone(pgid: i32) -> bool {
+    matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH)) || group_members(pgid).is_empty()
+}
+
 /// Sends `signal` to a process group; a group that no longer exists is not an error.
 pub fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
@@ -103,7 +109,7 @@ pub async fn kill_group(pgid: i32) {
     signal_group(pgid, Signal::SIGKILL);
     for _ in 0..50 {
         reap_group(pgid);
-        if group_members(pgid).is_empty() {
+        if group_is_gone(pgid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

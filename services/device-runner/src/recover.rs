@@ -10,7 +10,6 @@ use device_runner_api::JobStatus;
 use crate::config::Config;
 use crate::process;
 use crate::store::{Ending, Store, StoreError};
-use crate::supervisor::requeue;
 
 pub async fn reconcile(store: &Store, config: &Config) -> Result<(), StoreError> {
     for (job, identity) in store.running().await? {
@@ -46,11 +45,13 @@ pub async fn reconcile(store: &Store, config: &Config) -> Result<(), StoreError>
             error: Some(reason.clone()),
             preempted_by: None,
         };
-        store.finish(&job.id, &ending).await?;
-        tracing::warn!(job_id = %job.id, device = %job.device, %reason, "job recorded as interrupted");
         if resumable {
-            requeue(store, &job.id, "interrupted by a restart").await;
+            let new_id = uuid::Uuid::new_v4().to_string();
+            store.finish_and_requeue(&job.id, &ending, &new_id).await?;
+        } else {
+            store.finish(&job.id, &ending).await?;
         }
+        tracing::warn!(job_id = %job.id, device = %job.device, %reason, "job recorded as interrupted");
     }
     Ok(())
 }

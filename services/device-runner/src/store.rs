@@ -3,14 +3,21 @@
 //! embedded migrations per backend.
 //!
 //! Each query is written once in PostgreSQL's `$n` placeholder style; [`on_db!`] runs it on
-//! whichever pool is open, rewriting the placeholders to SQLite's `?n`. Both backends store
+//! a connection of either backend, rewriting the placeholders to SQLite's `?n`. Every change
+//! is a [`Write`]: its own transaction on PostgreSQL, and on SQLite handed to the one writer
+//! task, which commits the writes waiting together (group commit). Both backends store
 //! instants as UTC milliseconds so one row type reads both.
 
 use chrono::{DateTime, TimeZone, Utc};
 use device_runner_api::{Job, JobStatus, Progress};
 use jobstore::{Database, DatabaseUrl};
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::types::Json;
+use sqlx::{Postgres, Sqlite};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +30,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored job {id} is unreadable: {reason}")]
     Corrupt { id: String, reason: String },
+    #[error("database error: the commit failed: {0}")]
+    Commit(String),
+    #[error("the store is closed")]
+    Closed,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -74,27 +85,33 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
-/// Runs one query on the open pool. Forms: `fetch_all`, `fetch_optional`, `execute`
+/// Runs one query on a connection ([`Conn`]). Forms: `fetch_all`, `fetch_optional`, `execute`
 /// (rows affected), each with the row type where it returns rows.
 macro_rules! on_db {
-    ($db:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $db {
-            Database::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(pool).await?,
-            Database::Sqlite(pool) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_all(pool).await?,
+    ($conn:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(c).await?,
+            Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_all(c).await?,
         }
     };
-    ($db:expr, fetch_optional $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $db {
-            Database::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_optional(pool).await?,
-            Database::Sqlite(pool) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_optional(pool).await?,
+    ($conn:expr, fetch_optional $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_optional(c).await?,
+            Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_optional(c).await?,
         }
     };
-    ($db:expr, execute, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $db {
-            Database::Postgres(pool) => sqlx::query($sql)$(.bind($bind))*.execute(pool).await?.rows_affected(),
-            Database::Sqlite(pool) => sqlx::query(&sqlite_sql($sql))$(.bind($bind))*.execute(pool).await?.rows_affected(),
+    ($conn:expr, execute, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.execute(c).await?.rows_affected(),
+            Conn::Sqlite(c) => sqlx::query(&sqlite_sql($sql))$(.bind($bind))*.execute(c).await?.rows_affected(),
         }
     };
+}
+
+/// A connection of either backend, for [`on_db!`].
+pub(crate) enum Conn<'c> {
+    Postgres(&'c mut PgConnection),
+    Sqlite(&'c mut SqliteConnection),
 }
 
 /// `$1` → `?1`: SQLite's numbered placeholders. Only `$` followed by a digit is rewritten.
@@ -217,47 +234,352 @@ fn into_jobs(rows: Vec<JobRow>) -> Result<Vec<Job>> {
     rows.into_iter().map(JobRow::into_job).collect()
 }
 
+/// A change to the store. Each is one atomic step; on SQLite, concurrent ones are committed
+/// together (see [`Writer`]).
+#[derive(Debug)]
+enum Write {
+    Insert(NewJob),
+    Start {
+        id: String,
+        at: DateTime<Utc>,
+        log_path: String,
+    },
+    RecordProcess {
+        id: String,
+        process: ProcessIdentity,
+    },
+    SetCheckpoint {
+        id: String,
+        checkpoint: Value,
+    },
+    AddResult {
+        id: String,
+        result: Value,
+    },
+    SetProgress {
+        id: String,
+        progress: Progress,
+    },
+    /// Ends a job; with `requeue_as`, also queues it again under that id with its last
+    /// checkpoint, in the same transaction.
+    Finish {
+        id: String,
+        ending: Ending,
+        requeue_as: Option<String>,
+    },
+    Cancel {
+        id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a write did: whether it changed a row, and the job it queued, if any.
+#[derive(Debug, Default)]
+struct Written {
+    changed: bool,
+    queued: Option<Job>,
+}
+
+impl Write {
+    fn changed(rows: u64) -> Written {
+        Written {
+            changed: rows > 0,
+            queued: None,
+        }
+    }
+
+    async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
+        Ok(match self {
+            Write::Insert(job) => {
+                let sql = format!(
+                    "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
+                     source, status, enqueued_at, checkpoint, requeued_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) RETURNING {COLUMNS}"
+                );
+                let row = on_db!(conn, fetch_optional JobRow, &sql,
+                    &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
+                    job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
+                    job.checkpoint.as_ref().map(Json), &job.requeued_from);
+                let row = row.ok_or_else(|| StoreError::Corrupt {
+                    id: job.id.clone(),
+                    reason: "insert returned no row".into(),
+                })?;
+                Written {
+                    changed: true,
+                    queued: Some(row.into_job()?),
+                }
+            }
+            Write::Start { id, at, log_path } => {
+                let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3 \
+                           WHERE id = $1 AND status = 'pending'";
+                Self::changed(on_db!(conn, execute, sql, id, millis(*at), log_path))
+            }
+            Write::RecordProcess { id, process } => {
+                let sql = "UPDATE jobs SET pid = $2, pgid = $3, proc_start_ticks = $4, \
+                           boot_id = $5 WHERE id = $1";
+                Self::changed(on_db!(
+                    conn,
+                    execute,
+                    sql,
+                    id,
+                    i64::from(process.pid),
+                    i64::from(process.pgid),
+                    process.start_ticks as i64,
+                    &process.boot_id
+                ))
+            }
+            Write::SetCheckpoint { id, checkpoint } => {
+                let sql = "UPDATE jobs SET checkpoint = $2 WHERE id = $1";
+                Self::changed(on_db!(conn, execute, sql, id, Json(checkpoint)))
+            }
+            Write::AddResult { id, result } => {
+                let rows = match conn {
+                    Conn::Postgres(c) => sqlx::query(
+                        "UPDATE jobs SET results = results || jsonb_build_array($2::jsonb) \
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(Json(result))
+                    .execute(c)
+                    .await?
+                    .rows_affected(),
+                    Conn::Sqlite(c) => sqlx::query(
+                        "UPDATE jobs SET results = json_insert(results, '$[#]', json(?2)) \
+                         WHERE id = ?1",
+                    )
+                    .bind(id)
+                    .bind(Json(result))
+                    .execute(c)
+                    .await?
+                    .rows_affected(),
+                };
+                Self::changed(rows)
+            }
+            Write::SetProgress { id, progress } => {
+                let sql =
+                    "UPDATE jobs SET progress_percent = $2, progress_message = $3 WHERE id = $1";
+                Self::changed(on_db!(
+                    conn,
+                    execute,
+                    sql,
+                    id,
+                    i64::from(progress.percent),
+                    &progress.message
+                ))
+            }
+            Write::Finish {
+                id,
+                ending,
+                requeue_as,
+            } => {
+                let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, \
+                           signal = $5, error = $6, preempted_by = $7 \
+                           WHERE id = $1 AND status IN ('pending', 'running')";
+                let (conn, rows) = match conn {
+                    Conn::Postgres(c) => {
+                        let rows = sqlx::query(sql)
+                            .bind(id)
+                            .bind(ending.status.as_str())
+                            .bind(millis(ending.ended_at))
+                            .bind(ending.exit_code.map(i64::from))
+                            .bind(ending.signal.map(i64::from))
+                            .bind(&ending.error)
+                            .bind(&ending.preempted_by)
+                            .execute(&mut *c)
+                            .await?
+                            .rows_affected();
+                        (Conn::Postgres(c), rows)
+                    }
+                    Conn::Sqlite(c) => {
+                        let rows = sqlx::query(&sqlite_sql(sql))
+                            .bind(id)
+                            .bind(ending.status.as_str())
+                            .bind(millis(ending.ended_at))
+                            .bind(ending.exit_code.map(i64::from))
+                            .bind(ending.signal.map(i64::from))
+                            .bind(&ending.error)
+                            .bind(&ending.preempted_by)
+                            .execute(&mut *c)
+                            .await?
+                            .rows_affected();
+                        (Conn::Sqlite(c), rows)
+                    }
+                };
+                let queued = match requeue_as {
+                    Some(new_id) if rows > 0 => {
+                        let sql = format!(
+                            "INSERT INTO jobs (id, device, job_type, params, priority, \
+                             max_duration_secs, source, status, enqueued_at, checkpoint, \
+                             requeued_from) \
+                             SELECT $2, device, job_type, params, priority, max_duration_secs, \
+                             source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
+                             RETURNING {COLUMNS}"
+                        );
+                        on_db!(conn, fetch_optional JobRow, &sql, id, new_id, millis(ending.ended_at))
+                            .map(JobRow::into_job)
+                            .transpose()?
+                    }
+                    _ => None,
+                };
+                Written {
+                    changed: rows > 0,
+                    queued,
+                }
+            }
+            Write::Cancel { id, at } => {
+                let sql = "UPDATE jobs SET status = 'cancelled', ended_at = $2, \
+                           error = 'cancelled by kill_job' WHERE id = $1 AND status = 'pending'";
+                Self::changed(on_db!(conn, execute, sql, id, millis(*at)))
+            }
+        })
+    }
+}
+
+type Reply = oneshot::Sender<Result<Written>>;
+
+/// SQLite's single writer: one task owns the writing connection and commits every write that
+/// is waiting in one transaction, so concurrent writers share one fsync (group commit) and
+/// never contend for SQLite's write lock. A write that fails alone (a constraint) fails alone;
+/// a commit that fails fails every write of its batch.
+struct Writer;
+
+impl Writer {
+    const MAX_BATCH: usize = 512;
+
+    fn spawn(pool: SqlitePool) -> mpsc::UnboundedSender<(Write, Reply)> {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(Write, Reply)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while receiver.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
+                match Self::commit(&pool, &batch).await {
+                    Ok(outcomes) => {
+                        for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        for (_, reply) in batch.drain(..) {
+                            let _ = reply.send(Err(StoreError::Commit(message.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        sender
+    }
+
+    async fn commit(pool: &SqlitePool, batch: &[(Write, Reply)]) -> Result<Vec<Result<Written>>> {
+        let mut tx = pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (write, _) in batch {
+            outcomes.push(write.apply(Conn::Sqlite(&mut tx)).await);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// Where writes go.
+#[derive(Clone, Debug)]
+enum Writes {
+    Postgres(PgPool),
+    Sqlite {
+        writer: mpsc::UnboundedSender<(Write, Reply)>,
+        pool: SqlitePool,
+    },
+}
+
 /// The open store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Database,
+    /// Reads; on SQLite, a pool apart from the writer's connection.
+    reads: Database,
+    writes: Writes,
+}
+
+/// A pooled connection for reads.
+enum Reader {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Reader {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Reader::Postgres(c) => Conn::Postgres(c),
+            Reader::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
 }
 
 impl Store {
     /// Opens the database (creating the file or schema) and applies the migrations.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store> {
-        let db = jobstore::open(url, max_connections).await?;
-        match &db {
-            Database::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Database::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-        }
-        Ok(Store { db })
+        let reads = jobstore::open(url, max_connections).await?;
+        let writes = match &reads {
+            Database::Postgres(pool) => {
+                sqlx::migrate!("./migrations/postgres").run(pool).await?;
+                Writes::Postgres(pool.clone())
+            }
+            Database::Sqlite(pool) => {
+                sqlx::migrate!("./migrations/sqlite").run(pool).await?;
+                let Database::Sqlite(pool) = jobstore::open(url, 1).await? else {
+                    unreachable!("the same URL opens the same backend")
+                };
+                Writes::Sqlite {
+                    writer: Writer::spawn(pool.clone()),
+                    pool,
+                }
+            }
+        };
+        Ok(Store { reads, writes })
     }
 
     pub async fn close(&self) {
-        self.db.close().await;
+        self.reads.close().await;
+        if let Writes::Sqlite { pool, .. } = &self.writes {
+            pool.close().await;
+        }
+    }
+
+    async fn reader(&self) -> Result<Reader> {
+        Ok(match &self.reads {
+            Database::Postgres(pool) => Reader::Postgres(pool.acquire().await?),
+            Database::Sqlite(pool) => Reader::Sqlite(pool.acquire().await?),
+        })
+    }
+
+    async fn write(&self, write: Write) -> Result<Written> {
+        match &self.writes {
+            Writes::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let written = write.apply(Conn::Postgres(&mut tx)).await?;
+                tx.commit().await?;
+                Ok(written)
+            }
+            Writes::Sqlite { writer, .. } => {
+                let (reply, answer) = oneshot::channel();
+                writer
+                    .send((write, reply))
+                    .map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)?
+            }
+        }
     }
 
     pub async fn insert(&self, job: &NewJob) -> Result<Job> {
-        let sql = format!(
-            "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, source, \
-             status, enqueued_at, checkpoint, requeued_from) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) RETURNING {COLUMNS}"
-        );
-        let row = on_db!(&self.db, fetch_optional JobRow, &sql,
-            &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
-            job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
-            job.checkpoint.as_ref().map(Json), &job.requeued_from);
-        row.ok_or_else(|| StoreError::Corrupt {
+        let written = self.write(Write::Insert(job.clone())).await?;
+        written.queued.ok_or_else(|| StoreError::Corrupt {
             id: job.id.clone(),
             reason: "insert returned no row".into(),
-        })?
-        .into_job()
+        })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
-        on_db!(&self.db, fetch_optional JobRow, &sql, id)
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_optional JobRow, &sql, id)
             .map(JobRow::into_job)
             .transpose()
     }
@@ -268,7 +590,8 @@ impl Store {
             "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND device = $1 \
              ORDER BY priority, seq LIMIT 1"
         );
-        on_db!(&self.db, fetch_optional JobRow, &sql, device)
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_optional JobRow, &sql, device)
             .map(JobRow::into_job)
             .transpose()
     }
@@ -279,108 +602,98 @@ impl Store {
             "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND device = coalesce($1, device) \
              ORDER BY device, priority, seq"
         );
-        into_jobs(on_db!(&self.db, fetch_all JobRow, &sql, device))
+        let mut reader = self.reader().await?;
+        into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, device))
     }
 
     /// How many jobs wait, per device.
     pub async fn pending_counts(&self) -> Result<Vec<(String, i64)>> {
         let sql = "SELECT device, count(*) FROM jobs WHERE status = 'pending' GROUP BY device";
-        Ok(on_db!(&self.db, fetch_all(String, i64), sql))
+        let mut reader = self.reader().await?;
+        Ok(on_db!(reader.conn(), fetch_all(String, i64), sql))
     }
 
     /// pending → running. False when the job is no longer pending (cancelled meanwhile).
     pub async fn start(&self, id: &str, at: DateTime<Utc>, log_path: &str) -> Result<bool> {
-        let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3 \
-                   WHERE id = $1 AND status = 'pending'";
-        Ok(on_db!(&self.db, execute, sql, id, millis(at), log_path) == 1)
+        let write = Write::Start {
+            id: id.into(),
+            at,
+            log_path: log_path.into(),
+        };
+        Ok(self.write(write).await?.changed)
     }
 
     pub async fn record_process(&self, id: &str, process: &ProcessIdentity) -> Result<()> {
-        let sql = "UPDATE jobs SET pid = $2, pgid = $3, proc_start_ticks = $4, boot_id = $5 \
-                   WHERE id = $1";
-        on_db!(
-            &self.db,
-            execute,
-            sql,
-            id,
-            i64::from(process.pid),
-            i64::from(process.pgid),
-            process.start_ticks as i64,
-            &process.boot_id
-        );
-        Ok(())
+        let write = Write::RecordProcess {
+            id: id.into(),
+            process: process.clone(),
+        };
+        self.write(write).await.map(drop)
     }
 
     pub async fn set_checkpoint(&self, id: &str, checkpoint: &Value) -> Result<()> {
-        let sql = "UPDATE jobs SET checkpoint = $2 WHERE id = $1";
-        on_db!(&self.db, execute, sql, id, Json(checkpoint));
-        Ok(())
+        let write = Write::SetCheckpoint {
+            id: id.into(),
+            checkpoint: checkpoint.clone(),
+        };
+        self.write(write).await.map(drop)
     }
 
     pub async fn add_result(&self, id: &str, result: &Value) -> Result<()> {
-        match &self.db {
-            Database::Postgres(pool) => {
-                sqlx::query("UPDATE jobs SET results = results || jsonb_build_array($2::jsonb) WHERE id = $1")
-                    .bind(id)
-                    .bind(Json(result))
-                    .execute(pool)
-                    .await?;
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query("UPDATE jobs SET results = json_insert(results, '$[#]', json(?2)) WHERE id = ?1")
-                    .bind(id)
-                    .bind(Json(result))
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
+        let write = Write::AddResult {
+            id: id.into(),
+            result: result.clone(),
+        };
+        self.write(write).await.map(drop)
     }
 
     pub async fn set_progress(&self, id: &str, progress: &Progress) -> Result<()> {
-        let sql = "UPDATE jobs SET progress_percent = $2, progress_message = $3 WHERE id = $1";
-        on_db!(
-            &self.db,
-            execute,
-            sql,
-            id,
-            i64::from(progress.percent),
-            &progress.message
-        );
-        Ok(())
+        let write = Write::SetProgress {
+            id: id.into(),
+            progress: progress.clone(),
+        };
+        self.write(write).await.map(drop)
     }
 
     /// Records how a running (or, for `interrupted`, pending) job ended. False when it had
     /// already ended.
     pub async fn finish(&self, id: &str, ending: &Ending) -> Result<bool> {
-        let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, signal = $5, \
-                   error = $6, preempted_by = $7 WHERE id = $1 AND status IN ('pending', 'running')";
-        let changed = on_db!(
-            &self.db,
-            execute,
-            sql,
-            id,
-            ending.status.as_str(),
-            millis(ending.ended_at),
-            ending.exit_code.map(i64::from),
-            ending.signal.map(i64::from),
-            &ending.error,
-            &ending.preempted_by
-        );
-        Ok(changed == 1)
+        let write = Write::Finish {
+            id: id.into(),
+            ending: ending.clone(),
+            requeue_as: None,
+        };
+        Ok(self.write(write).await?.changed)
+    }
+
+    /// Records how a job ended and, in the same transaction, queues it again as `new_id` with
+    /// its parameters, priority and last checkpoint. The new job, or `None` when the job had
+    /// already ended (nothing is written then).
+    pub async fn finish_and_requeue(
+        &self,
+        id: &str,
+        ending: &Ending,
+        new_id: &str,
+    ) -> Result<Option<Job>> {
+        let write = Write::Finish {
+            id: id.into(),
+            ending: ending.clone(),
+            requeue_as: Some(new_id.into()),
+        };
+        Ok(self.write(write).await?.queued)
     }
 
     /// pending → cancelled. False when the job was not pending.
     pub async fn cancel(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        let sql = "UPDATE jobs SET status = 'cancelled', ended_at = $2, error = 'cancelled by kill_job' \
-                   WHERE id = $1 AND status = 'pending'";
-        Ok(on_db!(&self.db, execute, sql, id, millis(at)) == 1)
+        let write = Write::Cancel { id: id.into(), at };
+        Ok(self.write(write).await?.changed)
     }
 
     /// The jobs recorded as running, with their process identity when it was recorded.
     pub async fn running(&self) -> Result<Vec<(Job, Option<ProcessIdentity>)>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE status = 'running' ORDER BY seq");
-        on_db!(&self.db, fetch_all JobRow, &sql)
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_all JobRow, &sql)
             .into_iter()
             .map(|row| {
                 let identity = row.identity();
@@ -398,8 +711,11 @@ impl Store {
              AND (coalesce($4, '') = '' OR (ended_at, seq) < (SELECT ended_at, seq FROM jobs WHERE id = $4)) \
              ORDER BY ended_at DESC, seq DESC LIMIT $5"
         );
-        into_jobs(on_db!(&self.db, fetch_all JobRow, &sql, &filter.device,
-            filter.status.map(JobStatus::as_str), &filter.job_type, &filter.before, filter.limit))
+        let mut reader = self.reader().await?;
+        into_jobs(
+            on_db!(reader.conn(), fetch_all JobRow, &sql, &filter.device,
+            filter.status.map(JobStatus::as_str), &filter.job_type, &filter.before, filter.limit),
+        )
     }
 
     /// Runs that started and had not ended before `since`, oldest first.
@@ -408,7 +724,8 @@ impl Store {
             "SELECT {COLUMNS} FROM jobs WHERE started_at IS NOT NULL \
              AND (ended_at IS NULL OR ended_at >= $1) ORDER BY started_at, seq"
         );
-        into_jobs(on_db!(&self.db, fetch_all JobRow, &sql, millis(since)))
+        let mut reader = self.reader().await?;
+        into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, millis(since)))
     }
 }
 

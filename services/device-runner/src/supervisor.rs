@@ -20,7 +20,7 @@ use crate::config::JobTypeConfig;
 use crate::output::{Lines, LogFile, Report, parse_report};
 use crate::process;
 use crate::runner::{Command, Runner, RunningView};
-use crate::store::{Ending, NewJob, Store};
+use crate::store::{Ending, Store};
 
 /// Why a running job is being stopped.
 #[derive(Debug, Clone)]
@@ -96,11 +96,23 @@ impl Supervisor {
     }
 
     pub async fn run(mut self) {
+        // The queue is looked at for a job to preempt only when it changed (a wake-up) or a
+        // grace ended: a job just started is the queue's first, so nothing waits above it.
+        let mut look_for_preemption = false;
+        let mut preempt_at = None;
         loop {
-            if self.running.is_none() && self.usable {
-                self.start_next().await;
+            if self.running.is_none() {
+                preempt_at = None;
+                if self.usable {
+                    self.start_next().await;
+                }
+            } else if std::mem::take(&mut look_for_preemption) {
+                preempt_at = self.preemption_check().await;
+                if self.running.is_none() {
+                    // Preempted: start the job that preempted it.
+                    continue;
+                }
             }
-            let preempt_at = self.preemption_check().await;
             let deadline = self.running.as_ref().map(|r| r.deadline);
             let event = {
                 let exit = async {
@@ -118,20 +130,23 @@ impl Supervisor {
             };
             match event {
                 Event::Command(None) => return,
-                Event::Command(Some(Command::Wake)) | Event::Recheck => {}
+                Event::Command(Some(Command::Wake)) | Event::Recheck => look_for_preemption = true,
                 Event::Command(Some(Command::Kill { job_id, reply })) => {
                     let answer = match self.running.as_ref() {
                         Some(running) if running.job.id == job_id => {
-                            Ok(self.stop(StopReason::Killed).await)
+                            self.stop(StopReason::Killed).await;
+                            match self.runner.store.get(&job_id).await {
+                                Ok(Some(job)) => Ok(job),
+                                Ok(None) => Err(RunnerError::Runtime("job record vanished".into())),
+                                Err(error) => Err(crate::runner::storage_error(error)),
+                            }
                         }
                         _ => Err(RunnerError::Conflict(format!(
                             "job {job_id} is not running on {}",
                             self.serial
                         ))),
                     };
-                    let _ = reply.send(answer.and_then(|job| {
-                        job.ok_or_else(|| RunnerError::Runtime("job record vanished".into()))
-                    }));
+                    let _ = reply.send(answer);
                 }
                 Event::Command(Some(Command::Usable(usable, state))) => {
                     self.usable = usable;
@@ -180,8 +195,7 @@ impl Supervisor {
             return Some(grace_end);
         }
         self.stop(StopReason::Preempted { by: next.id }).await;
-        // The loop starts the preempting job next.
-        Some(Instant::now())
+        None
     }
 
     /// Starts the next pending job, recording failures to start as failed runs.
@@ -283,9 +297,11 @@ impl Supervisor {
         Ok(true)
     }
 
-    /// Stops the running job for `reason` and records it. Returns the job as recorded.
-    async fn stop(&mut self, reason: StopReason) -> Option<Job> {
-        let mut running = self.running.take()?;
+    /// Stops the running job for `reason` and records it.
+    async fn stop(&mut self, reason: StopReason) {
+        let Some(mut running) = self.running.take() else {
+            return;
+        };
         tracing::info!(job_id = %running.job.id, device = %self.serial, reason = %reason.message(), "stopping job");
         process::signal_group(running.pgid, Signal::SIGTERM);
         let status = match tokio::time::timeout(self.runner.config.kill_grace, running.child.wait())
@@ -314,7 +330,7 @@ impl Supervisor {
         running: Running,
         status: Option<ExitStatus>,
         reason: Option<StopReason>,
-    ) -> Option<Job> {
+    ) {
         // The leader is reaped; whatever it left in its group goes with it.
         process::kill_group(running.pgid).await;
         let mut pump = running.pump;
@@ -357,19 +373,14 @@ impl Supervisor {
             preempted_by,
         };
         let store = &self.runner.store;
-        if let Err(error) = store.finish(&job.id, &ending).await {
-            tracing::error!(%error, job_id = %job.id, "cannot record the end of a job");
-        }
+        let requeue = status_kind == JobStatus::Preempted && running.requeue;
+        record_end(store, &job.id, &ending, requeue).await;
         self.runner
             .logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job.id);
         tracing::info!(job_id = %job.id, device = %self.serial, status = %status_kind, "job ended");
-        if status_kind == JobStatus::Preempted && running.requeue {
-            requeue(store, &job.id, "preempted").await;
-        }
-        store.get(&job.id).await.ok().flatten()
     }
 }
 
@@ -404,37 +415,23 @@ async fn fail_to_start(
     store.finish(job_id, &ending).await.map(|_| ())
 }
 
-/// Queues a finished job again with its last checkpoint. Returns the new job's id.
-pub async fn requeue(store: &Store, job_id: &str, why: &str) -> Option<String> {
-    let old = match store.get(job_id).await {
-        Ok(Some(old)) => old,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::error!(%error, job_id, "cannot read a job to requeue");
-            return None;
-        }
+/// Records how a job ended; with `requeue`, also queues it again with its last checkpoint, in
+/// the same transaction. A failure is logged: the job, still recorded as running, is then
+/// settled by the next start-up's reconciliation.
+async fn record_end(store: &Store, job_id: &str, ending: &Ending, requeue: bool) {
+    let outcome = if requeue {
+        let new_id = uuid::Uuid::new_v4().to_string();
+        store.finish_and_requeue(job_id, ending, &new_id).await
+    } else {
+        store.finish(job_id, ending).await.map(|_| None)
     };
-    let new = NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        device: old.device.clone(),
-        job_type: old.job_type.clone(),
-        params: old.params.clone(),
-        priority: old.priority,
-        max_duration_secs: old.max_duration_secs,
-        source: old.source.clone(),
-        checkpoint: old.checkpoint.clone(),
-        requeued_from: Some(old.id.clone()),
-        enqueued_at: Utc::now(),
-    };
-    match store.insert(&new).await {
-        Ok(job) => {
-            tracing::info!(job_id, new_job_id = %job.id, why, "job requeued from its last checkpoint");
-            Some(job.id)
+    match outcome {
+        Ok(Some(queued)) => {
+            tracing::info!(job_id, new_job_id = %queued.id, status = %ending.status,
+                "job requeued from its last checkpoint");
         }
-        Err(error) => {
-            tracing::error!(%error, job_id, "cannot requeue a job");
-            None
-        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, job_id, "cannot record the end of a job"),
     }
 }
 

@@ -35,6 +35,15 @@ pub struct Runner {
     pub db_url: String,
     config: String,
     child: Option<Child>,
+    /// Dropped after the process is stopped (fields drop after `Drop::drop`).
+    _db: Option<TestDb>,
+}
+
+/// The store a runner under test uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 pub const DEVICE: &str = "PHONE1";
@@ -89,6 +98,21 @@ impl Runner {
         Runner::start_on(dir, db.url, extra).await
     }
 
+    /// Starts a runner on `backend`; on PostgreSQL in a schema of its own, dropped with the
+    /// runner. `None` outside CI when PostgreSQL is not reachable; panics under CI.
+    pub async fn start_with(backend: Backend, extra: &str) -> Option<Runner> {
+        match backend {
+            Backend::Sqlite => Some(Runner::start(extra).await),
+            Backend::Postgres => {
+                let db = TestDb::postgres().await?;
+                let dir = tempfile::tempdir().unwrap().keep();
+                let mut runner = Runner::start_on(dir, db.url.clone(), extra).await;
+                runner._db = Some(db);
+                Some(runner)
+            }
+        }
+    }
+
     pub async fn start_on(dir: PathBuf, db_url: String, extra: &str) -> Runner {
         let config = format!(
             "{extra}\nlog_dir = \"{}\"\nlog_cap_bytes = 65536\n\n[[devices]]\nserial = \"{DEVICE}\"\nlabel = \"phone 1\"\n{JOB_TYPES}",
@@ -100,6 +124,7 @@ impl Runner {
             db_url,
             config,
             child: None,
+            _db: None,
         };
         runner.spawn().await;
         runner

@@ -3,13 +3,19 @@ use std::time::Duration;
 use device_runner_client::{DeviceRunnerApiClient, Error, JobStatus, RunnerError};
 use serde_json::json;
 
-use crate::helpers::{DEVICE, Runner};
+use crate::helpers::{Backend, DEVICE, Runner};
 
 const SOON: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn the_queue_runs_by_priority_then_first_in() {
-    let runner = Runner::start("preempt_grace = \"1h\"").await;
+on_both_backends! {
+    the_queue_runs_by_priority_then_first_in => priority_order;
+    protocol_lines_are_persisted_and_the_log_keeps_the_rest => protocol_lines;
+}
+
+async fn priority_order(backend: Backend) {
+    let Some(runner) = Runner::start_with(backend, "preempt_grace = \"1h\"").await else {
+        return;
+    };
     // Hold the device with a job nothing may preempt, then queue behind it.
     let blocker = runner.enqueue("long", 1).await;
     runner
@@ -64,9 +70,10 @@ async fn the_queue_runs_by_priority_then_first_in() {
     assert_eq!(blocker.status, JobStatus::Killed);
 }
 
-#[tokio::test]
-async fn protocol_lines_are_persisted_and_the_log_keeps_the_rest() {
-    let runner = Runner::start("").await;
+async fn protocol_lines(backend: Backend) {
+    let Some(runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
     let client = runner.client();
     let job = client
         .rpc()

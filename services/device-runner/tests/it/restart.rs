@@ -3,13 +3,18 @@ use std::time::Duration;
 
 use device_runner_client::{DeviceRunnerApiClient, JobStatus};
 
-use crate::helpers::{Runner, TestDb, group_members};
+use crate::helpers::{Backend, Runner, TestDb, group_members};
 
 const SOON: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted() {
-    let mut runner = Runner::start("").await;
+on_both_backends! {
+    after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted => restart_after_sigkill;
+}
+
+async fn restart_after_sigkill(backend: Backend) {
+    let Some(mut runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
     let resumable = runner.enqueue("resumable", 5).await;
     let running = runner
         .wait_for(&resumable.id, SOON, |j| j.checkpoint.is_some())

@@ -2,13 +2,19 @@ use std::time::Duration;
 
 use device_runner_client::{DeviceRunnerApiClient, JobStatus};
 
-use crate::helpers::{Runner, group_members};
+use crate::helpers::{Backend, Runner, group_members};
 
 const SOON: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_checkpoint() {
-    let runner = Runner::start("preempt_grace = \"1s\"").await;
+on_both_backends! {
+    a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_checkpoint => preemption;
+    kill_job_cancels_pending_and_stops_running_jobs => kill_and_cancel;
+}
+
+async fn preemption(backend: Backend) {
+    let Some(runner) = Runner::start_with(backend, "preempt_grace = \"1s\"").await else {
+        return;
+    };
     let low = runner.enqueue("resumable", 5).await;
     let running = runner.wait_status(&low.id, JobStatus::Running, SOON).await;
     // Wait for its checkpoint to be persisted before the preemption.
@@ -105,9 +111,10 @@ async fn a_job_that_ignores_sigterm_is_killed_at_its_deadline_with_its_whole_gro
     );
 }
 
-#[tokio::test]
-async fn kill_job_cancels_pending_and_stops_running_jobs() {
-    let runner = Runner::start("").await;
+async fn kill_and_cancel(backend: Backend) {
+    let Some(runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
     let client = runner.client();
     let running = runner.enqueue("long", 5).await;
     let pending = runner.enqueue("long", 5).await;

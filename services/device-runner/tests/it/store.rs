@@ -179,6 +179,55 @@ async fn conformance(store: Store) {
             .unwrap()
             .is_empty()
     );
+
+    // A preempted job ends and is queued again with its checkpoint in one step, once.
+    store.insert(&new_job("e", "P3", 4)).await.unwrap();
+    store.start("e", Utc::now(), "/tmp/e.log").await.unwrap();
+    store
+        .set_checkpoint("e", &json!({"page": 9}))
+        .await
+        .unwrap();
+    let again = store
+        .finish_and_requeue("e", &ending(JobStatus::Preempted), "e2")
+        .await
+        .unwrap()
+        .expect("queued again");
+    assert_eq!(again.id, "e2");
+    assert_eq!(again.status, JobStatus::Pending);
+    assert_eq!(again.requeued_from.as_deref(), Some("e"));
+    assert_eq!(again.checkpoint, Some(json!({"page": 9})));
+    assert_eq!((again.priority, again.params), (4, json!({"id": "e"})));
+    assert_eq!(
+        store.get("e").await.unwrap().unwrap().status,
+        JobStatus::Preempted
+    );
+    assert!(
+        store
+            .finish_and_requeue("e", &ending(JobStatus::Preempted), "e3")
+            .await
+            .unwrap()
+            .is_none(),
+        "an ended job is not ended or queued again"
+    );
+    assert!(store.get("e3").await.unwrap().is_none());
+
+    // Concurrent writes (committed together on SQLite): one that fails fails alone.
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let store = store.clone();
+        let id = if i == 50 {
+            "e2".to_string()
+        } else {
+            format!("many{i}")
+        };
+        writes.spawn(async move { store.insert(&new_job(&id, "P4", 5)).await.is_ok() });
+    }
+    let mut stored = 0;
+    while let Some(ok) = writes.join_next().await {
+        stored += usize::from(ok.unwrap());
+    }
+    assert_eq!(stored, 99, "all but the duplicate id");
+    assert_eq!(store.queue(Some("P4")).await.unwrap().len(), 99);
     store.close().await;
 }
 
