@@ -86,6 +86,19 @@ impl DatabaseUrl {
             DatabaseUrl::Sqlite { .. } => "sqlite",
         }
     }
+
+    /// How to open one PostgreSQL connection outside the pool (with the schema as its search
+    /// path); `None` for SQLite.
+    pub fn pg_options(&self) -> Result<Option<PgConnectOptions>, StoreError> {
+        let DatabaseUrl::Postgres { url, schema } = self else {
+            return Ok(None);
+        };
+        let mut options = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        Ok(Some(options))
+    }
 }
 
 fn redact(url: &str) -> String {
@@ -146,11 +159,8 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Database
 /// that keep their own tables in a database opened the same way.
 pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Database, StoreError> {
     match url {
-        DatabaseUrl::Postgres { url, schema } => {
-            let mut options = PgConnectOptions::from_str(url)?;
-            if let Some(schema) = schema {
-                options = options.options([("search_path", schema.as_str())]);
-            }
+        DatabaseUrl::Postgres { schema, .. } => {
+            let options = url.pg_options()?.expect("a PostgreSQL URL");
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))

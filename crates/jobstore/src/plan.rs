@@ -1,6 +1,6 @@
 //! What firing a due schedule means, decided once for every backend.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 use crate::model::{Jobstore, RunRecord, RunStatus, Schedule};
 
@@ -15,13 +15,19 @@ pub struct FirePlan {
 }
 
 /// Plans the fire of `schedule`, whose `next_run_at` is at or before `now`.
+///
+/// Ledger instants are whole milliseconds, the finest precision every backend stores, so a run
+/// and its stored row (and its idempotency key) always agree, whatever precision a trigger's
+/// instants have.
 pub fn plan_fire(
     jobstore: Jobstore,
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
 ) -> FirePlan {
-    let due = schedule.next_run_at.unwrap_or(now);
+    let now = now.trunc_subsecs(3);
+    let exact_due = schedule.next_run_at.unwrap_or(now);
+    let due = exact_due.trunc_subsecs(3);
     let row = |scheduled_time, status: RunStatus, detail: Option<String>| RunRecord {
         schedule_id: schedule.id.clone(),
         scheduled_time,
@@ -48,8 +54,8 @@ pub fn plan_fire(
         }
     };
     let mut runs = Vec::with_capacity(2);
-    let fire_at = if schedule.policy.coalesce {
-        let folded = trigger.coalesce(due, now);
+    let occurrence = if schedule.policy.coalesce {
+        let folded = trigger.coalesce(exact_due, now);
         if folded.missed > 0 {
             let count = if folded.exact {
                 folded.missed.to_string()
@@ -64,8 +70,9 @@ pub fn plan_fire(
         }
         folded.latest
     } else {
-        due
+        exact_due
     };
+    let fire_at = occurrence.trunc_subsecs(3);
     let lateness = now - fire_at;
     let beyond_grace = schedule
         .policy
@@ -83,6 +90,8 @@ pub fn plan_fire(
     }
     FirePlan {
         runs,
-        next_run_at: trigger.next_after(fire_at),
+        // From the exact occurrence: from its truncation, a sub-millisecond instant would come
+        // round again.
+        next_run_at: trigger.next_after(occurrence),
     }
 }

@@ -521,6 +521,35 @@ async fn postgres_store() -> Option<(Arc<dyn JobStore>, PgSchema)> {
     Some((db.store(Jobstore::Execution), schema))
 }
 
+async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
+    store: Arc<dyn JobStore>,
+) {
+    let exact = at("2026-01-01T10:00:00.123456789Z");
+    let mut s = schedule("a", "u1", "g1", Some("2026-01-01T10:00:00.123456789Z"));
+    s.trigger = TriggerSpec::Once { at: exact };
+    store.insert(&s).await.unwrap();
+    let runs = store
+        .claim_due(at("2026-01-01T10:00:01Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "the claimed run is returned for dispatch");
+    assert_eq!(runs[0].scheduled_time, at("2026-01-01T10:00:00.123Z"));
+    assert_eq!(store.get("a").await.unwrap().unwrap().next_run_at, None);
+    let outcome = RunOutcome {
+        schedule_id: "a".into(),
+        scheduled_time: runs[0].scheduled_time,
+        status: RunStatus::Dispatched,
+        detail: None,
+        attempts: 1,
+        finished_at: at("2026-01-01T10:00:01Z"),
+    };
+    store.finish_runs(&[outcome]).await.unwrap();
+    let ledger = store.runs("a", 10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].status, RunStatus::Dispatched);
+    assert_eq!(ledger[0].idempotency_key(), runs[0].idempotency_key());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -562,6 +591,7 @@ conformance!(
     expired_leases_are_reclaimed,
     runs_are_listed_newest_first_up_to_the_limit,
     concurrent_claims_take_each_occurrence_once,
+    sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
 );
 
 #[tokio::test]

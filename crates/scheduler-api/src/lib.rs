@@ -12,7 +12,9 @@ mod error;
 mod types;
 
 pub use error::{SchedulerError, codes};
-pub use types::{GraphExecutionJobInfo, RunStatus, SchedulePolicy, ScheduleRun};
+pub use types::{
+    GraphExecutionJobInfo, JobstoreStatus, RunStatus, SchedulePolicy, ScheduleRun, SchedulerStatus,
+};
 
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
@@ -123,6 +125,11 @@ pub trait SchedulerApi {
     /// Runs the `cleanup_expired_files` system task now.
     #[method(name = "execute_cleanup_expired_files", param_kind = map)]
     async fn execute_cleanup_expired_files(&self) -> RpcResult<Value>;
+
+    /// This replica's state: uptime, whether it leads, the database, each jobstore with its
+    /// schedule count and next run.
+    #[method(name = "get_scheduler_status", param_kind = map)]
+    async fn get_scheduler_status(&self) -> RpcResult<SchedulerStatus>;
 
     /// Liveness: answers "OK".
     #[method(name = "health_check")]

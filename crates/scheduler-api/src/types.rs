@@ -59,3 +59,34 @@ pub struct ScheduleRun {
     /// Sent to the target with the dispatch: `<schedule_id>@<scheduled_time>`.
     pub idempotency_key: String,
 }
+
+/// The answer of `get_scheduler_status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerStatus {
+    pub started_at: DateTime<Utc>,
+    pub uptime_secs: f64,
+    /// Whether this replica leads (fires the in-memory jobstores). A sole process on SQLite
+    /// always leads.
+    pub leader: bool,
+    /// `postgres` or `sqlite`.
+    pub database: String,
+    /// Whether the database answers now.
+    pub database_ok: bool,
+    pub jobstores: Vec<JobstoreStatus>,
+    /// The earliest next run over the jobstores this replica fires.
+    pub next_run_time: Option<DateTime<Utc>>,
+}
+
+/// One jobstore in `get_scheduler_status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobstoreStatus {
+    pub name: String,
+    /// `postgres`, `sqlite` or `memory`.
+    pub backend: String,
+    /// How many schedules it holds; null when the store cannot be read.
+    pub schedules: Option<u64>,
+    /// Its earliest next run, or lease expiry of a run in flight.
+    pub next_run_time: Option<DateTime<Utc>>,
+    /// Whether this replica fires it now (in-memory stores: only the leader).
+    pub active: bool,
+}

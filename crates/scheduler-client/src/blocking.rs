@@ -3,7 +3,7 @@
 use scheduler_api::{GraphExecutionJobInfo, ScheduleRun};
 use serde_json::Value;
 
-use crate::{ClientConfig, Error, NewGraphSchedule, SchedulerClient};
+use crate::{ClientConfig, Error, NewGraphSchedule, SchedulerClient, SchedulerStatus};
 
 /// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
 /// runtime, so it must not be used from inside an async task.
@@ -96,6 +96,10 @@ impl BlockingSchedulerClient {
     ) -> Result<Vec<String>, Error> {
         self.runtime
             .block_on(self.client.next_fire_times(cron, timezone, after, count))
+    }
+
+    pub fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {
+        self.runtime.block_on(self.client.get_scheduler_status())
     }
 
     pub fn health_check(&self) -> Result<String, Error> {

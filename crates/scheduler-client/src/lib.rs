@@ -21,7 +21,8 @@ use backon::{ExponentialBuilder, Retryable};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 pub use scheduler_api::{
-    GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiClient, SchedulerError,
+    GraphExecutionJobInfo, JobstoreStatus, SchedulePolicy, ScheduleRun, SchedulerApiClient,
+    SchedulerError, SchedulerStatus,
 };
 use serde_json::Value;
 
@@ -248,6 +249,12 @@ impl SchedulerClient {
             async move { rpc.next_fire_times(cron, timezone, after, count).await }
         })
         .await
+    }
+
+    /// The replica's state: uptime, leadership, jobstores with counts and next runs.
+    pub async fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {
+        self.call(|rpc| async move { rpc.get_scheduler_status().await })
+            .await
     }
 
     pub async fn health_check(&self) -> Result<String, Error> {

@@ -1,6 +1,6 @@
 //! The stored trigger description and its compiled form.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +76,8 @@ pub struct Coalesced {
 }
 
 impl TriggerSpec {
-    /// Validates the description and compiles it.
+    /// Validates the description and compiles it. Instants are kept to whole milliseconds,
+    /// the finest precision every store keeps.
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
         match self {
             TriggerSpec::Cron {
@@ -96,10 +97,10 @@ impl TriggerSpec {
                 let every = TimeDelta::seconds(*every_secs as i64);
                 Ok(Trigger::Interval {
                     every,
-                    anchor: *anchor,
+                    anchor: anchor.trunc_subsecs(3),
                 })
             }
-            TriggerSpec::Once { at } => Ok(Trigger::Once(*at)),
+            TriggerSpec::Once { at } => Ok(Trigger::Once(at.trunc_subsecs(3))),
         }
     }
 

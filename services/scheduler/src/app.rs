@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use jobstore::{JobStore, Jobstore, StoreError};
 use scheduler_api::SchedulerError;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
@@ -37,15 +38,27 @@ pub struct App {
     /// Wakes the engine when schedules change.
     pub wake: Arc<Notify>,
     pub started_at: Instant,
+    pub started_at_utc: DateTime<Utc>,
+    /// Whether this replica leads (see `leader.rs`).
+    pub leader: watch::Receiver<bool>,
+    /// The database backend's name.
+    pub database: &'static str,
 }
 
 impl App {
-    pub fn new(stores: Stores) -> Arc<Self> {
+    pub fn new(stores: Stores, leader: watch::Receiver<bool>, database: &'static str) -> Arc<Self> {
         Arc::new(App {
             stores,
             wake: Arc::new(Notify::new()),
             started_at: Instant::now(),
+            started_at_utc: Utc::now(),
+            leader,
+            database,
         })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
     }
 
     /// The store graph execution schedules live in.

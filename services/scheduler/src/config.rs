@@ -70,6 +70,10 @@ pub struct EngineConfig {
     /// wall-clock jumps; changes made through the API wake it at once regardless.
     #[serde(with = "human_duration")]
     pub max_sleep: Duration,
+    /// On PostgreSQL: how often a replica that does not lead tries to take the lead, and how
+    /// often the leader checks the connection that holds its lock.
+    #[serde(with = "human_duration")]
+    pub leader_poll: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +128,7 @@ impl Default for EngineConfig {
             dispatch_concurrency: 256,
             lease: Duration::from_secs(30),
             max_sleep: Duration::from_secs(60),
+            leader_poll: Duration::from_secs(1),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Engine {
     /// pending by a previous life of this process are taken over at start without waiting for
     /// their leases to expire.
     exclusive: bool,
+    /// Whether this replica leads: only the leader fires the in-memory jobstores.
+    leader: watch::Receiver<bool>,
 }
 
 impl Engine {
@@ -36,6 +38,7 @@ impl Engine {
         wake: Arc<Notify>,
         config: EngineConfig,
         exclusive: bool,
+        leader: watch::Receiver<bool>,
     ) -> Self {
         Engine {
             stores,
@@ -43,7 +46,18 @@ impl Engine {
             wake,
             config,
             exclusive,
+            leader,
         }
+    }
+
+    /// The stores this replica fires now: the persisted ones always, the in-memory ones only
+    /// while it leads.
+    fn active_stores(&self) -> Vec<&Arc<dyn JobStore>> {
+        let leading = *self.leader.borrow();
+        self.stores
+            .all()
+            .filter(|store| leading || store.backend() != "memory")
+            .collect()
     }
 
     /// Runs until `shutdown` turns true, then waits for in-flight dispatches and their records.
@@ -92,6 +106,7 @@ impl Engine {
         }
 
         let mut failures = 0u32;
+        let mut leader = self.leader.clone();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -114,6 +129,7 @@ impl Engine {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
+                _ = leadership_change(&mut leader) => {}
             }
             // Reap finished dispatch tasks so the set does not grow.
             while dispatcher.tasks.try_join_next().is_some() {}
@@ -138,7 +154,7 @@ impl Engine {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
-        for store in self.stores.all() {
+        for store in self.active_stores() {
             drain(
                 store,
                 |s| s.reclaim_expired(now, batch, lease),
@@ -161,6 +177,13 @@ impl Engine {
         let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         // Round up to whole milliseconds so the timer never wakes just before the due time.
         Duration::from_millis(wait.as_millis() as u64 + 1).min(self.config.max_sleep)
+    }
+}
+
+/// Resolves when leadership changes; never when it cannot (a sole process always leads).
+async fn leadership_change(leader: &mut watch::Receiver<bool>) {
+    if leader.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
+pub mod leader;
 pub mod openrpc;
 pub mod rpc;
 pub mod server;
@@ -29,6 +30,10 @@ use crate::engine::Engine;
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&config.database.url)?;
+    let sole = match &url {
+        DatabaseUrl::Sqlite { path } => Some(leader::SoleProcess::acquire(path)?),
+        DatabaseUrl::Postgres { .. } => None,
+    };
     let db = jobstore::connect(&url, config.database.max_connections)
         .await
         .with_context(|| format!("opening database {}", url.redacted()))?;
@@ -37,7 +42,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db.store(Jobstore::BatchedNotifications),
         Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
     ]);
-    let app = App::new(stores.clone());
+    let (stop, stopped) = watch::channel(false);
+    let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
+    let app = App::new(stores.clone(), leading.clone(), url.backend());
     let executor = Arc::new(Executor::new(&config.executor)?);
     let address = (config.server.host, config.server.port);
     let listener = TcpListener::bind(address)
@@ -50,14 +57,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "scheduler listening"
     );
 
-    let (stop, stopped) = watch::channel(false);
-    let exclusive = !matches!(url, DatabaseUrl::Postgres { .. });
+    let exclusive = sole.is_some();
+    if let Some(sole) = &sole {
+        tracing::info!(lock = %sole.path().display(), "sole process on this SQLite store");
+    }
     let engine = Engine::new(
         stores,
         executor,
         app.wake.clone(),
         config.engine.clone(),
         exclusive,
+        leading,
     );
     let engine = tokio::spawn(engine.run(stopped.clone()));
     let server = tokio::spawn(server::serve(listener, app, config.server.clone(), stopped));
@@ -67,7 +77,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop.send(true);
     server.await.context("server task")??;
     engine.await.context("engine task")?;
+    if let Some(election) = election {
+        let _ = election.await;
+    }
     db.close().await;
+    drop(sole);
     tracing::info!("scheduler stopped");
     Ok(())
 }

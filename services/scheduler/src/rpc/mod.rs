@@ -4,12 +4,15 @@
 mod cron;
 mod runs;
 mod schedules;
+mod status;
 mod system;
 
 use std::sync::Arc;
 
 use jsonrpsee::core::{RpcResult, async_trait};
-use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiServer};
+use scheduler_api::{
+    GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiServer, SchedulerStatus,
+};
 use serde_json::Value;
 
 use crate::app::App;
@@ -135,6 +138,10 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn execute_cleanup_expired_files(&self) -> RpcResult<Value> {
         Ok(system::execute("cleanup_expired_files", None)?)
+    }
+
+    async fn get_scheduler_status(&self) -> RpcResult<SchedulerStatus> {
+        Ok(status::status(&self.app).await)
     }
 
     async fn health_check(&self) -> RpcResult<String> {

@@ -134,6 +134,10 @@ impl Daemon {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn client(&self) -> SchedulerClient {
         SchedulerClient::new(ClientConfig {
             host: "127.0.0.1".into(),
@@ -225,6 +229,8 @@ pub enum Answer {
     Unavailable(usize),
     /// A JSON-RPC error for every call.
     Refuse,
+    /// Accept every call after this many milliseconds, as a busy executor would.
+    AcceptAfter(u64),
 }
 
 #[derive(Default)]
@@ -293,6 +299,10 @@ async fn stub_call(
 ) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    let answer = state.lock().unwrap().answer;
+    if let Some(Answer::AcceptAfter(ms)) = answer {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let mut state = state.lock().unwrap();
     state.attempts += 1;
     assert_eq!(request["method"], "add_graph_execution");

@@ -6,5 +6,6 @@ mod compat;
 mod firing;
 mod helpers;
 mod openrpc;
+mod replicas;
 mod restart;
 mod startup;

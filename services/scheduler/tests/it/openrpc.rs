@@ -27,10 +27,11 @@ fn documented_methods(doc: &Value) -> BTreeSet<String> {
 
 #[test]
 fn served_methods_and_the_document_match() {
-    let app = scheduler::app::App::new(scheduler::app::Stores::new([Arc::new(MemoryStore::new(
-        Jobstore::Execution,
-    ))
-        as Arc<dyn jobstore::JobStore>]));
+    let stores = scheduler::app::Stores::new([
+        Arc::new(MemoryStore::new(Jobstore::Execution)) as Arc<dyn jobstore::JobStore>
+    ]);
+    let leader = tokio::sync::watch::channel(true).1;
+    let app = scheduler::app::App::new(stores, leader, "memory");
     let module = scheduler::server::rpc_module(app).unwrap();
     let served: BTreeSet<String> = module
         .method_names()

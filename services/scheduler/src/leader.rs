@@ -1,0 +1,169 @@
+//! Who does the singleton work (the in-memory jobstores, system task registration).
+//!
+//! On PostgreSQL, replicas elect a leader with a session advisory lock held on a connection of
+//! its own, outside the pool. A replica that does not lead tries to take the lock every
+//! `leader_poll`; the leader checks its connection as often and steps down the moment the check
+//! fails. A leader that dies (even by SIGKILL) closes its socket, the server ends its session
+//! and frees the lock, and another replica leads within one poll.
+//!
+//! On SQLite there is one process: a lock file beside the database keeps a second one from
+//! starting, and that one process always leads.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use jobstore::DatabaseUrl;
+use nix::fcntl::{Flock, FlockArg};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::watch;
+
+/// The advisory lock's key: one election per schema, so schedulers on different schemas of one
+/// database do not share a leader.
+const LOCK_KEY: &str = "hashtext('scheduler-leader:' || current_schema())";
+
+/// Held for the life of a process that uses a SQLite store.
+pub struct SoleProcess {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl SoleProcess {
+    /// Takes the lock file beside the SQLite database, or explains who holds it.
+    pub fn acquire(database: &Path) -> anyhow::Result<SoleProcess> {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open lock file {}: {e}", path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                bail!(
+                    "another scheduler process{} is using the SQLite database {} (it holds {}). \
+                     A SQLite store serves one process: stop the other one, or use PostgreSQL \
+                     to run several replicas",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    },
+                    database.display(),
+                    path.display()
+                );
+            }
+            Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
+        };
+        lock.set_len(0)?;
+        writeln!(&mut *lock, "{}", std::process::id())?;
+        Ok(SoleProcess { _lock: lock, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Starts the election for `url`. The receiver says whether this process leads now; on SQLite it
+/// is always true.
+pub fn elect(
+    url: &DatabaseUrl,
+    poll: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(watch::Receiver<bool>, Option<tokio::task::JoinHandle<()>>)> {
+    match url.pg_options()? {
+        None => Ok((watch::channel(true).1, None)),
+        Some(options) => {
+            let (leading, receiver) = watch::channel(false);
+            let task = tokio::spawn(campaign(options, poll, leading, shutdown));
+            Ok((receiver, Some(task)))
+        }
+    }
+}
+
+async fn campaign(
+    options: PgConnectOptions,
+    poll: Duration,
+    leading: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let options = options
+        .application_name("scheduler-leader")
+        .disable_statement_logging();
+    let mut connection: Option<PgConnection> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let conn = match connection.as_mut() {
+            Some(conn) => conn,
+            None => match PgConnection::connect_with(&options).await {
+                Ok(conn) => connection.insert(conn),
+                Err(error) => {
+                    tracing::warn!(%error, "leader election: cannot connect; retrying");
+                    wait(poll, &mut shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let was_leading = *leading.borrow();
+        let check = if was_leading {
+            // The lock lives as long as this session: a working connection means we still
+            // hold it.
+            sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(&mut *conn)
+                .await
+                .map(|_| true)
+        } else {
+            sqlx::query_scalar::<_, bool>(&format!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
+                .fetch_one(&mut *conn)
+                .await
+        };
+        match check {
+            Ok(true) if !was_leading => {
+                tracing::info!("leader election: this replica now leads");
+                leading.send_replace(true);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if was_leading {
+                    tracing::warn!(%error, "leader election: lost the lock connection; stepping down");
+                } else {
+                    tracing::warn!(%error, "leader election: connection failed; reconnecting");
+                }
+                leading.send_replace(false);
+                connection = None;
+            }
+        }
+        wait(poll, &mut shutdown).await;
+    }
+    if let Some(mut conn) = connection {
+        if *leading.borrow() {
+            let unlock = format!("SELECT pg_advisory_unlock({LOCK_KEY})");
+            let _ = sqlx::query(&unlock).execute(&mut conn).await;
+            tracing::info!("leader election: stepped down for shutdown");
+        }
+        let _ = conn.close().await;
+    }
+    leading.send_replace(false);
+}
+
+async fn wait(poll: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(poll) => {}
+        _ = shutdown.changed() => {}
+    }
+}

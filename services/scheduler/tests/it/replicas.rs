@@ -1,0 +1,219 @@
+//! Several processes on one database: exactly-once dispatch across replicas, leader election,
+//! and the single process a SQLite store allows.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use jobstore::{DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use serde_json::json;
+use triggers::TriggerSpec;
+
+use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, free_port};
+
+/// Engine settings that make a takeover quick enough for a test.
+const FAST: &[(&str, &str)] = &[
+    ("SCHEDULER__ENGINE__LEASE", "2s"),
+    ("SCHEDULER__ENGINE__LEADER_POLL", "200ms"),
+    ("SCHEDULER__ENGINE__BATCH_SIZE", "50"),
+    ("SCHEDULER__ENGINE__DISPATCH_CONCURRENCY", "16"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    // A busy executor (20 ms a call) keeps dispatches in flight when the replica dies.
+    let stub = StubExecutor::start(Answer::AcceptAfter(20)).await;
+    const OCCURRENCES: usize = 2_000;
+    let database = jobstore::connect(&DatabaseUrl::parse(&db.url).unwrap(), 2)
+        .await
+        .unwrap();
+    let store = database.store(Jobstore::Execution);
+    // One-shot schedules 3 ms apart, starting once the replicas are up: about 6 s of firing.
+    let first = Utc::now() + TimeDelta::seconds(4);
+    let schedules: Vec<Schedule> = (0..OCCURRENCES)
+        .map(|i| {
+            let at = first + TimeDelta::milliseconds(3 * i as i64);
+            Schedule {
+                id: format!("s{i:04}"),
+                name: "execute_graph".into(),
+                owner: "u1".into(),
+                trigger: TriggerSpec::Once { at },
+                target: Target::GraphExecution {
+                    graph_id: format!("g{i}"),
+                    graph_version: 1,
+                    input_data: json!({}),
+                    input_credentials: json!({}),
+                },
+                policy: Policy::default(),
+                paused: false,
+                next_run_at: Some(at),
+                created_at: Utc::now(),
+            }
+        })
+        .collect();
+    store.insert_many(&schedules).await.unwrap();
+
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Daemon::start_with(&db, &stub.url, FAST).await);
+    }
+    // Kill one replica in the middle of the firing.
+    let midway = first + TimeDelta::seconds(3);
+    tokio::time::sleep((midway - Utc::now()).to_std().unwrap_or_default()).await;
+    let in_flight_before = stub.attempts();
+    replicas[1].kill9();
+    assert!(
+        in_flight_before > 0 && in_flight_before < OCCURRENCES,
+        "the kill came midway ({in_flight_before} calls so far)"
+    );
+
+    // Every occurrence reaches the executor; the dead replica's claims are taken over when
+    // their 2 s leases expire.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (per_key, dispatched) = loop {
+        let mut per_key: HashMap<String, usize> = HashMap::new();
+        for call in stub.calls() {
+            let key = call.params["idempotency_key"].as_str().unwrap().to_string();
+            *per_key.entry(key).or_default() += 1;
+        }
+        let dispatched = count_runs(&database, "dispatched").await;
+        let done = per_key.len() >= OCCURRENCES && dispatched >= OCCURRENCES as i64;
+        if done || Instant::now() > deadline {
+            break (per_key, dispatched);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        per_key.len(),
+        OCCURRENCES,
+        "every occurrence reached the executor"
+    );
+    assert_eq!(
+        dispatched, OCCURRENCES as i64,
+        "the ledger shows each occurrence dispatched"
+    );
+    assert_eq!(
+        count_runs(&database, "%").await,
+        OCCURRENCES as i64,
+        "one ledger row each"
+    );
+    // A second delivery can only be a dispatch the killed replica had in flight, sent again
+    // with the same idempotency key; no occurrence is ever claimed twice otherwise.
+    let repeated: usize = per_key.values().map(|n| n - 1).sum();
+    assert!(
+        repeated <= 16,
+        "{repeated} repeated deliveries; at most the killed replica's 16 in flight"
+    );
+    for (i, replica) in replicas.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert!(
+            !replica.log_text().contains("ERROR"),
+            "replica {i} logged an error:\n{}",
+            replica.log_text()
+        );
+    }
+    database.close().await;
+}
+
+async fn count_runs(database: &jobstore::Database, status: &str) -> i64 {
+    let jobstore::Database::Postgres(pool) = database else {
+        unreachable!("the replica test runs on PostgreSQL")
+    };
+    sqlx::query_scalar("SELECT count(*) FROM schedule_runs WHERE status LIKE $1")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_when_it_dies() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let mut replicas = vec![
+        Daemon::start_with(&db, &stub.url, FAST).await,
+        Daemon::start_with(&db, &stub.url, FAST).await,
+    ];
+    let leaders = |statuses: &[bool]| statuses.iter().filter(|l| **l).count();
+    let mut statuses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        statuses.clear();
+        for replica in &replicas {
+            let status = replica.client().get_scheduler_status().await.unwrap();
+            statuses.push(status.leader);
+        }
+        if leaders(&statuses) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leaders(&statuses), 1, "exactly one leader: {statuses:?}");
+    let leader = statuses.iter().position(|l| *l).unwrap();
+    let status = replicas[leader]
+        .client()
+        .get_scheduler_status()
+        .await
+        .unwrap();
+    assert_eq!(status.database, "postgres");
+    let weekly = status
+        .jobstores
+        .iter()
+        .find(|j| j.name == "weekly_notifications")
+        .unwrap();
+    assert!(weekly.active, "the leader fires the in-memory store");
+
+    replicas[leader].kill9();
+    let survivor = &replicas[1 - leader];
+    let started = Instant::now();
+    loop {
+        let status = survivor.client().get_scheduler_status().await.unwrap();
+        if status.leader {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no new leader after 10 s:\n{}",
+            survivor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(survivor.log_text().contains("this replica now leads"));
+    replicas.remove(leader);
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_sqlite_file_refuses_to_start() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let first = Daemon::start(&db, &stub.url).await;
+    let status = first.client().get_scheduler_status().await.unwrap();
+    assert!(status.leader, "a sole process always leads");
+    assert_eq!(status.database, "sqlite");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_scheduler"))
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--database-url",
+            &db.url,
+        ])
+        .current_dir(db.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the second process must not run");
+    assert!(
+        stderr.contains("another scheduler process")
+            && stderr.contains(&format!("pid {}", first.pid())),
+        "a clear message naming the holder: {stderr}"
+    );
+    // The first one is untouched.
+    assert_eq!(first.client().health_check().await.unwrap(), "OK");
+}
