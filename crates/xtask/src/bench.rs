@@ -4,7 +4,10 @@
 //! 2. with N stored schedules (default 100,000), D of them (default 10,000) due in the same
 //!    second: the time from that second until the last reaches a stub executor on loopback, and
 //!    the p50/p99 lag of each dispatch behind its scheduled time;
-//! 3. CPU used while idle (10 s with nothing due) and the peak RSS.
+//! 3. CPU used while idle (10 s with nothing due) and the peak RSS;
+//! 4. on PostgreSQL, with 1, 2 and 3 replicas (`--replicas`) on one database: D occurrences due
+//!    in the same second, dispatched occurrences per second from that second until the last one
+//!    reaches the stub, and a check that the ledger holds each exactly once.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ pub struct Options {
     schedules: usize,
     due: usize,
     adds: usize,
+    replicas: Vec<usize>,
 }
 
 impl Options {
@@ -31,6 +35,7 @@ impl Options {
             schedules: 100_000,
             due: 10_000,
             adds: 3_000,
+            replicas: vec![1, 2, 3],
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -42,6 +47,13 @@ impl Options {
                 "--schedules" => options.schedules = value.parse()?,
                 "--due" => options.due = value.parse()?,
                 "--adds" => options.adds = value.parse()?,
+                "--replicas" => {
+                    options.replicas = value
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()?;
+                }
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -96,7 +108,68 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         "\n({} stored schedules; {} adds from 32 concurrent clients; idle CPU over 10 s)",
         options.schedules, options.adds
     );
+    if options.backends.contains(&"postgres") && !options.replicas.is_empty() {
+        let mut rates = Vec::new();
+        for &replicas in &options.replicas {
+            eprintln!("== postgres, {replicas} replica(s)");
+            let rate = runtime.block_on(bench_replicas(&binary, replicas, options.due))?;
+            rates.push((replicas, rate));
+        }
+        println!(
+            "\n| replicas on one PostgreSQL | {} due in one second: dispatched/s | last dispatched after |",
+            options.due
+        );
+        println!("|---|---|---|");
+        for (replicas, (rate, last)) in rates {
+            println!("| {replicas} | {rate:.0} | {:.2} s |", last.as_secs_f64());
+        }
+    }
     Ok(())
+}
+
+/// `replicas` schedulers on one fresh PostgreSQL schema, `due` occurrences due in the same
+/// second: the dispatch rate from that second to the last arrival, and how long that took.
+async fn bench_replicas(
+    binary: &std::path::Path,
+    replicas: usize,
+    due: usize,
+) -> anyhow::Result<(f64, Duration)> {
+    let dir = tempfile::tempdir()?;
+    let (executor_url, received) = stub_executor().await?;
+    let db = fresh_db("postgres", dir.path(), "replicas").await?;
+    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let due_at = (Utc::now() + TimeDelta::seconds(15)).trunc_subsecs(0);
+    seed(&database, due, due, due_at).await?;
+    let mut daemons = Vec::new();
+    for _ in 0..replicas {
+        daemons.push(Daemon::start(binary, dir.path(), &db.url, &executor_url).await?);
+    }
+    if Utc::now() + TimeDelta::seconds(2) > due_at {
+        bail!("starting {replicas} replicas took too long for the 15 s lead");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120) + (due_at - Utc::now()).to_std()?;
+    while received.lock().unwrap().len() < due && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = received.lock().unwrap().clone();
+    if calls.len() < due {
+        bail!("only {} of {due} occurrences were dispatched", calls.len());
+    }
+    let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
+    let took = (last - due_at).to_std().unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for daemon in daemons {
+        daemon.stop()?;
+    }
+    let recorded = count_dispatched(&database).await?;
+    if recorded != due as i64 || calls.len() != due {
+        bail!(
+            "{recorded} ledger rows and {} deliveries for {due} occurrences",
+            calls.len()
+        );
+    }
+    database.close().await;
+    Ok((due as f64 / took.as_secs_f64().max(0.001), took))
 }
 
 async fn bench_backend(

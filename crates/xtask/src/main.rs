@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: automation beyond the README's two commands.
 //!
-//! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]`:
+//! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
+//!   [--replicas 1,2,3]`:
 //!   the scheduler benchmark (see `bench.rs`).
 //! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
 //!   [--job-ms N] [--samples N] [--clients N]`: the device-runner benchmark (see
@@ -13,7 +14,7 @@ mod runner_bench;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
+const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]";
 
 fn main() -> ExitCode {
