@@ -11,14 +11,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
 use jobstore::{Database, DatabaseUrl, Jobstore, Policy, Schedule, Target};
 use scheduler_client::{NewGraphSchedule, SchedulerClient};
 use serde_json::json;
 use triggers::TriggerSpec;
 
-use crate::daemon::{Daemon, build_release, fresh_db, parse_backends, percentile, stub_executor};
+use crate::daemon::{
+    Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, stub_executor,
+};
 
 pub struct Options {
     backends: Vec<&'static str>,
@@ -37,12 +39,8 @@ impl Options {
             adds: 3_000,
             replicas: vec![1, 2, 3],
         };
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value"))?;
-            match flag.as_str() {
+        for (flag, value) in flag_pairs(args)? {
+            match flag {
                 "--backend" => options.backends = parse_backends(value)?,
                 "--schedules" => options.schedules = value.parse()?,
                 "--due" => options.due = value.parse()?,

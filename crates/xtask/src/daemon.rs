@@ -72,6 +72,17 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `--flag value` pairs, in order; a flag without its value is an error.
+pub fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [flag, value] => Ok((flag.as_str(), value.as_str())),
+            [flag] => bail!("{flag} needs a value"),
+            _ => unreachable!("chunks of two"),
+        })
+        .collect()
+}
+
 /// `--backend sqlite|postgres|both`.
 pub fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(match value {

@@ -20,7 +20,9 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus}
 use serde_json::json;
 
 use crate::bench_job::{stamps, unix_nanos};
-use crate::daemon::{Daemon, build_release, free_port, fresh_db, parse_backends, percentile};
+use crate::daemon::{
+    Daemon, build_release, flag_pairs, free_port, fresh_db, parse_backends, percentile,
+};
 
 pub struct Options {
     backends: Vec<&'static str>,
@@ -41,12 +43,8 @@ impl Options {
             samples: 500,
             clients: 32,
         };
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let value = args
-                .next()
-                .with_context(|| format!("{flag} needs a value"))?;
-            match flag.as_str() {
+        for (flag, value) in flag_pairs(args)? {
+            match flag {
                 "--backend" => options.backends = parse_backends(value)?,
                 "--devices" => options.devices = value.parse()?,
                 "--queued" => options.queued = value.parse()?,

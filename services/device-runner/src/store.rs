@@ -114,6 +114,16 @@ pub(crate) enum Conn<'c> {
     Sqlite(&'c mut SqliteConnection),
 }
 
+impl Conn<'_> {
+    /// The same connection for one more query, keeping this handle for the next.
+    fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Postgres(c) => Conn::Postgres(c),
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
 /// `$1` → `?1`: SQLite's numbered placeholders. Only `$` followed by a digit is rewritten.
 fn sqlite_sql(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -375,36 +385,19 @@ impl Write {
                 let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, \
                            signal = $5, error = $6, preempted_by = $7 \
                            WHERE id = $1 AND status IN ('pending', 'running')";
-                let (conn, rows) = match conn {
-                    Conn::Postgres(c) => {
-                        let rows = sqlx::query(sql)
-                            .bind(id)
-                            .bind(ending.status.as_str())
-                            .bind(millis(ending.ended_at))
-                            .bind(ending.exit_code.map(i64::from))
-                            .bind(ending.signal.map(i64::from))
-                            .bind(&ending.error)
-                            .bind(&ending.preempted_by)
-                            .execute(&mut *c)
-                            .await?
-                            .rows_affected();
-                        (Conn::Postgres(c), rows)
-                    }
-                    Conn::Sqlite(c) => {
-                        let rows = sqlx::query(&sqlite_sql(sql))
-                            .bind(id)
-                            .bind(ending.status.as_str())
-                            .bind(millis(ending.ended_at))
-                            .bind(ending.exit_code.map(i64::from))
-                            .bind(ending.signal.map(i64::from))
-                            .bind(&ending.error)
-                            .bind(&ending.preempted_by)
-                            .execute(&mut *c)
-                            .await?
-                            .rows_affected();
-                        (Conn::Sqlite(c), rows)
-                    }
-                };
+                let mut conn = conn;
+                let rows = on_db!(
+                    conn.reborrow(),
+                    execute,
+                    sql,
+                    id,
+                    ending.status.as_str(),
+                    millis(ending.ended_at),
+                    ending.exit_code.map(i64::from),
+                    ending.signal.map(i64::from),
+                    &ending.error,
+                    &ending.preempted_by
+                );
                 let queued = match requeue_as {
                     Some(new_id) if rows > 0 => {
                         let sql = format!(
