@@ -240,6 +240,34 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
+    async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let key = (run.schedule_id.clone(), run.scheduled_time);
+        if state.runs.contains_key(&key) {
+            return Ok(false);
+        }
+        state.runs.insert(key, run.clone());
+        Ok(true)
+    }
+
+    async fn release_runs(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        for key in runs {
+            if let Some(run) = state
+                .runs
+                .get_mut(key)
+                .filter(|r| r.status == RunStatus::Pending)
+            {
+                run.lease_until = Some(now);
+            }
+        }
+        Ok(())
+    }
+
     async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let state = self.state.lock().await;
         Ok(state

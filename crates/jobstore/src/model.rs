@@ -51,6 +51,12 @@ pub enum Target {
         input_data: Value,
         input_credentials: Value,
     },
+    /// One of the scheduler's own system tasks, named by `task`, with its keyword arguments.
+    SystemTask {
+        task: String,
+        #[serde(default)]
+        kwargs: Value,
+    },
 }
 
 impl Target {
@@ -58,7 +64,13 @@ impl Target {
     pub fn graph_id(&self) -> Option<&str> {
         match self {
             Target::GraphExecution { graph_id, .. } => Some(graph_id),
+            Target::SystemTask { .. } => None,
         }
+    }
+
+    /// Whether this is a system task rather than a user's schedule.
+    pub fn is_system_task(&self) -> bool {
+        matches!(self, Target::SystemTask { .. })
     }
 }
 

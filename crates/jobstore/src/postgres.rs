@@ -358,6 +358,49 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
+    async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+        ))
+        .bind(&run.schedule_id)
+        .bind(run.scheduled_time)
+        .bind(run.jobstore.as_str())
+        .bind(&run.owner)
+        .bind(to_json(&run.target)?)
+        .bind(run.status.as_str())
+        .bind(&run.detail)
+        .bind(run.attempts as i32)
+        .bind(run.claimed_at)
+        .bind(run.lease_until)
+        .bind(run.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_runs(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE schedule_runs AS r SET lease_until = $3 \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(schedule_id, scheduled_time) \
+             WHERE r.schedule_id = u.schedule_id AND r.scheduled_time = u.scheduled_time \
+             AND r.status = 'pending'",
+        )
+        .bind(runs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1 \

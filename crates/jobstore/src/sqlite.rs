@@ -338,6 +338,51 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+        ))
+        .bind(&run.schedule_id)
+        .bind(millis(run.scheduled_time))
+        .bind(run.jobstore.as_str())
+        .bind(&run.owner)
+        .bind(to_json(&run.target)?)
+        .bind(run.status.as_str())
+        .bind(&run.detail)
+        .bind(run.attempts as i64)
+        .bind(millis(run.claimed_at))
+        .bind(run.lease_until.map(millis))
+        .bind(run.finished_at.map(millis))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_runs(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (schedule_id, scheduled_time) in runs {
+            sqlx::query(
+                "UPDATE schedule_runs SET lease_until = ?3 \
+                 WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
+            )
+            .bind(schedule_id)
+            .bind(millis(*scheduled_time))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = ?1 \

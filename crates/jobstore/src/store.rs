@@ -86,6 +86,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records how pending runs ended. Rows that are no longer pending are left as they are.
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError>;
 
+    /// Writes one ledger row outside any claim (a run started by hand). Returns false, writing
+    /// nothing, when the occurrence is already in the ledger.
+    async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError>;
+
+    /// Ends the lease of pending runs this process gives up (at shutdown), so that another
+    /// process takes them over at once instead of when the lease would have expired.
+    async fn release_runs(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
     /// A schedule's ledger rows, newest scheduled time first.
     async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 

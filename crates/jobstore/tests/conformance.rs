@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
-    DatabaseUrl, JobStore, Jobstore, ListFilter, MemoryStore, Policy, RunOutcome, RunStatus,
-    Schedule, StoreError, Target,
+    DatabaseUrl, JobStore, Jobstore, ListFilter, MemoryStore, Policy, RunOutcome, RunRecord,
+    RunStatus, Schedule, StoreError, Target,
 };
 use serde_json::json;
 use test_support::PgSchema;
@@ -435,6 +435,59 @@ async fn expired_leases_are_reclaimed(store: Arc<dyn JobStore>) {
     );
 }
 
+async fn hand_started_runs_are_recorded_once(store: Arc<dyn JobStore>) {
+    let now = at("2026-01-01T10:00:00Z");
+    let run = RunRecord {
+        schedule_id: "report".into(),
+        scheduled_time: now,
+        jobstore: store.jobstore(),
+        owner: "system".into(),
+        target: schedule("x", "u1", "g1", None).target,
+        status: RunStatus::Pending,
+        detail: None,
+        attempts: 0,
+        claimed_at: now,
+        lease_until: Some(now + LEASE),
+        finished_at: None,
+    };
+    assert!(store.insert_run(&run).await.unwrap());
+    assert!(
+        !store.insert_run(&run).await.unwrap(),
+        "the same occurrence is refused"
+    );
+    assert_eq!(store.runs("report", 10).await.unwrap(), vec![run]);
+    assert_eq!(store.next_wakeup().await.unwrap(), Some(now + LEASE));
+}
+
+async fn released_runs_are_reclaimed_at_once(store: Arc<dyn JobStore>) {
+    store
+        .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    let now = at("2026-01-01T10:00:00Z");
+    let claimed = store.claim_due(now, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let soon = now + TimeDelta::seconds(2);
+    assert!(
+        store
+            .reclaim_expired(soon, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    store
+        .release_runs(
+            &[("a".to_string(), now), ("unknown".to_string(), now)],
+            soon,
+        )
+        .await
+        .unwrap();
+    let reclaimed = store.reclaim_expired(soon, 10, LEASE).await.unwrap();
+    assert_eq!(reclaimed.len(), 1, "released runs are taken over at once");
+    assert_eq!(reclaimed[0].lease_until, Some(soon + LEASE));
+}
+
 async fn runs_are_listed_newest_first_up_to_the_limit(store: Arc<dyn JobStore>) {
     let mut s = schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z"));
     s.policy.coalesce = false;
@@ -590,6 +643,8 @@ conformance!(
     outcomes_are_recorded_once,
     expired_leases_are_reclaimed,
     runs_are_listed_newest_first_up_to_the_limit,
+    hand_started_runs_are_recorded_once,
+    released_runs_are_reclaimed_at_once,
     concurrent_claims_take_each_occurrence_once,
     sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
 );

@@ -14,6 +14,8 @@ pub mod codes {
     pub const NOT_FOUND: i32 = 4004;
     /// The scheduler could not do it: storage down, task unavailable (`RuntimeError`).
     pub const RUNTIME_ERROR: i32 = 5000;
+    /// No token, or a wrong one (`UnauthorizedError`; HTTP 401 on the AutoGPT routes).
+    pub const UNAUTHORIZED: i32 = 4001;
 }
 
 /// An application error of the scheduler API.
@@ -27,6 +29,8 @@ pub enum SchedulerError {
     NotFound(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl SchedulerError {
@@ -36,6 +40,7 @@ impl SchedulerError {
             SchedulerError::NotAuthorized(_) => codes::NOT_AUTHORIZED,
             SchedulerError::NotFound(_) => codes::NOT_FOUND,
             SchedulerError::Runtime(_) => codes::RUNTIME_ERROR,
+            SchedulerError::Unauthorized(_) => codes::UNAUTHORIZED,
         }
     }
 
@@ -46,6 +51,7 @@ impl SchedulerError {
             SchedulerError::NotAuthorized(_) => "NotAuthorizedError",
             SchedulerError::NotFound(_) => "NotFoundError",
             SchedulerError::Runtime(_) => "RuntimeError",
+            SchedulerError::Unauthorized(_) => "UnauthorizedError",
         }
     }
 
@@ -57,6 +63,7 @@ impl SchedulerError {
             codes::NOT_AUTHORIZED => SchedulerError::NotAuthorized(message),
             codes::NOT_FOUND => SchedulerError::NotFound(message),
             codes::RUNTIME_ERROR => SchedulerError::Runtime(message),
+            codes::UNAUTHORIZED => SchedulerError::Unauthorized(message),
             _ => return None,
         })
     }

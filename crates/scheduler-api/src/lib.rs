@@ -13,7 +13,8 @@ mod types;
 
 pub use error::{SchedulerError, codes};
 pub use types::{
-    GraphExecutionJobInfo, JobstoreStatus, RunStatus, SchedulePolicy, ScheduleRun, SchedulerStatus,
+    GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunStatus, SchedulePolicy,
+    ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 
 use jsonrpsee::core::RpcResult;
@@ -22,6 +23,16 @@ use serde_json::Value;
 
 /// The default port, as in AutoGPT (`execution_scheduler_port`).
 pub const DEFAULT_PORT: u16 = 8003;
+
+/// The methods only the admin token may call (when tokens are configured).
+pub const ADMIN_METHODS: [&str; 6] = [
+    "get_registry",
+    "execute_process_existing_batches",
+    "execute_process_weekly_summary",
+    "execute_report_late_executions",
+    "execute_report_block_error_rates",
+    "execute_cleanup_expired_files",
+];
 
 /// The system tasks that `execute_<task>` runs on demand.
 pub const SYSTEM_TASKS: [&str; 5] = [
@@ -106,30 +117,37 @@ pub trait SchedulerApi {
         count: Option<u32>,
     ) -> RpcResult<Vec<String>>;
 
-    /// Runs the `process_existing_batches` system task now with the given keyword arguments.
-    #[method(name = "execute_process_existing_batches", param_kind = map)]
+    /// Runs the `process_existing_batches` system task now with the given keyword arguments
+    /// (`{"notification_types": [...]}`) and returns its result. Admin only, as are all
+    /// `execute_*` methods; each run is recorded in the run ledger under the task's id.
+    #[method(name = "execute_process_existing_batches", param_kind = map, with_extensions)]
     async fn execute_process_existing_batches(&self, kwargs: Value) -> RpcResult<Value>;
 
     /// Runs the `process_weekly_summary` system task now.
-    #[method(name = "execute_process_weekly_summary", param_kind = map)]
+    #[method(name = "execute_process_weekly_summary", param_kind = map, with_extensions)]
     async fn execute_process_weekly_summary(&self) -> RpcResult<Value>;
 
     /// Runs the `report_late_executions` system task now.
-    #[method(name = "execute_report_late_executions", param_kind = map)]
+    #[method(name = "execute_report_late_executions", param_kind = map, with_extensions)]
     async fn execute_report_late_executions(&self) -> RpcResult<Value>;
 
     /// Runs the `report_block_error_rates` system task now.
-    #[method(name = "execute_report_block_error_rates", param_kind = map)]
+    #[method(name = "execute_report_block_error_rates", param_kind = map, with_extensions)]
     async fn execute_report_block_error_rates(&self) -> RpcResult<Value>;
 
     /// Runs the `cleanup_expired_files` system task now.
-    #[method(name = "execute_cleanup_expired_files", param_kind = map)]
+    #[method(name = "execute_cleanup_expired_files", param_kind = map, with_extensions)]
     async fn execute_cleanup_expired_files(&self) -> RpcResult<Value>;
 
     /// This replica's state: uptime, whether it leads, the database, each jobstore with its
     /// schedule count and next run.
     #[method(name = "get_scheduler_status", param_kind = map)]
     async fn get_scheduler_status(&self) -> RpcResult<SchedulerStatus>;
+
+    /// Every schedule of every jobstore and every declared system task, with next run times.
+    /// Admin only.
+    #[method(name = "get_registry", param_kind = map, with_extensions)]
+    async fn get_registry(&self) -> RpcResult<Registry>;
 
     /// Liveness: answers "OK".
     #[method(name = "health_check")]

@@ -90,3 +90,51 @@ pub struct JobstoreStatus {
     /// Whether this replica fires it now (in-memory stores: only the leader).
     pub active: bool,
 }
+
+/// The answer of `get_registry`: everything this replica would fire, so an operator can check
+/// that a deploy dropped nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Whether this replica leads; the in-memory jobstore listed is this replica's own.
+    pub leader: bool,
+    /// Every schedule in every jobstore, system tasks included, paused ones too.
+    pub schedules: Vec<RegistryEntry>,
+    /// Every declared system task, registered or not.
+    pub system_tasks: Vec<SystemTaskEntry>,
+}
+
+/// One schedule in `get_registry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub id: String,
+    pub jobstore: String,
+    pub name: String,
+    /// The owning user, or `system` for a system task.
+    pub owner: String,
+    /// The trigger as stored: `{"type": "cron", "expression": ..., "timezone": ...}`,
+    /// `{"type": "interval", ...}` or `{"type": "once", ...}`.
+    pub trigger: Value,
+    /// What a fire does, as stored (`{"type": "graph_execution", ...}` or
+    /// `{"type": "system_task", ...}`).
+    pub target: Value,
+    pub paused: bool,
+    pub next_run_time: Option<DateTime<Utc>>,
+}
+
+/// One declared system task in `get_registry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemTaskEntry {
+    /// Its schedule id.
+    pub id: String,
+    /// Which task: `process_weekly_summary`, `report_late_executions`, ...
+    pub task: String,
+    pub jobstore: String,
+    /// The trigger it is declared with; null for a task run only by hand.
+    pub trigger: Option<Value>,
+    /// Whether it can run: false when the service it calls is not configured.
+    pub enabled: bool,
+    /// Why it cannot run, when it cannot.
+    pub disabled_reason: Option<String>,
+    /// Its next scheduled run, from its jobstore.
+    pub next_run_time: Option<DateTime<Utc>>,
+}

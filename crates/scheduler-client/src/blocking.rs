@@ -3,7 +3,7 @@
 use scheduler_api::{GraphExecutionJobInfo, ScheduleRun};
 use serde_json::Value;
 
-use crate::{ClientConfig, Error, NewGraphSchedule, SchedulerClient, SchedulerStatus};
+use crate::{ClientConfig, Error, NewGraphSchedule, Registry, SchedulerClient, SchedulerStatus};
 
 /// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
 /// runtime, so it must not be used from inside an async task.
@@ -100,6 +100,10 @@ impl BlockingSchedulerClient {
 
     pub fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {
         self.runtime.block_on(self.client.get_scheduler_status())
+    }
+
+    pub fn get_registry(&self) -> Result<Registry, Error> {
+        self.runtime.block_on(self.client.get_registry())
     }
 
     pub fn health_check(&self) -> Result<String, Error> {

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use jsonrpsee::core::ClientError;
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 pub use scheduler_api::{
-    GraphExecutionJobInfo, JobstoreStatus, SchedulePolicy, ScheduleRun, SchedulerApiClient,
-    SchedulerError, SchedulerStatus,
+    GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, SchedulePolicy, ScheduleRun,
+    SchedulerApiClient, SchedulerError, SchedulerStatus, SystemTaskEntry,
 };
 use serde_json::Value;
 
@@ -58,6 +58,9 @@ pub struct ClientConfig {
     pub retries: usize,
     /// The first backoff delay; it doubles on each retry.
     pub retry_delay: Duration,
+    /// Sent as `Authorization: Bearer <token>` when the scheduler requires one; the admin
+    /// token for `get_registry` and `execute_*`.
+    pub token: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -68,14 +71,19 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(300),
             retries: 5,
             retry_delay: Duration::from_millis(500),
+            token: None,
         }
     }
 }
 
 impl ClientConfig {
-    /// Defaults with the host from `SCHEDULER_HOST` and the port from `SCHEDULER_PORT`.
+    /// Defaults with the host from `SCHEDULER_HOST`, the port from `SCHEDULER_PORT` and the
+    /// token from `SCHEDULER_TOKEN`.
     pub fn from_env() -> Result<Self, Error> {
         let mut config = ClientConfig::default();
+        config.token = std::env::var("SCHEDULER_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         if let Ok(host) = std::env::var("SCHEDULER_HOST") {
             config.host = host;
         }
@@ -101,8 +109,15 @@ pub struct SchedulerClient {
 
 impl SchedulerClient {
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &config.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Config("the token is not a valid header value".into()))?;
+            headers.insert("authorization", value);
+        }
         let rpc = HttpClientBuilder::default()
             .request_timeout(config.timeout)
+            .set_headers(headers)
             .build(config.url())
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(SchedulerClient { rpc, config })
@@ -254,6 +269,12 @@ impl SchedulerClient {
     /// The replica's state: uptime, leadership, jobstores with counts and next runs.
     pub async fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {
         self.call(|rpc| async move { rpc.get_scheduler_status().await })
+            .await
+    }
+
+    /// Every schedule and declared system task (admin token).
+    pub async fn get_registry(&self) -> Result<Registry, Error> {
+        self.call(|rpc| async move { rpc.get_registry().await })
             .await
     }
 

@@ -4,10 +4,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{JobStore, Jobstore, StoreError};
 use scheduler_api::SchedulerError;
 use tokio::sync::{Notify, watch};
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::dispatch::Targets;
+use crate::tasks::DeclaredTask;
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
@@ -43,18 +48,35 @@ pub struct App {
     pub leader: watch::Receiver<bool>,
     /// The database backend's name.
     pub database: &'static str,
+    /// Where runs go: the execution service and the system tasks' services.
+    pub targets: Arc<Targets>,
+    /// The declared system tasks, as registered at start.
+    pub tasks: Vec<DeclaredTask>,
+    /// The lease of a run started by hand (`execute_<task>`).
+    pub lease: TimeDelta,
+    pub auth: Auth,
 }
 
 impl App {
-    pub fn new(stores: Stores, leader: watch::Receiver<bool>, database: &'static str) -> Arc<Self> {
-        Arc::new(App {
+    pub fn new(
+        stores: Stores,
+        leader: watch::Receiver<bool>,
+        database: &'static str,
+        config: &Config,
+        tasks: Vec<DeclaredTask>,
+    ) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(App {
             stores,
             wake: Arc::new(Notify::new()),
             started_at: Instant::now(),
             started_at_utc: Utc::now(),
             leader,
             database,
-        })
+            targets: Arc::new(Targets::new(&config.executor, &config.system_tasks)?),
+            tasks,
+            lease: TimeDelta::from_std(config.engine.lease).unwrap_or(TimeDelta::seconds(30)),
+            auth: Auth::new(&config.auth),
+        }))
     }
 
     pub fn is_leader(&self) -> bool {

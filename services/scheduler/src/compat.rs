@@ -4,13 +4,14 @@
 //!
 //! - success: 200 and the bare JSON result;
 //! - `ValueError`, `NotFoundError`, `NotAuthorizedError`: 400 `{"type": …, "args": [message]}`;
+//! - `UnauthorizedError` (an admin method without the admin token): 401 in the same shape;
 //! - other failures: 500 in the same shape;
 //! - a body that is not a JSON object, or lacks required arguments: 422 `{"detail": [...]}`
 //!   as FastAPI reports request validation errors.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jsonrpsee::RpcModule;
@@ -22,11 +23,13 @@ use scheduler_api::{SchedulerError, codes};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use crate::auth::Caller;
 use crate::openrpc;
 
 pub async fn call(
     State(module): State<RpcModule<()>>,
     Path(method): Path<String>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
     let Some(spec) = openrpc::method(&method) else {
@@ -48,6 +51,9 @@ pub async fn call(
         return unprocessable(missing);
     }
     let input = Value::Object(arguments.clone());
+    // A direct call carries the module's extensions: give it the caller the token check found.
+    let mut module = module;
+    module.extensions_mut().insert(caller);
     match module
         .call::<_, Value>(&method, ObjectParams(arguments))
         .await
@@ -97,10 +103,10 @@ fn error_response(error: &ErrorObjectOwned, input: Value) -> Response {
     }
     match SchedulerError::from_error_object(error) {
         Some(app) => {
-            let status = if app.code() == codes::RUNTIME_ERROR {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::BAD_REQUEST
+            let status = match app.code() {
+                codes::RUNTIME_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
+                codes::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
             };
             remote_error(status, app.exception_type(), error.message())
         }

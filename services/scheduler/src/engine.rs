@@ -3,9 +3,9 @@
 //! each ended. No fixed polling tick and no scan of every schedule: each store answers "when is
 //! your next work" from an index.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{JobStore, Jobstore, RunOutcome, RunRecord, RunStatus, StoreError};
@@ -14,13 +14,19 @@ use tokio::task::JoinSet;
 
 use crate::app::Stores;
 use crate::config::EngineConfig;
-use crate::dispatch::Executor;
+use crate::dispatch::Targets;
+use crate::telemetry;
 
 type RunKey = (String, DateTime<Utc>);
+/// The runs dispatched and not yet recorded, with their jobstores.
+type InFlight = Arc<Mutex<HashMap<RunKey, Jobstore>>>;
+
+/// The longest the release of unfinished runs may take at shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Engine {
     stores: Stores,
-    executor: Arc<Executor>,
+    targets: Arc<Targets>,
     wake: Arc<Notify>,
     config: EngineConfig,
     /// Whether this process is the only one using the stores (SQLite, memory): then runs left
@@ -34,7 +40,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         stores: Stores,
-        executor: Arc<Executor>,
+        targets: Arc<Targets>,
         wake: Arc<Notify>,
         config: EngineConfig,
         exclusive: bool,
@@ -42,7 +48,7 @@ impl Engine {
     ) -> Self {
         Engine {
             stores,
-            executor,
+            targets,
             wake,
             config,
             exclusive,
@@ -60,23 +66,25 @@ impl Engine {
             .collect()
     }
 
-    /// Runs until `shutdown` turns true, then waits for in-flight dispatches and their records.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true. Then it stops claiming and gives in-flight dispatches
+    /// until `grace` to finish and be recorded; what is still unfinished is released, so that
+    /// another replica (or this one's next start) takes it over at once.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let lease = TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::seconds(30));
         let batch = self.config.batch_size as usize;
         let permits = Arc::new(Semaphore::new(self.config.dispatch_concurrency as usize));
-        let in_flight: Arc<Mutex<HashSet<RunKey>>> = Arc::default();
+        let in_flight: InFlight = Arc::default();
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
-        let recorder = tokio::spawn(record_outcomes(
+        let mut recorder = tokio::spawn(record_outcomes(
             self.stores.clone(),
             outcome_rx,
             in_flight.clone(),
         ));
         let mut dispatches = JoinSet::new();
         let mut dispatcher = Dispatcher {
-            executor: self.executor.clone(),
+            targets: self.targets.clone(),
             permits,
-            in_flight,
+            in_flight: in_flight.clone(),
             outcomes,
             tasks: &mut dispatches,
         };
@@ -88,6 +96,7 @@ impl Engine {
             for store in self.stores.all() {
                 match drain(
                     store,
+                    Take::Reclaimed,
                     |s| s.reclaim_expired(recover_at, batch, lease),
                     batch,
                     &mut dispatcher,
@@ -108,12 +117,17 @@ impl Engine {
         let mut failures = 0u32;
         let mut leader = self.leader.clone();
         loop {
+            telemetry::leader(*leader.borrow());
             if *shutdown.borrow() {
                 break;
             }
             let pass = self.pass(lease, batch, &mut dispatcher).await;
+            telemetry::database_up(pass.is_ok());
             let sleep = match pass {
                 Ok(next_wakeup) => {
+                    if failures > 0 {
+                        tracing::info!("engine pass succeeded again; firing resumed");
+                    }
                     failures = 0;
                     self.sleep_until(next_wakeup)
                 }
@@ -137,11 +151,31 @@ impl Engine {
 
         tracing::info!(
             in_flight = dispatcher.tasks.len(),
-            "engine stopping; waiting for in-flight dispatches"
+            ?grace,
+            "engine stopped claiming; waiting for in-flight dispatches"
         );
-        while dispatcher.tasks.join_next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, async {
+            while dispatcher.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                unfinished = dispatcher.tasks.len(),
+                "shutdown deadline reached; abandoning the dispatches still under way"
+            );
+            dispatcher.tasks.abort_all();
+            while dispatcher.tasks.join_next().await.is_some() {}
+        }
         drop(dispatcher);
-        let _ = recorder.await;
+        if tokio::time::timeout_at(deadline, &mut recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown deadline reached before every outcome was recorded");
+            recorder.abort();
+        }
+        release_unfinished(&self.stores, &in_flight).await;
     }
 
     /// One pass over every store: take over expired leases, claim what is due. Returns when the
@@ -157,13 +191,24 @@ impl Engine {
         for store in self.active_stores() {
             drain(
                 store,
+                Take::Reclaimed,
                 |s| s.reclaim_expired(now, batch, lease),
                 batch,
                 dispatcher,
             )
             .await?;
-            drain(store, |s| s.claim_due(now, batch, lease), batch, dispatcher).await?;
-            if let Some(at) = store.next_wakeup().await? {
+            drain(
+                store,
+                Take::Due,
+                |s| s.claim_due(now, batch, lease),
+                batch,
+                dispatcher,
+            )
+            .await?;
+            let started = Instant::now();
+            let wakeup = store.next_wakeup().await;
+            telemetry::store_operation("next_wakeup", started.elapsed());
+            if let Some(at) = wakeup? {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
@@ -187,9 +232,33 @@ async fn leadership_change(leader: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Which runs a [`drain`] takes.
+#[derive(Clone, Copy)]
+enum Take {
+    Due,
+    Reclaimed,
+}
+
+impl Take {
+    fn operation(self) -> &'static str {
+        match self {
+            Take::Due => "claim_due",
+            Take::Reclaimed => "reclaim_expired",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Take::Due => "due",
+            Take::Reclaimed => "reclaimed",
+        }
+    }
+}
+
 /// Calls `take` until it returns less than a full batch, dispatching everything it returns.
 async fn drain<'s, F, Fut>(
     store: &'s Arc<dyn JobStore>,
+    kind: Take,
     take: F,
     batch: usize,
     dispatcher: &mut Dispatcher<'_>,
@@ -200,8 +269,12 @@ where
 {
     let mut total = 0;
     loop {
-        let runs = take(store).await?;
+        let started = Instant::now();
+        let runs = take(store).await;
+        telemetry::store_operation(kind.operation(), started.elapsed());
+        let runs = runs?;
         let count = runs.len();
+        telemetry::claimed(store.jobstore().as_str(), kind.label(), count);
         total += count;
         for run in runs {
             dispatcher.start(run).await;
@@ -213,9 +286,9 @@ where
 }
 
 struct Dispatcher<'a> {
-    executor: Arc<Executor>,
+    targets: Arc<Targets>,
     permits: Arc<Semaphore>,
-    in_flight: Arc<Mutex<HashSet<RunKey>>>,
+    in_flight: InFlight,
     outcomes: mpsc::UnboundedSender<(Jobstore, RunOutcome)>,
     tasks: &'a mut JoinSet<()>,
 }
@@ -225,39 +298,113 @@ impl Dispatcher<'_> {
     /// ourselves: reclaiming it only extended the lease).
     async fn start(&mut self, run: RunRecord) {
         let key = (run.schedule_id.clone(), run.scheduled_time);
-        if !lock(&self.in_flight).insert(key) {
-            return;
+        {
+            let mut flying = lock(&self.in_flight);
+            if flying.contains_key(&key) {
+                return;
+            }
+            flying.insert(key, run.jobstore);
         }
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        let executor = self.executor.clone();
+        let targets = self.targets.clone();
         let outcomes = self.outcomes.clone();
         self.tasks.spawn(async move {
-            let dispatched = executor.dispatch(&run).await;
-            let finished_at = Utc::now();
-            let lag_ms = (finished_at - run.scheduled_time).num_milliseconds();
-            let (status, detail) = match dispatched.result {
-                Ok(()) => {
-                    tracing::debug!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, lag_ms, "dispatched");
-                    (RunStatus::Dispatched, None)
-                }
-                Err(error) => {
-                    tracing::warn!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, attempts = dispatched.attempts, %error, "dispatch failed");
-                    (RunStatus::Failed, Some(error.to_string()))
-                }
-            };
-            let outcome = RunOutcome {
-                schedule_id: run.schedule_id,
-                scheduled_time: run.scheduled_time,
-                status,
-                detail,
-                attempts: dispatched.attempts,
-                finished_at,
-            };
+            let (outcome, _) = dispatch_run(&targets, &run).await;
             let _ = outcomes.send((run.jobstore, outcome));
             drop(permit);
         });
+    }
+}
+
+/// Dispatches one claimed run and says how it ended (and with what result, when it succeeded),
+/// with its log line and metrics.
+pub async fn dispatch_run(
+    targets: &Targets,
+    run: &RunRecord,
+) -> (RunOutcome, Option<serde_json::Value>) {
+    let jobstore = run.jobstore.as_str();
+    let started = Instant::now();
+    let lag = (Utc::now() - run.scheduled_time)
+        .to_std()
+        .unwrap_or_default();
+    telemetry::dispatch_started(jobstore, lag);
+    let dispatched = targets.dispatch(run).await;
+    let finished_at = Utc::now();
+    let lag_ms = lag.as_millis() as u64;
+    let (status, detail, failure, result) = match dispatched.result {
+        Ok(result) => {
+            tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, "dispatched");
+            let detail = run.target.is_system_task().then(|| summary(&result));
+            (RunStatus::Dispatched, detail, None, Some(result))
+        }
+        Err(error) => {
+            tracing::warn!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, %error, "dispatch failed");
+            let reason = error.reason();
+            (
+                RunStatus::Failed,
+                Some(error.to_string()),
+                Some(reason),
+                None,
+            )
+        }
+    };
+    telemetry::dispatch_ended(jobstore, status.as_str(), failure, started.elapsed());
+    let outcome = RunOutcome {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        status,
+        detail,
+        attempts: dispatched.attempts,
+        finished_at,
+    };
+    (outcome, result)
+}
+
+/// A system task's result as the ledger keeps it: the text, or compact JSON, cut at 2,000
+/// characters.
+fn summary(result: &serde_json::Value) -> String {
+    let text = match result {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(2000) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+/// Ends the leases of runs whose outcome was not recorded before shutdown.
+async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
+    let left: Vec<(RunKey, Jobstore)> = lock(in_flight).drain().collect();
+    if left.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    for jobstore in Jobstore::ALL {
+        let keys: Vec<RunKey> = left
+            .iter()
+            .filter(|(_, j)| *j == jobstore)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let Some(store) = stores.get(jobstore).filter(|_| !keys.is_empty()) else {
+            continue;
+        };
+        match tokio::time::timeout(RELEASE_TIMEOUT, store.release_runs(&keys, now)).await {
+            Ok(Ok(())) => tracing::warn!(
+                jobstore = jobstore.as_str(),
+                runs = keys.len(),
+                "released unfinished runs for takeover; they will be dispatched again with the same idempotency keys"
+            ),
+            Ok(Err(error)) => {
+                tracing::error!(%error, runs = keys.len(), "releasing unfinished runs failed; they are taken over when their leases expire")
+            }
+            Err(_) => tracing::error!(
+                runs = keys.len(),
+                "releasing unfinished runs timed out; they are taken over when their leases expire"
+            ),
+        }
     }
 }
 
@@ -265,7 +412,7 @@ impl Dispatcher<'_> {
 async fn record_outcomes(
     stores: Stores,
     mut incoming: mpsc::UnboundedReceiver<(Jobstore, RunOutcome)>,
-    in_flight: Arc<Mutex<HashSet<RunKey>>>,
+    in_flight: InFlight,
 ) {
     const MAX_BATCH: usize = 1000;
     while let Some(first) = incoming.recv().await {
@@ -286,7 +433,11 @@ async fn record_outcomes(
                 continue;
             };
             let mut delay = Duration::from_millis(100);
-            while let Err(error) = store.finish_runs(&outcomes).await {
+            loop {
+                let started = Instant::now();
+                let recorded = store.finish_runs(&outcomes).await;
+                telemetry::store_operation("finish_runs", started.elapsed());
+                let Err(error) = recorded else { break };
                 // The runs stay pending in the store; keep trying, so nothing is lost.
                 tracing::error!(%error, runs = outcomes.len(), ?delay, "recording run outcomes failed; retrying");
                 tokio::time::sleep(delay).await;

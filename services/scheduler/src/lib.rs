@@ -5,6 +5,7 @@
 //! JSON-RPC API ([`rpc`]) and the AutoGPT routes ([`compat`]) on one port.
 
 pub mod app;
+pub mod auth;
 pub mod body_limit;
 pub mod compat;
 pub mod config;
@@ -14,8 +15,11 @@ pub mod leader;
 pub mod openrpc;
 pub mod rpc;
 pub mod server;
+pub mod tasks;
+pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use jobstore::{DatabaseUrl, Jobstore, MemoryStore};
@@ -24,8 +28,10 @@ use tokio::sync::watch;
 
 use crate::app::{App, Stores};
 use crate::config::Config;
-use crate::dispatch::Executor;
 use crate::engine::Engine;
+
+/// What the process may take beyond `server.shutdown_timeout` to release runs and close.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -42,10 +48,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db.store(Jobstore::BatchedNotifications),
         Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
     ]);
+    let metrics = telemetry::install()?;
+    let tasks = tasks::register(&stores, &config.system_tasks, chrono::Utc::now())
+        .await
+        .context("registering the system tasks")?;
     let (stop, stopped) = watch::channel(false);
     let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
-    let app = App::new(stores.clone(), leading.clone(), url.backend());
-    let executor = Arc::new(Executor::new(&config.executor)?);
+    let app = App::new(
+        stores.clone(),
+        leading.clone(),
+        url.backend(),
+        &config,
+        tasks,
+    )?;
     let address = (config.server.host, config.server.port);
     let listener = TcpListener::bind(address)
         .await
@@ -63,22 +78,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let engine = Engine::new(
         stores,
-        executor,
+        app.targets.clone(),
         app.wake.clone(),
         config.engine.clone(),
         exclusive,
         leading,
     );
-    let engine = tokio::spawn(engine.run(stopped.clone()));
-    let server = tokio::spawn(server::serve(listener, app, config.server.clone(), stopped));
+    let grace = config.server.shutdown_timeout;
+    let engine = tokio::spawn(engine.run(stopped.clone(), grace));
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        config.server.clone(),
+        metrics,
+        stopped,
+    ));
 
     shutdown_signal().await;
-    tracing::info!("shutdown requested");
+    tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
     let _ = stop.send(true);
-    server.await.context("server task")??;
-    engine.await.context("engine task")?;
-    if let Some(election) = election {
-        let _ = election.await;
+    let stopping = async {
+        engine.await.context("engine task")?;
+        server.await.context("server task")??;
+        if let Some(election) = election {
+            let _ = election.await;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(grace + SHUTDOWN_SLACK, stopping).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("shutdown deadline passed; exiting with connections still open"),
     }
     db.close().await;
     drop(sole);

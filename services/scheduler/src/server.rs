@@ -1,8 +1,11 @@
-//! One port for everything: JSON-RPC over HTTP POST and WebSocket at `/`, and the AutoGPT
-//! routes (`/<method>`, `/health_check`), served through axum.
+//! One port for everything: JSON-RPC over HTTP POST and WebSocket at `/`, the AutoGPT routes
+//! (`/<method>`, `/health_check`), readiness (`/ready`) and metrics (`/metrics`), served
+//! through axum behind the token check ([`crate::auth`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +13,9 @@ use axum::routing::{any, get, post};
 use axum::{Router, middleware};
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::{Server, ServerConfig, TowerServiceBuilder, stop_channel};
+use metrics_exporter_prometheus::PrometheusHandle;
 use scheduler_api::SchedulerApiServer;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -18,7 +23,10 @@ use tower::ServiceExt;
 use crate::app::App;
 use crate::config::ServerConfig as Settings;
 use crate::rpc::RpcHandler;
-use crate::{body_limit, compat, openrpc};
+use crate::{auth, body_limit, compat, openrpc};
+
+/// How long `/ready` waits for the database before answering not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 type RpcService =
     jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>;
@@ -36,9 +44,11 @@ pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     settings: Settings,
+    metrics: PrometheusHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let module = rpc_module(app)?;
+    let auth = Arc::new(app.auth.clone());
+    let module = rpc_module(app.clone())?;
     let (stop_handle, server_handle) = stop_channel();
     let config = ServerConfig::builder()
         .max_request_body_size(settings.max_body_bytes)
@@ -59,7 +69,10 @@ pub async fn serve(
     let router = Router::new()
         .route("/", any(json_rpc))
         .with_state(rpc_service)
+        .route("/ready", get(ready).with_state(app))
+        .route("/metrics", get(move || async move { metrics.render() }))
         .merge(compat_routes)
+        .layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes as usize))
         .layer(middleware::from_fn_with_state(
             settings.max_body_bytes as usize,
@@ -73,6 +86,36 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+/// Readiness: 200 while the database answers, 503 otherwise (the process stays up and resumes
+/// firing by itself when the database is back).
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let probe = async {
+        for store in app.stores.all().filter(|s| s.backend() != "memory") {
+            store.next_wakeup().await?;
+        }
+        Ok::<(), jobstore::StoreError>(())
+    };
+    let reason = match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!(
+            "the database did not answer within {READY_TIMEOUT:?}"
+        )),
+    };
+    match reason {
+        None => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "leader": app.is_leader()})),
+        )
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 async fn json_rpc(State(service): State<RpcService>, request: Request) -> Response {

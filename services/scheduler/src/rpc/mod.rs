@@ -2,6 +2,7 @@
 //! file of its area.
 
 mod cron;
+mod registry;
 mod runs;
 mod schedules;
 mod status;
@@ -9,13 +10,16 @@ mod system;
 
 use std::sync::Arc;
 
+use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    GraphExecutionJobInfo, SchedulePolicy, ScheduleRun, SchedulerApiServer, SchedulerStatus,
+    GraphExecutionJobInfo, Registry, SchedulePolicy, ScheduleRun, SchedulerApiServer,
+    SchedulerStatus,
 };
 use serde_json::Value;
 
 use crate::app::App;
+use crate::tasks::SystemTask;
 
 pub struct RpcHandler {
     app: Arc<App>,
@@ -24,6 +28,17 @@ pub struct RpcHandler {
 impl RpcHandler {
     pub fn new(app: Arc<App>) -> Self {
         RpcHandler { app }
+    }
+
+    async fn execute(
+        &self,
+        extensions: &Extensions,
+        task: SystemTask,
+        kwargs: Option<Value>,
+    ) -> RpcResult<Value> {
+        let method = format!("execute_{}", task.as_str());
+        self.app.auth.check_admin(&method, extensions)?;
+        Ok(system::execute(&self.app, task, kwargs).await?)
     }
 }
 
@@ -120,24 +135,38 @@ impl SchedulerApiServer for RpcHandler {
         )?)
     }
 
-    async fn execute_process_existing_batches(&self, kwargs: Value) -> RpcResult<Value> {
-        Ok(system::execute("process_existing_batches", Some(kwargs))?)
+    async fn execute_process_existing_batches(
+        &self,
+        extensions: &Extensions,
+        kwargs: Value,
+    ) -> RpcResult<Value> {
+        self.execute(extensions, SystemTask::ProcessExistingBatches, Some(kwargs))
+            .await
     }
 
-    async fn execute_process_weekly_summary(&self) -> RpcResult<Value> {
-        Ok(system::execute("process_weekly_summary", None)?)
+    async fn execute_process_weekly_summary(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute(extensions, SystemTask::ProcessWeeklySummary, None)
+            .await
     }
 
-    async fn execute_report_late_executions(&self) -> RpcResult<Value> {
-        Ok(system::execute("report_late_executions", None)?)
+    async fn execute_report_late_executions(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute(extensions, SystemTask::ReportLateExecutions, None)
+            .await
     }
 
-    async fn execute_report_block_error_rates(&self) -> RpcResult<Value> {
-        Ok(system::execute("report_block_error_rates", None)?)
+    async fn execute_report_block_error_rates(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute(extensions, SystemTask::ReportBlockErrorRates, None)
+            .await
     }
 
-    async fn execute_cleanup_expired_files(&self) -> RpcResult<Value> {
-        Ok(system::execute("cleanup_expired_files", None)?)
+    async fn execute_cleanup_expired_files(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute(extensions, SystemTask::CleanupExpiredFiles, None)
+            .await
+    }
+
+    async fn get_registry(&self, extensions: &Extensions) -> RpcResult<Registry> {
+        self.app.auth.check_admin("get_registry", extensions)?;
+        Ok(registry::registry(&self.app).await?)
     }
 
     async fn get_scheduler_status(&self) -> RpcResult<SchedulerStatus> {

@@ -109,7 +109,11 @@ pub async fn list(
         .list(&filter)
         .await
         .map_err(storage_error)?;
-    schedules.iter().map(job_info).collect()
+    schedules
+        .iter()
+        .filter(|s| !s.target.is_system_task())
+        .map(job_info)
+        .collect()
 }
 
 pub async fn set_paused(
@@ -151,6 +155,7 @@ pub async fn owned_schedule(
         .get(schedule_id)
         .await
         .map_err(storage_error)?
+        .filter(|s| !s.target.is_system_task())
         .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
     if schedule.owner != user_id {
         return Err(SchedulerError::NotAuthorized(
@@ -167,7 +172,13 @@ pub fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerE
         graph_version,
         input_data,
         input_credentials,
-    } = &schedule.target;
+    } = &schedule.target
+    else {
+        return Err(SchedulerError::NotFound(format!(
+            "Job #{} is not a graph execution schedule.",
+            schedule.id
+        )));
+    };
     let (cron, zone_name) = match &schedule.trigger {
         TriggerSpec::Cron {
             expression,

@@ -1,19 +1,103 @@
-//! `execute_<task>`: run a system task now.
-//!
-//! The tasks' targets (notification manager, database manager, storage service, alert webhook)
-//! are not wired up in this build, so each call answers with a clear `RuntimeError` naming the
-//! task instead of pretending to have run it.
+//! `execute_<task>`: run a system task now, as an occurrence in the run ledger under the task's
+//! id, and answer with its result.
 
-use scheduler_api::{SYSTEM_TASKS, SchedulerError};
+use chrono::{SubsecRound, TimeDelta, Utc};
+use jobstore::{RunRecord, RunStatus};
+use scheduler_api::SchedulerError;
 use serde_json::Value;
 
-pub fn execute(task: &str, _kwargs: Option<Value>) -> Result<Value, SchedulerError> {
-    debug_assert!(SYSTEM_TASKS.contains(&task));
-    tracing::warn!(
-        task,
-        "system task requested but no target service is configured"
-    );
-    Err(SchedulerError::Runtime(format!(
-        "system task '{task}' cannot run: its target service is not configured on this scheduler"
-    )))
+use crate::app::{App, storage_error};
+use crate::engine::dispatch_run;
+use crate::tasks::{DeclaredTask, OWNER, SystemTask};
+
+/// How many later milliseconds are tried when a run by hand lands on an instant already in the
+/// ledger (two calls in the same millisecond).
+const INSTANT_ATTEMPTS: i64 = 5;
+
+pub async fn execute(
+    app: &App,
+    task: SystemTask,
+    kwargs: Option<Value>,
+) -> Result<Value, SchedulerError> {
+    let declared = declared(app, task)?;
+    if let Some(reason) = &declared.disabled {
+        return Err(SchedulerError::Runtime(format!(
+            "system task '{}' cannot run: {reason}",
+            declared.declaration.id
+        )));
+    }
+    let store = app
+        .stores
+        .get(declared.declaration.jobstore)
+        .ok_or_else(|| {
+            SchedulerError::Runtime(format!(
+                "jobstore '{}' is not served",
+                declared.declaration.jobstore.as_str()
+            ))
+        })?;
+    let mut target = declared.target();
+    if let (Some(kwargs), jobstore::Target::SystemTask { kwargs: slot, .. }) = (kwargs, &mut target)
+    {
+        *slot = kwargs;
+    }
+    let now = Utc::now().trunc_subsecs(3);
+    let mut run = RunRecord {
+        schedule_id: declared.declaration.id.clone(),
+        scheduled_time: now,
+        jobstore: declared.declaration.jobstore,
+        owner: OWNER.to_string(),
+        target,
+        status: RunStatus::Pending,
+        detail: None,
+        attempts: 0,
+        claimed_at: now,
+        lease_until: Some(now + app.lease),
+        finished_at: None,
+    };
+    let mut recorded = false;
+    for offset in 0..INSTANT_ATTEMPTS {
+        run.scheduled_time = now + TimeDelta::milliseconds(offset);
+        if store.insert_run(&run).await.map_err(storage_error)? {
+            recorded = true;
+            break;
+        }
+    }
+    if !recorded {
+        return Err(SchedulerError::Runtime(format!(
+            "system task '{}' is being started too often; try again",
+            declared.declaration.id
+        )));
+    }
+    tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, "system task started by hand");
+    let (outcome, result) = dispatch_run(&app.targets, &run).await;
+    let result = match result {
+        Some(result) => Ok(result),
+        None => Err(SchedulerError::Runtime(format!(
+            "system task '{}' failed: {}",
+            declared.declaration.id,
+            outcome.detail.as_deref().unwrap_or("no detail")
+        ))),
+    };
+    store
+        .finish_runs(std::slice::from_ref(&outcome))
+        .await
+        .map_err(storage_error)?;
+    result
+}
+
+/// The declaration `execute_<task>` runs: the one whose id is the task's name, else the first of
+/// that task.
+fn declared(app: &App, task: SystemTask) -> Result<&DeclaredTask, SchedulerError> {
+    let of_task = |d: &&DeclaredTask| d.declaration.task == task;
+    app.tasks
+        .iter()
+        .filter(of_task)
+        .find(|d| d.declaration.id == task.as_str())
+        .or_else(|| app.tasks.iter().find(of_task))
+        .ok_or_else(|| {
+            SchedulerError::Runtime(format!(
+                "system task '{}' is not declared in system_tasks.tasks",
+                task.as_str()
+            ))
+        })
 }

@@ -78,6 +78,16 @@ impl Daemon {
     }
 
     pub async fn start_with(db: &TestDb, executor_url: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_at(db, &db.url, executor_url, env).await
+    }
+
+    /// Starts the binary in `db`'s directory on the database at `url`.
+    pub async fn start_at(
+        db: &TestDb,
+        url: &str,
+        executor_url: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
         let log = db.dir.path().join(format!("scheduler-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
@@ -85,7 +95,7 @@ impl Daemon {
                 "--port",
                 &port.to_string(),
                 "--database-url",
-                &db.url,
+                url,
                 "--executor-url",
                 executor_url,
             ])
@@ -145,6 +155,20 @@ impl Daemon {
             timeout: Duration::from_secs(30),
             retries: 2,
             retry_delay: Duration::from_millis(50),
+            token: None,
+        })
+        .unwrap()
+    }
+
+    /// A client that presents `token`.
+    pub fn client_with_token(&self, token: &str) -> SchedulerClient {
+        SchedulerClient::new(ClientConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            timeout: Duration::from_secs(30),
+            retries: 0,
+            retry_delay: Duration::from_millis(50),
+            token: Some(token.into()),
         })
         .unwrap()
     }
@@ -338,5 +362,194 @@ where
         if let Some(db) = TestDb::new(backend).await {
             body(backend, db).await;
         }
+    }
+}
+
+/// One JSON-RPC call a [`StubService`] received.
+#[derive(Debug, Clone)]
+pub struct ServiceCall {
+    pub method: String,
+    pub params: Value,
+}
+
+#[derive(Default)]
+struct ServiceState {
+    results: std::collections::HashMap<String, Value>,
+    calls: Vec<ServiceCall>,
+    alerts: Vec<Value>,
+}
+
+/// A stand-in for the services system tasks call (notification manager, database manager,
+/// storage): a JSON-RPC server on loopback that answers each method with a fixed result and
+/// records the calls. `/webhook` stands in for a Discord webhook and records what it is sent.
+pub struct StubService {
+    pub url: String,
+    state: Arc<Mutex<ServiceState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl StubService {
+    pub async fn start(results: &[(&str, Value)]) -> StubService {
+        let state = Arc::new(Mutex::new(ServiceState {
+            results: results
+                .iter()
+                .map(|(m, v)| (m.to_string(), v.clone()))
+                .collect(),
+            ..Default::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/", post(service_call))
+            .route("/webhook", post(webhook_call))
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        StubService { url, state, server }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhook", self.url)
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<ServiceCall> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    pub fn alerts(&self) -> Vec<Value> {
+        self.state.lock().unwrap().alerts.clone()
+    }
+
+    /// Waits until `method` was called at least `count` times, or `timeout` passes.
+    pub async fn wait_for(
+        &self,
+        method: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ServiceCall> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let calls = self.calls(method);
+            if calls.len() >= count || Instant::now() >= deadline {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StubService {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn service_call(
+    State(state): State<Arc<Mutex<ServiceState>>>,
+    Json(request): Json<Value>,
+) -> Json<Value> {
+    let method = request["method"].as_str().unwrap_or_default().to_string();
+    let mut state = state.lock().unwrap();
+    state.calls.push(ServiceCall {
+        method: method.clone(),
+        params: request["params"].clone(),
+    });
+    Json(match state.results.get(&method) {
+        Some(result) => json!({"jsonrpc": "2.0", "id": request["id"], "result": result}),
+        None => json!({"jsonrpc": "2.0", "id": request["id"],
+            "error": {"code": -32601, "message": format!("Method not found: {method}")}}),
+    })
+}
+
+async fn webhook_call(
+    State(state): State<Arc<Mutex<ServiceState>>>,
+    Json(body): Json<Value>,
+) -> axum::http::StatusCode {
+    state.lock().unwrap().alerts.push(body);
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// A TCP relay to PostgreSQL that a test can cut, as a database restart or outage would: every
+/// open connection is closed and new ones are refused until it is restored.
+pub struct DbProxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    /// Relays to the host and port of the PostgreSQL `url`.
+    pub async fn start(url: &str) -> DbProxy {
+        let parsed = reqwest::Url::parse(url).unwrap();
+        let target = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let (up2, generation2) = (up.clone(), generation.clone());
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = generation2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        DbProxy {
+            port,
+            up,
+            generation,
+            server,
+        }
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let mut parsed = reqwest::Url::parse(url).unwrap();
+        parsed.set_host(Some("127.0.0.1")).unwrap();
+        parsed.set_port(Some(self.port)).unwrap();
+        parsed.to_string()
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }

@@ -9,3 +9,4 @@ mod openrpc;
 mod replicas;
 mod restart;
 mod startup;
+mod system_tasks;

@@ -31,7 +31,8 @@ fn served_methods_and_the_document_match() {
         Arc::new(MemoryStore::new(Jobstore::Execution)) as Arc<dyn jobstore::JobStore>
     ]);
     let leader = tokio::sync::watch::channel(true).1;
-    let app = scheduler::app::App::new(stores, leader, "memory");
+    let config = scheduler::config::Config::default();
+    let app = scheduler::app::App::new(stores, leader, "memory", &config, Vec::new()).unwrap();
     let module = scheduler::server::rpc_module(app).unwrap();
     let served: BTreeSet<String> = module
         .method_names()

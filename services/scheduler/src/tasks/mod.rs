@@ -1,0 +1,205 @@
+//! System tasks: the scheduler's own recurring work, declared in the configuration
+//! (`[system_tasks]`) and stored as schedules whose target is `system_task`, so they are claimed,
+//! recorded in the run ledger and recovered like any other schedule.
+//!
+//! [`register`] makes the stores match the declarations at start: it adds what is missing,
+//! replaces what changed and removes system schedules no longer declared. Running it again
+//! changes nothing, so restarts and replicas never duplicate a task. [`run`] holds what each task
+//! does.
+
+mod run;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, Target};
+use serde::{Deserialize, Serialize};
+use triggers::TriggerSpec;
+
+use crate::app::Stores;
+use crate::config::{SystemTasksConfig, TaskDeclaration};
+
+pub use run::TaskRunner;
+
+/// The owner recorded on system task schedules and their runs.
+pub const OWNER: &str = "system";
+
+/// The tasks this scheduler knows how to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemTask {
+    /// The notification manager's `queue_weekly_summary`.
+    ProcessWeeklySummary,
+    /// QUEUED executions older than the threshold, from the database manager; alerts on any.
+    ReportLateExecutions,
+    /// Blocks failing too often in the last 24 hours, from the database manager; alerts on any.
+    ReportBlockErrorRates,
+    /// The storage service's `cleanup_expired_files`.
+    CleanupExpiredFiles,
+    /// The notification manager's `process_existing_batches`.
+    ProcessExistingBatches,
+}
+
+impl SystemTask {
+    pub const ALL: [SystemTask; 5] = [
+        SystemTask::ProcessWeeklySummary,
+        SystemTask::ReportLateExecutions,
+        SystemTask::ReportBlockErrorRates,
+        SystemTask::CleanupExpiredFiles,
+        SystemTask::ProcessExistingBatches,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemTask::ProcessWeeklySummary => "process_weekly_summary",
+            SystemTask::ReportLateExecutions => "report_late_executions",
+            SystemTask::ReportBlockErrorRates => "report_block_error_rates",
+            SystemTask::CleanupExpiredFiles => "cleanup_expired_files",
+            SystemTask::ProcessExistingBatches => "process_existing_batches",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SystemTask> {
+        SystemTask::ALL
+            .into_iter()
+            .find(|task| task.as_str() == name)
+    }
+}
+
+/// A declared task and whether this process can run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredTask {
+    pub declaration: TaskDeclaration,
+    /// The trigger it was registered with; `None` for a task run only by hand.
+    pub trigger: Option<TriggerSpec>,
+    /// Why it cannot run (its service is not configured, or its id is taken).
+    pub disabled: Option<String>,
+}
+
+impl DeclaredTask {
+    pub fn target(&self) -> Target {
+        Target::SystemTask {
+            task: self.declaration.task.as_str().to_string(),
+            kwargs: self.declaration.kwargs.clone(),
+        }
+    }
+}
+
+/// Makes the stores hold exactly the declared, runnable, triggered tasks. Returns every
+/// declaration with its state, for `get_registry` and `execute_<task>`.
+pub async fn register(
+    stores: &Stores,
+    config: &SystemTasksConfig,
+    now: DateTime<Utc>,
+) -> Result<Vec<DeclaredTask>, StoreError> {
+    let mut declared = Vec::new();
+    let mut scheduled: HashSet<String> = HashSet::new();
+    for declaration in config.declarations() {
+        // The configuration was validated at load, so the trigger compiles.
+        let trigger = declaration.trigger(now).ok().flatten();
+        let mut task = DeclaredTask {
+            declaration,
+            trigger,
+            disabled: None,
+        };
+        let id = task.declaration.id.clone();
+        if let Err(key) = config.service_url(task.declaration.task) {
+            task.disabled = Some(format!("{key} is not set"));
+            tracing::warn!(task = %id, "system task not registered: {key} is not set");
+        } else if let Some(store) = stores.get(task.declaration.jobstore) {
+            if task.trigger.is_some() {
+                match ensure_scheduled(store, &task, now).await? {
+                    Ok(()) => {
+                        scheduled.insert(id);
+                    }
+                    Err(reason) => task.disabled = Some(reason),
+                }
+            }
+        } else {
+            task.disabled = Some(format!(
+                "jobstore '{}' is not served",
+                task.declaration.jobstore.as_str()
+            ));
+        }
+        declared.push(task);
+    }
+    remove_undeclared(stores, &scheduled).await?;
+    Ok(declared)
+}
+
+/// Adds or replaces the task's schedule; `Err` with a reason when its id belongs to a user's
+/// schedule.
+async fn ensure_scheduled(
+    store: &std::sync::Arc<dyn JobStore>,
+    task: &DeclaredTask,
+    now: DateTime<Utc>,
+) -> Result<Result<(), String>, StoreError> {
+    let id = &task.declaration.id;
+    let Some(trigger) = task.trigger.clone() else {
+        return Ok(Ok(()));
+    };
+    let target = task.target();
+    if let Some(existing) = store.get(id).await? {
+        if !existing.target.is_system_task() {
+            let reason = format!("the id '{id}' is taken by a user's schedule");
+            tracing::error!(task = %id, "system task not registered: {reason}");
+            return Ok(Err(reason));
+        }
+        if existing.target == target && same_trigger(&existing.trigger, &trigger) {
+            tracing::debug!(task = %id, next_run_at = ?existing.next_run_at, "system task already registered");
+            return Ok(Ok(()));
+        }
+        store.delete(id).await?;
+        tracing::info!(task = %id, "system task declaration changed; replacing its schedule");
+    }
+    let next_run_at = trigger.compile().ok().and_then(|t| t.next_after(now));
+    let schedule = Schedule {
+        id: id.clone(),
+        name: id.clone(),
+        owner: OWNER.to_string(),
+        trigger,
+        target,
+        policy: Policy::default(),
+        paused: false,
+        next_run_at,
+        created_at: now,
+    };
+    match store.insert(&schedule).await {
+        Ok(()) => {
+            tracing::info!(task = %id, jobstore = store.jobstore().as_str(), ?next_run_at, "system task registered");
+            Ok(Ok(()))
+        }
+        // Another replica registered it at the same moment.
+        Err(StoreError::Conflict(_)) => Ok(Ok(())),
+        Err(error) => Err(error),
+    }
+}
+
+/// Two triggers fire alike: intervals compare by period only, since each registration anchors
+/// its interval at its own start.
+fn same_trigger(stored: &TriggerSpec, declared: &TriggerSpec) -> bool {
+    match (stored, declared) {
+        (
+            TriggerSpec::Interval { every_secs: a, .. },
+            TriggerSpec::Interval { every_secs: b, .. },
+        ) => a == b,
+        _ => stored == declared,
+    }
+}
+
+async fn remove_undeclared(stores: &Stores, keep: &HashSet<String>) -> Result<(), StoreError> {
+    let filter = ListFilter {
+        owner: Some(OWNER.to_string()),
+        graph_id: None,
+        include_inactive: true,
+    };
+    for store in stores.all() {
+        for schedule in store.list(&filter).await? {
+            if schedule.target.is_system_task() && !keep.contains(&schedule.id) {
+                store.delete(&schedule.id).await?;
+                tracing::info!(task = %schedule.id, jobstore = store.jobstore().as_str(), "system task no longer declared (or disabled); its schedule is removed");
+            }
+        }
+    }
+    Ok(())
+}
