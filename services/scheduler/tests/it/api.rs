@@ -516,7 +516,7 @@ async fn system_task_triggers_exist_and_answer() {
         {
             Err(Error::Scheduler(SchedulerError::Runtime(message))) => {
                 assert!(
-                    message.contains(task) && message.contains("not configured"),
+                    message.contains(task) && message.contains("is not set"),
                     "{message}"
                 )
             }

@@ -144,6 +144,11 @@ impl Daemon {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

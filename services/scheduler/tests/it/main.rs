@@ -2,10 +2,13 @@
 //! to it over its real protocols. The execution service is a stub HTTP server on loopback.
 
 mod api;
+mod auth;
 mod compat;
 mod firing;
 mod helpers;
+mod observability;
 mod openrpc;
+mod outage;
 mod replicas;
 mod restart;
 mod startup;

@@ -1,0 +1,132 @@
+//! The database going away mid-firing: the scheduler stays up, reports not ready, resumes by
+//! itself when PostgreSQL is back, and neither loses nor repeats an occurrence.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use scheduler_api::RunStatus;
+use serde_json::Value;
+
+use crate::helpers::{Answer, Backend, Daemon, DbProxy, StubExecutor, TestDb, graph_schedule};
+
+async fn readiness(daemon: &Daemon) -> (u16, Value) {
+    let answer = reqwest::get(format!("{}/ready", daemon.url()))
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_ready(daemon: &Daemon, want: u16, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = readiness(daemon).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready stayed {status} ({body}):\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = DbProxy::start(&db.url).await;
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let mut daemon = Daemon::start_at(
+        &db,
+        &proxy.url(&db.url),
+        &stub.url,
+        &[
+            ("SCHEDULER__ENGINE__LEADER_POLL", "200ms"),
+            ("SCHEDULER__DATABASE__MAX_CONNECTIONS", "4"),
+        ],
+    )
+    .await;
+    let client = daemon.client();
+    let mut ids = Vec::new();
+    for graph in ["g1", "g2", "g3"] {
+        let schedule = client
+            .add_graph_execution_schedule(graph_schedule("u1", graph, "* * * * * *"))
+            .await
+            .unwrap();
+        ids.push(schedule.id);
+    }
+    assert!(stub.wait_for(6, Duration::from_secs(15)).await.len() >= 6);
+    wait_ready(&daemon, 200, Duration::from_secs(5)).await;
+
+    // PostgreSQL goes away: every connection is closed and new ones are refused.
+    proxy.cut();
+    let body = wait_ready(&daemon, 503, Duration::from_secs(15)).await;
+    assert_eq!(body["status"], "not ready");
+    let status = client.get_scheduler_status().await.unwrap();
+    assert!(!status.database_ok);
+    let calls_during = stub.calls().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        daemon.is_running(),
+        "the scheduler stays up through the outage"
+    );
+
+    // It comes back: readiness and firing resume without a restart.
+    proxy.restore();
+    wait_ready(&daemon, 200, Duration::from_secs(30)).await;
+    let resumed = stub
+        .wait_for(calls_during + 6, Duration::from_secs(20))
+        .await;
+    assert!(resumed.len() >= calls_during + 6, "{}", daemon.log_text());
+    // Let the last outcomes be recorded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = stub.calls();
+
+    // No occurrence reached the executor twice.
+    let keys: Vec<&str> = calls
+        .iter()
+        .map(|c| c.params["idempotency_key"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = keys.iter().copied().collect();
+    assert_eq!(unique.len(), keys.len(), "duplicate dispatches: {keys:?}");
+
+    // Each schedule's ledger: every call it received is recorded as dispatched, the seconds
+    // missed during the outage are folded into one coalesced row (the default misfire policy),
+    // and nothing is left pending but possibly the newest occurrence.
+    for id in &ids {
+        let runs = client
+            .get_schedule_runs(id, "u1", Some(1000))
+            .await
+            .unwrap();
+        let recorded: HashSet<&str> = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Dispatched)
+            .map(|r| r.idempotency_key.as_str())
+            .collect();
+        for call in calls
+            .iter()
+            .filter(|c| c.params["schedule_id"] == id.as_str())
+        {
+            let key = call.params["idempotency_key"].as_str().unwrap();
+            assert!(recorded.contains(key), "{key} dispatched but not recorded");
+        }
+        assert!(
+            runs.iter().any(|r| r.status == RunStatus::Coalesced),
+            "missed seconds are coalesced: {runs:?}"
+        );
+        let pending = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Pending)
+            .count();
+        assert!(pending <= 1, "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.status != RunStatus::Failed),
+            "{runs:?}"
+        );
+    }
+    assert!(daemon.terminate().success());
+}
