@@ -16,6 +16,8 @@ COPY --from=build /src/target/release/scheduler /usr/local/bin/scheduler
 USER scheduler
 # The embedded SQLite store (./data/scheduler.db) lives here when no PostgreSQL URL is set.
 WORKDIR /var/lib/scheduler
+# Listening beyond loopback, the scheduler refuses to start without SCHEDULER__AUTH__TOKEN (or an
+# explicit SCHEDULER__AUTH__DISABLED=true): pass it with `docker run -e`.
 ENV SCHEDULER__SERVER__HOST=0.0.0.0
 EXPOSE 8003
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8003/health_check || exit 1

@@ -89,6 +89,10 @@ fn the_scheduler_environment_in_compose_is_valid_configuration() {
         "reachable from other containers"
     );
     assert!(
+        config.auth.token.is_some() && config.auth.admin_token.is_some() && !config.auth.disabled,
+        "beyond loopback the scheduler needs its tokens"
+    );
+    assert!(
         config.database.url.starts_with("postgresql://")
             && config.database.url.contains("@postgres:5432/")
     );
@@ -179,8 +183,17 @@ fn the_dockerfile_builds_and_runs_the_scheduler_binary() {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    Config::load_from(&Overrides::default(), &env)
-        .expect("the image's environment is valid configuration");
+    // The image listens on 0.0.0.0, so it starts only once it is given a token (or told
+    // explicitly to serve without one).
+    let refused = Config::load_from(&Overrides::default(), &env).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("auth.token is not set"),
+        "{refused:#}"
+    );
+    let mut with_token = env.clone();
+    with_token.push(("SCHEDULER__AUTH__TOKEN".into(), "t".into()));
+    Config::load_from(&Overrides::default(), &with_token)
+        .expect("the image's environment with a token is valid configuration");
 }
 
 #[test]

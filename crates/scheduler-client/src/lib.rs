@@ -80,10 +80,12 @@ impl ClientConfig {
     /// Defaults with the host from `SCHEDULER_HOST`, the port from `SCHEDULER_PORT` and the
     /// token from `SCHEDULER_TOKEN`.
     pub fn from_env() -> Result<Self, Error> {
-        let mut config = ClientConfig::default();
-        config.token = std::env::var("SCHEDULER_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        let mut config = ClientConfig {
+            token: std::env::var("SCHEDULER_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            ..ClientConfig::default()
+        };
         if let Ok(host) = std::env::var("SCHEDULER_HOST") {
             config.host = host;
         }

@@ -142,7 +142,7 @@ async fn scheduled_tasks_fire_alert_and_are_registered_once_across_restarts() {
     // Every run is in the ledger under the task's id, with what it found.
     let runs = daemon
         .client()
-        .get_schedule_runs("report_late_executions".into(), "system".into(), Some(10))
+        .get_schedule_runs("report_late_executions", "system", Some(10))
         .await
         .unwrap();
     assert!(!runs.is_empty());
@@ -296,7 +296,7 @@ async fn execute_runs_a_task_now_and_records_it() {
     );
 
     let runs = client
-        .get_schedule_runs("process_existing_batches".into(), "system".into(), None)
+        .get_schedule_runs("process_existing_batches", "system", None)
         .await
         .unwrap();
     let statuses: Vec<_> = runs.iter().map(|r| r.status).collect();
@@ -306,7 +306,7 @@ async fn execute_runs_a_task_now_and_records_it() {
         "newest first: {runs:?}"
     );
     let cleanup_runs = client
-        .get_schedule_runs("cleanup_expired_files".into(), "system".into(), None)
+        .get_schedule_runs("cleanup_expired_files", "system", None)
         .await
         .unwrap();
     assert_eq!(cleanup_runs.len(), 1);
