@@ -350,7 +350,7 @@ pub async fn dispatch_run(
             )
         }
     };
-    telemetry::dispatch_ended(jobstore, status.as_str(), failure, started.elapsed());
+    telemetry::dispatch_ended(jobstore, failure, started.elapsed());
     let outcome = RunOutcome {
         schedule_id: run.schedule_id.clone(),
         scheduled_time: run.scheduled_time,

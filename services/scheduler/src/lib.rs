@@ -49,6 +49,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
     ]);
     let metrics = telemetry::install()?;
+    let upkeep = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(telemetry::UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    };
     let tasks = tasks::register(&stores, &config.system_tasks, chrono::Utc::now())
         .await
         .context("registering the system tasks")?;
@@ -109,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown deadline passed; exiting with connections still open"),
     }
+    upkeep.abort();
     db.close().await;
     drop(sole);
     tracing::info!("scheduler stopped");

@@ -14,10 +14,12 @@
 //! - `scheduler_database_up`: 1 while the engine's last store call succeeded;
 //! - `scheduler_dispatches_in_flight`.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use jobstore::Jobstore;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Seconds, from a millisecond to ten minutes.
@@ -25,7 +27,27 @@ const BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
 ];
 
-/// Installs the process-wide recorder once and returns the handle that renders it.
+/// How often recorded histogram samples are folded into their buckets, so memory stays bounded.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The per-dispatch handles of one jobstore, registered once: a dispatch then costs a few
+/// atomic operations instead of a registry lookup per metric.
+struct StoreMetrics {
+    lag: Histogram,
+    duration: Histogram,
+    dispatched: Counter,
+    failed: Counter,
+    unreachable: Counter,
+    rejected: Counter,
+    due: Counter,
+    reclaimed: Counter,
+}
+
+static STORES: OnceLock<HashMap<&'static str, StoreMetrics>> = OnceLock::new();
+static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns the handle that renders it. The caller
+/// runs [`PrometheusHandle::run_upkeep`] every [`UPKEEP_EVERY`].
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(handle) = HANDLE.get() {
@@ -35,7 +57,35 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
         .install_recorder()?;
     describe();
+    STORES.get_or_init(|| {
+        Jobstore::ALL
+            .iter()
+            .map(|j| (j.as_str(), store_metrics(j.as_str())))
+            .collect()
+    });
+    IN_FLIGHT.get_or_init(|| gauge!("scheduler_dispatches_in_flight"));
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn store_metrics(jobstore: &'static str) -> StoreMetrics {
+    let status = |s: &'static str| counter!("scheduler_occurrences_total", "jobstore" => jobstore, "status" => s);
+    let failure = |r: &'static str| counter!("scheduler_dispatch_failures_total", "jobstore" => jobstore, "reason" => r);
+    let claims =
+        |k: &'static str| counter!("scheduler_claims_total", "jobstore" => jobstore, "kind" => k);
+    StoreMetrics {
+        lag: histogram!("scheduler_dispatch_lag_seconds", "jobstore" => jobstore),
+        duration: histogram!("scheduler_dispatch_duration_seconds", "jobstore" => jobstore),
+        dispatched: status("dispatched"),
+        failed: status("failed"),
+        unreachable: failure("unreachable"),
+        rejected: failure("rejected"),
+        due: claims("due"),
+        reclaimed: claims("reclaimed"),
+    }
+}
+
+fn store(jobstore: &str) -> Option<&'static StoreMetrics> {
+    STORES.get()?.get(jobstore)
 }
 
 fn describe() {
@@ -77,32 +127,45 @@ fn describe() {
     );
 }
 
-pub fn claimed(jobstore: &'static str, kind: &'static str, runs: usize) {
-    if runs > 0 {
-        counter!("scheduler_claims_total", "jobstore" => jobstore, "kind" => kind)
-            .increment(runs as u64);
+pub fn claimed(jobstore: &str, kind: &str, runs: usize) {
+    if let Some(metrics) = store(jobstore).filter(|_| runs > 0) {
+        let counter = if kind == "due" {
+            &metrics.due
+        } else {
+            &metrics.reclaimed
+        };
+        counter.increment(runs as u64);
     }
 }
 
-pub fn dispatch_started(jobstore: &'static str, lag: Duration) {
-    histogram!("scheduler_dispatch_lag_seconds", "jobstore" => jobstore).record(lag.as_secs_f64());
-    gauge!("scheduler_dispatches_in_flight").increment(1.0);
+pub fn dispatch_started(jobstore: &str, lag: Duration) {
+    if let Some(metrics) = store(jobstore) {
+        metrics.lag.record(lag.as_secs_f64());
+    }
+    if let Some(gauge) = IN_FLIGHT.get() {
+        gauge.increment(1.0);
+    }
 }
 
-pub fn dispatch_ended(
-    jobstore: &'static str,
-    status: &'static str,
-    failure: Option<&'static str>,
-    took: Duration,
-) {
-    gauge!("scheduler_dispatches_in_flight").decrement(1.0);
-    histogram!("scheduler_dispatch_duration_seconds", "jobstore" => jobstore)
-        .record(took.as_secs_f64());
-    counter!("scheduler_occurrences_total", "jobstore" => jobstore, "status" => status)
-        .increment(1);
-    if let Some(reason) = failure {
-        counter!("scheduler_dispatch_failures_total", "jobstore" => jobstore, "reason" => reason)
-            .increment(1);
+/// A dispatch ended: `failure` is the reason when it failed.
+pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
+    if let Some(gauge) = IN_FLIGHT.get() {
+        gauge.decrement(1.0);
+    }
+    let Some(metrics) = store(jobstore) else {
+        return;
+    };
+    metrics.duration.record(took.as_secs_f64());
+    match failure {
+        None => metrics.dispatched.increment(1),
+        Some(reason) => {
+            metrics.failed.increment(1);
+            if reason == "unreachable" {
+                metrics.unreachable.increment(1);
+            } else {
+                metrics.rejected.increment(1);
+            }
+        }
     }
 }
 

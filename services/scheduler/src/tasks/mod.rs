@@ -145,7 +145,11 @@ async fn ensure_scheduled(
             tracing::error!(task = %id, "system task not registered: {reason}");
             return Ok(Err(reason));
         }
-        if existing.target == target && same_trigger(&existing.trigger, &trigger) {
+        // A recurring task without a next run was parked (an unreadable row, say): renew it.
+        if existing.target == target
+            && same_trigger(&existing.trigger, &trigger)
+            && existing.next_run_at.is_some()
+        {
             tracing::debug!(task = %id, next_run_at = ?existing.next_run_at, "system task already registered");
             return Ok(Ok(()));
         }
