@@ -341,3 +341,35 @@ async fn tasks_without_a_configured_service_are_not_registered_and_say_why() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_task_schedule_is_renewed_at_the_next_start() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let executor = StubExecutor::start(Answer::Accept).await;
+    let services = services().await;
+    let env = task_env(&services, "1800");
+    let mut daemon = Daemon::start_with(&db, &executor.url, &refs(&env)).await;
+    assert!(daemon.terminate().success());
+
+    // An engine that cannot read a row parks it: no next run, so it would never fire again.
+    let url = jobstore::DatabaseUrl::parse(&db.url).unwrap();
+    let database = jobstore::open(&url, 1).await.unwrap();
+    let store = database.store(jobstore::Jobstore::Execution);
+    store
+        .set_paused("report_late_executions", false, None)
+        .await
+        .unwrap();
+    database.close().await;
+
+    let daemon = Daemon::start_with(&db, &executor.url, &refs(&env)).await;
+    let registry = daemon.client().get_registry().await.unwrap();
+    let late = registry
+        .system_tasks
+        .iter()
+        .find(|t| t.id == "report_late_executions")
+        .unwrap();
+    assert!(
+        late.next_run_time.is_some(),
+        "renewed at registration: {late:?}"
+    );
+}
