@@ -27,6 +27,16 @@ struct State {
 }
 
 impl State {
+    /// Adds a ledger row unless its occurrence is already there.
+    fn insert_run(&mut self, run: &RunRecord) -> bool {
+        let key = (run.schedule_id.clone(), run.scheduled_time);
+        if self.runs.contains_key(&key) {
+            return false;
+        }
+        self.runs.insert(key, run.clone());
+        true
+    }
+
     fn index(&mut self, schedule: &Schedule) {
         if let (false, Some(at)) = (schedule.paused, schedule.next_run_at) {
             self.due.insert((at, schedule.id.clone()));
@@ -180,14 +190,9 @@ impl JobStore for MemoryStore {
             };
             let plan = plan_fire(self.jobstore, &schedule, now, lease);
             for run in plan.runs {
-                let key = (run.schedule_id.clone(), run.scheduled_time);
-                if state.runs.contains_key(&key) {
-                    continue;
+                if state.insert_run(&run) && run.status == RunStatus::Pending {
+                    claimed.push(run);
                 }
-                if run.status == RunStatus::Pending {
-                    claimed.push(run.clone());
-                }
-                state.runs.insert(key, run);
             }
             let updated = Schedule {
                 next_run_at: plan.next_run_at,
@@ -241,13 +246,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
-        let mut state = self.state.lock().await;
-        let key = (run.schedule_id.clone(), run.scheduled_time);
-        if state.runs.contains_key(&key) {
-            return Ok(false);
-        }
-        state.runs.insert(key, run.clone());
-        Ok(true)
+        Ok(self.state.lock().await.insert_run(run))
     }
 
     async fn release_runs(

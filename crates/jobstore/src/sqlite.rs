@@ -62,6 +62,31 @@ impl SqliteStore {
     }
 }
 
+/// Writes one ledger row; false when the occurrence is already there.
+async fn insert_run_in(
+    conn: &mut sqlx::SqliteConnection,
+    run: &RunRecord,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+    ))
+    .bind(&run.schedule_id)
+    .bind(millis(run.scheduled_time))
+    .bind(run.jobstore.as_str())
+    .bind(&run.owner)
+    .bind(to_json(&run.target)?)
+    .bind(run.status.as_str())
+    .bind(&run.detail)
+    .bind(run.attempts as i64)
+    .bind(millis(run.claimed_at))
+    .bind(run.lease_until.map(millis))
+    .bind(run.finished_at.map(millis))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
@@ -242,10 +267,6 @@ impl JobStore for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&mut *tx)
             .await?;
-        let insert_run = format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
-        );
         let advance = format!(
             "UPDATE {} SET next_run_at = ?2, updated_at = ?3 WHERE id = ?1",
             self.table()
@@ -257,21 +278,8 @@ impl JobStore for SqliteStore {
                 Ok(schedule) => {
                     let plan = plan_fire(self.jobstore, &schedule, now, lease);
                     for run in plan.runs {
-                        let done = sqlx::query(&insert_run)
-                            .bind(&run.schedule_id)
-                            .bind(millis(run.scheduled_time))
-                            .bind(run.jobstore.as_str())
-                            .bind(&run.owner)
-                            .bind(to_json(&run.target)?)
-                            .bind(run.status.as_str())
-                            .bind(&run.detail)
-                            .bind(run.attempts as i64)
-                            .bind(millis(run.claimed_at))
-                            .bind(run.lease_until.map(millis))
-                            .bind(run.finished_at.map(millis))
-                            .execute(&mut *tx)
-                            .await?;
-                        if done.rows_affected() == 1 && run.status == RunStatus::Pending {
+                        let inserted = insert_run_in(&mut tx, &run).await?;
+                        if inserted && run.status == RunStatus::Pending {
                             claimed.push(run);
                         }
                     }
@@ -339,24 +347,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(&format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
-        ))
-        .bind(&run.schedule_id)
-        .bind(millis(run.scheduled_time))
-        .bind(run.jobstore.as_str())
-        .bind(&run.owner)
-        .bind(to_json(&run.target)?)
-        .bind(run.status.as_str())
-        .bind(&run.detail)
-        .bind(run.attempts as i64)
-        .bind(millis(run.claimed_at))
-        .bind(run.lease_until.map(millis))
-        .bind(run.finished_at.map(millis))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        insert_run_in(&mut conn, run).await
     }
 
     async fn release_runs(

@@ -74,7 +74,7 @@ impl App {
             database,
             targets: Arc::new(Targets::new(&config.executor, &config.system_tasks)?),
             tasks,
-            lease: TimeDelta::from_std(config.engine.lease).unwrap_or(TimeDelta::seconds(30)),
+            lease: config.engine.lease_delta(),
             auth: Auth::new(&config.auth),
         }))
     }

@@ -201,6 +201,13 @@ impl Default for ExecutorConfig {
     }
 }
 
+impl EngineConfig {
+    /// The lease as the stores take it.
+    pub fn lease_delta(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.lease).unwrap_or(chrono::TimeDelta::seconds(30))
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {

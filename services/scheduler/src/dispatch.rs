@@ -175,7 +175,7 @@ impl Endpoint {
             .text()
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
-        if status.is_server_error() || status.as_u16() == 429 {
+        if is_retryable(status) {
             return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
         }
         if !status.is_success() {
@@ -219,4 +219,35 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn excerpt(text: &str) -> &str {
     let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
     &text[..end]
+}
+
+/// At most `max` characters, the last one an ellipsis when the text was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether an HTTP answer means "try again later" (a server error or 429) rather than a refusal.
+pub fn is_retryable(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 2000;
+
+    #[test]
+    fn texts_are_cut_to_the_limit_with_an_ellipsis() {
+        let long = "é".repeat(2500);
+        let cut = truncate(&long, LIMIT);
+        assert_eq!(cut.chars().count(), LIMIT);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short", LIMIT), "short");
+    }
 }

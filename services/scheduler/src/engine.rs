@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::app::Stores;
 use crate::config::EngineConfig;
-use crate::dispatch::Targets;
+use crate::dispatch::{Targets, truncate};
 use crate::telemetry;
 
 type RunKey = (String, DateTime<Utc>);
@@ -70,7 +70,7 @@ impl Engine {
     /// until `grace` to finish and be recorded; what is still unfinished is released, so that
     /// another replica (or this one's next start) takes it over at once.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
-        let lease = TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::seconds(30));
+        let lease = self.config.lease_delta();
         let batch = self.config.batch_size as usize;
         let permits = Arc::new(Semaphore::new(self.config.dispatch_concurrency as usize));
         let in_flight: InFlight = Arc::default();
@@ -365,32 +365,21 @@ pub async fn dispatch_run(
 /// A system task's result as the ledger keeps it: the text, or compact JSON, cut at 2,000
 /// characters.
 fn summary(result: &serde_json::Value) -> String {
-    let text = match result {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    match text.char_indices().nth(2000) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text,
+    match result {
+        serde_json::Value::String(text) => truncate(text, 2000),
+        other => truncate(&other.to_string(), 2000),
     }
 }
 
 /// Ends the leases of runs whose outcome was not recorded before shutdown.
 async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
-    let left: Vec<(RunKey, Jobstore)> = lock(in_flight).drain().collect();
-    if left.is_empty() {
-        return;
-    }
+    let left: Vec<(Jobstore, RunKey)> = lock(in_flight)
+        .drain()
+        .map(|(key, jobstore)| (jobstore, key))
+        .collect();
     let now = Utc::now();
-    for jobstore in Jobstore::ALL {
-        let keys: Vec<RunKey> = left
-            .iter()
-            .filter(|(_, j)| *j == jobstore)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let Some(store) = stores.get(jobstore).filter(|_| !keys.is_empty()) else {
-            continue;
-        };
+    for (store, keys) in per_store(stores, left) {
+        let jobstore = store.jobstore();
         match tokio::time::timeout(RELEASE_TIMEOUT, store.release_runs(&keys, now)).await {
             Ok(Ok(())) => tracing::warn!(
                 jobstore = jobstore.as_str(),
@@ -423,15 +412,7 @@ async fn record_outcomes(
                 Err(_) => break,
             }
         }
-        for jobstore in Jobstore::ALL {
-            let outcomes: Vec<RunOutcome> = batch
-                .iter()
-                .filter(|(j, _)| *j == jobstore)
-                .map(|(_, o)| o.clone())
-                .collect();
-            let Some(store) = stores.get(jobstore).filter(|_| !outcomes.is_empty()) else {
-                continue;
-            };
+        for (store, outcomes) in per_store(&stores, batch) {
             let mut delay = Duration::from_millis(100);
             loop {
                 let started = Instant::now();
@@ -449,6 +430,19 @@ async fn record_outcomes(
             }
         }
     }
+}
+
+/// Items grouped by the store they belong to, in the order of [`Jobstore::ALL`]; stores with
+/// nothing, or not served here, are left out.
+fn per_store<T>(stores: &Stores, items: Vec<(Jobstore, T)>) -> Vec<(&Arc<dyn JobStore>, Vec<T>)> {
+    let mut groups: Vec<_> = stores.all().map(|store| (store, Vec::new())).collect();
+    for (jobstore, item) in items {
+        if let Some((_, group)) = groups.iter_mut().find(|(s, _)| s.jobstore() == jobstore) {
+            group.push(item);
+        }
+    }
+    groups.retain(|(_, group)| !group.is_empty());
+    groups
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

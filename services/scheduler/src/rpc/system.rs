@@ -35,11 +35,11 @@ pub async fn execute(
                 declared.declaration.jobstore.as_str()
             ))
         })?;
-    let mut target = declared.target();
-    if let (Some(kwargs), jobstore::Target::SystemTask { kwargs: slot, .. }) = (kwargs, &mut target)
-    {
-        *slot = kwargs;
-    }
+    // Arguments given with the call replace the declared ones.
+    let target = jobstore::Target::SystemTask {
+        task: task.as_str().to_string(),
+        kwargs: kwargs.unwrap_or_else(|| declared.declaration.kwargs.clone()),
+    };
     let now = Utc::now().trunc_subsecs(3);
     let mut run = RunRecord {
         schedule_id: declared.declaration.id.clone(),

@@ -103,23 +103,23 @@ pub async fn register(
             disabled: None,
         };
         let id = task.declaration.id.clone();
-        if let Err(key) = config.service_url(task.declaration.task) {
-            task.disabled = Some(format!("{key} is not set"));
-            tracing::warn!(task = %id, "system task not registered: {key} is not set");
-        } else if let Some(store) = stores.get(task.declaration.jobstore) {
-            if task.trigger.is_some() {
-                match ensure_scheduled(store, &task, now).await? {
-                    Ok(()) => {
-                        scheduled.insert(id);
-                    }
-                    Err(reason) => task.disabled = Some(reason),
-                }
+        let store = stores.get(task.declaration.jobstore);
+        task.disabled = match (config.service_url(task.declaration.task), store) {
+            (Err(key), _) => {
+                tracing::warn!(task = %id, "system task not registered: {key} is not set");
+                Some(format!("{key} is not set"))
             }
-        } else {
-            task.disabled = Some(format!(
+            (Ok(_), None) => Some(format!(
                 "jobstore '{}' is not served",
                 task.declaration.jobstore.as_str()
-            ));
+            )),
+            (Ok(_), Some(store)) => match &task.trigger {
+                None => None,
+                Some(trigger) => ensure_scheduled(store, &task, trigger, now).await?,
+            },
+        };
+        if task.disabled.is_none() && task.trigger.is_some() {
+            scheduled.insert(id);
         }
         declared.push(task);
     }
@@ -127,31 +127,29 @@ pub async fn register(
     Ok(declared)
 }
 
-/// Adds or replaces the task's schedule; `Err` with a reason when its id belongs to a user's
-/// schedule.
+/// Adds or replaces the task's schedule. Returns why it cannot be registered (its id belongs to
+/// a user's schedule), or `None` once it is.
 async fn ensure_scheduled(
     store: &std::sync::Arc<dyn JobStore>,
     task: &DeclaredTask,
+    trigger: &TriggerSpec,
     now: DateTime<Utc>,
-) -> Result<Result<(), String>, StoreError> {
+) -> Result<Option<String>, StoreError> {
     let id = &task.declaration.id;
-    let Some(trigger) = task.trigger.clone() else {
-        return Ok(Ok(()));
-    };
     let target = task.target();
     if let Some(existing) = store.get(id).await? {
         if !existing.target.is_system_task() {
             let reason = format!("the id '{id}' is taken by a user's schedule");
             tracing::error!(task = %id, "system task not registered: {reason}");
-            return Ok(Err(reason));
+            return Ok(Some(reason));
         }
         // A recurring task without a next run was parked (an unreadable row, say): renew it.
         if existing.target == target
-            && same_trigger(&existing.trigger, &trigger)
+            && same_trigger(&existing.trigger, trigger)
             && existing.next_run_at.is_some()
         {
             tracing::debug!(task = %id, next_run_at = ?existing.next_run_at, "system task already registered");
-            return Ok(Ok(()));
+            return Ok(None);
         }
         store.delete(id).await?;
         tracing::info!(task = %id, "system task declaration changed; replacing its schedule");
@@ -161,7 +159,7 @@ async fn ensure_scheduled(
         id: id.clone(),
         name: id.clone(),
         owner: OWNER.to_string(),
-        trigger,
+        trigger: trigger.clone(),
         target,
         policy: Policy::default(),
         paused: false,
@@ -171,10 +169,10 @@ async fn ensure_scheduled(
     match store.insert(&schedule).await {
         Ok(()) => {
             tracing::info!(task = %id, jobstore = store.jobstore().as_str(), ?next_run_at, "system task registered");
-            Ok(Ok(()))
+            Ok(None)
         }
         // Another replica registered it at the same moment.
-        Err(StoreError::Conflict(_)) => Ok(Ok(())),
+        Err(StoreError::Conflict(_)) => Ok(None),
         Err(error) => Err(error),
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::SystemTask;
 use crate::config::SystemTasksConfig;
-use crate::dispatch::{DispatchError, Endpoint, error_chain, excerpt};
+use crate::dispatch::{DispatchError, Endpoint, error_chain, excerpt, is_retryable, truncate};
 
 /// Discord refuses a message longer than this many characters.
 const ALERT_MAX_CHARS: usize = 2000;
@@ -222,7 +222,7 @@ impl TaskRunner {
         }
         let text = response.text().await.unwrap_or_default();
         let message = format!("alert webhook answered HTTP {status}: {}", excerpt(&text));
-        if status.is_server_error() || status.as_u16() == 429 {
+        if is_retryable(status) {
             Err(DispatchError::Unreachable(message))
         } else {
             Err(DispatchError::Rejected(message))
@@ -246,28 +246,4 @@ fn seconds(secs: u64) -> TimeDelta {
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// At most `max` characters, the last one an ellipsis when the text was cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alerts_are_cut_to_discords_limit() {
-        let long = "é".repeat(2500);
-        let cut = truncate(&long, ALERT_MAX_CHARS);
-        assert_eq!(cut.chars().count(), ALERT_MAX_CHARS);
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate("short", ALERT_MAX_CHARS), "short");
-    }
 }

@@ -154,26 +154,22 @@ impl Daemon {
     }
 
     pub fn client(&self) -> SchedulerClient {
-        SchedulerClient::new(ClientConfig {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            timeout: Duration::from_secs(30),
-            retries: 2,
-            retry_delay: Duration::from_millis(50),
-            token: None,
-        })
-        .unwrap()
+        self.client_as(None, 2)
     }
 
-    /// A client that presents `token`.
+    /// A client that presents `token`, and does not retry.
     pub fn client_with_token(&self, token: &str) -> SchedulerClient {
+        self.client_as(Some(token), 0)
+    }
+
+    fn client_as(&self, token: Option<&str>, retries: usize) -> SchedulerClient {
         SchedulerClient::new(ClientConfig {
             host: "127.0.0.1".into(),
             port: self.port,
             timeout: Duration::from_secs(30),
-            retries: 0,
+            retries,
             retry_delay: Duration::from_millis(50),
-            token: Some(token.into()),
+            token: token.map(str::to_string),
         })
         .unwrap()
     }
@@ -283,14 +279,11 @@ impl StubExecutor {
             answer: Some(answer),
             ..Default::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route("/", post(stub_call))
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (address, server) = serve_on_loopback(app).await;
+        let url = format!("http://{address}/");
         StubExecutor { url, state, server }
     }
 
@@ -320,6 +313,18 @@ impl Drop for StubExecutor {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Serves `app` on a free loopback port until the returned task is aborted.
+async fn serve_on_loopback(
+    app: axum::Router,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (address, server)
 }
 
 async fn stub_call(
@@ -402,15 +407,12 @@ impl StubService {
                 .collect(),
             ..Default::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route("/", post(service_call))
             .route("/webhook", post(webhook_call))
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (address, server) = serve_on_loopback(app).await;
+        let url = format!("http://{address}");
         StubService { url, state, server }
     }
 
