@@ -137,6 +137,7 @@ impl JobStore for MemoryStore {
         &self,
         id: &str,
         paused: bool,
+        reason: Option<&str>,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
@@ -146,6 +147,7 @@ impl JobStore for MemoryStore {
         state.unindex(&current);
         let updated = Schedule {
             paused,
+            paused_reason: reason.filter(|_| paused).map(str::to_string),
             next_run_at,
             ..current
         };
@@ -194,8 +196,11 @@ impl JobStore for MemoryStore {
                     claimed.push(run);
                 }
             }
+            let parked = plan.parked.is_some();
             let updated = Schedule {
                 next_run_at: plan.next_run_at,
+                paused: schedule.paused || parked,
+                paused_reason: plan.parked.or(schedule.paused_reason),
                 ..schedule
             };
             state.index(&updated);

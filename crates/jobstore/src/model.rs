@@ -82,9 +82,28 @@ pub struct Policy {
     /// After downtime, run once for all missed occurrences instead of once for each.
     #[serde(default = "default_coalesce")]
     pub coalesce: bool,
-    /// An occurrence later than this many seconds is skipped; `None` means no limit.
+    /// An occurrence later than this many seconds is skipped; `None` means no limit. At most
+    /// [`Policy::MAX_MISFIRE_GRACE_SECS`].
     #[serde(default)]
     pub misfire_grace_secs: Option<u64>,
+}
+
+impl Policy {
+    /// The longest misfire grace accepted: 100 years, longer than any outage; `None` is the
+    /// way to say "no limit".
+    pub const MAX_MISFIRE_GRACE_SECS: u64 = triggers::MAX_INTERVAL_SECS;
+
+    /// Checks the values a caller gave, naming the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.misfire_grace_secs {
+            Some(secs) if secs > Self::MAX_MISFIRE_GRACE_SECS => Err(format!(
+                "policy.misfire_grace_secs must be at most {} (100 years), got {secs}; leave it \
+                 out or null for no limit",
+                Self::MAX_MISFIRE_GRACE_SECS
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_coalesce() -> bool {
@@ -111,6 +130,9 @@ pub struct Schedule {
     pub target: Target,
     pub policy: Policy,
     pub paused: bool,
+    /// Why it is paused, when it was paused with a reason: the error that parked it when the
+    /// engine could not plan or dispatch it.
+    pub paused_reason: Option<String>,
     /// The next occurrence in UTC; `None` once a trigger is exhausted or while paused.
     pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -1,5 +1,7 @@
 //! What firing a due schedule means, decided once for every backend.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 use crate::model::{Jobstore, RunRecord, RunStatus, Schedule};
@@ -12,6 +14,9 @@ pub struct FirePlan {
     pub runs: Vec<RunRecord>,
     /// The schedule's next run time, computed from the scheduled instant, never from `now`.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// Set when the schedule cannot fire again as it is: it is paused with this reason, so it
+    /// neither loops on the error nor stops the others. Resuming it tries afresh.
+    pub parked: Option<String>,
 }
 
 /// Plans the fire of `schedule`, whose `next_run_at` is at or before `now`.
@@ -19,38 +24,137 @@ pub struct FirePlan {
 /// Ledger instants are whole milliseconds, the finest precision every backend stores, so a run
 /// and its stored row (and its idempotency key) always agree, whatever precision a trigger's
 /// instants have.
+///
+/// Planning never fails and never unwinds into the caller: whatever goes wrong with one
+/// schedule (a trigger that no longer compiles, or a bug that panics) becomes a `failed` row
+/// for that schedule and parks it, so the claim of every other schedule goes on.
 pub fn plan_fire(
     jobstore: Jobstore,
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
 ) -> FirePlan {
-    let now = now.trunc_subsecs(3);
+    contain(jobstore, schedule, now, lease, || {
+        plan(jobstore, schedule, now, lease)
+    })
+}
+
+/// Runs `planner`, turning a panic into a parked schedule with a `failed` row.
+fn contain(
+    jobstore: Jobstore,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+    planner: impl FnOnce() -> FirePlan,
+) -> FirePlan {
+    match catch_unwind(AssertUnwindSafe(planner)) {
+        Ok(plan) => plan,
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(schedule_id = %schedule.id, %message, "planning a fire panicked; the schedule is parked");
+            let rows = Rows::new(jobstore, schedule, now, lease);
+            let reason = format!("planning its next fire failed unexpectedly: {message}");
+            FirePlan::park(
+                rows.row(rows.due(), RunStatus::Failed, Some(reason.clone())),
+                reason,
+            )
+        }
+    }
+}
+
+/// The message a panic carried, for the ledger and the log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
+}
+
+impl FirePlan {
+    /// A plan that records `failed` and parks the schedule with `reason`.
+    fn park(failed: RunRecord, reason: String) -> FirePlan {
+        FirePlan {
+            runs: vec![failed],
+            next_run_at: None,
+            parked: Some(reason),
+        }
+    }
+}
+
+/// Builds the ledger rows of one claim.
+struct Rows<'a> {
+    jobstore: Jobstore,
+    schedule: &'a Schedule,
+    now: DateTime<Utc>,
+    lease_until: Option<DateTime<Utc>>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(
+        jobstore: Jobstore,
+        schedule: &'a Schedule,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+    ) -> Self {
+        let now = now.trunc_subsecs(3);
+        Rows {
+            jobstore,
+            schedule,
+            now,
+            lease_until: now.checked_add_signed(lease),
+        }
+    }
+
+    /// The instant the schedule was due, as the ledger keeps it.
+    fn due(&self) -> DateTime<Utc> {
+        self.schedule
+            .next_run_at
+            .unwrap_or(self.now)
+            .trunc_subsecs(3)
+    }
+
+    fn row(
+        &self,
+        scheduled_time: DateTime<Utc>,
+        status: RunStatus,
+        detail: Option<String>,
+    ) -> RunRecord {
+        let pending = status == RunStatus::Pending;
+        RunRecord {
+            schedule_id: self.schedule.id.clone(),
+            scheduled_time,
+            jobstore: self.jobstore,
+            owner: self.schedule.owner.clone(),
+            target: self.schedule.target.clone(),
+            status,
+            detail,
+            attempts: 0,
+            claimed_at: self.now,
+            lease_until: if pending {
+                Some(self.lease_until.unwrap_or(self.now))
+            } else {
+                None
+            },
+            finished_at: (!pending).then_some(self.now),
+        }
+    }
+}
+
+fn plan(jobstore: Jobstore, schedule: &Schedule, now: DateTime<Utc>, lease: TimeDelta) -> FirePlan {
+    let rows = Rows::new(jobstore, schedule, now, lease);
+    let now = rows.now;
     let exact_due = schedule.next_run_at.unwrap_or(now);
-    let due = exact_due.trunc_subsecs(3);
-    let row = |scheduled_time, status: RunStatus, detail: Option<String>| RunRecord {
-        schedule_id: schedule.id.clone(),
-        scheduled_time,
-        jobstore,
-        owner: schedule.owner.clone(),
-        target: schedule.target.clone(),
-        status,
-        detail,
-        attempts: 0,
-        claimed_at: now,
-        lease_until: (status == RunStatus::Pending).then(|| now + lease),
-        finished_at: (status != RunStatus::Pending).then_some(now),
-    };
     let trigger = match schedule.trigger.compile() {
         Ok(trigger) => trigger,
         Err(error) => {
             // A stored trigger that no longer compiles (say, a zone removed from the tz
-            // database) cannot fire again: record why and stop it rather than loop on it.
-            let detail = format!("trigger cannot be evaluated: {error}");
-            return FirePlan {
-                runs: vec![row(due, RunStatus::Failed, Some(detail))],
-                next_run_at: None,
-            };
+            // database) cannot fire again: record why and park it rather than loop on it.
+            let reason = format!("trigger cannot be evaluated: {error}");
+            return FirePlan::park(
+                rows.row(rows.due(), RunStatus::Failed, Some(reason.clone())),
+                reason,
+            );
         }
     };
     let mut runs = Vec::with_capacity(2);
@@ -66,32 +170,163 @@ pub fn plan_fire(
                 "{count} missed occurrence(s) from this one on were coalesced into the run at {}",
                 folded.latest.to_rfc3339()
             );
-            runs.push(row(due, RunStatus::Coalesced, Some(detail)));
+            runs.push(rows.row(rows.due(), RunStatus::Coalesced, Some(detail)));
         }
         folded.latest
     } else {
         exact_due
     };
     let fire_at = occurrence.trunc_subsecs(3);
-    let lateness = now - fire_at;
-    let beyond_grace = schedule
-        .policy
-        .misfire_grace_secs
-        .is_some_and(|grace| lateness > TimeDelta::seconds(grace as i64));
-    if beyond_grace {
-        let detail = format!(
-            "missed: started {}s late, beyond the misfire grace of {}s",
-            lateness.num_seconds(),
-            schedule.policy.misfire_grace_secs.unwrap_or_default()
-        );
-        runs.push(row(fire_at, RunStatus::Skipped, Some(detail)));
-    } else {
-        runs.push(row(fire_at, RunStatus::Pending, None));
+    let lateness = now.signed_duration_since(fire_at);
+    match schedule.policy.misfire_grace_secs.and_then(grace) {
+        Some(grace) if lateness > grace => {
+            let detail = format!(
+                "missed: started {}s late, beyond the misfire grace of {}s",
+                lateness.num_seconds(),
+                grace.num_seconds()
+            );
+            runs.push(rows.row(fire_at, RunStatus::Skipped, Some(detail)));
+        }
+        _ => runs.push(rows.row(fire_at, RunStatus::Pending, None)),
     }
     FirePlan {
         runs,
         // From the exact occurrence: from its truncation, a sub-millisecond instant would come
         // round again.
         next_run_at: trigger.next_after(occurrence),
+        parked: None,
+    }
+}
+
+/// The reason an unreadable schedule row is parked with: it must not be claimed again and
+/// again, and its target cannot be read to write a ledger row.
+pub fn unreadable(schedule_id: &str, error: &dyn std::fmt::Display) -> String {
+    tracing::error!(%schedule_id, %error, "unreadable schedule parked");
+    format!("the stored schedule cannot be read: {error}")
+}
+
+/// A misfire grace as a span of time; `None` (no limit) for one longer than any span between
+/// two instants a trigger can produce, which the API refuses anyway.
+fn grace(secs: u64) -> Option<TimeDelta> {
+    i64::try_from(secs).ok().and_then(TimeDelta::try_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Policy, Target};
+    use triggers::TriggerSpec;
+
+    fn schedule(trigger: TriggerSpec, policy: Policy, due: &str) -> Schedule {
+        Schedule {
+            id: "s1".into(),
+            name: "s1".into(),
+            owner: "u1".into(),
+            trigger,
+            target: Target::SystemTask {
+                task: "t".into(),
+                kwargs: serde_json::Value::Null,
+            },
+            policy,
+            paused: false,
+            paused_reason: None,
+            next_run_at: Some(at(due)),
+            created_at: at(due),
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn cron(expression: &str) -> TriggerSpec {
+        TriggerSpec::Cron {
+            expression: expression.into(),
+            timezone: "UTC".into(),
+        }
+    }
+
+    #[test]
+    fn a_panicking_planner_parks_the_schedule_with_a_failed_row() {
+        let s = schedule(cron("* * * * *"), Policy::default(), "2026-01-01T00:00:00Z");
+        let now = at("2026-01-01T00:00:05Z");
+        let plan = contain(Jobstore::Execution, &s, now, TimeDelta::seconds(30), || {
+            panic!("boom")
+        });
+        assert_eq!(plan.next_run_at, None);
+        let reason = plan.parked.expect("parked");
+        assert!(reason.contains("boom"), "{reason}");
+        assert_eq!(plan.runs.len(), 1);
+        assert_eq!(plan.runs[0].status, RunStatus::Failed);
+        assert_eq!(plan.runs[0].scheduled_time, at("2026-01-01T00:00:00Z"));
+        assert_eq!(plan.runs[0].detail.as_deref(), Some(reason.as_str()));
+    }
+
+    #[test]
+    fn a_trigger_that_no_longer_compiles_parks_the_schedule() {
+        let trigger = TriggerSpec::Cron {
+            expression: "* * * * *".into(),
+            timezone: "Mars/Olympus_Mons".into(),
+        };
+        let s = schedule(trigger, Policy::default(), "2026-01-01T00:00:00Z");
+        let plan = plan_fire(
+            Jobstore::Execution,
+            &s,
+            at("2026-01-01T00:00:01Z"),
+            TimeDelta::seconds(30),
+        );
+        assert!(
+            plan.parked
+                .as_deref()
+                .unwrap()
+                .contains("Mars/Olympus_Mons")
+        );
+        assert_eq!(plan.runs[0].status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn misfire_graces_beyond_any_span_mean_no_limit_instead_of_a_panic() {
+        for secs in [9_223_372_036_854_776, i64::MAX as u64, 1 << 63, u64::MAX] {
+            let policy = Policy {
+                coalesce: true,
+                misfire_grace_secs: Some(secs),
+            };
+            let s = schedule(cron("* * * * *"), policy, "2000-01-01T00:00:00Z");
+            let plan = plan_fire(
+                Jobstore::Execution,
+                &s,
+                at("2026-01-01T00:00:01Z"),
+                TimeDelta::seconds(30),
+            );
+            assert_eq!(plan.parked, None, "grace {secs}");
+            let last = plan.runs.last().unwrap();
+            assert_eq!(last.status, RunStatus::Pending, "grace {secs}: {last:?}");
+        }
+    }
+
+    #[test]
+    fn a_grace_still_skips_an_occurrence_later_than_it() {
+        let policy = Policy {
+            coalesce: false,
+            misfire_grace_secs: Some(10),
+        };
+        let s = schedule(cron("* * * * *"), policy, "2026-01-01T00:00:00Z");
+        let plan = plan_fire(
+            Jobstore::Execution,
+            &s,
+            at("2026-01-01T00:00:11Z"),
+            TimeDelta::seconds(30),
+        );
+        assert_eq!(plan.runs[0].status, RunStatus::Skipped);
+        assert!(
+            plan.runs[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("grace of 10s")
+        );
+        assert_eq!(plan.next_run_at, Some(at("2026-01-01T00:01:00Z")));
     }
 }

@@ -9,11 +9,11 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
-use crate::plan::plan_fire;
+use crate::plan::{plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
 const SCHEDULE_COLUMNS: &str =
-    "id, name, owner, trigger, target, policy, paused, next_run_at, created_at";
+    "id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
      attempts, claimed_at, lease_until, finished_at";
 
@@ -49,6 +49,7 @@ fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
         target: json(row, "target")?,
         policy: json(row, "policy")?,
         paused: row.try_get("paused")?,
+        paused_reason: row.try_get("paused_reason")?,
         next_run_at: row.try_get("next_run_at")?,
         created_at: row.try_get("created_at")?,
     })
@@ -91,9 +92,9 @@ impl JobStore for PostgresStore {
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, next_run_at, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
+             next_run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $10) ON CONFLICT (id) DO NOTHING",
             self.table()
         );
         let done = sqlx::query(&sql)
@@ -104,6 +105,7 @@ impl JobStore for PostgresStore {
             .bind(to_json(&schedule.target)?)
             .bind(to_json(&schedule.policy)?)
             .bind(schedule.paused)
+            .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at)
             .bind(schedule.created_at)
             .execute(&self.pool)
@@ -119,10 +121,11 @@ impl JobStore for PostgresStore {
         // Bounded chunks keep each statement's arrays a reasonable size.
         for chunk in schedules.chunks(5000) {
             let done = sqlx::query(&format!(
-                "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, next_run_at, \
-                 created_at, updated_at) SELECT u.*, u.created_at FROM UNNEST($1::text[], $2::text[], \
-                 $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[], $8::timestamptz[], \
-                 $9::timestamptz[]) AS u(id, name, owner, trigger, target, policy, paused, next_run_at, created_at) \
+                "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
+                 next_run_at, created_at, updated_at) SELECT u.*, u.created_at FROM UNNEST($1::text[], \
+                 $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[], \
+                 $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u(id, name, owner, trigger, \
+                 target, policy, paused, paused_reason, next_run_at, created_at) \
                  ON CONFLICT (id) DO NOTHING",
                 self.table()
             ))
@@ -133,6 +136,7 @@ impl JobStore for PostgresStore {
             .bind(chunk.iter().map(|s| to_json(&s.target)).collect::<Result<Vec<_>, _>>()?)
             .bind(chunk.iter().map(|s| to_json(&s.policy)).collect::<Result<Vec<_>, _>>()?)
             .bind(chunk.iter().map(|s| s.paused).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.paused_reason.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.next_run_at).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.created_at).collect::<Vec<_>>())
             .execute(&mut *tx)
@@ -193,17 +197,19 @@ impl JobStore for PostgresStore {
         &self,
         id: &str,
         paused: bool,
+        reason: Option<&str>,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError> {
         let sql = format!(
-            "UPDATE {} SET paused = $2, next_run_at = $3, updated_at = now() WHERE id = $1 \
-             RETURNING {SCHEDULE_COLUMNS}",
+            "UPDATE {} SET paused = $2, paused_reason = $4, next_run_at = $3, updated_at = now() \
+             WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(paused)
             .bind(next_run_at)
+            .bind(reason.filter(|_| paused))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(schedule_from_row).transpose()
@@ -245,6 +251,7 @@ impl JobStore for PostgresStore {
 
         let mut ids = Vec::with_capacity(rows.len());
         let mut next_times = Vec::with_capacity(rows.len());
+        let mut parked = Vec::with_capacity(rows.len());
         let mut runs = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get("id")?;
@@ -252,12 +259,12 @@ impl JobStore for PostgresStore {
                 Ok(schedule) => {
                     let plan = plan_fire(self.jobstore, &schedule, now, lease);
                     next_times.push(plan.next_run_at);
+                    parked.push(plan.parked);
                     runs.extend(plan.runs);
                 }
                 Err(error) => {
-                    // An unreadable row must not be claimed again and again: park it.
-                    tracing::error!(schedule_id = %id, %error, "unreadable schedule parked");
                     next_times.push(None);
+                    parked.push(Some(unreadable(&id, &error)));
                 }
             }
             ids.push(id);
@@ -293,14 +300,19 @@ impl JobStore for PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
 
+        // A parked schedule (`u.parked` set) is paused with the reason.
         sqlx::query(&format!(
-            "UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3 \
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, next_run_at) WHERE s.id = u.id",
+            "UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3, \
+             paused = (s.paused OR u.parked IS NOT NULL), \
+             paused_reason = coalesce(u.parked, s.paused_reason) \
+             FROM UNNEST($1::text[], $2::timestamptz[], $4::text[]) AS u(id, next_run_at, parked) \
+             WHERE s.id = u.id",
             self.table()
         ))
         .bind(&ids)
         .bind(&next_times)
         .bind(now)
+        .bind(&parked)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -7,11 +7,11 @@ use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
-use crate::plan::plan_fire;
+use crate::plan::{plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
 const SCHEDULE_COLUMNS: &str =
-    "id, name, owner, trigger, target, policy, paused, next_run_at, created_at";
+    "id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
      attempts, claimed_at, lease_until, finished_at";
 
@@ -38,9 +38,10 @@ impl SqliteStore {
         schedule: &Schedule,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {0} (id, name, owner, trigger, target, policy, paused, next_run_at, \
-             created_at, updated_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, \
-             (SELECT coalesce(max(seq), 0) + 1 FROM {0})) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO {0} (id, name, owner, trigger, target, policy, paused, paused_reason, \
+             next_run_at, created_at, updated_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?10, (SELECT coalesce(max(seq), 0) + 1 FROM {0})) \
+             ON CONFLICT (id) DO NOTHING",
             self.table()
         );
         let done = sqlx::query(&sql)
@@ -51,6 +52,7 @@ impl SqliteStore {
             .bind(to_json(&schedule.target)?)
             .bind(to_json(&schedule.policy)?)
             .bind(schedule.paused)
+            .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at.map(millis))
             .bind(millis(schedule.created_at))
             .execute(&mut *tx)
@@ -119,6 +121,7 @@ fn schedule_from_row(row: &SqliteRow) -> Result<Schedule, StoreError> {
         target: json(row, "target")?,
         policy: json(row, "policy")?,
         paused: row.try_get::<i64, _>("paused")? != 0,
+        paused_reason: row.try_get("paused_reason")?,
         next_run_at: optional_instant(row, "next_run_at")?,
         created_at: instant(row.try_get("created_at")?, "created_at")?,
     })
@@ -216,11 +219,12 @@ impl JobStore for SqliteStore {
         &self,
         id: &str,
         paused: bool,
+        reason: Option<&str>,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError> {
         let sql = format!(
-            "UPDATE {} SET paused = ?2, next_run_at = ?3, updated_at = ?4 WHERE id = ?1 \
-             RETURNING {SCHEDULE_COLUMNS}",
+            "UPDATE {} SET paused = ?2, paused_reason = ?5, next_run_at = ?3, updated_at = ?4 \
+             WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
         let row = sqlx::query(&sql)
@@ -228,6 +232,7 @@ impl JobStore for SqliteStore {
             .bind(paused)
             .bind(next_run_at.map(millis))
             .bind(millis(Utc::now()))
+            .bind(reason.filter(|_| paused))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(schedule_from_row).transpose()
@@ -267,14 +272,16 @@ impl JobStore for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&mut *tx)
             .await?;
+        // A parked schedule (`?4` set) is paused with the reason.
         let advance = format!(
-            "UPDATE {} SET next_run_at = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE {} SET next_run_at = ?2, updated_at = ?3, paused = (paused OR ?4 IS NOT NULL), \
+             paused_reason = coalesce(?4, paused_reason) WHERE id = ?1",
             self.table()
         );
         let mut claimed = Vec::new();
         for row in &rows {
             let id: String = row.try_get("id")?;
-            let next_run_at = match schedule_from_row(row) {
+            let (next_run_at, parked) = match schedule_from_row(row) {
                 Ok(schedule) => {
                     let plan = plan_fire(self.jobstore, &schedule, now, lease);
                     for run in plan.runs {
@@ -283,17 +290,15 @@ impl JobStore for SqliteStore {
                             claimed.push(run);
                         }
                     }
-                    plan.next_run_at
+                    (plan.next_run_at, plan.parked)
                 }
-                Err(error) => {
-                    tracing::error!(schedule_id = %id, %error, "unreadable schedule parked");
-                    None
-                }
+                Err(error) => (None, Some(unreadable(&id, &error))),
             };
             sqlx::query(&advance)
                 .bind(&id)
                 .bind(next_run_at.map(millis))
                 .bind(millis(now))
+                .bind(parked)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -52,11 +52,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Removes a schedule and returns it. Its ledger rows stay as history.
     async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
 
-    /// Pauses or resumes a schedule, setting its next run time; returns the updated schedule.
+    /// Pauses (with an optional reason) or resumes a schedule, setting its next run time;
+    /// returns the updated schedule. Resuming clears the reason.
     async fn set_paused(
         &self,
         id: &str,
         paused: bool,
+        reason: Option<&str>,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError>;
 

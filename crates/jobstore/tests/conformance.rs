@@ -42,6 +42,7 @@ fn schedule(id: &str, owner: &str, graph: &str, next: Option<&str>) -> Schedule 
         },
         policy: Policy::default(),
         paused: false,
+        paused_reason: None,
         next_run_at: next.map(at),
         created_at: at("2026-01-01T00:00:00Z"),
     }
@@ -309,8 +310,14 @@ async fn paused_schedules_are_not_claimed_until_resumed(store: Arc<dyn JobStore>
         .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
         .await
         .unwrap();
-    let paused = store.set_paused("a", true, None).await.unwrap().unwrap();
+    let paused = store
+        .set_paused("a", true, Some("maintenance window"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(paused.paused && paused.next_run_at.is_none());
+    assert_eq!(paused.paused_reason.as_deref(), Some("maintenance window"));
+    assert_eq!(store.get("a").await.unwrap(), Some(paused));
     assert_eq!(store.next_wakeup().await.unwrap(), None);
     assert!(
         store
@@ -320,11 +327,17 @@ async fn paused_schedules_are_not_claimed_until_resumed(store: Arc<dyn JobStore>
             .is_empty()
     );
     let resumed = store
-        .set_paused("a", false, Some(at("2026-01-02T00:01:00Z")))
+        .set_paused(
+            "a",
+            false,
+            Some("ignored"),
+            Some(at("2026-01-02T00:01:00Z")),
+        )
         .await
         .unwrap()
         .unwrap();
     assert!(!resumed.paused);
+    assert_eq!(resumed.paused_reason, None, "resuming clears the reason");
     assert_eq!(
         store.next_wakeup().await.unwrap(),
         Some(at("2026-01-02T00:01:00Z"))
@@ -337,7 +350,68 @@ async fn paused_schedules_are_not_claimed_until_resumed(store: Arc<dyn JobStore>
             .len(),
         1
     );
-    assert_eq!(store.set_paused("missing", true, None).await.unwrap(), None);
+    assert_eq!(
+        store.set_paused("missing", true, None, None).await.unwrap(),
+        None
+    );
+}
+
+async fn a_schedule_that_cannot_be_planned_is_parked_and_the_rest_still_fire(
+    store: Arc<dyn JobStore>,
+) {
+    // Stored before its zone left the tz database, say: it passed validation then.
+    let mut broken = schedule("broken", "u1", "g1", Some("2026-01-01T10:00:00Z"));
+    broken.trigger = TriggerSpec::Cron {
+        expression: "* * * * *".into(),
+        timezone: "Atlantis/Capital".into(),
+    };
+    store.insert(&broken).await.unwrap();
+    store
+        .insert(&schedule("fine", "u1", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|r| r.schedule_id.as_str()).collect();
+    assert_eq!(ids, ["fine"]);
+
+    let parked = store.get("broken").await.unwrap().unwrap();
+    assert!(parked.paused, "{parked:?}");
+    assert_eq!(parked.next_run_at, None);
+    let reason = parked.paused_reason.clone().expect("a reason");
+    assert!(reason.contains("Atlantis/Capital"), "{reason}");
+    let ledger = store.runs("broken", 10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].status, RunStatus::Failed);
+    assert_eq!(ledger[0].detail.as_deref(), Some(reason.as_str()));
+
+    // Parked schedules show among the inactive ones, and are never claimed again.
+    let inactive = ListFilter {
+        include_inactive: true,
+        ..Default::default()
+    };
+    let listed = store.list(&inactive).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.id == "broken" && s.paused_reason.is_some())
+    );
+    assert!(
+        !store
+            .list(&ListFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == "broken")
+    );
+    let later = store
+        .claim_due(at("2026-01-01T10:05:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert!(later.iter().all(|r| r.schedule_id == "fine"), "{later:?}");
+    assert_eq!(store.runs("broken", 10).await.unwrap().len(), 1);
 }
 
 async fn delete_returns_the_schedule_and_keeps_its_history(store: Arc<dyn JobStore>) {
@@ -639,6 +713,7 @@ conformance!(
     occurrences_beyond_the_grace_are_skipped,
     a_once_trigger_is_exhausted_after_its_fire,
     paused_schedules_are_not_claimed_until_resumed,
+    a_schedule_that_cannot_be_planned_is_parked_and_the_rest_still_fire,
     delete_returns_the_schedule_and_keeps_its_history,
     outcomes_are_recorded_once,
     expired_leases_are_reclaimed,

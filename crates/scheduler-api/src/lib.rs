@@ -107,7 +107,8 @@ pub trait SchedulerApi {
     ) -> RpcResult<Vec<ScheduleRun>>;
 
     /// The next `count` (1-1000, default 5) fire times of a cron expression in a time zone,
-    /// strictly after `after` (RFC 3339; default now), as RFC 3339 instants in UTC.
+    /// strictly after `after` (RFC 3339; default now), as RFC 3339 instants in UTC. The list
+    /// stops at the end of year 9999, so it may hold fewer than `count`.
     #[method(name = "next_fire_times", param_kind = map)]
     async fn next_fire_times(
         &self,

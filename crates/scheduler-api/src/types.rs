@@ -1,8 +1,8 @@
 //! The values the API exchanges.
 
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 
 /// A graph execution schedule as AutoGPT's `GraphExecutionJobInfo` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,18 +19,43 @@ pub struct GraphExecutionJobInfo {
     pub next_run_time: Option<DateTime<FixedOffset>>,
     /// The IANA zone the cron expression is evaluated in.
     pub timezone: String,
+    /// Why the schedule is paused, when the engine parked it (it could not plan or dispatch
+    /// it): the error. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
 }
 
-/// Per-schedule misfire policy; absent fields keep the defaults.
+/// Per-schedule misfire policy; absent fields keep the defaults. On the wire it is a JSON
+/// object and nothing else: serde would take an array as the fields in order, which the API
+/// does not document and refuses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct SchedulePolicy {
     /// After downtime run once for all missed occurrences (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesce: Option<bool>,
-    /// Skip an occurrence later than this many seconds (default: no limit).
+    /// Skip an occurrence later than this many seconds (default: no limit; at most 100 years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire_grace_secs: Option<u64>,
+}
+
+impl Serialize for SchedulePolicy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SchedulePolicy::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchedulePolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let fields = Map::<String, Value>::deserialize(deserializer).map_err(|error| {
+            D::Error::custom(format!(
+                "policy must be an object {{coalesce, misfire_grace_secs}}: {error}"
+            ))
+        })?;
+        SchedulePolicy::deserialize(Value::Object(fields))
+            .map_err(|error| D::Error::custom(format!("policy: {error}")))
+    }
 }
 
 /// The state of one occurrence in the run ledger.
@@ -118,6 +143,9 @@ pub struct RegistryEntry {
     /// `{"type": "system_task", ...}`).
     pub target: Value,
     pub paused: bool,
+    /// Why it is paused, when it was parked by the engine.
+    #[serde(default)]
+    pub paused_reason: Option<String>,
     pub next_run_time: Option<DateTime<Utc>>,
 }
 
@@ -137,4 +165,41 @@ pub struct SystemTaskEntry {
     pub disabled_reason: Option<String>,
     /// Its next scheduled run, from its jobstore.
     pub next_run_time: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_policy_is_an_object_and_nothing_else() {
+        let policy: SchedulePolicy =
+            serde_json::from_value(json!({"coalesce": false, "misfire_grace_secs": 5})).unwrap();
+        assert_eq!(
+            policy,
+            SchedulePolicy {
+                coalesce: Some(false),
+                misfire_grace_secs: Some(5)
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(policy).unwrap(),
+            json!({"coalesce": false, "misfire_grace_secs": 5})
+        );
+        for refused in [
+            json!([false, 5]),
+            json!([]),
+            json!("x"),
+            json!(1),
+            json!({"coalesce": 1}),
+            json!({"misfire_grace_secs": -1}),
+            json!({"misfire_grace_secs": 18446744073709551616.0}),
+            json!({"other": true}),
+        ] {
+            let error = serde_json::from_value::<SchedulePolicy>(refused.clone())
+                .expect_err(&refused.to_string());
+            assert!(error.to_string().contains("policy"), "{refused}: {error}");
+        }
+    }
 }

@@ -6,4 +6,7 @@ pub mod cron;
 mod trigger;
 
 pub use cron::{CronError, CronExpr, CronSchedule};
-pub use trigger::{Coalesced, Trigger, TriggerError, TriggerSpec, parse_timezone};
+pub use trigger::{
+    Coalesced, EARLIEST, LATEST, MAX_INTERVAL_SECS, Trigger, TriggerError, TriggerSpec, in_range,
+    parse_timezone,
+};

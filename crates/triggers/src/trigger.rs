@@ -10,6 +10,25 @@ use crate::cron::{CronError, CronSchedule};
 /// reported as a lower bound and the search jumps close to "now".
 const COALESCE_COUNT_LIMIT: u64 = 1024;
 
+/// The earliest instant a trigger fires at: the start of year 0000, the first that RFC 3339
+/// can write.
+pub const EARLIEST: DateTime<Utc> = match DateTime::from_timestamp_millis(-62_167_219_200_000) {
+    Some(at) => at,
+    None => panic!("0000-01-01T00:00:00Z is a valid instant"),
+};
+
+/// The latest instant a trigger fires at: the end of year 9999, the last that RFC 3339 can
+/// write. A trigger whose next fire would come later has none.
+pub const LATEST: DateTime<Utc> = match DateTime::from_timestamp_millis(253_402_300_799_999) {
+    Some(at) => at,
+    None => panic!("9999-12-31T23:59:59.999Z is a valid instant"),
+};
+
+/// Whether an instant lies within the years 0000 to 9999.
+pub fn in_range(at: DateTime<Utc>) -> bool {
+    (EARLIEST..=LATEST).contains(&at)
+}
+
 /// A trigger as stored (JSON) and sent over the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -29,6 +48,20 @@ pub enum TriggerSpec {
     Once { at: DateTime<Utc> },
 }
 
+/// The longest interval accepted: 100 years.
+pub const MAX_INTERVAL_SECS: u64 = 100 * 366 * 86_400;
+
+fn within_range(what: &'static str, at: DateTime<Utc>) -> Result<DateTime<Utc>, TriggerError> {
+    if in_range(at) {
+        Ok(at)
+    } else {
+        Err(TriggerError::OutOfRange {
+            what,
+            at: at.to_string(),
+        })
+    }
+}
+
 fn utc_name() -> String {
     "UTC".to_string()
 }
@@ -44,6 +77,8 @@ pub enum TriggerError {
     ZeroInterval,
     #[error("interval of {0} seconds is longer than 100 years")]
     IntervalTooLong(u64),
+    #[error("{what} {at} is outside the years 0000 to 9999")]
+    OutOfRange { what: &'static str, at: String },
 }
 
 /// Parses an IANA time zone name.
@@ -91,16 +126,18 @@ impl TriggerSpec {
                 if *every_secs == 0 {
                     return Err(TriggerError::ZeroInterval);
                 }
-                if *every_secs > 100 * 366 * 86_400 {
+                if *every_secs > MAX_INTERVAL_SECS {
                     return Err(TriggerError::IntervalTooLong(*every_secs));
                 }
                 let every = TimeDelta::seconds(*every_secs as i64);
                 Ok(Trigger::Interval {
                     every,
-                    anchor: anchor.trunc_subsecs(3),
+                    anchor: within_range("interval anchor", *anchor)?.trunc_subsecs(3),
                 })
             }
-            TriggerSpec::Once { at } => Ok(Trigger::Once(at.trunc_subsecs(3))),
+            TriggerSpec::Once { at } => Ok(Trigger::Once(
+                within_range("instant", *at)?.trunc_subsecs(3),
+            )),
         }
     }
 
@@ -114,21 +151,22 @@ impl TriggerSpec {
 }
 
 impl Trigger {
-    /// The first fire strictly after `after`.
+    /// The first fire strictly after `after`; `None` when there is none up to [`LATEST`].
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match self {
+        let next = match self {
             Trigger::Cron(schedule) => schedule.next_after(after),
             Trigger::Interval { every, anchor } => {
                 if after < *anchor {
-                    return Some(*anchor);
+                    return Some(*anchor).filter(|at| in_range(*at));
                 }
-                let every_secs = every.num_seconds();
-                let elapsed = (after - *anchor).num_seconds();
+                let every_secs = every.num_seconds().max(1);
+                let elapsed = after.signed_duration_since(*anchor).num_seconds();
                 let steps = elapsed / every_secs + 1;
-                anchor.checked_add_signed(TimeDelta::seconds(steps.checked_mul(every_secs)?))
+                anchor.checked_add_signed(TimeDelta::try_seconds(steps.checked_mul(every_secs)?)?)
             }
             Trigger::Once(at) => (*at > after).then_some(*at),
-        }
+        };
+        next.filter(|at| in_range(*at))
     }
 
     /// The zone whose offset fire times are shown in.
@@ -142,8 +180,14 @@ impl Trigger {
     /// Folds the occurrences from `due` up to `now` into the latest of them (`due <= now`).
     pub fn coalesce(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Coalesced {
         if let Trigger::Interval { every, .. } = self {
-            let steps = ((now - due).num_seconds() / every.num_seconds()).max(0);
-            let latest = due + TimeDelta::seconds(steps * every.num_seconds());
+            let every_secs = every.num_seconds().max(1);
+            let steps = (now.signed_duration_since(due).num_seconds() / every_secs).max(0);
+            // `steps * every_secs` is at most `now - due`, so neither step can overflow.
+            let latest = steps
+                .checked_mul(every_secs)
+                .and_then(TimeDelta::try_seconds)
+                .and_then(|span| due.checked_add_signed(span))
+                .unwrap_or(due);
             return Coalesced {
                 latest,
                 missed: steps as u64,
@@ -160,8 +204,8 @@ impl Trigger {
         }
         // Too many to count: find an occurrence close to "now" by widening a window backwards.
         let mut window = TimeDelta::seconds(1);
-        while now - window > latest {
-            if let Some(found) = self.next_after(now - window).filter(|at| *at <= now) {
+        while let Some(from) = now.checked_sub_signed(window).filter(|from| *from > latest) {
+            if let Some(found) = self.next_after(from).filter(|at| *at <= now) {
                 let (latest, _, _) = self.walk_forward(found, now, u64::MAX);
                 return Coalesced {
                     latest,
@@ -169,7 +213,10 @@ impl Trigger {
                     exact: false,
                 };
             }
-            window = window * 2;
+            let Some(wider) = window.checked_mul(2) else {
+                break;
+            };
+            window = wider;
         }
         Coalesced {
             latest,

@@ -338,6 +338,7 @@ async fn seed(
             },
             policy: Policy::default(),
             paused: false,
+            paused_reason: None,
             next_run_at: if is_due { Some(due_at) } else { new_year_at },
             created_at: now,
         });

@@ -12,6 +12,7 @@ pub mod runner;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -68,6 +68,25 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The live members of a recorded process group that carry `JOB_ID=<job_id>` in their
+/// environment. Such members prove the group is still the job's: a pid is never reused as a
+/// new group's id while the group has members, and no stranger carries the job's id. So the
+/// group may be signalled even when its leader is gone (it died with the runner, say of
+/// SIGPIPE on its output, and left children behind).
+pub fn job_members(pgid: i32, job_id: &str) -> Vec<i32> {
+    let marker = format!("JOB_ID={job_id}");
+    group_members(pgid)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|entry| entry == marker.as_bytes())
+            })
+        })
+        .collect()
+}
+
 /// Whether no live process is left in a group. Signal 0 answers for the common case without
 /// a scan of `/proc`: no process at all, not even a zombie, has that group.
 fn group_is_gone(pgid: i32) -> bool {

@@ -10,16 +10,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use device_runner_api::DeviceRunnerApiServer;
 use jsonrpsee::RpcModule;
-use jsonrpsee::server::{Server, ServerConfig, TowerServiceBuilder, stop_channel};
+use jsonrpsee::core::middleware::RpcServiceBuilder;
+use jsonrpsee::server::{
+    RandomStringIdProvider, Server, ServerConfig, TowerServiceBuilder, stop_channel,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::rpc::RpcHandler;
 use crate::runner::Runner;
+use crate::unsubscribe::NamedUnsubscribeLayer;
 
-type RpcService =
-    jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>;
+type RpcService = jsonrpsee::server::TowerService<
+    tower::layer::util::Stack<NamedUnsubscribeLayer, tower::layer::util::Identity>,
+    tower::layer::util::Identity,
+>;
 
 /// The API as a jsonrpsee module: every method of the trait plus `rpc.discover`.
 pub fn rpc_module(runner: Arc<Runner>) -> anyhow::Result<RpcModule<()>> {
@@ -38,12 +44,16 @@ pub async fn serve(
     let max_body = runner.config.server.max_body_bytes;
     let module = rpc_module(runner)?;
     let (stop_handle, server_handle) = stop_channel();
+    // Subscription ids are strings, as the OpenRPC document declares them.
     let config = ServerConfig::builder()
         .max_request_body_size(max_body)
         .max_response_body_size(u32::MAX / 2)
+        .set_id_provider(RandomStringIdProvider::new(16))
         .build();
-    let builder: TowerServiceBuilder<_, _> =
-        Server::builder().set_config(config).to_service_builder();
+    let builder: TowerServiceBuilder<_, _> = Server::builder()
+        .set_config(config)
+        .set_rpc_middleware(RpcServiceBuilder::new().layer(NamedUnsubscribeLayer))
+        .to_service_builder();
     let rpc_service: RpcService = builder.build(module, stop_handle);
     let router = Router::new()
         .route("/", any(json_rpc))

@@ -364,7 +364,7 @@ impl Supervisor {
             Some(StopReason::Preempted { by }) => Some(by.clone()),
             _ => None,
         };
-        let ending = Ending {
+        let mut ending = Ending {
             status: status_kind,
             ended_at: Utc::now(),
             exit_code,
@@ -373,7 +373,26 @@ impl Supervisor {
             preempted_by,
         };
         let store = &self.runner.store;
-        let requeue = status_kind == JobStatus::Preempted && running.requeue;
+        let requeue = match &reason {
+            Some(StopReason::Preempted { .. }) => running.requeue,
+            // A deploy must not lose what a crash keeps: like a restart after SIGKILL, the
+            // next start resumes the job from its last checkpoint.
+            Some(StopReason::Shutdown) => match store.get(&job.id).await {
+                Ok(Some(stored)) => crate::recover::resumes(&self.runner.config, &stored),
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::error!(%error, job_id = %job.id, "cannot read the job's checkpoint");
+                    false
+                }
+            },
+            _ => false,
+        };
+        if requeue && status_kind == JobStatus::Interrupted {
+            ending.error = Some(format!(
+                "{}; queued again to resume from its last checkpoint at the next start",
+                reason.as_ref().map(StopReason::message).unwrap_or_default()
+            ));
+        }
         record_end(store, &job.id, &ending, requeue).await;
         self.runner
             .logs

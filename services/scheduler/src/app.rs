@@ -35,6 +35,13 @@ impl Stores {
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn JobStore>> {
         Jobstore::ALL.iter().filter_map(|j| self.by_name.get(j))
     }
+
+    /// The stores a replica fires: the persisted ones always, the in-memory ones only while it
+    /// leads.
+    pub fn active(&self, leading: bool) -> impl Iterator<Item = &Arc<dyn JobStore>> {
+        self.all()
+            .filter(move |store| leading || store.backend() != "memory")
+    }
 }
 
 /// What every handler needs.
@@ -55,6 +62,10 @@ pub struct App {
     /// The lease of a run started by hand (`execute_<task>`).
     pub lease: TimeDelta,
     pub auth: Auth,
+    /// Set, with the reason, once the engine has stopped firing.
+    pub engine_stopped: watch::Receiver<Option<String>>,
+    /// Due work overdue beyond this makes `/ready` fail: the engine is stuck.
+    pub max_overdue: TimeDelta,
 }
 
 impl App {
@@ -64,6 +75,7 @@ impl App {
         database: &'static str,
         config: &Config,
         tasks: Vec<DeclaredTask>,
+        engine_stopped: watch::Receiver<Option<String>>,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(App {
             stores,
@@ -76,6 +88,8 @@ impl App {
             tasks,
             lease: config.engine.lease_delta(),
             auth: Auth::new(&config.auth),
+            engine_stopped,
+            max_overdue: TimeDelta::from_std(config.engine.max_overdue).unwrap_or(TimeDelta::MAX),
         }))
     }
 
@@ -95,4 +109,17 @@ impl App {
 pub fn storage_error(error: StoreError) -> SchedulerError {
     tracing::error!(%error, "storage operation failed");
     SchedulerError::Runtime(format!("storage unavailable: {error}"))
+}
+
+/// A JSON value's kind, as error messages name it.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

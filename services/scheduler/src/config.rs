@@ -84,6 +84,10 @@ pub struct EngineConfig {
     /// often the leader checks the connection that holds its lock.
     #[serde(with = "human_duration")]
     pub leader_poll: Duration,
+    /// When the oldest due occurrence is overdue by more than this, `/ready` answers 503: the
+    /// engine is stuck (or far behind). `scheduler_oldest_overdue_seconds` shows how far.
+    #[serde(with = "human_duration")]
+    pub max_overdue: Duration,
 }
 
 /// The system tasks and the services they call. Each service is a JSON-RPC endpoint; a task
@@ -216,6 +220,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(30),
             max_sleep: Duration::from_secs(60),
             leader_poll: Duration::from_secs(1),
+            max_overdue: Duration::from_secs(300),
         }
     }
 }
@@ -503,6 +508,9 @@ impl Config {
         self.auth.validate(self.server.host)?;
         if self.engine.batch_size == 0 || self.engine.dispatch_concurrency == 0 {
             bail!("engine.batch_size and engine.dispatch_concurrency must be at least 1");
+        }
+        if self.engine.max_overdue < Duration::from_secs(1) {
+            bail!("engine.max_overdue must be at least 1s");
         }
         if self.engine.lease < Duration::from_secs(1) {
             bail!("engine.lease must be at least 1s");

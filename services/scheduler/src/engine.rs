@@ -4,10 +4,12 @@
 //! your next work" from an index.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::FutureExt;
 use jobstore::{JobStore, Jobstore, RunOutcome, RunRecord, RunStatus, StoreError};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -23,6 +25,9 @@ type InFlight = Arc<Mutex<HashMap<RunKey, Jobstore>>>;
 
 /// The longest the release of unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon the engine looks again when due work is there but none of it could be claimed
+/// (another replica's claim holds its rows): soon, but without spinning.
+const RECHECK_DELAY: Duration = Duration::from_millis(100);
 
 pub struct Engine {
     stores: Stores,
@@ -56,20 +61,17 @@ impl Engine {
         }
     }
 
-    /// The stores this replica fires now: the persisted ones always, the in-memory ones only
-    /// while it leads.
-    fn active_stores(&self) -> Vec<&Arc<dyn JobStore>> {
-        let leading = *self.leader.borrow();
-        self.stores
-            .all()
-            .filter(|store| leading || store.backend() != "memory")
-            .collect()
-    }
-
     /// Runs until `shutdown` turns true. Then it stops claiming and gives in-flight dispatches
     /// until `grace` to finish and be recorded; what is still unfinished is released, so that
     /// another replica (or this one's next start) takes it over at once.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    ///
+    /// Returns an error when it stopped without being told to: its outcome recorder ended, so
+    /// it could no longer record what it fires.
+    pub async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> Result<(), String> {
         let lease = self.config.lease_delta();
         let batch = self.config.batch_size as usize;
         let permits = Arc::new(Semaphore::new(self.config.dispatch_concurrency as usize));
@@ -82,6 +84,7 @@ impl Engine {
         ));
         let mut dispatches = JoinSet::new();
         let mut dispatcher = Dispatcher {
+            stores: self.stores.clone(),
             targets: self.targets.clone(),
             permits,
             in_flight: in_flight.clone(),
@@ -116,20 +119,31 @@ impl Engine {
 
         let mut failures = 0u32;
         let mut leader = self.leader.clone();
+        let mut stopped_by_itself = None;
         loop {
             telemetry::leader(*leader.borrow());
             if *shutdown.borrow() {
                 break;
             }
+            if recorder.is_finished() {
+                stopped_by_itself = Some("its outcome recorder ended".to_string());
+                tracing::error!("the engine's outcome recorder ended; the engine stops");
+                break;
+            }
             let pass = self.pass(lease, batch, &mut dispatcher).await;
             telemetry::database_up(pass.is_ok());
             let sleep = match pass {
-                Ok(next_wakeup) => {
+                Ok(pass) => {
                     if failures > 0 {
                         tracing::info!("engine pass succeeded again; firing resumed");
                     }
                     failures = 0;
-                    self.sleep_until(next_wakeup)
+                    let sleep = self.sleep_until(pass.next_wakeup);
+                    if pass.taken == 0 && sleep.is_zero() {
+                        RECHECK_DELAY
+                    } else {
+                        sleep
+                    }
                 }
                 Err(error) => {
                     failures += 1;
@@ -176,20 +190,25 @@ impl Engine {
             recorder.abort();
         }
         release_unfinished(&self.stores, &in_flight).await;
+        match stopped_by_itself {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        }
     }
 
-    /// One pass over every store: take over expired leases, claim what is due. Returns when the
-    /// stores next have work.
+    /// One pass over every store: take over expired leases, claim what is due.
     async fn pass(
         &self,
         lease: TimeDelta,
         batch: usize,
         dispatcher: &mut Dispatcher<'_>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ) -> Result<Pass, StoreError> {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
-        for store in self.active_stores() {
-            drain(
+        let mut taken = 0;
+        let leading = *self.leader.borrow();
+        for store in self.stores.active(leading) {
+            taken += drain(
                 store,
                 Take::Reclaimed,
                 |s| s.reclaim_expired(now, batch, lease),
@@ -197,7 +216,7 @@ impl Engine {
                 dispatcher,
             )
             .await?;
-            drain(
+            taken += drain(
                 store,
                 Take::Due,
                 |s| s.claim_due(now, batch, lease),
@@ -212,7 +231,10 @@ impl Engine {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        Ok(next)
+        Ok(Pass {
+            next_wakeup: next,
+            taken,
+        })
     }
 
     fn sleep_until(&self, next: Option<DateTime<Utc>>) -> Duration {
@@ -223,6 +245,14 @@ impl Engine {
         // Round up to whole milliseconds so the timer never wakes just before the due time.
         Duration::from_millis(wait.as_millis() as u64 + 1).min(self.config.max_sleep)
     }
+}
+
+/// What one pass over the stores did.
+struct Pass {
+    /// When the stores next have work.
+    next_wakeup: Option<DateTime<Utc>>,
+    /// How many runs it claimed or took over.
+    taken: usize,
 }
 
 /// Resolves when leadership changes; never when it cannot (a sole process always leads).
@@ -286,6 +316,7 @@ where
 }
 
 struct Dispatcher<'a> {
+    stores: Stores,
     targets: Arc<Targets>,
     permits: Arc<Semaphore>,
     in_flight: InFlight,
@@ -310,11 +341,48 @@ impl Dispatcher<'_> {
         };
         let targets = self.targets.clone();
         let outcomes = self.outcomes.clone();
+        let stores = self.stores.clone();
         self.tasks.spawn(async move {
-            let (outcome, _) = dispatch_run(&targets, &run).await;
+            let outcome = match AssertUnwindSafe(dispatch_run(&targets, &run))
+                .catch_unwind()
+                .await
+            {
+                Ok((outcome, _)) => outcome,
+                Err(panic) => {
+                    let message = jobstore::plan::panic_message(&*panic);
+                    park_after_panic(&stores, &run, &message).await
+                }
+            };
             let _ = outcomes.send((run.jobstore, outcome));
             drop(permit);
         });
+    }
+}
+
+/// A dispatch that panicked is a bug in the scheduler, not a failure of the target: the run is
+/// recorded as failed with the panic, and the schedule is parked with the same reason so it does
+/// not hit the bug again at every occurrence. Every other schedule keeps firing.
+async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunOutcome {
+    let reason = format!("dispatching it failed unexpectedly: {panic}");
+    tracing::error!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "dispatch panicked; the schedule is parked");
+    if let Some(store) = stores.get(run.jobstore) {
+        match store
+            .set_paused(&run.schedule_id, true, Some(&reason), None)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule")
+            }
+        }
+    }
+    RunOutcome {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        status: RunStatus::Failed,
+        detail: Some(reason),
+        attempts: 0,
+        finished_at: Utc::now(),
     }
 }
 

@@ -11,8 +11,10 @@ pub mod compat;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
+pub mod health;
 pub mod leader;
 pub mod openrpc;
+pub mod request_ids;
 pub mod rpc;
 pub mod server;
 pub mod tasks;
@@ -64,12 +66,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("registering the system tasks")?;
     let (stop, stopped) = watch::channel(false);
     let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
+    let (engine_down, engine_stopped) = watch::channel(None);
     let app = App::new(
         stores.clone(),
         leading.clone(),
         url.backend(),
         &config,
         tasks,
+        engine_stopped,
     )?;
     let address = (config.server.host, config.server.port);
     let listener = TcpListener::bind(address)
@@ -95,7 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         leading,
     );
     let grace = config.server.shutdown_timeout;
-    let engine = tokio::spawn(engine.run(stopped.clone(), grace));
+    let mut engine = tokio::spawn(engine.run(stopped.clone(), grace));
     let server = tokio::spawn(server::serve(
         listener,
         app,
@@ -104,11 +108,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped,
     ));
 
-    shutdown_signal().await;
-    tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
+    // A scheduler whose engine has stopped must not go on serving as if it fired: it says so
+    // on `/ready`, stops the server and exits non-zero, so a supervisor restarts it.
+    let engine_failure = tokio::select! {
+        () = shutdown_signal() => None,
+        ended = &mut engine => Some(engine_end_reason(ended)),
+    };
+    if let Some(reason) = &engine_failure {
+        tracing::error!(%reason, "the engine stopped by itself; shutting down");
+        engine_down.send_replace(Some(reason.clone()));
+    } else {
+        tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
+    }
     let _ = stop.send(true);
     let stopping = async {
-        engine.await.context("engine task")?;
+        if engine_failure.is_none() {
+            engine_end(engine.await)?;
+        }
         server.await.context("server task")??;
         if let Some(election) = election {
             let _ = election.await;
@@ -122,8 +138,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     upkeep.abort();
     db.close().await;
     drop(sole);
+    if let Some(reason) = engine_failure {
+        anyhow::bail!("the engine stopped: {reason}");
+    }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// Why the engine task ended when nobody asked it to.
+fn engine_end_reason(ended: Result<Result<(), String>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "it returned without being asked to stop".to_string(),
+        Ok(Err(reason)) => reason,
+        Err(error) if error.is_panic() => format!(
+            "it panicked: {}",
+            jobstore::plan::panic_message(&*error.into_panic())
+        ),
+        Err(error) => format!("its task was cancelled: {error}"),
+    }
+}
+
+/// The engine's end after a requested shutdown.
+fn engine_end(ended: Result<Result<(), String>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        other => anyhow::bail!("the engine stopped: {}", engine_end_reason(other)),
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,9 +3,9 @@
 //! through axum behind the token check ([`crate::auth`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,11 +22,9 @@ use tower::ServiceExt;
 
 use crate::app::App;
 use crate::config::ServerConfig as Settings;
+use crate::request_ids::{self, Prepared};
 use crate::rpc::RpcHandler;
-use crate::{auth, body_limit, compat, openrpc};
-
-/// How long `/ready` waits for the database before answering not ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::{auth, body_limit, compat, health, openrpc};
 
 type RpcService =
     jsonrpsee::server::TowerService<tower::layer::util::Identity, tower::layer::util::Identity>;
@@ -69,8 +67,15 @@ pub async fn serve(
     let router = Router::new()
         .route("/", any(json_rpc))
         .with_state(rpc_service)
-        .route("/ready", get(ready).with_state(app))
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/ready", get(ready).with_state(app.clone()))
+        .route(
+            "/metrics",
+            get(move || async move {
+                // Brings the overdue gauge up to date; readiness itself is `/ready`'s answer.
+                let _ = health::readiness(&app).await;
+                metrics.render()
+            }),
+        )
         .merge(compat_routes)
         .layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes as usize))
@@ -88,23 +93,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Readiness: 200 while the database answers, 503 otherwise (the process stays up and resumes
-/// firing by itself when the database is back).
+/// Readiness: 200 while the engine runs, the database answers and no due work is overdue
+/// beyond `engine.max_overdue`; 503 with the reason otherwise (after a database outage the
+/// process stays up and resumes firing by itself).
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    let probe = async {
-        for store in app.stores.all().filter(|s| s.backend() != "memory") {
-            store.next_wakeup().await?;
-        }
-        Ok::<(), jobstore::StoreError>(())
-    };
-    let reason = match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(error.to_string()),
-        Err(_) => Some(format!(
-            "the database did not answer within {READY_TIMEOUT:?}"
-        )),
-    };
-    match reason {
+    match health::readiness(&app).await.err() {
         None => (
             StatusCode::OK,
             Json(json!({"status": "ready", "leader": app.is_leader()})),
@@ -118,7 +111,43 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// JSON-RPC over HTTP, with the ids jsonrpsee cannot hold handled in front of it
+/// ([`request_ids`]). The body was already read whole, within the limit, by
+/// [`body_limit::enforce`].
 async fn json_rpc(State(service): State<RpcService>, request: Request) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return forward(service, request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+            .into_response();
+    };
+    match request_ids::prepare(&bytes) {
+        Prepared::Unchanged => {
+            forward(service, Request::from_parts(parts, Body::from(bytes))).await
+        }
+        Prepared::Refused(answer) => (StatusCode::OK, Json(answer)).into_response(),
+        Prepared::Rewritten { body, ids } => {
+            let response = forward(service, Request::from_parts(parts, Body::from(body))).await;
+            let (mut parts, body) = response.into_parts();
+            let Ok(answer) = axum::body::to_bytes(body, usize::MAX).await else {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the answer could not be read",
+                )
+                    .into_response();
+            };
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(request_ids::restore(&answer, &ids)))
+        }
+    }
+}
+
+async fn forward(service: RpcService, request: Request) -> Response {
     match service.oneshot(request).await {
         Ok(response) => response.map(axum::body::Body::new),
         Err(error) => {

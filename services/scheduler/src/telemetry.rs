@@ -12,7 +12,9 @@
 //! - `scheduler_store_operation_seconds{operation}`: the engine's store calls;
 //! - `scheduler_leader`: 1 while this replica leads;
 //! - `scheduler_database_up`: 1 while the engine's last store call succeeded;
-//! - `scheduler_dispatches_in_flight`.
+//! - `scheduler_dispatches_in_flight`;
+//! - `scheduler_oldest_overdue_seconds`: how long the oldest due occurrence has waited (0 when
+//!   none waits), as of the last `/ready` or `/metrics` request.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -125,6 +127,11 @@ fn describe() {
         "scheduler_dispatches_in_flight",
         "Dispatches started and not yet recorded."
     );
+    metrics::describe_gauge!(
+        "scheduler_oldest_overdue_seconds",
+        metrics::Unit::Seconds,
+        "How long the oldest due occurrence has waited to be claimed (0 when none waits)."
+    );
 }
 
 pub fn claimed(jobstore: &str, kind: &str, runs: usize) {
@@ -180,4 +187,8 @@ pub fn leader(leading: bool) {
 
 pub fn database_up(up: bool) {
     gauge!("scheduler_database_up").set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn oldest_overdue(seconds: f64) {
+    gauge!("scheduler_oldest_overdue_seconds").set(seconds);
 }

@@ -41,8 +41,18 @@ impl CronSchedule {
         self.zone
     }
 
-    /// The first fire strictly after `after`.
+    /// The first fire strictly after `after`; `None` when there is none up to
+    /// [`crate::LATEST`], the end of year 9999.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if after >= crate::LATEST {
+            return None;
+        }
+        // Before year 0000 the search starts there: no fire is earlier.
+        let after = after.max(crate::EARLIEST - TimeDelta::milliseconds(1));
+        self.search_after(after).filter(|at| *at <= crate::LATEST)
+    }
+
+    fn search_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let offset_now = self.offset_seconds(after);
         let offset_ahead = self.offset_seconds(after + FOLD_LOOKAHEAD);
         // When clocks are about to go back, wall-clock times shortly before "now" will come

@@ -42,9 +42,19 @@ pub async fn enqueue(runner: &Runner, request: Enqueue) -> Result<Job, RunnerErr
             "priority must be from 1 (highest) to 5, got {priority}"
         )));
     }
-    let params = request
-        .params
-        .unwrap_or_else(|| Value::Object(Default::default()));
+    let params = match request.params {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(params @ Value::Object(_)) => params,
+        Some(other) => {
+            let mut given = other.to_string();
+            if given.len() > 40 {
+                given = format!("{}…", given.chars().take(40).collect::<String>());
+            }
+            return Err(RunnerError::Value(format!(
+                "params must be a JSON object, got {given}"
+            )));
+        }
+    };
     let size = params.to_string().len() as u64;
     if size > runner.config.max_params_bytes {
         return Err(RunnerError::Value(format!(

@@ -29,13 +29,25 @@ pub async fn read(
     let job = find(runner, job_id).await?;
     // Whether more may come: the job has not ended, or its output is still being written.
     let live = !job.status.is_finished() || is_writing(runner, job_id);
+    let length = match &job.log_path {
+        Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
+        None => 0,
+    };
+    // A log only grows, and every chunk's `next_offset` lies within it: an offset past its
+    // end is the caller's mistake.
+    if offset > length {
+        return Err(RunnerError::Value(format!(
+            "offset {offset} is past the end of the log of job {job_id} ({length} bytes so far)"
+        )));
+    }
     let Some(path) = job.log_path else {
         return Ok(chunk(job_id, offset, Vec::new(), false));
     };
-    let bytes = read_range(&path, offset, limit)
-        .await
-        .map_err(|e| RunnerError::Runtime(format!("cannot read log {path}: {e}")))?;
-    let length = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+    let bytes = read_range(&path, offset, limit).await.map_err(|error| {
+        // The path is the server's business: logged, not answered.
+        tracing::error!(%error, %path, job_id, "cannot read a job's log");
+        RunnerError::Runtime(format!("cannot read the log of job {job_id}: {}", error.kind()))
+    })?;
     let end = offset + bytes.len() as u64;
     Ok(chunk(job_id, offset, bytes, !live && end >= length))
 }

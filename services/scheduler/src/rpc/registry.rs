@@ -56,6 +56,7 @@ fn entry(jobstore: &str, schedule: Schedule) -> RegistryEntry {
         trigger: to_json(&schedule.trigger),
         target: to_json(&schedule.target),
         paused: schedule.paused,
+        paused_reason: schedule.paused_reason,
         next_run_time: schedule.next_run_at,
     }
 }

@@ -8,7 +8,7 @@ use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, SchedulerError};
 use serde_json::Value;
 use triggers::TriggerSpec;
 
-use crate::app::{App, storage_error};
+use crate::app::{App, json_kind, storage_error};
 
 /// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
 const DEFAULT_NAME: &str = "execute_graph";
@@ -49,7 +49,12 @@ pub async fn add(app: &App, request: AddRequest) -> Result<GraphExecutionJobInfo
         .compile()
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
     let now = Utc::now().trunc_subsecs(0);
-    let policy = request.policy.unwrap_or_default();
+    let requested = request.policy.unwrap_or_default();
+    let policy = Policy {
+        coalesce: requested.coalesce.unwrap_or(true),
+        misfire_grace_secs: requested.misfire_grace_secs,
+    };
+    policy.validate().map_err(SchedulerError::Value)?;
     let schedule = Schedule {
         id: uuid::Uuid::new_v4().to_string(),
         name: request
@@ -64,11 +69,9 @@ pub async fn add(app: &App, request: AddRequest) -> Result<GraphExecutionJobInfo
             input_data,
             input_credentials,
         },
-        policy: Policy {
-            coalesce: policy.coalesce.unwrap_or(true),
-            misfire_grace_secs: policy.misfire_grace_secs,
-        },
+        policy,
         paused: false,
+        paused_reason: None,
         next_run_at: compiled.next_after(now),
         created_at: now,
     };
@@ -137,7 +140,7 @@ pub async fn set_paused(
         trigger.next_after(Utc::now())
     };
     store
-        .set_paused(schedule_id, paused, next_run_at)
+        .set_paused(schedule_id, paused, None, next_run_at)
         .await
         .map_err(storage_error)?;
     app.wake.notify_one();
@@ -200,6 +203,7 @@ pub fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerE
             .next_run_at
             .map(|at: DateTime<Utc>| at.with_timezone(&zone).fixed_offset()),
         timezone: zone_name,
+        paused_reason: schedule.paused_reason.clone(),
     })
 }
 
@@ -220,14 +224,7 @@ fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
         Value::Object(_) => Ok(value),
         other => Err(SchedulerError::Value(format!(
             "{field} must be a JSON object, got {}",
-            match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "an object",
-            }
+            json_kind(&other)
         ))),
     }
 }

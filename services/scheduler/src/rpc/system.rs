@@ -19,6 +19,11 @@ pub async fn execute(
     task: SystemTask,
     kwargs: Option<Value>,
 ) -> Result<Value, SchedulerError> {
+    // Wrong arguments are the caller's error, whatever the task's state: refused before
+    // anything is recorded.
+    if let Some(kwargs) = &kwargs {
+        task.check_kwargs(kwargs).map_err(SchedulerError::Value)?;
+    }
     let declared = declared(app, task)?;
     if let Some(reason) = &declared.disabled {
         return Err(SchedulerError::Runtime(format!(

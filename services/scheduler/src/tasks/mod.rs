@@ -16,7 +16,7 @@ use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, Target};
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
 
-use crate::app::Stores;
+use crate::app::{Stores, json_kind};
 use crate::config::{SystemTasksConfig, TaskDeclaration};
 
 pub use run::TaskRunner;
@@ -63,6 +63,33 @@ impl SystemTask {
         SystemTask::ALL
             .into_iter()
             .find(|task| task.as_str() == name)
+    }
+
+    /// Checks a task's keyword arguments, naming what is wrong. Only
+    /// `process_existing_batches` takes any: `{"notification_types": [...]}`.
+    pub fn check_kwargs(self, kwargs: &serde_json::Value) -> Result<(), String> {
+        if self != SystemTask::ProcessExistingBatches {
+            return Ok(());
+        }
+        match kwargs.get("notification_types") {
+            Some(types) if types.is_array() => Ok(()),
+            _ => Err(format!(
+                "process_existing_batches needs kwargs {{\"notification_types\": [...]}}, a \
+                 list of notification types; got {}",
+                describe(kwargs)
+            )),
+        }
+    }
+}
+
+/// What was given instead of `{"notification_types": [...]}`.
+fn describe(kwargs: &serde_json::Value) -> &'static str {
+    match kwargs.as_object() {
+        Some(fields) if fields.contains_key("notification_types") => {
+            "an object whose notification_types is not a list"
+        }
+        Some(_) => "an object without notification_types",
+        None => json_kind(kwargs),
     }
 }
 
@@ -163,6 +190,7 @@ async fn ensure_scheduled(
         target,
         policy: Policy::default(),
         paused: false,
+        paused_reason: None,
         next_run_at,
         created_at: now,
     };

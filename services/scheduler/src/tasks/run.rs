@@ -57,15 +57,8 @@ impl TaskRunner {
                     .await
             }
             SystemTask::ProcessExistingBatches => {
-                let types = kwargs
-                    .get("notification_types")
-                    .filter(|t| t.is_array())
-                    .ok_or_else(|| {
-                        DispatchError::Rejected(
-                            "process_existing_batches needs kwargs.notification_types, a list"
-                                .into(),
-                        )
-                    })?;
+                task.check_kwargs(kwargs).map_err(DispatchError::Rejected)?;
+                let types = &kwargs["notification_types"];
                 self.service(task, &self.notification_manager)?
                     .call(
                         "process_existing_batches",

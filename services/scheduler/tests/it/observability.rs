@@ -109,7 +109,7 @@ async fn shutdown_releases_a_dispatch_that_outlives_the_deadline() {
     let store = database.store(Jobstore::Execution);
     let due = Utc::now() - chrono::TimeDelta::seconds(1);
     store
-        .set_paused(&schedule.id, false, Some(due))
+        .set_paused(&schedule.id, false, None, Some(due))
         .await
         .unwrap();
     daemon

@@ -32,7 +32,15 @@ fn served_methods_and_the_document_match() {
     ]);
     let leader = tokio::sync::watch::channel(true).1;
     let config = scheduler::config::Config::default();
-    let app = scheduler::app::App::new(stores, leader, "memory", &config, Vec::new()).unwrap();
+    let app = scheduler::app::App::new(
+        stores,
+        leader,
+        "memory",
+        &config,
+        Vec::new(),
+        tokio::sync::watch::channel(None).1,
+    )
+    .unwrap();
     let module = scheduler::server::rpc_module(app).unwrap();
     let served: BTreeSet<String> = module
         .method_names()

@@ -50,6 +50,7 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
                 },
                 policy: Policy::default(),
                 paused: false,
+                paused_reason: None,
                 next_run_at: Some(at),
                 created_at: Utc::now(),
             }

@@ -118,6 +118,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
                 },
                 policy: Policy::default(),
                 paused: false,
+                paused_reason: None,
                 next_run_at: Some(scheduled),
                 created_at: scheduled,
             })

@@ -278,20 +278,21 @@ async fn execute_runs_a_task_now_and_records_it() {
     );
     assert_eq!(services.alerts().len(), 1, "one alert for one report");
 
-    // Bad kwargs: a clear error, recorded as a failed run.
+    // Bad kwargs: the caller's error (400 ValueError), refused before anything is recorded.
     let refused = reqwest::Client::new()
         .post(format!("{}/execute_process_existing_batches", daemon.url()))
         .json(&json!({"kwargs": {"types": "AGENT_RUN"}}))
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 500);
+    assert_eq!(refused.status(), 400);
     let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "ValueError", "{body}");
     assert!(
         body["args"][0]
             .as_str()
             .unwrap()
-            .contains("needs kwargs.notification_types"),
+            .contains("needs kwargs {\"notification_types\": [...]}"),
         "{body}"
     );
 
@@ -300,11 +301,7 @@ async fn execute_runs_a_task_now_and_records_it() {
         .await
         .unwrap();
     let statuses: Vec<_> = runs.iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses,
-        [RunStatus::Failed, RunStatus::Dispatched],
-        "newest first: {runs:?}"
-    );
+    assert_eq!(statuses, [RunStatus::Dispatched], "{runs:?}");
     let cleanup_runs = client
         .get_schedule_runs("cleanup_expired_files", "system", None)
         .await
@@ -356,7 +353,7 @@ async fn a_parked_task_schedule_is_renewed_at_the_next_start() {
     let database = jobstore::open(&url, 1).await.unwrap();
     let store = database.store(jobstore::Jobstore::Execution);
     store
-        .set_paused("report_late_executions", false, None)
+        .set_paused("report_late_executions", false, None, None)
         .await
         .unwrap();
     database.close().await;
