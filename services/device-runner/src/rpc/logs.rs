@@ -46,7 +46,10 @@ pub async fn read(
     let bytes = read_range(&path, offset, limit).await.map_err(|error| {
         // The path is the server's business: logged, not answered.
         tracing::error!(%error, %path, job_id, "cannot read a job's log");
-        RunnerError::Runtime(format!("cannot read the log of job {job_id}: {}", error.kind()))
+        RunnerError::Runtime(format!(
+            "cannot read the log of job {job_id}: {}",
+            error.kind()
+        ))
     })?;
     let end = offset + bytes.len() as u64;
     Ok(chunk(job_id, offset, bytes, !live && end >= length))

@@ -76,6 +76,10 @@ argv = ["sh", "-c", "echo resumed from ${JOB_CHECKPOINT:-nothing}; echo '::check
 max_duration = "10m"
 requeue_on_preempt = true
 
+[job_types.orphaning]
+argv = ["sh", "-c", "sleep 300 & echo child $!; while true; do echo tick; sleep 0.1; done"]
+max_duration = "10m"
+
 [job_types.missing]
 argv = ["/nonexistent/bot", "{params_json}"]
 max_duration = "1m"
@@ -227,6 +231,32 @@ impl Runner {
             assert!(
                 started.elapsed() < within,
                 "job {id} did not get there in {within:?}: {job:#?}\nrunner log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the job queued again in place of `from` (by preemption or a restart) is
+    /// pending or running, and returns it.
+    pub async fn wait_requeued(&self, from: &str, within: Duration) -> Job {
+        let started = Instant::now();
+        loop {
+            let client = self.client();
+            let rpc = client.rpc();
+            let queued = rpc.list_queue(None).await.unwrap();
+            let status = rpc.get_status().await.unwrap();
+            let running = status.devices.into_iter().filter_map(|d| d.running);
+            if let Some(job) = queued
+                .into_iter()
+                .chain(running)
+                .find(|job| job.requeued_from.as_deref() == Some(from))
+            {
+                return job;
+            }
+            assert!(
+                started.elapsed() < within,
+                "no job was queued again from {from} in {within:?}\nrunner log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;

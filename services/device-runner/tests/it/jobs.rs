@@ -222,6 +222,27 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
             "{device} {job_type}: {error}"
         );
     }
+    for params in [json!(true), json!("x"), json!([]), json!(1e308)] {
+        let error = Error::from(
+            client
+                .rpc()
+                .enqueue_job(
+                    DEVICE.into(),
+                    "quick".into(),
+                    Some(params.clone()),
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap_err(),
+        );
+        assert!(
+            matches!(&error, Error::Runner(RunnerError::Value(m)) if m.contains("params must be a JSON object")),
+            "{params}: {error}"
+        );
+    }
     let huge = json!({"blob": "x".repeat(2000)});
     let error = Error::from(
         client
@@ -342,6 +363,80 @@ async fn a_flood_of_output_is_capped_on_disk_and_the_job_still_completes() {
         !text.contains("finished"),
         "output after the cap is dropped"
     );
+}
+
+#[tokio::test]
+async fn log_offsets_past_the_end_are_value_errors_without_server_paths() {
+    let runner = Runner::start("").await;
+    let job = runner.enqueue("quick", 5).await;
+    let done = runner
+        .wait_status(&job.id, JobStatus::Completed, SOON)
+        .await;
+    let length = std::fs::metadata(done.log_path.unwrap()).unwrap().len();
+    let at_end = runner
+        .client()
+        .rpc()
+        .get_logs(job.id.clone(), Some(length), None)
+        .await
+        .unwrap();
+    assert!(at_end.data.is_empty() && at_end.eof, "{at_end:?}");
+    for offset in [length + 1, i64::MAX as u64, 1 << 63, u64::MAX] {
+        let error = Error::from(
+            runner
+                .client()
+                .rpc()
+                .get_logs(job.id.clone(), Some(offset), None)
+                .await
+                .unwrap_err(),
+        );
+        let message = error.to_string();
+        assert!(
+            matches!(&error, Error::Runner(RunnerError::Value(m)) if m.contains("past the end")),
+            "{offset}: {error}"
+        );
+        assert!(
+            !message.contains(&runner.dir.display().to_string()),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsubscribe_by_name_ends_the_subscription() {
+    use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+    use jsonrpsee::rpc_params;
+    let runner = Runner::start("").await;
+    let job = runner.enqueue("long", 5).await;
+    runner.wait_status(&job.id, JobStatus::Running, SOON).await;
+    let ws = jsonrpsee::ws_client::WsClientBuilder::default()
+        .build(format!("ws://127.0.0.1:{}", runner.port))
+        .await
+        .unwrap();
+    // A raw subscription, so its id can be unsubscribed by hand with named params.
+    let subscription: jsonrpsee::core::client::Subscription<serde_json::Value> = ws
+        .subscribe(
+            "subscribe_logs",
+            rpc_params![job.id.clone()],
+            "unsubscribe_logs_unused",
+        )
+        .await
+        .unwrap();
+    let id = match subscription.kind() {
+        jsonrpsee::core::client::SubscriptionKind::Subscription(id) => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let id = serde_json::to_value(&id).unwrap();
+    assert!(id.is_string(), "subscription ids are strings: {id}");
+    let mut named = jsonrpsee::core::params::ObjectParams::new();
+    named.insert("subscription", id.clone()).unwrap();
+    let ended: bool = ws.request("unsubscribe_logs", named).await.unwrap();
+    assert!(ended, "unsubscribed by name");
+    let again: bool = ws
+        .request("unsubscribe_logs", rpc_params![id])
+        .await
+        .unwrap();
+    assert!(!again, "the subscription is gone");
+    drop(subscription);
 }
 
 #[tokio::test]

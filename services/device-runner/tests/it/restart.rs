@@ -9,6 +9,104 @@ const SOON: Duration = Duration::from_secs(10);
 
 on_both_backends! {
     after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted => restart_after_sigkill;
+    children_left_by_a_leader_that_died_with_the_runner_are_killed_at_restart => leaderless_group;
+    a_resumable_job_stopped_by_sigterm_resumes_from_its_checkpoint_at_the_next_start => resume_after_sigterm;
+}
+
+async fn leaderless_group(backend: Backend) {
+    let Some(mut runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
+    let job = runner.enqueue("orphaning", 5).await;
+    let running = runner.wait_status(&job.id, JobStatus::Running, SOON).await;
+    let log_path = running.log_path.clone().unwrap();
+    let log = runner
+        .wait_for(&job.id, SOON, |_| {
+            std::fs::read_to_string(&log_path).is_ok_and(|text| text.contains("tick"))
+        })
+        .await;
+    let text = std::fs::read_to_string(log.log_path.unwrap()).unwrap();
+    let child: i32 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("child "))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the job printed its child's pid: {text}"));
+    let leader = running.pid.unwrap();
+
+    runner.kill_9();
+    // The leader writes into a pipe nobody reads any more and dies of SIGPIPE; its child,
+    // which writes nothing, lives on in the group.
+    wait_until(SOON, "the leader dies of SIGPIPE", || {
+        !group_members(leader).contains(&leader)
+    })
+    .await;
+    assert_eq!(
+        group_members(leader),
+        [child],
+        "the child outlives its leader"
+    );
+
+    runner.spawn().await;
+    let ended = runner
+        .wait_status(&job.id, JobStatus::Interrupted, SOON)
+        .await;
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("left in its group killed"),
+        "{ended:?}"
+    );
+    wait_until(SOON, "nothing of the group survives", || {
+        group_members(leader).is_empty()
+    })
+    .await;
+    assert!(
+        runner
+            .log()
+            .contains("carrying its JOB_ID live on in its group")
+    );
+}
+
+async fn resume_after_sigterm(backend: Backend) {
+    let Some(mut runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
+    let job = runner.enqueue("resumable", 5).await;
+    let running = runner
+        .wait_for(&job.id, SOON, |j| j.checkpoint.is_some())
+        .await;
+    assert!(runner.terminate().success(), "a clean exit on SIGTERM");
+    assert!(group_members(running.pid.unwrap()).is_empty());
+    let stopped = runner.job_offline(&job.id).await;
+    assert_eq!(stopped.status, JobStatus::Interrupted);
+    assert!(
+        stopped.error.as_deref().unwrap().contains("queued again"),
+        "{stopped:?}"
+    );
+
+    runner.spawn().await;
+    let resumed = runner.wait_requeued(&job.id, SOON).await;
+    assert_eq!(resumed.checkpoint, Some(serde_json::json!({"step": 7})));
+    let log = runner
+        .wait_for(&resumed.id, SOON, |j| j.status == JobStatus::Running)
+        .await;
+    runner
+        .wait_for(&resumed.id, SOON, |_| {
+            std::fs::read_to_string(log.log_path.as_ref().unwrap())
+                .is_ok_and(|text| text.contains("resumed from {\"step\":7}"))
+        })
+        .await;
+}
+
+/// Waits until `done` holds, failing after `within`.
+async fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn restart_after_sigkill(backend: Backend) {
@@ -38,17 +136,7 @@ async fn restart_after_sigkill(backend: Backend) {
         group_members(pgid).is_empty(),
         "the orphaned group was killed"
     );
-    let runs = runner.client().rpc().list_queue(None).await.unwrap();
-    let status = runner.client().rpc().get_status().await.unwrap();
-    let resumed = status.devices[0]
-        .running
-        .clone()
-        .or_else(|| runs.first().cloned())
-        .expect("the job was queued again");
-    assert_eq!(
-        resumed.requeued_from.as_deref(),
-        Some(resumable.id.as_str())
-    );
+    let resumed = runner.wait_requeued(&resumable.id, SOON).await;
     assert_eq!(resumed.checkpoint, Some(serde_json::json!({"step": 7})));
     let log = runner
         .wait_for(&resumed.id, SOON, |j| j.status == JobStatus::Running)

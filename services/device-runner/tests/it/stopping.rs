@@ -37,23 +37,18 @@ async fn preemption(backend: Backend) {
         .await;
 
     // requeue_on_preempt: the job comes back with its checkpoint and resumes from it.
-    let queue_or_runs = runner
+    let finished = runner
         .client()
         .rpc()
         .list_runs(None, None, None, None, None)
         .await
         .unwrap();
-    assert_eq!(queue_or_runs.len(), 2);
-    let status = runner.client().rpc().get_status().await.unwrap();
-    let resumed_id = status.devices[0]
-        .running
-        .as_ref()
-        .map(|j| j.id.clone())
-        .unwrap();
-    let resumed = runner.job(&resumed_id).await;
-    assert_eq!(resumed.requeued_from.as_deref(), Some(low.id.as_str()));
+    assert_eq!(finished.len(), 2, "the preempted run and the quick one");
+    let resumed = runner.wait_requeued(&low.id, SOON).await;
     let log = runner
-        .wait_for(&resumed_id, SOON, |job| job.checkpoint.is_some())
+        .wait_for(&resumed.id, SOON, |job| {
+            job.status == JobStatus::Running && job.checkpoint.is_some()
+        })
         .await;
     let text = std::fs::read_to_string(log.log_path.unwrap()).unwrap();
     assert!(text.contains("resumed from {\"step\":7}"), "{text}");
