@@ -108,16 +108,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped,
     ));
 
-    // A scheduler whose engine has stopped must not go on serving as if it fired: it says so
-    // on `/ready`, stops the server and exits non-zero, so a supervisor restarts it.
-    let engine_failure = tokio::select! {
-        () = shutdown_signal() => None,
-        ended = &mut engine => Some(engine_end_reason(ended)),
-    };
-    if let Some(reason) = &engine_failure {
-        tracing::error!(%reason, "the engine stopped by itself; shutting down");
-        engine_down.send_replace(Some(reason.clone()));
-    } else {
+    let engine_failure =
+        until_shutdown_or_engine_end(&mut engine, shutdown_signal(), &engine_down).await;
+    if engine_failure.is_none() {
         tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
     }
     let _ = stop.send(true);
@@ -143,6 +136,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// The engine's task, which ends with `Err(reason)` when it stops by itself.
+type EngineTask = tokio::task::JoinHandle<Result<(), String>>;
+
+/// Waits for `shutdown` or for the engine to end by itself, whichever comes first. A scheduler
+/// whose engine has stopped must not go on serving as if it fired: the reason is published to
+/// `engine_down` (so `/ready` fails) and returned, and the caller stops the server and exits
+/// non-zero, so that a supervisor restarts the process.
+async fn until_shutdown_or_engine_end(
+    engine: &mut EngineTask,
+    shutdown: impl Future<Output = ()>,
+    engine_down: &watch::Sender<Option<String>>,
+) -> Option<String> {
+    let reason = tokio::select! {
+        () = shutdown => return None,
+        ended = engine => engine_end_reason(ended),
+    };
+    tracing::error!(%reason, "the engine stopped by itself; shutting down");
+    engine_down.send_replace(Some(reason.clone()));
+    Some(reason)
 }
 
 /// Why the engine task ended when nobody asked it to.
@@ -181,5 +195,40 @@ async fn shutdown_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_engine_that_panics_is_published_and_reported() {
+        let (down, watching) = watch::channel(None);
+        let mut engine: EngineTask = tokio::spawn(async { panic!("claim loop broke") });
+        let reason = until_shutdown_or_engine_end(&mut engine, std::future::pending(), &down).await;
+        let reason = reason.expect("the engine's end is reported");
+        assert!(reason.contains("panicked: claim loop broke"), "{reason}");
+        assert_eq!(watching.borrow().as_deref(), Some(reason.as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_returns_by_itself_is_a_failure_too() {
+        let (down, watching) = watch::channel(None);
+        let mut engine: EngineTask =
+            tokio::spawn(async { Err("its outcome recorder ended".into()) });
+        let reason = until_shutdown_or_engine_end(&mut engine, std::future::pending(), &down).await;
+        assert_eq!(reason.as_deref(), Some("its outcome recorder ended"));
+        assert!(watching.borrow().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_requested_shutdown_is_not_a_failure() {
+        let (down, watching) = watch::channel(None);
+        let mut engine: EngineTask = tokio::spawn(std::future::pending());
+        let reason = until_shutdown_or_engine_end(&mut engine, async {}, &down).await;
+        assert_eq!(reason, None);
+        assert!(watching.borrow().is_none());
+        engine.abort();
     }
 }

@@ -108,13 +108,18 @@ async fn due_schedules_reach_the_execution_service_on_time() {
             .delete_graph_execution_schedule(&schedule.id, "u1")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = stub.calls().len();
+        let deleted_at = Utc::now();
+        // An occurrence claimed before the delete may still be delivered, however late; none
+        // scheduled after it may.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(
-            stub.calls().len(),
-            before,
-            "a deleted schedule stops firing"
+        let after_delete: Vec<_> = stub
+            .calls()
+            .into_iter()
+            .filter(|c| c.scheduled_time() > deleted_at)
+            .collect();
+        assert!(
+            after_delete.is_empty(),
+            "a deleted schedule stops firing: {after_delete:?}"
         );
     })
     .await;
@@ -196,7 +201,7 @@ async fn paused_schedules_do_not_fire_until_resumed() {
     let during_pause = stub
         .calls()
         .into_iter()
-        .filter(|c| c.received_at > paused_at + TimeDelta::milliseconds(200))
+        .filter(|c| c.scheduled_time() > paused_at)
         .count();
     assert_eq!(during_pause, 0, "no fire while paused");
     client

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod compat;
 mod firing;
+mod hardening;
 mod helpers;
 mod observability;
 mod openrpc;

@@ -28,21 +28,28 @@ async fn metrics_and_logs_describe_each_dispatch() {
         .unwrap();
     let calls = stub.wait_for(3, Duration::from_secs(15)).await;
     assert!(calls.len() >= 3, "{}", daemon.log_text());
-    // The outcome is recorded just after the call: give the last one a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let scrape = reqwest::get(format!("{}/metrics", daemon.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dispatched = sample(
-        &scrape,
-        r#"scheduler_occurrences_total{jobstore="execution",status="dispatched"}"#,
-    )
-    .unwrap_or_else(|| panic!("no dispatched counter in:\n{scrape}"));
-    assert!(dispatched >= 3.0, "{scrape}");
+    // A dispatch is counted once its answer is back, just after the stub saw the call.
+    let dispatched_series =
+        r#"scheduler_occurrences_total{jobstore="execution",status="dispatched"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (scrape, dispatched) = loop {
+        let scrape = reqwest::get(format!("{}/metrics", daemon.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dispatched = sample(&scrape, dispatched_series).unwrap_or(0.0);
+        if dispatched >= 3.0 {
+            break (scrape, dispatched);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 3 dispatches counted:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let claimed = sample(
         &scrape,
         r#"scheduler_claims_total{jobstore="execution",kind="due"}"#,

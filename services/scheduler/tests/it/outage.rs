@@ -82,8 +82,6 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
         .wait_for(calls_during + 6, Duration::from_secs(20))
         .await;
     assert!(resumed.len() >= calls_during + 6, "{}", daemon.log_text());
-    // Let the last outcomes be recorded.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = stub.calls();
 
     // No occurrence reached the executor twice.
@@ -98,22 +96,36 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
     // missed during the outage are folded into one coalesced row (the default misfire policy),
     // and nothing is left pending but possibly the newest occurrence.
     for id in &ids {
-        let runs = client
-            .get_schedule_runs(id, "u1", Some(1000))
-            .await
-            .unwrap();
-        let recorded: HashSet<&str> = runs
-            .iter()
-            .filter(|r| r.status == RunStatus::Dispatched)
-            .map(|r| r.idempotency_key.as_str())
-            .collect();
-        for call in calls
+        let delivered: Vec<&str> = calls
             .iter()
             .filter(|c| c.params["schedule_id"] == id.as_str())
-        {
-            let key = call.params["idempotency_key"].as_str().unwrap();
-            assert!(recorded.contains(key), "{key} dispatched but not recorded");
-        }
+            .map(|c| c.params["idempotency_key"].as_str().unwrap())
+            .collect();
+        // An outcome is recorded just after its call was answered: wait for the last ones.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let runs = loop {
+            let runs = client
+                .get_schedule_runs(id, "u1", Some(1000))
+                .await
+                .unwrap();
+            let recorded: HashSet<&str> = runs
+                .iter()
+                .filter(|r| r.status == RunStatus::Dispatched)
+                .map(|r| r.idempotency_key.as_str())
+                .collect();
+            let missing: Vec<&&str> = delivered
+                .iter()
+                .filter(|key| !recorded.contains(**key))
+                .collect();
+            if missing.is_empty() {
+                break runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dispatched but not recorded: {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert!(
             runs.iter().any(|r| r.status == RunStatus::Coalesced),
             "missed seconds are coalesced: {runs:?}"

@@ -65,6 +65,12 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
     // Kill one replica in the middle of the firing.
     let midway = first + TimeDelta::seconds(3);
     tokio::time::sleep((midway - Utc::now()).to_std().unwrap_or_default()).await;
+    // On a busy machine the replicas may start late: make sure the firing has begun.
+    let started = Instant::now();
+    while stub.attempts() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let in_flight_before = stub.attempts();
     replicas[1].kill9();
     assert!(
