@@ -5,6 +5,8 @@
 //! created when missing) and drop it when done, so runs can overlap. When the server cannot be
 //! reached the tests fail under `CI=true`; elsewhere they say so and return early.
 
+pub mod hostile;
+
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;

@@ -11,8 +11,8 @@ pub mod rpc;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
 pub mod supervisor;
-pub mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,10 +20,10 @@ use tower::ServiceExt;
 
 use crate::rpc::RpcHandler;
 use crate::runner::Runner;
-use crate::unsubscribe::NamedUnsubscribeLayer;
+use crate::subscriptions::{OverHttp, SubscriptionCallsLayer};
 
 type RpcService = jsonrpsee::server::TowerService<
-    tower::layer::util::Stack<NamedUnsubscribeLayer, tower::layer::util::Identity>,
+    tower::layer::util::Stack<SubscriptionCallsLayer, tower::layer::util::Identity>,
     tower::layer::util::Identity,
 >;
 
@@ -52,7 +52,7 @@ pub async fn serve(
         .build();
     let builder: TowerServiceBuilder<_, _> = Server::builder()
         .set_config(config)
-        .set_rpc_middleware(RpcServiceBuilder::new().layer(NamedUnsubscribeLayer))
+        .set_rpc_middleware(RpcServiceBuilder::new().layer(SubscriptionCallsLayer))
         .to_service_builder();
     let rpc_service: RpcService = builder.build(module, stop_handle);
     let router = Router::new()
@@ -68,7 +68,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn json_rpc(State(service): State<RpcService>, request: Request) -> Response {
+async fn json_rpc(State(service): State<RpcService>, mut request: Request) -> Response {
+    // A WebSocket upgrade is a GET; a POST is a plain HTTP call, which cannot subscribe.
+    if request.method() == axum::http::Method::POST {
+        request.extensions_mut().insert(OverHttp);
+    }
     match service.oneshot(request).await {
         Ok(response) => response.map(axum::body::Body::new),
         Err(error) => {

@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 
 mod devices;
 mod helpers;
+mod hostile;
 mod jobs;
 mod openrpc;
 mod restart;

@@ -7,6 +7,7 @@ mod compat;
 mod firing;
 mod hardening;
 mod helpers;
+mod hostile;
 mod observability;
 mod openrpc;
 mod outage;

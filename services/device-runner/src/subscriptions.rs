@@ -1,36 +1,49 @@
-//! `unsubscribe_logs` by name. jsonrpsee reads an unsubscribe call's subscription id by
-//! position only, so `{"subscription": id}`, as the API documents it, would answer `false` and
-//! leave the subscription running. This RPC middleware turns that one named form into the
-//! positional one before jsonrpsee sees it, over HTTP and WebSocket alike.
+//! Subscriptions at the JSON-RPC layer, in an RPC middleware in front of jsonrpsee's own:
+//!
+//! - `unsubscribe_logs` by name: jsonrpsee reads an unsubscribe call's subscription id by
+//!   position only, so `{"subscription": id}`, as the API documents it, would answer `false`
+//!   and leave the subscription running; the named form is turned into the positional one.
+//! - Subscription methods over plain HTTP, where they cannot work: jsonrpsee would answer
+//!   "Internal error"; they are refused with -32601 saying to use WebSocket.
 
 use std::borrow::Cow;
 
-use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
-use jsonrpsee::types::Request;
+use futures::future::Either;
+use jsonrpsee::MethodResponse;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
+use jsonrpsee::types::{ErrorObject, Request};
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value};
 
 /// The unsubscribe method whose named form is accepted.
 const UNSUBSCRIBE: &str = "unsubscribe_logs";
+/// The methods served over WebSocket only.
+const WEBSOCKET_ONLY: [&str; 2] = ["subscribe_logs", UNSUBSCRIBE];
+/// JSON-RPC's "method not found or not available".
+const NOT_AVAILABLE: i32 = -32601;
 
-/// The layer that adds [`NamedUnsubscribe`] to the RPC service.
+/// Marks a call that came over plain HTTP (set by the HTTP handler on the request).
+#[derive(Debug, Clone, Copy)]
+pub struct OverHttp;
+
+/// The layer that adds [`SubscriptionCalls`] to the RPC service.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NamedUnsubscribeLayer;
+pub struct SubscriptionCallsLayer;
 
-impl<S> tower::Layer<S> for NamedUnsubscribeLayer {
-    type Service = NamedUnsubscribe<S>;
+impl<S> tower::Layer<S> for SubscriptionCallsLayer {
+    type Service = SubscriptionCalls<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NamedUnsubscribe(inner)
+        SubscriptionCalls(inner)
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct NamedUnsubscribe<S>(S);
+pub struct SubscriptionCalls<S>(S);
 
-impl<S> RpcServiceT for NamedUnsubscribe<S>
+impl<S> RpcServiceT for SubscriptionCalls<S>
 where
-    S: RpcServiceT + Send + Sync + Clone + 'static,
+    S: RpcServiceT<MethodResponse = MethodResponse> + Send + Sync + Clone + 'static,
 {
     type MethodResponse = S::MethodResponse;
     type NotificationResponse = S::NotificationResponse;
@@ -40,8 +53,11 @@ where
         &self,
         mut request: Request<'a>,
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        if let Some(error) = websocket_only(&request) {
+            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+        }
         by_position(&mut request);
-        self.0.call(request)
+        Either::Right(self.0.call(request))
     }
 
     fn batch<'a>(
@@ -49,8 +65,12 @@ where
         mut batch: Batch<'a>,
     ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
         for entry in batch.iter_mut() {
-            if let Ok(BatchEntry::Call(request)) = entry {
-                by_position(request);
+            let Ok(BatchEntry::Call(request)) = entry else {
+                continue;
+            };
+            match websocket_only(request) {
+                Some(error) => *entry = Err(BatchEntryErr::new(request.id.clone(), error)),
+                None => by_position(request),
             }
         }
         self.0.batch(batch)
@@ -62,6 +82,18 @@ where
     ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         self.0.notification(notification)
     }
+}
+
+/// The refusal of a subscription method called over plain HTTP.
+fn websocket_only(request: &Request<'_>) -> Option<ErrorObject<'static>> {
+    let over_http = request.extensions().get::<OverHttp>().is_some();
+    (over_http && WEBSOCKET_ONLY.contains(&request.method.as_ref())).then(|| {
+        let message = format!(
+            "{} is served over WebSocket only: connect to ws://<host>:<port>/",
+            request.method
+        );
+        ErrorObject::owned(NOT_AVAILABLE, message, None::<()>)
+    })
 }
 
 /// `{"subscription": id}` becomes `[id]` for the unsubscribe method; anything else is left.
