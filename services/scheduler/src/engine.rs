@@ -25,9 +25,9 @@ type InFlight = Arc<Mutex<HashMap<RunKey, Jobstore>>>;
 
 /// The longest the release of unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How soon the engine looks again when due work is there but none of it could be claimed
-/// (another replica's claim holds its rows): soon, but without spinning.
-const RECHECK_DELAY: Duration = Duration::from_millis(100);
+/// How soon the engine looks again when due work is there but it claimed nothing (another
+/// replica's claim, or a stuck transaction, holds the rows): soon, but without spinning.
+const RECHECK_DELAY: Duration = Duration::from_millis(25);
 
 pub struct Engine {
     stores: Stores,
@@ -138,11 +138,11 @@ impl Engine {
                         tracing::info!("engine pass succeeded again; firing resumed");
                     }
                     failures = 0;
-                    let sleep = self.sleep_until(pass.next_wakeup);
-                    if pass.taken == 0 && sleep.is_zero() {
+                    let due_now = pass.next_wakeup.is_some_and(|at| at <= Utc::now());
+                    if pass.taken == 0 && due_now {
                         RECHECK_DELAY
                     } else {
-                        sleep
+                        self.sleep_until(pass.next_wakeup)
                     }
                 }
                 Err(error) => {
@@ -366,14 +366,9 @@ async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunO
     let reason = format!("dispatching it failed unexpectedly: {panic}");
     tracing::error!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "dispatch panicked; the schedule is parked");
     if let Some(store) = stores.get(run.jobstore) {
-        match store
-            .set_paused(&run.schedule_id, true, Some(&reason), None)
-            .await
-        {
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule")
-            }
+        let parked = store.set_paused(&run.schedule_id, true, Some(&reason), None);
+        if let Err(error) = parked.await {
+            tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule");
         }
     }
     RunOutcome {
@@ -517,4 +512,50 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobstore::{MemoryStore, Policy, Schedule, Target};
+    use triggers::TriggerSpec;
+
+    #[tokio::test]
+    async fn a_panicked_dispatch_fails_its_run_and_parks_its_schedule() {
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(Jobstore::Execution));
+        let now = Utc::now();
+        let target = Target::SystemTask {
+            task: "t".into(),
+            kwargs: serde_json::Value::Null,
+        };
+        let schedule = Schedule {
+            id: "s".into(),
+            name: "s".into(),
+            owner: "u".into(),
+            trigger: TriggerSpec::Cron {
+                expression: "* * * * *".into(),
+                timezone: "UTC".into(),
+            },
+            target: target.clone(),
+            policy: Policy::default(),
+            paused: false,
+            paused_reason: None,
+            next_run_at: Some(now),
+            created_at: now,
+        };
+        store.insert(&schedule).await.unwrap();
+        let stores = Stores::new([store.clone()]);
+        let run = store
+            .claim_due(now, 10, TimeDelta::seconds(30))
+            .await
+            .unwrap()
+            .remove(0);
+        let outcome = park_after_panic(&stores, &run, "index out of bounds").await;
+        assert_eq!(outcome.status, RunStatus::Failed);
+        let detail = outcome.detail.unwrap();
+        assert!(detail.contains("index out of bounds"), "{detail}");
+        let parked = store.get("s").await.unwrap().unwrap();
+        assert!(parked.paused && parked.next_run_at.is_none());
+        assert_eq!(parked.paused_reason.as_deref(), Some(detail.as_str()));
+    }
 }
