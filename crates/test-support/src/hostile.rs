@@ -155,8 +155,20 @@ pub struct Failure {
     pub answer: String,
 }
 
+/// Sends every probe (see [`send`]) and panics with a report of the failures, if any.
+pub async fn assert_all_answered(url: &str, probes: &[Probe], routes: bool) {
+    let failures = send(url, probes, routes).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes failed:\n{}",
+        failures.len(),
+        probes.len(),
+        report(&failures)
+    );
+}
+
 /// The failures, one line each (at most 60), for an assertion message.
-pub fn report(failures: &[Failure]) -> String {
+fn report(failures: &[Failure]) -> String {
     let mut lines: Vec<String> = failures
         .iter()
         .take(60)

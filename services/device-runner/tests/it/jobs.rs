@@ -176,20 +176,30 @@ async fn the_job_environment_and_argv_carry_the_job() {
 async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
     let runner = Runner::start("max_params_bytes = 1024").await;
     let client = runner.client();
+    let not_an_object = "params must be a JSON object";
     let cases = [
-        ("NOPE", "quick", None, None, "unknown device 'NOPE'"),
-        (DEVICE, "dance", None, None, "unknown job type 'dance'"),
+        ("NOPE", "quick", None, None, None, "unknown device 'NOPE'"),
+        (
+            DEVICE,
+            "dance",
+            None,
+            None,
+            None,
+            "unknown job type 'dance'",
+        ),
         (
             DEVICE,
             "quick",
+            None,
             Some(9),
             None,
             "priority must be from 1 (highest) to 5, got 9",
         ),
-        (DEVICE, "quick", Some(0), None, "priority must be"),
+        (DEVICE, "quick", None, Some(0), None, "priority must be"),
         (
             DEVICE,
             "quick",
+            None,
             None,
             Some(json!("soon")),
             "max_duration must be",
@@ -198,17 +208,44 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
             DEVICE,
             "quick",
             None,
+            None,
             Some(json!(-3)),
             "max_duration must be",
         ),
+        (
+            DEVICE,
+            "quick",
+            Some(json!(true)),
+            None,
+            None,
+            not_an_object,
+        ),
+        (DEVICE, "quick", Some(json!("x")), None, None, not_an_object),
+        (DEVICE, "quick", Some(json!([])), None, None, not_an_object),
+        (
+            DEVICE,
+            "quick",
+            Some(json!(1e308)),
+            None,
+            None,
+            not_an_object,
+        ),
+        (
+            DEVICE,
+            "quick",
+            Some(json!({"blob": "x".repeat(2000)})),
+            None,
+            None,
+            "the limit is 1024",
+        ),
     ];
-    for (device, job_type, priority, duration, expected) in cases {
+    for (device, job_type, params, priority, duration, expected) in cases {
         let error = client
             .rpc()
             .enqueue_job(
                 device.into(),
                 job_type.into(),
-                None,
+                params.clone(),
                 priority,
                 duration,
                 None,
@@ -219,47 +256,9 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
         let error = Error::from(error);
         assert!(
             matches!(&error, Error::Runner(RunnerError::Value(message)) if message.contains(expected)),
-            "{device} {job_type}: {error}"
+            "{device} {job_type} {params:?}: {error}"
         );
     }
-    for params in [json!(true), json!("x"), json!([]), json!(1e308)] {
-        let error = Error::from(
-            client
-                .rpc()
-                .enqueue_job(
-                    DEVICE.into(),
-                    "quick".into(),
-                    Some(params.clone()),
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-                .await
-                .unwrap_err(),
-        );
-        assert!(
-            matches!(&error, Error::Runner(RunnerError::Value(m)) if m.contains("params must be a JSON object")),
-            "{params}: {error}"
-        );
-    }
-    let huge = json!({"blob": "x".repeat(2000)});
-    let error = Error::from(
-        client
-            .rpc()
-            .enqueue_job(
-                DEVICE.into(),
-                "quick".into(),
-                Some(huge),
-                None,
-                None,
-                None,
-                None,
-            )
-            .await
-            .unwrap_err(),
-    );
-    assert!(error.to_string().contains("the limit is 1024"), "{error}");
     let error = Error::from(client.rpc().get_run("nope".into()).await.unwrap_err());
     assert!(
         matches!(error, Error::Runner(RunnerError::NotFound(_))),

@@ -1,7 +1,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use device_runner_client::{DeviceRunnerApiClient, JobStatus};
+use device_runner_client::{DeviceRunnerApiClient, Job, JobStatus};
 
 use crate::helpers::{Backend, Runner, TestDb, group_members};
 
@@ -46,18 +46,7 @@ async fn leaderless_group(backend: Backend) {
         "the child outlives its leader"
     );
 
-    runner.spawn().await;
-    let ended = runner
-        .wait_status(&job.id, JobStatus::Interrupted, SOON)
-        .await;
-    assert!(
-        ended
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("left in its group killed"),
-        "{ended:?}"
-    );
+    restart_and_wait_interrupted(&mut runner, &job.id, "left in its group killed").await;
     wait_until(SOON, "nothing of the group survives", || {
         group_members(leader).is_empty()
     })
@@ -87,7 +76,25 @@ async fn resume_after_sigterm(backend: Backend) {
     );
 
     runner.spawn().await;
-    let resumed = runner.wait_requeued(&job.id, SOON).await;
+    wait_resumed_from_its_checkpoint(&runner, &job.id).await;
+}
+
+/// Starts the runner again and waits until the job `id` is recorded `interrupted` with a reason
+/// that contains `reason`.
+async fn restart_and_wait_interrupted(runner: &mut Runner, id: &str, reason: &str) -> Job {
+    runner.spawn().await;
+    let ended = runner.wait_status(id, JobStatus::Interrupted, SOON).await;
+    assert!(
+        ended.error.as_deref().unwrap_or_default().contains(reason),
+        "{ended:?}"
+    );
+    ended
+}
+
+/// Waits until the job queued again in place of `from` runs from the `resumable` type's
+/// checkpoint, `{"step": 7}`.
+async fn wait_resumed_from_its_checkpoint(runner: &Runner, from: &str) -> Job {
+    let resumed = runner.wait_requeued(from, SOON).await;
     assert_eq!(resumed.checkpoint, Some(serde_json::json!({"step": 7})));
     let log = runner
         .wait_for(&resumed.id, SOON, |j| j.status == JobStatus::Running)
@@ -98,6 +105,7 @@ async fn resume_after_sigterm(backend: Backend) {
                 .is_ok_and(|text| text.contains("resumed from {\"step\":7}"))
         })
         .await;
+    resumed
 }
 
 /// Waits until `done` holds, failing after `within`.
@@ -124,29 +132,12 @@ async fn restart_after_sigkill(backend: Backend) {
         "the job outlives a SIGKILLed runner"
     );
 
-    runner.spawn().await;
-    let old = runner
-        .wait_status(&resumable.id, JobStatus::Interrupted, SOON)
-        .await;
-    assert!(
-        old.error.as_deref().unwrap().contains("orphan process"),
-        "{old:?}"
-    );
+    restart_and_wait_interrupted(&mut runner, &resumable.id, "orphan process").await;
     assert!(
         group_members(pgid).is_empty(),
         "the orphaned group was killed"
     );
-    let resumed = runner.wait_requeued(&resumable.id, SOON).await;
-    assert_eq!(resumed.checkpoint, Some(serde_json::json!({"step": 7})));
-    let log = runner
-        .wait_for(&resumed.id, SOON, |j| j.status == JobStatus::Running)
-        .await;
-    runner
-        .wait_for(&resumed.id, SOON, |_| {
-            std::fs::read_to_string(log.log_path.as_ref().unwrap())
-                .is_ok_and(|text| text.contains("resumed from {\"step\":7}"))
-        })
-        .await;
+    let resumed = wait_resumed_from_its_checkpoint(&runner, &resumable.id).await;
 
     // A type that does not requeue is recorded as interrupted and stays so.
     runner
@@ -160,14 +151,7 @@ async fn restart_after_sigkill(backend: Backend) {
         .wait_status(&plain.id, JobStatus::Running, SOON)
         .await;
     runner.kill_9();
-    runner.spawn().await;
-    let ended = runner
-        .wait_status(&plain.id, JobStatus::Interrupted, SOON)
-        .await;
-    assert!(
-        ended.error.as_deref().unwrap().contains("restarted"),
-        "{ended:?}"
-    );
+    restart_and_wait_interrupted(&mut runner, &plain.id, "restarted").await;
     assert!(group_members(plain_running.pid.unwrap()).is_empty());
     assert!(
         runner
@@ -196,18 +180,7 @@ async fn a_recorded_pid_now_used_by_another_process_is_never_signalled() {
     let stranger_pid = stranger.id() as i32;
     runner.point_job_at(&job.id, stranger_pid).await;
 
-    runner.spawn().await;
-    let ended = runner
-        .wait_status(&job.id, JobStatus::Interrupted, SOON)
-        .await;
-    assert!(
-        ended
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("no longer running"),
-        "{ended:?}"
-    );
+    restart_and_wait_interrupted(&mut runner, &job.id, "no longer running").await;
     assert!(
         stranger.try_wait().unwrap().is_none(),
         "the stranger was left alone"

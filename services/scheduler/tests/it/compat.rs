@@ -2,18 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Daemon, TestDb};
+use crate::helpers::{Backend, Daemon, TestDb, post_text};
 
 async fn post(daemon: &Daemon, path: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", daemon.url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let (status, text) = post_text(daemon, path, body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use triggers::TriggerSpec;
 
 use crate::helpers::{
     Answer, Backend, Daemon, StubExecutor, StubService, TestDb, graph_schedule, on_each_backend,
+    post_text,
 };
 
 const SOON: Duration = Duration::from_secs(20);
@@ -212,15 +213,7 @@ async fn http_status(daemon: &Daemon, path: &str) -> u16 {
 }
 
 async fn rpc(daemon: &Daemon, body: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(daemon.url())
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    post_text(daemon, "/", body).await
 }
 
 #[tokio::test]

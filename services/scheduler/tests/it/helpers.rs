@@ -213,6 +213,19 @@ impl Drop for Daemon {
     }
 }
 
+/// POSTs `body` as JSON to `path` on the daemon; the status and the body as text.
+pub async fn post_text(daemon: &Daemon, path: &str, body: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", daemon.url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 /// A graph schedule with the given cron, owned by `user`.
 pub fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSchedule {
     NewGraphSchedule {
