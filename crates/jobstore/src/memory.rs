@@ -254,10 +254,10 @@ impl JobStore for MemoryStore {
         Ok(self.state.lock().await.insert_run(run))
     }
 
-    async fn release_runs(
+    async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],
-        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
         for key in runs {
@@ -266,7 +266,7 @@ impl JobStore for MemoryStore {
                 .get_mut(key)
                 .filter(|r| r.status == RunStatus::Pending)
             {
-                run.lease_until = Some(now);
+                run.lease_until = Some(until);
             }
         }
         Ok(())

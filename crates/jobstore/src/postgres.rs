@@ -391,10 +391,10 @@ impl JobStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_runs(
+    async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],
-        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if runs.is_empty() {
             return Ok(());
@@ -407,7 +407,7 @@ impl JobStore for PostgresStore {
         )
         .bind(runs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|(_, at)| *at).collect::<Vec<_>>())
-        .bind(now)
+        .bind(until)
         .execute(&self.pool)
         .await?;
         Ok(())

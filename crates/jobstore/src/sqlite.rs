@@ -356,10 +356,10 @@ impl JobStore for SqliteStore {
         insert_run_in(&mut conn, run).await
     }
 
-    async fn release_runs(
+    async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],
-        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if runs.is_empty() {
             return Ok(());
@@ -372,7 +372,7 @@ impl JobStore for SqliteStore {
             )
             .bind(schedule_id)
             .bind(millis(*scheduled_time))
-            .bind(millis(now))
+            .bind(millis(until))
             .execute(&mut *tx)
             .await?;
         }

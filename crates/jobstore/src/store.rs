@@ -92,12 +92,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// nothing, when the occurrence is already in the ledger.
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError>;
 
-    /// Ends the lease of pending runs this process gives up (at shutdown), so that another
-    /// process takes them over at once instead of when the lease would have expired.
-    async fn release_runs(
+    /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
+    /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
+    /// shutdown), so that another process takes them over at once.
+    async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],
-        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
     /// A schedule's ledger rows, newest scheduled time first.

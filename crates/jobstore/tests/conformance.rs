@@ -551,7 +551,7 @@ async fn released_runs_are_reclaimed_at_once(store: Arc<dyn JobStore>) {
         "leased"
     );
     store
-        .release_runs(
+        .set_leases(
             &[("a".to_string(), now), ("unknown".to_string(), now)],
             soon,
         )
@@ -560,6 +560,55 @@ async fn released_runs_are_reclaimed_at_once(store: Arc<dyn JobStore>) {
     let reclaimed = store.reclaim_expired(soon, 10, LEASE).await.unwrap();
     assert_eq!(reclaimed.len(), 1, "released runs are taken over at once");
     assert_eq!(reclaimed[0].lease_until, Some(soon + LEASE));
+}
+
+async fn renewed_leases_keep_runs_from_being_taken_over(store: Arc<dyn JobStore>) {
+    store
+        .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    let now = at("2026-01-01T10:00:00Z");
+    assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap().len(), 1);
+    // Still dispatching when the first lease would end: renewed for another lease.
+    let later = now + LEASE - TimeDelta::seconds(5);
+    store
+        .set_leases(&[("a".to_string(), now)], later + LEASE)
+        .await
+        .unwrap();
+    let past_first_lease = now + LEASE + TimeDelta::seconds(1);
+    assert!(
+        store
+            .reclaim_expired(past_first_lease, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed lease is not taken over"
+    );
+    assert_eq!(store.next_wakeup().await.unwrap(), Some(later + LEASE));
+    let reclaimed = store
+        .reclaim_expired(later + LEASE, 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.len(), 1, "taken over once the renewed lease ends");
+    // A finished run is not pending any more: a late renewal leaves it alone.
+    store
+        .finish_runs(&[RunOutcome {
+            schedule_id: "a".into(),
+            scheduled_time: now,
+            status: RunStatus::Dispatched,
+            detail: None,
+            attempts: 1,
+            finished_at: later,
+        }])
+        .await
+        .unwrap();
+    store
+        .set_leases(&[("a".to_string(), now)], later + LEASE * 3)
+        .await
+        .unwrap();
+    let run = store.runs("a", 1).await.unwrap().remove(0);
+    assert_eq!(run.status, RunStatus::Dispatched);
+    assert_eq!(run.lease_until, None);
 }
 
 async fn runs_are_listed_newest_first_up_to_the_limit(store: Arc<dyn JobStore>) {
@@ -720,6 +769,7 @@ conformance!(
     runs_are_listed_newest_first_up_to_the_limit,
     hand_started_runs_are_recorded_once,
     released_runs_are_reclaimed_at_once,
+    renewed_leases_keep_runs_from_being_taken_over,
     concurrent_claims_take_each_occurrence_once,
     sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
 );

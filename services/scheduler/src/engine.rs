@@ -82,6 +82,12 @@ impl Engine {
             outcome_rx,
             in_flight.clone(),
         ));
+        let renewer = tokio::spawn(renew_leases(
+            self.stores.clone(),
+            in_flight.clone(),
+            lease,
+            self.config.lease / 3,
+        ));
         let mut dispatches = JoinSet::new();
         let mut dispatcher = Dispatcher {
             stores: self.stores.clone(),
@@ -189,6 +195,7 @@ impl Engine {
             tracing::warn!("shutdown deadline reached before every outcome was recorded");
             recorder.abort();
         }
+        renewer.abort();
         release_unfinished(&self.stores, &in_flight).await;
         match stopped_by_itself {
             None => Ok(()),
@@ -443,7 +450,7 @@ async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
     let now = Utc::now();
     for (store, keys) in per_store(stores, left) {
         let jobstore = store.jobstore();
-        match tokio::time::timeout(RELEASE_TIMEOUT, store.release_runs(&keys, now)).await {
+        match tokio::time::timeout(RELEASE_TIMEOUT, store.set_leases(&keys, now)).await {
             Ok(Ok(())) => tracing::warn!(
                 jobstore = jobstore.as_str(),
                 runs = keys.len(),
@@ -456,6 +463,32 @@ async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
                 runs = keys.len(),
                 "releasing unfinished runs timed out; they are taken over when their leases expire"
             ),
+        }
+    }
+}
+
+/// Renews, every `every`, the leases of the runs this process has claimed and not yet
+/// recorded (waiting for a dispatch slot, or dispatching), so that no other replica takes over
+/// a run whose claimer is alive and busy. Only the runs of a process that died, or that lost
+/// the database, are taken over.
+async fn renew_leases(stores: Stores, in_flight: InFlight, lease: TimeDelta, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let held: Vec<(Jobstore, RunKey)> = lock(&in_flight)
+            .iter()
+            .map(|(key, jobstore)| (*jobstore, key.clone()))
+            .collect();
+        let until = Utc::now() + lease;
+        for (store, keys) in per_store(&stores, held) {
+            let started = Instant::now();
+            let renewed = store.set_leases(&keys, until).await;
+            telemetry::store_operation("set_leases", started.elapsed());
+            if let Err(error) = renewed {
+                tracing::warn!(%error, runs = keys.len(), "renewing the leases of runs in flight failed; another replica may take them over");
+            }
         }
     }
 }

@@ -45,13 +45,18 @@ async fn preemption(backend: Backend) {
         .unwrap();
     assert_eq!(finished.len(), 2, "the preempted run and the quick one");
     let resumed = runner.wait_requeued(&low.id, SOON).await;
-    let log = runner
-        .wait_for(&resumed.id, SOON, |job| {
-            job.status == JobStatus::Running && job.checkpoint.is_some()
+    assert_eq!(resumed.checkpoint, Some(serde_json::json!({"step": 7})));
+    // The requeued job carries the checkpoint from the start; wait for it to run and say so.
+    let running = runner
+        .wait_status(&resumed.id, JobStatus::Running, SOON)
+        .await;
+    let log_path = running.log_path.unwrap();
+    runner
+        .wait_for(&resumed.id, SOON, |_| {
+            std::fs::read_to_string(&log_path)
+                .is_ok_and(|text| text.contains("resumed from {\"step\":7}"))
         })
         .await;
-    let text = std::fs::read_to_string(log.log_path.unwrap()).unwrap();
-    assert!(text.contains("resumed from {\"step\":7}"), "{text}");
 }
 
 #[tokio::test]
