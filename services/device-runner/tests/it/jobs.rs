@@ -412,7 +412,7 @@ async fn unsubscribe_by_name_ends_the_subscription() {
         .await
         .unwrap();
     // A raw subscription, so its id can be unsubscribed by hand with named params.
-    let subscription: jsonrpsee::core::client::Subscription<serde_json::Value> = ws
+    let mut subscription: jsonrpsee::core::client::Subscription<serde_json::Value> = ws
         .subscribe(
             "subscribe_logs",
             rpc_params![job.id.clone()],
@@ -420,6 +420,13 @@ async fn unsubscribe_by_name_ends_the_subscription() {
         )
         .await
         .unwrap();
+    // jsonrpsee answers a subscribe before it registers the subscription; once a chunk has
+    // come, it is registered for sure.
+    let first = tokio::time::timeout(SOON, subscription.next())
+        .await
+        .expect("the first chunk within 10 s")
+        .expect("the subscription is open");
+    assert!(first.is_ok(), "{first:?}");
     let id = match subscription.kind() {
         jsonrpsee::core::client::SubscriptionKind::Subscription(id) => id.clone(),
         other => panic!("{other:?}"),
