@@ -90,7 +90,7 @@ impl Engine {
         ));
         let mut dispatches = JoinSet::new();
         let mut dispatcher = Dispatcher {
-            stores: self.stores.clone(),
+            stores: Arc::new(self.stores.clone()),
             targets: self.targets.clone(),
             permits,
             in_flight: in_flight.clone(),
@@ -144,8 +144,7 @@ impl Engine {
                         tracing::info!("engine pass succeeded again; firing resumed");
                     }
                     failures = 0;
-                    let due_now = pass.next_wakeup.is_some_and(|at| at <= Utc::now());
-                    if pass.taken == 0 && due_now {
+                    if pass.stalled {
                         RECHECK_DELAY
                     } else {
                         self.sleep_until(pass.next_wakeup)
@@ -240,7 +239,8 @@ impl Engine {
         }
         Ok(Pass {
             next_wakeup: next,
-            taken,
+            // Work was due when the claims looked, yet they took nothing.
+            stalled: taken == 0 && next.is_some_and(|at| at <= now),
         })
     }
 
@@ -258,8 +258,8 @@ impl Engine {
 struct Pass {
     /// When the stores next have work.
     next_wakeup: Option<DateTime<Utc>>,
-    /// How many runs it claimed or took over.
-    taken: usize,
+    /// Whether work was due and none of it could be claimed (its rows are held elsewhere).
+    stalled: bool,
 }
 
 /// Resolves when leadership changes; never when it cannot (a sole process always leads).
@@ -323,7 +323,7 @@ where
 }
 
 struct Dispatcher<'a> {
-    stores: Stores,
+    stores: Arc<Stores>,
     targets: Arc<Targets>,
     permits: Arc<Semaphore>,
     in_flight: InFlight,
