@@ -399,11 +399,15 @@ impl JobStore for PostgresStore {
         if runs.is_empty() {
             return Ok(());
         }
+        // Rows another transaction holds are being finished: skipped, so that a renewal
+        // never waits on (or deadlocks with) the recording of outcomes.
         sqlx::query(
             "UPDATE schedule_runs AS r SET lease_until = $3 \
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(schedule_id, scheduled_time) \
-             WHERE r.schedule_id = u.schedule_id AND r.scheduled_time = u.scheduled_time \
-             AND r.status = 'pending'",
+             WHERE (r.schedule_id, r.scheduled_time) IN (SELECT s.schedule_id, s.scheduled_time \
+             FROM schedule_runs AS s JOIN UNNEST($1::text[], $2::timestamptz[]) \
+             AS u(schedule_id, scheduled_time) \
+             ON s.schedule_id = u.schedule_id AND s.scheduled_time = u.scheduled_time \
+             WHERE s.status = 'pending' FOR UPDATE OF s SKIP LOCKED)",
         )
         .bind(runs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|(_, at)| *at).collect::<Vec<_>>())

@@ -94,7 +94,8 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
     /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
-    /// shutdown), so that another process takes them over at once.
+    /// shutdown), so that another process takes them over at once. A run whose row another
+    /// transaction holds at that moment (its outcome being recorded) may be left as it is.
     async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],

@@ -813,3 +813,51 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
         db.close().await;
     }
 }
+
+/// A renewal on PostgreSQL skips a row whose outcome another transaction is recording instead
+/// of waiting for it, so renewals and the recording of outcomes never deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lease_renewal_skips_rows_being_finished() {
+    let Some((store, schema)) = postgres_store().await else {
+        return;
+    };
+    for id in ["held", "free"] {
+        store
+            .insert(&schedule(id, "u1", "g1", Some("2026-01-01T10:00:00Z")))
+            .await
+            .unwrap();
+    }
+    let now = at("2026-01-01T10:00:00Z");
+    assert_eq!(store.claim_due(now, 10, LEASE).await.unwrap().len(), 2);
+    let mut holder = <sqlx::PgConnection as sqlx::Connection>::connect(&test_support::base_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query(&format!(
+        "SELECT 1 FROM \"{}\".schedule_runs WHERE schedule_id = 'held' FOR UPDATE",
+        schema.name()
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let until = now + LEASE * 2;
+    let keys = [("held".to_string(), now), ("free".to_string(), now)];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.set_leases(&keys, until),
+    )
+    .await
+    .expect("the renewal does not wait for the held row")
+    .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let lease = |id: &'static str| {
+        let store = store.clone();
+        async move { store.runs(id, 1).await.unwrap()[0].lease_until }
+    };
+    assert_eq!(lease("free").await, Some(until));
+    assert_eq!(
+        lease("held").await,
+        Some(now + LEASE),
+        "the held row was skipped"
+    );
+}
