@@ -54,10 +54,7 @@ fn contain(
             tracing::error!(schedule_id = %schedule.id, %message, "planning a fire panicked; the schedule is parked");
             let rows = Rows::new(jobstore, schedule, now, lease);
             let reason = format!("planning its next fire failed unexpectedly: {message}");
-            FirePlan::park(
-                rows.row(rows.due(), RunStatus::Failed, Some(reason.clone())),
-                reason,
-            )
+            rows.park(reason)
         }
     }
 }
@@ -69,17 +66,6 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|text| text.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_string())
-}
-
-impl FirePlan {
-    /// A plan that records `failed` and parks the schedule with `reason`.
-    fn park(failed: RunRecord, reason: String) -> FirePlan {
-        FirePlan {
-            runs: vec![failed],
-            next_run_at: None,
-            parked: Some(reason),
-        }
-    }
 }
 
 /// Builds the ledger rows of one claim.
@@ -103,6 +89,16 @@ impl<'a> Rows<'a> {
             schedule,
             now,
             lease_until: now.checked_add_signed(lease),
+        }
+    }
+
+    /// A plan that records the due occurrence `failed` with `reason` and parks the schedule
+    /// with the same reason.
+    fn park(&self, reason: String) -> FirePlan {
+        FirePlan {
+            runs: vec![self.row(self.due(), RunStatus::Failed, Some(reason.clone()))],
+            next_run_at: None,
+            parked: Some(reason),
         }
     }
 
@@ -151,10 +147,7 @@ fn plan(jobstore: Jobstore, schedule: &Schedule, now: DateTime<Utc>, lease: Time
             // A stored trigger that no longer compiles (say, a zone removed from the tz
             // database) cannot fire again: record why and park it rather than loop on it.
             let reason = format!("trigger cannot be evaluated: {error}");
-            return FirePlan::park(
-                rows.row(rows.due(), RunStatus::Failed, Some(reason.clone())),
-                reason,
-            );
+            return rows.park(reason);
         }
     };
     let mut runs = Vec::with_capacity(2);
