@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use scheduler::config::{Config, Overrides};
+use scheduler::config::Config;
+use service_kit::config::{Overrides, load_from};
 use yaml_serde::Value;
 
 fn root() -> PathBuf {
@@ -82,7 +83,7 @@ fn the_scheduler_environment_in_compose_is_valid_configuration() {
         config_file: Some(root().join("deploy/scheduler.example.toml")),
         ..Default::default()
     };
-    let config = Config::load_from(&overrides, &env).expect("compose's environment is accepted");
+    let config = load_from::<Config>(&overrides, &env).expect("compose's environment is accepted");
     assert_eq!(
         config.server.host.to_string(),
         "0.0.0.0",
@@ -129,7 +130,7 @@ fn the_example_config_is_the_default_configuration() {
         ..Default::default()
     };
     assert_eq!(
-        Config::load_from(&overrides, &[]).unwrap(),
+        load_from::<Config>(&overrides, &[]).unwrap(),
         Config::default(),
         "the example documents the defaults"
     );
@@ -185,14 +186,14 @@ fn the_dockerfile_builds_and_runs_the_scheduler_binary() {
         .collect();
     // The image listens on 0.0.0.0, so it starts only once it is given a token (or told
     // explicitly to serve without one).
-    let refused = Config::load_from(&Overrides::default(), &env).unwrap_err();
+    let refused = load_from::<Config>(&Overrides::default(), &env).unwrap_err();
     assert!(
         format!("{refused:#}").contains("auth.token is not set"),
         "{refused:#}"
     );
     let mut with_token = env.clone();
     with_token.push(("SCHEDULER__AUTH__TOKEN".into(), "t".into()));
-    Config::load_from(&Overrides::default(), &with_token)
+    load_from::<Config>(&Overrides::default(), &with_token)
         .expect("the image's environment with a token is valid configuration");
 }
 
@@ -207,11 +208,23 @@ fn the_device_runner_in_compose_is_valid_configuration_with_a_health_check() {
             "{key} is a device-runner setting"
         );
     }
-    let overrides = device_runner::config::Overrides::default();
-    let config = device_runner::config::Config::load_from(&overrides, &env)
+    let overrides = Overrides::default();
+    let config = load_from::<device_runner::config::Config>(&overrides, &env)
         .expect("the compose environment is a valid device-runner configuration");
     assert_eq!(config.server.port, 8004);
     assert!(config.database.url.ends_with("?schema=device_runner"));
+    assert!(
+        config.auth.token.is_some() && config.auth.admin_token.is_some() && !config.auth.disabled,
+        "beyond loopback the runner needs its tokens"
+    );
+    let mut without_tokens = env.clone();
+    without_tokens.retain(|(key, _)| !key.starts_with("DEVICE_RUNNER__AUTH__"));
+    let refused = load_from::<device_runner::config::Config>(&overrides, &without_tokens)
+        .expect_err("without tokens the runner refuses to listen beyond loopback");
+    assert!(
+        format!("{refused:#}").contains("auth.token is not set"),
+        "{refused:#}"
+    );
     let health = runner["healthcheck"]["test"].as_sequence().unwrap();
     assert!(
         health

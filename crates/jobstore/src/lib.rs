@@ -13,9 +13,10 @@ mod postgres;
 mod sqlite;
 mod store;
 
-pub use connect::{Database, DatabaseUrl, connect, open};
+pub use connect::{connect, migrate, persisted};
 pub use memory::MemoryStore;
 pub use model::{Jobstore, ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, Target};
 pub use postgres::PostgresStore;
+pub use service_kit::{Database, DatabaseUrl};
 pub use sqlite::SqliteStore;
 pub use store::{JobStore, StoreError};

@@ -16,8 +16,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
-    #[error("invalid database URL '{url}': {reason}")]
-    InvalidUrl { url: String, reason: String },
+    #[error(transparent)]
+    Open(#[from] service_kit::DatabaseError),
 }
 
 impl StoreError {

@@ -687,14 +687,14 @@ async fn sqlite_store() -> (Arc<dyn JobStore>, tempfile::TempDir) {
     let url =
         DatabaseUrl::parse(&format!("sqlite://{}/nested/s.db", dir.path().display())).unwrap();
     let db = jobstore::connect(&url, 4).await.unwrap();
-    (db.store(Jobstore::Execution), dir)
+    (jobstore::persisted(&db, Jobstore::Execution), dir)
 }
 
 async fn postgres_store() -> Option<(Arc<dyn JobStore>, PgSchema)> {
     let schema = PgSchema::create("jobstore").await?;
     let url = DatabaseUrl::parse(&schema.url()).unwrap();
     let db = jobstore::connect(&url, 8).await.unwrap();
-    Some((db.store(Jobstore::Execution), schema))
+    Some((jobstore::persisted(&db, Jobstore::Execution), schema))
 }
 
 async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
@@ -787,7 +787,7 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
     );
     for url in urls {
         let db = jobstore::connect(&url, 2).await.unwrap();
-        let store = db.store(Jobstore::BatchedNotifications);
+        let store = jobstore::persisted(&db, Jobstore::BatchedNotifications);
         store
             .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
             .await
@@ -799,7 +799,7 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
         db.close().await;
 
         let db = jobstore::connect(&url, 2).await.unwrap();
-        let store = db.store(Jobstore::BatchedNotifications);
+        let store = jobstore::persisted(&db, Jobstore::BatchedNotifications);
         let kept = store.get("a").await.unwrap().unwrap();
         assert_eq!(
             kept.next_run_at,
@@ -809,7 +809,13 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
         );
         assert_eq!(store.runs("a", 10).await.unwrap().len(), 1);
         // Jobstores are separate tables.
-        assert_eq!(db.store(Jobstore::Execution).get("a").await.unwrap(), None);
+        assert_eq!(
+            jobstore::persisted(&db, Jobstore::Execution)
+                .get("a")
+                .await
+                .unwrap(),
+            None
+        );
         db.close().await;
     }
 }

@@ -295,7 +295,7 @@ async fn seed(
     due: usize,
     due_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let store = database.store(Jobstore::Execution);
+    let store = jobstore::persisted(database, Jobstore::Execution);
     let now = Utc::now().trunc_subsecs(0);
     let due_cron = format!(
         "{} {} {} {} {} *",

@@ -1,27 +1,26 @@
-//! The one configuration struct. Layers, each overriding the one before: built-in defaults,
-//! the TOML file (`device-runner.toml`, or `--config FILE`), the environment
-//! (`DEVICE_RUNNER__KEY`, `DEVICE_RUNNER__SECTION__KEY`), the command line. Unknown keys are an
-//! error in every layer. Job types from the file are merged key by key over the defaults.
+//! The one configuration struct, loaded by [`service_kit::config`]: built-in defaults, the
+//! TOML file (`device-runner.toml`, or `--config FILE`), the environment
+//! (`DEVICE_RUNNER__KEY`, `DEVICE_RUNNER__SECTION__KEY`), the command line, unknown keys
+//! rejected in every layer. Job types from the file are merged key by key over the defaults.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
-
-/// The default file read when `--config` is not given (optional).
-pub const DEFAULT_FILE: &str = "device-runner.toml";
+use service_kit::config::{
+    AuthConfig, DatabaseConfig, LogConfig, ServerConfig, ServiceConfig, duration,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// How long a job runs before a job of higher priority may preempt it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub preempt_grace: Duration,
     /// How long a stopped job has between SIGTERM and SIGKILL.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub kill_grace: Duration,
     /// The most a job's log file holds; what comes after is dropped behind a marker line.
     pub log_cap_bytes: u64,
@@ -34,6 +33,7 @@ pub struct Config {
     pub adb: AdbConfig,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -55,7 +55,7 @@ pub struct JobTypeConfig {
     pub cwd: PathBuf,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_duration: Duration,
     /// Never preempted.
     #[serde(default)]
@@ -73,40 +73,10 @@ pub struct AdbConfig {
     /// The adb binary, looked up on PATH when it has no slash.
     pub path: String,
     /// How often `adb devices -l` is read.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// How many reads in a row must agree before a device's state change is believed.
     pub debounce: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub host: IpAddr,
-    pub port: u16,
-    pub max_body_bytes: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
-    /// `sqlite://PATH` (the embedded default) or `postgres://…` (with optional `?schema=`).
-    pub url: String,
-    pub max_connections: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
 }
 
 fn default_cwd() -> PathBuf {
@@ -163,8 +133,9 @@ impl Default for Config {
             devices: Vec::new(),
             job_types: default_job_types(),
             adb: AdbConfig::default(),
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
+            server: ServerConfig::new(device_runner_api::DEFAULT_PORT, 1024 * 1024),
+            database: DatabaseConfig::new("sqlite://./data/device-runner.db", 8),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -181,92 +152,27 @@ impl Default for AdbConfig {
     }
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            host: IpAddr::from([127, 0, 0, 1]),
-            port: device_runner_api::DEFAULT_PORT,
-            max_body_bytes: 1024 * 1024,
-        }
+impl ServiceConfig for Config {
+    const NAME: &'static str = "device-runner";
+    const ENV_PREFIX: &'static str = "DEVICE_RUNNER";
+
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: "sqlite://./data/device-runner.db".into(),
-            max_connections: 8,
-        }
+    fn database(&self) -> &DatabaseConfig {
+        &self.database
     }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".into(),
-        }
+    fn auth(&self) -> &AuthConfig {
+        &self.auth
     }
-}
-
-/// Values given on the command line, the last layer.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub config_file: Option<PathBuf>,
-    pub host: Option<IpAddr>,
-    pub port: Option<u16>,
-    pub database_url: Option<String>,
-}
-
-impl Config {
-    /// Builds the configuration from all layers, reading the process environment.
-    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Config::load_from(overrides, &vars)
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
-
-    /// Builds the configuration from all layers with the given environment.
-    pub fn load_from(overrides: &Overrides, env: &[(String, String)]) -> anyhow::Result<Config> {
-        let file = |path: &Path| config::File::from(path).format(config::FileFormat::Toml);
-        let mut builder =
-            config::Config::builder().add_source(config::Config::try_from(&Config::default())?);
-        builder = match &overrides.config_file {
-            Some(path) if !path.is_file() => bail!("config file {} does not exist", path.display()),
-            Some(path) => builder.add_source(file(path)),
-            None => builder.add_source(file(Path::new(DEFAULT_FILE)).required(false)),
-        };
-        let vars: config::Map<String, String> = env
-            .iter()
-            .filter(|(key, _)| key.starts_with("DEVICE_RUNNER__"))
-            .cloned()
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("DEVICE_RUNNER")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(vars)),
-        );
-        if let Some(host) = overrides.host {
-            builder = builder.set_override("server.host", host.to_string())?;
-        }
-        if let Some(port) = overrides.port {
-            builder = builder.set_override("server.port", port)?;
-        }
-        if let Some(url) = &overrides.database_url {
-            builder = builder.set_override("database.url", url.as_str())?;
-        }
-        let config: Config = builder
-            .build()
-            .context("reading configuration")?
-            .try_deserialize()
-            .context("invalid configuration")?;
-        config.validate()?;
-        Ok(config)
+    fn auth_mut(&mut self) -> &mut AuthConfig {
+        &mut self.auth
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        jobstore::DatabaseUrl::parse(&self.database.url).context("database.url")?;
         let mut serials = std::collections::HashSet::new();
         for device in &self.devices {
             if device.serial.trim().is_empty() {
@@ -295,11 +201,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The effective configuration as TOML, for `--check-config`.
-    pub fn to_toml(&self) -> anyhow::Result<String> {
-        Ok(toml::to_string_pretty(self)?)
-    }
 }
 
 /// Parses a duration given to the API: a number of seconds, or a string such as `90`, `15m`,
@@ -326,6 +227,7 @@ pub fn parse_api_duration(value: &serde_json::Value) -> Result<Duration, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use service_kit::config::{Overrides, load_from};
 
     #[test]
     fn file_job_types_merge_over_the_defaults_and_env_overrides_the_file() {
@@ -350,7 +252,7 @@ max_duration = "1m"
             ..Default::default()
         };
         let env = vec![("DEVICE_RUNNER__KILL_GRACE".to_string(), "1s".to_string())];
-        let config = Config::load_from(&overrides, &env).unwrap();
+        let config = load_from::<Config>(&overrides, &env).unwrap();
         assert_eq!(config.preempt_grace, Duration::from_secs(2));
         assert_eq!(
             config.kill_grace,
@@ -393,7 +295,7 @@ max_duration = "1m"
                 config_file: Some(file),
                 ..Default::default()
             };
-            let error = format!("{:#}", Config::load_from(&overrides, &[]).unwrap_err());
+            let error = format!("{:#}", load_from::<Config>(&overrides, &[]).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");
         }
     }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use device_runner_api::DeviceInfo;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::runner::{Command, DeviceEntry, Runner};
+use crate::state::{Command, DeviceEntry, RunnerState};
 use crate::supervisor::Supervisor;
 
 /// A device line of `adb devices -l`: serial, state and the `model:` field when present.
@@ -48,7 +48,7 @@ pub fn adb_binary(enabled: Option<bool>, path: &str) -> Option<PathBuf> {
 }
 
 /// Registers a device and starts its supervisor.
-pub fn add_device(runner: &Arc<Runner>, info: DeviceInfo) {
+pub fn add_device(runner: &Arc<RunnerState>, info: DeviceInfo) {
     let (commands, receiver) = mpsc::unbounded_channel();
     let running = Arc::default();
     let supervisor = Supervisor::new(
@@ -75,7 +75,11 @@ pub fn add_device(runner: &Arc<Runner>, info: DeviceInfo) {
 }
 
 /// Reads adb until `shutdown` turns true.
-pub async fn watch_adb(runner: Arc<Runner>, adb: PathBuf, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch_adb(
+    runner: Arc<RunnerState>,
+    adb: PathBuf,
+    mut shutdown: service_kit::Shutdown,
+) {
     let settings = runner.config.adb.clone();
     // serial → (state seen, reads in a row, model)
     let mut candidates: HashMap<String, (String, u32)> = HashMap::new();
@@ -84,7 +88,7 @@ pub async fn watch_adb(runner: Arc<Runner>, adb: PathBuf, mut shutdown: watch::R
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.requested() => return,
         }
         let listed = match read_adb(&adb).await {
             Ok(listed) => listed,
@@ -122,7 +126,7 @@ pub async fn watch_adb(runner: Arc<Runner>, adb: PathBuf, mut shutdown: watch::R
     }
 }
 
-fn apply_state(runner: &Arc<Runner>, serial: &str, state: &str, model: Option<String>) {
+fn apply_state(runner: &Arc<RunnerState>, serial: &str, state: &str, model: Option<String>) {
     let usable = state == "device";
     let existing = runner.device_info(serial);
     match existing {

@@ -96,7 +96,8 @@ fn group_is_gone(pgid: i32) -> bool {
 /// Sends `signal` to a process group; a group that no longer exists is not an error.
 pub fn signal_group(pgid: i32, signal: Signal) {
     match killpg(Pid::from_raw(pgid), signal) {
-        Ok(()) | Err(Errno::ESRCH) => {}
+        Ok(()) => crate::telemetry::process_signalled(signal.as_str()),
+        Err(Errno::ESRCH) => {}
         Err(error) => tracing::warn!(pgid, %signal, %error, "cannot signal process group"),
     }
 }

@@ -1,83 +1,99 @@
-//! One port: JSON-RPC over HTTP POST and WebSocket at `/`, served through axum so plain routes
-//! can share it.
+//! The device runner on [`service_kit::serve`]: its API, the rules its calls follow (every
+//! method but `health_check` needs the token, `kill_job` and `restart_run` the admin token,
+//! log subscriptions only over WebSocket), readiness (the database answers) and the gauges
+//! brought up to date for each scrape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
 use device_runner_api::DeviceRunnerApiServer;
 use jsonrpsee::RpcModule;
-use jsonrpsee::core::middleware::RpcServiceBuilder;
-use jsonrpsee::server::{
-    RandomStringIdProvider, Server, ServerConfig, TowerServiceBuilder, stop_channel,
-};
+use serde_json::{Map, Value};
+use service_kit::Shutdown;
+use service_kit::auth::Auth;
+use service_kit::calls::CallRules;
+use service_kit::serve::{Health, Service};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tower::ServiceExt;
 
 use crate::rpc::RpcHandler;
-use crate::runner::Runner;
-use crate::subscriptions::{OverHttp, SubscriptionCallsLayer};
+use crate::state::RunnerState;
+use crate::telemetry;
 
-type RpcService = jsonrpsee::server::TowerService<
-    tower::layer::util::Stack<SubscriptionCallsLayer, tower::layer::util::Identity>,
-    tower::layer::util::Identity,
->;
+/// The OpenRPC document, embedded in the binary and served by `rpc.discover`.
+pub const OPENRPC: &str = include_str!("../../../proto-docs/device-runner.openrpc.json");
+
+/// How long the database may take to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The API as a jsonrpsee module: every method of the trait plus `rpc.discover`.
-pub fn rpc_module(runner: Arc<Runner>) -> anyhow::Result<RpcModule<()>> {
-    let mut module = RpcModule::new(());
-    module.merge(RpcHandler::new(runner).into_rpc())?;
-    crate::openrpc::register_discover(&mut module)?;
-    Ok(module)
+pub fn rpc_module(state: Arc<RunnerState>) -> anyhow::Result<RpcModule<()>> {
+    service_kit::serve::rpc_module(RpcHandler::new(state).into_rpc(), OPENRPC)
 }
 
-/// Serves until `shutdown` turns true.
+/// What every call is checked against.
+pub fn call_rules() -> CallRules {
+    CallRules {
+        open_methods: vec!["health_check"],
+        admin_methods: vec!["kill_job", "restart_run"],
+        websocket_only: vec!["subscribe_logs", "unsubscribe_logs"],
+        named_unsubscribe: vec!["unsubscribe_logs"],
+    }
+}
+
+/// Serves until `shutdown` is requested.
 pub async fn serve(
     listener: TcpListener,
-    runner: Arc<Runner>,
-    mut shutdown: watch::Receiver<bool>,
+    state: Arc<RunnerState>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let max_body = runner.config.server.max_body_bytes;
-    let module = rpc_module(runner)?;
-    let (stop_handle, server_handle) = stop_channel();
-    // Subscription ids are strings, as the OpenRPC document declares them.
-    let config = ServerConfig::builder()
-        .max_request_body_size(max_body)
-        .max_response_body_size(u32::MAX / 2)
-        .set_id_provider(RandomStringIdProvider::new(16))
-        .build();
-    let builder: TowerServiceBuilder<_, _> = Server::builder()
-        .set_config(config)
-        .set_rpc_middleware(RpcServiceBuilder::new().layer(SubscriptionCallsLayer))
-        .to_service_builder();
-    let rpc_service: RpcService = builder.build(module, stop_handle);
-    let router = Router::new()
-        .route("/", any(json_rpc))
-        .with_state(rpc_service)
-        .route("/health_check", get(|| async { axum::Json("OK") }));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-            let _ = server_handle.stop();
-        })
-        .await?;
-    Ok(())
+    let service = Service {
+        module: rpc_module(state.clone())?,
+        rules: call_rules(),
+        auth: Auth::new(&state.config.auth),
+        routes: axum::Router::new(),
+        open_routes: Vec::new(),
+        metrics: service_kit::metrics::install()?,
+        health: Arc::new(Probes(state.clone())),
+    };
+    telemetry::describe();
+    let settings = state.config.server.clone();
+    service_kit::serve::serve(listener, &settings, service, shutdown).await
 }
 
-async fn json_rpc(State(service): State<RpcService>, mut request: Request) -> Response {
-    // A WebSocket upgrade is a GET; a POST is a plain HTTP call, which cannot subscribe.
-    if request.method() == axum::http::Method::POST {
-        request.extensions_mut().insert(OverHttp);
+struct Probes(Arc<RunnerState>);
+
+impl Health for Probes {
+    async fn ready(&self) -> Result<Map<String, Value>, String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.0.store.ping()).await {
+            Ok(Ok(())) => Ok(Map::new()),
+            Ok(Err(error)) => Err(format!("the database does not answer: {error}")),
+            Err(_) => Err(format!(
+                "the database did not answer within {PROBE_TIMEOUT:?}"
+            )),
+        }
     }
-    match service.oneshot(request).await {
-        Ok(response) => response.map(axum::body::Body::new),
-        Err(error) => {
-            tracing::error!(%error, "JSON-RPC transport error");
-            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+
+    async fn refresh_metrics(&self) {
+        let pending = match self.0.store.pending_counts().await {
+            Ok(counts) => counts,
+            Err(error) => {
+                tracing::warn!(%error, "cannot count the queues for /metrics");
+                return;
+            }
+        };
+        let devices = self.0.devices.read().unwrap_or_else(|e| e.into_inner());
+        for (serial, entry) in devices.iter() {
+            let waiting = pending
+                .iter()
+                .find(|(device, _)| device == serial)
+                .map_or(0, |(_, count)| *count);
+            let running = entry
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .job_id
+                .is_some();
+            telemetry::queue(serial, waiting.max(0) as usize, usize::from(running));
         }
     }
 }

@@ -2,19 +2,21 @@
 //! history (finished). PostgreSQL or SQLite, opened as the scheduler opens its database, with
 //! embedded migrations per backend.
 //!
-//! Each query is written once in PostgreSQL's `$n` placeholder style; [`on_db!`] runs it on
-//! a connection of either backend, rewriting the placeholders to SQLite's `?n`. Every change
+//! Each query is written once in PostgreSQL's `$n` placeholder style and run on either backend
+//! by [`service_kit::on_db!`]. Every change
 //! is a [`Write`]: its own transaction on PostgreSQL, and on SQLite handed to the one writer
 //! task, which commits the writes waiting together (group commit). Both backends store
 //! instants as UTC milliseconds so one row type reads both.
 
 use chrono::{DateTime, TimeZone, Utc};
 use device_runner_api::{Job, JobStatus, Progress};
-use jobstore::{Database, DatabaseUrl};
 use serde_json::Value;
+use service_kit::on_db;
+use service_kit::sql::Conn;
+use service_kit::{Database, DatabaseUrl};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot};
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
-    Connect(#[from] jobstore::StoreError),
+    Open(#[from] service_kit::DatabaseError),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -83,59 +85,6 @@ pub struct RunFilter {
     pub job_type: Option<String>,
     pub before: Option<String>,
     pub limit: i64,
-}
-
-/// Runs one query on a connection ([`Conn`]). Forms: `fetch_all`, `fetch_optional`, `execute`
-/// (rows affected), each with the row type where it returns rows.
-macro_rules! on_db {
-    ($conn:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $conn {
-            Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(c).await?,
-            Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_all(c).await?,
-        }
-    };
-    ($conn:expr, fetch_optional $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $conn {
-            Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_optional(c).await?,
-            Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&sqlite_sql($sql))$(.bind($bind))*.fetch_optional(c).await?,
-        }
-    };
-    ($conn:expr, execute, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $conn {
-            Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.execute(c).await?.rows_affected(),
-            Conn::Sqlite(c) => sqlx::query(&sqlite_sql($sql))$(.bind($bind))*.execute(c).await?.rows_affected(),
-        }
-    };
-}
-
-/// A connection of either backend, for [`on_db!`].
-pub(crate) enum Conn<'c> {
-    Postgres(&'c mut PgConnection),
-    Sqlite(&'c mut SqliteConnection),
-}
-
-impl Conn<'_> {
-    /// The same connection for one more query, keeping this handle for the next.
-    fn reborrow(&mut self) -> Conn<'_> {
-        match self {
-            Conn::Postgres(c) => Conn::Postgres(c),
-            Conn::Sqlite(c) => Conn::Sqlite(c),
-        }
-    }
-}
-
-/// `$1` → `?1`: SQLite's numbered placeholders. Only `$` followed by a digit is rewritten.
-fn sqlite_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 const COLUMNS: &str = "seq, id, device, job_type, params, priority, max_duration_secs, source, status, \
@@ -509,7 +458,7 @@ impl Reader {
 impl Store {
     /// Opens the database (creating the file or schema) and applies the migrations.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store> {
-        let reads = jobstore::open(url, max_connections).await?;
+        let reads = service_kit::database::open(url, max_connections).await?;
         let writes = match &reads {
             Database::Postgres(pool) => {
                 sqlx::migrate!("./migrations/postgres").run(pool).await?;
@@ -517,7 +466,7 @@ impl Store {
             }
             Database::Sqlite(pool) => {
                 sqlx::migrate!("./migrations/sqlite").run(pool).await?;
-                let Database::Sqlite(pool) = jobstore::open(url, 1).await? else {
+                let Database::Sqlite(pool) = service_kit::database::open(url, 1).await? else {
                     unreachable!("the same URL opens the same backend")
                 };
                 Writes::Sqlite {
@@ -527,6 +476,12 @@ impl Store {
             }
         };
         Ok(Store { reads, writes })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.reads.ping().await?;
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -719,16 +674,5 @@ impl Store {
         );
         let mut reader = self.reader().await?;
         into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, millis(since)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_numbered_placeholders_are_rewritten() {
-        assert_eq!(
-            super::sqlite_sql("a = $1 AND b = json_insert(x, '$[#]', $12)"),
-            "a = ?1 AND b = json_insert(x, '$[#]', ?12)"
-        );
     }
 }

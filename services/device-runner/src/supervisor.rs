@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::JobTypeConfig;
 use crate::output::{Lines, LogFile, Report, parse_report};
 use crate::process;
-use crate::runner::{Command, Runner, RunningView};
+use crate::state::{Command, RunnerState, RunningView};
 use crate::store::{Ending, Store};
 
 /// Why a running job is being stopped.
@@ -69,7 +69,7 @@ struct Running {
 }
 
 pub struct Supervisor {
-    runner: Arc<Runner>,
+    runner: Arc<RunnerState>,
     serial: String,
     usable: bool,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -79,7 +79,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(
-        runner: Arc<Runner>,
+        runner: Arc<RunnerState>,
         serial: String,
         usable: bool,
         commands: mpsc::UnboundedReceiver<Command>,
@@ -138,7 +138,7 @@ impl Supervisor {
                             match self.runner.store.get(&job_id).await {
                                 Ok(Some(job)) => Ok(job),
                                 Ok(None) => Err(RunnerError::Runtime("job record vanished".into())),
-                                Err(error) => Err(crate::runner::storage_error(error)),
+                                Err(error) => Err(crate::state::storage_error(error)),
                             }
                         }
                         _ => Err(RunnerError::Conflict(format!(

@@ -1,48 +1,18 @@
 //! State shared by the RPC handlers and the engine.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{JobStore, Jobstore, StoreError};
 use scheduler_api::SchedulerError;
+use service_kit::auth::Auth;
 use tokio::sync::{Notify, watch};
 
-use crate::auth::Auth;
 use crate::config::Config;
-use crate::dispatch::Targets;
+use crate::dispatch::Dispatcher;
+use crate::stores::Stores;
 use crate::tasks::DeclaredTask;
-
-/// The jobstores this process serves, by name.
-#[derive(Clone)]
-pub struct Stores {
-    by_name: HashMap<Jobstore, Arc<dyn JobStore>>,
-}
-
-impl Stores {
-    pub fn new(stores: impl IntoIterator<Item = Arc<dyn JobStore>>) -> Self {
-        Stores {
-            by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
-        }
-    }
-
-    pub fn get(&self, jobstore: Jobstore) -> Option<&Arc<dyn JobStore>> {
-        self.by_name.get(&jobstore)
-    }
-
-    /// Every store, in the fixed order of [`Jobstore::ALL`].
-    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn JobStore>> {
-        Jobstore::ALL.iter().filter_map(|j| self.by_name.get(j))
-    }
-
-    /// The stores a replica fires: the persisted ones always, the in-memory ones only while it
-    /// leads.
-    pub fn active(&self, leading: bool) -> impl Iterator<Item = &Arc<dyn JobStore>> {
-        self.all()
-            .filter(move |store| leading || store.backend() != "memory")
-    }
-}
 
 /// What every handler needs.
 pub struct App {
@@ -56,7 +26,7 @@ pub struct App {
     /// The database backend's name.
     pub database: &'static str,
     /// Where runs go: the execution service and the system tasks' services.
-    pub targets: Arc<Targets>,
+    pub dispatcher: Arc<Dispatcher>,
     /// The declared system tasks, as registered at start.
     pub tasks: Vec<DeclaredTask>,
     /// The lease of a run started by hand (`execute_<task>`).
@@ -84,7 +54,7 @@ impl App {
             started_at_utc: Utc::now(),
             leader,
             database,
-            targets: Arc::new(Targets::new(&config.executor, &config.system_tasks)?),
+            dispatcher: Arc::new(Dispatcher::new(&config.executor, &config.system_tasks)?),
             tasks,
             lease: config.engine.lease_delta(),
             auth: Auth::new(&config.auth),
@@ -109,17 +79,4 @@ impl App {
 pub fn storage_error(error: StoreError) -> SchedulerError {
     tracing::error!(%error, "storage operation failed");
     SchedulerError::Runtime(format!("storage unavailable: {error}"))
-}
-
-/// A JSON value's kind, as error messages name it.
-pub fn json_kind(value: &serde_json::Value) -> &'static str {
-    use serde_json::Value;
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

@@ -23,8 +23,8 @@ use scheduler_api::{SchedulerError, codes};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::auth::Caller;
 use crate::openrpc;
+use service_kit::auth::Caller;
 
 pub async fn call(
     State(module): State<RpcModule<()>>,
@@ -66,11 +66,6 @@ pub async fn call(
             &other.to_string(),
         ),
     }
-}
-
-/// `GET`/`POST /health_check` and `/health_check_async`.
-pub async fn health() -> Json<&'static str> {
-    Json("OK")
 }
 
 fn parse_arguments(body: &[u8]) -> Result<Map<String, Value>, Vec<Value>> {

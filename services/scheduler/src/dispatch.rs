@@ -1,46 +1,17 @@
 //! Dispatching a run to its target: JSON-RPC `add_graph_execution` on the execution service for
 //! a graph execution, the task's own calls for a system task ([`crate::tasks`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{SecondsFormat, Utc};
-use jobstore::{RunRecord, Target};
+use jobstore::{RunOutcome, RunRecord, RunStatus, Target};
 use serde_json::{Value, json};
 
-use crate::config::{ExecutorConfig, SystemTasksConfig};
-use crate::tasks::{SystemTask, TaskRunner};
-
-/// Why one attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DispatchError {
-    /// The target could not be reached or failed on its side (timeout, 5xx): worth retrying.
-    Unreachable(String),
-    /// The target answered and refused (JSON-RPC error, 4xx), or the run cannot be sent:
-    /// retrying would not help.
-    Rejected(String),
-}
-
-impl DispatchError {
-    /// The failure reason as a metrics label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DispatchError::Unreachable(_) => "unreachable",
-            DispatchError::Rejected(_) => "rejected",
-        }
-    }
-}
-
-impl std::fmt::Display for DispatchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DispatchError::Unreachable(message) | DispatchError::Rejected(message) => {
-                f.write_str(message)
-            }
-        }
-    }
-}
+use crate::config::ExecutorConfig;
+use crate::endpoint::{DispatchError, Endpoint, truncate};
+use crate::tasks::{SystemTask, SystemTasksConfig, TaskRunner};
+use crate::telemetry;
 
 /// How a dispatch ended after all attempts.
 pub struct Dispatched {
@@ -49,21 +20,22 @@ pub struct Dispatched {
     pub attempts: u32,
 }
 
-/// Every target a run can have, with the retry policy they share.
-pub struct Targets {
+/// Sends runs to their targets (the execution service, a system task), with the retry policy
+/// they share.
+pub struct Dispatcher {
     executor: Endpoint,
     tasks: TaskRunner,
     retries: u32,
     retry_delay: Duration,
 }
 
-impl Targets {
+impl Dispatcher {
     pub fn new(executor: &ExecutorConfig, tasks: &SystemTasksConfig) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(executor.timeout)
             .pool_max_idle_per_host(512)
             .build()?;
-        Ok(Targets {
+        Ok(Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
             tasks: TaskRunner::new(tasks, http),
             retries: executor.retries,
@@ -134,120 +106,55 @@ pub fn graph_execution_params(run: &RunRecord) -> Value {
     })
 }
 
-/// A JSON-RPC 2.0 service over HTTP POST, one attempt per call.
-pub struct Endpoint {
-    http: reqwest::Client,
-    /// The service's name in error messages ("execution service").
-    service: &'static str,
-    url: String,
-    next_id: AtomicU64,
-}
-
-impl Endpoint {
-    pub fn new(http: reqwest::Client, service: &'static str, url: &str) -> Self {
-        Endpoint {
-            http,
-            service,
-            url: url.to_string(),
-            next_id: AtomicU64::new(1),
+/// Dispatches one claimed run and says how it ended (and with what result, when it succeeded),
+/// with its log line and metrics.
+pub async fn dispatch_run(
+    dispatcher: &Dispatcher,
+    run: &RunRecord,
+) -> (RunOutcome, Option<serde_json::Value>) {
+    let jobstore = run.jobstore.as_str();
+    let started = Instant::now();
+    let lag = (Utc::now() - run.scheduled_time)
+        .to_std()
+        .unwrap_or_default();
+    telemetry::dispatch_started(jobstore, lag);
+    let dispatched = dispatcher.dispatch(run).await;
+    let finished_at = Utc::now();
+    let lag_ms = lag.as_millis() as u64;
+    let (status, detail, failure, result) = match dispatched.result {
+        Ok(result) => {
+            tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, "dispatched");
+            let detail = run.target.is_system_task().then(|| summary(&result));
+            (RunStatus::Dispatched, detail, None, Some(result))
         }
-    }
-
-    /// Calls `method` with named `params` and returns its result.
-    pub async fn call(&self, method: &str, params: Value) -> Result<Value, DispatchError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let unreachable = |message: String| {
-            DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
-        };
-        let refused = |message: String| {
-            DispatchError::Rejected(format!("{} refused {method}: {message}", self.service))
-        };
-        let response = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        if is_retryable(status) {
-            return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
+        Err(error) => {
+            tracing::warn!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, %error, "dispatch failed");
+            let reason = error.reason();
+            (
+                RunStatus::Failed,
+                Some(error.to_string()),
+                Some(reason),
+                None,
+            )
         }
-        if !status.is_success() {
-            return Err(refused(format!("HTTP {status}: {}", excerpt(&text))));
-        }
-        let mut reply: Value = serde_json::from_str(&text)
-            .map_err(|e| unreachable(format!("response is not JSON ({e}): {}", excerpt(&text))))?;
-        if let Some(error) = reply.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message");
-            let code = error
-                .get("code")
-                .and_then(Value::as_i64)
-                .unwrap_or_default();
-            return Err(refused(format!("{message} (code {code})")));
-        }
-        match reply.get_mut("result") {
-            Some(result) => Ok(result.take()),
-            None => Err(unreachable(format!(
-                "response has no result: {}",
-                excerpt(&text)
-            ))),
-        }
-    }
+    };
+    telemetry::dispatch_ended(jobstore, failure, started.elapsed());
+    let outcome = RunOutcome {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        status,
+        detail,
+        attempts: dispatched.attempts,
+        finished_at,
+    };
+    (outcome, result)
 }
 
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// At most the first 200 characters of a text, for error messages.
-pub fn excerpt(text: &str) -> &str {
-    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-    &text[..end]
-}
-
-/// At most `max` characters, the last one an ellipsis when the text was cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
-}
-
-/// Whether an HTTP answer means "try again later" (a server error or 429) rather than a refusal.
-pub fn is_retryable(status: reqwest::StatusCode) -> bool {
-    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMIT: usize = 2000;
-
-    #[test]
-    fn texts_are_cut_to_the_limit_with_an_ellipsis() {
-        let long = "é".repeat(2500);
-        let cut = truncate(&long, LIMIT);
-        assert_eq!(cut.chars().count(), LIMIT);
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate("short", LIMIT), "short");
+/// A system task's result as the ledger keeps it: the text, or compact JSON, cut at 2,000
+/// characters.
+fn summary(result: &serde_json::Value) -> String {
+    match result {
+        serde_json::Value::String(text) => truncate(text, 2000),
+        other => truncate(&other.to_string(), 2000),
     }
 }

@@ -14,9 +14,9 @@ use jobstore::{JobStore, Jobstore, RunOutcome, RunRecord, RunStatus, StoreError}
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::app::Stores;
 use crate::config::EngineConfig;
-use crate::dispatch::{Targets, truncate};
+use crate::dispatch::{Dispatcher, dispatch_run};
+use crate::stores::Stores;
 use crate::telemetry;
 
 type RunKey = (String, DateTime<Utc>);
@@ -31,7 +31,7 @@ const RECHECK_DELAY: Duration = Duration::from_millis(25);
 
 pub struct Engine {
     stores: Stores,
-    targets: Arc<Targets>,
+    dispatcher: Arc<Dispatcher>,
     wake: Arc<Notify>,
     config: EngineConfig,
     /// Whether this process is the only one using the stores (SQLite, memory): then runs left
@@ -45,7 +45,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         stores: Stores,
-        targets: Arc<Targets>,
+        dispatcher: Arc<Dispatcher>,
         wake: Arc<Notify>,
         config: EngineConfig,
         exclusive: bool,
@@ -53,7 +53,7 @@ impl Engine {
     ) -> Self {
         Engine {
             stores,
-            targets,
+            dispatcher,
             wake,
             config,
             exclusive,
@@ -69,7 +69,7 @@ impl Engine {
     /// it could no longer record what it fires.
     pub async fn run(
         self,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: service_kit::Shutdown,
         grace: Duration,
     ) -> Result<(), String> {
         let lease = self.config.lease_delta();
@@ -89,9 +89,9 @@ impl Engine {
             self.config.lease / 3,
         ));
         let mut dispatches = JoinSet::new();
-        let mut dispatcher = Dispatcher {
+        let mut launcher = Launcher {
             stores: Arc::new(self.stores.clone()),
-            targets: self.targets.clone(),
+            dispatcher: self.dispatcher.clone(),
             permits,
             in_flight: in_flight.clone(),
             outcomes,
@@ -108,7 +108,7 @@ impl Engine {
                     Take::Reclaimed,
                     |s| s.reclaim_expired(recover_at, batch, lease),
                     batch,
-                    &mut dispatcher,
+                    &mut launcher,
                 )
                 .await
                 {
@@ -128,7 +128,7 @@ impl Engine {
         let mut stopped_by_itself = None;
         loop {
             telemetry::leader(*leader.borrow());
-            if *shutdown.borrow() {
+            if shutdown.is_requested() {
                 break;
             }
             if recorder.is_finished() {
@@ -136,7 +136,7 @@ impl Engine {
                 tracing::error!("the engine's outcome recorder ended; the engine stops");
                 break;
             }
-            let pass = self.pass(lease, batch, &mut dispatcher).await;
+            let pass = self.pass(lease, batch, &mut launcher).await;
             telemetry::database_up(pass.is_ok());
             let sleep = match pass {
                 Ok(pass) => {
@@ -161,32 +161,32 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
-                _ = shutdown.changed() => {}
+                () = shutdown.requested() => {}
                 _ = leadership_change(&mut leader) => {}
             }
             // Reap finished dispatch tasks so the set does not grow.
-            while dispatcher.tasks.try_join_next().is_some() {}
+            while launcher.tasks.try_join_next().is_some() {}
         }
 
         tracing::info!(
-            in_flight = dispatcher.tasks.len(),
+            in_flight = launcher.tasks.len(),
             ?grace,
             "engine stopped claiming; waiting for in-flight dispatches"
         );
         let deadline = tokio::time::Instant::now() + grace;
         let drained = tokio::time::timeout_at(deadline, async {
-            while dispatcher.tasks.join_next().await.is_some() {}
+            while launcher.tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                unfinished = dispatcher.tasks.len(),
+                unfinished = launcher.tasks.len(),
                 "shutdown deadline reached; abandoning the dispatches still under way"
             );
-            dispatcher.tasks.abort_all();
-            while dispatcher.tasks.join_next().await.is_some() {}
+            launcher.tasks.abort_all();
+            while launcher.tasks.join_next().await.is_some() {}
         }
-        drop(dispatcher);
+        drop(launcher);
         if tokio::time::timeout_at(deadline, &mut recorder)
             .await
             .is_err()
@@ -207,7 +207,7 @@ impl Engine {
         &self,
         lease: TimeDelta,
         batch: usize,
-        dispatcher: &mut Dispatcher<'_>,
+        launcher: &mut Launcher<'_>,
     ) -> Result<Pass, StoreError> {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
@@ -219,7 +219,7 @@ impl Engine {
                 Take::Reclaimed,
                 |s| s.reclaim_expired(now, batch, lease),
                 batch,
-                dispatcher,
+                launcher,
             )
             .await?;
             taken += drain(
@@ -227,7 +227,7 @@ impl Engine {
                 Take::Due,
                 |s| s.claim_due(now, batch, lease),
                 batch,
-                dispatcher,
+                launcher,
             )
             .await?;
             let started = Instant::now();
@@ -298,7 +298,7 @@ async fn drain<'s, F, Fut>(
     kind: Take,
     take: F,
     batch: usize,
-    dispatcher: &mut Dispatcher<'_>,
+    launcher: &mut Launcher<'_>,
 ) -> Result<usize, StoreError>
 where
     F: Fn(&'s Arc<dyn JobStore>) -> Fut,
@@ -314,7 +314,7 @@ where
         telemetry::claimed(store.jobstore().as_str(), kind.label(), count);
         total += count;
         for run in runs {
-            dispatcher.start(run).await;
+            launcher.start(run).await;
         }
         if count < batch {
             return Ok(total);
@@ -322,16 +322,16 @@ where
     }
 }
 
-struct Dispatcher<'a> {
+struct Launcher<'a> {
     stores: Arc<Stores>,
-    targets: Arc<Targets>,
+    dispatcher: Arc<Dispatcher>,
     permits: Arc<Semaphore>,
     in_flight: InFlight,
     outcomes: mpsc::UnboundedSender<(Jobstore, RunOutcome)>,
     tasks: &'a mut JoinSet<()>,
 }
 
-impl Dispatcher<'_> {
+impl Launcher<'_> {
     /// Starts dispatching a run unless it is already in flight here (a lease we took over from
     /// ourselves: reclaiming it only extended the lease).
     async fn start(&mut self, run: RunRecord) {
@@ -346,11 +346,11 @@ impl Dispatcher<'_> {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        let targets = self.targets.clone();
+        let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
         self.tasks.spawn(async move {
-            let outcome = match AssertUnwindSafe(dispatch_run(&targets, &run))
+            let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
                 .catch_unwind()
                 .await
             {
@@ -385,59 +385,6 @@ async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunO
         detail: Some(reason),
         attempts: 0,
         finished_at: Utc::now(),
-    }
-}
-
-/// Dispatches one claimed run and says how it ended (and with what result, when it succeeded),
-/// with its log line and metrics.
-pub async fn dispatch_run(
-    targets: &Targets,
-    run: &RunRecord,
-) -> (RunOutcome, Option<serde_json::Value>) {
-    let jobstore = run.jobstore.as_str();
-    let started = Instant::now();
-    let lag = (Utc::now() - run.scheduled_time)
-        .to_std()
-        .unwrap_or_default();
-    telemetry::dispatch_started(jobstore, lag);
-    let dispatched = targets.dispatch(run).await;
-    let finished_at = Utc::now();
-    let lag_ms = lag.as_millis() as u64;
-    let (status, detail, failure, result) = match dispatched.result {
-        Ok(result) => {
-            tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, "dispatched");
-            let detail = run.target.is_system_task().then(|| summary(&result));
-            (RunStatus::Dispatched, detail, None, Some(result))
-        }
-        Err(error) => {
-            tracing::warn!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, %error, "dispatch failed");
-            let reason = error.reason();
-            (
-                RunStatus::Failed,
-                Some(error.to_string()),
-                Some(reason),
-                None,
-            )
-        }
-    };
-    telemetry::dispatch_ended(jobstore, failure, started.elapsed());
-    let outcome = RunOutcome {
-        schedule_id: run.schedule_id.clone(),
-        scheduled_time: run.scheduled_time,
-        status,
-        detail,
-        attempts: dispatched.attempts,
-        finished_at,
-    };
-    (outcome, result)
-}
-
-/// A system task's result as the ledger keeps it: the text, or compact JSON, cut at 2,000
-/// characters.
-fn summary(result: &serde_json::Value) -> String {
-    match result {
-        serde_json::Value::String(text) => truncate(text, 2000),
-        other => truncate(&other.to_string(), 2000),
     }
 }
 

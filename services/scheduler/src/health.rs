@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::StoreError;
 
-use crate::app::{App, Stores};
+use crate::app::App;
+use crate::stores::Stores;
 use crate::telemetry;
 
 /// How long the stores may take to answer a readiness probe.

@@ -82,7 +82,7 @@ impl SoleProcess {
 pub fn elect(
     url: &DatabaseUrl,
     poll: Duration,
-    shutdown: watch::Receiver<bool>,
+    shutdown: service_kit::Shutdown,
 ) -> anyhow::Result<(watch::Receiver<bool>, Option<tokio::task::JoinHandle<()>>)> {
     match url.pg_options()? {
         None => Ok((watch::channel(true).1, None)),
@@ -98,14 +98,14 @@ async fn campaign(
     options: PgConnectOptions,
     poll: Duration,
     leading: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: service_kit::Shutdown,
 ) {
     let options = options
         .application_name("scheduler-leader")
         .disable_statement_logging();
     let mut connection: Option<PgConnection> = None;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             break;
         }
         let conn = match connection.as_mut() {
@@ -161,9 +161,9 @@ async fn campaign(
     leading.send_replace(false);
 }
 
-async fn wait(poll: Duration, shutdown: &mut watch::Receiver<bool>) {
+async fn wait(poll: Duration, shutdown: &mut service_kit::Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(poll) => {}
-        _ = shutdown.changed() => {}
+        () = shutdown.requested() => {}
     }
 }

@@ -5,18 +5,18 @@
 //! JSON-RPC API ([`rpc`]) and the AutoGPT routes ([`compat`]) on one port.
 
 pub mod app;
-pub mod auth;
-pub mod body_limit;
 pub mod compat;
 pub mod config;
 pub mod dispatch;
+pub mod endpoint;
 pub mod engine;
 pub mod health;
+pub mod json;
 pub mod leader;
 pub mod openrpc;
-pub mod request_ids;
 pub mod rpc;
 pub mod server;
+pub mod stores;
 pub mod tasks;
 pub mod telemetry;
 
@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jobstore::{DatabaseUrl, Jobstore, MemoryStore};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::{App, Stores};
+use crate::app::App;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::stores::Stores;
 
 /// What the process may take beyond `server.shutdown_timeout` to release runs and close.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
@@ -46,25 +46,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening database {}", url.redacted()))?;
     let stores = Stores::new([
-        db.store(Jobstore::Execution),
-        db.store(Jobstore::BatchedNotifications),
+        jobstore::persisted(&db, Jobstore::Execution),
+        jobstore::persisted(&db, Jobstore::BatchedNotifications),
         Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
     ]);
     let metrics = telemetry::install()?;
-    let upkeep = {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(telemetry::UPKEEP_EVERY);
-            loop {
-                every.tick().await;
-                metrics.run_upkeep();
-            }
-        })
-    };
     let tasks = tasks::register(&stores, &config.system_tasks, chrono::Utc::now())
         .await
         .context("registering the system tasks")?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = service_kit::shutdown::channel();
     let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
     let (engine_down, engine_stopped) = watch::channel(None);
     let app = App::new(
@@ -75,10 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks,
         engine_stopped,
     )?;
-    let address = (config.server.host, config.server.port);
-    let listener = TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+    let listener = service_kit::serve::listen(&config.server).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         database = %url.redacted(),
@@ -92,7 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let engine = Engine::new(
         stores,
-        app.targets.clone(),
+        app.dispatcher.clone(),
         app.wake.clone(),
         config.engine.clone(),
         exclusive,
@@ -109,11 +96,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let engine_failure =
-        until_shutdown_or_engine_end(&mut engine, shutdown_signal(), &engine_down).await;
+        until_shutdown_or_engine_end(&mut engine, service_kit::shutdown::signal(), &engine_down)
+            .await;
     if engine_failure.is_none() {
         tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
     }
-    let _ = stop.send(true);
+    stop.request();
     let stopping = async {
         if engine_failure.is_none() {
             engine_end(engine.await)?;
@@ -128,7 +116,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown deadline passed; exiting with connections still open"),
     }
-    upkeep.abort();
     db.close().await;
     drop(sole);
     if let Some(reason) = engine_failure {
@@ -177,24 +164,6 @@ fn engine_end(ended: Result<Result<(), String>, tokio::task::JoinError>) -> anyh
     match ended {
         Ok(Ok(())) => Ok(()),
         other => anyhow::bail!("the engine stopped: {}", engine_end_reason(other)),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 

@@ -1,11 +1,10 @@
 //! The OpenRPC document of the API (`proto-docs/scheduler.openrpc.json`), embedded in the
-//! binary. It is served by `rpc.discover`, and the AutoGPT routes read each method's parameter
+//! binary. It is served by `rpc.discover` ([`service_kit::serve::rpc_module`]), and the AutoGPT routes read each method's parameter
 //! list from it to report missing arguments the way FastAPI does. A test checks that it lists
 //! exactly the methods the server serves.
 
 use std::sync::OnceLock;
 
-use jsonrpsee::RpcModule;
 use serde_json::Value;
 
 pub const DOCUMENT: &str = include_str!("../../../proto-docs/scheduler.openrpc.json");
@@ -60,12 +59,4 @@ pub fn methods() -> &'static [MethodSpec] {
 
 pub fn method(name: &str) -> Option<&'static MethodSpec> {
     methods().iter().find(|m| m.name == name)
-}
-
-/// Adds `rpc.discover`, which returns the document.
-pub fn register_discover(
-    module: &mut RpcModule<()>,
-) -> Result<(), jsonrpsee::core::RegisterMethodError> {
-    module.register_method("rpc.discover", |_, _, _| document().clone())?;
-    Ok(())
 }

@@ -22,15 +22,7 @@ use std::time::Duration;
 
 use jobstore::Jobstore;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-/// Seconds, from a millisecond to ten minutes.
-const BUCKETS: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
-];
-
-/// How often recorded histogram samples are folded into their buckets, so memory stays bounded.
-pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The per-dispatch handles of one jobstore, registered once: a dispatch then costs a few
 /// atomic operations instead of a registry lookup per metric.
@@ -48,16 +40,14 @@ struct StoreMetrics {
 static STORES: OnceLock<HashMap<&'static str, StoreMetrics>> = OnceLock::new();
 static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
 
-/// Installs the process-wide recorder once and returns the handle that renders it. The caller
-/// runs [`PrometheusHandle::run_upkeep`] every [`UPKEEP_EVERY`].
+/// Installs the process-wide recorder once ([`service_kit::metrics::install`]), registers the
+/// scheduler's metrics, and returns the handle that renders them.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
-        .install_recorder()?;
+    let handle = service_kit::metrics::install()?;
     describe();
     STORES.get_or_init(|| {
         Jobstore::ALL

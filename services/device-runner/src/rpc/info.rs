@@ -3,9 +3,9 @@
 use chrono::Utc;
 use device_runner_api::{DeviceInfo, DeviceStatus, JobTypeInfo, RunnerError, RunnerStatus};
 
-use crate::runner::{Runner, storage_error};
+use crate::state::{RunnerState, storage_error};
 
-pub async fn status(runner: &Runner) -> Result<RunnerStatus, RunnerError> {
+pub async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerError> {
     let counts = runner.store.pending_counts().await.map_err(storage_error)?;
     let views: Vec<_> = {
         let devices = runner.devices.read().unwrap_or_else(|e| e.into_inner());
@@ -46,12 +46,12 @@ pub async fn status(runner: &Runner) -> Result<RunnerStatus, RunnerError> {
     })
 }
 
-pub fn devices(runner: &Runner) -> Vec<DeviceInfo> {
+pub fn devices(runner: &RunnerState) -> Vec<DeviceInfo> {
     let devices = runner.devices.read().unwrap_or_else(|e| e.into_inner());
     devices.values().map(|entry| entry.info.clone()).collect()
 }
 
-pub fn job_types(runner: &Runner) -> Vec<JobTypeInfo> {
+pub fn job_types(runner: &RunnerState) -> Vec<JobTypeInfo> {
     runner
         .config
         .job_types

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::config::parse_api_duration;
-use crate::runner::{Command, Runner, storage_error};
+use crate::state::{Command, RunnerState, storage_error};
 use crate::store::NewJob;
 
 pub struct Enqueue {
@@ -21,7 +21,7 @@ pub struct Enqueue {
     pub requeued_from: Option<String>,
 }
 
-pub async fn enqueue(runner: &Runner, request: Enqueue) -> Result<Job, RunnerError> {
+pub async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
     if runner.device_info(&request.device).is_none() {
         return Err(RunnerError::Value(format!(
             "unknown device '{}' (see list_devices)",
@@ -84,7 +84,10 @@ pub async fn enqueue(runner: &Runner, request: Enqueue) -> Result<Job, RunnerErr
     Ok(job)
 }
 
-pub async fn list_queue(runner: &Runner, device: Option<String>) -> Result<Vec<Job>, RunnerError> {
+pub async fn list_queue(
+    runner: &RunnerState,
+    device: Option<String>,
+) -> Result<Vec<Job>, RunnerError> {
     runner
         .store
         .queue(device.as_deref())
@@ -92,7 +95,7 @@ pub async fn list_queue(runner: &Runner, device: Option<String>) -> Result<Vec<J
         .map_err(storage_error)
 }
 
-pub async fn kill(runner: &Runner, id: &str) -> Result<Job, RunnerError> {
+pub async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     let job = find(runner, id).await?;
     match job.status {
         JobStatus::Pending => {
@@ -131,7 +134,7 @@ pub async fn kill(runner: &Runner, id: &str) -> Result<Job, RunnerError> {
     }
 }
 
-pub async fn restart(runner: &Runner, run_id: &str) -> Result<Job, RunnerError> {
+pub async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
     let run = find(runner, run_id).await?;
     if !run.status.is_finished() {
         return Err(RunnerError::Conflict(format!(
@@ -152,7 +155,7 @@ pub async fn restart(runner: &Runner, run_id: &str) -> Result<Job, RunnerError> 
     enqueue(runner, request).await
 }
 
-pub async fn find(runner: &Runner, id: &str) -> Result<Job, RunnerError> {
+pub async fn find(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     runner
         .store
         .get(id)

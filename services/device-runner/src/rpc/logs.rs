@@ -9,13 +9,13 @@ use jsonrpsee::{PendingSubscriptionSink, SubscriptionMessage};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::jobs::find;
-use crate::runner::Runner;
+use crate::state::RunnerState;
 
 /// The most one `get_logs` call or one subscription message carries.
 pub const MAX_CHUNK: u64 = 1024 * 1024;
 
 pub async fn read(
-    runner: &Runner,
+    runner: &RunnerState,
     job_id: &str,
     offset: u64,
     limit: Option<u64>,
@@ -56,7 +56,7 @@ pub async fn read(
 }
 
 pub async fn follow(
-    runner: Arc<Runner>,
+    runner: Arc<RunnerState>,
     pending: PendingSubscriptionSink,
     job_id: String,
     offset: u64,
@@ -109,7 +109,7 @@ pub async fn follow(
     }
 }
 
-fn is_writing(runner: &Runner, job_id: &str) -> bool {
+fn is_writing(runner: &RunnerState, job_id: &str) -> bool {
     runner
         .logs
         .lock()

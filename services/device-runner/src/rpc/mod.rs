@@ -15,14 +15,14 @@ use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use serde_json::Value;
 
-use crate::runner::Runner;
+use crate::state::RunnerState;
 
 pub struct RpcHandler {
-    runner: Arc<Runner>,
+    runner: Arc<RunnerState>,
 }
 
 impl RpcHandler {
-    pub fn new(runner: Arc<Runner>) -> Self {
+    pub fn new(runner: Arc<RunnerState>) -> Self {
         RpcHandler { runner }
     }
 }

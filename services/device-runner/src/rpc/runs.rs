@@ -4,7 +4,7 @@ use chrono::{TimeDelta, Utc};
 use device_runner_api::{DeviceTimeline, Job, JobStatus, RunnerError, TimelineEntry};
 
 use super::jobs::find;
-use crate::runner::{Runner, storage_error};
+use crate::state::{RunnerState, storage_error};
 use crate::store::RunFilter;
 
 pub struct RunsQuery {
@@ -15,7 +15,7 @@ pub struct RunsQuery {
     pub before: Option<String>,
 }
 
-pub async fn list(runner: &Runner, query: RunsQuery) -> Result<Vec<Job>, RunnerError> {
+pub async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<Job>, RunnerError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(RunnerError::Value(format!(
@@ -47,12 +47,12 @@ pub async fn list(runner: &Runner, query: RunsQuery) -> Result<Vec<Job>, RunnerE
     runner.store.runs(&filter).await.map_err(storage_error)
 }
 
-pub async fn get(runner: &Runner, run_id: &str) -> Result<Job, RunnerError> {
+pub async fn get(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
     find(runner, run_id).await
 }
 
 pub async fn timeline(
-    runner: &Runner,
+    runner: &RunnerState,
     hours: Option<f64>,
 ) -> Result<Vec<DeviceTimeline>, RunnerError> {
     let hours = hours.unwrap_or(24.0);

@@ -308,7 +308,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 impl Runner {
     /// The runner's store, opened beside (or instead of) the process.
     pub async fn store(&self) -> device_runner::store::Store {
-        let url = jobstore::DatabaseUrl::parse(&self.db_url).unwrap();
+        let url = service_kit::DatabaseUrl::parse(&self.db_url).unwrap();
         device_runner::store::Store::connect(&url, 1).await.unwrap()
     }
 

@@ -17,7 +17,7 @@ async fn hostile_params_get_client_errors_and_the_runner_keeps_running_jobs() {
     runner
         .wait_status(&done.id, JobStatus::Completed, Duration::from_secs(10))
         .await;
-    let document: Value = serde_json::from_str(device_runner::openrpc::DOCUMENT).unwrap();
+    let document: Value = serde_json::from_str(device_runner::server::OPENRPC).unwrap();
     let valid = |_method: &str, param: &str| -> Option<Value> {
         Some(match param {
             "device" => json!(DEVICE),

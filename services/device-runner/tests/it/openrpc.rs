@@ -7,7 +7,7 @@ use crate::helpers::Runner;
 #[tokio::test]
 async fn served_methods_and_the_openrpc_document_match() {
     let document: Value =
-        serde_json::from_str(device_runner::openrpc::DOCUMENT).expect("the document is JSON");
+        serde_json::from_str(device_runner::server::OPENRPC).expect("the document is JSON");
     assert!(document["openrpc"].as_str().unwrap().starts_with("1."));
     let documented: BTreeSet<String> = document["methods"]
         .as_array()
@@ -20,16 +20,17 @@ async fn served_methods_and_the_openrpc_document_match() {
     let served: BTreeSet<String> = {
         let dir = tempfile::tempdir().unwrap();
         let store = device_runner::store::Store::connect(
-            &jobstore::DatabaseUrl::parse(&format!("sqlite://{}/x.db", dir.path().display()))
+            &service_kit::DatabaseUrl::parse(&format!("sqlite://{}/x.db", dir.path().display()))
                 .unwrap(),
             1,
         )
         .await
         .unwrap();
         let config = std::sync::Arc::new(device_runner::config::Config::default());
-        let module =
-            device_runner::server::rpc_module(device_runner::runner::Runner::new(config, store))
-                .unwrap();
+        let module = device_runner::server::rpc_module(device_runner::state::RunnerState::new(
+            config, store,
+        ))
+        .unwrap();
         module
             .method_names()
             .filter(|name| *name != "rpc.discover")

@@ -234,7 +234,7 @@ async fn conformance(store: Store) {
 #[tokio::test]
 async fn the_sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let url = jobstore::DatabaseUrl::parse(&TestDb::sqlite(dir.path()).url).unwrap();
+    let url = service_kit::DatabaseUrl::parse(&TestDb::sqlite(dir.path()).url).unwrap();
     conformance(Store::connect(&url, 2).await.unwrap()).await;
 }
 
@@ -243,6 +243,6 @@ async fn the_postgres_store_conforms() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let url = jobstore::DatabaseUrl::parse(&db.url).unwrap();
+    let url = service_kit::DatabaseUrl::parse(&db.url).unwrap();
     conformance(Store::connect(&url, 2).await.unwrap()).await;
 }

@@ -14,7 +14,7 @@ use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
     GraphExecutionJobInfo, Registry, SchedulePolicy, ScheduleRun, SchedulerApiServer,
-    SchedulerStatus,
+    SchedulerError, SchedulerStatus,
 };
 use serde_json::Value;
 
@@ -37,7 +37,10 @@ impl RpcHandler {
         kwargs: Option<Value>,
     ) -> RpcResult<Value> {
         let method = format!("execute_{}", task.as_str());
-        self.app.auth.check_admin(&method, extensions)?;
+        self.app
+            .auth
+            .check_admin(&method, extensions)
+            .map_err(SchedulerError::Unauthorized)?;
         Ok(system::execute(&self.app, task, kwargs).await?)
     }
 }
@@ -165,7 +168,10 @@ impl SchedulerApiServer for RpcHandler {
     }
 
     async fn get_registry(&self, extensions: &Extensions) -> RpcResult<Registry> {
-        self.app.auth.check_admin("get_registry", extensions)?;
+        self.app
+            .auth
+            .check_admin("get_registry", extensions)
+            .map_err(SchedulerError::Unauthorized)?;
         Ok(registry::registry(&self.app).await?)
     }
 

@@ -8,7 +8,7 @@ use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, SchedulerError};
 use serde_json::Value;
 use triggers::TriggerSpec;
 
-use crate::app::{App, json_kind, storage_error};
+use crate::app::{App, storage_error};
 
 /// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
 const DEFAULT_NAME: &str = "execute_graph";
@@ -224,7 +224,7 @@ fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
         Value::Object(_) => Ok(value),
         other => Err(SchedulerError::Value(format!(
             "{field} must be a JSON object, got {}",
-            json_kind(&other)
+            crate::json::kind(&other)
         ))),
     }
 }

@@ -7,7 +7,7 @@ use scheduler_api::SchedulerError;
 use serde_json::Value;
 
 use crate::app::{App, storage_error};
-use crate::engine::dispatch_run;
+use crate::dispatch::dispatch_run;
 use crate::tasks::{DeclaredTask, OWNER, SystemTask};
 
 /// How many later milliseconds are tried when a run by hand lands on an instant already in the
@@ -74,7 +74,7 @@ pub async fn execute(
         )));
     }
     tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, "system task started by hand");
-    let (outcome, result) = dispatch_run(&app.targets, &run).await;
+    let (outcome, result) = dispatch_run(&app.dispatcher, &run).await;
     let result = match result {
         Some(result) => Ok(result),
         None => Err(SchedulerError::Runtime(format!(

@@ -7,6 +7,7 @@
 //! changes nothing, so restarts and replicas never duplicate a task. [`run`] holds what each task
 //! does.
 
+mod declare;
 mod run;
 
 use std::collections::HashSet;
@@ -16,9 +17,9 @@ use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, Target};
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
 
-use crate::app::{Stores, json_kind};
-use crate::config::{SystemTasksConfig, TaskDeclaration};
+use crate::stores::Stores;
 
+pub use declare::{SystemTasksConfig, TaskDeclaration};
 pub use run::TaskRunner;
 
 /// The owner recorded on system task schedules and their runs.
@@ -89,7 +90,7 @@ fn describe(kwargs: &serde_json::Value) -> &'static str {
             "an object whose notification_types is not a list"
         }
         Some(_) => "an object without notification_types",
-        None => json_kind(kwargs),
+        None => crate::json::kind(kwargs),
     }
 }
 

@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::SystemTask;
-use crate::config::SystemTasksConfig;
-use crate::dispatch::{DispatchError, Endpoint, error_chain, excerpt, is_retryable, truncate};
+use super::SystemTasksConfig;
+use crate::endpoint::{DispatchError, Endpoint, error_chain, excerpt, is_retryable, truncate};
 
 /// Discord refuses a message longer than this many characters.
 const ALERT_MAX_CHARS: usize = 2000;

@@ -49,7 +49,7 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
 async fn store_directly(db: &TestDb, schedules: &[Schedule]) {
     let url = DatabaseUrl::parse(&db.url).unwrap();
     let database = jobstore::connect(&url, 1).await.unwrap();
-    let store: Arc<dyn JobStore> = database.store(Jobstore::Execution);
+    let store: Arc<dyn JobStore> = jobstore::persisted(&database, Jobstore::Execution);
     for schedule in schedules {
         store.insert(schedule).await.unwrap();
     }
@@ -370,7 +370,7 @@ async fn bad_kwargs_for_process_existing_batches_are_the_callers_error() {
 #[tokio::test]
 async fn readiness_fails_once_the_engine_has_stopped() {
     let stores =
-        scheduler::app::Stores::new([
+        scheduler::stores::Stores::new([
             Arc::new(jobstore::MemoryStore::new(Jobstore::Execution)) as Arc<dyn JobStore>
         ]);
     let (down, engine_stopped) = tokio::sync::watch::channel(None);

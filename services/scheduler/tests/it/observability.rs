@@ -112,8 +112,8 @@ async fn shutdown_releases_a_dispatch_that_outlives_the_deadline() {
     // Fire it now: a one-shot run by hand is not possible for a user schedule, so move its next
     // run into the past through the store and wake the engine with a second schedule.
     let url = DatabaseUrl::parse(&db.url).unwrap();
-    let database = jobstore::open(&url, 1).await.unwrap();
-    let store = database.store(Jobstore::Execution);
+    let database = service_kit::database::open(&url, 1).await.unwrap();
+    let store = jobstore::persisted(&database, Jobstore::Execution);
     let due = Utc::now() - chrono::TimeDelta::seconds(1);
     store
         .set_paused(&schedule.id, false, None, Some(due))

@@ -27,7 +27,7 @@ fn documented_methods(doc: &Value) -> BTreeSet<String> {
 
 #[test]
 fn served_methods_and_the_document_match() {
-    let stores = scheduler::app::Stores::new([
+    let stores = scheduler::stores::Stores::new([
         Arc::new(MemoryStore::new(Jobstore::Execution)) as Arc<dyn jobstore::JobStore>
     ]);
     let leader = tokio::sync::watch::channel(true).1;

@@ -103,7 +103,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
     {
         let url = DatabaseUrl::parse(&db.url).unwrap();
         let database = jobstore::connect(&url, 1).await.unwrap();
-        let store = database.store(Jobstore::Execution);
+        let store = jobstore::persisted(&database, Jobstore::Execution);
         store
             .insert(&Schedule {
                 id: "crashed".into(),

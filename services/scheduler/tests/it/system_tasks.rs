@@ -350,8 +350,8 @@ async fn a_parked_task_schedule_is_renewed_at_the_next_start() {
 
     // An engine that cannot read a row parks it: no next run, so it would never fire again.
     let url = jobstore::DatabaseUrl::parse(&db.url).unwrap();
-    let database = jobstore::open(&url, 1).await.unwrap();
-    let store = database.store(jobstore::Jobstore::Execution);
+    let database = service_kit::database::open(&url, 1).await.unwrap();
+    let store = jobstore::persisted(&database, jobstore::Jobstore::Execution);
     store
         .set_paused("report_late_executions", false, None, None)
         .await

@@ -43,7 +43,7 @@ pub struct DeviceEntry {
     pub running: Arc<Mutex<RunningView>>,
 }
 
-pub struct Runner {
+pub struct RunnerState {
     pub config: Arc<Config>,
     pub store: Store,
     pub started_at: DateTime<Utc>,
@@ -52,9 +52,9 @@ pub struct Runner {
     pub logs: Mutex<HashMap<String, watch::Receiver<LogProgress>>>,
 }
 
-impl Runner {
-    pub fn new(config: Arc<Config>, store: Store) -> Arc<Runner> {
-        Arc::new(Runner {
+impl RunnerState {
+    pub fn new(config: Arc<Config>, store: Store) -> Arc<RunnerState> {
+        Arc::new(RunnerState {
             config,
             store,
             started_at: Utc::now(),

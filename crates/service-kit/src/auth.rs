@@ -1,7 +1,8 @@
 //! Bearer tokens. The HTTP layer ([`authenticate`]) names the caller from its
 //! `Authorization: Bearer` header, refuses a request without a valid token when one is
-//! configured, and hands the caller on as a request extension; admin methods check it with
-//! [`Auth::check_admin`].
+//! configured (401), and hands the caller on as a request extension, which jsonrpsee passes to
+//! every call's `Extensions`; per-method checks ([`Auth::check_admin`], and the RPC middleware
+//! in [`crate::calls`]) read it there.
 
 use std::sync::Arc;
 
@@ -11,13 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonrpsee::Extensions;
-use scheduler_api::{SchedulerError, codes};
 use serde_json::json;
 
 use crate::config::AuthConfig;
 
-/// Routes open to everyone: probes carry no token.
-const OPEN_ROUTES: [&str; 3] = ["/health_check", "/health_check_async", "/ready"];
+/// The JSON-RPC error code of a refused caller, the same in every API of the workspace.
+pub const UNAUTHORIZED: i32 = 4001;
+/// `error.data.type` of a refused caller.
+pub const UNAUTHORIZED_TYPE: &str = "UnauthorizedError";
 
 /// Who is calling, by the token presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,7 @@ impl Auth {
 
     /// Whether the caller found in a call's extensions may use an admin method. A call made
     /// without passing through [`authenticate`] counts as anonymous.
-    pub fn check_admin(&self, method: &str, extensions: &Extensions) -> Result<(), SchedulerError> {
+    pub fn check_admin(&self, method: &str, extensions: &Extensions) -> Result<(), String> {
         if self.disabled || (self.token.is_none() && self.admin_token.is_none()) {
             return Ok(());
         }
@@ -88,39 +90,52 @@ impl Auth {
             .unwrap_or(Caller::Anonymous);
         match (&self.admin_token, caller) {
             (Some(_), Caller::Admin) => Ok(()),
-            (Some(_), _) => Err(SchedulerError::Unauthorized(format!(
+            (Some(_), _) => Err(format!(
                 "{method} is an admin method: it needs the admin token (auth.admin_token)"
-            ))),
-            (None, _) => Err(SchedulerError::Unauthorized(format!(
+            )),
+            (None, _) => Err(format!(
                 "{method} is an admin method and auth.admin_token is not configured on this \
-                 scheduler"
-            ))),
+                 service"
+            )),
         }
     }
 }
 
+/// What the HTTP layer lets through without a token.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub auth: Auth,
+    /// Paths served to anyone (probes).
+    pub open_routes: Vec<&'static str>,
+    /// Whether the JSON-RPC endpoint (`/`) is let through without a token, leaving each call
+    /// to the per-method check: true when some methods are open to anyone.
+    pub per_method: bool,
+}
+
 /// The HTTP layer: refuses requests without a valid token (401) and records the caller.
 pub async fn authenticate(
-    State(auth): State<Arc<Auth>>,
+    State(access): State<Arc<Access>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = auth.identify(request.headers());
-    let open = OPEN_ROUTES.contains(&request.uri().path());
-    if !open && let Err(message) = auth.check_any(caller) {
+    let caller = access.auth.identify(request.headers());
+    let path = request.uri().path();
+    let json_rpc = path == "/";
+    let open = access.open_routes.contains(&path) || (json_rpc && access.per_method);
+    if !open && let Err(message) = access.auth.check_any(caller) {
         tracing::warn!(path = %request.uri().path(), "request refused: {message}");
-        return unauthorized(request.uri().path() == "/", &message);
+        return unauthorized(json_rpc, &message);
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
 /// A 401: a JSON-RPC error object on the JSON-RPC endpoint, FastAPI's `{"detail": ...}` on the
-/// AutoGPT routes.
+/// other routes.
 fn unauthorized(json_rpc: bool, message: &str) -> Response {
     let body = if json_rpc {
         json!({"jsonrpc": "2.0", "id": null, "error": {
-            "code": codes::UNAUTHORIZED, "message": message, "data": {"type": "UnauthorizedError"}
+            "code": UNAUTHORIZED, "message": message, "data": {"type": UNAUTHORIZED_TYPE}
         }})
     } else {
         json!({ "detail": message })
@@ -188,7 +203,7 @@ mod tests {
         let refused = both
             .check_admin("get_registry", &with(Caller::User))
             .unwrap_err();
-        assert!(refused.to_string().contains("admin token"), "{refused}");
+        assert!(refused.contains("admin token"), "{refused}");
         assert!(
             both.check_admin("get_registry", &Extensions::new())
                 .is_err(),
@@ -198,7 +213,7 @@ mod tests {
         let refused = user_only
             .check_admin("get_registry", &with(Caller::User))
             .unwrap_err();
-        assert!(refused.to_string().contains("not configured"), "{refused}");
+        assert!(refused.contains("not configured"), "{refused}");
         let open = auth(None, None);
         assert!(open.check_admin("get_registry", &Extensions::new()).is_ok());
     }

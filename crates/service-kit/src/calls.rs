@@ -1,0 +1,260 @@
+//! The RPC middleware in front of jsonrpsee's own, applying a service's [`CallRules`] to every
+//! call, batched or not:
+//!
+//! - per-method auth: a method not open to anyone needs the token, an admin method the admin
+//!   token (the caller was recorded by [`crate::auth::authenticate`]);
+//! - subscription methods over plain HTTP, where they cannot work: jsonrpsee would answer
+//!   "Internal error"; they are refused with -32601 saying to use WebSocket;
+//! - unsubscribe by name: jsonrpsee reads an unsubscribe call's subscription id by position
+//!   only, so `{"subscription": id}` would answer `false` and leave the subscription running;
+//!   the named form is turned into the positional one.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use futures::future::Either;
+use jsonrpsee::MethodResponse;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
+use jsonrpsee::types::{ErrorObject, Request};
+use serde_json::value::{RawValue, to_raw_value};
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Auth, Caller, UNAUTHORIZED, UNAUTHORIZED_TYPE};
+
+/// JSON-RPC's "method not found or not available".
+const NOT_AVAILABLE: i32 = -32601;
+
+/// What a service asks of every call.
+#[derive(Debug, Clone, Default)]
+pub struct CallRules {
+    /// Methods anyone may call, without a token.
+    pub open_methods: Vec<&'static str>,
+    /// Methods that need the admin token.
+    pub admin_methods: Vec<&'static str>,
+    /// Methods served over WebSocket only.
+    pub websocket_only: Vec<&'static str>,
+    /// Unsubscribe methods that also take `{"subscription": id}`.
+    pub named_unsubscribe: Vec<&'static str>,
+}
+
+impl CallRules {
+    /// Whether anonymous callers reach some method, so the HTTP layer must let `/` through.
+    pub fn per_method(&self) -> bool {
+        !self.open_methods.is_empty()
+    }
+}
+
+/// Marks a call that came over plain HTTP (set by the HTTP handler on the request).
+#[derive(Debug, Clone, Copy)]
+pub struct OverHttp;
+
+/// The layer that adds [`Calls`] to the RPC service.
+#[derive(Debug, Clone)]
+pub struct CallsLayer {
+    rules: Arc<CallRules>,
+    auth: Arc<Auth>,
+}
+
+impl CallsLayer {
+    pub fn new(rules: CallRules, auth: Auth) -> Self {
+        CallsLayer {
+            rules: Arc::new(rules),
+            auth: Arc::new(auth),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for CallsLayer {
+    type Service = Calls<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Calls {
+            inner,
+            rules: self.rules.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Calls<S> {
+    inner: S,
+    rules: Arc<CallRules>,
+    auth: Arc<Auth>,
+}
+
+impl<S> RpcServiceT for Calls<S>
+where
+    S: RpcServiceT<MethodResponse = MethodResponse> + Send + Sync + Clone + 'static,
+{
+    type MethodResponse = S::MethodResponse;
+    type NotificationResponse = S::NotificationResponse;
+    type BatchResponse = S::BatchResponse;
+
+    fn call<'a>(
+        &self,
+        mut request: Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        if let Some(error) = self.refusal(&request) {
+            return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
+        }
+        self.by_position(&mut request);
+        Either::Right(self.inner.call(request))
+    }
+
+    fn batch<'a>(
+        &self,
+        mut batch: Batch<'a>,
+    ) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        for entry in batch.iter_mut() {
+            let Ok(BatchEntry::Call(request)) = entry else {
+                continue;
+            };
+            match self.refusal(request) {
+                Some(error) => *entry = Err(BatchEntryErr::new(request.id.clone(), error)),
+                None => self.by_position(request),
+            }
+        }
+        self.inner.batch(batch)
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.inner.notification(notification)
+    }
+}
+
+impl<S> Calls<S> {
+    /// Why a call may not run: a missing token, or a subscription over plain HTTP.
+    fn refusal(&self, request: &Request<'_>) -> Option<ErrorObject<'static>> {
+        let method = request.method.as_ref();
+        let extensions = request.extensions();
+        let caller = extensions
+            .get::<Caller>()
+            .copied()
+            .unwrap_or(Caller::Anonymous);
+        let denied = if self.rules.open_methods.contains(&method) {
+            None
+        } else if let Err(message) = self.auth.check_any(caller) {
+            Some(message)
+        } else if self.rules.admin_methods.contains(&method) {
+            self.auth.check_admin(method, extensions).err()
+        } else {
+            None
+        };
+        if let Some(message) = denied {
+            let data = json!({"type": UNAUTHORIZED_TYPE});
+            return Some(ErrorObject::owned(UNAUTHORIZED, message, Some(data)));
+        }
+        let over_http = extensions.get::<OverHttp>().is_some();
+        (over_http && self.rules.websocket_only.contains(&method)).then(|| {
+            let message =
+                format!("{method} is served over WebSocket only: connect to ws://<host>:<port>/");
+            ErrorObject::owned(NOT_AVAILABLE, message, None::<()>)
+        })
+    }
+
+    /// `{"subscription": id}` becomes `[id]` for a named unsubscribe method.
+    fn by_position(&self, request: &mut Request<'_>) {
+        if self
+            .rules
+            .named_unsubscribe
+            .contains(&request.method.as_ref())
+        {
+            by_position(request);
+        }
+    }
+}
+
+fn by_position(request: &mut Request<'_>) {
+    let Some(params) = &request.params else {
+        return;
+    };
+    let Ok(mut named) = serde_json::from_str::<Map<String, Value>>(params.get()) else {
+        return;
+    };
+    let Some(id) = named.remove("subscription").filter(|_| named.is_empty()) else {
+        return;
+    };
+    if let Ok(positional) = to_raw_value(&[id]) {
+        request.params = Some(Cow::<RawValue>::Owned(positional));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+    use jsonrpsee::types::Id;
+
+    fn request(method: &str, params: &str) -> Request<'static> {
+        let params = RawValue::from_string(params.to_string()).unwrap();
+        let mut request = Request::borrowed("", None, Id::Number(1));
+        request.method = Cow::Owned(method.to_string());
+        request.params = Some(Cow::Owned(params));
+        request
+    }
+
+    fn calls(token: Option<&str>) -> Calls<()> {
+        let rules = CallRules {
+            open_methods: vec!["health_check"],
+            admin_methods: vec!["kill_job"],
+            websocket_only: vec!["subscribe_logs"],
+            named_unsubscribe: vec!["unsubscribe_logs"],
+        };
+        let auth = Auth::new(&AuthConfig {
+            token: token.map(str::to_string),
+            admin_token: Some("admin".into()),
+            disabled: false,
+        });
+        Calls {
+            inner: (),
+            rules: Arc::new(rules),
+            auth: Arc::new(auth),
+        }
+    }
+
+    #[test]
+    fn the_named_form_becomes_positional() {
+        let calls = calls(None);
+        let mut named = request("unsubscribe_logs", r#"{"subscription": "abc"}"#);
+        calls.by_position(&mut named);
+        assert_eq!(named.params.unwrap().get(), r#"["abc"]"#);
+        for (method, params) in [
+            ("unsubscribe_logs", r#"["abc"]"#),
+            ("unsubscribe_logs", r#"{"subscription": "abc", "other": 1}"#),
+            ("get_logs", r#"{"subscription": "abc"}"#),
+        ] {
+            let mut left = request(method, params);
+            calls.by_position(&mut left);
+            assert_eq!(left.params.unwrap().get(), params, "{method} {params}");
+        }
+    }
+
+    #[test]
+    fn methods_are_refused_by_caller() {
+        let calls = calls(Some("user"));
+        let as_caller = |method: &str, caller: Caller| {
+            let mut call = request(method, "{}");
+            call.extensions_mut().insert(caller);
+            calls.refusal(&call).map(|e| e.code())
+        };
+        assert_eq!(as_caller("health_check", Caller::Anonymous), None);
+        assert_eq!(
+            as_caller("list_queue", Caller::Anonymous),
+            Some(UNAUTHORIZED)
+        );
+        assert_eq!(as_caller("list_queue", Caller::User), None);
+        assert_eq!(as_caller("kill_job", Caller::User), Some(UNAUTHORIZED));
+        assert_eq!(as_caller("kill_job", Caller::Admin), None);
+        let mut over_http = request("subscribe_logs", "{}");
+        over_http.extensions_mut().insert(Caller::User);
+        over_http.extensions_mut().insert(OverHttp);
+        assert_eq!(
+            calls.refusal(&over_http).map(|e| e.code()),
+            Some(NOT_AVAILABLE)
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! A query written once and run on either backend where the SQL is the same.
+//!
+//! Queries are written in PostgreSQL's `$n` placeholder style; [`on_db!`](crate::on_db) runs
+//! one on a [`Conn`] of either backend, rewriting the placeholders to SQLite's `?n`. The
+//! calling function's error type must convert from `sqlx::Error`.
+
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+
+/// A connection of either backend, for [`on_db!`](crate::on_db).
+pub enum Conn<'c> {
+    Postgres(&'c mut PgConnection),
+    Sqlite(&'c mut SqliteConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection for one more query, keeping this handle for the next.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Postgres(c) => Conn::Postgres(c),
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
+/// `$1` → `?1`: SQLite's numbered placeholders. Only `$` followed by a digit is rewritten.
+pub fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs one query on a [`Conn`]. Forms: `fetch_all ROW`, `fetch_optional ROW`, `fetch_one ROW`
+/// and `execute` (rows affected), each followed by the SQL and the values to bind.
+#[macro_export]
+macro_rules! on_db {
+    ($conn:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(c).await?,
+            $crate::sql::Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.fetch_all(c).await?,
+        }
+    };
+    ($conn:expr, fetch_optional $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_optional(c).await?,
+            $crate::sql::Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.fetch_optional(c).await?,
+        }
+    };
+    ($conn:expr, fetch_one $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_one(c).await?,
+            $crate::sql::Conn::Sqlite(c) => sqlx::query_as::<_, $row>(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.fetch_one(c).await?,
+        }
+    };
+    ($conn:expr, execute, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.execute(c).await?.rows_affected(),
+            $crate::sql::Conn::Sqlite(c) => sqlx::query(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.execute(c).await?.rows_affected(),
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_numbered_placeholders_are_rewritten() {
+        assert_eq!(
+            sqlite_sql("a = $1 AND b = json_insert(x, '$[#]', $12)"),
+            "a = ?1 AND b = json_insert(x, '$[#]', ?12)"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_query_runs_on_sqlite() -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
+        let mut conn = Conn::Sqlite(&mut connection);
+        on_db!(
+            conn.reborrow(),
+            execute,
+            "CREATE TABLE t (a INTEGER, b TEXT)"
+        );
+        let inserted = on_db!(
+            conn.reborrow(),
+            execute,
+            "INSERT INTO t VALUES ($1, $2)",
+            7_i64,
+            "seven"
+        );
+        assert_eq!(inserted, 1);
+        let row: (i64, String) = on_db!(
+            conn.reborrow(),
+            fetch_one(i64, String),
+            "SELECT a, b FROM t WHERE a = $1",
+            7_i64
+        );
+        assert_eq!(row, (7, "seven".to_string()));
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! Metrics, served as Prometheus text at `GET /metrics`. Names and labels:
+//!
+//! - `device_runner_jobs_started_total{job_type}`: jobs whose process started;
+//! - `device_runner_jobs_finished_total{job_type, status}`: jobs that ended, by final status
+//!   (`completed`, `failed`, `killed`, `timeout`, `preempted`, `interrupted`);
+//! - `device_runner_job_start_latency_seconds{job_type}`: from enqueue to start;
+//! - `device_runner_job_duration_seconds{job_type, status}`: from start to end;
+//! - `device_runner_queue_depth{device}`: pending jobs, as of the last scrape;
+//! - `device_runner_running_jobs{device}`: jobs running (0 or 1 on a phone), as of the last
+//!   scrape;
+//! - `device_runner_process_kills_total{signal}`: signals delivered to job process groups
+//!   (`SIGTERM` to stop, `SIGKILL` when the grace ran out or to clear what a job left).
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+/// Registers the descriptions once the recorder is installed.
+pub fn describe() {
+    metrics::describe_counter!(
+        "device_runner_jobs_started_total",
+        "Jobs whose process started."
+    );
+    metrics::describe_counter!(
+        "device_runner_jobs_finished_total",
+        "Jobs that ended, by final status."
+    );
+    metrics::describe_histogram!(
+        "device_runner_job_start_latency_seconds",
+        metrics::Unit::Seconds,
+        "Time from enqueue to the start of the job's process."
+    );
+    metrics::describe_histogram!(
+        "device_runner_job_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from the start of a job to its end."
+    );
+    metrics::describe_gauge!("device_runner_queue_depth", "Pending jobs per device.");
+    metrics::describe_gauge!("device_runner_running_jobs", "Running jobs per device.");
+    metrics::describe_counter!(
+        "device_runner_process_kills_total",
+        "Signals delivered to job process groups, by signal."
+    );
+}
+
+pub fn job_started(job_type: &str, waited: Duration) {
+    let job_type = job_type.to_string();
+    counter!("device_runner_jobs_started_total", "job_type" => job_type.clone()).increment(1);
+    histogram!("device_runner_job_start_latency_seconds", "job_type" => job_type)
+        .record(waited.as_secs_f64());
+}
+
+/// A job ended; `ran` is `None` for a job that never started.
+pub fn job_finished(job_type: &str, status: &str, ran: Option<Duration>) {
+    let (job_type, status) = (job_type.to_string(), status.to_string());
+    counter!("device_runner_jobs_finished_total", "job_type" => job_type.clone(), "status" => status.clone())
+        .increment(1);
+    if let Some(ran) = ran {
+        histogram!("device_runner_job_duration_seconds", "job_type" => job_type, "status" => status)
+            .record(ran.as_secs_f64());
+    }
+}
+
+pub fn queue(device: &str, pending: usize, running: usize) {
+    gauge!("device_runner_queue_depth", "device" => device.to_string()).set(pending as f64);
+    gauge!("device_runner_running_jobs", "device" => device.to_string()).set(running as f64);
+}
+
+pub fn process_signalled(signal: &'static str) {
+    counter!("device_runner_process_kills_total", "signal" => signal).increment(1);
+}

@@ -1,0 +1,154 @@
+//! A JSON-RPC 2.0 service over HTTP POST, as the targets and the system tasks call them, and
+//! how a failed attempt is told apart: worth retrying, or refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchError {
+    /// The target could not be reached or failed on its side (timeout, 5xx): worth retrying.
+    Unreachable(String),
+    /// The target answered and refused (JSON-RPC error, 4xx), or the run cannot be sent:
+    /// retrying would not help.
+    Rejected(String),
+}
+
+impl DispatchError {
+    /// The failure reason as a metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DispatchError::Unreachable(_) => "unreachable",
+            DispatchError::Rejected(_) => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for DispatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DispatchError::Unreachable(message) | DispatchError::Rejected(message) => {
+                f.write_str(message)
+            }
+        }
+    }
+}
+
+/// A JSON-RPC 2.0 service over HTTP POST, one attempt per call.
+pub struct Endpoint {
+    http: reqwest::Client,
+    /// The service's name in error messages ("execution service").
+    service: &'static str,
+    url: String,
+    next_id: AtomicU64,
+}
+
+impl Endpoint {
+    pub fn new(http: reqwest::Client, service: &'static str, url: &str) -> Self {
+        Endpoint {
+            http,
+            service,
+            url: url.to_string(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Calls `method` with named `params` and returns its result.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, DispatchError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let unreachable = |message: String| {
+            DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
+        };
+        let refused = |message: String| {
+            DispatchError::Rejected(format!("{} refused {method}: {message}", self.service))
+        };
+        let response = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        if is_retryable(status) {
+            return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
+        }
+        if !status.is_success() {
+            return Err(refused(format!("HTTP {status}: {}", excerpt(&text))));
+        }
+        let mut reply: Value = serde_json::from_str(&text)
+            .map_err(|e| unreachable(format!("response is not JSON ({e}): {}", excerpt(&text))))?;
+        if let Some(error) = reply.get("error") {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            let code = error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or_default();
+            return Err(refused(format!("{message} (code {code})")));
+        }
+        match reply.get_mut("result") {
+            Some(result) => Ok(result.take()),
+            None => Err(unreachable(format!(
+                "response has no result: {}",
+                excerpt(&text)
+            ))),
+        }
+    }
+}
+
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// At most the first 200 characters of a text, for error messages.
+pub fn excerpt(text: &str) -> &str {
+    let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
+/// At most `max` characters, the last one an ellipsis when the text was cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether an HTTP answer means "try again later" (a server error or 429) rather than a refusal.
+pub fn is_retryable(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 2000;
+
+    #[test]
+    fn texts_are_cut_to_the_limit_with_an_ellipsis() {
+        let long = "é".repeat(2500);
+        let cut = truncate(&long, LIMIT);
+        assert_eq!(cut.chars().count(), LIMIT);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short", LIMIT), "short");
+    }
+}

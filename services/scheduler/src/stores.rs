@@ -1,0 +1,36 @@
+//! The jobstores this process serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jobstore::{JobStore, Jobstore};
+
+/// The jobstores this process serves, by name.
+#[derive(Clone)]
+pub struct Stores {
+    by_name: HashMap<Jobstore, Arc<dyn JobStore>>,
+}
+
+impl Stores {
+    pub fn new(stores: impl IntoIterator<Item = Arc<dyn JobStore>>) -> Self {
+        Stores {
+            by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
+        }
+    }
+
+    pub fn get(&self, jobstore: Jobstore) -> Option<&Arc<dyn JobStore>> {
+        self.by_name.get(&jobstore)
+    }
+
+    /// Every store, in the fixed order of [`Jobstore::ALL`].
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn JobStore>> {
+        Jobstore::ALL.iter().filter_map(|j| self.by_name.get(j))
+    }
+
+    /// The stores a replica fires: the persisted ones always, the in-memory ones only while it
+    /// leads.
+    pub fn active(&self, leading: bool) -> impl Iterator<Item = &Arc<dyn JobStore>> {
+        self.all()
+            .filter(move |store| leading || store.backend() != "memory")
+    }
+}
