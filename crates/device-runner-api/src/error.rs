@@ -12,6 +12,9 @@ pub mod codes {
     pub const NOT_FOUND: i32 = 4004;
     /// The request conflicts with the job's state (for example killing a finished job).
     pub const CONFLICT: i32 = 4009;
+    /// No token, or a wrong one: every method but `health_check` needs `auth.token` when it
+    /// is set, `kill_job` and `restart_run` need `auth.admin_token`.
+    pub const UNAUTHORIZED: i32 = 4001;
     /// The runner could not do it: storage failure, shutting down.
     pub const RUNTIME_ERROR: i32 = 5000;
 }
@@ -27,6 +30,8 @@ pub enum RunnerError {
     Conflict(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl RunnerError {
@@ -36,6 +41,7 @@ impl RunnerError {
             RunnerError::NotFound(_) => codes::NOT_FOUND,
             RunnerError::Conflict(_) => codes::CONFLICT,
             RunnerError::Runtime(_) => codes::RUNTIME_ERROR,
+            RunnerError::Unauthorized(_) => codes::UNAUTHORIZED,
         }
     }
 
@@ -46,6 +52,7 @@ impl RunnerError {
             RunnerError::NotFound(_) => "NotFoundError",
             RunnerError::Conflict(_) => "ConflictError",
             RunnerError::Runtime(_) => "RuntimeError",
+            RunnerError::Unauthorized(_) => "UnauthorizedError",
         }
     }
 
@@ -57,6 +64,7 @@ impl RunnerError {
             codes::NOT_FOUND => RunnerError::NotFound(message),
             codes::CONFLICT => RunnerError::Conflict(message),
             codes::RUNTIME_ERROR => RunnerError::Runtime(message),
+            codes::UNAUTHORIZED => RunnerError::Unauthorized(message),
             _ => return None,
         })
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 pub use device_runner_api::*;
 use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+use jsonrpsee::http_client::{HeaderMap, HeaderValue};
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::rpc_params;
 use jsonrpsee::ws_client::WsClientBuilder;
@@ -71,6 +72,7 @@ impl LogFollower {
 pub struct DeviceRunnerClient {
     http: HttpClient,
     ws_url: String,
+    headers: HeaderMap,
 }
 
 impl DeviceRunnerClient {
@@ -80,13 +82,34 @@ impl DeviceRunnerClient {
     }
 
     pub fn with_timeout(url: &str, timeout: Duration) -> Result<Self, Error> {
+        Self::with_options(url, timeout, None)
+    }
+
+    /// A client that presents `token` (the runner's `auth.token`, or its `auth.admin_token`
+    /// for `kill_job` and `restart_run`) as `Authorization: Bearer`, on every call and on the
+    /// log WebSocket.
+    pub fn with_options(url: &str, timeout: Duration, token: Option<&str>) -> Result<Self, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                Error::Transport(jsonrpsee::core::ClientError::Custom(
+                    "the token cannot be sent in an HTTP header".into(),
+                ))
+            })?;
+            headers.insert("authorization", value);
+        }
         let http = HttpClientBuilder::default()
             .request_timeout(timeout)
+            .set_headers(headers.clone())
             .build(url)?;
         let ws_url = url
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
-        Ok(DeviceRunnerClient { http, ws_url })
+        Ok(DeviceRunnerClient {
+            http,
+            ws_url,
+            headers,
+        })
     }
 
     /// The typed API: every method of [`DeviceRunnerApiClient`].
@@ -96,7 +119,10 @@ impl DeviceRunnerClient {
 
     /// Follows a job's log from byte `offset` over a WebSocket.
     pub async fn follow_logs(&self, job_id: &str, offset: u64) -> Result<LogFollower, Error> {
-        let client = WsClientBuilder::default().build(&self.ws_url).await?;
+        let client = WsClientBuilder::default()
+            .set_headers(self.headers.clone())
+            .build(&self.ws_url)
+            .await?;
         let subscription = client
             .subscribe(
                 "subscribe_logs",

@@ -1,11 +1,17 @@
-//! Helpers shared by the workspace's tests.
+//! Helpers shared by the workspace's tests: [`daemon`] starts a real service binary and waits
+//! for it; [`hostile`] derives a hostile caller's requests from an OpenRPC document.
 //!
 //! PostgreSQL tests each get a schema of their own in the database named by
 //! `SCHEDULER_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/scheduler_test`,
 //! created when missing) and drop it when done, so runs can overlap. When the server cannot be
 //! reached the tests fail under `CI=true`; elsewhere they say so and return early.
 
+pub mod daemon;
+pub mod db_proxy;
 pub mod hostile;
+
+pub use daemon::{Daemon, Launch, free_port, wait_until};
+pub use db_proxy::DbProxy;
 
 use std::str::FromStr;
 

@@ -2,9 +2,9 @@
 //! database per measurement, percentiles, and the scheduler's stub execution service.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Json;
@@ -31,13 +31,6 @@ pub fn build_release(package: &str) -> anyhow::Result<PathBuf> {
         bail!("cargo build --release -p {package} failed");
     }
     Ok(workspace_root().join("target/release").join(package))
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A database for one measurement; the PostgreSQL schema is dropped afterwards.
@@ -93,30 +86,14 @@ pub fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
     })
 }
 
+/// A release binary under measurement, started by the shared harness
+/// ([`test_support::daemon`]).
 pub struct Daemon {
-    child: Child,
+    process: test_support::Daemon,
     pub port: u16,
 }
 
 impl Daemon {
-    /// Starts `command` (a service listening on `port`) in `dir`, its stderr to a log file there.
-    pub fn spawn(mut command: Command, dir: &Path, port: u16) -> anyhow::Result<Daemon> {
-        let name = Path::new(command.get_program())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let child = command
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                dir.join(format!("{name}-{port}.log")),
-            )?)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Daemon { child, port })
-    }
-
     /// Starts the scheduler and waits until it answers.
     pub async fn start(
         binary: &Path,
@@ -124,28 +101,45 @@ impl Daemon {
         database_url: &str,
         executor_url: &str,
     ) -> anyhow::Result<Daemon> {
-        let port = free_port()?;
-        let mut command = Command::new(binary);
-        command
+        let launch = test_support::Launch::new(binary, dir)
             .args([
-                "--port",
-                &port.to_string(),
                 "--database-url",
                 database_url,
                 "--executor-url",
                 executor_url,
             ])
             .env("SCHEDULER__LOG__LEVEL", "warn");
-        let daemon = Daemon::spawn(command, dir, port)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let http = scheduler_client::SchedulerClient::new(daemon.client_config())?;
-        while http.health_check().await.is_err() {
-            if Instant::now() > deadline {
-                bail!("scheduler did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(daemon)
+        Daemon::launch(launch).await
+    }
+
+    /// Starts the device runner with the configuration file `config` and waits until it
+    /// answers.
+    pub async fn start_runner(
+        binary: &Path,
+        dir: &Path,
+        config: &Path,
+        database_url: &str,
+    ) -> anyhow::Result<Daemon> {
+        let launch = test_support::Launch::new(binary, dir)
+            .arg("--config")
+            .arg(config)
+            .args(["--database-url", database_url])
+            .env("DEVICE_RUNNER__LOG__LEVEL", "warn");
+        Daemon::launch(launch).await
+    }
+
+    async fn launch(launch: test_support::Launch) -> anyhow::Result<Daemon> {
+        let process = launch
+            .start_within(Duration::from_secs(60))
+            .start()
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let port = process.port;
+        Ok(Daemon { process, port })
+    }
+
+    pub fn url(&self) -> String {
+        self.process.url()
     }
 
     pub fn client_config(&self) -> scheduler_client::ClientConfig {
@@ -158,7 +152,7 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// CPU time (user + system) the process has used so far, in seconds.
@@ -187,18 +181,10 @@ impl Daemon {
     }
 
     pub fn stop(mut self) -> anyhow::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()?;
-        self.child.wait()?;
+        self.process
+            .stop(Duration::from_secs(60))
+            .map_err(anyhow::Error::msg)?;
         Ok(())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,9 +19,7 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus}
 use serde_json::json;
 
 use crate::bench_job::{stamps, unix_nanos};
-use crate::daemon::{
-    Daemon, build_release, flag_pairs, free_port, fresh_db, parse_backends, percentile,
-};
+use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile};
 
 pub struct Options {
     backends: Vec<&'static str>,
@@ -155,22 +152,8 @@ async fn bench_backend(
         toml.push_str(&format!("\n[[devices]]\nserial = \"{}\"\n", serial(device)));
     }
     std::fs::write(&config, toml)?;
-    let port = free_port()?;
-    let mut command = Command::new(binary);
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(["--port", &port.to_string(), "--database-url", &db.url])
-        .env("DEVICE_RUNNER__LOG__LEVEL", "warn");
-    let daemon = Daemon::spawn(command, dir.path(), port)?;
-    let client = DeviceRunnerClient::new(&format!("http://127.0.0.1:{port}"))?;
-    let ready = Instant::now() + Duration::from_secs(60);
-    while client.rpc().health_check().await.is_err() {
-        if Instant::now() > ready {
-            bail!("device-runner did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let daemon = Daemon::start_runner(binary, dir.path(), &config, &db.url).await?;
+    let client = DeviceRunnerClient::new(&daemon.url())?;
 
     // 1. Hold every device.
     let gate = dir.path().join("gate");

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 
 use crate::config::JobTypeConfig;
 use crate::output::{Lines, LogFile, Report, parse_report};
-use crate::process;
 use crate::state::{Command, RunnerState, RunningView};
 use crate::store::{Ending, Store};
+use crate::{process, telemetry};
 
 /// Why a running job is being stopped.
 #[derive(Debug, Clone)]
@@ -236,7 +236,7 @@ impl Supervisor {
                 Ok(pair) => pair,
                 Err(error) => {
                     let message = format!("cannot create log file {}: {error}", log_path.display());
-                    fail_to_start(store, &job.id, message).await?;
+                    fail_to_start(store, &job, message).await?;
                     return Ok(false);
                 }
             };
@@ -244,7 +244,7 @@ impl Supervisor {
             let message = format!("job type '{}' is no longer configured", job.job_type);
             log.note(&message).await;
             log.close().await;
-            fail_to_start(store, &job.id, message).await?;
+            fail_to_start(store, &job, message).await?;
             return Ok(false);
         };
         let mut command = build_command(&job_type, &job);
@@ -254,7 +254,7 @@ impl Supervisor {
                 let message = format!("cannot start '{}': {error}", job_type.argv[0]);
                 log.note(&message).await;
                 log.close().await;
-                fail_to_start(store, &job.id, message).await?;
+                fail_to_start(store, &job, message).await?;
                 return Ok(false);
             }
         };
@@ -279,6 +279,8 @@ impl Supervisor {
             log,
         ));
         tracing::info!(job_id = %job.id, device = %self.serial, job_type = %job.job_type, pid, "job started");
+        let waited = (Utc::now() - job.enqueued_at).to_std().unwrap_or_default();
+        telemetry::job_started(&job.job_type, waited);
         *self.view.lock().unwrap_or_else(|e| e.into_inner()) = RunningView {
             job_id: Some(job.id.clone()),
             pid: Some(pid),
@@ -394,6 +396,11 @@ impl Supervisor {
             ));
         }
         record_end(store, &job.id, &ending, requeue).await;
+        telemetry::job_finished(
+            &job.job_type,
+            status_kind.as_str(),
+            Some(running.started.elapsed()),
+        );
         self.runner
             .logs
             .lock()
@@ -419,10 +426,10 @@ async fn sleep_until(at: Option<Instant>) {
 
 async fn fail_to_start(
     store: &Store,
-    job_id: &str,
+    job: &Job,
     message: String,
 ) -> Result<(), crate::store::StoreError> {
-    tracing::warn!(job_id, %message, "job failed to start");
+    tracing::warn!(job_id = %job.id, %message, "job failed to start");
     let ending = Ending {
         status: JobStatus::Failed,
         ended_at: Utc::now(),
@@ -431,7 +438,9 @@ async fn fail_to_start(
         error: Some(message),
         preempted_by: None,
     };
-    store.finish(job_id, &ending).await.map(|_| ())
+    store.finish(&job.id, &ending).await?;
+    telemetry::job_finished(&job.job_type, JobStatus::Failed.as_str(), None);
+    Ok(())
 }
 
 /// Records how a job ended; with `requeue`, also queues it again with its last checkpoint, in

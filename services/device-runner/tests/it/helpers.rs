@@ -1,5 +1,4 @@
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job, JobStatus};
@@ -34,7 +33,9 @@ pub struct Runner {
     pub port: u16,
     pub db_url: String,
     config: String,
-    child: Option<Child>,
+    /// Environment for the process, beyond the defaults of [`Runner::spawn`].
+    pub env: Vec<(String, String)>,
+    process: Option<test_support::Daemon>,
     /// Dropped after the process is stopped (fields drop after `Drop::drop`).
     _db: Option<TestDb>,
 }
@@ -117,57 +118,63 @@ impl Runner {
         }
     }
 
+    /// Starts a runner on `db_url` (SQLite in `dir` when `None`) with more environment.
+    pub async fn start_env(db_url: Option<String>, extra: &str, env: &[(&str, &str)]) -> Runner {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let db_url = db_url.unwrap_or_else(|| TestDb::sqlite(&dir).url);
+        let mut runner = Runner::prepare(dir, db_url, extra);
+        runner.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        runner.spawn().await;
+        runner
+    }
+
     pub async fn start_on(dir: PathBuf, db_url: String, extra: &str) -> Runner {
+        let mut runner = Runner::prepare(dir, db_url, extra);
+        runner.spawn().await;
+        runner
+    }
+
+    fn prepare(dir: PathBuf, db_url: String, extra: &str) -> Runner {
         let config = format!(
             "{extra}\nlog_dir = \"{}\"\nlog_cap_bytes = 65536\n\n[[devices]]\nserial = \"{DEVICE}\"\nlabel = \"phone 1\"\n{JOB_TYPES}",
             dir.join("logs").display()
         );
-        let mut runner = Runner {
+        Runner {
             dir,
             port: 0,
             db_url,
             config,
-            child: None,
+            env: Vec::new(),
+            process: None,
             _db: None,
-        };
-        runner.spawn().await;
-        runner
+        }
     }
 
     /// Starts (or restarts) the process on a fresh port and waits until it answers.
     pub async fn spawn(&mut self) {
         let config_path = self.dir.join("device-runner.toml");
         std::fs::write(&config_path, &self.config).unwrap();
-        for _ in 0..20 {
-            self.port = free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_device-runner"))
-                .arg("--config")
-                .arg(&config_path)
-                .args(["--port", &self.port.to_string()])
-                .args(["--database-url", &self.db_url])
-                .current_dir(&self.dir)
-                .env("DEVICE_RUNNER__LOG__LEVEL", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(self.dir.join("runner.log")).unwrap())
-                .spawn()
-                .expect("the device-runner binary starts");
-            self.child = Some(child);
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(20) {
-                if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
-                    break;
-                }
-                if self.client().rpc().health_check().await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = self
-                .child
-                .take()
-                .map(|mut c| c.kill().and_then(|_| c.wait()));
-        }
-        panic!("device-runner did not start; its log:\n{}", self.log());
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let process = test_support::Launch::new(env!("CARGO_BIN_EXE_device-runner"), &self.dir)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--database-url", &self.db_url])
+            .env("DEVICE_RUNNER__LOG__LEVEL", "info")
+            .envs(&env)
+            .start_within(Duration::from_secs(20))
+            .graceful_drop(true)
+            .start()
+            .await
+            .unwrap_or_else(|message| panic!("device-runner did not start: {message}"));
+        self.port = process.port;
+        self.process = Some(process);
     }
 
     pub fn url(&self) -> String {
@@ -178,26 +185,29 @@ impl Runner {
         DeviceRunnerClient::new(&self.url()).unwrap()
     }
 
+    /// A client that presents `token`.
+    pub fn client_with_token(&self, token: &str) -> DeviceRunnerClient {
+        DeviceRunnerClient::with_options(&self.url(), Duration::from_secs(60), Some(token)).unwrap()
+    }
+
+    /// The log of the process running now (or of the last one).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("runner.log")).unwrap_or_default()
+        self.process
+            .as_ref()
+            .map(test_support::Daemon::log_text)
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no chance to clean up.
     pub fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        if let Some(process) = self.process.as_mut() {
+            process.kill9();
         }
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        child.wait().unwrap()
+        self.process.as_mut().expect("running").terminate()
     }
 
     pub async fn enqueue(&self, job_type: &str, priority: i64) -> Job {
@@ -274,30 +284,10 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // The process stops (SIGTERM, its jobs with it) before its directory goes.
+        drop(self.process.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The live (not zombie) processes whose process group is `pgid`.

@@ -25,5 +25,6 @@ mod hostile;
 mod jobs;
 mod openrpc;
 mod restart;
+mod serving;
 mod stopping;
 mod store;

@@ -1,8 +1,5 @@
 //! Shared helpers: the daemon under test, its database, and a stub execution service.
 
-use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,19 +53,14 @@ impl TestDb {
     }
 }
 
-/// The scheduler binary, running.
+/// The scheduler binary, running (on the shared harness, [`test_support::daemon`]).
 pub struct Daemon {
-    child: Child,
+    process: test_support::Daemon,
     pub port: u16,
-    log: PathBuf,
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    test_support::free_port()
 }
 
 impl Daemon {
@@ -88,69 +80,30 @@ impl Daemon {
         executor_url: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
-        let port = free_port();
-        let log = db.dir.path().join(format!("scheduler-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_scheduler"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--database-url",
-                url,
-                "--executor-url",
-                executor_url,
-            ])
-            .current_dir(db.dir.path())
+        let process = test_support::Launch::new(env!("CARGO_BIN_EXE_scheduler"), db.dir.path())
+            .args(["--database-url", url, "--executor-url", executor_url])
             .env("SCHEDULER__EXECUTOR__RETRY_DELAY", "50ms")
             .env("SCHEDULER__EXECUTOR__TIMEOUT", "5s")
             .env("SCHEDULER__LOG__LEVEL", "info,scheduler=debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the scheduler binary starts");
-        let mut daemon = Daemon { child, port, log };
-        daemon.wait_ready().await;
-        daemon
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http = reqwest::Client::new();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "scheduler exited during start-up ({status}):\n{}",
-                    self.log_text()
-                );
-            }
-            let answer = http
-                .get(format!("{}/health_check", self.url()))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scheduler not ready after 30s:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .envs(env)
+            .start()
+            .await
+            .unwrap_or_else(|message| panic!("the scheduler did not start: {message}"));
+        let port = process.port;
+        Daemon { process, port }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.process.url()
     }
 
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.process.is_running()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn client(&self) -> SchedulerClient {
@@ -175,41 +128,19 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scheduler ignored SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process
+            .stop(Duration::from_secs(20))
+            .unwrap_or_else(|message| panic!("scheduler: {message}"))
     }
 }
 
@@ -496,80 +427,4 @@ async fn webhook_call(
     axum::http::StatusCode::NO_CONTENT
 }
 
-/// A TCP relay to PostgreSQL that a test can cut, as a database restart or outage would: every
-/// open connection is closed and new ones are refused until it is restored.
-pub struct DbProxy {
-    pub port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl DbProxy {
-    /// Relays to the host and port of the PostgreSQL `url`.
-    pub async fn start(url: &str) -> DbProxy {
-        let parsed = reqwest::Url::parse(url).unwrap();
-        let target = format!(
-            "{}:{}",
-            parsed.host_str().unwrap_or("127.0.0.1"),
-            parsed.port().unwrap_or(5432)
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let (up2, generation2) = (up.clone(), generation.clone());
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let target = target.clone();
-                let mut cut = generation2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        DbProxy {
-            port,
-            up,
-            generation,
-            server,
-        }
-    }
-
-    /// `url` with its host and port replaced by the proxy's.
-    pub fn url(&self, url: &str) -> String {
-        let mut parsed = reqwest::Url::parse(url).unwrap();
-        parsed.set_host(Some("127.0.0.1")).unwrap();
-        parsed.set_port(Some(self.port)).unwrap();
-        parsed.to_string()
-    }
-
-    /// Closes every relayed connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for DbProxy {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
+pub use test_support::DbProxy;
