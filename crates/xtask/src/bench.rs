@@ -22,7 +22,7 @@ use crate::daemon::{
     Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, stub_executor,
 };
 
-pub struct Options {
+pub(crate) struct Options {
     backends: Vec<&'static str>,
     schedules: usize,
     due: usize,
@@ -31,7 +31,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
+    pub(crate) fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut options = Options {
             backends: vec!["sqlite", "postgres"],
             schedules: 100_000,
@@ -73,7 +73,7 @@ struct Figures {
     peak_rss_mib: f64,
 }
 
-pub fn run(options: Options) -> anyhow::Result<()> {
+pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("scheduler")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-pub fn unix_nanos() -> i64 {
+pub(crate) fn unix_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-pub fn run() -> ExitCode {
+pub(crate) fn run() -> ExitCode {
     let started = unix_nanos();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "started {started}");
@@ -37,7 +37,7 @@ pub fn run() -> ExitCode {
 }
 
 /// The `started` and `exiting` stamps of a job's log.
-pub fn stamps(log: &str) -> (Option<i64>, Option<i64>) {
+pub(crate) fn stamps(log: &str) -> (Option<i64>, Option<i64>) {
     let stamp = |prefix: &str| {
         log.lines()
             .find_map(|line| line.strip_prefix(prefix))

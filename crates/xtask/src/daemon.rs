@@ -13,7 +13,7 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
@@ -22,7 +22,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Builds the release binary of `package` (named as the package) and returns its path.
-pub fn build_release(package: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_release(package: &str) -> anyhow::Result<PathBuf> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", package])
         .current_dir(workspace_root())
@@ -34,12 +34,12 @@ pub fn build_release(package: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A database for one measurement; the PostgreSQL schema is dropped afterwards.
-pub struct BenchDb {
+pub(crate) struct BenchDb {
     pub url: String,
     _schema: Option<test_support::PgSchema>,
 }
 
-pub async fn fresh_db(backend: &str, dir: &Path, name: &str) -> anyhow::Result<BenchDb> {
+pub(crate) async fn fresh_db(backend: &str, dir: &Path, name: &str) -> anyhow::Result<BenchDb> {
     Ok(match backend {
         "sqlite" => BenchDb {
             url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
@@ -58,7 +58,7 @@ pub async fn fresh_db(backend: &str, dir: &Path, name: &str) -> anyhow::Result<B
 }
 
 /// The `p` quantile (0 to 1) of sorted samples, nearest rank.
-pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
         return T::default();
     }
@@ -66,7 +66,7 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
 }
 
 /// `--flag value` pairs, in order; a flag without its value is an error.
-pub fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
+pub(crate) fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
     args.chunks(2)
         .map(|pair| match pair {
             [flag, value] => Ok((flag.as_str(), value.as_str())),
@@ -77,7 +77,7 @@ pub fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
 }
 
 /// `--backend sqlite|postgres|both`.
-pub fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
+pub(crate) fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
     Ok(match value {
         "sqlite" => vec!["sqlite"],
         "postgres" => vec!["postgres"],
@@ -88,14 +88,14 @@ pub fn parse_backends(value: &str) -> anyhow::Result<Vec<&'static str>> {
 
 /// A release binary under measurement, started by the shared harness
 /// ([`test_support::daemon`]).
-pub struct Daemon {
+pub(crate) struct Daemon {
     process: test_support::Daemon,
     pub port: u16,
 }
 
 impl Daemon {
     /// Starts the scheduler and waits until it answers.
-    pub async fn start(
+    pub(crate) async fn start(
         binary: &Path,
         dir: &Path,
         database_url: &str,
@@ -114,7 +114,7 @@ impl Daemon {
 
     /// Starts the device runner with the configuration file `config` and waits until it
     /// answers.
-    pub async fn start_runner(
+    pub(crate) async fn start_runner(
         binary: &Path,
         dir: &Path,
         config: &Path,
@@ -138,11 +138,11 @@ impl Daemon {
         Ok(Daemon { process, port })
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.process.url()
     }
 
-    pub fn client_config(&self) -> scheduler_client::ClientConfig {
+    pub(crate) fn client_config(&self) -> scheduler_client::ClientConfig {
         scheduler_client::ClientConfig {
             host: "127.0.0.1".into(),
             port: self.port,
@@ -151,12 +151,12 @@ impl Daemon {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
     /// CPU time (user + system) the process has used so far, in seconds.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         // Fields after the command name, which is in parentheses and may contain spaces.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -166,7 +166,7 @@ impl Daemon {
     }
 
     /// Peak resident set size in MiB (VmHWM).
-    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+    pub(crate) fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let line = status
             .lines()
@@ -180,7 +180,7 @@ impl Daemon {
         Ok(kib / 1024.0)
     }
 
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         self.process
             .stop(Duration::from_secs(60))
             .map_err(anyhow::Error::msg)?;
@@ -194,10 +194,10 @@ fn clock_ticks() -> anyhow::Result<f64> {
 }
 
 /// Every `add_graph_execution` the stub accepted: (scheduled time, when it arrived).
-pub type Received = Arc<Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>>;
 
 /// A stand-in execution service on loopback that accepts every call and notes when it came.
-pub async fn stub_executor() -> anyhow::Result<(String, Received)> {
+pub(crate) async fn stub_executor() -> anyhow::Result<(String, Received)> {
     let received: Received = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/", listener.local_addr()?);

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::bench_job::{stamps, unix_nanos};
 use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile};
 
-pub struct Options {
+pub(crate) struct Options {
     backends: Vec<&'static str>,
     devices: usize,
     queued: usize,
@@ -31,7 +31,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
+    pub(crate) fn parse(args: &[String]) -> anyhow::Result<Options> {
         let mut options = Options {
             backends: vec!["sqlite", "postgres"],
             devices: 50,
@@ -89,7 +89,7 @@ impl Latencies {
     }
 }
 
-pub fn run(options: Options) -> anyhow::Result<()> {
+pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("device-runner")?;
     let job = std::env::current_exe().context("locating the xtask binary for the jobs")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -5,7 +5,7 @@ use device_runner_api::{DeviceInfo, DeviceStatus, JobTypeInfo, RunnerError, Runn
 
 use crate::state::{RunnerState, storage_error};
 
-pub async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerError> {
+pub(super) async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerError> {
     let counts = runner.store.pending_counts().await.map_err(storage_error)?;
     let views: Vec<_> = {
         let devices = runner.devices.read().unwrap_or_else(|e| e.into_inner());
@@ -46,12 +46,12 @@ pub async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerError> {
     })
 }
 
-pub fn devices(runner: &RunnerState) -> Vec<DeviceInfo> {
+pub(super) fn devices(runner: &RunnerState) -> Vec<DeviceInfo> {
     let devices = runner.devices.read().unwrap_or_else(|e| e.into_inner());
     devices.values().map(|entry| entry.info.clone()).collect()
 }
 
-pub fn job_types(runner: &RunnerState) -> Vec<JobTypeInfo> {
+pub(super) fn job_types(runner: &RunnerState) -> Vec<JobTypeInfo> {
     runner
         .config
         .job_types

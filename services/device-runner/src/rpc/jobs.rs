@@ -9,7 +9,7 @@ use crate::config::parse_api_duration;
 use crate::state::{Command, RunnerState, storage_error};
 use crate::store::NewJob;
 
-pub struct Enqueue {
+pub(super) struct Enqueue {
     pub device: String,
     pub job_type: String,
     pub params: Option<Value>,
@@ -21,7 +21,7 @@ pub struct Enqueue {
     pub requeued_from: Option<String>,
 }
 
-pub async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
+pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
     if runner.device_info(&request.device).is_none() {
         return Err(RunnerError::Value(format!(
             "unknown device '{}' (see list_devices)",
@@ -84,7 +84,7 @@ pub async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, Runn
     Ok(job)
 }
 
-pub async fn list_queue(
+pub(super) async fn list_queue(
     runner: &RunnerState,
     device: Option<String>,
 ) -> Result<Vec<Job>, RunnerError> {
@@ -95,7 +95,7 @@ pub async fn list_queue(
         .map_err(storage_error)
 }
 
-pub async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
+pub(super) async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     let job = find(runner, id).await?;
     match job.status {
         JobStatus::Pending => {
@@ -134,7 +134,7 @@ pub async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     }
 }
 
-pub async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
+pub(super) async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
     let run = find(runner, run_id).await?;
     if !run.status.is_finished() {
         return Err(RunnerError::Conflict(format!(
@@ -155,7 +155,7 @@ pub async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerEr
     enqueue(runner, request).await
 }
 
-pub async fn find(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
+pub(super) async fn find(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     runner
         .store
         .get(id)

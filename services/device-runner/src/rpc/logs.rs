@@ -12,9 +12,9 @@ use super::jobs::find;
 use crate::state::RunnerState;
 
 /// The most one `get_logs` call or one subscription message carries.
-pub const MAX_CHUNK: u64 = 1024 * 1024;
+pub(super) const MAX_CHUNK: u64 = 1024 * 1024;
 
-pub async fn read(
+pub(super) async fn read(
     runner: &RunnerState,
     job_id: &str,
     offset: u64,
@@ -55,7 +55,7 @@ pub async fn read(
     Ok(chunk(job_id, offset, bytes, !live && end >= length))
 }
 
-pub async fn follow(
+pub(super) async fn follow(
     runner: Arc<RunnerState>,
     pending: PendingSubscriptionSink,
     job_id: String,

@@ -7,7 +7,7 @@ use super::jobs::find;
 use crate::state::{RunnerState, storage_error};
 use crate::store::RunFilter;
 
-pub struct RunsQuery {
+pub(super) struct RunsQuery {
     pub device: Option<String>,
     pub status: Option<String>,
     pub job_type: Option<String>,
@@ -15,7 +15,7 @@ pub struct RunsQuery {
     pub before: Option<String>,
 }
 
-pub async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<Job>, RunnerError> {
+pub(super) async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<Job>, RunnerError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(RunnerError::Value(format!(
@@ -47,11 +47,11 @@ pub async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<Job>, Ru
     runner.store.runs(&filter).await.map_err(storage_error)
 }
 
-pub async fn get(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
+pub(super) async fn get(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
     find(runner, run_id).await
 }
 
-pub async fn timeline(
+pub(super) async fn timeline(
     runner: &RunnerState,
     hours: Option<f64>,
 ) -> Result<Vec<DeviceTimeline>, RunnerError> {

@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job, JobStatus};
 
 /// A database for one runner: a SQLite file, or a PostgreSQL schema dropped afterwards.
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     _schema: Option<test_support::PgSchema>,
 }
 
 impl TestDb {
-    pub fn sqlite(dir: &Path) -> TestDb {
+    pub(crate) fn sqlite(dir: &Path) -> TestDb {
         TestDb {
             url: format!("sqlite://{}", dir.join("runner.db").display()),
             _schema: None,
@@ -18,7 +18,7 @@ impl TestDb {
     }
 
     /// `None` outside CI when PostgreSQL is not reachable (said on stderr); panics under CI.
-    pub async fn postgres() -> Option<TestDb> {
+    pub(crate) async fn postgres() -> Option<TestDb> {
         let schema = test_support::PgSchema::create("runner").await?;
         Some(TestDb {
             url: schema.url(),
@@ -28,7 +28,7 @@ impl TestDb {
 }
 
 /// A runner process with its own directory, configuration and database.
-pub struct Runner {
+pub(crate) struct Runner {
     pub dir: PathBuf,
     pub port: u16,
     pub db_url: String,
@@ -42,15 +42,15 @@ pub struct Runner {
 
 /// The store a runner under test uses.
 #[derive(Debug, Clone, Copy)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
-pub const DEVICE: &str = "PHONE1";
+pub(crate) const DEVICE: &str = "PHONE1";
 
 /// Job types for the tests: `sh -c` programs.
-pub const JOB_TYPES: &str = r#"
+pub(crate) const JOB_TYPES: &str = r#"
 [job_types.quick]
 argv = ["sh", "-c", "echo started $JOB_ID on $ANDROID_SERIAL; echo params=$JOB_PARAMS"]
 max_duration = "1m"
@@ -97,7 +97,7 @@ max_duration = "1m"
 impl Runner {
     /// Starts a runner on SQLite with one configured device and the test job types; `extra` is
     /// more TOML for the top of the file.
-    pub async fn start(extra: &str) -> Runner {
+    pub(crate) async fn start(extra: &str) -> Runner {
         let dir = tempfile::tempdir().unwrap().keep();
         let db = TestDb::sqlite(&dir);
         Runner::start_on(dir, db.url, extra).await
@@ -105,7 +105,7 @@ impl Runner {
 
     /// Starts a runner on `backend`; on PostgreSQL in a schema of its own, dropped with the
     /// runner. `None` outside CI when PostgreSQL is not reachable; panics under CI.
-    pub async fn start_with(backend: Backend, extra: &str) -> Option<Runner> {
+    pub(crate) async fn start_with(backend: Backend, extra: &str) -> Option<Runner> {
         match backend {
             Backend::Sqlite => Some(Runner::start(extra).await),
             Backend::Postgres => {
@@ -119,7 +119,11 @@ impl Runner {
     }
 
     /// Starts a runner on `db_url` (SQLite in `dir` when `None`) with more environment.
-    pub async fn start_env(db_url: Option<String>, extra: &str, env: &[(&str, &str)]) -> Runner {
+    pub(crate) async fn start_env(
+        db_url: Option<String>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Runner {
         let dir = tempfile::tempdir().unwrap().keep();
         let db_url = db_url.unwrap_or_else(|| TestDb::sqlite(&dir).url);
         let mut runner = Runner::prepare(dir, db_url, extra);
@@ -131,7 +135,7 @@ impl Runner {
         runner
     }
 
-    pub async fn start_on(dir: PathBuf, db_url: String, extra: &str) -> Runner {
+    pub(crate) async fn start_on(dir: PathBuf, db_url: String, extra: &str) -> Runner {
         let mut runner = Runner::prepare(dir, db_url, extra);
         runner.spawn().await;
         runner
@@ -154,7 +158,7 @@ impl Runner {
     }
 
     /// Starts (or restarts) the process on a fresh port and waits until it answers.
-    pub async fn spawn(&mut self) {
+    pub(crate) async fn spawn(&mut self) {
         let config_path = self.dir.join("device-runner.toml");
         std::fs::write(&config_path, &self.config).unwrap();
         let env: Vec<(&str, &str)> = self
@@ -177,21 +181,21 @@ impl Runner {
         self.process = Some(process);
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn client(&self) -> DeviceRunnerClient {
+    pub(crate) fn client(&self) -> DeviceRunnerClient {
         DeviceRunnerClient::new(&self.url()).unwrap()
     }
 
     /// A client that presents `token`.
-    pub fn client_with_token(&self, token: &str) -> DeviceRunnerClient {
+    pub(crate) fn client_with_token(&self, token: &str) -> DeviceRunnerClient {
         DeviceRunnerClient::with_options(&self.url(), Duration::from_secs(60), Some(token)).unwrap()
     }
 
     /// The log of the process running now (or of the last one).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.process
             .as_ref()
             .map(test_support::Daemon::log_text)
@@ -199,18 +203,18 @@ impl Runner {
     }
 
     /// SIGKILL: no chance to clean up.
-    pub fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         if let Some(process) = self.process.as_mut() {
             process.kill9();
         }
     }
 
     /// SIGTERM and wait for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         self.process.as_mut().expect("running").terminate()
     }
 
-    pub async fn enqueue(&self, job_type: &str, priority: i64) -> Job {
+    pub(crate) async fn enqueue(&self, job_type: &str, priority: i64) -> Job {
         self.client()
             .rpc()
             .enqueue_job(
@@ -226,12 +230,17 @@ impl Runner {
             .unwrap()
     }
 
-    pub async fn job(&self, id: &str) -> Job {
+    pub(crate) async fn job(&self, id: &str) -> Job {
         self.client().rpc().get_run(id.into()).await.unwrap()
     }
 
     /// Waits until the job satisfies `done`, failing after `within`.
-    pub async fn wait_for(&self, id: &str, within: Duration, done: impl Fn(&Job) -> bool) -> Job {
+    pub(crate) async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Job) -> bool,
+    ) -> Job {
         let started = Instant::now();
         loop {
             let job = self.job(id).await;
@@ -249,7 +258,7 @@ impl Runner {
 
     /// Waits until the job queued again in place of `from` (by preemption or a restart) is
     /// pending or running, and returns it.
-    pub async fn wait_requeued(&self, from: &str, within: Duration) -> Job {
+    pub(crate) async fn wait_requeued(&self, from: &str, within: Duration) -> Job {
         let started = Instant::now();
         loop {
             let client = self.client();
@@ -274,7 +283,7 @@ impl Runner {
     }
 
     /// Waits for a status; for `Running`, also for its process to be recorded.
-    pub async fn wait_status(&self, id: &str, status: JobStatus, within: Duration) -> Job {
+    pub(crate) async fn wait_status(&self, id: &str, status: JobStatus, within: Duration) -> Job {
         self.wait_for(id, within, |job| {
             job.status == status && (status != JobStatus::Running || job.pid.is_some())
         })
@@ -291,24 +300,24 @@ impl Drop for Runner {
 }
 
 /// The live (not zombie) processes whose process group is `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
     device_runner::process::group_members(pgid)
 }
 
 impl Runner {
     /// The runner's store, opened beside (or instead of) the process.
-    pub async fn store(&self) -> device_runner::store::Store {
+    pub(crate) async fn store(&self) -> device_runner::store::Store {
         let url = service_kit::DatabaseUrl::parse(&self.db_url).unwrap();
         device_runner::store::Store::connect(&url, 1).await.unwrap()
     }
 
     /// A job read from the store while the runner is down.
-    pub async fn job_offline(&self, id: &str) -> Job {
+    pub(crate) async fn job_offline(&self, id: &str) -> Job {
         self.store().await.get(id).await.unwrap().unwrap()
     }
 
     /// Makes a running job's record point at another pid, as if the pid had been reused.
-    pub async fn point_job_at(&self, id: &str, pid: i32) {
+    pub(crate) async fn point_job_at(&self, id: &str, pid: i32) {
         let store = self.store().await;
         let (_, identity) = store
             .running()

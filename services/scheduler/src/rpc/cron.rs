@@ -7,7 +7,7 @@ use triggers::{CronSchedule, parse_timezone};
 const DEFAULT_COUNT: u32 = 5;
 const MAX_COUNT: u32 = 1000;
 
-pub fn next_fire_times(
+pub(super) fn next_fire_times(
     cron: &str,
     timezone: Option<&str>,
     after: Option<&str>,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::app::{App, storage_error};
 
-pub async fn registry(app: &App) -> Result<Registry, SchedulerError> {
+pub(super) async fn registry(app: &App) -> Result<Registry, SchedulerError> {
     let everything = ListFilter {
         owner: None,
         graph_id: None,

@@ -8,7 +8,7 @@ use crate::app::{App, storage_error};
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
-pub async fn list(
+pub(super) async fn list(
     app: &App,
     schedule_id: &str,
     user_id: &str,

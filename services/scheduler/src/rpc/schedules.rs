@@ -15,7 +15,7 @@ const DEFAULT_NAME: &str = "execute_graph";
 /// Identifiers longer than this are refused rather than stored.
 const MAX_ID_LEN: usize = 256;
 
-pub struct AddRequest {
+pub(super) struct AddRequest {
     pub user_id: String,
     pub graph_id: String,
     pub graph_version: i64,
@@ -27,7 +27,10 @@ pub struct AddRequest {
     pub policy: Option<SchedulePolicy>,
 }
 
-pub async fn add(app: &App, request: AddRequest) -> Result<GraphExecutionJobInfo, SchedulerError> {
+pub(super) async fn add(
+    app: &App,
+    request: AddRequest,
+) -> Result<GraphExecutionJobInfo, SchedulerError> {
     check_id("user_id", &request.user_id)?;
     check_id("graph_id", &request.graph_id)?;
     let input_data = object_or_error("input_data", request.input_data)?;
@@ -82,7 +85,7 @@ pub async fn add(app: &App, request: AddRequest) -> Result<GraphExecutionJobInfo
     job_info(&schedule)
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     app: &App,
     schedule_id: &str,
     user_id: &str,
@@ -96,7 +99,7 @@ pub async fn delete(
     job_info(&deleted)
 }
 
-pub async fn list(
+pub(super) async fn list(
     app: &App,
     graph_id: Option<String>,
     user_id: Option<String>,
@@ -119,7 +122,7 @@ pub async fn list(
         .collect()
 }
 
-pub async fn set_paused(
+pub(super) async fn set_paused(
     app: &App,
     schedule_id: &str,
     user_id: &str,
@@ -149,7 +152,7 @@ pub async fn set_paused(
 }
 
 /// The schedule, after checking that it exists and belongs to `user_id`.
-pub async fn owned_schedule(
+pub(super) async fn owned_schedule(
     store: &Arc<dyn JobStore>,
     schedule_id: &str,
     user_id: &str,
@@ -169,7 +172,7 @@ pub async fn owned_schedule(
 }
 
 /// A schedule as AutoGPT's `GraphExecutionJobInfo`.
-pub fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerError> {
+pub(super) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerError> {
     let Target::GraphExecution {
         graph_id,
         graph_version,

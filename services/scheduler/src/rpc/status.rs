@@ -4,7 +4,7 @@ use scheduler_api::{JobstoreStatus, SchedulerStatus};
 
 use crate::app::App;
 
-pub async fn status(app: &App) -> SchedulerStatus {
+pub(super) async fn status(app: &App) -> SchedulerStatus {
     let leader = app.is_leader();
     let mut jobstores = Vec::new();
     let mut database_ok = true;

@@ -14,7 +14,7 @@ use crate::tasks::{DeclaredTask, OWNER, SystemTask};
 /// ledger (two calls in the same millisecond).
 const INSTANT_ATTEMPTS: i64 = 5;
 
-pub async fn execute(
+pub(super) async fn execute(
     app: &App,
     task: SystemTask,
     kwargs: Option<Value>,

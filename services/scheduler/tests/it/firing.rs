@@ -11,7 +11,7 @@ use crate::helpers::{
 };
 
 /// Waits until the ledger holds at least `count` runs with `status`.
-pub async fn wait_for_runs(
+pub(crate) async fn wait_for_runs(
     client: &SchedulerClient,
     id: &str,
     user: &str,

@@ -13,21 +13,21 @@ use test_support::PgSchema;
 
 /// Which database the daemon runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// A database for one test: a SQLite file in a temporary directory, or a private PostgreSQL
 /// schema. `None` from [`TestDb::new`] means PostgreSQL is unreachable outside CI.
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
     _schema: Option<PgSchema>,
 }
 
 impl TestDb {
-    pub async fn new(backend: Backend) -> Option<TestDb> {
+    pub(crate) async fn new(backend: Backend) -> Option<TestDb> {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             Backend::Sqlite => {
@@ -54,27 +54,31 @@ impl TestDb {
 }
 
 /// The scheduler binary, running (on the shared harness, [`test_support::daemon`]).
-pub struct Daemon {
+pub(crate) struct Daemon {
     process: test_support::Daemon,
     pub port: u16,
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     test_support::free_port()
 }
 
 impl Daemon {
     /// Starts the binary on `db` and waits until it answers `health_check`.
-    pub async fn start(db: &TestDb, executor_url: &str) -> Daemon {
+    pub(crate) async fn start(db: &TestDb, executor_url: &str) -> Daemon {
         Daemon::start_with(db, executor_url, &[]).await
     }
 
-    pub async fn start_with(db: &TestDb, executor_url: &str, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) async fn start_with(
+        db: &TestDb,
+        executor_url: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         Daemon::start_at(db, &db.url, executor_url, env).await
     }
 
     /// Starts the binary in `db`'s directory on the database at `url`.
-    pub async fn start_at(
+    pub(crate) async fn start_at(
         db: &TestDb,
         url: &str,
         executor_url: &str,
@@ -93,25 +97,25 @@ impl Daemon {
         Daemon { process, port }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.process.url()
     }
 
     /// Whether the process is still alive.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
-    pub fn client(&self) -> SchedulerClient {
+    pub(crate) fn client(&self) -> SchedulerClient {
         self.client_as(None, 2)
     }
 
     /// A client that presents `token`, and does not retry.
-    pub fn client_with_token(&self, token: &str) -> SchedulerClient {
+    pub(crate) fn client_with_token(&self, token: &str) -> SchedulerClient {
         self.client_as(Some(token), 0)
     }
 
@@ -127,17 +131,17 @@ impl Daemon {
         .unwrap()
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.process.log_text()
     }
 
     /// SIGKILL: no chance to clean up.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.process.kill9();
     }
 
     /// SIGTERM, then waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         self.process
             .stop(Duration::from_secs(20))
             .unwrap_or_else(|message| panic!("scheduler: {message}"))
@@ -145,7 +149,7 @@ impl Daemon {
 }
 
 /// POSTs `body` as JSON to `path` on the daemon; the status and the body as text.
-pub async fn post_text(daemon: &Daemon, path: &str, body: &str) -> (u16, String) {
+pub(crate) async fn post_text(daemon: &Daemon, path: &str, body: &str) -> (u16, String) {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", daemon.url()))
         .header("content-type", "application/json")
@@ -158,7 +162,7 @@ pub async fn post_text(daemon: &Daemon, path: &str, body: &str) -> (u16, String)
 }
 
 /// A graph schedule with the given cron, owned by `user`.
-pub fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSchedule {
+pub(crate) fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSchedule {
     NewGraphSchedule {
         user_id: user.into(),
         graph_id: graph.into(),
@@ -174,13 +178,13 @@ pub fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSchedule {
 
 /// One `add_graph_execution` call the stub received.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub params: Value,
     pub received_at: DateTime<Utc>,
 }
 
 impl Call {
-    pub fn scheduled_time(&self) -> DateTime<Utc> {
+    pub(crate) fn scheduled_time(&self) -> DateTime<Utc> {
         let text = self.params["scheduled_time"]
             .as_str()
             .expect("scheduled_time is a string");
@@ -192,7 +196,7 @@ impl Call {
 
 /// How the stub answers.
 #[derive(Debug, Clone, Copy)]
-pub enum Answer {
+pub(crate) enum Answer {
     Accept,
     /// HTTP 503 for the next `n` calls, then accept.
     Unavailable(usize),
@@ -211,14 +215,14 @@ struct StubState {
 
 /// A stand-in for AutoGPT's execution service: a JSON-RPC server on loopback that records every
 /// `add_graph_execution` it receives.
-pub struct StubExecutor {
+pub(crate) struct StubExecutor {
     pub url: String,
     state: Arc<Mutex<StubState>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl StubExecutor {
-    pub async fn start(answer: Answer) -> StubExecutor {
+    pub(crate) async fn start(answer: Answer) -> StubExecutor {
         let state = Arc::new(Mutex::new(StubState {
             answer: Some(answer),
             ..Default::default()
@@ -231,17 +235,17 @@ impl StubExecutor {
         StubExecutor { url, state, server }
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
     }
 
     /// How many requests arrived, including refused ones.
-    pub fn attempts(&self) -> usize {
+    pub(crate) fn attempts(&self) -> usize {
         self.state.lock().unwrap().attempts
     }
 
     /// Waits until at least `count` calls were accepted, or `timeout` passes.
-    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Call> {
+    pub(crate) async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Call> {
         let deadline = Instant::now() + timeout;
         loop {
             let calls = self.calls();
@@ -307,7 +311,7 @@ async fn stub_call(
 }
 
 /// Runs `body` against SQLite and PostgreSQL (PostgreSQL only when reachable, or always under CI).
-pub async fn on_each_backend<F, Fut>(body: F)
+pub(crate) async fn on_each_backend<F, Fut>(body: F)
 where
     F: Fn(Backend, TestDb) -> Fut,
     Fut: Future<Output = ()>,
@@ -321,7 +325,7 @@ where
 
 /// One JSON-RPC call a [`StubService`] received.
 #[derive(Debug, Clone)]
-pub struct ServiceCall {
+pub(crate) struct ServiceCall {
     pub method: String,
     pub params: Value,
 }
@@ -336,14 +340,14 @@ struct ServiceState {
 /// A stand-in for the services system tasks call (notification manager, database manager,
 /// storage): a JSON-RPC server on loopback that answers each method with a fixed result and
 /// records the calls. `/webhook` stands in for a Discord webhook and records what it is sent.
-pub struct StubService {
+pub(crate) struct StubService {
     pub url: String,
     state: Arc<Mutex<ServiceState>>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl StubService {
-    pub async fn start(results: &[(&str, Value)]) -> StubService {
+    pub(crate) async fn start(results: &[(&str, Value)]) -> StubService {
         let state = Arc::new(Mutex::new(ServiceState {
             results: results
                 .iter()
@@ -360,11 +364,11 @@ impl StubService {
         StubService { url, state, server }
     }
 
-    pub fn webhook_url(&self) -> String {
+    pub(crate) fn webhook_url(&self) -> String {
         format!("{}/webhook", self.url)
     }
 
-    pub fn calls(&self, method: &str) -> Vec<ServiceCall> {
+    pub(crate) fn calls(&self, method: &str) -> Vec<ServiceCall> {
         let state = self.state.lock().unwrap();
         state
             .calls
@@ -374,12 +378,12 @@ impl StubService {
             .collect()
     }
 
-    pub fn alerts(&self) -> Vec<Value> {
+    pub(crate) fn alerts(&self) -> Vec<Value> {
         self.state.lock().unwrap().alerts.clone()
     }
 
     /// Waits until `method` was called at least `count` times, or `timeout` passes.
-    pub async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         method: &str,
         count: usize,
@@ -427,4 +431,4 @@ async fn webhook_call(
     axum::http::StatusCode::NO_CONTENT
 }
 
-pub use test_support::DbProxy;
+pub(crate) use test_support::DbProxy;
