@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use service_kit::{Database, DatabaseUrl};
 
-use crate::model::Jobstore;
+use crate::model::StoreName;
 use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{JobStore, StoreError};
@@ -27,7 +27,7 @@ pub async fn migrate(database: &Database) -> Result<(), StoreError> {
 }
 
 /// The persisted store of one jobstore on a migrated database.
-pub fn persisted(database: &Database, jobstore: Jobstore) -> Arc<dyn JobStore> {
+pub fn persisted(database: &Database, jobstore: StoreName) -> Arc<dyn JobStore> {
     match database {
         Database::Postgres(pool) => Arc::new(PostgresStore::new(pool.clone(), jobstore)),
         Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool.clone(), jobstore)),

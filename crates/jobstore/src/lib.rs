@@ -15,7 +15,9 @@ mod store;
 
 pub use connect::{connect, migrate, persisted};
 pub use memory::MemoryStore;
-pub use model::{Jobstore, ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, Target};
+pub use model::{
+    ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, StoreName, Target,
+};
 pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
 pub use sqlite::SqliteStore;

@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
-use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
+use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
 use crate::plan::plan_fire;
 use crate::store::{JobStore, StoreError};
 
 /// Schedules and ledger rows held in process memory; lost on exit by design.
 pub struct MemoryStore {
-    jobstore: Jobstore,
+    jobstore: StoreName,
     state: Mutex<State>,
 }
 
@@ -51,7 +51,7 @@ impl State {
 }
 
 impl MemoryStore {
-    pub fn new(jobstore: Jobstore) -> Self {
+    pub fn new(jobstore: StoreName) -> Self {
         MemoryStore {
             jobstore,
             state: Mutex::new(State::default()),
@@ -61,7 +61,7 @@ impl MemoryStore {
 
 #[async_trait]
 impl JobStore for MemoryStore {
-    fn jobstore(&self) -> Jobstore {
+    fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 

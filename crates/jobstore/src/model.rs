@@ -5,37 +5,38 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use triggers::TriggerSpec;
 
-/// The named jobstores of the AutoGPT scheduler. The first two are persisted, each in its own
-/// table; `weekly_notifications` lives in memory.
+/// The name of one of the AutoGPT scheduler's jobstores (a [`JobStore`](crate::JobStore) is
+/// the store itself). The first two are persisted, each in its own table;
+/// `weekly_notifications` lives in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Jobstore {
+pub enum StoreName {
     Execution,
     BatchedNotifications,
     WeeklyNotifications,
 }
 
-impl Jobstore {
-    pub const ALL: [Jobstore; 3] = [
-        Jobstore::Execution,
-        Jobstore::BatchedNotifications,
-        Jobstore::WeeklyNotifications,
+impl StoreName {
+    pub const ALL: [StoreName; 3] = [
+        StoreName::Execution,
+        StoreName::BatchedNotifications,
+        StoreName::WeeklyNotifications,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Jobstore::Execution => "execution",
-            Jobstore::BatchedNotifications => "batched_notifications",
-            Jobstore::WeeklyNotifications => "weekly_notifications",
+            StoreName::Execution => "execution",
+            StoreName::BatchedNotifications => "batched_notifications",
+            StoreName::WeeklyNotifications => "weekly_notifications",
         }
     }
 
     /// The table that holds this jobstore's schedules in a database backend.
     pub(crate) fn table(self) -> &'static str {
         match self {
-            Jobstore::Execution => "schedules_execution",
-            Jobstore::BatchedNotifications => "schedules_batched_notifications",
-            Jobstore::WeeklyNotifications => "schedules_weekly_notifications",
+            StoreName::Execution => "schedules_execution",
+            StoreName::BatchedNotifications => "schedules_batched_notifications",
+            StoreName::WeeklyNotifications => "schedules_weekly_notifications",
         }
     }
 }
@@ -203,7 +204,7 @@ impl RunStatus {
 pub struct RunRecord {
     pub schedule_id: String,
     pub scheduled_time: DateTime<Utc>,
-    pub jobstore: Jobstore,
+    pub jobstore: StoreName,
     pub owner: String,
     pub target: Target,
     pub status: RunStatus,

@@ -4,7 +4,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
-use crate::model::{Jobstore, RunRecord, RunStatus, Schedule};
+use crate::model::{RunRecord, RunStatus, Schedule, StoreName};
 
 /// The ledger rows to write and the schedule's new next run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,7 @@ pub struct FirePlan {
 /// schedule (a trigger that no longer compiles, or a bug that panics) becomes a `failed` row
 /// for that schedule and parks it, so the claim of every other schedule goes on.
 pub fn plan_fire(
-    jobstore: Jobstore,
+    jobstore: StoreName,
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
@@ -41,7 +41,7 @@ pub fn plan_fire(
 
 /// Runs `planner`, turning a panic into a parked schedule with a `failed` row.
 fn contain(
-    jobstore: Jobstore,
+    jobstore: StoreName,
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
@@ -70,7 +70,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Builds the ledger rows of one claim.
 struct Rows<'a> {
-    jobstore: Jobstore,
+    jobstore: StoreName,
     schedule: &'a Schedule,
     now: DateTime<Utc>,
     lease_until: Option<DateTime<Utc>>,
@@ -78,7 +78,7 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     fn new(
-        jobstore: Jobstore,
+        jobstore: StoreName,
         schedule: &'a Schedule,
         now: DateTime<Utc>,
         lease: TimeDelta,
@@ -137,7 +137,12 @@ impl<'a> Rows<'a> {
     }
 }
 
-fn plan(jobstore: Jobstore, schedule: &Schedule, now: DateTime<Utc>, lease: TimeDelta) -> FirePlan {
+fn plan(
+    jobstore: StoreName,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    lease: TimeDelta,
+) -> FirePlan {
     let rows = Rows::new(jobstore, schedule, now, lease);
     let now = rows.now;
     let exact_due = schedule.next_run_at.unwrap_or(now);
@@ -245,9 +250,13 @@ mod tests {
     fn a_panicking_planner_parks_the_schedule_with_a_failed_row() {
         let s = schedule(cron("* * * * *"), Policy::default(), "2026-01-01T00:00:00Z");
         let now = at("2026-01-01T00:00:05Z");
-        let plan = contain(Jobstore::Execution, &s, now, TimeDelta::seconds(30), || {
-            panic!("boom")
-        });
+        let plan = contain(
+            StoreName::Execution,
+            &s,
+            now,
+            TimeDelta::seconds(30),
+            || panic!("boom"),
+        );
         assert_eq!(plan.next_run_at, None);
         let reason = plan.parked.expect("parked");
         assert!(reason.contains("boom"), "{reason}");
@@ -265,7 +274,7 @@ mod tests {
         };
         let s = schedule(trigger, Policy::default(), "2026-01-01T00:00:00Z");
         let plan = plan_fire(
-            Jobstore::Execution,
+            StoreName::Execution,
             &s,
             at("2026-01-01T00:00:01Z"),
             TimeDelta::seconds(30),
@@ -288,7 +297,7 @@ mod tests {
             };
             let s = schedule(cron("* * * * *"), policy, "2000-01-01T00:00:00Z");
             let plan = plan_fire(
-                Jobstore::Execution,
+                StoreName::Execution,
                 &s,
                 at("2026-01-01T00:00:01Z"),
                 TimeDelta::seconds(30),
@@ -307,7 +316,7 @@ mod tests {
         };
         let s = schedule(cron("* * * * *"), policy, "2026-01-01T00:00:00Z");
         let plan = plan_fire(
-            Jobstore::Execution,
+            StoreName::Execution,
             &s,
             at("2026-01-01T00:00:11Z"),
             TimeDelta::seconds(30),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
-use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
+use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
 use crate::plan::{plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
@@ -21,12 +21,12 @@ const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target,
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    jobstore: Jobstore,
+    jobstore: StoreName,
 }
 
 impl PostgresStore {
     /// A store over an already migrated pool (see [`crate::connect`]).
-    pub fn new(pool: PgPool, jobstore: Jobstore) -> Self {
+    pub fn new(pool: PgPool, jobstore: StoreName) -> Self {
         PostgresStore { pool, jobstore }
     }
 
@@ -82,7 +82,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, StoreError> {
 
 #[async_trait]
 impl JobStore for PostgresStore {
-    fn jobstore(&self) -> Jobstore {
+    fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, RunStatus, Schedule};
+use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
 use crate::plan::{plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
@@ -19,12 +19,12 @@ const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target,
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    jobstore: Jobstore,
+    jobstore: StoreName,
 }
 
 impl SqliteStore {
     /// A store over an already migrated pool (see [`crate::connect`]).
-    pub fn new(pool: SqlitePool, jobstore: Jobstore) -> Self {
+    pub fn new(pool: SqlitePool, jobstore: StoreName) -> Self {
         SqliteStore { pool, jobstore }
     }
 
@@ -150,7 +150,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    fn jobstore(&self) -> Jobstore {
+    fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 

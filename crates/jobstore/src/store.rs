@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::model::{Jobstore, ListFilter, RunOutcome, RunRecord, Schedule};
+use crate::model::{ListFilter, RunOutcome, RunRecord, Schedule, StoreName};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ impl StoreError {
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Which named jobstore this is.
-    fn jobstore(&self) -> Jobstore;
+    fn jobstore(&self) -> StoreName;
 
     /// The backend's name, for logs and status ("postgres", "sqlite", "memory").
     fn backend(&self) -> &'static str;

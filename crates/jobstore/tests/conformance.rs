@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
-    DatabaseUrl, JobStore, Jobstore, ListFilter, MemoryStore, Policy, RunOutcome, RunRecord,
-    RunStatus, Schedule, StoreError, Target,
+    DatabaseUrl, JobStore, ListFilter, MemoryStore, Policy, RunOutcome, RunRecord, RunStatus,
+    Schedule, StoreError, StoreName, Target,
 };
 use serde_json::json;
 use test_support::PgSchema;
@@ -679,7 +679,7 @@ async fn concurrent_claims_take_each_occurrence_once(store: Arc<dyn JobStore>) {
 }
 
 async fn memory_store() -> Arc<dyn JobStore> {
-    Arc::new(MemoryStore::new(Jobstore::Execution))
+    Arc::new(MemoryStore::new(StoreName::Execution))
 }
 
 async fn sqlite_store() -> (Arc<dyn JobStore>, tempfile::TempDir) {
@@ -687,14 +687,14 @@ async fn sqlite_store() -> (Arc<dyn JobStore>, tempfile::TempDir) {
     let url =
         DatabaseUrl::parse(&format!("sqlite://{}/nested/s.db", dir.path().display())).unwrap();
     let db = jobstore::connect(&url, 4).await.unwrap();
-    (jobstore::persisted(&db, Jobstore::Execution), dir)
+    (jobstore::persisted(&db, StoreName::Execution), dir)
 }
 
 async fn postgres_store() -> Option<(Arc<dyn JobStore>, PgSchema)> {
     let schema = PgSchema::create("jobstore").await?;
     let url = DatabaseUrl::parse(&schema.url()).unwrap();
     let db = jobstore::connect(&url, 8).await.unwrap();
-    Some((jobstore::persisted(&db, Jobstore::Execution), schema))
+    Some((jobstore::persisted(&db, StoreName::Execution), schema))
 }
 
 async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
@@ -787,7 +787,7 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
     );
     for url in urls {
         let db = jobstore::connect(&url, 2).await.unwrap();
-        let store = jobstore::persisted(&db, Jobstore::BatchedNotifications);
+        let store = jobstore::persisted(&db, StoreName::BatchedNotifications);
         store
             .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
             .await
@@ -799,7 +799,7 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
         db.close().await;
 
         let db = jobstore::connect(&url, 2).await.unwrap();
-        let store = jobstore::persisted(&db, Jobstore::BatchedNotifications);
+        let store = jobstore::persisted(&db, StoreName::BatchedNotifications);
         let kept = store.get("a").await.unwrap().unwrap();
         assert_eq!(
             kept.next_run_at,
@@ -810,7 +810,7 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
         assert_eq!(store.runs("a", 10).await.unwrap().len(), 1);
         // Jobstores are separate tables.
         assert_eq!(
-            jobstore::persisted(&db, Jobstore::Execution)
+            jobstore::persisted(&db, StoreName::Execution)
                 .get("a")
                 .await
                 .unwrap(),

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::plan::plan_fire;
-use jobstore::{Jobstore, Policy, RunStatus, Schedule, Target};
+use jobstore::{Policy, RunStatus, Schedule, StoreName, Target};
 use proptest::prelude::*;
 use triggers::{LATEST, TriggerSpec, in_range};
 
@@ -86,7 +86,7 @@ proptest! {
             next_run_at: Some(due.min(now)),
             created_at: due.min(now),
         };
-        let plan = plan_fire(Jobstore::Execution, &schedule, now, TimeDelta::seconds(lease_secs));
+        let plan = plan_fire(StoreName::Execution, &schedule, now, TimeDelta::seconds(lease_secs));
         if !compiles {
             prop_assert!(plan.parked.is_some());
             return Ok(());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
-use jobstore::{Database, DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use jobstore::{Database, DatabaseUrl, Policy, Schedule, StoreName, Target};
 use scheduler_client::{NewGraphSchedule, SchedulerClient};
 use serde_json::json;
 use triggers::TriggerSpec;
@@ -295,7 +295,7 @@ async fn seed(
     due: usize,
     due_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let store = jobstore::persisted(database, Jobstore::Execution);
+    let store = jobstore::persisted(database, StoreName::Execution);
     let now = Utc::now().trunc_subsecs(0);
     let due_cron = format!(
         "{} {} {} {} {} *",

@@ -152,6 +152,23 @@ impl Default for AdbConfig {
     }
 }
 
+impl Config {
+    /// Where a job's log goes.
+    pub fn log_path(&self, device: &str, job_id: &str) -> PathBuf {
+        let safe: String = device
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.log_dir.join(safe).join(format!("{job_id}.log"))
+    }
+}
+
 impl ServiceConfig for Config {
     const NAME: &'static str = "device-runner";
     const ENV_PREFIX: &'static str = "DEVICE_RUNNER";

@@ -10,7 +10,7 @@ use device_runner_api::DeviceInfo;
 use tokio::sync::mpsc;
 
 use crate::state::{Command, DeviceEntry, RunnerState};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{self, Supervisor};
 
 /// A device line of `adb devices -l`: serial, state and the `model:` field when present.
 pub fn parse_adb_devices(output: &str) -> Vec<(String, String, Option<String>)> {
@@ -51,8 +51,14 @@ pub fn adb_binary(enabled: Option<bool>, path: &str) -> Option<PathBuf> {
 pub fn add_device(runner: &Arc<RunnerState>, info: DeviceInfo) {
     let (commands, receiver) = mpsc::unbounded_channel();
     let running = Arc::default();
+    // The supervisor is handed what it uses, not the whole shared state.
+    let context = supervisor::Context {
+        store: runner.store.clone(),
+        config: runner.config.clone(),
+        logs: runner.logs.clone(),
+    };
     let supervisor = Supervisor::new(
-        runner.clone(),
+        context,
         info.serial.clone(),
         info.usable,
         receiver,
@@ -160,22 +166,8 @@ fn apply_state(runner: &Arc<RunnerState>, serial: &str, state: &str, model: Opti
 }
 
 async fn read_adb(adb: &Path) -> std::io::Result<Vec<(String, String, Option<String>)>> {
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::process::Command::new(adb)
-            .args(["devices", "-l"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| std::io::Error::other("adb devices -l took over 10 s"))??;
-    if !output.status.success() {
-        return Err(std::io::Error::other(format!(
-            "adb devices -l failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(parse_adb_devices(&String::from_utf8_lossy(&output.stdout)))
+    let listing = crate::process::spawn::adb_devices(adb).await?;
+    Ok(parse_adb_devices(&listing))
 }
 
 #[cfg(test)]

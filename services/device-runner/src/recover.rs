@@ -68,12 +68,7 @@ pub async fn reconcile(store: &Store, config: &Config) -> Result<(), StoreError>
             error: Some(reason.clone()),
             preempted_by: None,
         };
-        if resumable {
-            let new_id = uuid::Uuid::new_v4().to_string();
-            store.finish_and_requeue(&job.id, &ending, &new_id).await?;
-        } else {
-            store.finish(&job.id, &ending).await?;
-        }
+        store.end(&job.id, &ending, resumable).await?;
         tracing::warn!(job_id = %job.id, device = %job.device, %reason, "job recorded as interrupted");
     }
     Ok(())

@@ -2,7 +2,6 @@
 //! the logs being written.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -43,13 +42,16 @@ pub struct DeviceEntry {
     pub running: Arc<Mutex<RunningView>>,
 }
 
+/// The logs being written, by job id, for followers.
+pub type LogFollowers = Arc<Mutex<HashMap<String, watch::Receiver<LogProgress>>>>;
+
 pub struct RunnerState {
     pub config: Arc<Config>,
     pub store: Store,
     pub started_at: DateTime<Utc>,
     pub devices: RwLock<BTreeMap<String, DeviceEntry>>,
     /// Logs being written, for followers; finished logs are read from their files.
-    pub logs: Mutex<HashMap<String, watch::Receiver<LogProgress>>>,
+    pub logs: LogFollowers,
 }
 
 impl RunnerState {
@@ -59,23 +61,8 @@ impl RunnerState {
             store,
             started_at: Utc::now(),
             devices: RwLock::default(),
-            logs: Mutex::default(),
+            logs: LogFollowers::default(),
         })
-    }
-
-    /// Where a job's log goes.
-    pub fn log_path(&self, device: &str, job_id: &str) -> PathBuf {
-        let safe: String = device
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.config.log_dir.join(safe).join(format!("{job_id}.log"))
     }
 
     /// Tells a device's supervisor something; false when there is no such device.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{JobStore, Jobstore, StoreError};
+use jobstore::{JobStore, StoreError, StoreName};
 use scheduler_api::SchedulerError;
 use service_kit::auth::Auth;
 use tokio::sync::{Notify, watch};
@@ -69,7 +69,7 @@ impl App {
 
     /// The store graph execution schedules live in.
     pub fn execution(&self) -> Result<&Arc<dyn JobStore>, SchedulerError> {
-        self.stores.get(Jobstore::Execution).ok_or_else(|| {
+        self.stores.get(StoreName::Execution).ok_or_else(|| {
             SchedulerError::Runtime("the execution jobstore is not configured".into())
         })
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
-use jobstore::{JobStore, Jobstore, RunOutcome, RunRecord, RunStatus, StoreError};
+use jobstore::{JobStore, RunOutcome, RunRecord, RunStatus, StoreError, StoreName};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -21,7 +21,7 @@ use crate::telemetry;
 
 type RunKey = (String, DateTime<Utc>);
 /// The runs dispatched and not yet recorded, with their jobstores.
-type InFlight = Arc<Mutex<HashMap<RunKey, Jobstore>>>;
+type InFlight = Arc<Mutex<HashMap<RunKey, StoreName>>>;
 
 /// The longest the release of unfinished runs may take at shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -327,7 +327,7 @@ struct Launcher<'a> {
     dispatcher: Arc<Dispatcher>,
     permits: Arc<Semaphore>,
     in_flight: InFlight,
-    outcomes: mpsc::UnboundedSender<(Jobstore, RunOutcome)>,
+    outcomes: mpsc::UnboundedSender<(StoreName, RunOutcome)>,
     tasks: &'a mut JoinSet<()>,
 }
 
@@ -390,7 +390,7 @@ async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunO
 
 /// Ends the leases of runs whose outcome was not recorded before shutdown.
 async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
-    let left: Vec<(Jobstore, RunKey)> = lock(in_flight)
+    let left: Vec<(StoreName, RunKey)> = lock(in_flight)
         .drain()
         .map(|(key, jobstore)| (jobstore, key))
         .collect();
@@ -424,7 +424,7 @@ async fn renew_leases(stores: Stores, in_flight: InFlight, lease: TimeDelta, eve
     tick.tick().await;
     loop {
         tick.tick().await;
-        let held: Vec<(Jobstore, RunKey)> = lock(&in_flight)
+        let held: Vec<(StoreName, RunKey)> = lock(&in_flight)
             .iter()
             .map(|(key, jobstore)| (*jobstore, key.clone()))
             .collect();
@@ -443,7 +443,7 @@ async fn renew_leases(stores: Stores, in_flight: InFlight, lease: TimeDelta, eve
 /// Writes outcomes in batches; a run leaves the in-flight set only once its outcome is stored.
 async fn record_outcomes(
     stores: Stores,
-    mut incoming: mpsc::UnboundedReceiver<(Jobstore, RunOutcome)>,
+    mut incoming: mpsc::UnboundedReceiver<(StoreName, RunOutcome)>,
     in_flight: InFlight,
 ) {
     const MAX_BATCH: usize = 1000;
@@ -475,9 +475,9 @@ async fn record_outcomes(
     }
 }
 
-/// Items grouped by the store they belong to, in the order of [`Jobstore::ALL`]; stores with
+/// Items grouped by the store they belong to, in the order of [`StoreName::ALL`]; stores with
 /// nothing, or not served here, are left out.
-fn per_store<T>(stores: &Stores, items: Vec<(Jobstore, T)>) -> Vec<(&Arc<dyn JobStore>, Vec<T>)> {
+fn per_store<T>(stores: &Stores, items: Vec<(StoreName, T)>) -> Vec<(&Arc<dyn JobStore>, Vec<T>)> {
     let mut groups: Vec<_> = stores.all().map(|store| (store, Vec::new())).collect();
     for (jobstore, item) in items {
         if let Some((_, group)) = groups.iter_mut().find(|(s, _)| s.jobstore() == jobstore) {
@@ -502,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicked_dispatch_fails_its_run_and_parks_its_schedule() {
-        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(Jobstore::Execution));
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(StoreName::Execution));
         let now = Utc::now();
         let target = Target::SystemTask {
             task: "t".into(),

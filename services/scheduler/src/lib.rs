@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobstore::{DatabaseUrl, Jobstore, MemoryStore};
+use jobstore::{DatabaseUrl, MemoryStore, StoreName};
 use tokio::sync::watch;
 
 use crate::app::App;
@@ -46,9 +46,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening database {}", url.redacted()))?;
     let stores = Stores::new([
-        jobstore::persisted(&db, Jobstore::Execution),
-        jobstore::persisted(&db, Jobstore::BatchedNotifications),
-        Arc::new(MemoryStore::new(Jobstore::WeeklyNotifications)),
+        jobstore::persisted(&db, StoreName::Execution),
+        jobstore::persisted(&db, StoreName::BatchedNotifications),
+        Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
     ]);
     let metrics = telemetry::install()?;
     let tasks = tasks::register(&stores, &config.system_tasks, chrono::Utc::now())

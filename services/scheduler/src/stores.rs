@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jobstore::{JobStore, Jobstore};
+use jobstore::{JobStore, StoreName};
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
 pub struct Stores {
-    by_name: HashMap<Jobstore, Arc<dyn JobStore>>,
+    by_name: HashMap<StoreName, Arc<dyn JobStore>>,
 }
 
 impl Stores {
@@ -18,13 +18,13 @@ impl Stores {
         }
     }
 
-    pub fn get(&self, jobstore: Jobstore) -> Option<&Arc<dyn JobStore>> {
+    pub fn get(&self, jobstore: StoreName) -> Option<&Arc<dyn JobStore>> {
         self.by_name.get(&jobstore)
     }
 
-    /// Every store, in the fixed order of [`Jobstore::ALL`].
+    /// Every store, in the fixed order of [`StoreName::ALL`].
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn JobStore>> {
-        Jobstore::ALL.iter().filter_map(|j| self.by_name.get(j))
+        StoreName::ALL.iter().filter_map(|j| self.by_name.get(j))
     }
 
     /// The stores a replica fires: the persisted ones always, the in-memory ones only while it

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use jobstore::Jobstore;
+use jobstore::StoreName;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -50,7 +50,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = service_kit::metrics::install()?;
     describe();
     STORES.get_or_init(|| {
-        Jobstore::ALL
+        StoreName::ALL
             .iter()
             .map(|j| (j.as_str(), store_metrics(j.as_str())))
             .collect()

@@ -175,7 +175,7 @@ async fn a_recorded_pid_now_used_by_another_process_is_never_signalled() {
     runner.kill_9();
     // The job's process is gone; a stranger now has a pid the store points at.
     let old = runner.job_offline(&job.id).await;
-    device_runner::process::signal_group(old.pid.unwrap(), nix::sys::signal::Signal::SIGKILL);
+    device_runner::process::kill_now(old.pid.unwrap());
     let mut stranger = Command::new("sleep").arg("300").spawn().unwrap();
     let stranger_pid = stranger.id() as i32;
     runner.point_job_at(&job.id, stranger_pid).await;

@@ -1,7 +1,8 @@
 //! One conformance suite for both store backends.
 
 use chrono::{TimeDelta, Utc};
-use device_runner::store::{Ending, NewJob, ProcessIdentity, RunFilter, Store};
+use device_runner::process::ProcessIdentity;
+use device_runner::store::{Ending, NewJob, RunFilter, Store};
 use device_runner_client::{JobStatus, Progress};
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! declaration asks for.
 
 use anyhow::{Context, bail};
-use jobstore::Jobstore;
+use jobstore::StoreName;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use service_kit::config::check_http_url;
@@ -50,7 +50,7 @@ pub struct TaskDeclaration {
     /// The schedule id, unique over all tasks.
     pub id: String,
     pub task: SystemTask,
-    pub jobstore: Jobstore,
+    pub jobstore: StoreName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// The IANA zone of `cron` (default UTC).
@@ -100,31 +100,31 @@ impl SystemTasksConfig {
             // Monday 09:00 UTC. AutoGPT's APScheduler read the 1 as Tuesday.
             task(
                 SystemTask::ProcessWeeklySummary,
-                Jobstore::WeeklyNotifications,
+                StoreName::WeeklyNotifications,
                 Some("0 9 * * 1"),
                 None,
             ),
             task(
                 SystemTask::ReportLateExecutions,
-                Jobstore::Execution,
+                StoreName::Execution,
                 None,
                 Some(self.execution_late_notification_threshold_secs),
             ),
             task(
                 SystemTask::ReportBlockErrorRates,
-                Jobstore::Execution,
+                StoreName::Execution,
                 None,
                 Some(self.block_error_rate_check_interval_secs),
             ),
             task(
                 SystemTask::CleanupExpiredFiles,
-                Jobstore::Execution,
+                StoreName::Execution,
                 None,
                 Some(self.cloud_storage_cleanup_interval_hours * 3600),
             ),
             task(
                 SystemTask::ProcessExistingBatches,
-                Jobstore::BatchedNotifications,
+                StoreName::BatchedNotifications,
                 None,
                 None,
             ),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{DatabaseUrl, JobStore, Jobstore, Policy, Schedule, Target};
+use jobstore::{DatabaseUrl, JobStore, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
 use scheduler_client::{Error, SchedulePolicy, SchedulerError};
 use serde_json::{Value, json};
@@ -49,7 +49,7 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
 async fn store_directly(db: &TestDb, schedules: &[Schedule]) {
     let url = DatabaseUrl::parse(&db.url).unwrap();
     let database = jobstore::connect(&url, 1).await.unwrap();
-    let store: Arc<dyn JobStore> = jobstore::persisted(&database, Jobstore::Execution);
+    let store: Arc<dyn JobStore> = jobstore::persisted(&database, StoreName::Execution);
     for schedule in schedules {
         store.insert(schedule).await.unwrap();
     }
@@ -371,7 +371,7 @@ async fn bad_kwargs_for_process_existing_batches_are_the_callers_error() {
 async fn readiness_fails_once_the_engine_has_stopped() {
     let stores =
         scheduler::stores::Stores::new([
-            Arc::new(jobstore::MemoryStore::new(Jobstore::Execution)) as Arc<dyn JobStore>
+            Arc::new(jobstore::MemoryStore::new(StoreName::Execution)) as Arc<dyn JobStore>,
         ]);
     let (down, engine_stopped) = tokio::sync::watch::channel(None);
     let app = scheduler::app::App::new(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobstore::{DatabaseUrl, Jobstore, RunStatus};
+use jobstore::{DatabaseUrl, RunStatus, StoreName};
 use serde_json::Value;
 
 use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule};
@@ -113,7 +113,7 @@ async fn shutdown_releases_a_dispatch_that_outlives_the_deadline() {
     // run into the past through the store and wake the engine with a second schedule.
     let url = DatabaseUrl::parse(&db.url).unwrap();
     let database = service_kit::database::open(&url, 1).await.unwrap();
-    let store = jobstore::persisted(&database, Jobstore::Execution);
+    let store = jobstore::persisted(&database, StoreName::Execution);
     let due = Utc::now() - chrono::TimeDelta::seconds(1);
     store
         .set_paused(&schedule.id, false, None, Some(due))

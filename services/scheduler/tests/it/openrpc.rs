@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use jobstore::{Jobstore, MemoryStore};
+use jobstore::{MemoryStore, StoreName};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Daemon, TestDb};
@@ -28,7 +28,7 @@ fn documented_methods(doc: &Value) -> BTreeSet<String> {
 #[test]
 fn served_methods_and_the_document_match() {
     let stores = scheduler::stores::Stores::new([
-        Arc::new(MemoryStore::new(Jobstore::Execution)) as Arc<dyn jobstore::JobStore>
+        Arc::new(MemoryStore::new(StoreName::Execution)) as Arc<dyn jobstore::JobStore>
     ]);
     let leader = tokio::sync::watch::channel(true).1;
     let config = scheduler::config::Config::default();

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use jobstore::{DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
 use serde_json::json;
 use triggers::TriggerSpec;
 
@@ -31,7 +31,7 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
     let database = jobstore::connect(&DatabaseUrl::parse(&db.url).unwrap(), 2)
         .await
         .unwrap();
-    let store = jobstore::persisted(&database, Jobstore::Execution);
+    let store = jobstore::persisted(&database, StoreName::Execution);
     // One-shot schedules 3 ms apart, starting once the replicas are up: about 6 s of firing.
     let first = Utc::now() + TimeDelta::seconds(4);
     let schedules: Vec<Schedule> = (0..OCCURRENCES)

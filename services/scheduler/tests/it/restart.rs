@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{DatabaseUrl, Jobstore, Policy, Schedule, Target};
+use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
 use triggers::TriggerSpec;
 
@@ -103,7 +103,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
     {
         let url = DatabaseUrl::parse(&db.url).unwrap();
         let database = jobstore::connect(&url, 1).await.unwrap();
-        let store = jobstore::persisted(&database, Jobstore::Execution);
+        let store = jobstore::persisted(&database, StoreName::Execution);
         store
             .insert(&Schedule {
                 id: "crashed".into(),

@@ -351,7 +351,7 @@ async fn a_parked_task_schedule_is_renewed_at_the_next_start() {
     // An engine that cannot read a row parks it: no next run, so it would never fire again.
     let url = jobstore::DatabaseUrl::parse(&db.url).unwrap();
     let database = service_kit::database::open(&url, 1).await.unwrap();
-    let store = jobstore::persisted(&database, jobstore::Jobstore::Execution);
+    let store = jobstore::persisted(&database, jobstore::StoreName::Execution);
     store
         .set_paused("report_late_executions", false, None, None)
         .await

@@ -1,0 +1,60 @@
+//! Starting processes: a job in its own process group with the job protocol's environment,
+//! and the `adb` listing the device watcher reads.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use device_runner_api::Job;
+use tokio::process::{Child, Command};
+
+use crate::config::JobTypeConfig;
+
+/// Starts a job's process: argv with `{device}`, `{job_id}` and `{params_json}` filled in, in
+/// its own process group, stdout and stderr piped, and `JOB_ID`, `ANDROID_SERIAL`,
+/// `JOB_PARAMS` and (when it has one) `JOB_CHECKPOINT` in its environment.
+pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
+    let params_json = job.params.to_string();
+    let fill = |arg: &str| {
+        arg.replace("{device}", &job.device)
+            .replace("{job_id}", &job.id)
+            .replace("{params_json}", &params_json)
+    };
+    let mut command = Command::new(fill(&job_type.argv[0]));
+    command
+        .args(job_type.argv[1..].iter().map(|arg| fill(arg)))
+        .current_dir(&job_type.cwd)
+        .envs(&job_type.env)
+        .env("JOB_ID", &job.id)
+        .env("ANDROID_SERIAL", &job.device)
+        .env("JOB_PARAMS", &params_json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    match &job.checkpoint {
+        Some(checkpoint) => command.env("JOB_CHECKPOINT", checkpoint.to_string()),
+        None => command.env_remove("JOB_CHECKPOINT"),
+    };
+    command.spawn()
+}
+
+/// The output of `adb devices -l`, within 10 seconds (the process is killed after that).
+pub async fn adb_devices(adb: &Path) -> std::io::Result<String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        Command::new(adb)
+            .args(["devices", "-l"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("adb devices -l took over 10 s"))??;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "adb devices -l failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

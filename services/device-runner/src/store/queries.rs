@@ -1,0 +1,87 @@
+//! The reads: queues, running jobs, history, the timeline.
+
+use chrono::{DateTime, Utc};
+use device_runner_api::{Job, JobStatus};
+use service_kit::on_db;
+
+use super::rows::{COLUMNS, JobRow, RunFilter, into_jobs, millis};
+use super::{Result, Store};
+use crate::process::ProcessIdentity;
+
+impl Store {
+    pub async fn get(&self, id: &str) -> Result<Option<Job>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_optional JobRow, &sql, id)
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
+    /// The pending job of `device` that starts next: highest priority, then first in.
+    pub async fn next_pending(&self, device: &str) -> Result<Option<Job>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND device = $1 \
+             ORDER BY priority, seq LIMIT 1"
+        );
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_optional JobRow, &sql, device)
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
+    /// The pending jobs, of one device or all, in start order.
+    pub async fn queue(&self, device: Option<&str>) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND device = coalesce($1, device) \
+             ORDER BY device, priority, seq"
+        );
+        let mut reader = self.reader().await?;
+        into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, device))
+    }
+
+    /// How many jobs wait, per device.
+    pub async fn pending_counts(&self) -> Result<Vec<(String, i64)>> {
+        let sql = "SELECT device, count(*) FROM jobs WHERE status = 'pending' GROUP BY device";
+        let mut reader = self.reader().await?;
+        Ok(on_db!(reader.conn(), fetch_all(String, i64), sql))
+    }
+
+    /// The jobs recorded as running, with their process identity when it was recorded.
+    pub async fn running(&self) -> Result<Vec<(Job, Option<ProcessIdentity>)>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE status = 'running' ORDER BY seq");
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_all JobRow, &sql)
+            .into_iter()
+            .map(|row| {
+                let identity = row.identity();
+                Ok((row.into_job()?, identity))
+            })
+            .collect()
+    }
+
+    /// Finished runs, newest first.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE ended_at IS NOT NULL \
+             AND device = coalesce($1, device) AND status = coalesce($2, status) \
+             AND job_type = coalesce($3, job_type) \
+             AND (coalesce($4, '') = '' OR (ended_at, seq) < (SELECT ended_at, seq FROM jobs WHERE id = $4)) \
+             ORDER BY ended_at DESC, seq DESC LIMIT $5"
+        );
+        let mut reader = self.reader().await?;
+        into_jobs(
+            on_db!(reader.conn(), fetch_all JobRow, &sql, &filter.device,
+            filter.status.map(JobStatus::as_str), &filter.job_type, &filter.before, filter.limit),
+        )
+    }
+
+    /// Runs that started and had not ended before `since`, oldest first.
+    pub async fn timeline(&self, since: DateTime<Utc>) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE started_at IS NOT NULL \
+             AND (ended_at IS NULL OR ended_at >= $1) ORDER BY started_at, seq"
+        );
+        let mut reader = self.reader().await?;
+        into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, millis(since)))
+    }
+}

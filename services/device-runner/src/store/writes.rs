@@ -1,0 +1,196 @@
+//! Every change to the store, each one atomic step, applied on a connection of either backend.
+
+use chrono::{DateTime, Utc};
+use device_runner_api::{Job, Progress};
+use serde_json::Value;
+use service_kit::on_db;
+use service_kit::sql::Conn;
+use sqlx::types::Json;
+
+use super::rows::{COLUMNS, Ending, JobRow, NewJob, millis};
+use super::{Result, StoreError};
+use crate::process::ProcessIdentity;
+
+/// A change to the store. Each is one atomic step; on SQLite, concurrent ones are committed
+/// together (see [`Writer`]).
+#[derive(Debug)]
+pub(super) enum Write {
+    Insert(NewJob),
+    Start {
+        id: String,
+        at: DateTime<Utc>,
+        log_path: String,
+    },
+    RecordProcess {
+        id: String,
+        process: ProcessIdentity,
+    },
+    SetCheckpoint {
+        id: String,
+        checkpoint: Value,
+    },
+    AddResult {
+        id: String,
+        result: Value,
+    },
+    SetProgress {
+        id: String,
+        progress: Progress,
+    },
+    /// Ends a job; with `requeue_as`, also queues it again under that id with its last
+    /// checkpoint, in the same transaction.
+    Finish {
+        id: String,
+        ending: Ending,
+        requeue_as: Option<String>,
+    },
+    Cancel {
+        id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a write did: whether it changed a row, and the job it queued, if any.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub(super) changed: bool,
+    pub(super) queued: Option<Job>,
+}
+
+impl Write {
+    fn changed(rows: u64) -> Written {
+        Written {
+            changed: rows > 0,
+            queued: None,
+        }
+    }
+
+    pub(super) async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
+        Ok(match self {
+            Write::Insert(job) => {
+                let sql = format!(
+                    "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
+                     source, status, enqueued_at, checkpoint, requeued_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) RETURNING {COLUMNS}"
+                );
+                let row = on_db!(conn, fetch_optional JobRow, &sql,
+                    &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
+                    job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
+                    job.checkpoint.as_ref().map(Json), &job.requeued_from);
+                let row = row.ok_or_else(|| StoreError::Corrupt {
+                    id: job.id.clone(),
+                    reason: "insert returned no row".into(),
+                })?;
+                Written {
+                    changed: true,
+                    queued: Some(row.into_job()?),
+                }
+            }
+            Write::Start { id, at, log_path } => {
+                let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3 \
+                           WHERE id = $1 AND status = 'pending'";
+                Self::changed(on_db!(conn, execute, sql, id, millis(*at), log_path))
+            }
+            Write::RecordProcess { id, process } => {
+                let sql = "UPDATE jobs SET pid = $2, pgid = $3, proc_start_ticks = $4, \
+                           boot_id = $5 WHERE id = $1";
+                Self::changed(on_db!(
+                    conn,
+                    execute,
+                    sql,
+                    id,
+                    i64::from(process.pid),
+                    i64::from(process.pgid),
+                    process.start_ticks as i64,
+                    &process.boot_id
+                ))
+            }
+            Write::SetCheckpoint { id, checkpoint } => {
+                let sql = "UPDATE jobs SET checkpoint = $2 WHERE id = $1";
+                Self::changed(on_db!(conn, execute, sql, id, Json(checkpoint)))
+            }
+            Write::AddResult { id, result } => {
+                let rows = match conn {
+                    Conn::Postgres(c) => sqlx::query(
+                        "UPDATE jobs SET results = results || jsonb_build_array($2::jsonb) \
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(Json(result))
+                    .execute(c)
+                    .await?
+                    .rows_affected(),
+                    Conn::Sqlite(c) => sqlx::query(
+                        "UPDATE jobs SET results = json_insert(results, '$[#]', json(?2)) \
+                         WHERE id = ?1",
+                    )
+                    .bind(id)
+                    .bind(Json(result))
+                    .execute(c)
+                    .await?
+                    .rows_affected(),
+                };
+                Self::changed(rows)
+            }
+            Write::SetProgress { id, progress } => {
+                let sql =
+                    "UPDATE jobs SET progress_percent = $2, progress_message = $3 WHERE id = $1";
+                Self::changed(on_db!(
+                    conn,
+                    execute,
+                    sql,
+                    id,
+                    i64::from(progress.percent),
+                    &progress.message
+                ))
+            }
+            Write::Finish {
+                id,
+                ending,
+                requeue_as,
+            } => {
+                let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, \
+                           signal = $5, error = $6, preempted_by = $7 \
+                           WHERE id = $1 AND status IN ('pending', 'running')";
+                let mut conn = conn;
+                let rows = on_db!(
+                    conn.reborrow(),
+                    execute,
+                    sql,
+                    id,
+                    ending.status.as_str(),
+                    millis(ending.ended_at),
+                    ending.exit_code.map(i64::from),
+                    ending.signal.map(i64::from),
+                    &ending.error,
+                    &ending.preempted_by
+                );
+                let queued = match requeue_as {
+                    Some(new_id) if rows > 0 => {
+                        let sql = format!(
+                            "INSERT INTO jobs (id, device, job_type, params, priority, \
+                             max_duration_secs, source, status, enqueued_at, checkpoint, \
+                             requeued_from) \
+                             SELECT $2, device, job_type, params, priority, max_duration_secs, \
+                             source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
+                             RETURNING {COLUMNS}"
+                        );
+                        on_db!(conn, fetch_optional JobRow, &sql, id, new_id, millis(ending.ended_at))
+                            .map(JobRow::into_job)
+                            .transpose()?
+                    }
+                    _ => None,
+                };
+                Written {
+                    changed: rows > 0,
+                    queued,
+                }
+            }
+            Write::Cancel { id, at } => {
+                let sql = "UPDATE jobs SET status = 'cancelled', ended_at = $2, \
+                           error = 'cancelled by kill_job' WHERE id = $1 AND status = 'pending'";
+                Self::changed(on_db!(conn, execute, sql, id, millis(*at)))
+            }
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Recording how a job ended: what is left of its group is killed, its output drained, its
+//! status derived from the exit or the stop reason, and the end persisted (with a requeue from
+//! its last checkpoint when its type resumes).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use chrono::Utc;
+use device_runner_api::JobStatus;
+
+use super::stop::StopReason;
+use super::{Running, Supervisor};
+use crate::process;
+use crate::state::RunningView;
+use crate::store::{Ending, Store};
+use crate::telemetry;
+
+impl Supervisor {
+    pub(super) async fn finish_exited(&mut self, status: std::io::Result<ExitStatus>) {
+        if let Some(running) = self.running.take() {
+            self.finish(running, status.ok(), None).await;
+        }
+    }
+
+    /// Kills what is left of the group, waits for the output, and records the end.
+    pub(super) async fn finish(
+        &mut self,
+        running: Running,
+        status: Option<ExitStatus>,
+        reason: Option<StopReason>,
+    ) {
+        // The leader is reaped; whatever it left in its group goes with it.
+        process::kill_group(running.pgid).await;
+        let mut pump = running.pump;
+        if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+            .await
+            .is_err()
+        {
+            // A process outside the group still holds the pipes.
+            pump.abort();
+        }
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = RunningView::default();
+        let job = running.job;
+        let exit_code = status.and_then(|s| s.code());
+        let signal = status.and_then(|s| s.signal());
+        let (status_kind, error) = match &reason {
+            Some(reason) => (reason.status(), Some(reason.message())),
+            None => match (exit_code, signal) {
+                (Some(0), _) => (JobStatus::Completed, None),
+                (Some(code), _) => (JobStatus::Failed, Some(format!("exited with code {code}"))),
+                (None, Some(signal)) => (
+                    JobStatus::Failed,
+                    Some(format!(
+                        "killed by signal {signal} ({})",
+                        process::signal_name(signal)
+                    )),
+                ),
+                (None, None) => (JobStatus::Failed, Some("exit status unknown".into())),
+            },
+        };
+        let preempted_by = match &reason {
+            Some(StopReason::Preempted { by }) => Some(by.clone()),
+            _ => None,
+        };
+        let mut ending = Ending {
+            status: status_kind,
+            ended_at: Utc::now(),
+            exit_code,
+            signal,
+            error,
+            preempted_by,
+        };
+        let store = &self.context.store;
+        let requeue = match &reason {
+            Some(StopReason::Preempted { .. }) => running.requeue,
+            // A deploy must not lose what a crash keeps: like a restart after SIGKILL, the
+            // next start resumes the job from its last checkpoint.
+            Some(StopReason::Shutdown) => match store.get(&job.id).await {
+                Ok(Some(stored)) => crate::recover::resumes(&self.context.config, &stored),
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::error!(%error, job_id = %job.id, "cannot read the job's checkpoint");
+                    false
+                }
+            },
+            _ => false,
+        };
+        if requeue && status_kind == JobStatus::Interrupted {
+            ending.error = Some(format!(
+                "{}; queued again to resume from its last checkpoint at the next start",
+                reason.as_ref().map(StopReason::message).unwrap_or_default()
+            ));
+        }
+        record_end(store, &job.id, &ending, requeue).await;
+        telemetry::job_finished(
+            &job.job_type,
+            status_kind.as_str(),
+            Some(running.started.elapsed()),
+        );
+        self.context
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job.id);
+        tracing::info!(job_id = %job.id, device = %self.serial, status = %status_kind, "job ended");
+    }
+}
+
+/// Records how a job ended; with `requeue`, also queues it again with its last checkpoint, in
+/// the same transaction. A failure is logged: the job, still recorded as running, is then
+/// settled by the next start-up's reconciliation.
+async fn record_end(store: &Store, job_id: &str, ending: &Ending, requeue: bool) {
+    match store.end(job_id, ending, requeue).await {
+        Ok(Some(queued)) => {
+            tracing::info!(job_id, new_job_id = %queued.id, status = %ending.status,
+                "job requeued from its last checkpoint");
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, job_id, "cannot record the end of a job"),
+    }
+}
