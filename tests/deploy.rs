@@ -235,5 +235,27 @@ fn the_device_runner_in_compose_is_valid_configuration_with_a_health_check() {
     let text = std::fs::read_to_string(root().join(dockerfile)).unwrap();
     assert!(text.contains("cargo build --release --locked -p device-runner"));
     assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/device-runner"]"#));
+    // The image listens on 0.0.0.0, so, like the scheduler's, it starts only with a token.
+    let image_env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("ENV "))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        image_env
+            .iter()
+            .any(|(k, v)| k == "DEVICE_RUNNER__SERVER__HOST" && v == "0.0.0.0")
+    );
+    let refused = load_from::<device_runner::config::Config>(&Overrides::default(), &image_env)
+        .expect_err("the image does not start without a token");
+    assert!(
+        format!("{refused:#}").contains("auth.token is not set"),
+        "{refused:#}"
+    );
+    let mut with_token = image_env.clone();
+    with_token.push(("DEVICE_RUNNER__AUTH__TOKEN".into(), "t".into()));
+    load_from::<device_runner::config::Config>(&Overrides::default(), &with_token)
+        .expect("the image's environment with a token is valid configuration");
     assert!(text.contains("EXPOSE 8004"));
 }

@@ -39,6 +39,29 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     fn redact(&mut self) {}
 }
 
+/// Implements the accessors of [`ServiceConfig`] for a struct whose shared sections are the
+/// fields `server`, `database`, `auth` and `log`; use it inside the `impl`.
+#[macro_export]
+macro_rules! shared_sections {
+    () => {
+        fn server(&self) -> &$crate::config::ServerConfig {
+            &self.server
+        }
+        fn database(&self) -> &$crate::config::DatabaseConfig {
+            &self.database
+        }
+        fn auth(&self) -> &$crate::config::AuthConfig {
+            &self.auth
+        }
+        fn log(&self) -> &$crate::config::LogConfig {
+            &self.log
+        }
+        fn auth_mut(&mut self) -> &mut $crate::config::AuthConfig {
+            &mut self.auth
+        }
+    };
+}
+
 /// Where the server listens and what it accepts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,21 +357,7 @@ mod tests {
             ("PRIMARY_URL", "database.url"),
             ("FALLBACK_URL", "database.url"),
         ];
-        fn server(&self) -> &ServerConfig {
-            &self.server
-        }
-        fn database(&self) -> &DatabaseConfig {
-            &self.database
-        }
-        fn auth(&self) -> &AuthConfig {
-            &self.auth
-        }
-        fn log(&self) -> &LogConfig {
-            &self.log
-        }
-        fn auth_mut(&mut self) -> &mut AuthConfig {
-            &mut self.auth
-        }
+        crate::shared_sections!();
         fn validate(&self) -> anyhow::Result<()> {
             if self.grace.is_zero() {
                 bail!("grace must be more than 0");

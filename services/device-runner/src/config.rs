@@ -173,21 +173,7 @@ impl ServiceConfig for Config {
     const NAME: &'static str = "device-runner";
     const ENV_PREFIX: &'static str = "DEVICE_RUNNER";
 
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn auth_mut(&mut self) -> &mut AuthConfig {
-        &mut self.auth
-    }
+    service_kit::shared_sections!();
 
     fn validate(&self) -> anyhow::Result<()> {
         let mut serials = std::collections::HashSet::new();

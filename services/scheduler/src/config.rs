@@ -48,21 +48,7 @@ impl ServiceConfig for Config {
         ("DATABASE_URL", "database.url"),
     ];
 
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
-    }
-    fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-    fn auth_mut(&mut self) -> &mut AuthConfig {
-        &mut self.auth
-    }
+    service_kit::shared_sections!();
 
     fn validate(&self) -> anyhow::Result<()> {
         check_http_url("executor.url", &self.executor.url)?;
