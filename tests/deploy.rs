@@ -137,6 +137,19 @@ fn the_example_config_is_the_default_configuration() {
 }
 
 #[test]
+fn the_device_runner_example_config_is_its_default_configuration() {
+    let overrides = Overrides {
+        config_file: Some(root().join("deploy/device-runner.example.toml")),
+        ..Default::default()
+    };
+    assert_eq!(
+        load_from::<device_runner::config::Config>(&overrides, &[]).unwrap(),
+        device_runner::config::Config::default(),
+        "the example documents the defaults"
+    );
+}
+
+#[test]
 fn the_dockerfile_builds_and_runs_the_scheduler_binary() {
     let text = std::fs::read_to_string(root().join("deploy/scheduler.Dockerfile")).unwrap();
     let instructions: Vec<(String, String)> = text
