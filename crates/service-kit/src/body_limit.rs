@@ -34,7 +34,7 @@ pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -
     let (parts, body) = request.into_parts();
     let mut stream = body.into_data_stream();
 
-    let mut kept = Vec::new();
+    let mut kept = Kept::default();
     let mut oversized = declared.is_some_and(|length| length > limit as u64);
     if !oversized {
         while let Some(chunk) = stream.next().await {
@@ -49,12 +49,12 @@ pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -
                 oversized = true;
                 break;
             }
-            kept.extend_from_slice(&chunk);
+            kept.push(chunk);
         }
     }
     if !oversized {
         return next
-            .run(Request::from_parts(parts, Body::from(Bytes::from(kept))))
+            .run(Request::from_parts(parts, Body::from(kept.into_bytes())))
             .await;
     }
 
@@ -77,6 +77,50 @@ pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -
         "refused a request body over the size limit"
     );
     too_large(json_rpc, limit, drained)
+}
+
+/// The body read so far: most bodies arrive in one chunk, which is kept as it came; only a
+/// body in several chunks is copied into one buffer.
+#[derive(Default)]
+enum Kept {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl Kept {
+    fn len(&self) -> usize {
+        match self {
+            Kept::Empty => 0,
+            Kept::One(bytes) => bytes.len(),
+            Kept::Many(buffer) => buffer.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::take(self) {
+            Kept::Empty => Kept::One(chunk),
+            Kept::One(first) => {
+                let mut buffer = Vec::with_capacity(first.len() + chunk.len());
+                buffer.extend_from_slice(&first);
+                buffer.extend_from_slice(&chunk);
+                Kept::Many(buffer)
+            }
+            Kept::Many(mut buffer) => {
+                buffer.extend_from_slice(&chunk);
+                Kept::Many(buffer)
+            }
+        };
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Kept::Empty => Bytes::new(),
+            Kept::One(bytes) => bytes,
+            Kept::Many(buffer) => Bytes::from(buffer),
+        }
+    }
 }
 
 fn too_large(json_rpc: bool, limit: usize, drained: bool) -> Response {

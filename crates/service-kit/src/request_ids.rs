@@ -43,9 +43,11 @@ pub fn prepare(body: &[u8]) -> Prepared {
         // Not JSON: jsonrpsee answers the parse error itself.
         return Prepared::Unchanged;
     };
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
     let mut ids = Vec::new();
     let text = raw.get().trim_start();
+    // Most requests need no stand-in: the nonce is drawn only for one that does.
+    let nonce = std::cell::OnceCell::new();
+    let nonce = || -> &str { nonce.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()) };
     let rewritten = if text.starts_with('[') {
         let Ok(entries) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
             return Prepared::Unchanged;
@@ -57,13 +59,13 @@ pub fn prepare(body: &[u8]) -> Prepared {
                 Check::Fine => out.push(entry.get().to_string()),
                 Check::Unrepresentable(fields, original) => {
                     changed = true;
-                    out.push(swap_id(fields, original, &nonce, &mut ids));
+                    out.push(swap_id(fields, original, nonce(), &mut ids));
                 }
                 Check::Forbidden(_) => {
                     // jsonrpsee answers an entry without a method -32600; its id comes back
                     // as null.
                     changed = true;
-                    let stand_in = stand_in(&nonce, ids.len());
+                    let stand_in = stand_in(nonce(), ids.len());
                     ids.push(Swap {
                         stand_in: format!("\"{stand_in}\""),
                         original: "null".into(),
@@ -79,7 +81,9 @@ pub fn prepare(body: &[u8]) -> Prepared {
     } else {
         match check(raw) {
             Check::Fine => return Prepared::Unchanged,
-            Check::Unrepresentable(fields, original) => swap_id(fields, original, &nonce, &mut ids),
+            Check::Unrepresentable(fields, original) => {
+                swap_id(fields, original, nonce(), &mut ids)
+            }
             Check::Forbidden(kind) => return Prepared::Refused(refusal(kind)),
         }
     };
