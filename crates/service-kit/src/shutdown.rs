@@ -41,13 +41,6 @@ impl Shutdown {
     pub async fn requested(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-
-    /// A shutdown that is never requested, for parts run on their own (tests, tools).
-    pub fn never() -> Shutdown {
-        let (sender, receiver) = watch::channel(false);
-        std::mem::forget(sender);
-        Shutdown(receiver)
-    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
