@@ -35,6 +35,7 @@ fn trigger() -> impl Strategy<Value = TriggerSpec> {
         "30 2 * 3 0",
         "@yearly",
     ];
+    let daily: [&[&str]; 3] = [&["09:00", "18:30"], &["02:30"], &["00:00:01", "23:59:59"]];
     prop_oneof![
         (0..expressions.len(), 0..zones.len()).prop_map(move |(e, z)| TriggerSpec::Cron {
             expression: expressions[e].to_string(),
@@ -43,6 +44,10 @@ fn trigger() -> impl Strategy<Value = TriggerSpec> {
         (1u64..=triggers::MAX_INTERVAL_SECS, instant())
             .prop_map(|(every_secs, anchor)| TriggerSpec::Interval { every_secs, anchor }),
         instant().prop_map(|at| TriggerSpec::Once { at }),
+        (0..daily.len(), 0..zones.len()).prop_map(move |(d, z)| TriggerSpec::DailyTimes {
+            times: daily[d].iter().map(|t| t.to_string()).collect(),
+            timezone: zones[z].to_string(),
+        }),
     ]
 }
 

@@ -7,6 +7,6 @@ mod trigger;
 
 pub use cron::{CronError, CronExpr, CronSchedule};
 pub use trigger::{
-    Coalesced, EARLIEST, LATEST, MAX_INTERVAL_SECS, Trigger, TriggerError, TriggerSpec, in_range,
-    parse_timezone,
+    Coalesced, EARLIEST, LATEST, MAX_DAILY_TIMES, MAX_INTERVAL_SECS, Trigger, TriggerError,
+    TriggerSpec, in_range, parse_timezone,
 };

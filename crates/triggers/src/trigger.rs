@@ -46,7 +46,19 @@ pub enum TriggerSpec {
     },
     /// Once, at an instant.
     Once { at: DateTime<Utc> },
+    /// Every day at fixed wall-clock times (`"09:00"`, `"18:30:15"`) in an IANA time zone.
+    /// Each time behaves as the fixed cron time `S M H * * *` does, so a time skipped or
+    /// repeated by a daylight-saving change follows cronie's policy like any cron schedule.
+    DailyTimes {
+        times: Vec<String>,
+        #[serde(default = "utc_name")]
+        timezone: String,
+    },
 }
+
+/// The most times one `daily_times` trigger may list; denser schedules are cron or interval
+/// triggers.
+pub const MAX_DAILY_TIMES: usize = 100;
 
 /// The longest interval accepted: 100 years.
 pub const MAX_INTERVAL_SECS: u64 = 100 * 366 * 86_400;
@@ -79,6 +91,8 @@ pub enum TriggerError {
     IntervalTooLong(u64),
     #[error("{what} {at} is outside the years 0000 to 9999")]
     OutOfRange { what: &'static str, at: String },
+    #[error("daily_times: {0}")]
+    DailyTimes(String),
 }
 
 /// Parses an IANA time zone name.
@@ -97,6 +111,8 @@ pub enum Trigger {
         anchor: DateTime<Utc>,
     },
     Once(DateTime<Utc>),
+    /// One fixed cron time per listed time, in one zone; the next fire is the earliest.
+    DailyTimes(Vec<CronSchedule>),
 }
 
 /// The result of folding missed occurrences into one run.
@@ -138,16 +154,78 @@ impl TriggerSpec {
             TriggerSpec::Once { at } => Ok(Trigger::Once(
                 within_range("instant", *at)?.trunc_subsecs(3),
             )),
+            TriggerSpec::DailyTimes { times, timezone } => {
+                let zone = parse_timezone(timezone)?;
+                Ok(Trigger::DailyTimes(daily_schedules(times, zone)?))
+            }
         }
     }
 
     /// The time zone the trigger is evaluated in (UTC for intervals and instants).
     pub fn timezone_name(&self) -> &str {
         match self {
-            TriggerSpec::Cron { timezone, .. } => timezone,
+            TriggerSpec::Cron { timezone, .. } | TriggerSpec::DailyTimes { timezone, .. } => {
+                timezone
+            }
             _ => "UTC",
         }
     }
+}
+
+/// The fixed cron time of each listed time, in order and without repeats.
+fn daily_schedules(times: &[String], zone: Tz) -> Result<Vec<CronSchedule>, TriggerError> {
+    if times.is_empty() {
+        return Err(TriggerError::DailyTimes(
+            "list at least one time, such as \"09:00\"".into(),
+        ));
+    }
+    if times.len() > MAX_DAILY_TIMES {
+        return Err(TriggerError::DailyTimes(format!(
+            "{} times listed, at most {MAX_DAILY_TIMES}: use a cron or interval trigger",
+            times.len()
+        )));
+    }
+    let mut parsed = times
+        .iter()
+        .map(|text| wall_clock_time(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    parsed.sort_unstable();
+    parsed.dedup();
+    parsed
+        .into_iter()
+        .map(|(hour, minute, second)| {
+            CronSchedule::parse(&format!("{second} {minute} {hour} * * *"), zone)
+                .map_err(TriggerError::from)
+        })
+        .collect()
+}
+
+/// `HH:MM` or `HH:MM:SS`, two digits each, as (hour, minute, second).
+fn wall_clock_time(text: &str) -> Result<(u32, u32, u32), TriggerError> {
+    let invalid = || {
+        TriggerError::DailyTimes(format!(
+            "'{text}' is not a time of day: expected HH:MM or HH:MM:SS, such as \"09:00\" \
+             or \"18:30:15\""
+        ))
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid());
+    }
+    let number = |i: usize| parts.get(i).map_or(Ok(0), |p| p.parse::<u32>());
+    let (hour, minute, second) = (
+        number(0).map_err(|_| invalid())?,
+        number(1).map_err(|_| invalid())?,
+        number(2).map_err(|_| invalid())?,
+    );
+    if hour > 23 || minute > 59 || second > 59 {
+        return Err(invalid());
+    }
+    Ok((hour, minute, second))
 }
 
 impl Trigger {
@@ -165,6 +243,10 @@ impl Trigger {
                 anchor.checked_add_signed(TimeDelta::try_seconds(steps.checked_mul(every_secs)?)?)
             }
             Trigger::Once(at) => (*at > after).then_some(*at),
+            Trigger::DailyTimes(schedules) => schedules
+                .iter()
+                .filter_map(|schedule| schedule.next_after(after))
+                .min(),
         };
         next.filter(|at| in_range(*at))
     }
@@ -173,6 +255,7 @@ impl Trigger {
     pub fn zone(&self) -> Tz {
         match self {
             Trigger::Cron(schedule) => schedule.zone(),
+            Trigger::DailyTimes(schedules) => schedules.first().map_or(Tz::UTC, |s| s.zone()),
             _ => Tz::UTC,
         }
     }
