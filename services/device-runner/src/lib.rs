@@ -31,6 +31,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store at {}", url.redacted()))?;
     process::become_subreaper();
+    // Installed before the reconciliation, so the jobs it settles are counted too.
+    let metrics = service_kit::metrics::install()?;
+    telemetry::describe();
     recover::reconcile(&store, &config)
         .await
         .context("reconciling jobs left running by a previous start")?;
@@ -63,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, database = %url.redacted(), devices = state.config.devices.len(), "device-runner listening");
 
-    let server = tokio::spawn(server::serve(listener, state.clone(), shutdown));
+    let server = tokio::spawn(server::serve(listener, state.clone(), metrics, shutdown));
     service_kit::shutdown::signal().await;
     tracing::info!(deadline = ?grace, "shutdown requested; stopping running jobs");
     if tokio::time::timeout(grace, stop_supervisors(&state))

@@ -10,8 +10,8 @@ use chrono::Utc;
 use device_runner_api::{Job, JobStatus};
 
 use crate::config::Config;
-use crate::process;
 use crate::store::{Ending, Store, StoreError};
+use crate::{process, telemetry};
 
 /// Whether a job stopped from outside (a restart, a shutdown) is queued again from its last
 /// checkpoint rather than left `interrupted`: its type requeues on preemption and it has a
@@ -69,6 +69,7 @@ pub async fn reconcile(store: &Store, config: &Config) -> Result<(), StoreError>
             preempted_by: None,
         };
         store.end(&job.id, &ending, resumable).await?;
+        telemetry::job_finished(&job.job_type, JobStatus::Interrupted.as_str(), None);
         tracing::warn!(job_id = %job.id, device = %job.device, %reason, "job recorded as interrupted");
     }
     Ok(())

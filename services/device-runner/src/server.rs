@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use device_runner_api::DeviceRunnerApiServer;
 use jsonrpsee::RpcModule;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Map, Value};
 use service_kit::Shutdown;
 use service_kit::auth::Auth;
@@ -44,6 +45,7 @@ pub fn call_rules() -> CallRules {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<RunnerState>,
+    metrics: PrometheusHandle,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let service = Service {
@@ -52,10 +54,9 @@ pub async fn serve(
         auth: Auth::new(&state.config.auth),
         routes: axum::Router::new(),
         open_routes: Vec::new(),
-        metrics: service_kit::metrics::install()?,
+        metrics,
         health: Arc::new(Probes(state.clone())),
     };
-    telemetry::describe();
     let settings = state.config.server.clone();
     service_kit::serve::serve(listener, &settings, service, shutdown).await
 }

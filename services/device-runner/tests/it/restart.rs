@@ -163,6 +163,14 @@ async fn restart_after_sigkill(backend: Backend) {
             .is_empty()
     );
     assert!(runner.log().contains("killing the orphaned process group"));
+    // The jobs start-up settles are counted like any other end.
+    let (_, metrics) = crate::serving::get(&runner, "/metrics", None).await;
+    let settled = crate::serving::sample(
+        &metrics,
+        "device_runner_jobs_finished_total",
+        &[("job_type", "long"), ("status", "interrupted")],
+    );
+    assert_eq!(settled, Some(1.0), "{metrics}");
 }
 
 #[tokio::test]

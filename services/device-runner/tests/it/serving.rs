@@ -22,7 +22,7 @@ fn refused<T: std::fmt::Debug>(result: Result<T, jsonrpsee::core::ClientError>) 
     }
 }
 
-async fn get(runner: &Runner, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) async fn get(runner: &Runner, path: &str, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(format!("{}{path}", runner.url()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -138,7 +138,7 @@ async fn ready_follows_the_database() {
 }
 
 /// The value of the sample of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {
