@@ -3,14 +3,14 @@
 //! Used by the services' integration tests and by `cargo xtask`'s benchmarks.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// How a binary is started; kept by the [`Daemon`] so it can be started again.
+/// How a binary is started.
 #[derive(Debug, Clone)]
 pub struct Launch {
     binary: PathBuf,
@@ -102,7 +102,7 @@ impl Launch {
                 child: Some(child),
                 port,
                 log,
-                launch: self.clone(),
+                graceful_drop: self.graceful_drop,
             };
             match daemon.wait_healthy(self.start_within).await {
                 Ok(()) => return Ok(daemon),
@@ -122,7 +122,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub port: u16,
     log: PathBuf,
-    launch: Launch,
+    /// Whether dropping it stops it with SIGTERM first.
+    graceful_drop: bool,
 }
 
 enum Exited {
@@ -145,10 +146,6 @@ impl Daemon {
         self.child
             .as_mut()
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 
     /// What the process wrote to stderr so far.
@@ -194,14 +191,6 @@ impl Daemon {
         }
     }
 
-    /// Starts the same launch again (on a new port), after this one was stopped.
-    pub async fn restart(&mut self) -> Result<(), String> {
-        self.kill9();
-        let fresh = self.launch.start().await?;
-        *self = fresh;
-        Ok(())
-    }
-
     async fn wait_healthy(&mut self, within: Duration) -> Result<(), Exited> {
         let deadline = Instant::now() + within;
         let http = reqwest::Client::new();
@@ -238,7 +227,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.child.is_some() && self.launch.graceful_drop {
+        if self.child.is_some() && self.graceful_drop {
             let _ = self.stop(Duration::from_secs(10));
         }
         self.kill9();

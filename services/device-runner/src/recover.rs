@@ -69,7 +69,7 @@ pub async fn reconcile(store: &Store, config: &Config) -> Result<(), StoreError>
             preempted_by: None,
         };
         store.end(&job.id, &ending, resumable).await?;
-        telemetry::job_finished(&job.job_type, JobStatus::Interrupted.as_str(), None);
+        telemetry::job_finished(&job.job_type, JobStatus::Interrupted, None);
         tracing::warn!(job_id = %job.id, device = %job.device, %reason, "job recorded as interrupted");
     }
     Ok(())

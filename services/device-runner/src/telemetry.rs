@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use device_runner_api::JobStatus;
 use metrics::{counter, gauge, histogram};
 
 /// Registers the descriptions once the recorder is installed.
@@ -51,9 +52,9 @@ pub fn job_started(job_type: &str, waited: Duration) {
 }
 
 /// A job ended; `ran` is `None` for a job that never started.
-pub fn job_finished(job_type: &str, status: &str, ran: Option<Duration>) {
-    let (job_type, status) = (job_type.to_string(), status.to_string());
-    counter!("device_runner_jobs_finished_total", "job_type" => job_type.clone(), "status" => status.clone())
+pub fn job_finished(job_type: &str, status: JobStatus, ran: Option<Duration>) {
+    let (job_type, status) = (job_type.to_string(), status.as_str());
+    counter!("device_runner_jobs_finished_total", "job_type" => job_type.clone(), "status" => status)
         .increment(1);
     if let Some(ran) = ran {
         histogram!("device_runner_job_duration_seconds", "job_type" => job_type, "status" => status)

@@ -43,10 +43,6 @@ static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
 /// Installs the process-wide recorder once ([`service_kit::metrics::install`]), registers the
 /// scheduler's metrics, and returns the handle that renders them.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
     let handle = service_kit::metrics::install()?;
     describe();
     STORES.get_or_init(|| {
@@ -56,7 +52,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             .collect()
     });
     IN_FLIGHT.get_or_init(|| gauge!("scheduler_dispatches_in_flight"));
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 fn store_metrics(jobstore: &'static str) -> StoreMetrics {

@@ -93,11 +93,7 @@ impl Supervisor {
             ));
         }
         record_end(store, &job.id, &ending, requeue).await;
-        telemetry::job_finished(
-            &job.job_type,
-            status_kind.as_str(),
-            Some(running.started.elapsed()),
-        );
+        telemetry::job_finished(&job.job_type, status_kind, Some(running.started.elapsed()));
         self.context
             .logs
             .lock()

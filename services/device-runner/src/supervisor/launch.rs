@@ -106,7 +106,7 @@ async fn fail_to_start(store: &Store, job: &Job, message: String) -> Result<(), 
         preempted_by: None,
     };
     store.finish(&job.id, &ending).await?;
-    telemetry::job_finished(&job.job_type, JobStatus::Failed.as_str(), None);
+    telemetry::job_finished(&job.job_type, JobStatus::Failed, None);
     Ok(())
 }
 
