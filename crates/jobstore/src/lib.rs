@@ -16,7 +16,8 @@ mod store;
 pub use connect::{connect, migrate, persisted};
 pub use memory::MemoryStore;
 pub use model::{
-    ListFilter, Policy, RunOutcome, RunRecord, RunStatus, Schedule, StoreName, Target,
+    ExpectedStatus, ListFilter, Overlap, Page, Policy, RunFilter, RunOutcome, RunRecord, RunStatus,
+    Schedule, StoreName, Target, http_method,
 };
 pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};

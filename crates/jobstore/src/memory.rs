@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
-use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
-use crate::plan::plan_fire;
+use crate::model::{
+    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+};
+use crate::plan::{Active, admitted, needs_active, plan_fire};
 use crate::store::{JobStore, StoreError};
 
 /// Schedules and ledger rows held in process memory; lost on exit by design.
@@ -40,6 +42,42 @@ impl State {
     fn index(&mut self, schedule: &Schedule) {
         if let (false, Some(at)) = (schedule.paused, schedule.next_run_at) {
             self.due.insert((at, schedule.id.clone()));
+        }
+    }
+
+    fn schedule_runs(&self, schedule_id: &str) -> impl DoubleEndedIterator<Item = &RunRecord> {
+        self.runs
+            .range(
+                (schedule_id.to_string(), DateTime::<Utc>::MIN_UTC)
+                    ..=(schedule_id.to_string(), DateTime::<Utc>::MAX_UTC),
+            )
+            .map(|(_, run)| run)
+    }
+
+    fn active(&self, schedule_id: &str) -> Active {
+        let mut active = Active::default();
+        for run in self.schedule_runs(schedule_id) {
+            match run.status {
+                RunStatus::Pending => active.running += 1,
+                RunStatus::Buffered => active.buffered += 1,
+                _ => {}
+            }
+        }
+        active
+    }
+
+    /// Makes the oldest buffered run of a schedule with none in progress pending.
+    fn promote(&mut self, schedule_id: &str, now: DateTime<Utc>) {
+        if self.active(schedule_id).running > 0 {
+            return;
+        }
+        let next = self
+            .schedule_runs(schedule_id)
+            .find(|run| run.status == RunStatus::Buffered)
+            .map(|run| (run.schedule_id.clone(), run.scheduled_time));
+        if let Some(run) = next.and_then(|key| self.runs.get_mut(&key)) {
+            run.status = RunStatus::Pending;
+            run.lease_until = Some(now);
         }
     }
 
@@ -113,6 +151,23 @@ impl JobStore for MemoryStore {
             .map(|(_, s)| s.clone()))
     }
 
+    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some((_, current)) = state.schedules.get(&schedule.id).cloned() else {
+            return Ok(None);
+        };
+        state.unindex(&current);
+        let updated = Schedule {
+            created_at: current.created_at,
+            ..schedule.clone()
+        };
+        state.index(&updated);
+        if let Some(entry) = state.schedules.get_mut(&schedule.id) {
+            entry.1 = updated.clone();
+        }
+        Ok(Some(updated))
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
         let state = self.state.lock().await;
         let mut found: Vec<_> = state
@@ -120,7 +175,13 @@ impl JobStore for MemoryStore {
             .values()
             .filter(|(_, s)| filter.accepts(s))
             .collect();
-        found.sort_by_key(|(sequence, _)| *sequence);
+        match &filter.page {
+            Some(page) => {
+                found.sort_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+                found.truncate(page.limit);
+            }
+            None => found.sort_by_key(|(sequence, _)| *sequence),
+        }
         Ok(found.into_iter().map(|(_, s)| s.clone()).collect())
     }
 
@@ -190,7 +251,12 @@ impl JobStore for MemoryStore {
             let Some((_, schedule)) = state.schedules.get(&id).cloned() else {
                 continue;
             };
-            let plan = plan_fire(self.jobstore, &schedule, now, lease);
+            let active = if needs_active(&schedule) {
+                state.active(&id)
+            } else {
+                Active::default()
+            };
+            let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
             for run in plan.runs {
                 if state.insert_run(&run) && run.status == RunStatus::Pending {
                     claimed.push(run);
@@ -247,11 +313,44 @@ impl JobStore for MemoryStore {
                 run.lease_until = None;
             }
         }
+        let now = Utc::now();
+        for outcome in outcomes {
+            state.promote(&outcome.schedule_id, now);
+        }
         Ok(())
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
         Ok(self.state.lock().await.insert_run(run))
+    }
+
+    async fn start_run(
+        &self,
+        run: &RunRecord,
+        overlap: Overlap,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let mut state = self.state.lock().await;
+        let active = state.active(&run.schedule_id);
+        let row = admitted(run.clone(), overlap, active, run.claimed_at);
+        Ok(state.insert_run(&row).then_some(row))
+    }
+
+    async fn queue_runs(
+        &self,
+        runs: &[RunRecord],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut written = 0;
+        for run in runs {
+            if state.insert_run(run) {
+                written += 1;
+            }
+        }
+        for run in runs {
+            state.promote(&run.schedule_id, now);
+        }
+        Ok(written)
     }
 
     async fn set_leases(
@@ -272,17 +371,18 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
-    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    async fn runs(
+        &self,
+        schedule_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let state = self.state.lock().await;
         Ok(state
-            .runs
-            .range(
-                (schedule_id.to_string(), DateTime::<Utc>::MIN_UTC)
-                    ..=(schedule_id.to_string(), DateTime::<Utc>::MAX_UTC),
-            )
+            .schedule_runs(schedule_id)
             .rev()
-            .take(limit)
-            .map(|(_, run)| run.clone())
+            .filter(|run| filter.accepts(run))
+            .take(filter.limit)
+            .cloned()
             .collect())
     }
 

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
 use triggers::TriggerSpec;
 
 /// The name of one of the AutoGPT scheduler's jobstores (a [`JobStore`](crate::JobStore) is
@@ -42,8 +44,11 @@ impl StoreName {
 }
 
 /// What a fire does. Stored as JSON with a `type` tag so new targets add variants, not columns.
+///
+/// The targets that call out name an endpoint of the configuration (`endpoint`); a raw `url`
+/// is accepted only in schedules declared in the configuration, never through the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// JSON-RPC `add_graph_execution` on the execution service, for the schedule's owner.
     GraphExecution {
@@ -58,6 +63,49 @@ pub enum Target {
         #[serde(default)]
         kwargs: Value,
     },
+    /// A JSON-RPC 2.0 call of `method` with `params`, to which `idempotency_key` and
+    /// `scheduled_time` are added.
+    Rpc {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        method: String,
+        #[serde(default)]
+        params: Map<String, Value>,
+    },
+    /// An HTTP request to `path` on the endpoint, carrying the `Idempotency-Key` and
+    /// `X-Scheduled-Time` headers; an answer outside `expected_status` is a failure.
+    Http {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        #[serde(default = "default_http_method")]
+        method: String,
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: Value,
+        #[serde(default = "default_expected_status")]
+        expected_status: String,
+    },
+    /// A PUBLISH on `channel` of `{schedule_id, scheduled_time, idempotency_key, message}`.
+    RedisPublish {
+        channel: String,
+        #[serde(default)]
+        message: Value,
+    },
+}
+
+fn default_http_method() -> String {
+    "POST".to_string()
+}
+
+fn default_expected_status() -> String {
+    "2xx".to_string()
 }
 
 impl Target {
@@ -65,13 +113,203 @@ impl Target {
     pub fn graph_id(&self) -> Option<&str> {
         match self {
             Target::GraphExecution { graph_id, .. } => Some(graph_id),
-            Target::SystemTask { .. } => None,
+            _ => None,
         }
     }
 
     /// Whether this is a system task rather than a user's schedule.
     pub fn is_system_task(&self) -> bool {
         matches!(self, Target::SystemTask { .. })
+    }
+
+    /// The kind, as its `type` tag spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::GraphExecution { .. } => "graph_execution",
+            Target::SystemTask { .. } => "system_task",
+            Target::Rpc { .. } => "rpc",
+            Target::Http { .. } => "http",
+            Target::RedisPublish { .. } => "redis_publish",
+        }
+    }
+
+    /// The kinds there are, as their tags spell them.
+    pub const KINDS: [&'static str; 5] = [
+        "graph_execution",
+        "system_task",
+        "rpc",
+        "http",
+        "redis_publish",
+    ];
+
+    /// The configured endpoint and the raw URL a calling target names.
+    pub fn address(&self) -> Option<(Option<&str>, Option<&str>)> {
+        match self {
+            Target::Rpc { endpoint, url, .. } | Target::Http { endpoint, url, .. } => {
+                Some((endpoint.as_deref(), url.as_deref()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a run of this target lasts until the target answers, so that the overlap
+    /// policy applies: graph executions and system tasks are handed over at once, as AutoGPT
+    /// does, and never skipped for overlapping.
+    pub fn has_duration(&self) -> bool {
+        matches!(self, Target::Rpc { .. } | Target::Http { .. })
+    }
+
+    /// Checks the fields a caller gave, naming the one at fault. `raw_urls` says whether a
+    /// raw `url` may stand for an endpoint (declared schedules only).
+    pub fn validate(&self, raw_urls: bool) -> Result<(), String> {
+        if let Some((endpoint, url)) = self.address() {
+            let kind = self.kind();
+            match (endpoint, url) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "target.endpoint and target.url are exclusive: name one ({kind})"
+                    ));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "target.endpoint is required: the name of an endpoint in the \
+                         scheduler's configuration ({kind})"
+                    ));
+                }
+                (None, Some(_)) if !raw_urls => {
+                    return Err(format!(
+                        "target.url is accepted only in schedules declared in the \
+                         configuration; name a configured endpoint in target.endpoint ({kind})"
+                    ));
+                }
+                (None, Some(url)) => check_url(url)?,
+                (Some(name), None) if name.trim().is_empty() => {
+                    return Err("target.endpoint must not be empty".into());
+                }
+                _ => {}
+            }
+        }
+        match self {
+            Target::Rpc { method, .. } if method.trim().is_empty() => {
+                Err("target.method must not be empty".into())
+            }
+            Target::Http {
+                method,
+                path,
+                headers,
+                expected_status,
+                ..
+            } => {
+                http_method(method)?;
+                if !path.is_empty() && !path.starts_with('/') {
+                    return Err(format!("target.path must start with '/', got '{path}'"));
+                }
+                for (name, value) in headers {
+                    if name.is_empty()
+                        || !name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                    {
+                        return Err(format!("target.headers: '{name}' is not a header name"));
+                    }
+                    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                        return Err(format!("target.headers.{name} holds a line break"));
+                    }
+                }
+                ExpectedStatus::parse(expected_status).map(drop)
+            }
+            Target::RedisPublish { channel, .. } if channel.is_empty() => {
+                Err("target.channel must not be empty".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The HTTP methods an `http` target may use.
+pub fn http_method(method: &str) -> Result<&'static str, String> {
+    const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    METHODS
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .ok_or_else(|| {
+            format!(
+                "target.method '{method}' is not one of {}",
+                METHODS.join(", ")
+            )
+        })
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        _ => Err(format!(
+            "target.url must be an http:// or https:// URL with a host, got '{url}'"
+        )),
+    }
+}
+
+/// Which answers of an `http` target count as success: a class (`"2xx"`) or one status
+/// (`"204"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedStatus {
+    Class(u16),
+    Exactly(u16),
+}
+
+impl ExpectedStatus {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "target.expected_status must be a status class such as \"2xx\" or one status \
+                 such as \"204\", got '{text}'"
+            )
+        };
+        let text = text.trim();
+        if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
+            return match class.as_bytes() {
+                [digit @ b'1'..=b'5'] => Ok(ExpectedStatus::Class(u16::from(digit - b'0'))),
+                _ => Err(bad()),
+            };
+        }
+        match text.parse::<u16>() {
+            Ok(code @ 100..=599) => Ok(ExpectedStatus::Exactly(code)),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn accepts(self, status: u16) -> bool {
+        match self {
+            ExpectedStatus::Class(class) => status / 100 == class,
+            ExpectedStatus::Exactly(code) => status == code,
+        }
+    }
+}
+
+/// What happens to an occurrence that falls due while a run of the same schedule is in
+/// progress (targets whose runs last, see [`Target::has_duration`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skipped: a `skipped` row with the reason `overlap`.
+    #[default]
+    Skip,
+    /// At most one waits, and starts when the running one ends; further ones are skipped.
+    BufferOne,
+    /// Started anyway.
+    AllowAll,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::BufferOne => "buffer_one",
+            Overlap::AllowAll => "allow_all",
+        }
     }
 }
 
@@ -87,23 +325,82 @@ pub struct Policy {
     /// [`Policy::MAX_MISFIRE_GRACE_SECS`].
     #[serde(default)]
     pub misfire_grace_secs: Option<u64>,
+    /// What an occurrence meeting a run in progress does.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// Each occurrence is sent this many seconds late at most: a delay in `[0, jitter)`
+    /// derived from its idempotency key, so every replica computes the same one.
+    #[serde(default)]
+    pub jitter_secs: u64,
+    /// Attempts per occurrence, the first included; `None` for the service's default
+    /// (`executor.retries` + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The delay before the second attempt, doubling after each; `None` for the service's
+    /// default (`executor.retry_delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 impl Policy {
     /// The longest misfire grace accepted: 100 years, longer than any outage; `None` is the
     /// way to say "no limit".
     pub const MAX_MISFIRE_GRACE_SECS: u64 = triggers::MAX_INTERVAL_SECS;
+    /// The widest jitter accepted: one day.
+    pub const MAX_JITTER_SECS: u64 = 86_400;
+    /// The most attempts per occurrence.
+    pub const MAX_ATTEMPTS: u32 = 20;
+    /// The longest first backoff: one hour.
+    pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 
     /// Checks the values a caller gave, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
-        match self.misfire_grace_secs {
-            Some(secs) if secs > Self::MAX_MISFIRE_GRACE_SECS => Err(format!(
+        if let Some(secs) = self.misfire_grace_secs
+            && secs > Self::MAX_MISFIRE_GRACE_SECS
+        {
+            return Err(format!(
                 "policy.misfire_grace_secs must be at most {} (100 years), got {secs}; leave it \
                  out or null for no limit",
                 Self::MAX_MISFIRE_GRACE_SECS
-            )),
-            _ => Ok(()),
+            ));
         }
+        if self.jitter_secs > Self::MAX_JITTER_SECS {
+            return Err(format!(
+                "policy.jitter_secs must be at most {} (one day), got {}",
+                Self::MAX_JITTER_SECS,
+                self.jitter_secs
+            ));
+        }
+        if let Some(attempts) = self.attempts
+            && !(1..=Self::MAX_ATTEMPTS).contains(&attempts)
+        {
+            return Err(format!(
+                "policy.attempts must be 1 to {}, got {attempts}",
+                Self::MAX_ATTEMPTS
+            ));
+        }
+        if let Some(ms) = self.backoff_ms
+            && ms > Self::MAX_BACKOFF_MS
+        {
+            return Err(format!(
+                "policy.backoff_ms must be at most {} (one hour), got {ms}",
+                Self::MAX_BACKOFF_MS
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay of an occurrence under the jitter: in `[0, jitter_secs)` seconds, the same
+    /// for the same key on every replica and in every life of the process.
+    pub fn jitter_for(&self, key: &str) -> std::time::Duration {
+        if self.jitter_secs == 0 {
+            return std::time::Duration::ZERO;
+        }
+        // FNV-1a: stable across builds and platforms, unlike the standard library's hasher.
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        std::time::Duration::from_millis(hash % (self.jitter_secs * 1000))
     }
 }
 
@@ -116,6 +413,10 @@ impl Default for Policy {
         Policy {
             coalesce: true,
             misfire_grace_secs: None,
+            overlap: Overlap::default(),
+            jitter_secs: 0,
+            attempts: None,
+            backoff_ms: None,
         }
     }
 }
@@ -130,6 +431,9 @@ pub struct Schedule {
     pub trigger: TriggerSpec,
     pub target: Target,
     pub policy: Policy,
+    /// Labels for filtering listings.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub paused: bool,
     /// Why it is paused, when it was paused with a reason: the error that parked it when the
     /// engine could not plan or dispatch it.
@@ -146,6 +450,22 @@ pub struct ListFilter {
     pub graph_id: Option<String>,
     /// Paused schedules and those with no next run are left out unless this is set.
     pub include_inactive: bool,
+    /// Only targets of this kind (`http`, `rpc`, ...).
+    pub target_type: Option<String>,
+    /// Only paused (true) or only unpaused (false) schedules.
+    pub paused: Option<bool>,
+    /// Only schedules carrying this tag.
+    pub tag: Option<String>,
+    /// Pages by id: only ids after this one, in id order, at most `limit`. Without it the
+    /// listing is every match, oldest first.
+    pub page: Option<Page>,
+}
+
+/// A page of a listing ordered by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub after_id: Option<String>,
+    pub limit: usize,
 }
 
 impl ListFilter {
@@ -158,6 +478,50 @@ impl ListFilter {
                 .as_deref()
                 .is_none_or(|g| schedule.target.graph_id() == Some(g))
             && (self.include_inactive || (!schedule.paused && schedule.next_run_at.is_some()))
+            && self
+                .target_type
+                .as_deref()
+                .is_none_or(|kind| schedule.target.kind() == kind)
+            && self.paused.is_none_or(|paused| schedule.paused == paused)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|tag| schedule.tags.contains(tag))
+            && self.page.as_ref().is_none_or(|page| {
+                page.after_id
+                    .as_ref()
+                    .is_none_or(|after| schedule.id > *after)
+            })
+    }
+}
+
+/// Which ledger rows of a schedule [`JobStore::runs`](crate::JobStore::runs) returns, newest
+/// scheduled time first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    /// Only occurrences scheduled at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only occurrences scheduled before this instant (the cursor of the next page).
+    pub before: Option<DateTime<Utc>>,
+    pub limit: usize,
+}
+
+impl RunFilter {
+    /// The newest `limit` rows.
+    pub fn latest(limit: usize) -> Self {
+        RunFilter {
+            status: None,
+            since: None,
+            before: None,
+            limit,
+        }
+    }
+
+    pub(crate) fn accepts(&self, run: &RunRecord) -> bool {
+        self.status.is_none_or(|status| run.status == status)
+            && self.since.is_none_or(|since| run.scheduled_time >= since)
+            && self.before.is_none_or(|before| run.scheduled_time < before)
     }
 }
 
@@ -167,6 +531,9 @@ impl ListFilter {
 pub enum RunStatus {
     /// Claimed and not yet dispatched; owned by whoever holds the lease.
     Pending,
+    /// Waiting for the schedule's run in progress to end (overlap `buffer_one`, a backfill);
+    /// it becomes `pending` then.
+    Buffered,
     Dispatched,
     Failed,
     Skipped,
@@ -178,6 +545,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Pending => "pending",
+            RunStatus::Buffered => "buffered",
             RunStatus::Dispatched => "dispatched",
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
@@ -188,6 +556,7 @@ impl RunStatus {
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "pending" => RunStatus::Pending,
+            "buffered" => RunStatus::Buffered,
             "dispatched" => RunStatus::Dispatched,
             "failed" => RunStatus::Failed,
             "skipped" => RunStatus::Skipped,
@@ -207,6 +576,8 @@ pub struct RunRecord {
     pub jobstore: StoreName,
     pub owner: String,
     pub target: Target,
+    /// The schedule's policy when the occurrence was planned (jitter, retries).
+    pub policy: Policy,
     pub status: RunStatus,
     /// The error, the reason for a skip, or what was coalesced.
     pub detail: Option<String>,

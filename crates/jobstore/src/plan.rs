@@ -4,7 +4,78 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
-use crate::model::{RunRecord, RunStatus, Schedule, StoreName};
+use crate::model::{Overlap, RunRecord, RunStatus, Schedule, StoreName, Target};
+
+/// A schedule's runs in the ledger that have not ended: what the overlap policy looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Active {
+    /// `pending` rows: claimed, being dispatched, or waiting for their target to answer.
+    pub running: u32,
+    /// `buffered` rows: waiting for the running one to end.
+    pub buffered: u32,
+}
+
+/// What the overlap policy makes of an occurrence that is to run now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Run,
+    /// It waits, `buffered`, for the run in progress to end.
+    Buffer,
+    /// It is skipped with this reason.
+    Skip(String),
+}
+
+/// Whether a schedule's due occurrence runs, waits or is skipped, given its runs in progress.
+/// Targets without a duration (graph executions, system tasks) always run, as in AutoGPT.
+pub fn admit(target: &Target, overlap: Overlap, active: Active) -> Admission {
+    if !target.has_duration() || active.running + active.buffered == 0 {
+        return Admission::Run;
+    }
+    let reason = || {
+        format!(
+            "overlap: a run of this schedule is still in progress ({} running, {} waiting; \
+             policy overlap = {})",
+            active.running,
+            active.buffered,
+            overlap.as_str()
+        )
+    };
+    match overlap {
+        Overlap::AllowAll => Admission::Run,
+        Overlap::BufferOne if active.buffered == 0 => Admission::Buffer,
+        Overlap::BufferOne | Overlap::Skip => Admission::Skip(reason()),
+    }
+}
+
+/// A run started by hand (run now, backfill) as the overlap policy admits it: `pending` with
+/// its lease as given, `buffered`, or `skipped` with the reason, finished at `now`.
+pub fn admitted(
+    mut run: RunRecord,
+    overlap: Overlap,
+    active: Active,
+    now: DateTime<Utc>,
+) -> RunRecord {
+    match admit(&run.target, overlap, active) {
+        Admission::Run => {}
+        Admission::Buffer => {
+            run.status = RunStatus::Buffered;
+            run.lease_until = None;
+        }
+        Admission::Skip(reason) => {
+            run.status = RunStatus::Skipped;
+            run.detail = Some(reason);
+            run.lease_until = None;
+            run.finished_at = Some(now);
+        }
+    }
+    run
+}
+
+/// Whether planning a fire of `schedule` needs its [`Active`] runs: only when the overlap
+/// policy could change the outcome.
+pub fn needs_active(schedule: &Schedule) -> bool {
+    schedule.target.has_duration() && schedule.policy.overlap != Overlap::AllowAll
+}
 
 /// The ledger rows to write and the schedule's new next run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,9 +104,10 @@ pub fn plan_fire(
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
+    active: Active,
 ) -> FirePlan {
     contain(jobstore, schedule, now, lease, || {
-        plan(jobstore, schedule, now, lease)
+        plan(jobstore, schedule, now, lease, active)
     })
 }
 
@@ -117,12 +189,14 @@ impl<'a> Rows<'a> {
         detail: Option<String>,
     ) -> RunRecord {
         let pending = status == RunStatus::Pending;
+        let open = pending || status == RunStatus::Buffered;
         RunRecord {
             schedule_id: self.schedule.id.clone(),
             scheduled_time,
             jobstore: self.jobstore,
             owner: self.schedule.owner.clone(),
             target: self.schedule.target.clone(),
+            policy: self.schedule.policy,
             status,
             detail,
             attempts: 0,
@@ -132,7 +206,7 @@ impl<'a> Rows<'a> {
             } else {
                 None
             },
-            finished_at: (!pending).then_some(self.now),
+            finished_at: (!open).then_some(self.now),
         }
     }
 }
@@ -142,6 +216,7 @@ fn plan(
     schedule: &Schedule,
     now: DateTime<Utc>,
     lease: TimeDelta,
+    active: Active,
 ) -> FirePlan {
     let rows = Rows::new(jobstore, schedule, now, lease);
     let now = rows.now;
@@ -185,7 +260,13 @@ fn plan(
             );
             runs.push(rows.row(fire_at, RunStatus::Skipped, Some(detail)));
         }
-        _ => runs.push(rows.row(fire_at, RunStatus::Pending, None)),
+        _ => match admit(&schedule.target, schedule.policy.overlap, active) {
+            Admission::Run => runs.push(rows.row(fire_at, RunStatus::Pending, None)),
+            Admission::Buffer => runs.push(rows.row(fire_at, RunStatus::Buffered, None)),
+            Admission::Skip(reason) => {
+                runs.push(rows.row(fire_at, RunStatus::Skipped, Some(reason)));
+            }
+        },
     }
     FirePlan {
         runs,
@@ -213,7 +294,7 @@ fn grace(secs: u64) -> Option<TimeDelta> {
 mod tests {
     use super::*;
     use crate::model::{Policy, Target};
-    use triggers::TriggerSpec;
+    use triggers::{TriggerKind, TriggerSpec};
 
     fn schedule(trigger: TriggerSpec, policy: Policy, due: &str) -> Schedule {
         Schedule {
@@ -227,6 +308,7 @@ mod tests {
             },
             policy,
             paused: false,
+            tags: Vec::new(),
             paused_reason: None,
             next_run_at: Some(at(due)),
             created_at: at(due),
@@ -240,10 +322,10 @@ mod tests {
     }
 
     fn cron(expression: &str) -> TriggerSpec {
-        TriggerSpec::Cron {
+        TriggerSpec::from(TriggerKind::Cron {
             expression: expression.into(),
             timezone: "UTC".into(),
-        }
+        })
     }
 
     #[test]
@@ -268,16 +350,17 @@ mod tests {
 
     #[test]
     fn a_trigger_that_no_longer_compiles_parks_the_schedule() {
-        let trigger = TriggerSpec::Cron {
+        let trigger = TriggerSpec::from(TriggerKind::Cron {
             expression: "* * * * *".into(),
             timezone: "Mars/Olympus_Mons".into(),
-        };
+        });
         let s = schedule(trigger, Policy::default(), "2026-01-01T00:00:00Z");
         let plan = plan_fire(
             StoreName::Execution,
             &s,
             at("2026-01-01T00:00:01Z"),
             TimeDelta::seconds(30),
+            Active::default(),
         );
         assert!(
             plan.parked
@@ -292,8 +375,8 @@ mod tests {
     fn misfire_graces_beyond_any_span_mean_no_limit_instead_of_a_panic() {
         for secs in [9_223_372_036_854_776, i64::MAX as u64, 1 << 63, u64::MAX] {
             let policy = Policy {
-                coalesce: true,
                 misfire_grace_secs: Some(secs),
+                ..Policy::default()
             };
             let s = schedule(cron("* * * * *"), policy, "2000-01-01T00:00:00Z");
             let plan = plan_fire(
@@ -301,6 +384,7 @@ mod tests {
                 &s,
                 at("2026-01-01T00:00:01Z"),
                 TimeDelta::seconds(30),
+                Active::default(),
             );
             assert_eq!(plan.parked, None, "grace {secs}");
             let last = plan.runs.last().unwrap();
@@ -313,6 +397,7 @@ mod tests {
         let policy = Policy {
             coalesce: false,
             misfire_grace_secs: Some(10),
+            ..Policy::default()
         };
         let s = schedule(cron("* * * * *"), policy, "2026-01-01T00:00:00Z");
         let plan = plan_fire(
@@ -320,6 +405,7 @@ mod tests {
             &s,
             at("2026-01-01T00:00:11Z"),
             TimeDelta::seconds(30),
+            Active::default(),
         );
         assert_eq!(plan.runs[0].status, RunStatus::Skipped);
         assert!(

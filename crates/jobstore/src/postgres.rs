@@ -8,14 +8,16 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
-use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
-use crate::plan::{plan_fire, unreadable};
+use crate::model::{
+    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+};
+use crate::plan::{Active, admitted, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
-const SCHEDULE_COLUMNS: &str =
-    "id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, created_at";
+const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
+     paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
-     attempts, claimed_at, lease_until, finished_at";
+     attempts, claimed_at, lease_until, finished_at, policy";
 
 /// One jobstore's table in a PostgreSQL database.
 #[derive(Clone)]
@@ -48,11 +50,22 @@ fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
         trigger: json(row, "trigger")?,
         target: json(row, "target")?,
         policy: json(row, "policy")?,
+        tags: json(row, "tags")?,
         paused: row.try_get("paused")?,
         paused_reason: row.try_get("paused_reason")?,
         next_run_at: row.try_get("next_run_at")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn optional_json<T: serde::de::DeserializeOwned>(
+    row: &PgRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let value: Option<Value> = row.try_get(column)?;
+    value
+        .map(|value| serde_json::from_value(value).map_err(|e| StoreError::corrupt(column, e)))
+        .transpose()
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
@@ -66,6 +79,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
             .map_err(|e| StoreError::corrupt("jobstore", e))?,
         owner: row.try_get("owner")?,
         target: json(row, "target")?,
+        policy: optional_json(row, "policy")?.unwrap_or_default(),
         status: RunStatus::parse(&status)
             .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
         detail: row.try_get("detail")?,
@@ -93,8 +107,8 @@ impl JobStore for PostgresStore {
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-             next_run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $10) ON CONFLICT (id) DO NOTHING",
+             next_run_at, created_at, updated_at, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $10, $11) ON CONFLICT (id) DO NOTHING",
             self.table()
         );
         let done = sqlx::query(&sql)
@@ -108,6 +122,7 @@ impl JobStore for PostgresStore {
             .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at)
             .bind(schedule.created_at)
+            .bind(to_json(&schedule.tags)?)
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {
@@ -122,23 +137,49 @@ impl JobStore for PostgresStore {
         for chunk in schedules.chunks(5000) {
             let done = sqlx::query(&format!(
                 "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-                 next_run_at, created_at, updated_at) SELECT u.*, u.created_at FROM UNNEST($1::text[], \
-                 $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::bool[], \
-                 $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u(id, name, owner, trigger, \
-                 target, policy, paused, paused_reason, next_run_at, created_at) \
-                 ON CONFLICT (id) DO NOTHING",
+                 next_run_at, created_at, tags, updated_at) SELECT u.*, u.created_at FROM \
+                 UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
+                 $7::bool[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[]) AS \
+                 u(id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, \
+                 created_at, tags) ON CONFLICT (id) DO NOTHING",
                 self.table()
             ))
             .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.owner.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|s| to_json(&s.trigger)).collect::<Result<Vec<_>, _>>()?)
-            .bind(chunk.iter().map(|s| to_json(&s.target)).collect::<Result<Vec<_>, _>>()?)
-            .bind(chunk.iter().map(|s| to_json(&s.policy)).collect::<Result<Vec<_>, _>>()?)
+            .bind(
+                chunk
+                    .iter()
+                    .map(|s| to_json(&s.trigger))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+            .bind(
+                chunk
+                    .iter()
+                    .map(|s| to_json(&s.target))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+            .bind(
+                chunk
+                    .iter()
+                    .map(|s| to_json(&s.policy))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .bind(chunk.iter().map(|s| s.paused).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|s| s.paused_reason.clone()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|s| s.paused_reason.clone())
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|s| s.next_run_at).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.created_at).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|s| to_json(&s.tags))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != chunk.len() as u64 {
@@ -165,17 +206,53 @@ impl JobStore for PostgresStore {
         row.as_ref().map(schedule_from_row).transpose()
     }
 
+    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET name = $2, owner = $3, trigger = $4, target = $5, policy = $6, \
+             tags = $7, paused = $8, paused_reason = $9, next_run_at = $10, updated_at = now() \
+             WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(&schedule.id)
+            .bind(&schedule.name)
+            .bind(&schedule.owner)
+            .bind(to_json(&schedule.trigger)?)
+            .bind(to_json(&schedule.target)?)
+            .bind(to_json(&schedule.policy)?)
+            .bind(to_json(&schedule.tags)?)
+            .bind(schedule.paused)
+            .bind(&schedule.paused_reason)
+            .bind(schedule.next_run_at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
+        let (order, after, limit) = match &filter.page {
+            Some(page) => ("id", page.after_id.clone(), page.limit as i64),
+            None => ("seq", None, i64::MAX),
+        };
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE ($1::text IS NULL OR owner = $1) \
              AND ($2::text IS NULL OR target->>'graph_id' = $2) \
-             AND ($3 OR (NOT paused AND next_run_at IS NOT NULL)) ORDER BY seq",
+             AND ($3 OR (NOT paused AND next_run_at IS NOT NULL)) \
+             AND ($4::text IS NULL OR target->>'type' = $4) \
+             AND ($5::bool IS NULL OR paused = $5) \
+             AND ($6::text IS NULL OR tags ? $6) \
+             AND ($7::text IS NULL OR id > $7) ORDER BY {order} LIMIT $8",
             self.table()
         );
         let rows = sqlx::query(&sql)
             .bind(&filter.owner)
             .bind(&filter.graph_id)
             .bind(filter.include_inactive)
+            .bind(&filter.target_type)
+            .bind(filter.paused)
+            .bind(&filter.tag)
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(schedule_from_row).collect()
@@ -249,15 +326,26 @@ impl JobStore for PostgresStore {
             return Ok(Vec::new());
         }
 
+        let schedules: Vec<Result<Schedule, StoreError>> =
+            rows.iter().map(schedule_from_row).collect();
+        let watched: Vec<String> = schedules
+            .iter()
+            .flatten()
+            .filter(|schedule| needs_active(schedule))
+            .map(|schedule| schedule.id.clone())
+            .collect();
+        let active = active_runs(&mut tx, &watched).await?;
+
         let mut ids = Vec::with_capacity(rows.len());
         let mut next_times = Vec::with_capacity(rows.len());
         let mut parked = Vec::with_capacity(rows.len());
         let mut runs = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for (row, schedule) in rows.iter().zip(schedules) {
             let id: String = row.try_get("id")?;
-            match schedule_from_row(row) {
+            match schedule {
                 Ok(schedule) => {
-                    let plan = plan_fire(self.jobstore, &schedule, now, lease);
+                    let active = active.get(&id).copied().unwrap_or_default();
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
                     next_times.push(plan.next_run_at);
                     parked.push(plan.parked);
                     runs.extend(plan.runs);
@@ -274,7 +362,7 @@ impl JobStore for PostgresStore {
             "INSERT INTO schedule_runs ({RUN_COLUMNS}) \
              SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], \
              $5::jsonb[], $6::text[], $7::text[], $8::int4[], $9::timestamptz[], \
-             $10::timestamptz[], $11::timestamptz[]) \
+             $10::timestamptz[], $11::timestamptz[], $12::jsonb[]) \
              ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
              RETURNING schedule_id, scheduled_time"
         ))
@@ -297,6 +385,11 @@ impl JobStore for PostgresStore {
         .bind(runs.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+        .bind(
+            runs.iter()
+                .map(|r| to_json(&r.policy))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
         .fetch_all(&mut *tx)
         .await?;
 
@@ -351,6 +444,7 @@ impl JobStore for PostgresStore {
         if outcomes.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE schedule_runs AS r SET status = u.status, detail = u.detail, \
              attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
@@ -365,30 +459,57 @@ impl JobStore for PostgresStore {
         .bind(outcomes.iter().map(|o| o.detail.clone()).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|o| o.attempts as i32).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|o| o.finished_at).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let ids: Vec<String> = outcomes.iter().map(|o| o.schedule_id.clone()).collect();
+        promote(&mut tx, &ids, Utc::now()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(&format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
-        ))
-        .bind(&run.schedule_id)
-        .bind(run.scheduled_time)
-        .bind(run.jobstore.as_str())
-        .bind(&run.owner)
-        .bind(to_json(&run.target)?)
-        .bind(run.status.as_str())
-        .bind(&run.detail)
-        .bind(run.attempts as i32)
-        .bind(run.claimed_at)
-        .bind(run.lease_until)
-        .bind(run.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        insert_run_in(&mut conn, run).await
+    }
+
+    async fn start_run(
+        &self,
+        run: &RunRecord,
+        overlap: Overlap,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Holding the schedule's row orders this with the claims of its occurrences.
+        let lock = format!("SELECT 1 FROM {} WHERE id = $1 FOR UPDATE", self.table());
+        sqlx::query(&lock)
+            .bind(&run.schedule_id)
+            .execute(&mut *tx)
+            .await?;
+        let ids = [run.schedule_id.clone()];
+        let active = active_runs(&mut tx, &ids).await?;
+        let active = active.get(&run.schedule_id).copied().unwrap_or_default();
+        let row = admitted(run.clone(), overlap, active, run.claimed_at);
+        let inserted = insert_run_in(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(inserted.then_some(row))
+    }
+
+    async fn queue_runs(
+        &self,
+        runs: &[RunRecord],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for run in runs {
+            if insert_run_in(&mut tx, run).await? {
+                written += 1;
+            }
+        }
+        let mut ids: Vec<String> = runs.iter().map(|r| r.schedule_id.clone()).collect();
+        ids.dedup();
+        promote(&mut tx, &ids, now).await?;
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn set_leases(
@@ -417,14 +538,24 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
-    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    async fn runs(
+        &self,
+        schedule_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1 \
+             AND ($3::text IS NULL OR status = $3) \
+             AND ($4::timestamptz IS NULL OR scheduled_time >= $4) \
+             AND ($5::timestamptz IS NULL OR scheduled_time < $5) \
              ORDER BY scheduled_time DESC LIMIT $2"
         );
         let rows = sqlx::query(&sql)
             .bind(schedule_id)
-            .bind(limit as i64)
+            .bind(filter.limit as i64)
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.since)
+            .bind(filter.before)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()
@@ -435,4 +566,78 @@ impl JobStore for PostgresStore {
         let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
+}
+
+/// Writes one ledger row; false when the occurrence is already there.
+async fn insert_run_in(conn: &mut sqlx::PgConnection, run: &RunRecord) -> Result<bool, StoreError> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+    ))
+    .bind(&run.schedule_id)
+    .bind(run.scheduled_time)
+    .bind(run.jobstore.as_str())
+    .bind(&run.owner)
+    .bind(to_json(&run.target)?)
+    .bind(run.status.as_str())
+    .bind(&run.detail)
+    .bind(run.attempts as i32)
+    .bind(run.claimed_at)
+    .bind(run.lease_until)
+    .bind(run.finished_at)
+    .bind(to_json(&run.policy)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The runs in progress and waiting of each schedule, by id.
+async fn active_runs(
+    conn: &mut sqlx::PgConnection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Active>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT schedule_id, count(*) FILTER (WHERE status = 'pending'), \
+         count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
+         WHERE schedule_id = ANY($1) AND status IN ('pending', 'buffered') GROUP BY schedule_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, running, buffered)| {
+            let active = Active {
+                running: running as u32,
+                buffered: buffered as u32,
+            };
+            (id, active)
+        })
+        .collect())
+}
+
+/// Makes the oldest buffered run of each schedule with none in progress pending, with an
+/// expired lease so that an engine dispatches it at once.
+async fn promote(
+    conn: &mut sqlx::PgConnection,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH next AS (SELECT b.schedule_id, min(b.scheduled_time) AS scheduled_time \
+         FROM schedule_runs AS b WHERE b.status = 'buffered' AND b.schedule_id = ANY($1) \
+         AND NOT EXISTS (SELECT 1 FROM schedule_runs AS p WHERE p.schedule_id = b.schedule_id \
+         AND p.status = 'pending') GROUP BY b.schedule_id) \
+         UPDATE schedule_runs AS r SET status = 'pending', lease_until = $2 FROM next \
+         WHERE r.schedule_id = next.schedule_id AND r.scheduled_time = next.scheduled_time \
+         AND r.status = 'buffered'",
+    )
+    .bind(ids)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -6,14 +6,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::model::{ListFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName};
-use crate::plan::{plan_fire, unreadable};
+use crate::model::{
+    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+};
+use crate::plan::{Active, admitted, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
-const SCHEDULE_COLUMNS: &str =
-    "id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, created_at";
+const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
+     paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
-     attempts, claimed_at, lease_until, finished_at";
+     attempts, claimed_at, lease_until, finished_at, policy";
 
 /// One jobstore's table in a SQLite database file.
 #[derive(Clone)]
@@ -39,8 +41,8 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO {0} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-             next_run_at, created_at, updated_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?10, (SELECT coalesce(max(seq), 0) + 1 FROM {0})) \
+             next_run_at, created_at, updated_at, seq, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+             ?8, ?9, ?10, ?10, (SELECT coalesce(max(seq), 0) + 1 FROM {0}), ?11) \
              ON CONFLICT (id) DO NOTHING",
             self.table()
         );
@@ -55,6 +57,7 @@ impl SqliteStore {
             .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at.map(millis))
             .bind(millis(schedule.created_at))
+            .bind(to_json(&schedule.tags)?)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -71,7 +74,7 @@ async fn insert_run_in(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(&format!(
         "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-         ?10, ?11) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
+         ?10, ?11, ?12) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
     ))
     .bind(&run.schedule_id)
     .bind(millis(run.scheduled_time))
@@ -84,9 +87,50 @@ async fn insert_run_in(
     .bind(millis(run.claimed_at))
     .bind(run.lease_until.map(millis))
     .bind(run.finished_at.map(millis))
+    .bind(to_json(&run.policy)?)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The runs in progress and waiting of one schedule.
+async fn active_in(
+    conn: &mut sqlx::SqliteConnection,
+    schedule_id: &str,
+) -> Result<Active, StoreError> {
+    let (running, buffered): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), \
+         count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
+         WHERE schedule_id = ?1 AND status IN ('pending', 'buffered')",
+    )
+    .bind(schedule_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Active {
+        running: running as u32,
+        buffered: buffered as u32,
+    })
+}
+
+/// Makes the oldest buffered run of a schedule with none in progress pending, with an expired
+/// lease so that an engine dispatches it at once.
+async fn promote(
+    conn: &mut sqlx::SqliteConnection,
+    schedule_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE schedule_runs SET status = 'pending', lease_until = ?2 \
+         WHERE schedule_id = ?1 AND status = 'buffered' AND scheduled_time = \
+         (SELECT min(scheduled_time) FROM schedule_runs WHERE schedule_id = ?1 \
+         AND status = 'buffered') AND NOT EXISTS (SELECT 1 FROM schedule_runs \
+         WHERE schedule_id = ?1 AND status = 'pending')",
+    )
+    .bind(schedule_id)
+    .bind(millis(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -120,11 +164,21 @@ fn schedule_from_row(row: &SqliteRow) -> Result<Schedule, StoreError> {
         trigger: json(row, "trigger")?,
         target: json(row, "target")?,
         policy: json(row, "policy")?,
+        tags: json(row, "tags")?,
         paused: row.try_get::<i64, _>("paused")? != 0,
         paused_reason: row.try_get("paused_reason")?,
         next_run_at: optional_instant(row, "next_run_at")?,
         created_at: instant(row.try_get("created_at")?, "created_at")?,
     })
+}
+
+fn optional_json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e)))
+        .transpose()
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
@@ -138,6 +192,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
             .map_err(|e| StoreError::corrupt("jobstore", e))?,
         owner: row.try_get("owner")?,
         target: json(row, "target")?,
+        policy: optional_json(row, "policy")?.unwrap_or_default(),
         status: RunStatus::parse(&status)
             .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
         detail: row.try_get("detail")?,
@@ -187,17 +242,54 @@ impl JobStore for SqliteStore {
         row.as_ref().map(schedule_from_row).transpose()
     }
 
+    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET name = ?2, owner = ?3, trigger = ?4, target = ?5, policy = ?6, \
+             tags = ?7, paused = ?8, paused_reason = ?9, next_run_at = ?10, updated_at = ?11 \
+             WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
+            self.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(&schedule.id)
+            .bind(&schedule.name)
+            .bind(&schedule.owner)
+            .bind(to_json(&schedule.trigger)?)
+            .bind(to_json(&schedule.target)?)
+            .bind(to_json(&schedule.policy)?)
+            .bind(to_json(&schedule.tags)?)
+            .bind(schedule.paused)
+            .bind(&schedule.paused_reason)
+            .bind(schedule.next_run_at.map(millis))
+            .bind(millis(Utc::now()))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
+        let (order, after, limit) = match &filter.page {
+            Some(page) => ("id", page.after_id.clone(), page.limit as i64),
+            None => ("seq", None, i64::MAX),
+        };
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE (?1 IS NULL OR owner = ?1) \
              AND (?2 IS NULL OR json_extract(target, '$.graph_id') = ?2) \
-             AND (?3 OR (paused = 0 AND next_run_at IS NOT NULL)) ORDER BY seq",
+             AND (?3 OR (paused = 0 AND next_run_at IS NOT NULL)) \
+             AND (?4 IS NULL OR json_extract(target, '$.type') = ?4) \
+             AND (?5 IS NULL OR paused = ?5) \
+             AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?6)) \
+             AND (?7 IS NULL OR id > ?7) ORDER BY {order} LIMIT ?8",
             self.table()
         );
         let rows = sqlx::query(&sql)
             .bind(&filter.owner)
             .bind(&filter.graph_id)
             .bind(filter.include_inactive)
+            .bind(&filter.target_type)
+            .bind(filter.paused)
+            .bind(&filter.tag)
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(schedule_from_row).collect()
@@ -283,7 +375,12 @@ impl JobStore for SqliteStore {
             let id: String = row.try_get("id")?;
             let (next_run_at, parked) = match schedule_from_row(row) {
                 Ok(schedule) => {
-                    let plan = plan_fire(self.jobstore, &schedule, now, lease);
+                    let active = if needs_active(&schedule) {
+                        active_in(&mut tx, &id).await?
+                    } else {
+                        Active::default()
+                    };
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
                     for run in plan.runs {
                         let inserted = insert_run_in(&mut tx, &run).await?;
                         if inserted && run.status == RunStatus::Pending {
@@ -347,6 +444,10 @@ impl JobStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        let now = Utc::now();
+        for outcome in outcomes {
+            promote(&mut tx, &outcome.schedule_id, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -354,6 +455,40 @@ impl JobStore for SqliteStore {
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await?;
         insert_run_in(&mut conn, run).await
+    }
+
+    async fn start_run(
+        &self,
+        run: &RunRecord,
+        overlap: Overlap,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let active = active_in(&mut tx, &run.schedule_id).await?;
+        let row = admitted(run.clone(), overlap, active, run.claimed_at);
+        let inserted = insert_run_in(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(inserted.then_some(row))
+    }
+
+    async fn queue_runs(
+        &self,
+        runs: &[RunRecord],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut written = 0;
+        for run in runs {
+            if insert_run_in(&mut tx, run).await? {
+                written += 1;
+            }
+        }
+        let mut ids: Vec<&str> = runs.iter().map(|r| r.schedule_id.as_str()).collect();
+        ids.dedup();
+        for id in ids {
+            promote(&mut tx, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn set_leases(
@@ -380,14 +515,22 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    async fn runs(
+        &self,
+        schedule_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = ?1 \
-             ORDER BY scheduled_time DESC LIMIT ?2"
+             AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR scheduled_time >= ?4) \
+             AND (?5 IS NULL OR scheduled_time < ?5) ORDER BY scheduled_time DESC LIMIT ?2"
         );
         let rows = sqlx::query(&sql)
             .bind(schedule_id)
-            .bind(limit as i64)
+            .bind(filter.limit as i64)
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.since.map(millis))
+            .bind(filter.before.map(millis))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()

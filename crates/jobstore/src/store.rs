@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::model::{ListFilter, RunOutcome, RunRecord, Schedule, StoreName};
+use crate::model::{ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, Schedule, StoreName};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
 
-    /// Schedules matching `filter`, oldest first.
+    /// Replaces a schedule in place (everything but its id and creation time) and returns it
+    /// as stored; `None` when there is no such schedule. Its ledger rows stay.
+    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError>;
+
+    /// Schedules matching `filter`: oldest first, or in id order for a page.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError>;
 
     /// Removes a schedule and returns it. Its ledger rows stay as history.
@@ -86,11 +90,29 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Records how pending runs ended. Rows that are no longer pending are left as they are.
+    /// For each schedule left with no run in progress, its oldest `buffered` row becomes
+    /// `pending` with an expired lease, so that an engine dispatches it at once.
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError>;
 
     /// Writes one ledger row outside any claim (a run started by hand). Returns false, writing
     /// nothing, when the occurrence is already in the ledger.
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError>;
+
+    /// Writes a run started by hand (run now) as the overlap policy admits it next to the
+    /// schedule's runs in progress ([`crate::plan::admitted`]), in one transaction. Returns the
+    /// row as written, or `None`, writing nothing, when the occurrence is already in the
+    /// ledger. A `pending` row is dispatched by whichever engine takes over its lease.
+    async fn start_run(
+        &self,
+        run: &RunRecord,
+        overlap: Overlap,
+    ) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Writes `buffered` rows (a backfill), skipping occurrences already in the ledger, and
+    /// returns how many it wrote. When the schedule has no run in progress the oldest
+    /// becomes `pending` at once; each following one when the one before it ends.
+    async fn queue_runs(&self, runs: &[RunRecord], now: DateTime<Utc>)
+    -> Result<usize, StoreError>;
 
     /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
     /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
@@ -102,8 +124,12 @@ pub trait JobStore: Send + Sync + 'static {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// A schedule's ledger rows, newest scheduled time first.
-    async fn runs(&self, schedule_id: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// A schedule's ledger rows matching `filter`, newest scheduled time first.
+    async fn runs(
+        &self,
+        schedule_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     /// How many schedules the store holds.
     async fn count(&self) -> Result<u64, StoreError>;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
-    DatabaseUrl, JobStore, ListFilter, MemoryStore, Policy, RunOutcome, RunRecord, RunStatus,
-    Schedule, StoreError, StoreName, Target,
+    DatabaseUrl, JobStore, ListFilter, MemoryStore, Overlap, Page, Policy, RunFilter, RunOutcome,
+    RunRecord, RunStatus, Schedule, StoreError, StoreName, Target,
 };
 use serde_json::json;
 use test_support::PgSchema;
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -22,10 +22,10 @@ fn at(text: &str) -> DateTime<Utc> {
 const LEASE: TimeDelta = TimeDelta::seconds(30);
 
 fn every_minute() -> TriggerSpec {
-    TriggerSpec::Cron {
+    TriggerSpec::from(TriggerKind::Cron {
         expression: "* * * * *".into(),
         timezone: "UTC".into(),
-    }
+    })
 }
 
 fn schedule(id: &str, owner: &str, graph: &str, next: Option<&str>) -> Schedule {
@@ -42,6 +42,7 @@ fn schedule(id: &str, owner: &str, graph: &str, next: Option<&str>) -> Schedule 
         },
         policy: Policy::default(),
         paused: false,
+        tags: Vec::new(),
         paused_reason: None,
         next_run_at: next.map(at),
         created_at: at("2026-01-01T00:00:00Z"),
@@ -145,7 +146,7 @@ async fn claim_advances_from_the_scheduled_instant(store: Arc<dyn JobStore>) {
     let next = store.get("a").await.unwrap().unwrap().next_run_at;
     assert_eq!(next, Some(at("2026-01-01T10:01:00Z")));
     assert!(store.claim_due(now, 100, LEASE).await.unwrap().is_empty());
-    let ledger = store.runs("a", 10).await.unwrap();
+    let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].status, RunStatus::Pending);
 }
@@ -198,7 +199,7 @@ async fn coalesces_missed_occurrences_after_downtime(store: Arc<dyn JobStore>) {
         "one late run, not one per missed occurrence"
     );
     assert_eq!(claimed[0].scheduled_time, at("2026-01-01T10:05:00Z"));
-    let ledger = store.runs("a", 10).await.unwrap();
+    let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
     let statuses: Vec<_> = ledger
         .iter()
         .map(|r| (r.scheduled_time, r.status))
@@ -230,6 +231,7 @@ async fn without_coalescing_each_missed_occurrence_runs(store: Arc<dyn JobStore>
     s.policy = Policy {
         coalesce: false,
         misfire_grace_secs: None,
+        ..Policy::default()
     };
     store.insert(&s).await.unwrap();
     let now = at("2026-01-01T10:02:30Z");
@@ -259,6 +261,7 @@ async fn occurrences_beyond_the_grace_are_skipped(store: Arc<dyn JobStore>) {
     s.policy = Policy {
         coalesce: true,
         misfire_grace_secs: Some(20),
+        ..Policy::default()
     };
     store.insert(&s).await.unwrap();
     // 10:05 is the latest occurrence; at 10:05:30 it is 30 s late, beyond a 20 s grace.
@@ -269,7 +272,7 @@ async fn occurrences_beyond_the_grace_are_skipped(store: Arc<dyn JobStore>) {
             .unwrap()
             .is_empty()
     );
-    let ledger = store.runs("a", 10).await.unwrap();
+    let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(ledger[0].status, RunStatus::Skipped);
     assert!(
         ledger[0]
@@ -288,9 +291,9 @@ async fn occurrences_beyond_the_grace_are_skipped(store: Arc<dyn JobStore>) {
 
 async fn a_once_trigger_is_exhausted_after_its_fire(store: Arc<dyn JobStore>) {
     let mut s = schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z"));
-    s.trigger = TriggerSpec::Once {
+    s.trigger = TriggerSpec::from(TriggerKind::Once {
         at: at("2026-01-01T10:00:00Z"),
-    };
+    });
     store.insert(&s).await.unwrap();
     assert_eq!(
         store
@@ -361,10 +364,10 @@ async fn a_schedule_that_cannot_be_planned_is_parked_and_the_rest_still_fire(
 ) {
     // Stored before its zone left the tz database, say: it passed validation then.
     let mut broken = schedule("broken", "u1", "g1", Some("2026-01-01T10:00:00Z"));
-    broken.trigger = TriggerSpec::Cron {
+    broken.trigger = TriggerSpec::from(TriggerKind::Cron {
         expression: "* * * * *".into(),
         timezone: "Atlantis/Capital".into(),
-    };
+    });
     store.insert(&broken).await.unwrap();
     store
         .insert(&schedule("fine", "u1", "g1", Some("2026-01-01T10:00:00Z")))
@@ -382,7 +385,7 @@ async fn a_schedule_that_cannot_be_planned_is_parked_and_the_rest_still_fire(
     assert_eq!(parked.next_run_at, None);
     let reason = parked.paused_reason.clone().expect("a reason");
     assert!(reason.contains("Atlantis/Capital"), "{reason}");
-    let ledger = store.runs("broken", 10).await.unwrap();
+    let ledger = store.runs("broken", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].status, RunStatus::Failed);
     assert_eq!(ledger[0].detail.as_deref(), Some(reason.as_str()));
@@ -411,7 +414,14 @@ async fn a_schedule_that_cannot_be_planned_is_parked_and_the_rest_still_fire(
         .await
         .unwrap();
     assert!(later.iter().all(|r| r.schedule_id == "fine"), "{later:?}");
-    assert_eq!(store.runs("broken", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .runs("broken", &RunFilter::latest(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn delete_returns_the_schedule_and_keeps_its_history(store: Arc<dyn JobStore>) {
@@ -427,7 +437,10 @@ async fn delete_returns_the_schedule_and_keeps_its_history(store: Arc<dyn JobSto
     assert_eq!(deleted.id, "a");
     assert_eq!(store.get("a").await.unwrap(), None);
     assert_eq!(store.delete("a").await.unwrap(), None);
-    assert_eq!(store.runs("a", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.runs("a", &RunFilter::latest(10)).await.unwrap().len(),
+        1
+    );
     assert_eq!(
         store.next_wakeup().await.unwrap(),
         Some(at("2026-01-01T10:00:30Z")),
@@ -462,7 +475,7 @@ async fn outcomes_are_recorded_once(store: Arc<dyn JobStore>) {
         .finish_runs(&[outcome(RunStatus::Failed, "boom")])
         .await
         .unwrap();
-    let ledger = store.runs("a", 10).await.unwrap();
+    let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(
         (
             ledger[0].status,
@@ -517,6 +530,7 @@ async fn hand_started_runs_are_recorded_once(store: Arc<dyn JobStore>) {
         jobstore: store.jobstore(),
         owner: "system".into(),
         target: schedule("x", "u1", "g1", None).target,
+        policy: Policy::default(),
         status: RunStatus::Pending,
         detail: None,
         attempts: 0,
@@ -529,7 +543,10 @@ async fn hand_started_runs_are_recorded_once(store: Arc<dyn JobStore>) {
         !store.insert_run(&run).await.unwrap(),
         "the same occurrence is refused"
     );
-    assert_eq!(store.runs("report", 10).await.unwrap(), vec![run]);
+    assert_eq!(
+        store.runs("report", &RunFilter::latest(10)).await.unwrap(),
+        vec![run]
+    );
     assert_eq!(store.next_wakeup().await.unwrap(), Some(now + LEASE));
 }
 
@@ -606,7 +623,11 @@ async fn renewed_leases_keep_runs_from_being_taken_over(store: Arc<dyn JobStore>
         .set_leases(&[("a".to_string(), now)], later + LEASE * 3)
         .await
         .unwrap();
-    let run = store.runs("a", 1).await.unwrap().remove(0);
+    let run = store
+        .runs("a", &RunFilter::latest(1))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(run.status, RunStatus::Dispatched);
     assert_eq!(run.lease_until, None);
 }
@@ -622,7 +643,7 @@ async fn runs_are_listed_newest_first_up_to_the_limit(store: Arc<dyn JobStore>) 
             .unwrap();
     }
     let times: Vec<_> = store
-        .runs("a", 3)
+        .runs("a", &RunFilter::latest(3))
         .await
         .unwrap()
         .into_iter()
@@ -702,7 +723,7 @@ async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
 ) {
     let exact = at("2026-01-01T10:00:00.123456789Z");
     let mut s = schedule("a", "u1", "g1", Some("2026-01-01T10:00:00.123456789Z"));
-    s.trigger = TriggerSpec::Once { at: exact };
+    s.trigger = TriggerSpec::from(TriggerKind::Once { at: exact });
     store.insert(&s).await.unwrap();
     let runs = store
         .claim_due(at("2026-01-01T10:00:01Z"), 10, LEASE)
@@ -720,10 +741,404 @@ async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
         finished_at: at("2026-01-01T10:00:01Z"),
     };
     store.finish_runs(&[outcome]).await.unwrap();
-    let ledger = store.runs("a", 10).await.unwrap();
+    let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].status, RunStatus::Dispatched);
     assert_eq!(ledger[0].idempotency_key(), runs[0].idempotency_key());
+}
+
+fn http_schedule(id: &str, overlap: Overlap, next: &str) -> Schedule {
+    let mut s = schedule(id, "u1", "g1", Some(next));
+    s.target = Target::Http {
+        endpoint: Some("backend".into()),
+        url: None,
+        method: "POST".into(),
+        path: "/jobs".into(),
+        headers: Default::default(),
+        body: serde_json::Value::Null,
+        expected_status: "2xx".into(),
+    };
+    s.policy.overlap = overlap;
+    s
+}
+
+/// The statuses of a schedule's ledger rows, oldest first.
+async fn statuses(store: &Arc<dyn JobStore>, id: &str) -> Vec<RunStatus> {
+    let mut runs = store.runs(id, &RunFilter::latest(100)).await.unwrap();
+    runs.reverse();
+    runs.into_iter().map(|r| r.status).collect()
+}
+
+fn ended(run: &RunRecord) -> RunOutcome {
+    RunOutcome {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        status: RunStatus::Dispatched,
+        detail: None,
+        attempts: 1,
+        finished_at: run.scheduled_time,
+    }
+}
+
+async fn overlap_skips_buffers_or_allows_by_policy(store: Arc<dyn JobStore>) {
+    use RunStatus::*;
+    for (id, overlap) in [
+        ("skip", Overlap::Skip),
+        ("buffer", Overlap::BufferOne),
+        ("allow", Overlap::AllowAll),
+    ] {
+        store
+            .insert(&http_schedule(id, overlap, "2026-01-01T10:00:00Z"))
+            .await
+            .unwrap();
+    }
+    let first = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    // Two more occurrences fall due while every first run is still in progress.
+    let second = store
+        .claim_due(at("2026-01-01T10:01:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let third = store
+        .claim_due(at("2026-01-01T10:02:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let ids = |runs: &[RunRecord]| {
+        let mut ids: Vec<_> = runs.iter().map(|r| r.schedule_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&second), ["allow"], "only allow_all starts another run");
+    assert_eq!(ids(&third), ["allow"]);
+    assert_eq!(statuses(&store, "skip").await, [Pending, Skipped, Skipped]);
+    assert_eq!(
+        statuses(&store, "buffer").await,
+        [Pending, Buffered, Skipped],
+        "buffer_one keeps one waiting and skips the rest"
+    );
+    assert_eq!(statuses(&store, "allow").await, [Pending, Pending, Pending]);
+    let skipped = store
+        .runs("skip", &RunFilter::latest(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let reason = skipped.detail.unwrap();
+    assert!(reason.starts_with("overlap:"), "{reason}");
+    assert!(skipped.finished_at.is_some());
+
+    // The buffered run starts when the running one ends: pending, its lease already expired.
+    let running = first.iter().find(|r| r.schedule_id == "buffer").unwrap();
+    store.finish_runs(&[ended(running)]).await.unwrap();
+    assert_eq!(
+        statuses(&store, "buffer").await,
+        [Dispatched, Pending, Skipped]
+    );
+    let promoted = store
+        .reclaim_expired(Utc::now() + TimeDelta::seconds(1), 10, LEASE)
+        .await
+        .unwrap();
+    let promoted: Vec<_> = promoted
+        .iter()
+        .filter(|r| r.schedule_id == "buffer")
+        .collect();
+    assert_eq!(promoted.len(), 1);
+    assert_eq!(promoted[0].scheduled_time, at("2026-01-01T10:01:00Z"));
+    // With nothing in progress any more, the next occurrence runs again.
+    store.finish_runs(&[ended(promoted[0])]).await.unwrap();
+    let running = first.iter().find(|r| r.schedule_id == "skip").unwrap();
+    store.finish_runs(&[ended(running)]).await.unwrap();
+    let fourth = store
+        .claim_due(at("2026-01-01T10:03:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&fourth), ["allow", "buffer", "skip"]);
+}
+
+async fn graph_executions_are_never_skipped_for_overlap(store: Arc<dyn JobStore>) {
+    // AutoGPT hands a graph execution over and forgets it: no run of it lasts.
+    store
+        .insert(&schedule("g", "u1", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    for minute in ["10:00", "10:01"] {
+        let claimed = store
+            .claim_due(at(&format!("2026-01-01T{minute}:00Z")), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{minute}");
+    }
+    assert_eq!(
+        statuses(&store, "g").await,
+        [RunStatus::Pending, RunStatus::Pending]
+    );
+}
+
+async fn replace_changes_in_place_and_keeps_the_ledger(store: Arc<dyn JobStore>) {
+    let original = http_schedule("r", Overlap::Skip, "2026-01-01T10:00:00Z");
+    store.insert(&original).await.unwrap();
+    store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let mut changed = original.clone();
+    changed.name = "renamed".into();
+    changed.tags = vec!["nightly".into()];
+    changed.policy.jitter_secs = 5;
+    changed.next_run_at = Some(at("2026-02-01T00:00:00Z"));
+    changed.created_at = at("2030-01-01T00:00:00Z");
+    let stored = store.replace(&changed).await.unwrap().unwrap();
+    assert_eq!(stored.created_at, original.created_at, "creation time kept");
+    assert_eq!(
+        (
+            stored.name.as_str(),
+            stored.tags.clone(),
+            stored.policy.jitter_secs
+        ),
+        ("renamed", vec!["nightly".to_string()], 5)
+    );
+    assert_eq!(store.get("r").await.unwrap(), Some(stored));
+    assert_eq!(statuses(&store, "r").await, [RunStatus::Pending]);
+    // The due index follows the new next run.
+    assert!(
+        store
+            .claim_due(at("2026-01-31T00:00:00Z"), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .next_wakeup()
+            .await
+            .unwrap()
+            .map(|w| w.min(at("2026-02-01T00:00:00Z"))),
+        Some(at("2026-01-01T10:00:30Z")),
+        "the run in flight's lease comes first"
+    );
+    let mut missing = changed.clone();
+    missing.id = "nope".into();
+    assert_eq!(store.replace(&missing).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
+async fn listing_pages_by_id_with_filters(store: Arc<dyn JobStore>) {
+    for (id, tags, paused) in [
+        ("c", vec!["a"], false),
+        ("a", vec!["a", "b"], true),
+        ("d", vec![], false),
+        ("b", vec!["b"], false),
+    ] {
+        let mut s = http_schedule(id, Overlap::Skip, "2026-01-01T10:00:00Z");
+        s.tags = tags.into_iter().map(String::from).collect();
+        s.paused = paused;
+        store.insert(&s).await.unwrap();
+    }
+    store
+        .insert(&schedule("e", "u2", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    let page = |after: Option<&str>, limit| ListFilter {
+        include_inactive: true,
+        page: Some(Page {
+            after_id: after.map(String::from),
+            limit,
+        }),
+        ..ListFilter::default()
+    };
+    let ids = |found: Vec<Schedule>| found.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(&page(None, 2)).await.unwrap()), ["a", "b"]);
+    assert_eq!(
+        ids(store.list(&page(Some("b"), 2)).await.unwrap()),
+        ["c", "d"]
+    );
+    assert_eq!(ids(store.list(&page(Some("d"), 2)).await.unwrap()), ["e"]);
+    assert!(store.list(&page(Some("e"), 2)).await.unwrap().is_empty());
+    let filtered = |f: ListFilter| {
+        let store = store.clone();
+        async move { ids(store.list(&f).await.unwrap()) }
+    };
+    assert_eq!(
+        filtered(ListFilter {
+            tag: Some("b".into()),
+            ..page(None, 10)
+        })
+        .await,
+        ["a", "b"]
+    );
+    assert_eq!(
+        filtered(ListFilter {
+            target_type: Some("graph_execution".into()),
+            ..page(None, 10)
+        })
+        .await,
+        ["e"]
+    );
+    assert_eq!(
+        filtered(ListFilter {
+            paused: Some(true),
+            ..page(None, 10)
+        })
+        .await,
+        ["a"]
+    );
+    assert_eq!(
+        filtered(ListFilter {
+            owner: Some("u1".into()),
+            paused: Some(false),
+            target_type: Some("http".into()),
+            ..page(None, 10)
+        })
+        .await,
+        ["b", "c", "d"]
+    );
+}
+
+async fn runs_are_filtered_by_status_and_time(store: Arc<dyn JobStore>) {
+    let mut s = http_schedule("f", Overlap::AllowAll, "2026-01-01T10:00:00Z");
+    s.policy.coalesce = false;
+    store.insert(&s).await.unwrap();
+    let mut claimed = Vec::new();
+    for minute in 0..4 {
+        let now = at("2026-01-01T10:00:00Z") + TimeDelta::minutes(minute);
+        claimed.extend(store.claim_due(now, 10, LEASE).await.unwrap());
+    }
+    store
+        .finish_runs(&[ended(&claimed[0]), ended(&claimed[2])])
+        .await
+        .unwrap();
+    let times = |runs: Vec<RunRecord>| {
+        runs.into_iter()
+            .map(|r| r.scheduled_time.format("%M").to_string())
+            .collect::<Vec<_>>()
+    };
+    let filter = |status, since: Option<&str>, before: Option<&str>, limit| RunFilter {
+        status,
+        since: since.map(at),
+        before: before.map(at),
+        limit,
+    };
+    let runs = |f: RunFilter| {
+        let store = store.clone();
+        async move { times(store.runs("f", &f).await.unwrap()) }
+    };
+    assert_eq!(
+        runs(filter(None, None, None, 10)).await,
+        ["03", "02", "01", "00"]
+    );
+    assert_eq!(
+        runs(filter(Some(RunStatus::Dispatched), None, None, 10)).await,
+        ["02", "00"]
+    );
+    assert_eq!(
+        runs(filter(None, Some("2026-01-01T10:01:00Z"), None, 10)).await,
+        ["03", "02", "01"]
+    );
+    assert_eq!(
+        runs(filter(None, None, Some("2026-01-01T10:02:00Z"), 1)).await,
+        ["01"],
+        "the next page starts before the last row seen"
+    );
+}
+
+async fn runs_started_by_hand_follow_the_overlap_policy(store: Arc<dyn JobStore>) {
+    let s = http_schedule("h", Overlap::BufferOne, "2026-01-01T10:00:00Z");
+    store.insert(&s).await.unwrap();
+    let by_hand = |minute: i64| RunRecord {
+        schedule_id: "h".into(),
+        scheduled_time: at("2026-01-01T09:00:00Z") + TimeDelta::minutes(minute),
+        jobstore: store.jobstore(),
+        owner: "u1".into(),
+        target: s.target.clone(),
+        policy: s.policy,
+        status: RunStatus::Pending,
+        detail: None,
+        attempts: 0,
+        claimed_at: at("2026-01-01T09:30:00Z"),
+        lease_until: Some(at("2026-01-01T09:30:00Z")),
+        finished_at: None,
+    };
+    let first = store
+        .start_run(&by_hand(0), Overlap::BufferOne)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Pending);
+    assert_eq!(
+        store
+            .start_run(&by_hand(0), Overlap::BufferOne)
+            .await
+            .unwrap(),
+        None,
+        "the same occurrence is written once"
+    );
+    let second = store
+        .start_run(&by_hand(1), Overlap::BufferOne)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status, RunStatus::Buffered);
+    let third = store
+        .start_run(&by_hand(2), Overlap::BufferOne)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.status, RunStatus::Skipped);
+    assert!(third.detail.unwrap().starts_with("overlap:"));
+    // A hand-started pending run is taken over by an engine at once.
+    let taken = store
+        .reclaim_expired(at("2026-01-01T09:30:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].scheduled_time, first.scheduled_time);
+}
+
+async fn queued_runs_start_one_after_another(store: Arc<dyn JobStore>) {
+    let s = http_schedule("q", Overlap::Skip, "2030-01-01T00:00:00Z");
+    store.insert(&s).await.unwrap();
+    let queued = |minute: i64| RunRecord {
+        schedule_id: "q".into(),
+        scheduled_time: at("2026-01-01T09:00:00Z") + TimeDelta::minutes(minute),
+        jobstore: store.jobstore(),
+        owner: "u1".into(),
+        target: s.target.clone(),
+        policy: s.policy,
+        status: RunStatus::Buffered,
+        detail: None,
+        attempts: 0,
+        claimed_at: at("2026-01-01T09:30:00Z"),
+        lease_until: None,
+        finished_at: None,
+    };
+    let now = at("2026-01-01T09:30:00Z");
+    let runs: Vec<_> = (0..3).map(queued).collect();
+    assert_eq!(store.queue_runs(&runs, now).await.unwrap(), 3);
+    assert_eq!(
+        store.queue_runs(&runs, now).await.unwrap(),
+        0,
+        "queueing again writes nothing"
+    );
+    use RunStatus::*;
+    assert_eq!(statuses(&store, "q").await, [Pending, Buffered, Buffered]);
+    for (step, expected) in runs.iter().enumerate() {
+        let taken = store
+            .reclaim_expired(Utc::now() + TimeDelta::seconds(1), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1, "step {step}: one at a time");
+        assert_eq!(
+            taken[0].scheduled_time, expected.scheduled_time,
+            "oldest first"
+        );
+        store.finish_runs(&[ended(&taken[0])]).await.unwrap();
+    }
+    assert_eq!(
+        statuses(&store, "q").await,
+        [Dispatched, Dispatched, Dispatched]
+    );
 }
 
 macro_rules! conformance {
@@ -772,6 +1187,13 @@ conformance!(
     renewed_leases_keep_runs_from_being_taken_over,
     concurrent_claims_take_each_occurrence_once,
     sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
+    overlap_skips_buffers_or_allows_by_policy,
+    graph_executions_are_never_skipped_for_overlap,
+    replace_changes_in_place_and_keeps_the_ledger,
+    listing_pages_by_id_with_filters,
+    runs_are_filtered_by_status_and_time,
+    runs_started_by_hand_follow_the_overlap_policy,
+    queued_runs_start_one_after_another,
 );
 
 #[tokio::test]
@@ -807,7 +1229,10 @@ async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
             "{}",
             url.redacted()
         );
-        assert_eq!(store.runs("a", 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.runs("a", &RunFilter::latest(10)).await.unwrap().len(),
+            1
+        );
         // Jobstores are separate tables.
         assert_eq!(
             jobstore::persisted(&db, StoreName::Execution)
@@ -858,7 +1283,7 @@ async fn postgres_lease_renewal_skips_rows_being_finished() {
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     let lease = |id: &'static str| {
         let store = store.clone();
-        async move { store.runs(id, 1).await.unwrap()[0].lease_until }
+        async move { store.runs(id, &RunFilter::latest(1)).await.unwrap()[0].lease_until }
     };
     assert_eq!(lease("free").await, Some(until));
     assert_eq!(

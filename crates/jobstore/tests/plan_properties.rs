@@ -4,10 +4,10 @@
 //! within the years 0000-9999.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::plan::plan_fire;
+use jobstore::plan::{Active, plan_fire};
 use jobstore::{Policy, RunStatus, Schedule, StoreName, Target};
 use proptest::prelude::*;
-use triggers::{LATEST, TriggerSpec, in_range};
+use triggers::{LATEST, TriggerKind, TriggerSpec, in_range};
 
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
     let edge = LATEST.timestamp_millis();
@@ -37,17 +37,22 @@ fn trigger() -> impl Strategy<Value = TriggerSpec> {
     ];
     let daily: [&[&str]; 3] = [&["09:00", "18:30"], &["02:30"], &["00:00:01", "23:59:59"]];
     prop_oneof![
-        (0..expressions.len(), 0..zones.len()).prop_map(move |(e, z)| TriggerSpec::Cron {
-            expression: expressions[e].to_string(),
-            timezone: zones[z].to_string(),
+        (0..expressions.len(), 0..zones.len()).prop_map(move |(e, z)| TriggerSpec::from(
+            TriggerKind::Cron {
+                expression: expressions[e].to_string(),
+                timezone: zones[z].to_string(),
+            }
+        )),
+        (1u64..=triggers::MAX_INTERVAL_SECS, instant()).prop_map(|(every_secs, anchor)| {
+            TriggerSpec::from(TriggerKind::Interval { every_secs, anchor })
         }),
-        (1u64..=triggers::MAX_INTERVAL_SECS, instant())
-            .prop_map(|(every_secs, anchor)| TriggerSpec::Interval { every_secs, anchor }),
-        instant().prop_map(|at| TriggerSpec::Once { at }),
-        (0..daily.len(), 0..zones.len()).prop_map(move |(d, z)| TriggerSpec::DailyTimes {
-            times: daily[d].iter().map(|t| t.to_string()).collect(),
-            timezone: zones[z].to_string(),
-        }),
+        instant().prop_map(|at| TriggerSpec::from(TriggerKind::Once { at })),
+        (0..daily.len(), 0..zones.len()).prop_map(move |(d, z)| TriggerSpec::from(
+            TriggerKind::DailyTimes {
+                times: daily[d].iter().map(|t| t.to_string()).collect(),
+                timezone: zones[z].to_string(),
+            }
+        )),
     ]
 }
 
@@ -61,6 +66,7 @@ fn policy() -> impl Strategy<Value = Policy> {
     (any::<bool>(), grace).prop_map(|(coalesce, misfire_grace_secs)| Policy {
         coalesce,
         misfire_grace_secs,
+        ..Policy::default()
     })
 }
 
@@ -87,11 +93,12 @@ proptest! {
             target: Target::SystemTask { task: "t".into(), kwargs: serde_json::Value::Null },
             policy,
             paused: false,
+            tags: Vec::new(),
             paused_reason: None,
             next_run_at: Some(due.min(now)),
             created_at: due.min(now),
         };
-        let plan = plan_fire(StoreName::Execution, &schedule, now, TimeDelta::seconds(lease_secs));
+        let plan = plan_fire(StoreName::Execution, &schedule, now, TimeDelta::seconds(lease_secs), Active::default());
         if !compiles {
             prop_assert!(plan.parked.is_some());
             return Ok(());

@@ -62,8 +62,10 @@ impl<'de> Deserialize<'de> for SchedulePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Claimed; dispatch under way.
+    /// Claimed; dispatch under way (or, for a target that lasts, waiting for its answer).
     Pending,
+    /// Waiting for the schedule's run in progress to end (overlap `buffer_one`, a backfill).
+    Buffered,
     Dispatched,
     Failed,
     Skipped,

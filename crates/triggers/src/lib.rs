@@ -8,5 +8,5 @@ mod trigger;
 pub use cron::{CronError, CronExpr, CronSchedule};
 pub use trigger::{
     Coalesced, EARLIEST, LATEST, MAX_DAILY_TIMES, MAX_INTERVAL_SECS, Trigger, TriggerError,
-    TriggerSpec, in_range, parse_timezone,
+    TriggerKind, TriggerSpec, in_range, parse_timezone,
 };

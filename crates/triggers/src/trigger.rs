@@ -29,10 +29,22 @@ pub fn in_range(at: DateTime<Utc>) -> bool {
     (EARLIEST..=LATEST).contains(&at)
 }
 
-/// A trigger as stored (JSON) and sent over the wire.
+/// A trigger as stored (JSON) and sent over the wire: its kind, with the kind's fields, and
+/// the optional window it fires in. On the wire it is one flat object,
+/// `{"type": "cron", "expression": "0 9 * * *", "timezone": "Europe/Paris", "end_at": "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSpec {
+    pub kind: TriggerKind,
+    /// No fire before this instant.
+    pub start_at: Option<DateTime<Utc>>,
+    /// No fire after this instant.
+    pub end_at: Option<DateTime<Utc>>,
+}
+
+/// When a trigger fires, without its window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TriggerSpec {
+pub enum TriggerKind {
     /// A cron expression evaluated in an IANA time zone.
     Cron {
         expression: String,
@@ -93,6 +105,8 @@ pub enum TriggerError {
     OutOfRange { what: &'static str, at: String },
     #[error("daily_times: {0}")]
     DailyTimes(String),
+    #[error("end_at {end_at} is before start_at {start_at}")]
+    Window { start_at: String, end_at: String },
 }
 
 /// Parses an IANA time zone name.
@@ -102,9 +116,27 @@ pub fn parse_timezone(name: &str) -> Result<Tz, TriggerError> {
         .map_err(|_| TriggerError::UnknownZone(name.to_string()))
 }
 
-/// A trigger ready to compute fire times.
+/// A trigger ready to compute fire times: its rule, within its window.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Trigger {
+pub struct Trigger {
+    rule: Rule,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+}
+
+impl From<CronSchedule> for Trigger {
+    fn from(schedule: CronSchedule) -> Self {
+        Trigger {
+            rule: Rule::Cron(schedule),
+            start_at: None,
+            end_at: None,
+        }
+    }
+}
+
+/// When a compiled trigger fires, without its window.
+#[derive(Debug, Clone, PartialEq)]
+enum Rule {
     Cron(CronSchedule),
     Interval {
         every: TimeDelta,
@@ -126,19 +158,122 @@ pub struct Coalesced {
     pub exact: bool,
 }
 
+impl From<TriggerKind> for TriggerSpec {
+    fn from(kind: TriggerKind) -> Self {
+        TriggerSpec {
+            kind,
+            start_at: None,
+            end_at: None,
+        }
+    }
+}
+
+/// The fields of the window, which every kind may carry.
+const WINDOW_FIELDS: [&str; 2] = ["start_at", "end_at"];
+
+impl Serialize for TriggerSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let kind = serde_json::to_value(&self.kind).map_err(S::Error::custom)?;
+        let serde_json::Value::Object(fields) = kind else {
+            return Err(S::Error::custom("a trigger kind serializes to an object"));
+        };
+        let window = [self.start_at, self.end_at];
+        let count = fields.len() + window.iter().flatten().count();
+        let mut map = serializer.serialize_map(Some(count))?;
+        for (key, value) in &fields {
+            map.serialize_entry(key, value)?;
+        }
+        for (name, at) in WINDOW_FIELDS.iter().zip(window) {
+            if let Some(at) = at {
+                map.serialize_entry(name, &at)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TriggerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)
+            .map_err(|error| D::Error::custom(format!("trigger must be an object: {error}")))?;
+        let mut window = [None, None];
+        for (name, slot) in WINDOW_FIELDS.iter().zip(&mut window) {
+            if let Some(value) = fields.remove(*name).filter(|v| !v.is_null()) {
+                let at = serde_json::from_value::<DateTime<Utc>>(value).map_err(|error| {
+                    D::Error::custom(format!(
+                        "trigger.{name} must be an RFC 3339 instant such as \
+                         \"2026-01-01T00:00:00Z\": {error}"
+                    ))
+                })?;
+                *slot = Some(at);
+            }
+        }
+        let kind = TriggerKind::deserialize(serde_json::Value::Object(fields))
+            .map_err(|error| D::Error::custom(format!("trigger: {error}")))?;
+        let [start_at, end_at] = window;
+        Ok(TriggerSpec {
+            kind,
+            start_at,
+            end_at,
+        })
+    }
+}
+
 impl TriggerSpec {
     /// Validates the description and compiles it. Instants are kept to whole milliseconds,
     /// the finest precision every store keeps.
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        let start_at = self
+            .start_at
+            .map(|at| within_range("start_at", at).map(|at| at.trunc_subsecs(3)))
+            .transpose()?;
+        let end_at = self
+            .end_at
+            .map(|at| within_range("end_at", at).map(|at| at.trunc_subsecs(3)))
+            .transpose()?;
+        if let (Some(start), Some(end)) = (start_at, end_at)
+            && end < start
+        {
+            return Err(TriggerError::Window {
+                start_at: start.to_rfc3339(),
+                end_at: end.to_rfc3339(),
+            });
+        }
+        Ok(Trigger {
+            rule: self.kind.compile_rule()?,
+            start_at,
+            end_at,
+        })
+    }
+
+    /// The time zone the trigger is evaluated in (UTC for intervals and instants).
+    pub fn timezone_name(&self) -> &str {
+        self.kind.timezone_name()
+    }
+}
+
+impl TriggerKind {
+    /// Validates and compiles the kind alone, with no window.
+    pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        Ok(Trigger {
+            rule: self.compile_rule()?,
+            start_at: None,
+            end_at: None,
+        })
+    }
+
+    fn compile_rule(&self) -> Result<Rule, TriggerError> {
         match self {
-            TriggerSpec::Cron {
+            TriggerKind::Cron {
                 expression,
                 timezone,
-            } => Ok(Trigger::Cron(CronSchedule::parse(
+            } => Ok(Rule::Cron(CronSchedule::parse(
                 expression,
                 parse_timezone(timezone)?,
             )?)),
-            TriggerSpec::Interval { every_secs, anchor } => {
+            TriggerKind::Interval { every_secs, anchor } => {
                 if *every_secs == 0 {
                     return Err(TriggerError::ZeroInterval);
                 }
@@ -146,17 +281,17 @@ impl TriggerSpec {
                     return Err(TriggerError::IntervalTooLong(*every_secs));
                 }
                 let every = TimeDelta::seconds(*every_secs as i64);
-                Ok(Trigger::Interval {
+                Ok(Rule::Interval {
                     every,
                     anchor: within_range("interval anchor", *anchor)?.trunc_subsecs(3),
                 })
             }
-            TriggerSpec::Once { at } => Ok(Trigger::Once(
-                within_range("instant", *at)?.trunc_subsecs(3),
-            )),
-            TriggerSpec::DailyTimes { times, timezone } => {
+            TriggerKind::Once { at } => {
+                Ok(Rule::Once(within_range("instant", *at)?.trunc_subsecs(3)))
+            }
+            TriggerKind::DailyTimes { times, timezone } => {
                 let zone = parse_timezone(timezone)?;
-                Ok(Trigger::DailyTimes(daily_schedules(times, zone)?))
+                Ok(Rule::DailyTimes(daily_schedules(times, zone)?))
             }
         }
     }
@@ -164,7 +299,7 @@ impl TriggerSpec {
     /// The time zone the trigger is evaluated in (UTC for intervals and instants).
     pub fn timezone_name(&self) -> &str {
         match self {
-            TriggerSpec::Cron { timezone, .. } | TriggerSpec::DailyTimes { timezone, .. } => {
+            TriggerKind::Cron { timezone, .. } | TriggerKind::DailyTimes { timezone, .. } => {
                 timezone
             }
             _ => "UTC",
@@ -229,11 +364,39 @@ fn wall_clock_time(text: &str) -> Result<(u32, u32, u32), TriggerError> {
 }
 
 impl Trigger {
-    /// The first fire strictly after `after`; `None` when there is none up to [`LATEST`].
+    /// The first fire strictly after `after` within the window; `None` when there is none up
+    /// to [`LATEST`] or to `end_at`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Instants are whole milliseconds, so "strictly after a millisecond before the
+        // start" is "at or after the start".
+        let from = match self.start_at {
+            Some(start) if after < start => start - TimeDelta::milliseconds(1),
+            _ => after,
+        };
+        self.rule
+            .next_after(from)
+            .filter(|at| self.end_at.is_none_or(|end| *at <= end))
+    }
+
+    /// The zone whose offset fire times are shown in.
+    pub fn zone(&self) -> Tz {
+        self.rule.zone()
+    }
+
+    /// Folds the occurrences from `due` up to `now` (or up to `end_at`, when that is
+    /// earlier) into the latest of them (`due <= now`).
+    pub fn coalesce(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Coalesced {
+        let now = self.end_at.map_or(now, |end| now.min(end)).max(due);
+        self.rule.coalesce(due, now)
+    }
+}
+
+impl Rule {
+    /// The first fire strictly after `after`; `None` when there is none up to [`LATEST`].
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let next = match self {
-            Trigger::Cron(schedule) => schedule.next_after(after),
-            Trigger::Interval { every, anchor } => {
+            Rule::Cron(schedule) => schedule.next_after(after),
+            Rule::Interval { every, anchor } => {
                 if after < *anchor {
                     return Some(*anchor).filter(|at| in_range(*at));
                 }
@@ -242,8 +405,8 @@ impl Trigger {
                 let steps = elapsed / every_secs + 1;
                 anchor.checked_add_signed(TimeDelta::try_seconds(steps.checked_mul(every_secs)?)?)
             }
-            Trigger::Once(at) => (*at > after).then_some(*at),
-            Trigger::DailyTimes(schedules) => schedules
+            Rule::Once(at) => (*at > after).then_some(*at),
+            Rule::DailyTimes(schedules) => schedules
                 .iter()
                 .filter_map(|schedule| schedule.next_after(after))
                 .min(),
@@ -252,17 +415,17 @@ impl Trigger {
     }
 
     /// The zone whose offset fire times are shown in.
-    pub fn zone(&self) -> Tz {
+    fn zone(&self) -> Tz {
         match self {
-            Trigger::Cron(schedule) => schedule.zone(),
-            Trigger::DailyTimes(schedules) => schedules.first().map_or(Tz::UTC, |s| s.zone()),
+            Rule::Cron(schedule) => schedule.zone(),
+            Rule::DailyTimes(schedules) => schedules.first().map_or(Tz::UTC, |s| s.zone()),
             _ => Tz::UTC,
         }
     }
 
     /// Folds the occurrences from `due` up to `now` into the latest of them (`due <= now`).
-    pub fn coalesce(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Coalesced {
-        if let Trigger::Interval { every, .. } = self {
+    fn coalesce(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> Coalesced {
+        if let Rule::Interval { every, .. } = self {
             let every_secs = every.num_seconds().max(1);
             let steps = (now.signed_duration_since(due).num_seconds() / every_secs).max(0);
             // `steps * every_secs` is at most `now - due`, so neither step can overflow.

@@ -3,7 +3,7 @@
 //! (transition instants, not this crate's output).
 
 use chrono::{DateTime, Utc};
-use triggers::{CronError, CronSchedule, Trigger, TriggerSpec, parse_timezone};
+use triggers::{CronError, CronSchedule, Trigger, TriggerKind, TriggerSpec, parse_timezone};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -648,7 +648,7 @@ fn borderline_expressions_that_can_fire_are_accepted() {
 
 #[test]
 fn unknown_time_zones_are_rejected() {
-    let error = TriggerSpec::Cron {
+    let error = TriggerKind::Cron {
         expression: "* * * * *".into(),
         timezone: "Mars/Olympus".into(),
     }
@@ -665,7 +665,7 @@ fn unknown_time_zones_are_rejected() {
 #[test]
 fn interval_trigger_steps_from_its_anchor() {
     let anchor = at("2026-01-01T00:00:00Z");
-    let trigger = TriggerSpec::Interval {
+    let trigger = TriggerKind::Interval {
         every_secs: 90,
         anchor,
     }
@@ -682,7 +682,7 @@ fn interval_trigger_steps_from_its_anchor() {
         Some(at("2026-01-01T00:03:00Z"))
     );
     assert!(
-        TriggerSpec::Interval {
+        TriggerKind::Interval {
             every_secs: 0,
             anchor
         }
@@ -694,7 +694,7 @@ fn interval_trigger_steps_from_its_anchor() {
 #[test]
 fn once_trigger_fires_a_single_time() {
     let instant = at("2026-05-01T12:00:00Z");
-    let trigger = TriggerSpec::Once { at: instant }.compile().unwrap();
+    let trigger = TriggerKind::Once { at: instant }.compile().unwrap();
     assert_eq!(
         trigger.next_after(at("2026-05-01T11:00:00Z")),
         Some(instant)
@@ -704,7 +704,7 @@ fn once_trigger_fires_a_single_time() {
 
 #[test]
 fn coalescing_folds_missed_occurrences_into_the_latest() {
-    let cron = TriggerSpec::Cron {
+    let cron = TriggerKind::Cron {
         expression: "* * * * *".into(),
         timezone: "UTC".into(),
     }
@@ -716,7 +716,7 @@ fn coalescing_folds_missed_occurrences_into_the_latest() {
         (at("2026-01-01T10:05:00Z"), 5, true)
     );
 
-    let interval = TriggerSpec::Interval {
+    let interval = TriggerKind::Interval {
         every_secs: 60,
         anchor: at("2026-01-01T00:00:00Z"),
     }
@@ -729,7 +729,7 @@ fn coalescing_folds_missed_occurrences_into_the_latest() {
     );
 
     // A dense trigger after a long outage: the count is a lower bound, the latest is still right.
-    let dense = TriggerSpec::Cron {
+    let dense = TriggerKind::Cron {
         expression: "* * * * * *".into(),
         timezone: "UTC".into(),
     }
@@ -746,10 +746,11 @@ fn trigger_specs_round_trip_as_json() {
         serde_json::from_str(r#"{"type":"cron","expression":"0 9 * * 1"}"#).unwrap();
     assert_eq!(
         spec,
-        TriggerSpec::Cron {
+        TriggerKind::Cron {
             expression: "0 9 * * 1".into(),
             timezone: "UTC".into()
         }
+        .into()
     );
     let text = serde_json::to_string(&spec).unwrap();
     assert_eq!(serde_json::from_str::<TriggerSpec>(&text).unwrap(), spec);

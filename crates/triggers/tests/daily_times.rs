@@ -2,17 +2,20 @@
 //! `S M H * * *` does (daylight-saving gaps and repeats included).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use triggers::{CronSchedule, MAX_DAILY_TIMES, TriggerError, TriggerSpec, parse_timezone};
+use triggers::{
+    CronSchedule, MAX_DAILY_TIMES, TriggerError, TriggerKind, TriggerSpec, parse_timezone,
+};
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
 }
 
 fn daily(times: &[&str], zone: &str) -> TriggerSpec {
-    TriggerSpec::DailyTimes {
+    TriggerKind::DailyTimes {
         times: times.iter().map(|t| t.to_string()).collect(),
         timezone: zone.to_string(),
     }
+    .into()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use chrono_tz::TZ_VARIANTS;
 use proptest::prelude::*;
-use triggers::{CronSchedule, LATEST, Trigger, TriggerSpec, in_range};
+use triggers::{CronSchedule, LATEST, Trigger, TriggerKind, in_range};
 
 /// Any instant chrono can hold, with a bias towards the edges of the supported years.
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
@@ -98,7 +98,7 @@ proptest! {
         after in instant(),
         now in instant(),
     ) {
-        let spec = TriggerSpec::Interval { every_secs, anchor };
+        let spec = TriggerKind::Interval { every_secs, anchor };
         let Ok(trigger) = spec.compile() else {
             return Ok(());
         };
@@ -108,7 +108,7 @@ proptest! {
 
     #[test]
     fn once_triggers_fire_at_most_once(at in instant(), after in instant()) {
-        let Ok(trigger) = (TriggerSpec::Once { at }).compile() else {
+        let Ok(trigger) = (TriggerKind::Once { at }).compile() else {
             prop_assert!(!in_range(at));
             return Ok(());
         };
@@ -132,7 +132,7 @@ proptest! {
         let Some(now) = due.checked_add_signed(TimeDelta::seconds(span_secs)) else {
             return Ok(());
         };
-        check_coalesce(&Trigger::Cron(schedule), due, now)?;
+        check_coalesce(&Trigger::from(schedule), due, now)?;
     }
 }
 

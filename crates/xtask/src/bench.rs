@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
 use jobstore::{Database, DatabaseUrl, Policy, Schedule, StoreName, Target};
 use scheduler_client::{NewGraphSchedule, SchedulerClient};
 use serde_json::json;
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 use crate::daemon::{
     Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, stub_executor,
@@ -305,15 +305,15 @@ async fn seed(
         due_at.day(),
         due_at.month()
     );
-    let new_year = TriggerSpec::Cron {
+    let new_year = TriggerSpec::from(TriggerKind::Cron {
         expression: "0 0 1 1 *".into(),
         timezone: "UTC".into(),
-    };
+    });
     let new_year_at = new_year.compile()?.next_after(now);
-    let due_trigger = TriggerSpec::Cron {
+    let due_trigger = TriggerSpec::from(TriggerKind::Cron {
         expression: due_cron,
         timezone: "UTC".into(),
-    };
+    });
     let check = due_trigger.compile()?.next_after(now);
     if check != Some(due_at) {
         bail!("seeding cron does not fire at {due_at}: {check:?}");
@@ -338,6 +338,7 @@ async fn seed(
             },
             policy: Policy::default(),
             paused: false,
+            tags: Vec::new(),
             paused_reason: None,
             next_run_at: if is_due { Some(due_at) } else { new_year_at },
             created_at: now,

@@ -54,7 +54,7 @@ impl App {
             started_at_utc: Utc::now(),
             leader,
             database,
-            dispatcher: Arc::new(Dispatcher::new(&config.executor, &config.system_tasks)?),
+            dispatcher: Arc::new(Dispatcher::new(config)?),
             tasks,
             lease: config.engine.lease_delta(),
             auth: Auth::new(&config.auth),

@@ -3,12 +3,14 @@
 //! and `DATABASE_URL`/`DIRECT_URL` as AutoGPT sets them), the command line. Unknown keys are an
 //! error in every layer.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use service_kit::config::{
-    AuthConfig, DatabaseConfig, LogConfig, ServerConfig, ServiceConfig, check_http_url, duration,
+    AuthConfig, DatabaseConfig, LogConfig, REDACTED, ServerConfig, ServiceConfig, check_http_url,
+    duration,
 };
 
 use crate::tasks::SystemTasksConfig;
@@ -21,8 +23,41 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub engine: EngineConfig,
     pub system_tasks: SystemTasksConfig,
+    /// The services targets may call, by name (`[endpoints.backend] url = "http://…"`): an
+    /// `rpc` or `http` target names one, so no caller can make the scheduler call an address
+    /// of its choosing.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    pub redis: RedisConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// A service targets call, named in `[endpoints.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// The base URL: the JSON-RPC URL of an `rpc` target, the prefix of an `http` target's
+    /// `path`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` with every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_endpoint_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_endpoint_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The Redis that `redis_publish` targets publish on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`; without it `redis_publish` targets are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Default for Config {
@@ -33,6 +68,8 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             engine: EngineConfig::default(),
             system_tasks: SystemTasksConfig::default(),
+            endpoints: BTreeMap::new(),
+            redis: RedisConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -62,7 +99,39 @@ impl ServiceConfig for Config {
         if self.engine.lease < Duration::from_secs(1) {
             bail!("engine.lease must be at least 1s");
         }
+        for (name, endpoint) in &self.endpoints {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bail!("endpoints.{name}: a name is letters, digits, '_' and '-'");
+            }
+            check_http_url(&format!("endpoints.{name}.url"), &endpoint.url)?;
+            if endpoint.timeout.is_zero() {
+                bail!("endpoints.{name}.timeout must be more than 0s");
+            }
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            bail!("redis.url must start with redis:// or rediss://");
+        }
         Ok(())
+    }
+
+    fn redact(&mut self) {
+        for endpoint in self.endpoints.values_mut() {
+            if endpoint.token.is_some() {
+                endpoint.token = Some(REDACTED.into());
+            }
+        }
+        if let Some(url) = &mut self.redis.url
+            && let Some((scheme, rest)) = url.split_once("://")
+            && let Some((_, host)) = rest.rsplit_once('@')
+        {
+            *url = format!("{scheme}://{REDACTED}@{host}");
+        }
     }
 }
 

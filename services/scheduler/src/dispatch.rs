@@ -1,5 +1,7 @@
 //! Dispatching a run to its target: JSON-RPC `add_graph_execution` on the execution service for
-//! a graph execution, the task's own calls for a system task ([`crate::tasks`]).
+//! a graph execution, the task's own calls for a system task ([`crate::tasks`]), a call on a
+//! configured endpoint or a PUBLISH for the outbound targets ([`crate::targets`]). Retries
+//! follow the schedule's policy, defaulting to the executor's.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,9 @@ use chrono::{SecondsFormat, Utc};
 use jobstore::{RunOutcome, RunRecord, RunStatus, Target};
 use serde_json::{Value, json};
 
-use crate::config::ExecutorConfig;
+use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
+use crate::targets::Outbound;
 use crate::tasks::{SystemTask, SystemTasksConfig, TaskRunner};
 use crate::telemetry;
 
@@ -25,12 +28,19 @@ pub struct Dispatched {
 pub struct Dispatcher {
     executor: Endpoint,
     tasks: TaskRunner,
+    /// The endpoints and the Redis of the outbound targets.
+    pub outbound: Outbound,
     retries: u32,
     retry_delay: Duration,
 }
 
 impl Dispatcher {
-    pub fn new(executor: &ExecutorConfig, tasks: &SystemTasksConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Self::with_tasks(config, &config.system_tasks)
+    }
+
+    pub fn with_tasks(config: &Config, tasks: &SystemTasksConfig) -> anyhow::Result<Self> {
+        let executor = &config.executor;
         let http = reqwest::Client::builder()
             .timeout(executor.timeout)
             .pool_max_idle_per_host(512)
@@ -38,16 +48,26 @@ impl Dispatcher {
         Ok(Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
             tasks: TaskRunner::new(tasks, http),
+            outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
             retries: executor.retries,
             retry_delay: executor.retry_delay,
         })
     }
 
-    /// Sends the run, retrying with exponential backoff while the target is unreachable.
+    /// Sends the run, retrying with exponential backoff while the target is unreachable, as
+    /// often and as slowly as the schedule's policy says (the executor's settings otherwise).
     pub async fn dispatch(&self, run: &RunRecord) -> Dispatched {
+        let retries = run
+            .policy
+            .attempts
+            .map_or(self.retries, |attempts| attempts.saturating_sub(1));
+        let delay = run
+            .policy
+            .backoff_ms
+            .map_or(self.retry_delay, Duration::from_millis);
         let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.retry_delay)
-            .with_max_times(self.retries as usize)
+            .with_min_delay(delay)
+            .with_max_times(retries as usize)
             .with_jitter();
         let mut attempts = 0;
         let result = (|| {
@@ -76,6 +96,41 @@ impl Dispatcher {
                     )));
                 };
                 self.tasks.run(task, kwargs, Utc::now()).await
+            }
+            Target::Rpc {
+                endpoint,
+                url,
+                method,
+                params,
+            } => {
+                self.outbound
+                    .rpc(run, endpoint.as_deref(), url.as_deref(), method, params)
+                    .await
+            }
+            Target::Http {
+                endpoint,
+                url,
+                method,
+                path,
+                headers,
+                body,
+                expected_status,
+            } => {
+                self.outbound
+                    .http(
+                        run,
+                        endpoint.as_deref(),
+                        url.as_deref(),
+                        method,
+                        path,
+                        headers,
+                        body,
+                        expected_status,
+                    )
+                    .await
+            }
+            Target::RedisPublish { channel, message } => {
+                self.outbound.publish(run, channel, message).await
             }
         }
     }
@@ -124,7 +179,9 @@ pub async fn dispatch_run(
     let (status, detail, failure, result) = match dispatched.result {
         Ok(result) => {
             tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, jobstore, lag_ms, attempts = dispatched.attempts, "dispatched");
-            let detail = run.target.is_system_task().then(|| summary(&result));
+            // AutoGPT's ledger keeps nothing for a graph execution; every other target's
+            // answer is kept, short.
+            let detail = (run.target.graph_id().is_none()).then(|| summary(&result));
             (RunStatus::Dispatched, detail, None, Some(result))
         }
         Err(error) => {

@@ -38,20 +38,28 @@ impl std::fmt::Display for DispatchError {
 /// A JSON-RPC 2.0 service over HTTP POST, one attempt per call.
 pub struct Endpoint {
     http: reqwest::Client,
-    /// The service's name in error messages ("execution service").
-    service: &'static str,
+    /// The service's name in error messages ("execution service", "endpoint 'backend'").
+    service: String,
     url: String,
+    /// Sent as a bearer token, when set.
+    token: Option<String>,
     next_id: AtomicU64,
 }
 
 impl Endpoint {
-    pub fn new(http: reqwest::Client, service: &'static str, url: &str) -> Self {
+    pub fn new(http: reqwest::Client, service: impl Into<String>, url: &str) -> Self {
         Endpoint {
             http,
-            service,
+            service: service.into(),
             url: url.to_string(),
+            token: None,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The same service, called with `Authorization: Bearer <token>`.
+    pub fn with_token(self, token: Option<String>) -> Self {
+        Endpoint { token, ..self }
     }
 
     /// Calls `method` with named `params` and returns its result.
@@ -64,10 +72,11 @@ impl Endpoint {
         let refused = |message: String| {
             DispatchError::Rejected(format!("{} refused {method}: {message}", self.service))
         };
-        let response = self
-            .http
-            .post(&self.url)
-            .json(&body)
+        let mut request = self.http.post(&self.url).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;

@@ -498,7 +498,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use jobstore::{MemoryStore, Policy, Schedule, Target};
-    use triggers::TriggerSpec;
+    use triggers::{TriggerKind, TriggerSpec};
 
     #[tokio::test]
     async fn a_panicked_dispatch_fails_its_run_and_parks_its_schedule() {
@@ -512,13 +512,14 @@ mod tests {
             id: "s".into(),
             name: "s".into(),
             owner: "u".into(),
-            trigger: TriggerSpec::Cron {
+            trigger: TriggerSpec::from(TriggerKind::Cron {
                 expression: "* * * * *".into(),
                 timezone: "UTC".into(),
-            },
+            }),
             target: target.clone(),
             policy: Policy::default(),
             paused: false,
+            tags: Vec::new(),
             paused_reason: None,
             next_run_at: Some(now),
             created_at: now,

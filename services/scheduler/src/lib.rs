@@ -17,6 +17,7 @@ pub mod openrpc;
 pub mod rpc;
 pub mod server;
 pub mod stores;
+pub mod targets;
 pub mod tasks;
 pub mod telemetry;
 

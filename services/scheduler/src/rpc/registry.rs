@@ -12,6 +12,7 @@ pub(super) async fn registry(app: &App) -> Result<Registry, SchedulerError> {
         owner: None,
         graph_id: None,
         include_inactive: true,
+        ..ListFilter::default()
     };
     let mut schedules = Vec::new();
     for store in app.stores.all() {

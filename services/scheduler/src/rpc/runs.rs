@@ -22,7 +22,7 @@ pub(super) async fn list(
     }
     let store = app.execution()?;
     let runs = store
-        .runs(schedule_id, limit as usize)
+        .runs(schedule_id, &jobstore::RunFilter::latest(limit as usize))
         .await
         .map_err(storage_error)?;
     // The owner is checked against the live schedule, or against the ledger once it is deleted.
@@ -47,6 +47,7 @@ fn to_api(run: &RunRecord) -> ScheduleRun {
         scheduled_time: run.scheduled_time,
         status: match run.status {
             jobstore::RunStatus::Pending => RunStatus::Pending,
+            jobstore::RunStatus::Buffered => RunStatus::Buffered,
             jobstore::RunStatus::Dispatched => RunStatus::Dispatched,
             jobstore::RunStatus::Failed => RunStatus::Failed,
             jobstore::RunStatus::Skipped => RunStatus::Skipped,

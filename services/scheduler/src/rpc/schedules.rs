@@ -6,7 +6,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
 use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, SchedulerError};
 use serde_json::Value;
-use triggers::TriggerSpec;
+use triggers::TriggerKind;
 
 use crate::app::{App, storage_error};
 
@@ -44,7 +44,7 @@ pub(super) async fn add(
         None | Some("") => "UTC".to_string(),
         Some(zone) => zone.to_string(),
     };
-    let trigger = TriggerSpec::Cron {
+    let trigger = TriggerKind::Cron {
         expression: request.cron.trim().to_string(),
         timezone,
     };
@@ -56,6 +56,7 @@ pub(super) async fn add(
     let policy = Policy {
         coalesce: requested.coalesce.unwrap_or(true),
         misfire_grace_secs: requested.misfire_grace_secs,
+        ..Policy::default()
     };
     policy.validate().map_err(SchedulerError::Value)?;
     let schedule = Schedule {
@@ -65,7 +66,7 @@ pub(super) async fn add(
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_NAME.to_string()),
         owner: request.user_id,
-        trigger,
+        trigger: trigger.into(),
         target: Target::GraphExecution {
             graph_id: request.graph_id,
             graph_version: request.graph_version,
@@ -74,6 +75,7 @@ pub(super) async fn add(
         },
         policy,
         paused: false,
+        tags: Vec::new(),
         paused_reason: None,
         next_run_at: compiled.next_after(now),
         created_at: now,
@@ -109,6 +111,7 @@ pub(super) async fn list(
         owner: user_id,
         graph_id,
         include_inactive: include_paused,
+        ..ListFilter::default()
     };
     let schedules = app
         .execution()?
@@ -185,8 +188,8 @@ pub(super) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
             schedule.id
         )));
     };
-    let (cron, zone_name) = match &schedule.trigger {
-        TriggerSpec::Cron {
+    let (cron, zone_name) = match &schedule.trigger.kind {
+        TriggerKind::Cron {
             expression,
             timezone,
         } => (expression.clone(), timezone.clone()),

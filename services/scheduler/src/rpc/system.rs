@@ -52,6 +52,7 @@ pub(super) async fn execute(
         jobstore: declared.declaration.jobstore,
         owner: OWNER.to_string(),
         target,
+        policy: jobstore::Policy::default(),
         status: RunStatus::Pending,
         detail: None,
         attempts: 0,

@@ -222,16 +222,17 @@ impl TaskDeclaration {
                 }
                 return Ok(None);
             }
-            (Some(expression), None) => triggers::TriggerSpec::Cron {
+            (Some(expression), None) => triggers::TriggerKind::Cron {
                 expression: expression.clone(),
                 timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
             },
-            (None, Some(every_secs)) => triggers::TriggerSpec::Interval {
+            (None, Some(every_secs)) => triggers::TriggerKind::Interval {
                 every_secs,
                 anchor: chrono::SubsecRound::trunc_subsecs(now, 0)
                     + chrono::TimeDelta::seconds(every_secs.min(i64::MAX as u64) as i64),
             },
         };
+        let spec = triggers::TriggerSpec::from(spec);
         spec.compile()?;
         Ok(Some(spec))
     }

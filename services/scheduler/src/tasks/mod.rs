@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, Target};
 use serde::{Deserialize, Serialize};
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 use crate::stores::Stores;
 
@@ -191,6 +191,7 @@ async fn ensure_scheduled(
         target,
         policy: Policy::default(),
         paused: false,
+        tags: Vec::new(),
         paused_reason: None,
         next_run_at,
         created_at: now,
@@ -209,11 +210,11 @@ async fn ensure_scheduled(
 /// Two triggers fire alike: intervals compare by period only, since each registration anchors
 /// its interval at its own start.
 fn same_trigger(stored: &TriggerSpec, declared: &TriggerSpec) -> bool {
-    match (stored, declared) {
+    match (&stored.kind, &declared.kind) {
         (
-            TriggerSpec::Interval { every_secs: a, .. },
-            TriggerSpec::Interval { every_secs: b, .. },
-        ) => a == b,
+            TriggerKind::Interval { every_secs: a, .. },
+            TriggerKind::Interval { every_secs: b, .. },
+        ) => a == b && stored.start_at == declared.start_at && stored.end_at == declared.end_at,
         _ => stored == declared,
     }
 }
@@ -223,6 +224,7 @@ async fn remove_undeclared(stores: &Stores, keep: &HashSet<String>) -> Result<()
         owner: Some(OWNER.to_string()),
         graph_id: None,
         include_inactive: true,
+        ..ListFilter::default()
     };
     for store in stores.all() {
         for schedule in store.list(&filter).await? {

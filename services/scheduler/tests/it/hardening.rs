@@ -9,7 +9,7 @@ use jobstore::{DatabaseUrl, JobStore, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
 use scheduler_client::{Error, SchedulePolicy, SchedulerError};
 use serde_json::{Value, json};
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 use crate::helpers::{
     Answer, Backend, Daemon, StubExecutor, StubService, TestDb, graph_schedule, on_each_backend,
@@ -27,10 +27,10 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
         id: id.into(),
         name: id.into(),
         owner: "u1".into(),
-        trigger: trigger.unwrap_or(TriggerSpec::Cron {
+        trigger: trigger.unwrap_or(TriggerSpec::from(TriggerKind::Cron {
             expression: "* * * * * *".into(),
             timezone: "UTC".into(),
-        }),
+        })),
         target: Target::GraphExecution {
             graph_id: format!("graph-{id}"),
             graph_version: 1,
@@ -39,6 +39,7 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
         },
         policy,
         paused: false,
+        tags: Vec::new(),
         paused_reason: None,
         next_run_at: Some(now - TimeDelta::seconds(5)),
         created_at: now,
@@ -87,6 +88,7 @@ async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_t
                 let policy = Policy {
                     coalesce: true,
                     misfire_grace_secs: Some(*grace),
+                    ..Policy::default()
                 };
                 every_second(&format!("huge-{i}"), policy, None)
             })
@@ -142,10 +144,10 @@ async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_the_engine_cannot_plan_is_parked_with_its_reason_and_the_others_fire() {
     on_each_backend(|_, db| async move {
-        let broken_trigger = TriggerSpec::Cron {
+        let broken_trigger = TriggerSpec::from(TriggerKind::Cron {
             expression: "* * * * * *".into(),
             timezone: "Atlantis/Capital".into(),
-        };
+        });
         store_directly(
             &db,
             &[

@@ -125,7 +125,13 @@ async fn shutdown_releases_a_dispatch_that_outlives_the_deadline() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while slow.attempts() == 0 && store.runs(&schedule.id, 1).await.unwrap().is_empty() {
+    while slow.attempts() == 0
+        && store
+            .runs(&schedule.id, &jobstore::RunFilter::latest(1))
+            .await
+            .unwrap()
+            .is_empty()
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "{}",
@@ -141,7 +147,10 @@ async fn shutdown_releases_a_dispatch_that_outlives_the_deadline() {
     let log = daemon.log_text();
     assert!(log.contains("shutdown deadline reached"), "{log}");
     assert!(log.contains("released unfinished runs"), "{log}");
-    let runs = store.runs(&schedule.id, 10).await.unwrap();
+    let runs = store
+        .runs(&schedule.id, &jobstore::RunFilter::latest(10))
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].status, RunStatus::Pending);
     let lease = runs[0].lease_until.unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
 use serde_json::json;
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, free_port};
 
@@ -41,7 +41,7 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
                 id: format!("s{i:04}"),
                 name: "execute_graph".into(),
                 owner: "u1".into(),
-                trigger: TriggerSpec::Once { at },
+                trigger: TriggerSpec::from(TriggerKind::Once { at }),
                 target: Target::GraphExecution {
                     graph_id: format!("g{i}"),
                     graph_version: 1,
@@ -50,6 +50,7 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
                 },
                 policy: Policy::default(),
                 paused: false,
+                tags: Vec::new(),
                 paused_reason: None,
                 next_run_at: Some(at),
                 created_at: Utc::now(),

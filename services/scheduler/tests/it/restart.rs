@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
-use triggers::TriggerSpec;
+use triggers::{TriggerKind, TriggerSpec};
 
 use crate::firing::wait_for_runs;
 use crate::helpers::{
@@ -109,7 +109,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
                 id: "crashed".into(),
                 name: "execute_graph".into(),
                 owner: "u1".into(),
-                trigger: TriggerSpec::Once { at: scheduled },
+                trigger: TriggerSpec::from(TriggerKind::Once { at: scheduled }),
                 target: Target::GraphExecution {
                     graph_id: "g1".into(),
                     graph_version: 5,
@@ -118,6 +118,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
                 },
                 policy: Policy::default(),
                 paused: false,
+                tags: Vec::new(),
                 paused_reason: None,
                 next_run_at: Some(scheduled),
                 created_at: scheduled,
