@@ -66,18 +66,23 @@ impl State {
         active
     }
 
-    /// Makes the oldest buffered run of a schedule with none in progress pending.
-    fn promote(&mut self, schedule_id: &str, now: DateTime<Utc>) {
+    /// Makes the oldest buffered run of a schedule with none in progress pending; says
+    /// whether there was one.
+    fn promote(&mut self, schedule_id: &str, now: DateTime<Utc>) -> bool {
         if self.active(schedule_id).running > 0 {
-            return;
+            return false;
         }
         let next = self
             .schedule_runs(schedule_id)
             .find(|run| run.status == RunStatus::Buffered)
             .map(|run| (run.schedule_id.clone(), run.scheduled_time));
-        if let Some(run) = next.and_then(|key| self.runs.get_mut(&key)) {
-            run.status = RunStatus::Pending;
-            run.lease_until = Some(now);
+        match next.and_then(|key| self.runs.get_mut(&key)) {
+            Some(run) => {
+                run.status = RunStatus::Pending;
+                run.lease_until = Some(now);
+                true
+            }
+            None => false,
         }
     }
 
@@ -297,7 +302,7 @@ impl JobStore for MemoryStore {
         Ok(reclaimed)
     }
 
-    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError> {
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         let mut state = self.state.lock().await;
         for outcome in outcomes {
             let key = (outcome.schedule_id.clone(), outcome.scheduled_time);
@@ -314,10 +319,11 @@ impl JobStore for MemoryStore {
             }
         }
         let now = Utc::now();
+        let mut promoted = 0;
         for outcome in outcomes {
-            state.promote(&outcome.schedule_id, now);
+            promoted += usize::from(state.promote(&outcome.schedule_id, now));
         }
-        Ok(())
+        Ok(promoted)
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {

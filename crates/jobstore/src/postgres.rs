@@ -440,9 +440,9 @@ impl JobStore for PostgresStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError> {
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -462,9 +462,9 @@ impl JobStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         let ids: Vec<String> = outcomes.iter().map(|o| o.schedule_id.clone()).collect();
-        promote(&mut tx, &ids, Utc::now()).await?;
+        let promoted = promote(&mut tx, &ids, Utc::now()).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(promoted)
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
@@ -625,8 +625,8 @@ async fn promote(
     conn: &mut sqlx::PgConnection,
     ids: &[String],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<usize, StoreError> {
+    let done = sqlx::query(
         "WITH next AS (SELECT b.schedule_id, min(b.scheduled_time) AS scheduled_time \
          FROM schedule_runs AS b WHERE b.status = 'buffered' AND b.schedule_id = ANY($1) \
          AND NOT EXISTS (SELECT 1 FROM schedule_runs AS p WHERE p.schedule_id = b.schedule_id \
@@ -639,5 +639,5 @@ async fn promote(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() as usize)
 }

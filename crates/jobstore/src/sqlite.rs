@@ -118,8 +118,8 @@ async fn promote(
     conn: &mut sqlx::SqliteConnection,
     schedule_id: &str,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<usize, StoreError> {
+    let done = sqlx::query(
         "UPDATE schedule_runs SET status = 'pending', lease_until = ?2 \
          WHERE schedule_id = ?1 AND status = 'buffered' AND scheduled_time = \
          (SELECT min(scheduled_time) FROM schedule_runs WHERE schedule_id = ?1 \
@@ -130,7 +130,7 @@ async fn promote(
     .bind(millis(now))
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() as usize)
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -424,9 +424,9 @@ impl JobStore for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError> {
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for outcome in outcomes {
@@ -445,11 +445,12 @@ impl JobStore for SqliteStore {
             .await?;
         }
         let now = Utc::now();
+        let mut promoted = 0;
         for outcome in outcomes {
-            promote(&mut tx, &outcome.schedule_id, now).await?;
+            promoted += promote(&mut tx, &outcome.schedule_id, now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(promoted)
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {

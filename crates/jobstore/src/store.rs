@@ -91,8 +91,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Records how pending runs ended. Rows that are no longer pending are left as they are.
     /// For each schedule left with no run in progress, its oldest `buffered` row becomes
-    /// `pending` with an expired lease, so that an engine dispatches it at once.
-    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<(), StoreError>;
+    /// `pending` with an expired lease, so that an engine dispatches it at once. Returns how
+    /// many rows it made pending so.
+    async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError>;
 
     /// Writes one ledger row outside any claim (a run started by hand). Returns false, writing
     /// nothing, when the occurrence is already in the ledger.

@@ -44,7 +44,10 @@ fn trigger() -> impl Strategy<Value = TriggerSpec> {
             }
         )),
         (1u64..=triggers::MAX_INTERVAL_SECS, instant()).prop_map(|(every_secs, anchor)| {
-            TriggerSpec::from(TriggerKind::Interval { every_secs, anchor })
+            TriggerSpec::from(TriggerKind::Interval {
+                every_secs,
+                anchor: Some(anchor),
+            })
         }),
         instant().prop_map(|at| TriggerSpec::from(TriggerKind::Once { at })),
         (0..daily.len(), 0..zones.len()).prop_map(move |(d, z)| TriggerSpec::from(

@@ -12,6 +12,8 @@ pub mod codes {
     pub const NOT_AUTHORIZED: i32 = 4003;
     /// No such schedule (`NotFoundError`).
     pub const NOT_FOUND: i32 = 4004;
+    /// A schedule with that id exists (`AlreadyExistsError`).
+    pub const ALREADY_EXISTS: i32 = 4009;
     /// The scheduler could not do it: storage down, task unavailable (`RuntimeError`).
     pub const RUNTIME_ERROR: i32 = 5000;
     /// No token, or a wrong one (`UnauthorizedError`; HTTP 401 on the AutoGPT routes).
@@ -28,6 +30,8 @@ pub enum SchedulerError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     Runtime(String),
     #[error("{0}")]
     Unauthorized(String),
@@ -39,6 +43,7 @@ impl SchedulerError {
             SchedulerError::Value(_) => codes::VALUE_ERROR,
             SchedulerError::NotAuthorized(_) => codes::NOT_AUTHORIZED,
             SchedulerError::NotFound(_) => codes::NOT_FOUND,
+            SchedulerError::AlreadyExists(_) => codes::ALREADY_EXISTS,
             SchedulerError::Runtime(_) => codes::RUNTIME_ERROR,
             SchedulerError::Unauthorized(_) => codes::UNAUTHORIZED,
         }
@@ -50,6 +55,7 @@ impl SchedulerError {
             SchedulerError::Value(_) => "ValueError",
             SchedulerError::NotAuthorized(_) => "NotAuthorizedError",
             SchedulerError::NotFound(_) => "NotFoundError",
+            SchedulerError::AlreadyExists(_) => "AlreadyExistsError",
             SchedulerError::Runtime(_) => "RuntimeError",
             SchedulerError::Unauthorized(_) => "UnauthorizedError",
         }
@@ -62,6 +68,7 @@ impl SchedulerError {
             codes::VALUE_ERROR => SchedulerError::Value(message),
             codes::NOT_AUTHORIZED => SchedulerError::NotAuthorized(message),
             codes::NOT_FOUND => SchedulerError::NotFound(message),
+            codes::ALREADY_EXISTS => SchedulerError::AlreadyExists(message),
             codes::RUNTIME_ERROR => SchedulerError::Runtime(message),
             codes::UNAUTHORIZED => SchedulerError::Unauthorized(message),
             _ => return None,

@@ -9,14 +9,18 @@
 #![allow(clippy::too_many_arguments)]
 
 mod error;
+mod target;
 mod types;
 
 pub use error::{SchedulerError, codes};
+pub use target::{ExpectedStatus, Overlap, Target, http_method};
+pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunStatus, SchedulePolicy,
-    ScheduleRun, SchedulerStatus, SystemTaskEntry,
+    Backfill, GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunPage, RunStatus,
+    Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 
+use chrono::{DateTime, Utc};
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 use serde_json::Value;
@@ -33,6 +37,25 @@ pub const ADMIN_METHODS: [&str; 6] = [
     "execute_report_block_error_rates",
     "execute_cleanup_expired_files",
 ];
+
+/// The methods of the general schedule API. Their parameters that do not parse (an unknown
+/// trigger or target kind, a negative jitter) are answered with `ValueError`, like every
+/// other bad value.
+pub const GENERAL_METHODS: [&str; 10] = [
+    "create_schedule",
+    "update_schedule",
+    "get_schedule",
+    "list_schedules",
+    "delete_schedule",
+    "pause_schedule",
+    "resume_schedule",
+    "trigger_schedule",
+    "backfill_schedule",
+    "list_runs",
+];
+
+/// The owner of schedules declared in the configuration; no caller may use it.
+pub const SYSTEM_OWNER: &str = "system";
 
 /// The system tasks that `execute_<task>` runs on demand.
 pub const SYSTEM_TASKS: [&str; 5] = [
@@ -153,4 +176,100 @@ pub trait SchedulerApi {
     /// Liveness: answers "OK".
     #[method(name = "health_check")]
     async fn health_check(&self) -> RpcResult<String>;
+
+    /// Creates a schedule of any trigger and target for `owner`. Without `id` one is made up.
+    /// An existing `id` is `AlreadyExistsError`, or, with `replace_existing`, replaced in place
+    /// (its ledger kept). Targets name a configured endpoint, never a raw URL.
+    #[method(name = "create_schedule", param_kind = map, with_extensions)]
+    async fn create_schedule(
+        &self,
+        id: Option<String>,
+        name: Option<String>,
+        owner: String,
+        jobstore: Option<String>,
+        trigger: TriggerSpec,
+        target: Target,
+        policy: Option<SchedulePolicy>,
+        tags: Option<Vec<String>>,
+        replace_existing: Option<bool>,
+    ) -> RpcResult<Schedule>;
+
+    /// Changes a schedule in place; absent fields stay. A new trigger recomputes the next
+    /// run from now.
+    #[method(name = "update_schedule", param_kind = map, with_extensions)]
+    async fn update_schedule(
+        &self,
+        id: String,
+        owner: String,
+        name: Option<String>,
+        trigger: Option<TriggerSpec>,
+        target: Option<Target>,
+        policy: Option<SchedulePolicy>,
+        tags: Option<Vec<String>>,
+    ) -> RpcResult<Schedule>;
+
+    /// A schedule with its last run.
+    #[method(name = "get_schedule", param_kind = map, with_extensions)]
+    async fn get_schedule(&self, id: String, owner: String) -> RpcResult<Schedule>;
+
+    /// Schedules in id order, `limit` (1-1000, default 100) at a time from `cursor`.
+    #[method(name = "list_schedules", param_kind = map)]
+    async fn list_schedules(
+        &self,
+        owner: Option<String>,
+        target_type: Option<String>,
+        paused: Option<bool>,
+        tag: Option<String>,
+        jobstore: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<SchedulePage>;
+
+    /// Deletes a schedule and returns it as it was; its runs stay in the ledger.
+    #[method(name = "delete_schedule", param_kind = map, with_extensions)]
+    async fn delete_schedule(&self, id: String, owner: String) -> RpcResult<Schedule>;
+
+    /// Pauses a schedule; the reason is kept and shown.
+    #[method(name = "pause_schedule", param_kind = map, with_extensions)]
+    async fn pause_schedule(
+        &self,
+        id: String,
+        owner: String,
+        reason: Option<String>,
+    ) -> RpcResult<Schedule>;
+
+    /// Resumes a schedule from now on: what it missed while paused does not run.
+    #[method(name = "resume_schedule", param_kind = map, with_extensions)]
+    async fn resume_schedule(&self, id: String, owner: String) -> RpcResult<Schedule>;
+
+    /// Runs a schedule now, once, as an occurrence of its own, under its overlap policy;
+    /// returns that occurrence as the ledger has it.
+    #[method(name = "trigger_schedule", param_kind = map, with_extensions)]
+    async fn trigger_schedule(&self, id: String, owner: String) -> RpcResult<ScheduleRun>;
+
+    /// Queues the occurrences the trigger had in `[start, end]` (RFC 3339, not in the future)
+    /// that are not in the ledger yet, oldest first, one after another; refuses a range of
+    /// more than `max` (default 1000, at most 10000) occurrences.
+    #[method(name = "backfill_schedule", param_kind = map, with_extensions)]
+    async fn backfill_schedule(
+        &self,
+        id: String,
+        owner: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        max: Option<u32>,
+    ) -> RpcResult<Backfill>;
+
+    /// A schedule's occurrences from the ledger, newest first, `limit` (1-1000, default 100)
+    /// at a time from `cursor`.
+    #[method(name = "list_runs", param_kind = map, with_extensions)]
+    async fn list_runs(
+        &self,
+        schedule_id: String,
+        owner: String,
+        status: Option<RunStatus>,
+        since: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<RunPage>;
 }

@@ -4,6 +4,9 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::target::{Overlap, Target};
+use triggers::TriggerSpec;
+
 /// A graph execution schedule as AutoGPT's `GraphExecutionJobInfo` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphExecutionJobInfo {
@@ -25,7 +28,7 @@ pub struct GraphExecutionJobInfo {
     pub paused_reason: Option<String>,
 }
 
-/// Per-schedule misfire policy; absent fields keep the defaults. On the wire it is a JSON
+/// Per-schedule policy; absent fields keep the defaults. On the wire it is a JSON
 /// object and nothing else: serde would take an array as the fields in order, which the API
 /// does not document and refuses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +40,22 @@ pub struct SchedulePolicy {
     /// Skip an occurrence later than this many seconds (default: no limit; at most 100 years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire_grace_secs: Option<u64>,
+    /// An occurrence due while a run is in progress: `skip` (default), `buffer_one` or
+    /// `allow_all`. Applies to targets whose runs last (`rpc`, `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    /// Delay each occurrence by up to this many seconds (0-86400, default 0), the same delay
+    /// for the same occurrence on every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_secs: Option<u64>,
+    /// Attempts per occurrence, the first included (1-20; default the service's
+    /// `executor.retries` + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The delay before the second attempt in milliseconds, doubling after each (default the
+    /// service's `executor.retry_delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 impl Serialize for SchedulePolicy {
@@ -50,11 +69,21 @@ impl<'de> Deserialize<'de> for SchedulePolicy {
         use serde::de::Error;
         let fields = Map::<String, Value>::deserialize(deserializer).map_err(|error| {
             D::Error::custom(format!(
-                "policy must be an object {{coalesce, misfire_grace_secs}}: {error}"
+                "policy must be an object {{coalesce, misfire_grace_secs, overlap, jitter_secs, \
+                 attempts, backoff_ms}}: {error}"
             ))
         })?;
-        SchedulePolicy::deserialize(Value::Object(fields))
-            .map_err(|error| D::Error::custom(format!("policy: {error}")))
+        SchedulePolicy::deserialize(Value::Object(fields.clone())).map_err(|error| {
+            // Name the field at fault: serde's message about a value does not.
+            let culprit = fields.iter().find(|(name, value)| {
+                let alone = Map::from_iter([((*name).clone(), (*value).clone())]);
+                SchedulePolicy::deserialize(Value::Object(alone)).is_err()
+            });
+            match culprit {
+                Some((name, _)) => D::Error::custom(format!("policy.{name}: {error}")),
+                None => D::Error::custom(format!("policy: {error}")),
+            }
+        })
     }
 }
 
@@ -85,6 +114,64 @@ pub struct ScheduleRun {
     pub finished_at: Option<DateTime<Utc>>,
     /// Sent to the target with the dispatch: `<schedule_id>@<scheduled_time>`.
     pub idempotency_key: String,
+}
+
+/// A schedule of the general API: any trigger, any target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: String,
+    pub name: String,
+    /// The user who owns it, or `system` for a schedule declared in the configuration.
+    pub owner: String,
+    /// The jobstore it lives in (`execution`, `batched_notifications`).
+    pub jobstore: String,
+    pub trigger: TriggerSpec,
+    pub target: Target,
+    /// The policy in effect: every field set except `attempts` and `backoff_ms` when they
+    /// follow the service's defaults.
+    pub policy: SchedulePolicy,
+    pub tags: Vec<String>,
+    pub paused: bool,
+    /// Why it is paused: the reason given, or the error that parked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// The IANA zone its times are shown in.
+    pub timezone: String,
+    /// The next fire, with the offset of the schedule's zone; null while paused or exhausted.
+    pub next_run_time: Option<DateTime<FixedOffset>>,
+    /// The next fires (up to 5), with the offset of the schedule's zone.
+    pub next_fire_times: Vec<DateTime<FixedOffset>>,
+    pub created_at: DateTime<Utc>,
+    /// Declared in the configuration: read-only through the API.
+    pub declared: bool,
+    /// Its latest occurrence in the ledger (`get_schedule` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<ScheduleRun>,
+}
+
+/// One page of `list_schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulePage {
+    pub schedules: Vec<Schedule>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of `list_runs`, newest occurrence first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPage {
+    pub runs: Vec<ScheduleRun>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer of `backfill_schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Occurrences written to the ledger to run, oldest first.
+    pub queued: u32,
+    /// Occurrences of the range already in the ledger, left as they are.
+    pub already_in_ledger: u32,
 }
 
 /// The answer of `get_scheduler_status`.
@@ -182,7 +269,8 @@ mod tests {
             policy,
             SchedulePolicy {
                 coalesce: Some(false),
-                misfire_grace_secs: Some(5)
+                misfire_grace_secs: Some(5),
+                ..SchedulePolicy::default()
             }
         );
         assert_eq!(

@@ -1,9 +1,15 @@
 //! A blocking wrapper for callers without an async runtime.
 
-use scheduler_api::{GraphExecutionJobInfo, ScheduleRun};
+use chrono::{DateTime, Utc};
+use scheduler_api::{
+    Backfill, GraphExecutionJobInfo, RunPage, Schedule, SchedulePage, ScheduleRun,
+};
 use serde_json::Value;
 
-use crate::{ClientConfig, Error, NewGraphSchedule, Registry, SchedulerClient, SchedulerStatus};
+use crate::{
+    ClientConfig, Error, NewGraphSchedule, NewSchedule, Registry, RunQuery, ScheduleQuery,
+    ScheduleUpdate, SchedulerClient, SchedulerStatus,
+};
 
 /// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
 /// runtime, so it must not be used from inside an async task.
@@ -113,5 +119,77 @@ impl BlockingSchedulerClient {
     pub fn execute_system_task(&self, task: &str, kwargs: Option<Value>) -> Result<Value, Error> {
         self.runtime
             .block_on(self.client.execute_system_task(task, kwargs))
+    }
+}
+
+/// The general schedule API, blocking.
+impl BlockingSchedulerClient {
+    pub fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule, Error> {
+        self.runtime.block_on(self.client.create_schedule(schedule))
+    }
+
+    pub fn update_schedule(
+        &self,
+        id: &str,
+        owner: &str,
+        update: ScheduleUpdate,
+    ) -> Result<Schedule, Error> {
+        self.runtime
+            .block_on(self.client.update_schedule(id, owner, update))
+    }
+
+    pub fn get_schedule(&self, id: &str, owner: &str) -> Result<Schedule, Error> {
+        self.runtime.block_on(self.client.get_schedule(id, owner))
+    }
+
+    pub fn list_schedules(&self, query: ScheduleQuery) -> Result<SchedulePage, Error> {
+        self.runtime.block_on(self.client.list_schedules(query))
+    }
+
+    pub fn delete_schedule(&self, id: &str, owner: &str) -> Result<Schedule, Error> {
+        self.runtime
+            .block_on(self.client.delete_schedule(id, owner))
+    }
+
+    pub fn pause_schedule(
+        &self,
+        id: &str,
+        owner: &str,
+        reason: Option<String>,
+    ) -> Result<Schedule, Error> {
+        self.runtime
+            .block_on(self.client.pause_schedule(id, owner, reason))
+    }
+
+    pub fn resume_schedule(&self, id: &str, owner: &str) -> Result<Schedule, Error> {
+        self.runtime
+            .block_on(self.client.resume_schedule(id, owner))
+    }
+
+    pub fn trigger_schedule(&self, id: &str, owner: &str) -> Result<ScheduleRun, Error> {
+        self.runtime
+            .block_on(self.client.trigger_schedule(id, owner))
+    }
+
+    pub fn backfill_schedule(
+        &self,
+        id: &str,
+        owner: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        max: Option<u32>,
+    ) -> Result<Backfill, Error> {
+        self.runtime
+            .block_on(self.client.backfill_schedule(id, owner, start, end, max))
+    }
+
+    pub fn list_runs(
+        &self,
+        schedule_id: &str,
+        owner: &str,
+        query: RunQuery,
+    ) -> Result<RunPage, Error> {
+        self.runtime
+            .block_on(self.client.list_runs(schedule_id, owner, query))
     }
 }

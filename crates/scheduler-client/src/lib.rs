@@ -13,6 +13,7 @@
 //! ```
 
 mod blocking;
+mod general;
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,12 +22,14 @@ use backon::{ExponentialBuilder, Retryable};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 pub use scheduler_api::{
-    GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, SchedulePolicy, ScheduleRun,
-    SchedulerApiClient, SchedulerError, SchedulerStatus, SystemTaskEntry,
+    Backfill, GraphExecutionJobInfo, JobstoreStatus, Overlap, Registry, RegistryEntry, RunPage,
+    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerApiClient,
+    SchedulerError, SchedulerStatus, SystemTaskEntry, Target, TriggerKind, TriggerSpec,
 };
 use serde_json::Value;
 
 pub use blocking::BlockingSchedulerClient;
+pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,10 @@
 //!   "Internal error"; they are refused with -32601 saying to use WebSocket;
 //! - unsubscribe by name: jsonrpsee reads an unsubscribe call's subscription id by position
 //!   only, so `{"subscription": id}` would answer `false` and leave the subscription running;
-//!   the named form is turned into the positional one.
+//!   the named form is turned into the positional one;
+//! - parameters that do not parse: for the methods a service lists, jsonrpsee's -32602
+//!   "Invalid params" becomes the service's own bad-input error, with serde's message naming
+//!   the field, so callers see one kind of error for every bad value.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use std::sync::Arc;
 use futures::future::Either;
 use jsonrpsee::MethodResponse;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
-use jsonrpsee::types::{ErrorObject, Request};
+use jsonrpsee::core::server::BatchResponseBuilder;
+use jsonrpsee::types::error::INVALID_PARAMS_CODE;
+use jsonrpsee::types::{ErrorObject, Id, Request};
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
 
@@ -35,6 +40,39 @@ pub struct CallRules {
     pub websocket_only: Vec<&'static str>,
     /// Unsubscribe methods that also take `{"subscription": id}`.
     pub named_unsubscribe: Vec<&'static str>,
+    /// Methods whose unparsable parameters answer with the service's bad-input error.
+    pub param_errors: Option<ParamErrors>,
+}
+
+/// The error that replaces "Invalid params" for some methods.
+#[derive(Debug, Clone, Default)]
+pub struct ParamErrors {
+    pub methods: Vec<&'static str>,
+    pub code: i32,
+    /// `error.data.type`, as the service's other errors carry it (`ValueError`).
+    pub kind: &'static str,
+}
+
+impl ParamErrors {
+    /// The response with an "Invalid params" error replaced, anything else as it is.
+    fn rewrite(&self, response: MethodResponse, id: Id<'static>) -> MethodResponse {
+        if response.as_error_code() != Some(INVALID_PARAMS_CODE) {
+            return response;
+        }
+        let Ok(body) = serde_json::from_str::<Value>(response.as_json().get()) else {
+            return response;
+        };
+        let error = &body["error"];
+        let message = error["data"]
+            .as_str()
+            .or_else(|| error["message"].as_str())
+            .unwrap_or("invalid params")
+            .to_string();
+        let data = json!({"type": self.kind});
+        let extensions = response.extensions().clone();
+        MethodResponse::error(id, ErrorObject::owned(self.code, message, Some(data)))
+            .with_extensions(extensions)
+    }
 }
 
 impl CallRules {
@@ -85,7 +123,11 @@ pub struct Calls<S> {
 
 impl<S> RpcServiceT for Calls<S>
 where
-    S: RpcServiceT<MethodResponse = MethodResponse> + Send + Sync + Clone + 'static,
+    S: RpcServiceT<MethodResponse = MethodResponse, BatchResponse = MethodResponse>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
 {
     type MethodResponse = S::MethodResponse;
     type NotificationResponse = S::NotificationResponse;
@@ -99,7 +141,22 @@ where
             return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
         }
         self.by_position(&mut request);
-        Either::Right(self.inner.call(request))
+        let rewrite = self
+            .rules
+            .param_errors
+            .as_ref()
+            .filter(|errors| errors.methods.contains(&request.method.as_ref()))
+            .cloned();
+        match rewrite {
+            None => Either::Right(Either::Left(self.inner.call(request))),
+            Some(errors) => {
+                let id = request.id.clone().into_owned();
+                let response = self.inner.call(request);
+                Either::Right(Either::Right(
+                    async move { errors.rewrite(response.await, id) },
+                ))
+            }
+        }
     }
 
     fn batch<'a>(
@@ -115,7 +172,47 @@ where
                 None => self.by_position(request),
             }
         }
-        self.inner.batch(batch)
+        let Some(errors) = self.rules.param_errors.clone() else {
+            return Either::Left(self.inner.batch(batch));
+        };
+        // The calls of a batch go one by one through the inner service, as its own batch
+        // handling does, so each answer can be rewritten like a single call's.
+        let inner = self.inner.clone();
+        Either::Right(async move {
+            let mut answers = BatchResponseBuilder::new_with_limit(usize::MAX);
+            let mut notified = false;
+            for entry in batch.into_iter() {
+                let answer = match entry {
+                    Ok(BatchEntry::Call(request)) => {
+                        let id = request.id.clone().into_owned();
+                        let rewrite = errors.methods.contains(&request.method.as_ref());
+                        let answer = inner.call(request).await;
+                        if rewrite {
+                            errors.rewrite(answer, id)
+                        } else {
+                            answer
+                        }
+                    }
+                    Ok(BatchEntry::Notification(notification)) => {
+                        notified = true;
+                        inner.notification(notification).await;
+                        continue;
+                    }
+                    Err(error) => {
+                        let (error, id) = error.into_parts();
+                        MethodResponse::error(id, error)
+                    }
+                };
+                if let Err(too_big) = answers.append(answer) {
+                    return too_big;
+                }
+            }
+            if answers.is_empty() && notified {
+                MethodResponse::notification()
+            } else {
+                MethodResponse::from_batch(answers.finish())
+            }
+        })
     }
 
     fn notification<'a>(
@@ -203,6 +300,7 @@ mod tests {
             admin_methods: vec!["kill_job"],
             websocket_only: vec!["subscribe_logs"],
             named_unsubscribe: vec!["unsubscribe_logs"],
+            param_errors: None,
         };
         let auth = Auth::new(&AuthConfig {
             token: token.map(str::to_string),

@@ -51,10 +51,12 @@ pub enum TriggerKind {
         #[serde(default = "utc_name")]
         timezone: String,
     },
-    /// Every `every_secs` seconds, at `anchor + k * every_secs` for k >= 0.
+    /// Every `every_secs` seconds, at `anchor + k * every_secs` for k >= 0. A trigger given
+    /// without an anchor is anchored when it is stored ([`TriggerSpec::anchored`]).
     Interval {
         every_secs: u64,
-        anchor: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anchor: Option<DateTime<Utc>>,
     },
     /// Once, at an instant.
     Once { at: DateTime<Utc> },
@@ -105,6 +107,8 @@ pub enum TriggerError {
     OutOfRange { what: &'static str, at: String },
     #[error("daily_times: {0}")]
     DailyTimes(String),
+    #[error("an interval trigger needs an anchor, the instant of its first fire")]
+    Unanchored,
     #[error("end_at {end_at} is before start_at {start_at}")]
     Window { start_at: String, end_at: String },
 }
@@ -252,6 +256,25 @@ impl TriggerSpec {
     pub fn timezone_name(&self) -> &str {
         self.kind.timezone_name()
     }
+
+    /// The trigger as it is stored when created at `now`: an interval given without an
+    /// anchor first fires one interval after `now` (or at `start_at`, when that is later),
+    /// as APScheduler's interval trigger does.
+    pub fn anchored(mut self, now: DateTime<Utc>) -> Self {
+        if let TriggerKind::Interval {
+            every_secs,
+            anchor: anchor @ None,
+        } = &mut self.kind
+        {
+            let first = i64::try_from(*every_secs)
+                .ok()
+                .and_then(TimeDelta::try_seconds)
+                .and_then(|every| now.trunc_subsecs(0).checked_add_signed(every))
+                .unwrap_or(now);
+            *anchor = Some(self.start_at.map_or(first, |start| start.max(first)));
+        }
+        self
+    }
 }
 
 impl TriggerKind {
@@ -281,9 +304,10 @@ impl TriggerKind {
                     return Err(TriggerError::IntervalTooLong(*every_secs));
                 }
                 let every = TimeDelta::seconds(*every_secs as i64);
+                let anchor = anchor.ok_or(TriggerError::Unanchored)?;
                 Ok(Rule::Interval {
                     every,
-                    anchor: within_range("interval anchor", *anchor)?.trunc_subsecs(3),
+                    anchor: within_range("interval anchor", anchor)?.trunc_subsecs(3),
                 })
             }
             TriggerKind::Once { at } => {

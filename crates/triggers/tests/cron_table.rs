@@ -667,7 +667,7 @@ fn interval_trigger_steps_from_its_anchor() {
     let anchor = at("2026-01-01T00:00:00Z");
     let trigger = TriggerKind::Interval {
         every_secs: 90,
-        anchor,
+        anchor: Some(anchor),
     }
     .compile()
     .unwrap();
@@ -684,7 +684,7 @@ fn interval_trigger_steps_from_its_anchor() {
     assert!(
         TriggerKind::Interval {
             every_secs: 0,
-            anchor
+            anchor: Some(anchor)
         }
         .compile()
         .is_err()
@@ -718,7 +718,7 @@ fn coalescing_folds_missed_occurrences_into_the_latest() {
 
     let interval = TriggerKind::Interval {
         every_secs: 60,
-        anchor: at("2026-01-01T00:00:00Z"),
+        anchor: Some(at("2026-01-01T00:00:00Z")),
     }
     .compile()
     .unwrap();

@@ -98,7 +98,7 @@ proptest! {
         after in instant(),
         now in instant(),
     ) {
-        let spec = TriggerKind::Interval { every_secs, anchor };
+        let spec = TriggerKind::Interval { every_secs, anchor: Some(anchor) };
         let Ok(trigger) = spec.compile() else {
             return Ok(());
         };

@@ -61,7 +61,7 @@ fn no_fire_after_the_end_and_the_end_itself_counts() {
     let interval = windowed(
         TriggerKind::Interval {
             every_secs: 60,
-            anchor: at("2026-03-01T00:00:00Z"),
+            anchor: Some(at("2026-03-01T00:00:00Z")),
         },
         None,
         Some("2026-03-01T00:02:30Z"),
@@ -151,4 +151,34 @@ fn bad_window_values_and_unknown_fields_are_named() {
         let error = serde_json::from_value::<TriggerSpec>(value.clone()).unwrap_err();
         assert!(error.to_string().contains(expected), "{value}: {error}");
     }
+}
+
+#[test]
+fn an_interval_without_an_anchor_is_anchored_one_interval_after_its_creation() {
+    let spec: TriggerSpec =
+        serde_json::from_value(json!({"type": "interval", "every_secs": 300})).unwrap();
+    assert!(matches!(spec.compile(), Err(TriggerError::Unanchored)));
+    let anchored = spec.clone().anchored(at("2026-03-01T10:00:00.700Z"));
+    let trigger = anchored.compile().unwrap();
+    assert_eq!(
+        trigger.next_after(at("2026-03-01T10:00:00Z")),
+        Some(at("2026-03-01T10:05:00Z"))
+    );
+    // A later start_at moves the first fire there.
+    let mut late = spec.clone();
+    late.start_at = Some(at("2026-03-02T00:00:00Z"));
+    let anchored = late.anchored(at("2026-03-01T10:00:00Z"));
+    assert_eq!(
+        anchored
+            .compile()
+            .unwrap()
+            .next_after(at("2026-03-01T10:00:00Z")),
+        Some(at("2026-03-02T00:00:00Z"))
+    );
+    // An anchor given is kept.
+    let given: TriggerSpec = serde_json::from_value(
+        json!({"type": "interval", "every_secs": 300, "anchor": "2026-01-01T00:00:01Z"}),
+    )
+    .unwrap();
+    assert_eq!(given.clone().anchored(at("2026-03-01T10:00:00Z")), given);
 }

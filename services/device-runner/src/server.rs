@@ -38,6 +38,7 @@ pub fn call_rules() -> CallRules {
         admin_methods: vec!["kill_job", "restart_run"],
         websocket_only: vec!["subscribe_logs", "unsubscribe_logs"],
         named_unsubscribe: vec!["unsubscribe_logs"],
+        param_errors: None,
     }
 }
 

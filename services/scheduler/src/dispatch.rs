@@ -169,7 +169,10 @@ pub async fn dispatch_run(
 ) -> (RunOutcome, Option<serde_json::Value>) {
     let jobstore = run.jobstore.as_str();
     let started = Instant::now();
-    let lag = (Utc::now() - run.scheduled_time)
+    // Lag counts from the moment the run was due to go, its jitter included.
+    let jitter = chrono::TimeDelta::from_std(run.policy.jitter_for(&run.idempotency_key()))
+        .unwrap_or_default();
+    let lag = (Utc::now() - run.scheduled_time - jitter)
         .to_std()
         .unwrap_or_default();
     telemetry::dispatch_started(jobstore, lag);

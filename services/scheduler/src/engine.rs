@@ -81,6 +81,7 @@ impl Engine {
             self.stores.clone(),
             outcome_rx,
             in_flight.clone(),
+            self.wake.clone(),
         ));
         let renewer = tokio::spawn(renew_leases(
             self.stores.clone(),
@@ -343,13 +344,38 @@ impl Launcher<'_> {
             }
             flying.insert(key, run.jobstore);
         }
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
+        // A jittered run waits for its moment without holding a dispatch slot; the renewer
+        // keeps its lease meanwhile. Every replica computes the same moment from the key.
+        let jitter = run.policy.jitter_for(&run.idempotency_key());
+        let moment = TimeDelta::from_std(jitter)
+            .ok()
+            .and_then(|jitter| run.scheduled_time.checked_add_signed(jitter));
+        let wait = moment
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        let permits = self.permits.clone();
+        let permit = if wait.is_zero() {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            Some(permit)
+        } else {
+            None
         };
         let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
         self.tasks.spawn(async move {
+            let permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    tokio::time::sleep(wait).await;
+                    let Ok(permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    permit
+                }
+            };
             let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
                 .catch_unwind()
                 .await
@@ -445,6 +471,7 @@ async fn record_outcomes(
     stores: Stores,
     mut incoming: mpsc::UnboundedReceiver<(StoreName, RunOutcome)>,
     in_flight: InFlight,
+    wake: Arc<Notify>,
 ) {
     const MAX_BATCH: usize = 1000;
     while let Some(first) = incoming.recv().await {
@@ -461,7 +488,15 @@ async fn record_outcomes(
                 let started = Instant::now();
                 let recorded = store.finish_runs(&outcomes).await;
                 telemetry::store_operation("finish_runs", started.elapsed());
-                let Err(error) = recorded else { break };
+                let error = match recorded {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        // Runs that waited for these to end are due now.
+                        wake.notify_one();
+                        break;
+                    }
+                    Err(error) => error,
+                };
                 // The runs stay pending in the store; keep trying, so nothing is lost.
                 tracing::error!(%error, runs = outcomes.len(), ?delay, "recording run outcomes failed; retrying");
                 tokio::time::sleep(delay).await;

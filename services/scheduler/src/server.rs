@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use scheduler_api::SchedulerApiServer;
 use serde_json::{Map, Value, json};
 use service_kit::Shutdown;
-use service_kit::calls::CallRules;
+use service_kit::calls::{CallRules, ParamErrors};
 use service_kit::config::ServerConfig;
 use service_kit::serve::{Health, Service, alive};
 use tokio::net::TcpListener;
@@ -42,7 +42,14 @@ pub async fn serve(
         module,
         // Admin methods are checked by their handlers, so that AutoGPT's routes, which call the
         // module directly, are checked too.
-        rules: CallRules::default(),
+        rules: CallRules {
+            param_errors: Some(ParamErrors {
+                methods: scheduler_api::GENERAL_METHODS.to_vec(),
+                code: scheduler_api::codes::VALUE_ERROR,
+                kind: "ValueError",
+            }),
+            ..CallRules::default()
+        },
         auth: app.auth.clone(),
         routes: compat_routes,
         open_routes: vec!["/health_check_async"],

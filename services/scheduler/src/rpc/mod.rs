@@ -2,6 +2,7 @@
 //! file of its area.
 
 mod cron;
+mod general;
 mod registry;
 mod runs;
 mod schedules;
@@ -10,11 +11,13 @@ mod system;
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    GraphExecutionJobInfo, Registry, SchedulePolicy, ScheduleRun, SchedulerApiServer,
-    SchedulerError, SchedulerStatus,
+    Backfill, GraphExecutionJobInfo, Registry, RunPage, RunStatus, Schedule, SchedulePage,
+    SchedulePolicy, ScheduleRun, SchedulerApiServer, SchedulerError, SchedulerStatus, Target,
+    TriggerSpec,
 };
 use serde_json::Value;
 
@@ -181,5 +184,152 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn health_check(&self) -> RpcResult<String> {
         Ok("OK".to_string())
+    }
+
+    async fn create_schedule(
+        &self,
+        extensions: &Extensions,
+        id: Option<String>,
+        name: Option<String>,
+        owner: String,
+        jobstore: Option<String>,
+        trigger: TriggerSpec,
+        target: Target,
+        policy: Option<SchedulePolicy>,
+        tags: Option<Vec<String>>,
+        replace_existing: Option<bool>,
+    ) -> RpcResult<Schedule> {
+        let request = general::Create {
+            id,
+            name,
+            owner,
+            jobstore,
+            trigger,
+            target,
+            policy,
+            tags,
+            replace_existing: replace_existing.unwrap_or(false),
+        };
+        Ok(general::create(&self.app, extensions, request).await?)
+    }
+
+    async fn update_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+        name: Option<String>,
+        trigger: Option<TriggerSpec>,
+        target: Option<Target>,
+        policy: Option<SchedulePolicy>,
+        tags: Option<Vec<String>>,
+    ) -> RpcResult<Schedule> {
+        let update = general::Update {
+            name,
+            trigger,
+            target,
+            policy,
+            tags,
+        };
+        Ok(general::update(&self.app, extensions, &id, &owner, update).await?)
+    }
+
+    async fn get_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+    ) -> RpcResult<Schedule> {
+        Ok(general::get(&self.app, extensions, &id, &owner).await?)
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: Option<String>,
+        target_type: Option<String>,
+        paused: Option<bool>,
+        tag: Option<String>,
+        jobstore: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<SchedulePage> {
+        let listing = general::Listing {
+            owner,
+            target_type,
+            paused,
+            tag,
+            jobstore,
+            limit,
+            cursor,
+        };
+        Ok(general::list(&self.app, listing).await?)
+    }
+
+    async fn delete_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+    ) -> RpcResult<Schedule> {
+        Ok(general::delete(&self.app, extensions, &id, &owner).await?)
+    }
+
+    async fn pause_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+        reason: Option<String>,
+    ) -> RpcResult<Schedule> {
+        Ok(general::set_paused(&self.app, extensions, &id, &owner, Some(reason)).await?)
+    }
+
+    async fn resume_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+    ) -> RpcResult<Schedule> {
+        Ok(general::set_paused(&self.app, extensions, &id, &owner, None).await?)
+    }
+
+    async fn trigger_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+    ) -> RpcResult<ScheduleRun> {
+        Ok(general::trigger(&self.app, extensions, &id, &owner).await?)
+    }
+
+    async fn backfill_schedule(
+        &self,
+        extensions: &Extensions,
+        id: String,
+        owner: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        max: Option<u32>,
+    ) -> RpcResult<Backfill> {
+        Ok(general::backfill(&self.app, extensions, &id, &owner, (start, end), max).await?)
+    }
+
+    async fn list_runs(
+        &self,
+        extensions: &Extensions,
+        schedule_id: String,
+        owner: String,
+        status: Option<RunStatus>,
+        since: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<RunPage> {
+        let listing = general::RunListing {
+            status,
+            since,
+            limit,
+            cursor,
+        };
+        Ok(general::list_runs(&self.app, extensions, &schedule_id, &owner, listing).await?)
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn list(
     }
 }
 
-fn to_api(run: &RunRecord) -> ScheduleRun {
+pub(super) fn to_api(run: &RunRecord) -> ScheduleRun {
     ScheduleRun {
         schedule_id: run.schedule_id.clone(),
         scheduled_time: run.scheduled_time,

@@ -120,7 +120,7 @@ pub(super) async fn list(
         .map_err(storage_error)?;
     schedules
         .iter()
-        .filter(|s| !s.target.is_system_task())
+        .filter(|s| s.target.graph_id().is_some())
         .map(job_info)
         .collect()
 }
@@ -164,7 +164,7 @@ pub(super) async fn owned_schedule(
         .get(schedule_id)
         .await
         .map_err(storage_error)?
-        .filter(|s| !s.target.is_system_task())
+        .filter(|s| s.target.graph_id().is_some())
         .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
     if schedule.owner != user_id {
         return Err(SchedulerError::NotAuthorized(

@@ -228,8 +228,10 @@ impl TaskDeclaration {
             },
             (None, Some(every_secs)) => triggers::TriggerKind::Interval {
                 every_secs,
-                anchor: chrono::SubsecRound::trunc_subsecs(now, 0)
-                    + chrono::TimeDelta::seconds(every_secs.min(i64::MAX as u64) as i64),
+                anchor: Some(
+                    chrono::SubsecRound::trunc_subsecs(now, 0)
+                        + chrono::TimeDelta::seconds(every_secs.min(i64::MAX as u64) as i64),
+                ),
             },
         };
         let spec = triggers::TriggerSpec::from(spec);

@@ -102,6 +102,7 @@ async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_t
             request.policy = Some(SchedulePolicy {
                 coalesce: None,
                 misfire_grace_secs: Some(grace),
+                ..SchedulePolicy::default()
             });
             let error = client.add_graph_execution_schedule(request).await.unwrap_err();
             assert!(

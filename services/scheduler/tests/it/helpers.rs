@@ -432,3 +432,148 @@ async fn webhook_call(
 }
 
 pub(crate) use test_support::DbProxy;
+
+/// One request a [`StubBackend`] received.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Value,
+    pub received_at: DateTime<Utc>,
+}
+
+impl BackendRequest {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct BackendState {
+    requests: Vec<BackendRequest>,
+    /// Per path: how it answers (status, delay).
+    answers: std::collections::HashMap<String, (u16, Duration)>,
+    /// Per path: requests being answered now, and the most at once.
+    running: std::collections::HashMap<String, (usize, usize)>,
+}
+
+/// A stand-in for a backend the scheduler's `http` and `rpc` targets call: an HTTP server on
+/// loopback that records every request to any path, answers `POST /rpc` as a JSON-RPC 2.0
+/// service (result `{"ok": true}`), and answers other paths 200 unless told otherwise.
+pub(crate) struct StubBackend {
+    pub url: String,
+    state: Arc<Mutex<BackendState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl StubBackend {
+    pub(crate) async fn start() -> StubBackend {
+        let state = Arc::new(Mutex::new(BackendState::default()));
+        let app = axum::Router::new()
+            .fallback(backend_request)
+            .with_state(state.clone());
+        let (address, server) = serve_on_loopback(app).await;
+        StubBackend {
+            url: format!("http://{address}"),
+            state,
+            server,
+        }
+    }
+
+    /// Makes requests to `path` answer `status` after `delay`.
+    pub(crate) fn answer(&self, path: &str, status: u16, delay: Duration) {
+        let mut state = self.state.lock().unwrap();
+        state.answers.insert(path.to_string(), (status, delay));
+    }
+
+    pub(crate) fn requests(&self, path: &str) -> Vec<BackendRequest> {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// The most requests to `path` that were being answered at once.
+    pub(crate) fn most_at_once(&self, path: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state.running.get(path).map_or(0, |(_, most)| *most)
+    }
+
+    /// Waits until `path` received at least `count` requests, or `timeout` passes.
+    pub(crate) async fn wait_for(
+        &self,
+        path: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<BackendRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests(path);
+            if requests.len() >= count || Instant::now() >= deadline {
+                return requests;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StubBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn backend_request(
+    State(state): State<Arc<Mutex<BackendState>>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (status, delay) = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(BackendRequest {
+            method,
+            path: path.clone(),
+            headers,
+            body: body.clone(),
+            received_at: Utc::now(),
+        });
+        let running = state.running.entry(path.clone()).or_default();
+        running.0 += 1;
+        running.1 = running.1.max(running.0);
+        state
+            .answers
+            .get(&path)
+            .copied()
+            .unwrap_or((200, Duration::ZERO))
+    };
+    tokio::time::sleep(delay).await;
+    state
+        .lock()
+        .unwrap()
+        .running
+        .entry(path.clone())
+        .or_default()
+        .0 -= 1;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if path == "/rpc" && status.is_success() {
+        return Json(json!({"jsonrpc": "2.0", "id": body["id"], "result": {"ok": true}}))
+            .into_response();
+    }
+    (status, format!("answered {} for {path}", status.as_u16())).into_response()
+}

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod compat;
 mod firing;
+mod general;
 mod hardening;
 mod helpers;
 mod hostile;

@@ -1,0 +1,751 @@
+//! The general schedule API: any trigger to any target, for an owner. Declared schedules
+//! (owner `system`) are read-only here; a caller with the admin token may act on any other
+//! schedule whatever its owner.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use jobstore::{
+    JobStore, ListFilter, Overlap, Page, Policy, RunFilter, RunRecord, RunStatus, Schedule,
+    StoreError, StoreName, Target,
+};
+use jsonrpsee::Extensions;
+use scheduler_api::{
+    Backfill, RunPage, SYSTEM_OWNER, SchedulePage, SchedulePolicy, SchedulerError, TriggerSpec,
+};
+use service_kit::auth::Caller;
+
+use crate::app::{App, storage_error};
+use crate::rpc::runs::to_api as run_to_api;
+
+/// Identifiers longer than this are refused rather than stored.
+const MAX_ID_LEN: usize = 256;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_LEN: usize = 64;
+/// How many fire times a schedule shows.
+const UPCOMING: usize = 5;
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_BACKFILL: u32 = 1000;
+const MAX_BACKFILL: u32 = 10_000;
+/// How many later milliseconds a run started by hand may move to when its instant is taken.
+const INSTANT_ATTEMPTS: i64 = 5;
+
+/// The fields of `create_schedule`.
+pub(super) struct Create {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub owner: String,
+    pub jobstore: Option<String>,
+    pub trigger: TriggerSpec,
+    pub target: Target,
+    pub policy: Option<SchedulePolicy>,
+    pub tags: Option<Vec<String>>,
+    pub replace_existing: bool,
+}
+
+/// The fields of `update_schedule` that change something.
+pub(super) struct Update {
+    pub name: Option<String>,
+    pub trigger: Option<TriggerSpec>,
+    pub target: Option<Target>,
+    pub policy: Option<SchedulePolicy>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// A schedule as found, with the store it lives in.
+struct Found {
+    store: Arc<dyn JobStore>,
+    schedule: Schedule,
+}
+
+/// What a call may do with a schedule it found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// Change it: never a declared schedule.
+    Change,
+    /// Run it now or backfill it: a declared schedule only with the admin token.
+    Run,
+}
+
+pub(super) async fn create(
+    app: &App,
+    extensions: &Extensions,
+    request: Create,
+) -> Result<scheduler_api::Schedule, SchedulerError> {
+    check_id("owner", &request.owner)?;
+    if request.owner == SYSTEM_OWNER {
+        return Err(SchedulerError::Value(format!(
+            "owner '{SYSTEM_OWNER}' is reserved for schedules declared in the configuration"
+        )));
+    }
+    let id = match request.id {
+        Some(id) => {
+            check_id("id", &id)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let jobstore = jobstore_name(request.jobstore.as_deref())?;
+    let store = app.stores.get(jobstore).cloned().ok_or_else(|| {
+        SchedulerError::Value(format!(
+            "jobstore '{}' is not served here",
+            jobstore.as_str()
+        ))
+    })?;
+    let now = Utc::now().trunc_subsecs(0);
+    let trigger = request.trigger.anchored(now);
+    let next_run_at = next_run(&trigger, now)?;
+    check_target(app, &request.target)?;
+    let policy = merge_policy(Policy::default(), request.policy)?;
+    let tags = check_tags(request.tags.unwrap_or_default())?;
+    let schedule = Schedule {
+        name: request
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| id.clone()),
+        id: id.clone(),
+        owner: request.owner,
+        trigger,
+        target: request.target,
+        policy,
+        tags,
+        paused: false,
+        paused_reason: None,
+        next_run_at,
+        created_at: now,
+    };
+    let existing = find(app, &id).await?;
+    let stored = match existing {
+        Some(found) if request.replace_existing => {
+            authorize(&found.schedule, &schedule.owner, extensions, Access::Change)?;
+            if found.store.jobstore() != jobstore {
+                return Err(SchedulerError::Value(format!(
+                    "schedule '{id}' lives in jobstore '{}'; it cannot be replaced into '{}'",
+                    found.store.jobstore().as_str(),
+                    jobstore.as_str()
+                )));
+            }
+            let replaced = store.replace(&schedule).await.map_err(storage_error)?;
+            replaced.ok_or_else(|| not_found(&id))?
+        }
+        Some(_) => return Err(already_exists(&id)),
+        None => {
+            store.insert(&schedule).await.map_err(|error| match error {
+                StoreError::Conflict(_) => already_exists(&id),
+                other => storage_error(other),
+            })?;
+            schedule
+        }
+    };
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %stored.id, owner = %stored.owner, target = stored.target.kind(), next_run_at = ?stored.next_run_at, "schedule created");
+    Ok(view(&stored, jobstore, None))
+}
+
+pub(super) async fn update(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+    update: Update,
+) -> Result<scheduler_api::Schedule, SchedulerError> {
+    let found = owned(app, id, owner, extensions, Access::Change).await?;
+    let mut schedule = found.schedule;
+    if let Some(name) = update.name.filter(|n| !n.trim().is_empty()) {
+        schedule.name = name;
+    }
+    if let Some(trigger) = update.trigger {
+        let now = Utc::now().trunc_subsecs(0);
+        let trigger = trigger.anchored(now);
+        let next = next_run(&trigger, now)?;
+        schedule.trigger = trigger;
+        if !schedule.paused {
+            schedule.next_run_at = next;
+        }
+    }
+    if let Some(target) = update.target {
+        check_target(app, &target)?;
+        schedule.target = target;
+    }
+    if update.policy.is_some() {
+        schedule.policy = merge_policy(schedule.policy, update.policy)?;
+    }
+    if let Some(tags) = update.tags {
+        schedule.tags = check_tags(tags)?;
+    }
+    let stored = found
+        .store
+        .replace(&schedule)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| not_found(id))?;
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %id, %owner, "schedule updated");
+    Ok(view(&stored, found.store.jobstore(), None))
+}
+
+pub(super) async fn get(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+) -> Result<scheduler_api::Schedule, SchedulerError> {
+    let found = owned(app, id, owner, extensions, Access::Read).await?;
+    let last = found
+        .store
+        .runs(id, &RunFilter::latest(1))
+        .await
+        .map_err(storage_error)?;
+    Ok(view(
+        &found.schedule,
+        found.store.jobstore(),
+        last.first().map(run_to_api),
+    ))
+}
+
+/// The filters of `list_schedules`.
+pub(super) struct Listing {
+    pub owner: Option<String>,
+    pub target_type: Option<String>,
+    pub paused: Option<bool>,
+    pub tag: Option<String>,
+    pub jobstore: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub(super) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, SchedulerError> {
+    let limit = check_limit(listing.limit)?;
+    if let Some(kind) = &listing.target_type
+        && !Target::KINDS.contains(&kind.as_str())
+    {
+        return Err(SchedulerError::Value(format!(
+            "target_type '{kind}' is not one of {}",
+            Target::KINDS.join(", ")
+        )));
+    }
+    let stores: Vec<&Arc<dyn JobStore>> = match &listing.jobstore {
+        Some(name) => {
+            let name = jobstore_name(Some(name))?;
+            app.stores.get(name).into_iter().collect()
+        }
+        None => app.stores.all().collect(),
+    };
+    let filter = ListFilter {
+        owner: listing.owner,
+        include_inactive: true,
+        target_type: listing.target_type,
+        paused: listing.paused,
+        tag: listing.tag,
+        page: Some(Page {
+            after_id: listing.cursor,
+            // One more than asked, to know whether another page follows.
+            limit: limit + 1,
+        }),
+        ..ListFilter::default()
+    };
+    let mut found = Vec::new();
+    for store in stores {
+        let schedules = store.list(&filter).await.map_err(storage_error)?;
+        found.extend(schedules.into_iter().map(|s| (s, store.jobstore())));
+    }
+    // Each store answers in id order; merged, the page is the first `limit` ids of all.
+    found.sort_by(|(a, _), (b, _)| a.id.cmp(&b.id));
+    let more = found.len() > limit;
+    found.truncate(limit);
+    let next_cursor = more
+        .then(|| found.last().map(|(s, _)| s.id.clone()))
+        .flatten();
+    Ok(SchedulePage {
+        schedules: found
+            .iter()
+            .map(|(schedule, jobstore)| view(schedule, *jobstore, None))
+            .collect(),
+        next_cursor,
+    })
+}
+
+pub(super) async fn delete(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+) -> Result<scheduler_api::Schedule, SchedulerError> {
+    let found = owned(app, id, owner, extensions, Access::Change).await?;
+    let deleted = found.store.delete(id).await.map_err(storage_error)?;
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %id, %owner, "schedule deleted");
+    Ok(view(
+        &deleted.unwrap_or(found.schedule),
+        found.store.jobstore(),
+        None,
+    ))
+}
+
+pub(super) async fn set_paused(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+    pause: Option<Option<String>>,
+) -> Result<scheduler_api::Schedule, SchedulerError> {
+    let found = owned(app, id, owner, extensions, Access::Change).await?;
+    let (paused, reason, next_run_at) = match pause {
+        Some(reason) => (true, reason, None),
+        // Resuming fires from now on: what was missed while paused is not caught up.
+        None => (false, None, next_run(&found.schedule.trigger, Utc::now())?),
+    };
+    let stored = found
+        .store
+        .set_paused(id, paused, reason.as_deref(), next_run_at)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| not_found(id))?;
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %id, %owner, paused, reason = ?reason, "schedule paused state changed");
+    Ok(view(&stored, found.store.jobstore(), None))
+}
+
+pub(super) async fn trigger(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+) -> Result<scheduler_api::ScheduleRun, SchedulerError> {
+    let found = owned(app, id, owner, extensions, Access::Run).await?;
+    let schedule = &found.schedule;
+    let now = Utc::now().trunc_subsecs(3);
+    for step in 0..INSTANT_ATTEMPTS {
+        let at = now + TimeDelta::milliseconds(step);
+        // Pending with its lease already over: the first engine to look dispatches it.
+        let run = RunRecord {
+            lease_until: Some(at),
+            ..run_of(schedule, found.store.jobstore(), at, RunStatus::Pending)
+        };
+        let written = found
+            .store
+            .start_run(&run, schedule.policy.overlap)
+            .await
+            .map_err(storage_error)?;
+        if let Some(run) = written {
+            app.wake.notify_one();
+            tracing::info!(schedule_id = %id, %owner, status = run.status.as_str(), "schedule run by hand");
+            return Ok(run_to_api(&run));
+        }
+    }
+    Err(SchedulerError::Runtime(format!(
+        "could not find a free instant for a run of '{id}'; try again"
+    )))
+}
+
+pub(super) async fn backfill(
+    app: &App,
+    extensions: &Extensions,
+    id: &str,
+    owner: &str,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    max: Option<u32>,
+) -> Result<Backfill, SchedulerError> {
+    let (start, end) = range;
+    let max = max.unwrap_or(DEFAULT_BACKFILL);
+    if !(1..=MAX_BACKFILL).contains(&max) {
+        return Err(SchedulerError::Value(format!(
+            "max must be between 1 and {MAX_BACKFILL}, got {max}"
+        )));
+    }
+    if end < start {
+        return Err(SchedulerError::Value(format!(
+            "end {end} is before start {start}"
+        )));
+    }
+    let now = Utc::now();
+    if end > now {
+        return Err(SchedulerError::Value(format!(
+            "end {end} is in the future: a backfill runs occurrences that have passed"
+        )));
+    }
+    let found = owned(app, id, owner, extensions, Access::Run).await?;
+    let schedule = &found.schedule;
+    let trigger = schedule
+        .trigger
+        .compile()
+        .map_err(|e| SchedulerError::Value(e.to_string()))?;
+    let mut occurrences = Vec::new();
+    let mut cursor = start.trunc_subsecs(3) - TimeDelta::milliseconds(1);
+    while let Some(at) = trigger.next_after(cursor).filter(|at| *at <= end) {
+        if occurrences.len() as u32 == max {
+            return Err(SchedulerError::Value(format!(
+                "the range holds more than max = {max} occurrences; narrow it or raise max \
+                 (at most {MAX_BACKFILL})"
+            )));
+        }
+        occurrences.push(at.trunc_subsecs(3));
+        cursor = at;
+    }
+    let jobstore = found.store.jobstore();
+    // Runs that may overlap all start at once; the others one after another, oldest first.
+    let at_once = !schedule.target.has_duration() || schedule.policy.overlap == Overlap::AllowAll;
+    let claimed_at = now.trunc_subsecs(3);
+    let runs: Vec<RunRecord> = occurrences
+        .iter()
+        .map(|at| {
+            let status = if at_once {
+                RunStatus::Pending
+            } else {
+                RunStatus::Buffered
+            };
+            RunRecord {
+                claimed_at,
+                lease_until: at_once.then_some(claimed_at),
+                ..run_of(schedule, jobstore, *at, status)
+            }
+        })
+        .collect();
+    let queued = found
+        .store
+        .queue_runs(&runs, now)
+        .await
+        .map_err(storage_error)? as u32;
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %id, %owner, queued, in_range = runs.len(), "schedule backfilled");
+    Ok(Backfill {
+        queued,
+        already_in_ledger: runs.len() as u32 - queued,
+    })
+}
+
+/// The filters of `list_runs`.
+pub(super) struct RunListing {
+    pub status: Option<scheduler_api::RunStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub(super) async fn list_runs(
+    app: &App,
+    extensions: &Extensions,
+    schedule_id: &str,
+    owner: &str,
+    listing: RunListing,
+) -> Result<RunPage, SchedulerError> {
+    let limit = check_limit(listing.limit)?;
+    let before = match &listing.cursor {
+        Some(cursor) => Some(
+            DateTime::parse_from_rfc3339(cursor)
+                .map_err(|_| {
+                    SchedulerError::Value(format!(
+                        "cursor '{cursor}' is not one list_runs gave out"
+                    ))
+                })?
+                .with_timezone(&Utc),
+        ),
+        None => None,
+    };
+    let found = owned(app, schedule_id, owner, extensions, Access::Read).await?;
+    let filter = RunFilter {
+        status: listing.status.map(status_of),
+        since: listing.since,
+        before,
+        limit: limit + 1,
+    };
+    let mut runs = found
+        .store
+        .runs(schedule_id, &filter)
+        .await
+        .map_err(storage_error)?;
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next_cursor = more
+        .then(|| {
+            runs.last().map(|run| {
+                run.scheduled_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+        })
+        .flatten();
+    Ok(RunPage {
+        runs: runs.iter().map(run_to_api).collect(),
+        next_cursor,
+    })
+}
+
+/// A schedule as the API shows it, in its zone, with its next fire times.
+pub(super) fn view(
+    schedule: &Schedule,
+    jobstore: StoreName,
+    last_run: Option<scheduler_api::ScheduleRun>,
+) -> scheduler_api::Schedule {
+    let zone_name = schedule.trigger.timezone_name().to_string();
+    let zone = triggers::parse_timezone(&zone_name).unwrap_or(chrono_tz::Tz::UTC);
+    let mut upcoming = Vec::new();
+    if let (false, Some(first), Ok(trigger)) = (
+        schedule.paused,
+        schedule.next_run_at,
+        schedule.trigger.compile(),
+    ) {
+        let mut at = Some(first);
+        while let Some(next) = at.filter(|_| upcoming.len() < UPCOMING) {
+            upcoming.push(next.with_timezone(&zone).fixed_offset());
+            at = trigger.next_after(next);
+        }
+    }
+    let policy = &schedule.policy;
+    scheduler_api::Schedule {
+        id: schedule.id.clone(),
+        name: schedule.name.clone(),
+        owner: schedule.owner.clone(),
+        jobstore: jobstore.as_str().to_string(),
+        trigger: schedule.trigger.clone(),
+        target: schedule.target.clone(),
+        policy: SchedulePolicy {
+            coalesce: Some(policy.coalesce),
+            misfire_grace_secs: policy.misfire_grace_secs,
+            overlap: Some(policy.overlap),
+            jitter_secs: Some(policy.jitter_secs),
+            attempts: policy.attempts,
+            backoff_ms: policy.backoff_ms,
+        },
+        tags: schedule.tags.clone(),
+        paused: schedule.paused,
+        paused_reason: schedule.paused_reason.clone(),
+        timezone: zone_name,
+        next_run_time: schedule
+            .next_run_at
+            .filter(|_| !schedule.paused)
+            .map(|at| at.with_timezone(&zone).fixed_offset()),
+        next_fire_times: upcoming,
+        created_at: schedule.created_at,
+        declared: schedule.owner == SYSTEM_OWNER,
+        last_run,
+    }
+}
+
+/// A ledger row for an occurrence of `schedule` started outside a claim.
+fn run_of(
+    schedule: &Schedule,
+    jobstore: StoreName,
+    at: DateTime<Utc>,
+    status: RunStatus,
+) -> RunRecord {
+    RunRecord {
+        schedule_id: schedule.id.clone(),
+        scheduled_time: at,
+        jobstore,
+        owner: schedule.owner.clone(),
+        target: schedule.target.clone(),
+        policy: schedule.policy,
+        status,
+        detail: None,
+        attempts: 0,
+        claimed_at: at,
+        lease_until: None,
+        finished_at: None,
+    }
+}
+
+/// The schedule `id` in whichever store holds it.
+async fn find(app: &App, id: &str) -> Result<Option<Found>, SchedulerError> {
+    for store in app.stores.all() {
+        if let Some(schedule) = store.get(id).await.map_err(storage_error)? {
+            return Ok(Some(Found {
+                store: store.clone(),
+                schedule,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The schedule `id`, once `owner` (or the admin token) may do `access` with it.
+async fn owned(
+    app: &App,
+    id: &str,
+    owner: &str,
+    extensions: &Extensions,
+    access: Access,
+) -> Result<Found, SchedulerError> {
+    let found = find(app, id).await?.ok_or_else(|| not_found(id))?;
+    authorize(&found.schedule, owner, extensions, access)?;
+    Ok(found)
+}
+
+fn authorize(
+    schedule: &Schedule,
+    owner: &str,
+    extensions: &Extensions,
+    access: Access,
+) -> Result<(), SchedulerError> {
+    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
+    if schedule.owner == SYSTEM_OWNER {
+        return match access {
+            Access::Read => Ok(()),
+            Access::Run if admin => Ok(()),
+            _ => Err(SchedulerError::NotAuthorized(format!(
+                "schedule '{}' is declared in the configuration and read-only through the API",
+                schedule.id
+            ))),
+        };
+    }
+    if schedule.owner != owner && !admin {
+        return Err(SchedulerError::NotAuthorized(format!(
+            "schedule '{}' belongs to another owner",
+            schedule.id
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a target given through the API: an endpoint that is configured, never a raw URL.
+fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
+    target.validate(false).map_err(SchedulerError::Value)?;
+    let outbound = &app.dispatcher.outbound;
+    match target {
+        Target::SystemTask { .. } => Err(SchedulerError::Value(
+            "system_task targets are declared in the configuration, not created through the API"
+                .into(),
+        )),
+        Target::GraphExecution {
+            input_data,
+            input_credentials,
+            ..
+        } => {
+            for (field, value) in [
+                ("input_data", input_data),
+                ("input_credentials", input_credentials),
+            ] {
+                if !value.is_object() {
+                    return Err(SchedulerError::Value(format!(
+                        "target.{field} must be a JSON object, got {}",
+                        crate::json::kind(value)
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Target::Rpc { endpoint, .. } | Target::Http { endpoint, .. } => {
+            let name = endpoint.as_deref().unwrap_or_default();
+            if outbound.has_endpoint(name) {
+                return Ok(());
+            }
+            let known = outbound.endpoint_names();
+            Err(SchedulerError::Value(if known.is_empty() {
+                format!("unknown endpoint '{name}': the scheduler has no [endpoints] configured")
+            } else {
+                format!(
+                    "unknown endpoint '{name}': configured endpoints are {}",
+                    known.join(", ")
+                )
+            }))
+        }
+        Target::RedisPublish { .. } if !outbound.has_redis() => Err(SchedulerError::Value(
+            "redis_publish targets need redis.url in the scheduler's configuration".into(),
+        )),
+        Target::RedisPublish { .. } => Ok(()),
+    }
+}
+
+/// `base` with the fields a caller gave, checked.
+fn merge_policy(base: Policy, given: Option<SchedulePolicy>) -> Result<Policy, SchedulerError> {
+    let Some(given) = given else {
+        return Ok(base);
+    };
+    let policy = Policy {
+        coalesce: given.coalesce.unwrap_or(base.coalesce),
+        misfire_grace_secs: given.misfire_grace_secs.or(base.misfire_grace_secs),
+        overlap: given.overlap.unwrap_or(base.overlap),
+        jitter_secs: given.jitter_secs.unwrap_or(base.jitter_secs),
+        attempts: given.attempts.or(base.attempts),
+        backoff_ms: given.backoff_ms.or(base.backoff_ms),
+    };
+    policy.validate().map_err(SchedulerError::Value)?;
+    Ok(policy)
+}
+
+/// The next fire of a trigger after `now`, once it compiles.
+fn next_run(
+    trigger: &TriggerSpec,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, SchedulerError> {
+    let compiled = trigger
+        .compile()
+        .map_err(|e| SchedulerError::Value(format!("trigger: {e}")))?;
+    Ok(compiled.next_after(now))
+}
+
+fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
+    match name.unwrap_or("execution") {
+        "execution" => Ok(StoreName::Execution),
+        "batched_notifications" => Ok(StoreName::BatchedNotifications),
+        other => Err(SchedulerError::Value(format!(
+            "jobstore '{other}' is not one of execution, batched_notifications"
+        ))),
+    }
+}
+
+fn status_of(status: scheduler_api::RunStatus) -> RunStatus {
+    use scheduler_api::RunStatus as Api;
+    match status {
+        Api::Pending => RunStatus::Pending,
+        Api::Buffered => RunStatus::Buffered,
+        Api::Dispatched => RunStatus::Dispatched,
+        Api::Failed => RunStatus::Failed,
+        Api::Skipped => RunStatus::Skipped,
+        Api::Coalesced => RunStatus::Coalesced,
+    }
+}
+
+fn check_limit(limit: Option<u32>) -> Result<usize, SchedulerError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(SchedulerError::Value(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(limit as usize)
+}
+
+fn check_tags(tags: Vec<String>) -> Result<Vec<String>, SchedulerError> {
+    if tags.len() > MAX_TAGS {
+        return Err(SchedulerError::Value(format!(
+            "at most {MAX_TAGS} tags, got {}",
+            tags.len()
+        )));
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if tag.trim().is_empty() || tag.len() > MAX_TAG_LEN {
+            return Err(SchedulerError::Value(format!(
+                "a tag is 1 to {MAX_TAG_LEN} bytes, got '{tag}'"
+            )));
+        }
+        if !checked.contains(&tag) {
+            checked.push(tag);
+        }
+    }
+    Ok(checked)
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
+    if value.trim().is_empty() {
+        return Err(SchedulerError::Value(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(SchedulerError::Value(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn not_found(id: &str) -> SchedulerError {
+    SchedulerError::NotFound(format!("schedule '{id}' not found"))
+}
+
+fn already_exists(id: &str) -> SchedulerError {
+    SchedulerError::AlreadyExists(format!(
+        "a schedule with id '{id}' already exists; pass replace_existing to replace it"
+    ))
+}
