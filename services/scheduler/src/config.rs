@@ -13,6 +13,7 @@ use service_kit::config::{
     duration,
 };
 
+use crate::declared::ScheduleDeclaration;
 use crate::tasks::SystemTasksConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub struct Config {
     /// of its choosing.
     pub endpoints: BTreeMap<String, EndpointConfig>,
     pub redis: RedisConfig,
+    /// Schedules declared here (`[[schedules]]`): registered at start, replaced when changed,
+    /// removed when no longer declared, read-only through the API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleDeclaration>,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -70,6 +75,7 @@ impl Default for Config {
             system_tasks: SystemTasksConfig::default(),
             endpoints: BTreeMap::new(),
             redis: RedisConfig::default(),
+            schedules: Vec::new(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -117,6 +123,7 @@ impl ServiceConfig for Config {
         {
             bail!("redis.url must start with redis:// or rediss://");
         }
+        crate::declared::validate(self)?;
         Ok(())
     }
 

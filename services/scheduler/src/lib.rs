@@ -7,6 +7,7 @@
 pub mod app;
 pub mod compat;
 pub mod config;
+pub mod declared;
 pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
@@ -52,9 +53,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
     ]);
     let metrics = telemetry::install()?;
-    let tasks = tasks::register(&stores, &config.system_tasks, chrono::Utc::now())
-        .await
-        .context("registering the system tasks")?;
+    let tasks = tasks::register(
+        &stores,
+        &config.system_tasks,
+        &config.schedules,
+        chrono::Utc::now(),
+    )
+    .await
+    .context("registering the declared schedules and system tasks")?;
     let (stop, stopped) = service_kit::shutdown::channel();
     let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
     let (engine_down, engine_stopped) = watch::channel(None);

@@ -164,7 +164,7 @@ pub(super) async fn owned_schedule(
         .get(schedule_id)
         .await
         .map_err(storage_error)?
-        .filter(|s| s.target.graph_id().is_some())
+        .filter(|s| s.target.graph_id().is_some() && s.owner != scheduler_api::SYSTEM_OWNER)
         .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
     if schedule.owner != user_id {
         return Err(SchedulerError::NotAuthorized(

@@ -226,16 +226,14 @@ impl TaskDeclaration {
                 expression: expression.clone(),
                 timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
             },
+            // Anchored when registered: the first fire is one interval later.
             (None, Some(every_secs)) => triggers::TriggerKind::Interval {
                 every_secs,
-                anchor: Some(
-                    chrono::SubsecRound::trunc_subsecs(now, 0)
-                        + chrono::TimeDelta::seconds(every_secs.min(i64::MAX as u64) as i64),
-                ),
+                anchor: None,
             },
         };
         let spec = triggers::TriggerSpec::from(spec);
-        spec.compile()?;
+        spec.clone().anchored(now).compile()?;
         Ok(Some(spec))
     }
 }

@@ -84,8 +84,29 @@ impl Daemon {
         executor_url: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::launch(db, url, executor_url, env, &[]).await
+    }
+
+    /// Starts the binary on `db` with `--config file`.
+    pub(crate) async fn start_with_config(
+        db: &TestDb,
+        file: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let file = file.to_str().unwrap();
+        Daemon::launch(db, &db.url, "http://127.0.0.1:9/", env, &["--config", file]).await
+    }
+
+    async fn launch(
+        db: &TestDb,
+        url: &str,
+        executor_url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let process = test_support::Launch::new(env!("CARGO_BIN_EXE_scheduler"), db.dir.path())
             .args(["--database-url", url, "--executor-url", executor_url])
+            .args(args)
             .env("SCHEDULER__EXECUTOR__RETRY_DELAY", "50ms")
             .env("SCHEDULER__EXECUTOR__TIMEOUT", "5s")
             .env("SCHEDULER__LOG__LEVEL", "info,scheduler=debug")

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod compat;
+mod declared;
 mod firing;
 mod general;
 mod hardening;

@@ -1,0 +1,249 @@
+//! Declared schedules: `[[schedules]]` in the configuration and the system tasks, stored as
+//! schedules owned by `system`. [`sync`] makes the stores hold exactly what is declared at
+//! start: it adds what is missing, replaces what changed (keeping the next run when the trigger
+//! did not change) and removes system schedules no longer declared. Running it again changes
+//! nothing, so restarts and replicas never duplicate a declared schedule.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, SubsecRound, Utc};
+use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, StoreName, Target};
+use scheduler_api::SYSTEM_OWNER;
+use serde::{Deserialize, Serialize};
+use triggers::{TriggerKind, TriggerSpec};
+
+use crate::config::Config;
+use crate::stores::Stores;
+
+/// One `[[schedules]]` entry. Its target may name a configured endpoint or, unlike the API, a
+/// raw `url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDeclaration {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub trigger: TriggerSpec,
+    pub target: Target,
+    #[serde(default)]
+    pub policy: Policy,
+    /// Default `execution`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobstore: Option<StoreName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl ScheduleDeclaration {
+    /// The schedule this declaration stands for, as registered at `now`.
+    pub fn schedule(&self, now: DateTime<Utc>) -> Declared {
+        declared(
+            self.jobstore.unwrap_or(StoreName::Execution),
+            Schedule {
+                id: self.id.clone(),
+                name: self.name.clone().unwrap_or_else(|| self.id.clone()),
+                owner: SYSTEM_OWNER.to_string(),
+                trigger: self.trigger.clone(),
+                target: self.target.clone(),
+                policy: self.policy,
+                tags: self.tags.clone(),
+                paused: false,
+                paused_reason: None,
+                next_run_at: None,
+                created_at: now,
+            },
+            now,
+        )
+    }
+
+    /// Checks the declaration against the rest of the configuration, naming what is wrong.
+    fn validate(&self, config: &Config) -> anyhow::Result<()> {
+        if self.id.trim().is_empty() {
+            bail!("an id must not be empty");
+        }
+        self.trigger
+            .clone()
+            .anchored(Utc::now())
+            .compile()
+            .context("trigger")?;
+        self.target.validate(true).map_err(anyhow::Error::msg)?;
+        self.policy.validate().map_err(anyhow::Error::msg)?;
+        match &self.target {
+            Target::Rpc {
+                endpoint: Some(name),
+                ..
+            }
+            | Target::Http {
+                endpoint: Some(name),
+                ..
+            } if !config.endpoints.contains_key(name) => {
+                bail!("target.endpoint '{name}' is not configured: add [endpoints.{name}]")
+            }
+            Target::RedisPublish { .. } if config.redis.url.is_none() => {
+                bail!("a redis_publish target needs redis.url")
+            }
+            Target::SystemTask { task, .. } if crate::tasks::SystemTask::parse(task).is_none() => {
+                bail!("target.task '{task}' is not a system task")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks every `[[schedules]]` entry, and that no id is declared twice (system tasks
+/// included).
+pub fn validate(config: &Config) -> anyhow::Result<()> {
+    let mut seen: HashSet<String> = config
+        .system_tasks
+        .declarations()
+        .into_iter()
+        .map(|task| task.id)
+        .collect();
+    for declaration in &config.schedules {
+        declaration
+            .validate(config)
+            .with_context(|| format!("schedules: '{}'", declaration.id))?;
+        if !seen.insert(declaration.id.clone()) {
+            bail!(
+                "schedules: the id '{}' is declared twice (or is a system task's)",
+                declaration.id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A schedule to hold in a store because the configuration declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declared {
+    pub jobstore: StoreName,
+    /// The trigger as declared: an interval may have no anchor.
+    pub trigger: TriggerSpec,
+    /// As registered now: anchored, with its next run.
+    pub schedule: Schedule,
+}
+
+/// A declared schedule anchored and with its next run as of `now`.
+pub fn declared(jobstore: StoreName, mut schedule: Schedule, now: DateTime<Utc>) -> Declared {
+    let now = now.trunc_subsecs(0);
+    let trigger = schedule.trigger.clone();
+    schedule.trigger = trigger.clone().anchored(now);
+    schedule.next_run_at = schedule
+        .trigger
+        .compile()
+        .ok()
+        .and_then(|trigger| trigger.next_after(now));
+    Declared {
+        jobstore,
+        trigger,
+        schedule,
+    }
+}
+
+/// Makes the stores hold exactly `wanted`. Returns, by id, why a declared schedule could not
+/// be registered (its jobstore is not served, or a user's schedule has its id).
+pub async fn sync(
+    stores: &Stores,
+    wanted: &[Declared],
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut refused = HashMap::new();
+    let mut keep = HashSet::new();
+    for declared in wanted {
+        let id = &declared.schedule.id;
+        let Some(store) = stores.get(declared.jobstore) else {
+            let reason = format!("jobstore '{}' is not served", declared.jobstore.as_str());
+            refused.insert(id.clone(), reason);
+            continue;
+        };
+        match ensure(store, declared).await? {
+            Some(reason) => {
+                tracing::error!(schedule_id = %id, %reason, "declared schedule not registered");
+                refused.insert(id.clone(), reason);
+            }
+            None => {
+                keep.insert(id.clone());
+            }
+        }
+    }
+    remove_undeclared(stores, &keep).await?;
+    Ok(refused)
+}
+
+/// Adds or replaces one declared schedule; says why it cannot, or `None` once it is there.
+async fn ensure(
+    store: &Arc<dyn JobStore>,
+    declared: &Declared,
+) -> Result<Option<String>, StoreError> {
+    let wanted = &declared.schedule;
+    let id = &wanted.id;
+    let Some(existing) = store.get(id).await? else {
+        return match store.insert(wanted).await {
+            Ok(()) => {
+                tracing::info!(schedule_id = %id, jobstore = store.jobstore().as_str(), next_run_at = ?wanted.next_run_at, "declared schedule registered");
+                Ok(None)
+            }
+            // Another replica registered it at the same moment.
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(error) => Err(error),
+        };
+    };
+    if existing.owner != SYSTEM_OWNER {
+        return Ok(Some(format!("the id '{id}' is taken by a user's schedule")));
+    }
+    let same_trigger = fires_alike(&existing.trigger, &declared.trigger);
+    // A schedule the engine parked (paused, or without a next run) is renewed.
+    let healthy = !existing.paused && existing.next_run_at.is_some();
+    if same_trigger
+        && healthy
+        && existing.target == wanted.target
+        && existing.policy == wanted.policy
+        && existing.name == wanted.name
+        && existing.tags == wanted.tags
+    {
+        tracing::debug!(schedule_id = %id, next_run_at = ?existing.next_run_at, "declared schedule unchanged");
+        return Ok(None);
+    }
+    let mut replacement = wanted.clone();
+    if same_trigger && healthy {
+        // The same trigger keeps its anchor and its next run.
+        replacement.trigger = existing.trigger.clone();
+        replacement.next_run_at = existing.next_run_at;
+    }
+    store.replace(&replacement).await?;
+    tracing::info!(schedule_id = %id, next_run_at = ?replacement.next_run_at, kept_next_run = same_trigger && healthy, "declared schedule changed; replaced in place");
+    Ok(None)
+}
+
+/// Two triggers fire alike: intervals declared without an anchor compare by period and
+/// window, since each registration anchors them at its own start.
+fn fires_alike(stored: &TriggerSpec, declared: &TriggerSpec) -> bool {
+    match (&stored.kind, &declared.kind) {
+        (
+            TriggerKind::Interval { every_secs: a, .. },
+            TriggerKind::Interval {
+                every_secs: b,
+                anchor: None,
+            },
+        ) => a == b && stored.start_at == declared.start_at && stored.end_at == declared.end_at,
+        _ => stored == declared,
+    }
+}
+
+async fn remove_undeclared(stores: &Stores, keep: &HashSet<String>) -> Result<(), StoreError> {
+    let filter = ListFilter {
+        owner: Some(SYSTEM_OWNER.to_string()),
+        include_inactive: true,
+        ..ListFilter::default()
+    };
+    for store in stores.all() {
+        for schedule in store.list(&filter).await? {
+            if !keep.contains(&schedule.id) {
+                store.delete(&schedule.id).await?;
+                tracing::info!(schedule_id = %schedule.id, jobstore = store.jobstore().as_str(), "no longer declared (or disabled); its schedule is removed, its runs kept");
+            }
+        }
+    }
+    Ok(())
+}
