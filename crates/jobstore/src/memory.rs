@@ -395,4 +395,61 @@ impl JobStore for MemoryStore {
     async fn count(&self) -> Result<u64, StoreError> {
         Ok(self.state.lock().await.schedules.len() as u64)
     }
+
+    async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let old: Vec<_> = state
+            .runs
+            .iter()
+            .filter(|(_, run)| is_finished(run) && run.finished_at.is_some_and(|at| at < before))
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &old {
+            state.runs.remove(key);
+        }
+        Ok(old.len() as u64)
+    }
+
+    async fn over_keep(&self, keep: usize, limit: usize) -> Result<Vec<String>, StoreError> {
+        let state = self.state.lock().await;
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for ((id, _), run) in &state.runs {
+            if is_finished(run) {
+                *counts.entry(id.as_str()).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .filter(|(id, count)| *count > keep && state.schedules.contains_key(*id))
+            .map(|(id, _)| id.to_string())
+            .take(limit)
+            .collect())
+    }
+
+    async fn trim_runs(
+        &self,
+        schedule_id: &str,
+        keep: usize,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let excess: Vec<_> = state
+            .schedule_runs(schedule_id)
+            .rev()
+            .filter(|run| is_finished(run))
+            .skip(keep)
+            .map(|run| (run.schedule_id.clone(), run.scheduled_time))
+            .collect();
+        let oldest_first = excess.into_iter().rev().take(limit).collect::<Vec<_>>();
+        for key in &oldest_first {
+            state.runs.remove(key);
+        }
+        Ok(oldest_first.len() as u64)
+    }
+}
+
+/// Whether a ledger row has ended (retention never deletes one in progress or waiting).
+fn is_finished(run: &RunRecord) -> bool {
+    !matches!(run.status, RunStatus::Pending | RunStatus::Buffered)
 }

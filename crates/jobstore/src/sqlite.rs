@@ -542,4 +542,55 @@ impl JobStore for SqliteStore {
         let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
+
+    async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM schedule_runs WHERE rowid IN (SELECT rowid FROM schedule_runs \
+             WHERE finished_at < ?2 AND jobstore = ?1 AND status NOT IN ('pending', 'buffered') \
+             LIMIT ?3)",
+        )
+        .bind(self.jobstore.as_str())
+        .bind(millis(before))
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn over_keep(&self, keep: usize, limit: usize) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT r.schedule_id FROM schedule_runs AS r JOIN {} AS s ON s.id = r.schedule_id \
+             WHERE r.jobstore = ?1 AND r.status NOT IN ('pending', 'buffered') \
+             GROUP BY r.schedule_id HAVING count(*) > ?2 LIMIT ?3",
+            self.table()
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(self.jobstore.as_str())
+            .bind(keep as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn trim_runs(
+        &self,
+        schedule_id: &str,
+        keep: usize,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM schedule_runs WHERE rowid IN (SELECT rowid FROM schedule_runs \
+             WHERE schedule_id = ?1 AND status NOT IN ('pending', 'buffered') \
+             AND scheduled_time < (SELECT scheduled_time FROM schedule_runs WHERE schedule_id = ?1 \
+             AND status NOT IN ('pending', 'buffered') ORDER BY scheduled_time DESC \
+             LIMIT 1 OFFSET ?2) \
+             ORDER BY scheduled_time LIMIT ?3)",
+        )
+        .bind(schedule_id)
+        .bind(keep.saturating_sub(1) as i64)
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -134,4 +134,22 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// How many schedules the store holds.
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Deletes at most `limit` of this store's ledger rows that finished before `before`
+    /// (never a pending or buffered one); returns how many.
+    async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
+
+    /// The schedules of this store with more than `keep` finished ledger rows, at most `limit`
+    /// of them.
+    /// A deleted schedule's rows are left to age out.
+    async fn over_keep(&self, keep: usize, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes at most `limit` of a schedule's finished ledger rows beyond its newest `keep`
+    /// finished ones, oldest first; returns how many.
+    async fn trim_runs(
+        &self,
+        schedule_id: &str,
+        keep: usize,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
 }

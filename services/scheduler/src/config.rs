@@ -14,6 +14,7 @@ use service_kit::config::{
 };
 
 use crate::declared::ScheduleDeclaration;
+use crate::retention::LedgerConfig;
 use crate::tasks::SystemTasksConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,8 @@ pub struct Config {
     /// removed when no longer declared, read-only through the API.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleDeclaration>,
+    /// The run ledger's retention.
+    pub ledger: LedgerConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -76,6 +79,7 @@ impl Default for Config {
             endpoints: BTreeMap::new(),
             redis: RedisConfig::default(),
             schedules: Vec::new(),
+            ledger: LedgerConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -123,7 +127,18 @@ impl ServiceConfig for Config {
         {
             bail!("redis.url must start with redis:// or rediss://");
         }
-        crate::declared::validate(self)?;
+        self.ledger.validate()?;
+        let context = crate::declared::Checks {
+            endpoints: self.endpoints.keys().map(String::as_str).collect(),
+            redis: self.redis.url.is_some(),
+            taken: self
+                .system_tasks
+                .declarations()
+                .into_iter()
+                .map(|task| task.id)
+                .collect(),
+        };
+        crate::declared::validate(&self.schedules, &context)?;
         Ok(())
     }
 

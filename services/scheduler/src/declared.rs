@@ -7,15 +7,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, StoreName, Target};
 use scheduler_api::SYSTEM_OWNER;
 use serde::{Deserialize, Serialize};
 use triggers::{TriggerKind, TriggerSpec};
 
-use crate::config::Config;
 use crate::stores::Stores;
+
+/// What declarations are checked against: the rest of the configuration.
+pub struct Checks<'a> {
+    /// The names of the configured endpoints.
+    pub endpoints: Vec<&'a str>,
+    /// Whether `redis.url` is set.
+    pub redis: bool,
+    /// Ids already declared elsewhere (the system tasks').
+    pub taken: Vec<String>,
+}
 
 /// One `[[schedules]]` entry. Its target may name a configured endpoint or, unlike the API, a
 /// raw `url`.
@@ -59,7 +68,7 @@ impl ScheduleDeclaration {
     }
 
     /// Checks the declaration against the rest of the configuration, naming what is wrong.
-    fn validate(&self, config: &Config) -> anyhow::Result<()> {
+    fn validate(&self, context: &Checks<'_>) -> anyhow::Result<()> {
         if self.id.trim().is_empty() {
             bail!("an id must not be empty");
         }
@@ -78,13 +87,15 @@ impl ScheduleDeclaration {
             | Target::Http {
                 endpoint: Some(name),
                 ..
-            } if !config.endpoints.contains_key(name) => {
+            } if !context.endpoints.contains(&name.as_str()) => {
                 bail!("target.endpoint '{name}' is not configured: add [endpoints.{name}]")
             }
-            Target::RedisPublish { .. } if config.redis.url.is_none() => {
+            Target::RedisPublish { .. } if !context.redis => {
                 bail!("a redis_publish target needs redis.url")
             }
-            Target::SystemTask { task, .. } if crate::tasks::SystemTask::parse(task).is_none() => {
+            Target::SystemTask { task, .. }
+                if !scheduler_api::SYSTEM_TASKS.contains(&task.as_str()) =>
+            {
                 bail!("target.task '{task}' is not a system task")
             }
             _ => Ok(()),
@@ -94,16 +105,11 @@ impl ScheduleDeclaration {
 
 /// Checks every `[[schedules]]` entry, and that no id is declared twice (system tasks
 /// included).
-pub fn validate(config: &Config) -> anyhow::Result<()> {
-    let mut seen: HashSet<String> = config
-        .system_tasks
-        .declarations()
-        .into_iter()
-        .map(|task| task.id)
-        .collect();
-    for declaration in &config.schedules {
+pub fn validate(schedules: &[ScheduleDeclaration], context: &Checks<'_>) -> anyhow::Result<()> {
+    let mut seen: HashSet<String> = context.taken.iter().cloned().collect();
+    for declaration in schedules {
         declaration
-            .validate(config)
+            .validate(context)
             .with_context(|| format!("schedules: '{}'", declaration.id))?;
         if !seen.insert(declaration.id.clone()) {
             bail!(

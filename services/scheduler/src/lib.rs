@@ -15,6 +15,7 @@ pub mod health;
 pub mod json;
 pub mod leader;
 pub mod openrpc;
+pub mod retention;
 pub mod rpc;
 pub mod server;
 pub mod stores;
@@ -84,6 +85,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(sole) = &sole {
         tracing::info!(lock = %sole.path().display(), "sole process on this SQLite store");
     }
+    let pruner = tokio::spawn(retention::run(
+        stores.clone(),
+        config.ledger.clone(),
+        leading.clone(),
+        stopped.clone(),
+    ));
     let engine = Engine::new(
         stores,
         app.dispatcher.clone(),
@@ -117,6 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Some(election) = election {
             let _ = election.await;
         }
+        let _ = pruner.await;
         anyhow::Ok(())
     };
     match tokio::time::timeout(grace + SHUTDOWN_SLACK, stopping).await {

@@ -105,6 +105,11 @@ fn describe() {
         "Latency of the engine's store calls."
     );
     metrics::describe_gauge!("scheduler_leader", "1 while this replica leads.");
+    metrics::describe_counter!(
+        "scheduler_ledger_rows_deleted_total",
+        "Run ledger rows deleted by the retention: by age (ledger.retention) or by count \
+         (ledger.keep_per_schedule)."
+    );
     metrics::describe_gauge!(
         "scheduler_database_up",
         "1 while the engine's last store call succeeded."
@@ -159,6 +164,13 @@ pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
                 metrics.rejected.increment(1);
             }
         }
+    }
+}
+
+/// Ledger rows deleted by the retention, by rule (`age`, `count`).
+pub fn pruned(rule: &'static str, rows: u64) {
+    if rows > 0 {
+        counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(rows);
     }
 }
 

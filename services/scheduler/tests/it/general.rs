@@ -761,3 +761,108 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         runs.runs
     );
 }
+
+/// The value of a counter in the daemon's `/metrics`, 0 when it is absent.
+async fn counter(daemon: &Daemon, series: &str) -> f64 {
+    let scrape = reqwest::get(format!("{}/metrics", daemon.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_is_pruned_by_count_and_by_age_while_firing_goes_on() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let backend = StubBackend::start().await;
+    let every_second = || {
+        TriggerSpec::from(TriggerKind::Interval {
+            every_secs: 1,
+            anchor: Some(soon(1)),
+        })
+    };
+    let finished = |client: SchedulerClient| async move {
+        let page = client
+            .list_runs("tick", "alice", RunQuery::default())
+            .await
+            .unwrap();
+        page.runs
+            .into_iter()
+            .filter(|r| r.finished_at.is_some())
+            .collect::<Vec<_>>()
+    };
+
+    // By count: at most 3 finished runs kept.
+    let env = [
+        ("SCHEDULER__ENDPOINTS__BACKEND__URL", backend.url.as_str()),
+        ("SCHEDULER__LEDGER__KEEP_PER_SCHEDULE", "3"),
+        ("SCHEDULER__LEDGER__PRUNE_EVERY", "200ms"),
+    ];
+    let mut daemon = Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await;
+    let client = daemon.client();
+    let mut new = NewSchedule::new("alice", every_second(), http("/tick"));
+    new.id = Some("tick".into());
+    client.create_schedule(new).await.unwrap();
+    backend.wait_for("/tick", 8, Duration::from_secs(60)).await;
+    test_support::wait_until("the ledger trimmed to 3", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let runs = finished(client).await;
+            (runs.len() <= 3)
+                .then_some(())
+                .ok_or(format!("{} finished runs", runs.len()))
+        }
+    })
+    .await;
+    assert!(
+        counter(
+            &daemon,
+            "scheduler_ledger_rows_deleted_total{rule=\"count\"}"
+        )
+        .await
+            >= 5.0
+    );
+    let calls = backend.requests("/tick").len();
+    backend
+        .wait_for("/tick", calls + 2, Duration::from_secs(30))
+        .await;
+    assert!(
+        backend.requests("/tick").len() >= calls + 2,
+        "firing goes on"
+    );
+    daemon.terminate();
+
+    // By age: nothing finished more than 2 s ago is kept.
+    let env = [
+        ("SCHEDULER__ENDPOINTS__BACKEND__URL", backend.url.as_str()),
+        ("SCHEDULER__LEDGER__RETENTION", "2s"),
+        ("SCHEDULER__LEDGER__PRUNE_EVERY", "200ms"),
+    ];
+    let daemon = Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await;
+    let client = daemon.client();
+    let calls = backend.requests("/tick").len();
+    backend
+        .wait_for("/tick", calls + 4, Duration::from_secs(60))
+        .await;
+    test_support::wait_until("old runs aged out", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let runs = finished(client).await;
+            let horizon = Utc::now() - TimeDelta::milliseconds(2600);
+            let old = runs
+                .iter()
+                .filter(|r| r.finished_at.is_some_and(|at| at < horizon))
+                .count();
+            (old == 0 && !runs.is_empty())
+                .then_some(())
+                .ok_or(format!("{old} old of {} finished", runs.len()))
+        }
+    })
+    .await;
+    assert!(counter(&daemon, "scheduler_ledger_rows_deleted_total{rule=\"age\"}").await >= 1.0);
+}
