@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
-use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, free_port};
+use crate::helpers::{Answer, Backend, Daemon, StubBackend, StubExecutor, TestDb, free_port};
 
 /// Engine settings that make a takeover quick enough for a test.
 const FAST: &[(&str, &str)] = &[
@@ -20,34 +20,117 @@ const FAST: &[(&str, &str)] = &[
     ("SCHEDULER__ENGINE__DISPATCH_CONCURRENCY", "16"),
 ];
 
+/// What the replicas fire at, and what it received.
+enum Receiver {
+    Executor(StubExecutor),
+    Backend(StubBackend, &'static str),
+}
+
+impl Receiver {
+    /// Every delivery so far: its idempotency key and when it arrived.
+    fn deliveries(&self) -> Vec<(String, DateTime<Utc>)> {
+        match self {
+            Receiver::Executor(stub) => stub
+                .calls()
+                .into_iter()
+                .map(|c| (text(&c.params["idempotency_key"]), c.received_at))
+                .collect(),
+            Receiver::Backend(backend, path) => backend
+                .requests(path)
+                .into_iter()
+                .map(|r| {
+                    let key = match r.header("idempotency-key") {
+                        Some(key) => key.to_string(),
+                        None => text(&r.body["params"]["idempotency_key"]),
+                    };
+                    (key, r.received_at)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn text(value: &serde_json::Value) -> String {
+    value.as_str().expect("an idempotency key").to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
+    // A busy executor (20 ms a call) keeps dispatches in flight when the replica dies.
+    let stub = StubExecutor::start(Answer::AcceptAfter(20)).await;
+    let url = stub.url.clone();
+    let target = |i: usize| Target::GraphExecution {
+        graph_id: format!("g{i}"),
+        graph_version: 1,
+        input_data: json!({}),
+        input_credentials: json!({}),
+    };
+    deliver_once_across_a_kill(Receiver::Executor(stub), &url, &[], 2_000, target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_targets_are_delivered_once_across_replicas_while_one_is_killed() {
+    let backend = StubBackend::start().await;
+    backend.answer("/job", 200, Duration::from_millis(20));
+    let url = backend.url.clone();
+    let env = [("SCHEDULER__ENDPOINTS__BACKEND__URL", url.as_str())];
+    let target = |i: usize| Target::Http {
+        endpoint: Some("backend".into()),
+        url: None,
+        method: "POST".into(),
+        path: "/job".into(),
+        headers: Default::default(),
+        body: json!({"n": i}),
+        expected_status: "2xx".into(),
+    };
+    let receiver = Receiver::Backend(backend, "/job");
+    deliver_once_across_a_kill(receiver, "http://127.0.0.1:9/", &env, 1_000, target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_targets_are_delivered_once_across_replicas_while_one_is_killed() {
+    let backend = StubBackend::start().await;
+    backend.answer("/rpc", 200, Duration::from_millis(20));
+    let rpc = format!("{}/rpc", backend.url);
+    let env = [("SCHEDULER__ENDPOINTS__JOBS__URL", rpc.as_str())];
+    let target = |i: usize| Target::Rpc {
+        endpoint: Some("jobs".into()),
+        url: None,
+        method: "jobs.run".into(),
+        params: json!({"n": i}).as_object().cloned().unwrap(),
+    };
+    let receiver = Receiver::Backend(backend, "/rpc");
+    deliver_once_across_a_kill(receiver, "http://127.0.0.1:9/", &env, 1_000, target).await;
+}
+
+/// Three replicas on one PostgreSQL fire `occurrences` one-shot schedules 3 ms apart; one is
+/// SIGKILLed midway. Every occurrence is delivered, once, except what the killed replica had
+/// sent and not recorded, which is sent again with the same key.
+async fn deliver_once_across_a_kill(
+    receiver: Receiver,
+    executor_url: &str,
+    env: &[(&str, &str)],
+    occurrences: usize,
+    target: impl Fn(usize) -> Target,
+) {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
-    // A busy executor (20 ms a call) keeps dispatches in flight when the replica dies.
-    let stub = StubExecutor::start(Answer::AcceptAfter(20)).await;
-    const OCCURRENCES: usize = 2_000;
     let database = jobstore::connect(&DatabaseUrl::parse(&db.url).unwrap(), 2)
         .await
         .unwrap();
     let store = jobstore::persisted(&database, StoreName::Execution);
-    // One-shot schedules 3 ms apart, starting once the replicas are up: about 6 s of firing.
+    // One-shot schedules 3 ms apart, starting once the replicas are up.
     let first = Utc::now() + TimeDelta::seconds(4);
-    let schedules: Vec<Schedule> = (0..OCCURRENCES)
+    let schedules: Vec<Schedule> = (0..occurrences)
         .map(|i| {
             let at = first + TimeDelta::milliseconds(3 * i as i64);
             Schedule {
                 id: format!("s{i:04}"),
-                name: "execute_graph".into(),
+                name: format!("s{i:04}"),
                 owner: "u1".into(),
                 trigger: TriggerSpec::from(TriggerKind::Once { at }),
-                target: Target::GraphExecution {
-                    graph_id: format!("g{i}"),
-                    graph_version: 1,
-                    input_data: json!({}),
-                    input_credentials: json!({}),
-                },
+                target: target(i),
                 policy: Policy::default(),
                 paused: false,
                 tags: Vec::new(),
@@ -58,74 +141,71 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
         })
         .collect();
     store.insert_many(&schedules).await.unwrap();
+    let mut settings: Vec<(&str, &str)> = FAST.to_vec();
+    settings.extend_from_slice(env);
 
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(Daemon::start_with(&db, &stub.url, FAST).await);
+        replicas.push(Daemon::start_with(&db, executor_url, &settings).await);
     }
     // Kill one replica in the middle of the firing.
-    let midway = first + TimeDelta::seconds(3);
+    let midway = first + TimeDelta::milliseconds(3 * occurrences as i64 / 2);
     tokio::time::sleep((midway - Utc::now()).to_std().unwrap_or_default()).await;
     // On a busy machine the replicas may start late: make sure the firing has begun.
     let started = Instant::now();
-    while stub.attempts() == 0 {
+    while receiver.deliveries().is_empty() {
         assert!(started.elapsed() < Duration::from_secs(30), "nothing fired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let in_flight_before = stub.attempts();
+    let before = receiver.deliveries().len();
     replicas[1].kill9();
     let killed_at = Utc::now();
     assert!(
-        in_flight_before > 0 && in_flight_before < OCCURRENCES,
-        "the kill came midway ({in_flight_before} calls so far)"
+        before > 0 && before < occurrences,
+        "the kill came midway ({before} calls so far)"
     );
 
-    // Every occurrence reaches the executor; the dead replica's claims are taken over when
-    // their 2 s leases expire.
+    // Every occurrence is delivered; the dead replica's claims are taken over when their
+    // 2 s leases expire.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (per_key, dispatched) = loop {
         let mut per_key: HashMap<String, usize> = HashMap::new();
-        for call in stub.calls() {
-            let key = call.params["idempotency_key"].as_str().unwrap().to_string();
+        for (key, _) in receiver.deliveries() {
             *per_key.entry(key).or_default() += 1;
         }
         let dispatched = count_runs(&database, "dispatched").await;
-        let done = per_key.len() >= OCCURRENCES && dispatched >= OCCURRENCES as i64;
+        let done = per_key.len() >= occurrences && dispatched >= occurrences as i64;
         if done || Instant::now() > deadline {
             break (per_key, dispatched);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert_eq!(per_key.len(), occurrences, "every occurrence was delivered");
     assert_eq!(
-        per_key.len(),
-        OCCURRENCES,
-        "every occurrence reached the executor"
-    );
-    assert_eq!(
-        dispatched, OCCURRENCES as i64,
+        dispatched, occurrences as i64,
         "the ledger shows each occurrence dispatched"
     );
     assert_eq!(
         count_runs(&database, "%").await,
-        OCCURRENCES as i64,
+        occurrences as i64,
         "one ledger row each"
     );
     // A second delivery can only be of a run the killed replica had sent (its outcome not yet
     // recorded), sent again with the same idempotency key: live replicas renew the leases of
     // what they dispatch, however slow the machine, so nothing of theirs is taken over.
-    let calls = stub.calls();
+    let deliveries = receiver.deliveries();
     let late_firsts: Vec<&String> = per_key
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(key, _)| key)
         .filter(|key| {
-            let first = calls
+            let first = deliveries
                 .iter()
-                .filter(|c| c.params["idempotency_key"] == key.as_str())
-                .map(|c| c.received_at)
+                .filter(|(k, _)| k == *key)
+                .map(|(_, at)| *at)
                 .min()
                 .unwrap();
-            // A request the killed replica sent may reach the stub a moment after the kill.
+            // A request the killed replica sent may arrive a moment after the kill.
             first > killed_at + TimeDelta::seconds(1)
         })
         .collect();
