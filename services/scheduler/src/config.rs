@@ -53,6 +53,14 @@ pub struct EndpointConfig {
     /// Per-attempt timeout.
     #[serde(default = "default_endpoint_timeout", with = "duration")]
     pub timeout: Duration,
+    /// `rpc` targets due together are sent as JSON-RPC batch requests of up to this many
+    /// calls (1: one request per call).
+    #[serde(default = "one")]
+    pub batch: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_endpoint_timeout() -> Duration {
@@ -109,6 +117,9 @@ impl ServiceConfig for Config {
         if self.engine.lease < Duration::from_secs(1) {
             bail!("engine.lease must be at least 1s");
         }
+        if !(1..=1000).contains(&self.executor.batch) {
+            bail!("executor.batch must be 1 to 1000");
+        }
         for (name, endpoint) in &self.endpoints {
             if name.is_empty()
                 || !name
@@ -120,6 +131,9 @@ impl ServiceConfig for Config {
             check_http_url(&format!("endpoints.{name}.url"), &endpoint.url)?;
             if endpoint.timeout.is_zero() {
                 bail!("endpoints.{name}.timeout must be more than 0s");
+            }
+            if !(1..=1000).contains(&endpoint.batch) {
+                bail!("endpoints.{name}.batch must be 1 to 1000");
             }
         }
         if let Some(url) = &self.redis.url
@@ -170,6 +184,9 @@ pub struct ExecutorConfig {
     /// The first backoff delay between attempts; it doubles each time.
     #[serde(with = "duration")]
     pub retry_delay: Duration,
+    /// Graph executions due together are sent as JSON-RPC batch requests of up to this many
+    /// `add_graph_execution` calls (1: one request per call).
+    pub batch: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +220,7 @@ impl Default for ExecutorConfig {
             timeout: Duration::from_secs(30),
             retries: 3,
             retry_delay: Duration::from_secs(1),
+            batch: 1,
         }
     }
 }

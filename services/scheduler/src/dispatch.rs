@@ -30,11 +30,70 @@ pub struct Dispatcher {
     tasks: TaskRunner,
     /// The endpoints and the Redis of the outbound targets.
     pub outbound: Outbound,
+    /// Graph executions per batch request to the execution service (1: no batching).
+    executor_batch: usize,
     retries: u32,
     retry_delay: Duration,
 }
 
 impl Dispatcher {
+    /// The batch a run may join: the JSON-RPC service it goes to, and the most calls one
+    /// request to it carries. `None` for a run sent alone (no batching configured, another
+    /// kind of target, or a jittered run, which waits for its own moment).
+    pub fn batch_of(&self, run: &RunRecord) -> Option<(String, usize)> {
+        if run.policy.jitter_secs > 0 {
+            return None;
+        }
+        match &run.target {
+            Target::GraphExecution { .. } if self.executor_batch > 1 => {
+                Some(("executor".to_string(), self.executor_batch))
+            }
+            Target::Rpc {
+                endpoint: Some(name),
+                ..
+            } => self
+                .outbound
+                .batch(name)
+                .filter(|n| *n > 1)
+                .map(|n| (format!("endpoint {name}"), n)),
+            _ => None,
+        }
+    }
+
+    /// One JSON-RPC batch request for runs of one batch ([`Dispatcher::batch_of`]): each
+    /// call's result, in order. A failure of the whole request is every call's failure.
+    pub async fn send_batch(&self, runs: &[RunRecord]) -> Vec<Result<Value, DispatchError>> {
+        let mut calls = Vec::with_capacity(runs.len());
+        let mut service = &self.executor;
+        for run in runs {
+            match &run.target {
+                Target::GraphExecution { .. } => {
+                    calls.push(("add_graph_execution", graph_execution_params(run)));
+                }
+                Target::Rpc {
+                    endpoint: Some(name),
+                    method,
+                    params,
+                    ..
+                } => match self.outbound.rpc_service(name) {
+                    Some(endpoint) => {
+                        service = endpoint;
+                        calls.push((method.as_str(), Outbound::rpc_params(run, params)));
+                    }
+                    None => return vec![self.outbound.unknown(name); runs.len()],
+                },
+                _ => {
+                    let error = DispatchError::Rejected("this target is not batched".into());
+                    return vec![Err(error); runs.len()];
+                }
+            }
+        }
+        match service.call_batch(&calls).await {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); runs.len()],
+        }
+    }
+
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         Self::with_tasks(config, &config.system_tasks)
     }
@@ -49,6 +108,7 @@ impl Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
             tasks: TaskRunner::new(tasks, http),
             outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
+            executor_batch: executor.batch.max(1) as usize,
             retries: executor.retries,
             retry_delay: executor.retry_delay,
         })
@@ -167,16 +227,60 @@ pub async fn dispatch_run(
     dispatcher: &Dispatcher,
     run: &RunRecord,
 ) -> (RunOutcome, Option<serde_json::Value>) {
-    let jobstore = run.jobstore.as_str();
     let started = Instant::now();
-    // Lag counts from the moment the run was due to go, its jitter included.
+    let lag = lag_of(run);
+    telemetry::dispatch_started(run.jobstore.as_str(), lag);
+    let dispatched = dispatcher.dispatch(run).await;
+    conclude(run, dispatched, started, lag)
+}
+
+/// Dispatches runs that share a batched JSON-RPC service ([`Dispatcher::batch_of`]) as one
+/// batch request; a call that fails in the batch is dispatched again alone, with the run's
+/// retries. Outcomes come in the order of `runs`.
+pub async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) -> Vec<RunOutcome> {
+    let started = Instant::now();
+    let lags: Vec<Duration> = runs.iter().map(lag_of).collect();
+    let results = dispatcher.send_batch(runs).await;
+    let outcomes = runs
+        .iter()
+        .zip(lags)
+        .zip(results)
+        .map(|((run, lag), result)| async move {
+            match result {
+                Ok(value) => {
+                    telemetry::dispatch_started(run.jobstore.as_str(), lag);
+                    let dispatched = Dispatched {
+                        result: Ok(value),
+                        attempts: 1,
+                    };
+                    conclude(run, dispatched, started, lag).0
+                }
+                Err(error) => {
+                    tracing::debug!(schedule_id = %run.schedule_id, %error, "a call failed in its batch; sending it alone");
+                    dispatch_run(dispatcher, run).await.0
+                }
+            }
+        });
+    futures::future::join_all(outcomes).await
+}
+
+/// How late a run goes: from the moment it was due to go, its jitter included.
+fn lag_of(run: &RunRecord) -> Duration {
     let jitter = chrono::TimeDelta::from_std(run.policy.jitter_for(&run.idempotency_key()))
         .unwrap_or_default();
-    let lag = (Utc::now() - run.scheduled_time - jitter)
+    (Utc::now() - run.scheduled_time - jitter)
         .to_std()
-        .unwrap_or_default();
-    telemetry::dispatch_started(jobstore, lag);
-    let dispatched = dispatcher.dispatch(run).await;
+        .unwrap_or_default()
+}
+
+/// A dispatch's outcome for the ledger, with its log line and metrics.
+fn conclude(
+    run: &RunRecord,
+    dispatched: Dispatched,
+    started: Instant,
+    lag: Duration,
+) -> (RunOutcome, Option<serde_json::Value>) {
+    let jobstore = run.jobstore.as_str();
     let finished_at = Utc::now();
     let lag_ms = lag.as_millis() as u64;
     let (status, detail, failure, result) = match dispatched.result {

@@ -114,6 +114,83 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Sends `calls` as one JSON-RPC 2.0 batch request; returns each call's result or error
+    /// in the order given. An error for the whole request (unreachable, not a batch answer)
+    /// is the `Err`; a call the answer leaves out is an `Unreachable` error of its own.
+    pub async fn call_batch(
+        &self,
+        calls: &[(&str, Value)],
+    ) -> Result<Vec<Result<Value, DispatchError>>, DispatchError> {
+        let first = self
+            .next_id
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (method, params))| {
+                json!({"jsonrpc": "2.0", "id": first + i as u64, "method": method, "params": params})
+            })
+            .collect();
+        let unreachable = |message: String| {
+            DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
+        };
+        let mut request = self.http.post(&self.url).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
+        }
+        let answers: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
+            unreachable(format!(
+                "the answer to a batch is not a JSON array ({e}): {}",
+                excerpt(&text)
+            ))
+        })?;
+        let mut by_id: std::collections::HashMap<u64, Value> = answers
+            .into_iter()
+            .filter_map(|answer| Some((answer.get("id")?.as_u64()?, answer)))
+            .collect();
+        Ok(calls
+            .iter()
+            .enumerate()
+            .map(|(i, (method, _))| {
+                let Some(mut answer) = by_id.remove(&(first + i as u64)) else {
+                    return Err(unreachable("the batch answer left this call out".into()));
+                };
+                if let Some(error) = answer.get("error") {
+                    let message = error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no message");
+                    let code = error
+                        .get("code")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default();
+                    return Err(DispatchError::Rejected(format!(
+                        "{} refused {method}: {message} (code {code})",
+                        self.service
+                    )));
+                }
+                match answer.get_mut("result") {
+                    Some(result) => Ok(result.take()),
+                    None => Err(unreachable("an answer in the batch has no result".into())),
+                }
+            })
+            .collect())
+    }
+}
+
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

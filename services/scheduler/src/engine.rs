@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::EngineConfig;
-use crate::dispatch::{Dispatcher, dispatch_run};
+use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run};
 use crate::stores::Stores;
 use crate::telemetry;
 
@@ -314,9 +314,7 @@ where
         let count = runs.len();
         telemetry::claimed(store.jobstore().as_str(), kind.label(), count);
         total += count;
-        for run in runs {
-            launcher.start(run).await;
-        }
+        launcher.start_all(runs).await;
         if count < batch {
             return Ok(total);
         }
@@ -333,16 +331,85 @@ struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// Starts dispatching a run unless it is already in flight here (a lease we took over from
-    /// ourselves: reclaiming it only extended the lease).
-    async fn start(&mut self, run: RunRecord) {
-        let key = (run.schedule_id.clone(), run.scheduled_time);
-        {
-            let mut flying = lock(&self.in_flight);
-            if flying.contains_key(&key) {
-                return;
+    /// Starts dispatching runs: those a batched JSON-RPC service takes in batches of up to
+    /// its size, the others one by one.
+    async fn start_all(&mut self, runs: Vec<RunRecord>) {
+        let mut batches: Vec<(String, usize, Vec<RunRecord>)> = Vec::new();
+        for run in runs {
+            let Some((service, size)) = self.dispatcher.batch_of(&run) else {
+                self.start(run).await;
+                continue;
+            };
+            if !self.take_off(&run) {
+                continue;
             }
-            flying.insert(key, run.jobstore);
+            let at = match batches.iter().position(|(s, _, _)| *s == service) {
+                Some(at) => at,
+                None => {
+                    batches.push((service, size, Vec::new()));
+                    batches.len() - 1
+                }
+            };
+            let group = &mut batches[at].2;
+            group.push(run);
+            if group.len() >= size {
+                let full = std::mem::take(group);
+                self.start_batch(full).await;
+            }
+        }
+        for (_, _, rest) in batches {
+            if !rest.is_empty() {
+                self.start_batch(rest).await;
+            }
+        }
+    }
+
+    /// Marks a run in flight; false when it already is here (a lease we took over from
+    /// ourselves: reclaiming it only extended the lease).
+    fn take_off(&self, run: &RunRecord) -> bool {
+        let key = (run.schedule_id.clone(), run.scheduled_time);
+        let mut flying = lock(&self.in_flight);
+        if flying.contains_key(&key) {
+            return false;
+        }
+        flying.insert(key, run.jobstore);
+        true
+    }
+
+    /// Dispatches runs of one batch as one request, in one dispatch slot.
+    async fn start_batch(&mut self, runs: Vec<RunRecord>) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let dispatcher = self.dispatcher.clone();
+        let outcomes = self.outcomes.clone();
+        let stores = self.stores.clone();
+        self.tasks.spawn(async move {
+            let ended = match AssertUnwindSafe(dispatch_batch(&dispatcher, &runs))
+                .catch_unwind()
+                .await
+            {
+                Ok(ended) => ended,
+                Err(panic) => {
+                    let message = jobstore::plan::panic_message(&*panic);
+                    let mut parked = Vec::with_capacity(runs.len());
+                    for run in &runs {
+                        parked.push(park_after_panic(&stores, run, &message).await);
+                    }
+                    parked
+                }
+            };
+            for (run, outcome) in runs.iter().zip(ended) {
+                let _ = outcomes.send((run.jobstore, outcome));
+            }
+            drop(permit);
+        });
+    }
+
+    /// Starts dispatching a run unless it is already in flight here.
+    async fn start(&mut self, run: RunRecord) {
+        if !self.take_off(&run) {
+            return;
         }
         // A jittered run waits for its moment without holding a dispatch slot; the renewer
         // keeps its lease meanwhile. Every replica computes the same moment from the key.

@@ -20,6 +20,8 @@ struct Named {
     token: Option<String>,
     http: reqwest::Client,
     rpc: Endpoint,
+    /// Calls per JSON-RPC batch request (1: no batching).
+    batch: usize,
 }
 
 /// Where the outbound targets go.
@@ -65,6 +67,7 @@ impl Outbound {
                     token: config.token.clone(),
                     http,
                     rpc,
+                    batch: config.batch.max(1) as usize,
                 },
             );
         }
@@ -95,6 +98,31 @@ impl Outbound {
         let mut names: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// How many calls a JSON-RPC batch request to endpoint `name` carries.
+    pub fn batch(&self, name: &str) -> Option<usize> {
+        self.endpoints.get(name).map(|named| named.batch)
+    }
+
+    /// The JSON-RPC service of endpoint `name`.
+    pub fn rpc_service(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.get(name).map(|named| &named.rpc)
+    }
+
+    /// The error of a target naming an endpoint that is not configured.
+    pub fn unknown(&self, name: &str) -> Result<Value, DispatchError> {
+        Err(DispatchError::Rejected(format!(
+            "endpoint '{name}' is not configured (endpoints.{name})"
+        )))
+    }
+
+    /// An `rpc` target's params with the run's `idempotency_key` and `scheduled_time`.
+    pub fn rpc_params(run: &RunRecord, params: &Map<String, Value>) -> Value {
+        let mut params = params.clone();
+        params.insert("idempotency_key".into(), run.idempotency_key().into());
+        params.insert("scheduled_time".into(), scheduled_time(run).into());
+        Value::Object(params)
     }
 
     /// Whether `redis.url` is configured.
@@ -143,10 +171,7 @@ impl Outbound {
         method: &str,
         params: &Map<String, Value>,
     ) -> Result<Value, DispatchError> {
-        let mut params = params.clone();
-        params.insert("idempotency_key".into(), run.idempotency_key().into());
-        params.insert("scheduled_time".into(), scheduled_time(run).into());
-        let params = Value::Object(params);
+        let params = Self::rpc_params(run, params);
         let address = self.address(endpoint, url)?;
         match endpoint.and_then(|name| self.endpoints.get(name)) {
             Some(named) => named.rpc.call(method, params).await,

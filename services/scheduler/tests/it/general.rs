@@ -866,3 +866,73 @@ async fn the_ledger_is_pruned_by_count_and_by_age_while_firing_goes_on() {
     .await;
     assert!(counter(&daemon, "scheduler_ledger_rows_deleted_total{rule=\"age\"}").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_due_together_go_as_json_rpc_batches_and_a_failed_call_goes_again_alone() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let backend = StubBackend::start().await;
+    let rpc = format!("{}/rpc", backend.url);
+    let env = [
+        ("SCHEDULER__ENDPOINTS__JOBS__URL", rpc.as_str()),
+        ("SCHEDULER__ENDPOINTS__JOBS__BATCH", "8"),
+    ];
+    let daemon = Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await;
+    let client = daemon.client();
+    let at = soon(3);
+    for i in 0..20 {
+        let params = json!({"n": i, "fail_in_batch": i == 5});
+        let target = Target::Rpc {
+            endpoint: Some("jobs".into()),
+            url: None,
+            method: "jobs.run".into(),
+            params: params.as_object().cloned().unwrap(),
+        };
+        let mut new = NewSchedule::new("alice", once(at), target);
+        new.id = Some(format!("b{i:02}"));
+        client.create_schedule(new).await.unwrap();
+    }
+    for i in 0..20 {
+        let runs = settled_runs(
+            &client,
+            &format!("b{i:02}"),
+            "alice",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            runs[0].status,
+            RunStatus::Dispatched,
+            "b{i:02}: {:?}",
+            runs[0]
+        );
+    }
+    let requests = backend.requests("/rpc");
+    let batches: Vec<&Vec<Value>> = requests.iter().filter_map(|r| r.body.as_array()).collect();
+    let sizes: Vec<usize> = batches.iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [8, 8, 4], "twenty calls in batches of at most 8");
+    let mut keys: Vec<String> = batches
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|call| {
+            call["params"]["idempotency_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 20, "each call carries its own key");
+    let alone: Vec<&Value> = requests
+        .iter()
+        .map(|r| &r.body)
+        .filter(|body| body.is_object())
+        .collect();
+    assert_eq!(
+        alone.len(),
+        1,
+        "only the call refused in its batch goes again, alone"
+    );
+    assert_eq!(alone[0]["params"]["idempotency_key"], key("b05", at));
+}

@@ -592,6 +592,24 @@ async fn backend_request(
         .or_default()
         .0 -= 1;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if path == "/rpc" && status.is_success() && body.is_array() {
+        // A batch: each call answered on its own; a call with `"fail_in_batch": true` is
+        // refused here (and accepted when it comes alone).
+        let answers: Vec<Value> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|call| {
+                if call["params"]["fail_in_batch"] == true {
+                    json!({"jsonrpc": "2.0", "id": call["id"],
+                           "error": {"code": -32000, "message": "busy in a batch"}})
+                } else {
+                    json!({"jsonrpc": "2.0", "id": call["id"], "result": {"ok": true}})
+                }
+            })
+            .collect();
+        return Json(Value::Array(answers)).into_response();
+    }
     if path == "/rpc" && status.is_success() {
         return Json(json!({"jsonrpc": "2.0", "id": body["id"], "result": {"ok": true}}))
             .into_response();
