@@ -287,13 +287,34 @@ async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Stores `total` schedules: `due` of them with a yearly cron whose next fire is `due_at`, the
-/// rest at 00:00 on New Year's Day.
+/// Stores `total` schedules of graph executions: `due` of them with a yearly cron whose next
+/// fire is `due_at`, the rest at 00:00 on New Year's Day.
 async fn seed(
     database: &Database,
     total: usize,
     due: usize,
     due_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    seed_targets(database, total, due, due_at, &graph_execution).await
+}
+
+/// A graph execution target, the `i`th.
+pub(crate) fn graph_execution(i: usize) -> Target {
+    Target::GraphExecution {
+        graph_id: format!("graph{i}"),
+        graph_version: 1,
+        input_data: json!({"text": "benchmark"}),
+        input_credentials: json!({}),
+    }
+}
+
+/// [`seed`] with the `i`th schedule's target made by `target`.
+pub(crate) async fn seed_targets(
+    database: &Database,
+    total: usize,
+    due: usize,
+    due_at: DateTime<Utc>,
+    target: &dyn Fn(usize) -> Target,
 ) -> anyhow::Result<()> {
     let store = jobstore::persisted(database, StoreName::Execution);
     let now = Utc::now().trunc_subsecs(0);
@@ -330,12 +351,7 @@ async fn seed(
             } else {
                 new_year.clone()
             },
-            target: Target::GraphExecution {
-                graph_id: format!("graph{i}"),
-                graph_version: 1,
-                input_data: json!({"text": "benchmark"}),
-                input_credentials: json!({}),
-            },
+            target: target(i),
             policy: Policy::default(),
             paused: false,
             tags: Vec::new(),

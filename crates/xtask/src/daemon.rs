@@ -101,6 +101,17 @@ impl Daemon {
         database_url: &str,
         executor_url: &str,
     ) -> anyhow::Result<Daemon> {
+        Daemon::start_with(binary, dir, database_url, executor_url, &[]).await
+    }
+
+    /// Starts the scheduler with settings in its environment and waits until it answers.
+    pub(crate) async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        database_url: &str,
+        executor_url: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let launch = test_support::Launch::new(binary, dir)
             .args([
                 "--database-url",
@@ -108,7 +119,8 @@ impl Daemon {
                 "--executor-url",
                 executor_url,
             ])
-            .env("SCHEDULER__LOG__LEVEL", "warn");
+            .env("SCHEDULER__LOG__LEVEL", "warn")
+            .envs(env);
         Daemon::launch(launch).await
     }
 
@@ -193,16 +205,19 @@ fn clock_ticks() -> anyhow::Result<f64> {
     Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
 
-/// Every `add_graph_execution` the stub accepted: (scheduled time, when it arrived).
+/// Every call the stub accepted: (scheduled time, when it arrived).
 pub(crate) type Received = Arc<Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>>;
 
-/// A stand-in execution service on loopback that accepts every call and notes when it came.
+/// A stand-in execution service (and backend) on loopback that accepts every call and notes
+/// when it came: JSON-RPC at `/`, one call or a batch, and HTTP requests at `/job`, whose
+/// `X-Scheduled-Time` header says which occurrence they are.
 pub(crate) async fn stub_executor() -> anyhow::Result<(String, Received)> {
     let received: Received = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/", listener.local_addr()?);
     let app = axum::Router::new()
         .route("/", post(accept))
+        .route("/job", post(accept_http))
         .with_state(received.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -210,16 +225,34 @@ pub(crate) async fn stub_executor() -> anyhow::Result<(String, Received)> {
     Ok((url, received))
 }
 
-async fn accept(State(received): State<Received>, Json(request): Json<Value>) -> Json<Value> {
-    let now = Utc::now();
-    if let Some(scheduled) = request["params"]["scheduled_time"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-    {
+fn note(received: &Received, scheduled: Option<&str>, now: DateTime<Utc>) {
+    if let Some(scheduled) = scheduled.and_then(|t| t.parse().ok()) {
         received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((scheduled, now));
     }
-    Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": "x"}}))
+}
+
+async fn accept(State(received): State<Received>, Json(request): Json<Value>) -> Json<Value> {
+    let now = Utc::now();
+    let answer = |call: &Value| {
+        note(&received, call["params"]["scheduled_time"].as_str(), now);
+        json!({"jsonrpc": "2.0", "id": call["id"], "result": {"id": "x"}})
+    };
+    Json(match &request {
+        Value::Array(calls) => Value::Array(calls.iter().map(answer).collect()),
+        call => answer(call),
+    })
+}
+
+async fn accept_http(
+    State(received): State<Received>,
+    headers: axum::http::HeaderMap,
+) -> &'static str {
+    let scheduled = headers
+        .get("x-scheduled-time")
+        .and_then(|v| v.to_str().ok());
+    note(&received, scheduled, Utc::now());
+    "ok"
 }

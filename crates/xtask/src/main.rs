@@ -3,6 +3,9 @@
 //! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
 //!   [--replicas 1,2,3]`:
 //!   the scheduler benchmark (see `bench.rs`).
+//! - `cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N]
+//!   [--firing N] [--old-rows N]`: bursts of general targets and batched executions, and the
+//!   dispatch lag while the ledger prunes (see `targets_bench.rs`).
 //! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
 //!   [--job-ms N] [--samples N] [--clients N]`: the device-runner benchmark (see
 //!   `runner_bench.rs`); it runs `xtask bench-job` as every job.
@@ -11,16 +14,21 @@ mod bench;
 mod bench_job;
 mod daemon;
 mod runner_bench;
+mod targets_bench;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3]
+       cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::Options::parse(&args[1..]).and_then(bench::run),
+        Some("bench-targets") => {
+            targets_bench::Options::parse(&args[1..]).and_then(targets_bench::run)
+        }
         Some("bench-runner") => {
             runner_bench::Options::parse(&args[1..]).and_then(runner_bench::run)
         }

@@ -110,11 +110,22 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
     let client = daemon.client();
     let channel = format!("scheduler-it-{}", std::process::id());
     let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut subscriber = redis
-        .get_async_pubsub()
-        .await
-        .expect("Redis at 127.0.0.1:6379 (the CI script starts it)");
-    subscriber.subscribe(&channel).await.unwrap();
+    // Under CI Redis must be there (.ci/run starts it); elsewhere its part is left out.
+    let mut subscriber = match redis.get_async_pubsub().await {
+        Ok(subscriber) => Some(subscriber),
+        Err(error) => {
+            let message = format!("Redis at 127.0.0.1:6379 is not reachable: {error}");
+            assert!(
+                !test_support::under_ci(),
+                "{message} (CI=true: it must run)"
+            );
+            eprintln!("{message}; the redis_publish part of this test not run");
+            None
+        }
+    };
+    if let Some(subscriber) = &mut subscriber {
+        subscriber.subscribe(&channel).await.unwrap();
+    }
 
     let at = soon(2);
     let mut headers = std::collections::BTreeMap::new();
@@ -150,6 +161,9 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
         ),
     ];
     for (id, target) in targets {
+        if id == "t-redis" && subscriber.is_none() {
+            continue;
+        }
         let mut new = NewSchedule::new("alice", once(at), target);
         new.id = Some(id.into());
         let created = client.create_schedule(new).await.unwrap();
@@ -197,26 +211,27 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
         Some(format!("Bearer {TOKEN}").as_str())
     );
 
-    let message = tokio::time::timeout(Duration::from_secs(30), subscriber.on_message().next())
-        .await
-        .expect("a message on the channel")
-        .unwrap();
-    let payload: Value = serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
-    assert_eq!(
-        payload,
-        json!({
-            "schedule_id": "t-redis",
-            "scheduled_time": at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            "idempotency_key": key("t-redis", at),
-            "message": {"hello": "world"},
-        })
-    );
+    let mut checked = vec![("t-http", "\"status\":200"), ("t-rpc", "\"ok\":true")];
+    if let Some(subscriber) = &mut subscriber {
+        let message = tokio::time::timeout(Duration::from_secs(30), subscriber.on_message().next())
+            .await
+            .expect("a message on the channel")
+            .unwrap();
+        let payload: Value =
+            serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+        assert_eq!(
+            payload,
+            json!({
+                "schedule_id": "t-redis",
+                "scheduled_time": at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                "idempotency_key": key("t-redis", at),
+                "message": {"hello": "world"},
+            })
+        );
+        checked.push(("t-redis", "\"receivers\":1"));
+    }
 
-    for (id, expected) in [
-        ("t-http", "\"status\":200"),
-        ("t-rpc", "\"ok\":true"),
-        ("t-redis", "\"receivers\":1"),
-    ] {
+    for (id, expected) in checked {
         let runs = settled_runs(&client, id, "alice", 1, Duration::from_secs(30)).await;
         assert_eq!(runs.len(), 1, "{id}: one occurrence");
         assert_eq!(runs[0].status, RunStatus::Dispatched, "{id}: {:?}", runs[0]);
