@@ -98,6 +98,11 @@ fn the_scheduler_environment_in_compose_is_valid_configuration() {
             && config.database.url.contains("@postgres:5432/")
     );
     assert!(config.database.url.ends_with("?schema=scheduler"));
+    assert_eq!(
+        config.redis.url.as_deref(),
+        Some("redis://redis:6379"),
+        "redis_publish targets publish on compose's Redis"
+    );
     let published: Vec<String> = scheduler["ports"]
         .as_sequence()
         .unwrap()

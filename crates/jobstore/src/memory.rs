@@ -320,7 +320,7 @@ impl JobStore for MemoryStore {
         }
         let now = Utc::now();
         let mut promoted = 0;
-        for outcome in outcomes {
+        for outcome in outcomes.iter().filter(|o| o.may_release) {
             promoted += usize::from(state.promote(&outcome.schedule_id, now));
         }
         Ok(promoted)

@@ -336,6 +336,30 @@ pub struct RunOutcome {
     pub detail: Option<String>,
     pub attempts: u32,
     pub finished_at: DateTime<Utc>,
+    /// Whether a buffered run of the same schedule may be waiting for this one to end (its
+    /// target lasts, [`Target::has_duration`]); only then does recording it look for one.
+    pub may_release: bool,
+}
+
+impl RunOutcome {
+    /// How `run` ended.
+    pub fn of(
+        run: &RunRecord,
+        status: RunStatus,
+        detail: Option<String>,
+        attempts: u32,
+        finished_at: DateTime<Utc>,
+    ) -> Self {
+        RunOutcome {
+            schedule_id: run.schedule_id.clone(),
+            scheduled_time: run.scheduled_time,
+            status,
+            detail,
+            attempts,
+            finished_at,
+            may_release: run.target.has_duration(),
+        }
+    }
 }
 
 #[cfg(test)]

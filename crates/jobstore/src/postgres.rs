@@ -444,8 +444,14 @@ impl JobStore for PostgresStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let releasing: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.may_release)
+            .map(|o| o.schedule_id.clone())
+            .collect();
+        // One statement, and one transaction with the release of waiting runs only when some
+        // of these may have runs waiting on them.
+        let update = sqlx::query(
             "UPDATE schedule_runs AS r SET status = u.status, detail = u.detail, \
              attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
              FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], \
@@ -458,11 +464,14 @@ impl JobStore for PostgresStore {
         .bind(outcomes.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|o| o.detail.clone()).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|o| o.attempts as i32).collect::<Vec<_>>())
-        .bind(outcomes.iter().map(|o| o.finished_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        let ids: Vec<String> = outcomes.iter().map(|o| o.schedule_id.clone()).collect();
-        let promoted = promote(&mut tx, &ids, Utc::now()).await?;
+        .bind(outcomes.iter().map(|o| o.finished_at).collect::<Vec<_>>());
+        if releasing.is_empty() {
+            update.execute(&self.pool).await?;
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        update.execute(&mut *tx).await?;
+        let promoted = promote(&mut tx, &releasing, Utc::now()).await?;
         tx.commit().await?;
         Ok(promoted)
     }

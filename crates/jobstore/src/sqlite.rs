@@ -446,7 +446,7 @@ impl JobStore for SqliteStore {
         }
         let now = Utc::now();
         let mut promoted = 0;
-        for outcome in outcomes {
+        for outcome in outcomes.iter().filter(|o| o.may_release) {
             promoted += promote(&mut tx, &outcome.schedule_id, now).await?;
         }
         tx.commit().await?;

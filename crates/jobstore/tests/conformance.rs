@@ -465,6 +465,7 @@ async fn outcomes_are_recorded_once(store: Arc<dyn JobStore>) {
         detail: Some(detail.into()),
         attempts: 2,
         finished_at: at("2026-01-01T10:00:01Z"),
+        may_release: false,
     };
     store
         .finish_runs(&[outcome(RunStatus::Dispatched, "ok")])
@@ -616,6 +617,7 @@ async fn renewed_leases_keep_runs_from_being_taken_over(store: Arc<dyn JobStore>
             detail: None,
             attempts: 1,
             finished_at: later,
+            may_release: false,
         }])
         .await
         .unwrap();
@@ -739,6 +741,7 @@ async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
         detail: None,
         attempts: 1,
         finished_at: at("2026-01-01T10:00:01Z"),
+        may_release: false,
     };
     store.finish_runs(&[outcome]).await.unwrap();
     let ledger = store.runs("a", &RunFilter::latest(10)).await.unwrap();
@@ -777,6 +780,7 @@ fn ended(run: &RunRecord) -> RunOutcome {
         detail: None,
         attempts: 1,
         finished_at: run.scheduled_time,
+        may_release: true,
     }
 }
 

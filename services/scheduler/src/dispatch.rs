@@ -303,14 +303,7 @@ fn conclude(
         }
     };
     telemetry::dispatch_ended(jobstore, failure, started.elapsed());
-    let outcome = RunOutcome {
-        schedule_id: run.schedule_id.clone(),
-        scheduled_time: run.scheduled_time,
-        status,
-        detail,
-        attempts: dispatched.attempts,
-        finished_at,
-    };
+    let outcome = RunOutcome::of(run, status, detail, dispatched.attempts, finished_at);
     (outcome, result)
 }
 

@@ -471,14 +471,7 @@ async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunO
             tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule");
         }
     }
-    RunOutcome {
-        schedule_id: run.schedule_id.clone(),
-        scheduled_time: run.scheduled_time,
-        status: RunStatus::Failed,
-        detail: Some(reason),
-        attempts: 0,
-        finished_at: Utc::now(),
-    }
+    RunOutcome::of(run, RunStatus::Failed, Some(reason), 0, Utc::now())
 }
 
 /// Ends the leases of runs whose outcome was not recorded before shutdown.
