@@ -74,6 +74,10 @@ struct BurstFigures {
     last: Duration,
     p50: Duration,
     p99: Duration,
+    /// Time the engine spent in `claim_due` and in recording outcomes (`finish_runs`), from
+    /// its own metrics.
+    claiming: Duration,
+    recording: Duration,
 }
 
 struct PruneFigures {
@@ -98,29 +102,34 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             let figures = runtime.block_on(bench_burst(backend, &binary, burst, &options))?;
             burst_rows.push((*backend, burst, figures));
         }
-        eprintln!(
-            "== {backend}: firing while pruning {} old rows",
-            options.old_rows
-        );
-        prune_rows.push((
-            *backend,
-            runtime.block_on(bench_prune(backend, &binary, &options))?,
-        ));
+        if options.old_rows > 0 {
+            eprintln!(
+                "== {backend}: firing while pruning {} old rows",
+                options.old_rows
+            );
+            let figures = runtime.block_on(bench_prune(backend, &binary, &options))?;
+            prune_rows.push((*backend, figures));
+        }
     }
     println!();
     println!(
-        "| backend | {} due in one second, sent as | last dispatched after | lag p50 | lag p99 |",
+        "| backend | {} due in one second, sent as | last dispatched after | lag p50 | lag p99 | in claim_due | in finish_runs |",
         options.due
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (backend, burst, f) in burst_rows {
         println!(
-            "| {backend} | {} | {:.2} s | {} ms | {} ms |",
+            "| {backend} | {} | {:.2} s | {} ms | {} ms | {:.2} s | {:.2} s |",
             burst.label(options.batch),
             f.last.as_secs_f64(),
             f.p50.as_millis(),
-            f.p99.as_millis()
+            f.p99.as_millis(),
+            f.claiming.as_secs_f64(),
+            f.recording.as_secs_f64()
         );
+    }
+    if prune_rows.is_empty() {
+        return Ok(());
     }
     println!();
     println!(
@@ -178,6 +187,24 @@ async fn bench_burst(
         bail!("seeding and starting took too long for the 15 s lead");
     }
     let calls = wait_for(&received, options.due, due_at).await?;
+    let scrape = reqwest::get(format!("{}/metrics", daemon.url()))
+        .await?
+        .text()
+        .await?;
+    let spent = |operation: &str| {
+        let series = format!("scheduler_store_operation_seconds_sum{{operation=\"{operation}\"}}");
+        let seconds = scrape
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series.as_str())?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_default();
+        Duration::from_secs_f64(seconds)
+    };
+    let (claiming, recording) = (spent("claim_due"), spent("finish_runs"));
     daemon.stop()?;
     database.close().await;
     let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
@@ -188,6 +215,8 @@ async fn bench_burst(
         last: (last - due_at).to_std().unwrap_or_default(),
         p50: lag(0.5),
         p99: lag(0.99),
+        claiming,
+        recording,
     })
 }
 
@@ -253,6 +282,8 @@ async fn bench_prune(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pruned_in = (Utc::now() - pruning_from).to_std().unwrap_or_default();
+    // At least 5 seconds of dispatches measured, however quick the pruning.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(pruned_in)).await;
     let pruning = lags_since(&received, pruning_from);
     daemon.stop()?;
     database.close().await;
