@@ -66,55 +66,19 @@ impl Endpoint {
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, DispatchError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let unreachable = |message: String| {
-            DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
-        };
-        let refused = |message: String| {
-            DispatchError::Rejected(format!("{} refused {method}: {message}", self.service))
-        };
-        let mut request = self.http.post(&self.url).json(&body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+        let (status, text) = self.post(&body).await?;
         if is_retryable(status) {
-            return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
+            return Err(self.unreachable(format!("HTTP {status}: {}", excerpt(&text))));
         }
         if !status.is_success() {
-            return Err(refused(format!("HTTP {status}: {}", excerpt(&text))));
+            return Err(self.refused(method, format!("HTTP {status}: {}", excerpt(&text))));
         }
-        let mut reply: Value = serde_json::from_str(&text)
-            .map_err(|e| unreachable(format!("response is not JSON ({e}): {}", excerpt(&text))))?;
-        if let Some(error) = reply.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message");
-            let code = error
-                .get("code")
-                .and_then(Value::as_i64)
-                .unwrap_or_default();
-            return Err(refused(format!("{message} (code {code})")));
-        }
-        match reply.get_mut("result") {
-            Some(result) => Ok(result.take()),
-            None => Err(unreachable(format!(
-                "response has no result: {}",
-                excerpt(&text)
-            ))),
-        }
+        let reply: Value = serde_json::from_str(&text).map_err(|e| {
+            self.unreachable(format!("response is not JSON ({e}): {}", excerpt(&text)))
+        })?;
+        self.answer(method, reply)
     }
-}
 
-impl Endpoint {
     /// Sends `calls` as one JSON-RPC 2.0 batch request; returns each call's result or error
     /// in the order given. An error for the whole request (unreachable, not a batch answer)
     /// is the `Err`; a call the answer leaves out is an `Unreachable` error of its own.
@@ -132,27 +96,12 @@ impl Endpoint {
                 json!({"jsonrpc": "2.0", "id": first + i as u64, "method": method, "params": params})
             })
             .collect();
-        let unreachable = |message: String| {
-            DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
-        };
-        let mut request = self.http.post(&self.url).json(&body);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+        let (status, text) = self.post(&Value::Array(body)).await?;
         if !status.is_success() {
-            return Err(unreachable(format!("HTTP {status}: {}", excerpt(&text))));
+            return Err(self.unreachable(format!("HTTP {status}: {}", excerpt(&text))));
         }
         let answers: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
-            unreachable(format!(
+            self.unreachable(format!(
                 "the answer to a batch is not a JSON array ({e}): {}",
                 excerpt(&text)
             ))
@@ -164,30 +113,59 @@ impl Endpoint {
         Ok(calls
             .iter()
             .enumerate()
-            .map(|(i, (method, _))| {
-                let Some(mut answer) = by_id.remove(&(first + i as u64)) else {
-                    return Err(unreachable("the batch answer left this call out".into()));
-                };
-                if let Some(error) = answer.get("error") {
-                    let message = error
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("no message");
-                    let code = error
-                        .get("code")
-                        .and_then(Value::as_i64)
-                        .unwrap_or_default();
-                    return Err(DispatchError::Rejected(format!(
-                        "{} refused {method}: {message} (code {code})",
-                        self.service
-                    )));
-                }
-                match answer.get_mut("result") {
-                    Some(result) => Ok(result.take()),
-                    None => Err(unreachable("an answer in the batch has no result".into())),
-                }
+            .map(|(i, (method, _))| match by_id.remove(&(first + i as u64)) {
+                Some(answer) => self.answer(method, answer),
+                None => Err(self.unreachable("the batch answer left this call out".into())),
             })
             .collect())
+    }
+
+    /// POSTs `body` with the token; the status and the body of the answer.
+    async fn post(&self, body: &Value) -> Result<(reqwest::StatusCode, String), DispatchError> {
+        let mut request = self.http.post(&self.url).json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.unreachable(error_chain(&e)))?;
+        Ok((status, text))
+    }
+
+    /// The result of one JSON-RPC answer, or its error as a refusal.
+    fn answer(&self, method: &str, mut answer: Value) -> Result<Value, DispatchError> {
+        if let Some(error) = answer.get("error") {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            let code = error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or_default();
+            return Err(self.refused(method, format!("{message} (code {code})")));
+        }
+        match answer.get_mut("result") {
+            Some(result) => Ok(result.take()),
+            None => Err(self.unreachable(format!(
+                "response has no result: {}",
+                excerpt(&answer.to_string())
+            ))),
+        }
+    }
+
+    fn unreachable(&self, message: String) -> DispatchError {
+        DispatchError::Unreachable(format!("{} unreachable: {message}", self.service))
+    }
+
+    fn refused(&self, method: &str, message: String) -> DispatchError {
+        DispatchError::Rejected(format!("{} refused {method}: {message}", self.service))
     }
 }
 

@@ -112,9 +112,7 @@ impl Outbound {
 
     /// The error of a target naming an endpoint that is not configured.
     pub fn unknown(&self, name: &str) -> Result<Value, DispatchError> {
-        Err(DispatchError::Rejected(format!(
-            "endpoint '{name}' is not configured (endpoints.{name})"
-        )))
+        Err(not_configured(name))
     }
 
     /// An `rpc` target's params with the run's `idempotency_key` and `scheduled_time`.
@@ -137,11 +135,10 @@ impl Outbound {
     ) -> Result<Address<'a>, DispatchError> {
         match (endpoint, url) {
             (Some(name), _) => {
-                let named = self.endpoints.get(name).ok_or_else(|| {
-                    DispatchError::Rejected(format!(
-                        "endpoint '{name}' is not configured (endpoints.{name})"
-                    ))
-                })?;
+                let named = self
+                    .endpoints
+                    .get(name)
+                    .ok_or_else(|| not_configured(name))?;
                 Ok(Address {
                     service: format!("endpoint '{name}'"),
                     url: &named.url,
@@ -271,6 +268,12 @@ impl Outbound {
             .map_err(unreachable)?;
         Ok(json!({"receivers": receivers}))
     }
+}
+
+fn not_configured(name: &str) -> DispatchError {
+    DispatchError::Rejected(format!(
+        "endpoint '{name}' is not configured (endpoints.{name})"
+    ))
 }
 
 fn scheduled_time(run: &RunRecord) -> String {

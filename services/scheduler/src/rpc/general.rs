@@ -17,9 +17,8 @@ use service_kit::auth::Caller;
 
 use crate::app::{App, storage_error};
 use crate::rpc::runs::to_api as run_to_api;
+use crate::rpc::schedules::check_id;
 
-/// Identifiers longer than this are refused rather than stored.
-const MAX_ID_LEN: usize = 256;
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 64;
 /// How many fire times a schedule shows.
@@ -726,18 +725,6 @@ fn check_tags(tags: Vec<String>) -> Result<Vec<String>, SchedulerError> {
         }
     }
     Ok(checked)
-}
-
-fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
-    if value.trim().is_empty() {
-        return Err(SchedulerError::Value(format!("{field} must not be empty")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(SchedulerError::Value(format!(
-            "{field} is longer than {MAX_ID_LEN} bytes"
-        )));
-    }
-    Ok(())
 }
 
 fn not_found(id: &str) -> SchedulerError {

@@ -213,7 +213,8 @@ pub(super) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
     })
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
+/// Refuses an empty identifier, or one longer than `MAX_ID_LEN` bytes, naming the field.
+pub(super) fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
     if value.trim().is_empty() {
         return Err(SchedulerError::Value(format!("{field} must not be empty")));
     }
