@@ -316,6 +316,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// When the run is to go: its scheduled time plus its jitter, the same on every replica.
+    pub fn goes_at(&self) -> DateTime<Utc> {
+        let jitter = chrono::TimeDelta::from_std(self.policy.jitter_for(&self.idempotency_key()))
+            .unwrap_or_default();
+        self.scheduled_time
+            .checked_add_signed(jitter)
+            .unwrap_or(self.scheduled_time)
+    }
+
     /// The idempotency key sent with the dispatch: the ledger's unique key.
     pub fn idempotency_key(&self) -> String {
         format!(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::targets::Outbound;
-use crate::tasks::{SystemTask, SystemTasksConfig, TaskRunner};
+use crate::tasks::{SystemTask, TaskRunner};
 use crate::telemetry;
 
 /// How a dispatch ended after all attempts.
@@ -95,10 +95,6 @@ impl Dispatcher {
     }
 
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        Self::with_tasks(config, &config.system_tasks)
-    }
-
-    pub fn with_tasks(config: &Config, tasks: &SystemTasksConfig) -> anyhow::Result<Self> {
         let executor = &config.executor;
         let http = reqwest::Client::builder()
             .timeout(executor.timeout)
@@ -106,7 +102,7 @@ impl Dispatcher {
             .build()?;
         Ok(Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
-            tasks: TaskRunner::new(tasks, http),
+            tasks: TaskRunner::new(&config.system_tasks, http),
             outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
             executor_batch: executor.batch.max(1) as usize,
             retries: executor.retries,
@@ -266,11 +262,7 @@ pub async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) -> Vec<
 
 /// How late a run goes: from the moment it was due to go, its jitter included.
 fn lag_of(run: &RunRecord) -> Duration {
-    let jitter = chrono::TimeDelta::from_std(run.policy.jitter_for(&run.idempotency_key()))
-        .unwrap_or_default();
-    (Utc::now() - run.scheduled_time - jitter)
-        .to_std()
-        .unwrap_or_default()
+    (Utc::now() - run.goes_at()).to_std().unwrap_or_default()
 }
 
 /// A dispatch's outcome for the ledger, with its log line and metrics.

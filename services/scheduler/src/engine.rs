@@ -413,13 +413,7 @@ impl Launcher<'_> {
         }
         // A jittered run waits for its moment without holding a dispatch slot; the renewer
         // keeps its lease meanwhile. Every replica computes the same moment from the key.
-        let jitter = run.policy.jitter_for(&run.idempotency_key());
-        let moment = TimeDelta::from_std(jitter)
-            .ok()
-            .and_then(|jitter| run.scheduled_time.checked_add_signed(jitter));
-        let wait = moment
-            .and_then(|at| (at - Utc::now()).to_std().ok())
-            .unwrap_or_default();
+        let wait = (run.goes_at() - Utc::now()).to_std().unwrap_or_default();
         let permits = self.permits.clone();
         let permit = if wait.is_zero() {
             let Ok(permit) = permits.clone().acquire_owned().await else {
