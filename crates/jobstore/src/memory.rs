@@ -86,6 +86,19 @@ impl State {
         }
     }
 
+    /// Replaces schedule `id` by what `change` makes of it, keeping the due index right;
+    /// returns it as stored, or `None` when there is no such schedule.
+    fn update(&mut self, id: &str, change: impl FnOnce(Schedule) -> Schedule) -> Option<Schedule> {
+        let (_, current) = self.schedules.get(id).cloned()?;
+        self.unindex(&current);
+        let updated = change(current);
+        self.index(&updated);
+        if let Some(entry) = self.schedules.get_mut(id) {
+            entry.1 = updated.clone();
+        }
+        Some(updated)
+    }
+
     fn unindex(&mut self, schedule: &Schedule) {
         if let Some(at) = schedule.next_run_at {
             self.due.remove(&(at, schedule.id.clone()));
@@ -158,19 +171,10 @@ impl JobStore for MemoryStore {
 
     async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
-        let Some((_, current)) = state.schedules.get(&schedule.id).cloned() else {
-            return Ok(None);
-        };
-        state.unindex(&current);
-        let updated = Schedule {
+        Ok(state.update(&schedule.id, |current| Schedule {
             created_at: current.created_at,
             ..schedule.clone()
-        };
-        state.index(&updated);
-        if let Some(entry) = state.schedules.get_mut(&schedule.id) {
-            entry.1 = updated.clone();
-        }
-        Ok(Some(updated))
+        }))
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
@@ -207,21 +211,12 @@ impl JobStore for MemoryStore {
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
-        let Some((_, current)) = state.schedules.get(id).cloned() else {
-            return Ok(None);
-        };
-        state.unindex(&current);
-        let updated = Schedule {
+        Ok(state.update(id, |current| Schedule {
             paused,
             paused_reason: reason.filter(|_| paused).map(str::to_string),
             next_run_at,
             ..current
-        };
-        state.index(&updated);
-        if let Some(entry) = state.schedules.get_mut(id) {
-            entry.1 = updated.clone();
-        }
-        Ok(Some(updated))
+        }))
     }
 
     async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -401,7 +396,9 @@ impl JobStore for MemoryStore {
         let old: Vec<_> = state
             .runs
             .iter()
-            .filter(|(_, run)| is_finished(run) && run.finished_at.is_some_and(|at| at < before))
+            .filter(|(_, run)| {
+                !run.status.is_open() && run.finished_at.is_some_and(|at| at < before)
+            })
             .map(|(key, _)| key.clone())
             .take(limit)
             .collect();
@@ -415,7 +412,7 @@ impl JobStore for MemoryStore {
         let state = self.state.lock().await;
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for ((id, _), run) in &state.runs {
-            if is_finished(run) {
+            if !run.status.is_open() {
                 *counts.entry(id.as_str()).or_default() += 1;
             }
         }
@@ -437,7 +434,7 @@ impl JobStore for MemoryStore {
         let excess: Vec<_> = state
             .schedule_runs(schedule_id)
             .rev()
-            .filter(|run| is_finished(run))
+            .filter(|run| !run.status.is_open())
             .skip(keep)
             .map(|run| (run.schedule_id.clone(), run.scheduled_time))
             .collect();
@@ -447,9 +444,4 @@ impl JobStore for MemoryStore {
         }
         Ok(oldest_first.len() as u64)
     }
-}
-
-/// Whether a ledger row has ended (retention never deletes one in progress or waiting).
-fn is_finished(run: &RunRecord) -> bool {
-    !matches!(run.status, RunStatus::Pending | RunStatus::Buffered)
 }

@@ -281,6 +281,12 @@ impl RunStatus {
         }
     }
 
+    /// Whether a row with this status has not ended: in progress (`pending`) or waiting
+    /// (`buffered`). Such rows hold a lease or a place in line and are never pruned.
+    pub fn is_open(self) -> bool {
+        matches!(self, RunStatus::Pending | RunStatus::Buffered)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "pending" => RunStatus::Pending,

@@ -189,7 +189,7 @@ impl<'a> Rows<'a> {
         detail: Option<String>,
     ) -> RunRecord {
         let pending = status == RunStatus::Pending;
-        let open = pending || status == RunStatus::Buffered;
+        let open = status.is_open();
         RunRecord {
             schedule_id: self.schedule.id.clone(),
             scheduled_time,

@@ -37,9 +37,11 @@ impl PostgresStore {
     }
 }
 
+/// A JSON column as `T`; SQL NULL reads as JSON `null` (so `T = Option<_>` reads a nullable
+/// column).
 fn json<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<T, StoreError> {
-    let value: Value = row.try_get(column)?;
-    serde_json::from_value(value).map_err(|e| StoreError::corrupt(column, e))
+    let value: Option<Value> = row.try_get(column)?;
+    serde_json::from_value(value.unwrap_or(Value::Null)).map_err(|e| StoreError::corrupt(column, e))
 }
 
 fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
@@ -58,16 +60,6 @@ fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
     })
 }
 
-fn optional_json<T: serde::de::DeserializeOwned>(
-    row: &PgRow,
-    column: &str,
-) -> Result<Option<T>, StoreError> {
-    let value: Option<Value> = row.try_get(column)?;
-    value
-        .map(|value| serde_json::from_value(value).map_err(|e| StoreError::corrupt(column, e)))
-        .transpose()
-}
-
 fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let jobstore: String = row.try_get("jobstore")?;
@@ -79,7 +71,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
             .map_err(|e| StoreError::corrupt("jobstore", e))?,
         owner: row.try_get("owner")?,
         target: json(row, "target")?,
-        policy: optional_json(row, "policy")?.unwrap_or_default(),
+        policy: json::<Option<_>>(row, "policy")?.unwrap_or_default(),
         status: RunStatus::parse(&status)
             .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
         detail: row.try_get("detail")?,

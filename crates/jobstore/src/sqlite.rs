@@ -147,9 +147,12 @@ fn optional_instant(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc
     value.map(|m| instant(m, column)).transpose()
 }
 
+/// A JSON column as `T`; SQL NULL reads as JSON `null` (so `T = Option<_>` reads a nullable
+/// column).
 fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e))
+    let text: Option<String> = row.try_get(column)?;
+    serde_json::from_str(text.as_deref().unwrap_or("null"))
+        .map_err(|e| StoreError::corrupt(column, e))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -172,15 +175,6 @@ fn schedule_from_row(row: &SqliteRow) -> Result<Schedule, StoreError> {
     })
 }
 
-fn optional_json<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e)))
-        .transpose()
-}
-
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let jobstore: String = row.try_get("jobstore")?;
@@ -192,7 +186,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
             .map_err(|e| StoreError::corrupt("jobstore", e))?,
         owner: row.try_get("owner")?,
         target: json(row, "target")?,
-        policy: optional_json(row, "policy")?.unwrap_or_default(),
+        policy: json::<Option<_>>(row, "policy")?.unwrap_or_default(),
         status: RunStatus::parse(&status)
             .ok_or_else(|| StoreError::corrupt("status", format!("unknown status '{status}'")))?,
         detail: row.try_get("detail")?,

@@ -16,15 +16,14 @@ use scheduler_api::{
 use service_kit::auth::Caller;
 
 use crate::app::{App, storage_error};
-use crate::rpc::runs::to_api as run_to_api;
-use crate::rpc::schedules::check_id;
+use crate::rpc::runs::{page_limit, to_api as run_to_api};
+use crate::rpc::schedules::{check_id, check_object};
 
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 64;
 /// How many fire times a schedule shows.
 const UPCOMING: usize = 5;
 const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 const DEFAULT_BACKFILL: u32 = 1000;
 const MAX_BACKFILL: u32 = 10_000;
 /// How many later milliseconds a run started by hand may move to when its instant is taken.
@@ -216,7 +215,7 @@ pub(super) struct Listing {
 }
 
 pub(super) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, SchedulerError> {
-    let limit = check_limit(listing.limit)?;
+    let limit = page_limit(listing.limit, DEFAULT_LIMIT)?;
     if let Some(kind) = &listing.target_type
         && !Target::KINDS.contains(&kind.as_str())
     {
@@ -430,7 +429,7 @@ pub(super) async fn list_runs(
     owner: &str,
     listing: RunListing,
 ) -> Result<RunPage, SchedulerError> {
-    let limit = check_limit(listing.limit)?;
+    let limit = page_limit(listing.limit, DEFAULT_LIMIT)?;
     let before = match &listing.cursor {
         Some(cursor) => Some(
             DateTime::parse_from_rfc3339(cursor)
@@ -611,18 +610,8 @@ fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
             input_credentials,
             ..
         } => {
-            for (field, value) in [
-                ("input_data", input_data),
-                ("input_credentials", input_credentials),
-            ] {
-                if !value.is_object() {
-                    return Err(SchedulerError::Value(format!(
-                        "target.{field} must be a JSON object, got {}",
-                        crate::json::kind(value)
-                    )));
-                }
-            }
-            Ok(())
+            check_object("target.input_data", input_data)?;
+            check_object("target.input_credentials", input_credentials)
         }
         Target::Rpc { endpoint, .. } | Target::Http { endpoint, .. } => {
             let name = endpoint.as_deref().unwrap_or_default();
@@ -694,16 +683,6 @@ fn status_of(status: scheduler_api::RunStatus) -> RunStatus {
         Api::Skipped => RunStatus::Skipped,
         Api::Coalesced => RunStatus::Coalesced,
     }
-}
-
-fn check_limit(limit: Option<u32>) -> Result<usize, SchedulerError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(SchedulerError::Value(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
-    Ok(limit as usize)
 }
 
 fn check_tags(tags: Vec<String>) -> Result<Vec<String>, SchedulerError> {

@@ -14,15 +14,10 @@ pub(super) async fn list(
     user_id: &str,
     limit: Option<u32>,
 ) -> Result<Vec<ScheduleRun>, SchedulerError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(SchedulerError::Value(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
+    let limit = page_limit(limit, DEFAULT_LIMIT)?;
     let store = app.execution()?;
     let runs = store
-        .runs(schedule_id, &jobstore::RunFilter::latest(limit as usize))
+        .runs(schedule_id, &jobstore::RunFilter::latest(limit))
         .await
         .map_err(storage_error)?;
     // The owner is checked against the live schedule, or against the ledger once it is deleted.
@@ -39,6 +34,17 @@ pub(super) async fn list(
         )),
         Some(_) => Ok(runs.iter().map(to_api).collect()),
     }
+}
+
+/// A listing's `limit`, `default` when absent, refused outside 1 to `MAX_LIMIT`.
+pub(super) fn page_limit(limit: Option<u32>, default: u32) -> Result<usize, SchedulerError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(SchedulerError::Value(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(limit as usize)
 }
 
 pub(super) fn to_api(run: &RunRecord) -> ScheduleRun {

@@ -227,11 +227,17 @@ pub(super) fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
 }
 
 fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
-    match value {
-        Value::Object(_) => Ok(value),
-        other => Err(SchedulerError::Value(format!(
-            "{field} must be a JSON object, got {}",
-            crate::json::kind(&other)
-        ))),
+    check_object(field, &value)?;
+    Ok(value)
+}
+
+/// Refuses a value that is not a JSON object, naming the field and what it got.
+pub(super) fn check_object(field: &str, value: &Value) -> Result<(), SchedulerError> {
+    if value.is_object() {
+        return Ok(());
     }
+    Err(SchedulerError::Value(format!(
+        "{field} must be a JSON object, got {}",
+        crate::json::kind(value)
+    )))
 }
