@@ -324,6 +324,9 @@ pub struct RunRecord {
 impl RunRecord {
     /// When the run is to go: its scheduled time plus its jitter, the same on every replica.
     pub fn goes_at(&self) -> DateTime<Utc> {
+        if self.policy.jitter_secs == 0 {
+            return self.scheduled_time;
+        }
         let jitter = chrono::TimeDelta::from_std(self.policy.jitter_for(&self.idempotency_key()))
             .unwrap_or_default();
         self.scheduled_time
