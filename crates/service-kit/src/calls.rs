@@ -145,18 +145,20 @@ where
             .rules
             .param_errors
             .as_ref()
-            .filter(|errors| errors.methods.contains(&request.method.as_ref()))
-            .cloned();
-        match rewrite {
-            None => Either::Right(Either::Left(self.inner.call(request))),
-            Some(errors) => {
-                let id = request.id.clone().into_owned();
-                let response = self.inner.call(request);
-                Either::Right(Either::Right(
-                    async move { errors.rewrite(response.await, id) },
-                ))
-            }
+            .is_some_and(|errors| errors.methods.contains(&request.method.as_ref()));
+        if !rewrite {
+            return Either::Right(Either::Left(self.inner.call(request)));
         }
+        let rules = self.rules.clone();
+        let id = request.id.clone().into_owned();
+        let response = self.inner.call(request);
+        Either::Right(Either::Right(async move {
+            let answer = response.await;
+            match &rules.param_errors {
+                Some(errors) => errors.rewrite(answer, id),
+                None => answer,
+            }
+        }))
     }
 
     fn batch<'a>(
@@ -172,25 +174,27 @@ where
                 None => self.by_position(request),
             }
         }
-        let Some(errors) = self.rules.param_errors.clone() else {
+        if self.rules.param_errors.is_none() {
             return Either::Left(self.inner.batch(batch));
-        };
+        }
+        let rules = self.rules.clone();
         // The calls of a batch go one by one through the inner service, as its own batch
         // handling does, so each answer can be rewritten like a single call's.
         let inner = self.inner.clone();
         Either::Right(async move {
             let mut answers = BatchResponseBuilder::new_with_limit(usize::MAX);
             let mut notified = false;
+            let errors = rules.param_errors.as_ref();
             for entry in batch.into_iter() {
                 let answer = match entry {
                     Ok(BatchEntry::Call(request)) => {
                         let id = request.id.clone().into_owned();
-                        let rewrite = errors.methods.contains(&request.method.as_ref());
+                        let rewrite = errors
+                            .filter(|errors| errors.methods.contains(&request.method.as_ref()));
                         let answer = inner.call(request).await;
-                        if rewrite {
-                            errors.rewrite(answer, id)
-                        } else {
-                            answer
+                        match rewrite {
+                            Some(errors) => errors.rewrite(answer, id),
+                            None => answer,
                         }
                     }
                     Ok(BatchEntry::Notification(notification)) => {
