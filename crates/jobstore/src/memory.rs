@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
-use crate::plan::{Active, admitted, needs_active, plan_fire};
+use crate::plan::{Active, admitted, earliest, needs_active, plan_fire};
 use crate::store::{JobStore, StoreError};
 
 /// Schedules and ledger rows held in process memory; lost on exit by design.
@@ -97,6 +97,21 @@ impl State {
             entry.1 = updated.clone();
         }
         Some(updated)
+    }
+
+    /// Whether schedule `id`'s fire depends on its runs in progress (so it is never claimed
+    /// ahead).
+    fn checks_overlap(&self, id: &str) -> bool {
+        self.schedules
+            .get(id)
+            .is_some_and(|(_, schedule)| needs_active(schedule))
+    }
+
+    /// Deletes a schedule's runs claimed ahead of their time and not yet due.
+    fn unclaim_ahead(&mut self, schedule_id: &str, now: DateTime<Utc>) {
+        self.runs.retain(|(id, at), run| {
+            !(id == schedule_id && *at > now && run.status == RunStatus::Pending)
+        });
     }
 
     fn unindex(&mut self, schedule: &Schedule) {
@@ -199,6 +214,7 @@ impl JobStore for MemoryStore {
         let removed = state.schedules.remove(id).map(|(_, s)| s);
         if let Some(schedule) = &removed {
             state.unindex(schedule);
+            state.unclaim_ahead(id, Utc::now());
         }
         Ok(removed)
     }
@@ -211,37 +227,57 @@ impl JobStore for MemoryStore {
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
-        Ok(state.update(id, |current| Schedule {
+        let updated = state.update(id, |current| Schedule {
             paused,
             paused_reason: reason.filter(|_| paused).map(str::to_string),
             next_run_at,
             ..current
-        }))
+        });
+        if paused && updated.is_some() {
+            state.unclaim_ahead(id, Utc::now());
+        }
+        Ok(updated)
     }
 
-    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn wakeup(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let state = self.state.lock().await;
-        let next_due = state.due.first().map(|(at, _)| *at);
+        let horizon = now + ahead;
+        let mut due = None;
+        let mut claimable = None;
+        for (at, id) in &state.due {
+            if *at > horizon || !state.checks_overlap(id) {
+                claimable = Some(*at);
+                break;
+            }
+            due.get_or_insert(*at);
+        }
         let next_lease = state
             .runs
             .values()
             .filter(|run| run.status == RunStatus::Pending)
             .filter_map(|run| run.lease_until)
             .min();
-        Ok(next_due.into_iter().chain(next_lease).min())
+        Ok(earliest(due, claimable, ahead, next_lease))
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
         now: DateTime<Utc>,
+        ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut state = self.state.lock().await;
+        let horizon = now + ahead;
         let due: Vec<_> = state
             .due
             .iter()
-            .take_while(|(at, _)| *at <= now)
+            .take_while(|(at, _)| *at <= horizon)
+            .filter(|(at, id)| *at <= now || !state.checks_overlap(id))
             .take(limit)
             .cloned()
             .collect();
@@ -275,6 +311,23 @@ impl JobStore for MemoryStore {
             }
         }
         Ok(claimed)
+    }
+
+    async fn still_pending(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(runs
+            .iter()
+            .filter(|key| {
+                state
+                    .runs
+                    .get(*key)
+                    .is_some_and(|run| run.status == RunStatus::Pending)
+            })
+            .cloned()
+            .collect())
     }
 
     async fn reclaim_expired(

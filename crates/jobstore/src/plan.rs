@@ -77,6 +77,19 @@ pub fn needs_active(schedule: &Schedule) -> bool {
     schedule.target.has_duration() && schedule.policy.overlap != Overlap::AllowAll
 }
 
+/// When a store next has work for an engine claiming `ahead` of time: the next run of a
+/// schedule that is claimed only once `due`, `ahead` before the next run of one that may be
+/// `claimable` ahead, or the expiry of a pending run's `lease`.
+pub fn earliest(
+    due: Option<DateTime<Utc>>,
+    claimable: Option<DateTime<Utc>>,
+    ahead: TimeDelta,
+    lease: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let claimable = claimable.map(|at| at.checked_sub_signed(ahead).unwrap_or(at));
+    [due, claimable, lease].into_iter().flatten().min()
+}
+
 /// The ledger rows to write and the schedule's new next run time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FirePlan {

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
-use crate::plan::{Active, admitted, needs_active, plan_fire, unreadable};
+use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
@@ -34,6 +34,25 @@ impl PostgresStore {
 
     fn table(&self) -> &'static str {
         self.jobstore.table()
+    }
+
+    /// Deletes a schedule's runs claimed ahead of their time and not yet due, so that they do
+    /// not run.
+    async fn unclaim_ahead(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        schedule_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM schedule_runs WHERE schedule_id = $1 AND jobstore = $2 \
+             AND status = 'pending' AND scheduled_time > $3",
+        )
+        .bind(schedule_id)
+        .bind(self.jobstore.as_str())
+        .bind(Utc::now())
+        .execute(tx)
+        .await?;
+        Ok(())
     }
 }
 
@@ -99,8 +118,8 @@ impl JobStore for PostgresStore {
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-             next_run_at, created_at, updated_at, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $10, $11) ON CONFLICT (id) DO NOTHING",
+             next_run_at, created_at, updated_at, tags, checks_overlap) VALUES ($1, $2, $3, $4, \
+             $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
             self.table()
         );
         let done = sqlx::query(&sql)
@@ -115,6 +134,7 @@ impl JobStore for PostgresStore {
             .bind(schedule.next_run_at)
             .bind(schedule.created_at)
             .bind(to_json(&schedule.tags)?)
+            .bind(needs_active(schedule))
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {
@@ -129,11 +149,12 @@ impl JobStore for PostgresStore {
         for chunk in schedules.chunks(5000) {
             let done = sqlx::query(&format!(
                 "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-                 next_run_at, created_at, tags, updated_at) SELECT u.*, u.created_at FROM \
-                 UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
-                 $7::bool[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[]) AS \
-                 u(id, name, owner, trigger, target, policy, paused, paused_reason, next_run_at, \
-                 created_at, tags) ON CONFLICT (id) DO NOTHING",
+                 next_run_at, created_at, tags, checks_overlap, updated_at) SELECT u.*, \
+                 u.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+                 $5::jsonb[], $6::jsonb[], $7::bool[], $8::text[], $9::timestamptz[], \
+                 $10::timestamptz[], $11::jsonb[], $12::bool[]) AS u(id, name, owner, trigger, \
+                 target, policy, paused, paused_reason, next_run_at, created_at, tags, \
+                 checks_overlap) ON CONFLICT (id) DO NOTHING",
                 self.table()
             ))
             .bind(chunk.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
@@ -172,6 +193,7 @@ impl JobStore for PostgresStore {
                     .map(|s| to_json(&s.tags))
                     .collect::<Result<Vec<_>, _>>()?,
             )
+            .bind(chunk.iter().map(needs_active).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != chunk.len() as u64 {
@@ -201,8 +223,8 @@ impl JobStore for PostgresStore {
     async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
         let sql = format!(
             "UPDATE {} SET name = $2, owner = $3, trigger = $4, target = $5, policy = $6, \
-             tags = $7, paused = $8, paused_reason = $9, next_run_at = $10, updated_at = now() \
-             WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
+             tags = $7, paused = $8, paused_reason = $9, next_run_at = $10, updated_at = now(), \
+             checks_overlap = $11 WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
         let row = sqlx::query(&sql)
@@ -216,6 +238,7 @@ impl JobStore for PostgresStore {
             .bind(schedule.paused)
             .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at)
+            .bind(needs_active(schedule))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(schedule_from_row).transpose()
@@ -255,10 +278,12 @@ impl JobStore for PostgresStore {
             "DELETE FROM {} WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
+        if row.is_some() {
+            self.unclaim_ahead(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 
@@ -274,44 +299,67 @@ impl JobStore for PostgresStore {
              WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(paused)
             .bind(next_run_at)
             .bind(reason.filter(|_| paused))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        if paused && row.is_some() {
+            self.unclaim_ahead(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 
-    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let sql = format!(
-            "SELECT LEAST((SELECT min(next_run_at) FROM {} WHERE NOT paused), \
-             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending'))",
-            self.table()
-        );
-        let at: Option<DateTime<Utc>> = sqlx::query_scalar(&sql)
-            .bind(self.jobstore.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(at)
-    }
-
-    async fn claim_due(
+    async fn wakeup(
         &self,
         now: DateTime<Utc>,
+        ahead: TimeDelta,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // Both minimums are read off the due index: the first over the few rows due within the
+        // horizon, the second from the start of the index, past those rows.
+        let sql = format!(
+            "SELECT (SELECT min(next_run_at) FROM {0} WHERE NOT paused AND checks_overlap \
+             AND next_run_at <= $2), \
+             (SELECT min(next_run_at) FROM {0} WHERE NOT paused \
+             AND (NOT checks_overlap OR next_run_at > $2)), \
+             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending')",
+            self.table()
+        );
+        type Mins = (
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let (due, claimable, lease): Mins = sqlx::query_as(&sql)
+            .bind(self.jobstore.as_str())
+            .bind(now + ahead)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(earliest(due, claimable, ahead, lease))
+    }
+
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let select = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE NOT paused AND next_run_at <= $1 \
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE NOT paused AND next_run_at <= $3 \
+             AND (next_run_at <= $1 OR NOT checks_overlap) \
              ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             self.table()
         );
         let rows = sqlx::query(&select)
             .bind(now)
             .bind(limit as i64)
+            .bind(now + ahead)
             .fetch_all(&mut *tx)
             .await?;
         if rows.is_empty() {
@@ -408,6 +456,26 @@ impl JobStore for PostgresStore {
             .filter(|r| r.status == RunStatus::Pending)
             .filter(|r| inserted.contains(&(r.schedule_id.clone(), r.scheduled_time)))
             .collect())
+    }
+
+    async fn still_pending(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, times): (Vec<String>, Vec<DateTime<Utc>>) = runs.iter().cloned().unzip();
+        Ok(sqlx::query_as(
+            "SELECT r.schedule_id, r.scheduled_time FROM schedule_runs AS r \
+             JOIN UNNEST($1::text[], $2::timestamptz[]) AS u(schedule_id, scheduled_time) \
+             ON r.schedule_id = u.schedule_id AND r.scheduled_time = u.scheduled_time \
+             WHERE r.status = 'pending'",
+        )
+        .bind(ids)
+        .bind(times)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn reclaim_expired(

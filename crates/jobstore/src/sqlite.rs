@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
-use crate::plan::{Active, admitted, needs_active, plan_fire, unreadable};
+use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
@@ -34,6 +34,25 @@ impl SqliteStore {
         self.jobstore.table()
     }
 
+    /// Deletes a schedule's runs claimed ahead of their time and not yet due, so that they do
+    /// not run.
+    async fn unclaim_ahead(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        schedule_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM schedule_runs WHERE schedule_id = ?1 AND jobstore = ?2 \
+             AND status = 'pending' AND scheduled_time > ?3",
+        )
+        .bind(schedule_id)
+        .bind(self.jobstore.as_str())
+        .bind(millis(Utc::now()))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_in(
         &self,
         tx: &mut sqlx::SqliteConnection,
@@ -41,9 +60,9 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO {0} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-             next_run_at, created_at, updated_at, seq, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-             ?8, ?9, ?10, ?10, (SELECT coalesce(max(seq), 0) + 1 FROM {0}), ?11) \
-             ON CONFLICT (id) DO NOTHING",
+             next_run_at, created_at, updated_at, seq, tags, checks_overlap) VALUES (?1, ?2, ?3, \
+             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, (SELECT coalesce(max(seq), 0) + 1 FROM {0}), ?11, \
+             ?12) ON CONFLICT (id) DO NOTHING",
             self.table()
         );
         let done = sqlx::query(&sql)
@@ -58,6 +77,7 @@ impl SqliteStore {
             .bind(schedule.next_run_at.map(millis))
             .bind(millis(schedule.created_at))
             .bind(to_json(&schedule.tags)?)
+            .bind(needs_active(schedule))
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -239,8 +259,8 @@ impl JobStore for SqliteStore {
     async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
         let sql = format!(
             "UPDATE {} SET name = ?2, owner = ?3, trigger = ?4, target = ?5, policy = ?6, \
-             tags = ?7, paused = ?8, paused_reason = ?9, next_run_at = ?10, updated_at = ?11 \
-             WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
+             tags = ?7, paused = ?8, paused_reason = ?9, next_run_at = ?10, updated_at = ?11, \
+             checks_overlap = ?12 WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
         let row = sqlx::query(&sql)
@@ -255,6 +275,7 @@ impl JobStore for SqliteStore {
             .bind(&schedule.paused_reason)
             .bind(schedule.next_run_at.map(millis))
             .bind(millis(Utc::now()))
+            .bind(needs_active(schedule))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(schedule_from_row).transpose()
@@ -294,10 +315,12 @@ impl JobStore for SqliteStore {
             "DELETE FROM {} WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
+        if row.is_some() {
+            self.unclaim_ahead(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 
@@ -313,49 +336,61 @@ impl JobStore for SqliteStore {
              WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(paused)
             .bind(next_run_at.map(millis))
             .bind(millis(Utc::now()))
             .bind(reason.filter(|_| paused))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        if paused && row.is_some() {
+            self.unclaim_ahead(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 
-    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn wakeup(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let sql = format!(
-            "SELECT (SELECT min(next_run_at) FROM {} WHERE paused = 0), \
+            "SELECT (SELECT next_run_at FROM {0} WHERE paused = 0 AND checks_overlap \
+             AND next_run_at <= ?2 ORDER BY next_run_at LIMIT 1), \
+             (SELECT next_run_at FROM {0} WHERE paused = 0 AND next_run_at IS NOT NULL \
+             AND (NOT checks_overlap OR next_run_at > ?2) ORDER BY next_run_at LIMIT 1), \
              (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = ?1 AND status = 'pending')",
             self.table()
         );
-        let (due, lease): (Option<i64>, Option<i64>) = sqlx::query_as(&sql)
+        let (due, claimable, lease): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(&sql)
             .bind(self.jobstore.as_str())
+            .bind(millis(now + ahead))
             .fetch_one(&self.pool)
             .await?;
-        due.into_iter()
-            .chain(lease)
-            .min()
-            .map(|m| instant(m, "next_run_at"))
-            .transpose()
+        let read = |at: Option<i64>| at.map(|m| instant(m, "next_run_at")).transpose();
+        Ok(earliest(read(due)?, read(claimable)?, ahead, read(lease)?))
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
         now: DateTime<Utc>,
+        ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let select = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE paused = 0 AND next_run_at <= ?1 \
-             ORDER BY next_run_at LIMIT ?2",
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE paused = 0 AND next_run_at <= ?3 \
+             AND (next_run_at <= ?1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT ?2",
             self.table()
         );
         let rows = sqlx::query(&select)
             .bind(millis(now))
             .bind(limit as i64)
+            .bind(millis(now + ahead))
             .fetch_all(&mut *tx)
             .await?;
         // A parked schedule (`?4` set) is paused with the reason.
@@ -395,6 +430,30 @@ impl JobStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    async fn still_pending(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(&str, i64)> = runs
+            .iter()
+            .map(|(id, at)| (id.as_str(), millis(*at)))
+            .collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT r.schedule_id, r.scheduled_time FROM json_each(?1) AS k \
+             JOIN schedule_runs AS r ON r.schedule_id = json_extract(k.value, '$[0]') \
+             AND r.scheduled_time = json_extract(k.value, '$[1]') WHERE r.status = 'pending'",
+        )
+        .bind(to_json(&keys)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, at)| Ok((id, instant(at, "scheduled_time")?)))
+            .collect()
     }
 
     async fn reclaim_expired(

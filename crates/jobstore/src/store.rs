@@ -53,11 +53,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// Schedules matching `filter`: oldest first, or in id order for a page.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError>;
 
-    /// Removes a schedule and returns it. Its ledger rows stay as history.
+    /// Removes a schedule and returns it. Its ledger rows stay as history, but for the runs
+    /// claimed ahead of their time and not yet due, which are deleted with it (they never ran).
     async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
 
     /// Pauses (with an optional reason) or resumes a schedule, setting its next run time;
-    /// returns the updated schedule. Resuming clears the reason.
+    /// returns the updated schedule. Resuming clears the reason. Pausing deletes the runs that
+    /// were claimed ahead of their time and are not yet due, so they do not run (an engine
+    /// holding one checks with [`JobStore::still_pending`] before it dispatches it).
     async fn set_paused(
         &self,
         id: &str,
@@ -68,17 +71,49 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The earliest instant at which this store has work: a schedule's next run, or the expiry
     /// of a pending run's lease.
-    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.wakeup(Utc::now(), TimeDelta::zero()).await
+    }
 
-    /// Claims up to `limit` due schedules in one transaction: writes their ledger rows and
-    /// advances their next run times. Returns the runs now pending dispatch, leased until
-    /// `now + lease`. An occurrence already in the ledger is never returned twice.
+    /// The earliest instant at which an engine that claims `ahead` of time (see
+    /// [`JobStore::claim`]) has work here: `ahead` before the next run of a schedule that may be
+    /// claimed ahead, the next run of one that may not, or the expiry of a pending run's lease.
+    async fn wakeup(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// [`JobStore::claim`] of what is due by `now`, nothing ahead.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.claim(now, TimeDelta::zero(), limit, lease).await
+    }
+
+    /// Claims up to `limit` schedules in one transaction: those due by `now`, and those due by
+    /// `now + ahead` whose fire does not depend on their runs in progress (their overlap policy
+    /// cannot apply, [`crate::plan::needs_active`]). Writes their ledger rows and advances
+    /// their next run times. Returns the runs now pending dispatch, leased until `now + lease`;
+    /// a run claimed ahead is to be dispatched at its time, once [`JobStore::still_pending`]
+    /// confirms it. An occurrence already in the ledger is never returned twice.
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+        limit: usize,
+        lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Which of these runs are still `pending`: a run claimed ahead whose schedule was paused or
+    /// deleted before its time is not (its row is gone).
+    async fn still_pending(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
 
     /// Takes over pending runs whose lease expired at or before `now` (their claimer died),
     /// extending the lease to `now + lease`.

@@ -1242,6 +1242,106 @@ async fn retention_deletes_old_and_excess_finished_runs_only(store: Arc<dyn JobS
     assert_eq!(left("gone").await.len(), 7);
 }
 
+/// Claiming ahead takes what no run in progress can stop, and only that; pausing or deleting a
+/// schedule takes back what was claimed ahead of it and is not yet due.
+async fn claims_ahead_only_what_overlap_cannot_stop(store: Arc<dyn JobStore>) {
+    use chrono::SubsecRound;
+    // Instants ahead of the real clock: pausing takes back runs not yet due by it.
+    let base = Utc::now().trunc_subsecs(3) + TimeDelta::hours(1);
+    let ahead = TimeDelta::seconds(5);
+    let in_secs = |secs: i64| (base + TimeDelta::seconds(secs)).to_rfc3339();
+    let mut graph = schedule("graph", "u1", "g1", Some(&in_secs(2)));
+    graph.trigger = TriggerSpec::from(TriggerKind::Interval {
+        every_secs: 3600,
+        anchor: Some(base + TimeDelta::seconds(2)),
+    });
+    let rows = [
+        graph,
+        http_schedule("skip", Overlap::Skip, &in_secs(2)),
+        http_schedule("allow", Overlap::AllowAll, &in_secs(2)),
+        schedule("later", "u1", "g1", Some(&in_secs(7))),
+        schedule("changed", "u1", "g1", Some(&in_secs(3))),
+    ];
+    for row in &rows {
+        store.insert(row).await.unwrap();
+    }
+    // A replacement that makes overlap apply keeps it from being claimed ahead.
+    let changed = http_schedule("changed", Overlap::BufferOne, &in_secs(3));
+    store.replace(&changed).await.unwrap().unwrap();
+
+    // "graph" and "allow" may go ahead (5 s before their due instant); "skip" only once due.
+    assert_eq!(
+        store.wakeup(base, ahead).await.unwrap(),
+        Some(base - TimeDelta::seconds(3))
+    );
+    let claimed = store.claim(base, ahead, 100, LEASE).await.unwrap();
+    let mut ids: Vec<_> = claimed.iter().map(|r| r.schedule_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["allow", "graph"]);
+    for run in &claimed {
+        assert_eq!(run.scheduled_time, base + TimeDelta::seconds(2));
+        assert_eq!(run.claimed_at, base, "claimed ahead of its time");
+    }
+    assert_eq!(
+        store.get("graph").await.unwrap().unwrap().next_run_at,
+        Some(base + TimeDelta::seconds(3602))
+    );
+    // Next: "skip" once due, before "later" comes within the horizon.
+    assert_eq!(
+        store.wakeup(base, ahead).await.unwrap(),
+        Some(base + TimeDelta::seconds(2))
+    );
+    assert!(
+        store
+            .claim(base, ahead, 100, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = base + TimeDelta::seconds(3);
+    let mut ids: Vec<_> = store
+        .claim(due, ahead, 100, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.schedule_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["changed", "later", "skip"]);
+
+    let keys: Vec<_> = claimed
+        .iter()
+        .map(|r| (r.schedule_id.clone(), r.scheduled_time))
+        .collect();
+    assert_eq!(store.still_pending(&keys).await.unwrap().len(), 2);
+    store.set_paused("graph", true, None, None).await.unwrap();
+    store.delete("allow").await.unwrap();
+    assert_eq!(store.still_pending(&keys).await.unwrap(), Vec::new());
+    assert_eq!(statuses(&store, "graph").await, Vec::new());
+    assert_eq!(statuses(&store, "allow").await, Vec::new());
+
+    // A run that is due is not taken back by a pause: it may already be on its way.
+    let mut now_due = schedule("now", "u1", "g1", None);
+    now_due.next_run_at = Some(Utc::now().trunc_subsecs(3) - TimeDelta::seconds(1));
+    store.insert(&now_due).await.unwrap();
+    let run = store
+        .claim_due(Utc::now(), 100, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.schedule_id == "now")
+        .expect("the due schedule is claimed");
+    store.set_paused("now", true, None, None).await.unwrap();
+    let key = (run.schedule_id.clone(), run.scheduled_time);
+    assert_eq!(
+        store
+            .still_pending(std::slice::from_ref(&key))
+            .await
+            .unwrap(),
+        vec![key]
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -1296,6 +1396,7 @@ conformance!(
     runs_started_by_hand_follow_the_overlap_policy,
     queued_runs_start_one_after_another,
     retention_deletes_old_and_excess_finished_runs_only,
+    claims_ahead_only_what_overlap_cannot_stop,
 );
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! 1. D occurrences (default 10,000) due in the same second, side by side for graph executions
 //!    sent one request each, graph executions sent as JSON-RPC batches (`executor.batch`), and
-//!    `http` targets on an endpoint: when the last reached the stub, and the p50/p99 lag of each
+//!    `http` targets on an endpoint, each with the engine claiming only once due and claiming
+//!    ahead (`engine.lookahead`): when the last reached the stub, and the p50/p99 lag of each
 //!    dispatch behind its scheduled time;
 //! 2. the p99 dispatch lag of S schedules firing every second (default 500), side by side
 //!    without and with the retention pruning R old ledger rows (default 1,000,000), and how
@@ -25,6 +26,8 @@ pub(crate) struct Options {
     backends: Vec<&'static str>,
     due: usize,
     batch: usize,
+    /// The `engine.lookahead` values each burst runs with, in seconds.
+    lookaheads: Vec<u64>,
     firing: usize,
     old_rows: usize,
 }
@@ -35,6 +38,7 @@ impl Options {
             backends: vec!["sqlite", "postgres"],
             due: 10_000,
             batch: 100,
+            lookaheads: vec![0, 2],
             firing: 500,
             old_rows: 1_000_000,
         };
@@ -43,6 +47,12 @@ impl Options {
                 "--backend" => options.backends = parse_backends(value)?,
                 "--due" => options.due = value.parse()?,
                 "--batch" => options.batch = value.parse()?,
+                "--lookahead" => {
+                    options.lookaheads = value
+                        .split(',')
+                        .map(|secs| secs.trim().parse())
+                        .collect::<Result<_, _>>()?;
+                }
                 "--firing" => options.firing = value.parse()?,
                 "--old-rows" => options.old_rows = value.parse()?,
                 other => bail!("unknown option '{other}'"),
@@ -98,9 +108,15 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let mut prune_rows = Vec::new();
     for backend in &options.backends {
         for burst in bursts {
-            eprintln!("== {backend}: {}", burst.label(options.batch));
-            let figures = runtime.block_on(bench_burst(backend, &binary, burst, &options))?;
-            burst_rows.push((*backend, burst, figures));
+            for &lookahead in &options.lookaheads {
+                eprintln!(
+                    "== {backend}: {}, lookahead {lookahead}s",
+                    burst.label(options.batch)
+                );
+                let run = bench_burst(backend, &binary, burst, lookahead, &options);
+                let figures = runtime.block_on(run)?;
+                burst_rows.push((*backend, burst, lookahead, figures));
+            }
         }
         if options.old_rows > 0 {
             eprintln!(
@@ -113,13 +129,13 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| backend | {} due in one second, sent as | last dispatched after | lag p50 | lag p99 | in claim_due | in finish_runs |",
+        "| backend | {} due in one second, sent as | engine.lookahead | last dispatched after | lag p50 | lag p99 | in claim_due | in finish_runs |",
         options.due
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (backend, burst, f) in burst_rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (backend, burst, lookahead, f) in burst_rows {
         println!(
-            "| {backend} | {} | {:.2} s | {} ms | {} ms | {:.2} s | {:.2} s |",
+            "| {backend} | {} | {lookahead} s | {:.2} s | {} ms | {} ms | {:.2} s | {:.2} s |",
             burst.label(options.batch),
             f.last.as_secs_f64(),
             f.p50.as_millis(),
@@ -154,6 +170,7 @@ async fn bench_burst(
     backend: &'static str,
     binary: &std::path::Path,
     burst: Burst,
+    lookahead: u64,
     options: &Options,
 ) -> anyhow::Result<BurstFigures> {
     let dir = tempfile::tempdir()?;
@@ -177,11 +194,13 @@ async fn bench_burst(
     seed_targets(&database, options.due, options.due, due_at, target).await?;
     let batch = options.batch.to_string();
     let endpoint = executor_url.trim_end_matches('/').to_string();
-    let env: Vec<(&str, &str)> = match burst {
+    let lookahead = format!("{lookahead}s");
+    let mut env: Vec<(&str, &str)> = match burst {
         Burst::Graph => vec![],
         Burst::GraphBatched => vec![("SCHEDULER__EXECUTOR__BATCH", batch.as_str())],
         Burst::Http => vec![("SCHEDULER__ENDPOINTS__BENCH__URL", endpoint.as_str())],
     };
+    env.push(("SCHEDULER__ENGINE__LOOKAHEAD", lookahead.as_str()));
     let daemon = Daemon::start_with(binary, dir.path(), &db.url, &executor_url, &env).await?;
     if Utc::now() + TimeDelta::seconds(2) > due_at {
         bail!("seeding and starting took too long for the 15 s lead");

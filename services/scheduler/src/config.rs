@@ -117,6 +117,9 @@ impl ServiceConfig for Config {
         if self.engine.lease < Duration::from_secs(1) {
             bail!("engine.lease must be at least 1s");
         }
+        if self.engine.lookahead > Duration::from_secs(60) {
+            bail!("engine.lookahead must be at most 60s (it holds claimed runs in memory)");
+        }
         if !(1..=1000).contains(&self.executor.batch) {
             bail!("executor.batch must be 1 to 1000");
         }
@@ -199,6 +202,13 @@ pub struct EngineConfig {
     /// How long a claimed run stays ours before another process may take it over.
     #[serde(with = "duration")]
     pub lease: Duration,
+    /// How far ahead of their time due occurrences are claimed (`0s`: only once due). The
+    /// claim's database work then happens before the due second, and a large burst goes out
+    /// on time; each run is still dispatched at its time, and not at all if its schedule is
+    /// paused or deleted meanwhile. Schedules whose overlap policy looks at their runs in
+    /// progress (`rpc` and `http` targets, unless `allow_all`) are claimed only once due.
+    #[serde(with = "duration")]
+    pub lookahead: Duration,
     /// The longest the engine sleeps without re-reading the stores, as a guard against
     /// wall-clock jumps; changes made through the API wake it at once regardless.
     #[serde(with = "duration")]
@@ -230,6 +240,11 @@ impl EngineConfig {
     pub fn lease_delta(&self) -> chrono::TimeDelta {
         chrono::TimeDelta::from_std(self.lease).unwrap_or(chrono::TimeDelta::seconds(30))
     }
+
+    /// The lookahead as the stores take it.
+    pub fn lookahead_delta(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.lookahead).unwrap_or_default()
+    }
 }
 
 impl Default for EngineConfig {
@@ -238,6 +253,7 @@ impl Default for EngineConfig {
             batch_size: 500,
             dispatch_concurrency: 256,
             lease: Duration::from_secs(30),
+            lookahead: Duration::ZERO,
             max_sleep: Duration::from_secs(60),
             leader_poll: Duration::from_secs(1),
             max_overdue: Duration::from_secs(300),

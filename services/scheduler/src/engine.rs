@@ -3,7 +3,7 @@
 //! each ended. No fixed polling tick and no scan of every schedule: each store answers "when is
 //! your next work" from an index.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +73,7 @@ impl Engine {
         grace: Duration,
     ) -> Result<(), String> {
         let lease = self.config.lease_delta();
+        let ahead = self.config.lookahead_delta();
         let batch = self.config.batch_size as usize;
         let permits = Arc::new(Semaphore::new(self.config.dispatch_concurrency as usize));
         let in_flight: InFlight = Arc::default();
@@ -97,6 +98,7 @@ impl Engine {
             in_flight: in_flight.clone(),
             outcomes,
             tasks: &mut dispatches,
+            held: BTreeMap::new(),
         };
 
         if self.exclusive {
@@ -137,7 +139,8 @@ impl Engine {
                 tracing::error!("the engine's outcome recorder ended; the engine stops");
                 break;
             }
-            let pass = self.pass(lease, batch, &mut launcher).await;
+            launcher.release_held().await;
+            let pass = self.pass(lease, ahead, batch, &mut launcher).await;
             telemetry::database_up(pass.is_ok());
             let sleep = match pass {
                 Ok(pass) => {
@@ -159,6 +162,7 @@ impl Engine {
                     backoff
                 }
             };
+            let sleep = sleep.min(launcher.until_held());
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
@@ -207,6 +211,7 @@ impl Engine {
     async fn pass(
         &self,
         lease: TimeDelta,
+        ahead: TimeDelta,
         batch: usize,
         launcher: &mut Launcher<'_>,
     ) -> Result<Pass, StoreError> {
@@ -226,13 +231,13 @@ impl Engine {
             taken += drain(
                 store,
                 Take::Due,
-                |s| s.claim_due(now, batch, lease),
+                |s| s.claim(now, ahead, batch, lease),
                 batch,
                 launcher,
             )
             .await?;
             let started = Instant::now();
-            let wakeup = store.next_wakeup().await;
+            let wakeup = store.wakeup(now, ahead).await;
             telemetry::store_operation("next_wakeup", started.elapsed());
             if let Some(at) = wakeup? {
                 next = Some(next.map_or(at, |n| n.min(at)));
@@ -249,10 +254,15 @@ impl Engine {
         let Some(at) = next else {
             return self.config.max_sleep;
         };
-        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        // Round up to whole milliseconds so the timer never wakes just before the due time.
-        Duration::from_millis(wait.as_millis() as u64 + 1).min(self.config.max_sleep)
+        until(at).min(self.config.max_sleep)
     }
+}
+
+/// How long until `at`, rounded up to whole milliseconds so that a timer never wakes just
+/// before it.
+fn until(at: DateTime<Utc>) -> Duration {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Duration::from_millis(wait.as_millis() as u64 + 1)
 }
 
 /// What one pass over the stores did.
@@ -328,21 +338,100 @@ struct Launcher<'a> {
     in_flight: InFlight,
     outcomes: mpsc::UnboundedSender<(StoreName, RunOutcome)>,
     tasks: &'a mut JoinSet<()>,
+    /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
+    /// moment. They are in flight (their leases are renewed) but hold no dispatch slot.
+    held: BTreeMap<DateTime<Utc>, Vec<RunRecord>>,
 }
 
 impl Launcher<'_> {
-    /// Starts dispatching runs: those a batched JSON-RPC service takes in batches of up to
-    /// its size, the others one by one.
+    /// Takes runs in hand: those whose moment has come are dispatched now, the others held
+    /// until it comes. Held runs that fell due meanwhile go first.
     async fn start_all(&mut self, runs: Vec<RunRecord>) {
+        self.release_held().await;
+        let now = Utc::now();
+        let mut ready = Vec::with_capacity(runs.len());
+        for run in runs {
+            if !self.take_off(&run) {
+                continue;
+            }
+            // Every replica computes the same moment from the run's key.
+            let goes_at = run.goes_at();
+            if goes_at > now {
+                self.held.entry(goes_at).or_default().push(run);
+            } else {
+                ready.push(run);
+            }
+        }
+        self.launch(ready).await;
+    }
+
+    /// How long until the first held run's moment.
+    fn until_held(&self) -> Duration {
+        self.held
+            .keys()
+            .next()
+            .map_or(Duration::MAX, |at| until(*at))
+    }
+
+    /// Dispatches the held runs whose moment has come. A run claimed ahead of its time goes
+    /// only if the store still has it pending: pausing or deleting its schedule meanwhile
+    /// deleted it.
+    async fn release_held(&mut self) {
+        let now = Utc::now();
+        let Some(first) = self.held.keys().next() else {
+            return;
+        };
+        if *first > now {
+            return;
+        }
+        let later = self.held.split_off(&(now + TimeDelta::nanoseconds(1)));
+        let due: Vec<RunRecord> = std::mem::replace(&mut self.held, later)
+            .into_values()
+            .flatten()
+            .collect();
+        let (ahead, mut ready): (Vec<_>, Vec<_>) = due
+            .into_iter()
+            .partition(|run| run.scheduled_time > run.claimed_at);
+        let keyed = ahead
+            .iter()
+            .map(|run| (run.jobstore, (run.schedule_id.clone(), run.scheduled_time)))
+            .collect();
+        let mut confirmed = std::collections::HashSet::new();
+        let mut unknown = Vec::new();
+        for (store, keys) in per_store(&self.stores, keyed) {
+            let started = Instant::now();
+            let pending = store.still_pending(&keys).await;
+            telemetry::store_operation("still_pending", started.elapsed());
+            match pending {
+                Ok(pending) => confirmed.extend(pending),
+                Err(error) => {
+                    // They are ours by their leases: dispatching them is the safer error.
+                    tracing::warn!(%error, runs = keys.len(), "cannot confirm runs claimed ahead; dispatching them as claimed");
+                    unknown.push(store.jobstore());
+                }
+            }
+        }
+        for run in ahead {
+            let key = (run.schedule_id.clone(), run.scheduled_time);
+            if confirmed.contains(&key) || unknown.contains(&run.jobstore) {
+                ready.push(run);
+            } else {
+                tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, "not dispatched: its schedule was paused or deleted after the run was claimed ahead of its time");
+                lock(&self.in_flight).remove(&key);
+            }
+        }
+        self.launch(ready).await;
+    }
+
+    /// Dispatches runs taken off: those a batched JSON-RPC service takes in batches of up to
+    /// its size, the others one by one.
+    async fn launch(&mut self, runs: Vec<RunRecord>) {
         let mut batches: Vec<(String, usize, Vec<RunRecord>)> = Vec::new();
         for run in runs {
             let Some((service, size)) = self.dispatcher.batch_of(&run) else {
                 self.start(run).await;
                 continue;
             };
-            if !self.take_off(&run) {
-                continue;
-            }
             let at = match batches.iter().position(|(s, _, _)| *s == service) {
                 Some(at) => at,
                 None => {
@@ -406,37 +495,15 @@ impl Launcher<'_> {
         });
     }
 
-    /// Starts dispatching a run unless it is already in flight here.
+    /// Dispatches one run in a dispatch slot.
     async fn start(&mut self, run: RunRecord) {
-        if !self.take_off(&run) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
-        }
-        // A jittered run waits for its moment without holding a dispatch slot; the renewer
-        // keeps its lease meanwhile. Every replica computes the same moment from the key.
-        let wait = (run.goes_at() - Utc::now()).to_std().unwrap_or_default();
-        let permits = self.permits.clone();
-        let permit = if wait.is_zero() {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            Some(permit)
-        } else {
-            None
         };
         let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
         self.tasks.spawn(async move {
-            let permit = match permit {
-                Some(permit) => permit,
-                None => {
-                    tokio::time::sleep(wait).await;
-                    let Ok(permit) = permits.acquire_owned().await else {
-                        return;
-                    };
-                    permit
-                }
-            };
             let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
                 .catch_unwind()
                 .await

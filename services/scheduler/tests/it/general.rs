@@ -408,6 +408,85 @@ async fn jitter_delays_each_occurrence_by_its_own_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_claimed_ahead_go_at_their_time_unless_paused_meanwhile() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let backend = StubBackend::start().await;
+    let env = [
+        ("SCHEDULER__ENDPOINTS__BACKEND__URL", backend.url.as_str()),
+        ("SCHEDULER__ENGINE__LOOKAHEAD", "10s"),
+    ];
+    let daemon = Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await;
+    let client = daemon.client();
+    let at = soon(12);
+    let allow_all = SchedulePolicy {
+        overlap: Some(Overlap::AllowAll),
+        ..SchedulePolicy::default()
+    };
+    // "go" and "stop" may be claimed ahead; "skip" (overlap skip) only once due.
+    for (id, policy) in [
+        ("go", Some(allow_all)),
+        ("stop", Some(allow_all)),
+        ("skip", None),
+    ] {
+        let mut new = NewSchedule::new("alice", once(at), http(&format!("/{id}")));
+        new.id = Some(id.to_string());
+        new.policy = policy;
+        client.create_schedule(new).await.unwrap();
+    }
+    // "stop" is claimed about 10 s before its time, and paused while it waits.
+    test_support::wait_until("stop claimed ahead", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move {
+            let page = client
+                .list_runs("stop", "alice", RunQuery::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            match page.runs.first() {
+                Some(run) if run.status == RunStatus::Pending => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(Utc::now() < at, "claimed ahead of its time");
+    client
+        .pause_schedule("stop", "alice", Some("not today".into()))
+        .await
+        .unwrap();
+
+    for path in ["/go", "/skip"] {
+        let calls = backend.wait_for(path, 1, Duration::from_secs(30)).await;
+        assert!(
+            calls[0].received_at >= at,
+            "{path} sent at {} before its time {at}",
+            calls[0].received_at
+        );
+        assert_eq!(
+            calls[0].header("idempotency-key"),
+            Some(key(&path[1..], at).as_str())
+        );
+    }
+    for id in ["go", "skip"] {
+        let runs = settled_runs(&client, id, "alice", 1, Duration::from_secs(10)).await;
+        assert_eq!(runs[0].status, RunStatus::Dispatched, "{id}: {runs:?}");
+    }
+    // "go" went at its time, so the engine looked at "stop" then too: it let it be.
+    assert!(backend.requests("/stop").is_empty());
+    let stopped = client
+        .list_runs("stop", "alice", RunQuery::default())
+        .await
+        .unwrap();
+    assert!(stopped.runs.is_empty(), "{:?}", stopped.runs);
+    let log = daemon.log_text();
+    assert!(
+        log.contains("paused or deleted after the run was claimed ahead"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_and_backfill_run_each_occurrence_once() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let backend = StubBackend::start().await;
