@@ -25,7 +25,9 @@ pub const DEFAULT_PORT: u16 = 8004;
 pub trait DeviceRunnerApi {
     /// Queues a job for a device. `priority` is 1 (highest) to 5 (default); `max_duration` is
     /// seconds or a duration such as `15m`, `1h`, `24h`, `7d` (default: the job type's);
-    /// `checkpoint` is handed to the job as `JOB_CHECKPOINT` so it resumes from there.
+    /// `checkpoint` is handed to the job as `JOB_CHECKPOINT` so it resumes from there. With
+    /// `idempotency_key` (1-256 characters), a key already used returns the job it created,
+    /// whatever its state, and creates nothing.
     #[method(name = "enqueue_job", param_kind = map)]
     async fn enqueue_job(
         &self,
@@ -36,6 +38,7 @@ pub trait DeviceRunnerApi {
         max_duration: Option<Value>,
         source: Option<String>,
         checkpoint: Option<Value>,
+        idempotency_key: Option<String>,
     ) -> RpcResult<Job>;
 
     /// The pending jobs, per device in the order they will start (priority, then first in).

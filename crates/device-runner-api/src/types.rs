@@ -132,6 +132,9 @@ pub struct Job {
     /// Every `::result` line, in order.
     pub results: Vec<Value>,
     pub progress: Option<Progress>,
+    /// The key it was enqueued with: enqueueing again with it returns this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A phone as the runner sees it.

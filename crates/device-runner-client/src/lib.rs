@@ -2,8 +2,8 @@
 //!
 //! Calls go over HTTP through [`DeviceRunnerApiClient`] (every method of the API, typed);
 //! [`DeviceRunnerClient::follow_logs`] opens a WebSocket for the live log subscription.
-//! Requests are not retried: `enqueue_job` is not idempotent, so a caller that retries must
-//! first look at `list_queue`.
+//! Requests are not retried. A caller that retries `enqueue_job` passes an `idempotency_key`:
+//! the retry then returns the job the first call created instead of queueing a second one.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), device_runner_client::Error> {
@@ -11,7 +11,7 @@
 //! let client = DeviceRunnerClient::new("http://127.0.0.1:8004")?;
 //! let job = client
 //!     .rpc()
-//!     .enqueue_job("L9AIB7603188953".into(), "crawl".into(), None, Some(2), None, None, None)
+//!     .enqueue_job("L9AIB7603188953".into(), "crawl".into(), None, Some(2), None, None, None, None)
 //!     .await?;
 //! let mut log = client.follow_logs(&job.id, 0).await?;
 //! while let Some(Ok(chunk)) = log.next().await {

@@ -251,7 +251,16 @@ async fn enqueue(
 ) -> anyhow::Result<String> {
     let job = client
         .rpc()
-        .enqueue_job(device, "bench".into(), Some(params), None, None, None, None)
+        .enqueue_job(
+            device,
+            "bench".into(),
+            Some(params),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         .await?;
     Ok(job.id)
 }

@@ -19,9 +19,21 @@ pub(super) struct Enqueue {
     pub checkpoint: Option<Value>,
     /// The run this job repeats.
     pub requeued_from: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
+/// The longest idempotency key taken.
+const MAX_KEY_CHARS: usize = 256;
+
 pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
+    if let Some(key) = &request.idempotency_key {
+        check_key(key)?;
+        // A key seen before: the job it created, whatever has changed since (the device may
+        // be gone); nothing is created.
+        if let Some(job) = runner.store.by_key(key).await.map_err(storage_error)? {
+            return Ok(job);
+        }
+    }
     if runner.device_info(&request.device).is_none() {
         return Err(RunnerError::Value(format!(
             "unknown device '{}' (see list_devices)",
@@ -77,11 +89,29 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
         checkpoint: request.checkpoint.filter(|c| !c.is_null()),
         requeued_from: request.requeued_from,
         enqueued_at: Utc::now(),
+        idempotency_key: request.idempotency_key,
     };
-    let job = runner.store.insert(&new).await.map_err(storage_error)?;
-    tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");
-    runner.send(&job.device, Command::Wake);
+    let (job, created) = runner.store.insert(&new).await.map_err(storage_error)?;
+    if created {
+        tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");
+        runner.send(&job.device, Command::Wake);
+    }
     Ok(job)
+}
+
+fn check_key(key: &str) -> Result<(), RunnerError> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(RunnerError::Value(format!(
+            "idempotency_key must be 1 to {MAX_KEY_CHARS} characters, got {}",
+            key.chars().count()
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(RunnerError::Value(
+            "idempotency_key must not contain control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) async fn list_queue(
@@ -151,6 +181,7 @@ pub(super) async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, R
         source: run.source,
         checkpoint: None,
         requeued_from: Some(run.id),
+        idempotency_key: None,
     };
     enqueue(runner, request).await
 }

@@ -38,6 +38,7 @@ impl DeviceRunnerApiServer for RpcHandler {
         max_duration: Option<Value>,
         source: Option<String>,
         checkpoint: Option<Value>,
+        idempotency_key: Option<String>,
     ) -> RpcResult<Job> {
         let request = jobs::Enqueue {
             device,
@@ -48,6 +49,7 @@ impl DeviceRunnerApiServer for RpcHandler {
             source,
             checkpoint,
             requeued_from: None,
+            idempotency_key,
         };
         Ok(jobs::enqueue(&self.runner, request).await?)
     }

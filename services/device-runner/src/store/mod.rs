@@ -144,12 +144,15 @@ impl Store {
         }
     }
 
-    pub async fn insert(&self, job: &NewJob) -> Result<Job> {
+    /// Queues a job. With an idempotency key already stored, nothing is written and the job
+    /// that has it is returned; the flag says whether this call created the job.
+    pub async fn insert(&self, job: &NewJob) -> Result<(Job, bool)> {
         let written = self.write(Write::Insert(job.clone())).await?;
-        written.queued.ok_or_else(|| StoreError::Corrupt {
+        let queued = written.queued.ok_or_else(|| StoreError::Corrupt {
             id: job.id.clone(),
             reason: "insert returned no row".into(),
-        })
+        })?;
+        Ok((queued, written.changed))
     }
 
     /// pending → running. False when the job is no longer pending (cancelled meanwhile).

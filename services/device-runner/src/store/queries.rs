@@ -17,6 +17,15 @@ impl Store {
             .transpose()
     }
 
+    /// The job enqueued with this idempotency key.
+    pub async fn by_key(&self, key: &str) -> Result<Option<Job>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
+        let mut reader = self.reader().await?;
+        on_db!(reader.conn(), fetch_optional JobRow, &sql, key)
+            .map(JobRow::into_job)
+            .transpose()
+    }
+
     /// The pending job of `device` that starts next: highest priority, then first in.
     pub async fn next_pending(&self, device: &str) -> Result<Option<Job>> {
         let sql = format!(

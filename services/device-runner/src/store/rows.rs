@@ -22,6 +22,8 @@ pub struct NewJob {
     pub checkpoint: Option<Value>,
     pub requeued_from: Option<String>,
     pub enqueued_at: DateTime<Utc>,
+    /// The caller's key: a job with the same key already stored is returned instead.
+    pub idempotency_key: Option<String>,
 }
 
 /// How a job ended.
@@ -48,7 +50,7 @@ pub struct RunFilter {
 pub(super) const COLUMNS: &str = "seq, id, device, job_type, params, priority, max_duration_secs, source, status, \
      enqueued_at, started_at, ended_at, pid, pgid, proc_start_ticks, boot_id, exit_code, signal, \
      error, log_path, preempted_by, requeued_from, checkpoint, results, progress_percent, \
-     progress_message";
+     progress_message, idempotency_key";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct JobRow {
@@ -79,6 +81,7 @@ pub(super) struct JobRow {
     results: Json<Value>,
     progress_percent: Option<i64>,
     progress_message: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
@@ -143,6 +146,7 @@ impl JobRow {
                 percent: percent.clamp(0, 100) as u8,
                 message: self.progress_message,
             }),
+            idempotency_key: self.idempotency_key,
         })
     }
 }

@@ -70,19 +70,33 @@ impl Write {
             Write::Insert(job) => {
                 let sql = format!(
                     "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
-                     source, status, enqueued_at, checkpoint, requeued_from) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10) RETURNING {COLUMNS}"
+                     source, status, enqueued_at, checkpoint, requeued_from, idempotency_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
+                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                     RETURNING {COLUMNS}"
                 );
-                let row = on_db!(conn, fetch_optional JobRow, &sql,
+                let mut conn = conn;
+                let row = on_db!(conn.reborrow(), fetch_optional JobRow, &sql,
                     &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
                     job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
-                    job.checkpoint.as_ref().map(Json), &job.requeued_from);
+                    job.checkpoint.as_ref().map(Json), &job.requeued_from, &job.idempotency_key);
+                let (changed, row) = match row {
+                    Some(row) => (true, Some(row)),
+                    // The key is taken: the job that took it.
+                    None => {
+                        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
+                        (
+                            false,
+                            on_db!(conn, fetch_optional JobRow, &sql, &job.idempotency_key),
+                        )
+                    }
+                };
                 let row = row.ok_or_else(|| StoreError::Corrupt {
                     id: job.id.clone(),
                     reason: "insert returned no row".into(),
                 })?;
                 Written {
-                    changed: true,
+                    changed,
                     queued: Some(row.into_job()?),
                 }
             }

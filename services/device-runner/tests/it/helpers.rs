@@ -225,6 +225,7 @@ impl Runner {
                 None,
                 None,
                 None,
+                None,
             )
             .await
             .unwrap()

@@ -10,6 +10,78 @@ const SOON: Duration = Duration::from_secs(10);
 on_both_backends! {
     the_queue_runs_by_priority_then_first_in => priority_order;
     protocol_lines_are_persisted_and_the_log_keeps_the_rest => protocol_lines;
+    an_idempotency_key_enqueues_one_job_whatever_its_state => idempotent_enqueue;
+}
+
+async fn enqueue_keyed(
+    client: &device_runner_client::DeviceRunnerClient,
+    key: &str,
+    params: serde_json::Value,
+) -> Result<device_runner_client::Job, Error> {
+    client
+        .rpc()
+        .enqueue_job(
+            DEVICE.into(),
+            "quick".into(),
+            Some(params),
+            None,
+            None,
+            None,
+            None,
+            Some(key.into()),
+        )
+        .await
+        .map_err(Error::from)
+}
+
+async fn idempotent_enqueue(backend: Backend) {
+    let Some(runner) = Runner::start_with(backend, "").await else {
+        return;
+    };
+    let client = runner.client();
+    // Eight callers at once with one key: one job, and each of them is told its id.
+    let calls = (0..8).map(|n| enqueue_keyed(&client, "fire-1", json!({"n": n})));
+    let jobs: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let first = &jobs[0];
+    assert!(jobs.iter().all(|job| job.id == first.id), "{jobs:#?}");
+    assert_eq!(first.idempotency_key.as_deref(), Some("fire-1"));
+    let done = runner
+        .wait_status(&first.id, JobStatus::Completed, SOON)
+        .await;
+    // Once it has ended, the key still answers with it, and nothing new is queued.
+    let again = enqueue_keyed(&client, "fire-1", json!({"n": 99}))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status, JobStatus::Completed);
+    assert_eq!(again.params, done.params);
+    assert!(client.rpc().list_queue(None).await.unwrap().is_empty());
+    let runs = client
+        .rpc()
+        .list_runs(None, None, Some("quick".into()), None, None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    // Another key is another job.
+    let other = enqueue_keyed(&client, "fire-2", json!({})).await.unwrap();
+    assert_ne!(other.id, first.id);
+
+    for (key, expected) in [
+        ("", "1 to 256 characters"),
+        (&"k".repeat(257)[..], "1 to 256 characters"),
+        ("a\nb", "control characters"),
+    ] {
+        let error = enqueue_keyed(&client, key, json!({})).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(&error, Error::Runner(RunnerError::Value(_))) && text.contains(expected),
+            "{key:?}: {text}"
+        );
+    }
 }
 
 async fn priority_order(backend: Backend) {
@@ -85,6 +157,7 @@ async fn protocol_lines(backend: Backend) {
             None,
             Some("test".into()),
             None,
+            None,
         )
         .await
         .unwrap();
@@ -148,6 +221,7 @@ async fn the_job_environment_and_argv_carry_the_job() {
             DEVICE.into(),
             "quick".into(),
             Some(json!({"n": 1})),
+            None,
             None,
             None,
             None,
@@ -248,6 +322,7 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
                 params.clone(),
                 priority,
                 duration,
+                None,
                 None,
                 None,
             )

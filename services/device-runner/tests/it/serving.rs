@@ -46,7 +46,16 @@ async fn every_method_but_health_check_needs_the_token_and_kill_needs_the_admin_
     let user = runner.client_with_token(USER);
     let job = user
         .rpc()
-        .enqueue_job(DEVICE.into(), "long".into(), None, None, None, None, None)
+        .enqueue_job(
+            DEVICE.into(),
+            "long".into(),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     runner_wait_running(&runner, &user, &job.id).await;

@@ -20,6 +20,7 @@ fn new_job(id: &str, device: &str, priority: u8) -> NewJob {
         checkpoint: None,
         requeued_from: None,
         enqueued_at: Utc::now(),
+        idempotency_key: None,
     }
 }
 
