@@ -62,6 +62,26 @@ pub enum Target {
         #[serde(default)]
         message: Value,
     },
+    /// A job queued on a device of a device runner named in the configuration
+    /// (`[device_runners.<runner>]`) with `enqueue_job`, the ledger key as its idempotency key.
+    /// Its run lasts until the job has ended on the runner.
+    DeviceJob {
+        runner: String,
+        device: String,
+        job_type: String,
+        #[serde(default)]
+        params: Map<String, Value>,
+        /// 1 (highest) to 5.
+        #[serde(default = "default_priority")]
+        priority: u8,
+        /// Seconds or a duration such as `15m`, `1h`, `7d` (default: the job type's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_duration: Option<String>,
+    },
+}
+
+fn default_priority() -> u8 {
+    5
 }
 
 fn default_http_method() -> String {
@@ -94,16 +114,18 @@ impl Target {
             Target::Rpc { .. } => "rpc",
             Target::Http { .. } => "http",
             Target::RedisPublish { .. } => "redis_publish",
+            Target::DeviceJob { .. } => "device_job",
         }
     }
 
     /// The kinds there are, as their tags spell them.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "graph_execution",
         "system_task",
         "rpc",
         "http",
         "redis_publish",
+        "device_job",
     ];
 
     /// The configured endpoint and the raw URL a calling target names.
@@ -116,11 +138,14 @@ impl Target {
         }
     }
 
-    /// Whether a run of this target lasts until the target answers, so that the overlap
-    /// policy applies: graph executions and system tasks are handed over at once, as AutoGPT
-    /// does, and never skipped for overlapping.
+    /// Whether a run of this target lasts until the target answers (for a device job, until
+    /// the job has ended), so that the overlap policy applies: graph executions and system
+    /// tasks are handed over at once, as AutoGPT does, and never skipped for overlapping.
     pub fn has_duration(&self) -> bool {
-        matches!(self, Target::Rpc { .. } | Target::Http { .. })
+        matches!(
+            self,
+            Target::Rpc { .. } | Target::Http { .. } | Target::DeviceJob { .. }
+        )
     }
 
     /// Checks the fields a caller gave, naming the one at fault. `raw_urls` says whether a
@@ -185,9 +210,47 @@ impl Target {
             Target::RedisPublish { channel, .. } if channel.is_empty() => {
                 Err("target.channel must not be empty".into())
             }
+            Target::DeviceJob {
+                runner,
+                device,
+                job_type,
+                priority,
+                max_duration,
+                ..
+            } => {
+                for (field, value) in [
+                    ("runner", runner),
+                    ("device", device),
+                    ("job_type", job_type),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(format!("target.{field} must not be empty"));
+                    }
+                }
+                if !(1..=5).contains(priority) {
+                    return Err(format!(
+                        "target.priority must be from 1 (highest) to 5, got {priority}"
+                    ));
+                }
+                match max_duration {
+                    Some(text) if !is_duration(text) => Err(format!(
+                        "target.max_duration must be seconds or a duration such as 15m, 1h, \
+                         7d; got '{text}'"
+                    )),
+                    _ => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `text` is whole seconds or a duration such as `15m`, `1h`, `7d`, as the device
+/// runner reads `max_duration`.
+fn is_duration(text: &str) -> bool {
+    let text = text.trim();
+    text.parse::<u64>().is_ok_and(|secs| secs > 0)
+        || humantime::parse_duration(text).is_ok_and(|d| !d.is_zero())
 }
 
 /// The HTTP methods an `http` target may use.

@@ -29,6 +29,9 @@ pub struct Config {
     /// `rpc` or `http` target names one, so no caller can make the scheduler call an address
     /// of its choosing.
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// The device runners `device_job` targets queue jobs on, by name
+    /// (`[device_runners.farm] url = "http://…"`).
+    pub device_runners: BTreeMap<String, DeviceRunnerConfig>,
     pub redis: RedisConfig,
     /// Schedules declared here (`[[schedules]]`): registered at start, replaced when changed,
     /// removed when no longer declared, read-only through the API.
@@ -63,6 +66,28 @@ fn one() -> u32 {
     1
 }
 
+/// A device runner, named in `[device_runners.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRunnerConfig {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Its `auth.token`, sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Per-call timeout.
+    #[serde(default = "default_endpoint_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How often the state of the jobs queued there is asked for (one batch request for all
+    /// of them): a device job's run ends at most this long after its job.
+    #[serde(default = "default_job_poll", with = "duration")]
+    pub poll: Duration,
+}
+
+fn default_job_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_endpoint_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -85,6 +110,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             system_tasks: SystemTasksConfig::default(),
             endpoints: BTreeMap::new(),
+            device_runners: BTreeMap::new(),
             redis: RedisConfig::default(),
             schedules: Vec::new(),
             ledger: LedgerConfig::default(),
@@ -139,6 +165,19 @@ impl ServiceConfig for Config {
                 bail!("endpoints.{name}.batch must be 1 to 1000");
             }
         }
+        for (name, runner) in &self.device_runners {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bail!("device_runners.{name}: a name is letters, digits, '_' and '-'");
+            }
+            check_http_url(&format!("device_runners.{name}.url"), &runner.url)?;
+            if runner.timeout.is_zero() || runner.poll < Duration::from_millis(50) {
+                bail!("device_runners.{name}: timeout must be more than 0s and poll at least 50ms");
+            }
+        }
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -147,6 +186,7 @@ impl ServiceConfig for Config {
         self.ledger.validate()?;
         let context = crate::declared::Checks {
             endpoints: self.endpoints.keys().map(String::as_str).collect(),
+            runners: self.device_runners.keys().map(String::as_str).collect(),
             redis: self.redis.url.is_some(),
             taken: self
                 .system_tasks
@@ -163,6 +203,11 @@ impl ServiceConfig for Config {
         for endpoint in self.endpoints.values_mut() {
             if endpoint.token.is_some() {
                 endpoint.token = Some(REDACTED.into());
+            }
+        }
+        for runner in self.device_runners.values_mut() {
+            if runner.token.is_some() {
+                runner.token = Some(REDACTED.into());
             }
         }
         if let Some(url) = &mut self.redis.url

@@ -20,6 +20,8 @@ use crate::stores::Stores;
 pub struct Checks<'a> {
     /// The names of the configured endpoints.
     pub endpoints: Vec<&'a str>,
+    /// The names of the configured device runners.
+    pub runners: Vec<&'a str>,
     /// Whether `redis.url` is set.
     pub redis: bool,
     /// Ids already declared elsewhere (the system tasks').
@@ -89,6 +91,9 @@ impl ScheduleDeclaration {
                 ..
             } if !context.endpoints.contains(&name.as_str()) => {
                 bail!("target.endpoint '{name}' is not configured: add [endpoints.{name}]")
+            }
+            Target::DeviceJob { runner, .. } if !context.runners.contains(&runner.as_str()) => {
+                bail!("target.runner '{runner}' is not configured: add [device_runners.{runner}]")
             }
             Target::RedisPublish { .. } if !context.redis => {
                 bail!("a redis_publish target needs redis.url")

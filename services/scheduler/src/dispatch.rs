@@ -11,6 +11,7 @@ use jobstore::{RunOutcome, RunRecord, RunStatus, Target};
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::device_jobs::{DeviceRunners, outcome_of};
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::targets::Outbound;
 use crate::tasks::{SystemTask, TaskRunner};
@@ -30,6 +31,8 @@ pub struct Dispatcher {
     tasks: TaskRunner,
     /// The endpoints and the Redis of the outbound targets.
     pub outbound: Outbound,
+    /// The device runners of `device_job` targets.
+    pub devices: DeviceRunners,
     /// Graph executions per batch request to the execution service (1: no batching).
     executor_batch: usize,
     retries: u32,
@@ -104,6 +107,7 @@ impl Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
             tasks: TaskRunner::new(&config.system_tasks, http),
             outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
+            devices: DeviceRunners::new(&config.device_runners)?,
             executor_batch: executor.batch.max(1) as usize,
             retries: executor.retries,
             retry_delay: executor.retry_delay,
@@ -188,6 +192,7 @@ impl Dispatcher {
             Target::RedisPublish { channel, message } => {
                 self.outbound.publish(run, channel, message).await
             }
+            Target::DeviceJob { .. } => self.devices.enqueue(run).await,
         }
     }
 }
@@ -228,6 +233,42 @@ pub async fn dispatch_run(
     telemetry::dispatch_started(run.jobstore.as_str(), lag);
     let dispatched = dispatcher.dispatch(run).await;
     conclude(run, dispatched, started, lag)
+}
+
+/// What a run's dispatch comes to once its target is done with it: for a device job that was
+/// queued, the end of its job on the runner (waited for without a dispatch slot; meanwhile
+/// the run is in progress, for the overlap policy); for any other run, the dispatch's outcome.
+pub async fn follow(
+    dispatcher: &Dispatcher,
+    run: &RunRecord,
+    outcome: RunOutcome,
+    result: Option<Value>,
+) -> RunOutcome {
+    let (Target::DeviceJob { runner, .. }, Some(job)) = (&run.target, result) else {
+        return outcome;
+    };
+    let Some(job_id) = job.get("id").and_then(Value::as_str) else {
+        return RunOutcome {
+            status: RunStatus::Failed,
+            detail: Some(format!(
+                "device runner '{runner}' answered enqueue_job without a job id: {}",
+                truncate(&job.to_string(), 300)
+            )),
+            ..outcome
+        };
+    };
+    tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %runner, job_id, "device job queued; following it until it ends");
+    let (status, detail) = match dispatcher.devices.ended(runner, job_id).await {
+        Ok(job) => outcome_of(&job),
+        Err(error) => (RunStatus::Failed, format!("job {job_id}: {error}")),
+    };
+    tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, job_id, status = status.as_str(), %detail, "device job ended");
+    RunOutcome {
+        status,
+        detail: Some(detail),
+        finished_at: Utc::now(),
+        ..outcome
+    }
 }
 
 /// Dispatches runs that share a batched JSON-RPC service ([`Dispatcher::batch_of`]) as one

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::EngineConfig;
-use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run};
+use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
 use crate::telemetry;
 
@@ -91,11 +91,13 @@ impl Engine {
             self.config.lease / 3,
         ));
         let mut dispatches = JoinSet::new();
+        let (stopping, stop_rx) = watch::channel(false);
         let mut launcher = Launcher {
             stores: Arc::new(self.stores.clone()),
             dispatcher: self.dispatcher.clone(),
             permits,
             in_flight: in_flight.clone(),
+            stopping: stop_rx,
             outcomes,
             tasks: &mut dispatches,
             held: BTreeMap::new(),
@@ -173,6 +175,8 @@ impl Engine {
             while launcher.tasks.try_join_next().is_some() {}
         }
 
+        // Runs that only wait for a device job to end are left to the next process.
+        let _ = stopping.send(true);
         tracing::info!(
             in_flight = launcher.tasks.len(),
             ?grace,
@@ -336,6 +340,9 @@ struct Launcher<'a> {
     dispatcher: Arc<Dispatcher>,
     permits: Arc<Semaphore>,
     in_flight: InFlight,
+    /// Turns true when the engine stops: a run waiting for its device job gives up then, and
+    /// is released with the rest, to be followed again by the next process.
+    stopping: watch::Receiver<bool>,
     outcomes: mpsc::UnboundedSender<(StoreName, RunOutcome)>,
     tasks: &'a mut JoinSet<()>,
     /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
@@ -503,19 +510,29 @@ impl Launcher<'_> {
         let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
+        let mut stopping = self.stopping.clone();
         self.tasks.spawn(async move {
             let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
                 .catch_unwind()
                 .await
             {
-                Ok((outcome, _)) => outcome,
+                Ok((outcome, result)) => {
+                    // What is left (a device job's run) waits without a dispatch slot.
+                    drop(permit);
+                    tokio::select! {
+                        // An outcome already there is recorded, stopping or not.
+                        biased;
+                        outcome = follow(&dispatcher, &run, outcome, result) => outcome,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
+                }
                 Err(panic) => {
+                    drop(permit);
                     let message = jobstore::plan::panic_message(&*panic);
                     park_after_panic(&stores, &run, &message).await
                 }
             };
             let _ = outcomes.send((run.jobstore, outcome));
-            drop(permit);
         });
     }
 }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod compat;
 pub mod config;
 pub mod declared;
+pub mod device_jobs;
 pub mod dispatch;
 pub mod endpoint;
 pub mod engine;

@@ -628,6 +628,24 @@ fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
                 )
             }))
         }
+        Target::DeviceJob { runner, .. } => {
+            let runners = &app.dispatcher.devices;
+            if runners.has(runner) {
+                return Ok(());
+            }
+            let known = runners.names();
+            Err(SchedulerError::Value(if known.is_empty() {
+                format!(
+                    "unknown device runner '{runner}': the scheduler has no [device_runners] \
+                     configured"
+                )
+            } else {
+                format!(
+                    "unknown device runner '{runner}': configured runners are {}",
+                    known.join(", ")
+                )
+            }))
+        }
         Target::RedisPublish { .. } if !outbound.has_redis() => Err(SchedulerError::Value(
             "redis_publish targets need redis.url in the scheduler's configuration".into(),
         )),

@@ -744,6 +744,24 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             "unknown variant `sometimes`",
         ),
         (
+            json!({"owner": "alice", "trigger": good_trigger,
+                   "target": {"type": "device_job", "runner": "farm", "device": "P1",
+                              "job_type": "crawl"}}),
+            "unknown device runner 'farm': the scheduler has no [device_runners] configured",
+        ),
+        (
+            json!({"owner": "alice", "trigger": good_trigger,
+                   "target": {"type": "device_job", "runner": "farm", "device": "P1",
+                              "job_type": "crawl", "priority": 9}}),
+            "target.priority must be from 1 (highest) to 5, got 9",
+        ),
+        (
+            json!({"owner": "alice", "trigger": good_trigger,
+                   "target": {"type": "device_job", "runner": "farm", "device": "P1",
+                              "job_type": "crawl", "max_duration": "soon"}}),
+            "target.max_duration must be seconds or a duration",
+        ),
+        (
             json!({"owner": "system", "trigger": good_trigger, "target": good_target}),
             "reserved for schedules declared in the configuration",
         ),

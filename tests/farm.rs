@@ -1,0 +1,362 @@
+//! The phone farm end to end: the real scheduler and the real device runner, each on its own
+//! SQLite file, talking over their real protocols. Schedules with `device_job` targets queue
+//! jobs (shell scripts) on configured phones; the ledger and the runner's history are checked
+//! against each other.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to this test's executable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job};
+use scheduler_client::{
+    ClientConfig, NewSchedule, RunQuery, RunStatus, ScheduleRun, SchedulerClient, Target,
+    TriggerKind,
+};
+use serde_json::Map;
+use test_support::{Daemon, Launch, wait_until};
+
+const RUNNER_CONFIG: &str = r#"
+kill_grace = "1s"
+
+[[devices]]
+serial = "P1"
+
+[[devices]]
+serial = "P2"
+
+[job_types.tick]
+argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
+max_duration = "1m"
+
+[job_types.slow]
+argv = ["sh", "-c", "echo working; sleep 3; echo done"]
+max_duration = "1m"
+"#;
+
+/// A binary `cargo test --workspace` built beside this test.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: these tests run the real binaries; build them first \
+         (`cargo test --workspace` does, or `cargo build -p scheduler -p device-runner`)",
+        path.display()
+    );
+    path
+}
+
+struct Farm {
+    dir: PathBuf,
+    runner: Daemon,
+    scheduler: Daemon,
+}
+
+impl Farm {
+    async fn start() -> Farm {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let config = format!(
+            "log_dir = \"{}\"\n{RUNNER_CONFIG}",
+            dir.join("logs").display()
+        );
+        let config_path = dir.join("device-runner.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let db = format!("sqlite://{}/runner.db", dir.display());
+        let runner = Launch::new(binary("device-runner"), dir.join("runner"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--database-url", &db])
+            .graceful_drop(true)
+            .start()
+            .await
+            .unwrap_or_else(|message| panic!("the device runner did not start: {message}"));
+        let scheduler = Farm::scheduler(&dir, &runner).await;
+        Farm {
+            dir,
+            runner,
+            scheduler,
+        }
+    }
+
+    async fn scheduler(dir: &Path, runner: &Daemon) -> Daemon {
+        let db = format!("sqlite://{}/scheduler.db", dir.display());
+        Launch::new(binary("scheduler"), dir.join("scheduler"))
+            .args([
+                "--database-url",
+                &db,
+                "--executor-url",
+                "http://127.0.0.1:9/",
+            ])
+            .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
+            .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
+            .env("SCHEDULER__LOG__LEVEL", "info")
+            .start()
+            .await
+            .unwrap_or_else(|message| panic!("the scheduler did not start: {message}"))
+    }
+
+    fn client(&self) -> SchedulerClient {
+        SchedulerClient::new(ClientConfig {
+            host: "127.0.0.1".into(),
+            port: self.scheduler.port,
+            timeout: Duration::from_secs(30),
+            retries: 2,
+            retry_delay: Duration::from_millis(50),
+            token: None,
+        })
+        .unwrap()
+    }
+
+    fn runner(&self) -> DeviceRunnerClient {
+        DeviceRunnerClient::new(&self.runner.url()).unwrap()
+    }
+
+    async fn create(&self, id: &str, trigger: TriggerKind, device: &str, job_type: &str) {
+        let target = Target::DeviceJob {
+            runner: "farm".into(),
+            device: device.into(),
+            job_type: job_type.into(),
+            params: Map::new(),
+            priority: 5,
+            max_duration: None,
+        };
+        let mut new = NewSchedule::new("farmer", trigger.into(), target);
+        new.id = Some(id.into());
+        self.client().create_schedule(new).await.unwrap();
+    }
+
+    /// Waits until `id`'s ledger holds runs that satisfy `done`; returns them oldest first.
+    async fn runs_until(
+        &self,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&[ScheduleRun]) -> bool,
+    ) -> Vec<ScheduleRun> {
+        let client = self.client();
+        let done = &done;
+        wait_until(&format!("the runs of {id}"), within, || {
+            let client = client.clone();
+            async move {
+                let page = client
+                    .list_runs(id, "farmer", RunQuery::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut runs = page.runs;
+                runs.reverse();
+                if done(&runs) {
+                    Ok(runs)
+                } else {
+                    Err(format!("{runs:#?}"))
+                }
+            }
+        })
+        .await
+    }
+
+    /// The runner's finished jobs queued by schedule `id`, oldest first.
+    async fn jobs_of(&self, id: &str) -> Vec<Job> {
+        let mut jobs = self
+            .runner()
+            .rpc()
+            .list_runs(None, None, None, Some(1000), None)
+            .await
+            .unwrap();
+        jobs.retain(|job| job.source.as_deref() == Some(format!("schedule {id}").as_str()));
+        jobs.reverse();
+        jobs
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn key(id: &str, at: DateTime<Utc>) -> String {
+    format!("{id}@{}", at.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn dispatched(runs: &[ScheduleRun]) -> usize {
+    runs.iter()
+        .filter(|r| r.status == RunStatus::Dispatched)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_and_daily_times_schedules_queue_each_job_once_on_its_phone() {
+    let farm = Farm::start().await;
+    farm.create(
+        "every-2s",
+        TriggerKind::Interval {
+            every_secs: 2,
+            anchor: None,
+        },
+        "P1",
+        "tick",
+    )
+    .await;
+    // Two wall-clock times a few seconds ahead, at second resolution.
+    let first = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(3);
+    let second = first + TimeDelta::seconds(2);
+    let times = [first, second].map(|at| at.format("%H:%M:%S").to_string());
+    farm.create(
+        "twice-a-day",
+        TriggerKind::DailyTimes {
+            times: times.to_vec(),
+            timezone: "UTC".into(),
+        },
+        "P2",
+        "tick",
+    )
+    .await;
+
+    let within = Duration::from_secs(30);
+    let interval = farm
+        .runs_until("every-2s", within, |r| dispatched(r) >= 3)
+        .await;
+    let daily = farm
+        .runs_until("twice-a-day", within, |r| dispatched(r) >= 2)
+        .await;
+    assert_eq!(daily[0].scheduled_time, first);
+    assert_eq!(daily[1].scheduled_time, second);
+
+    for (id, runs, device) in [("every-2s", &interval, "P1"), ("twice-a-day", &daily, "P2")] {
+        let jobs = farm.jobs_of(id).await;
+        for run in runs.iter().filter(|r| r.status == RunStatus::Dispatched) {
+            // One job per occurrence, carrying the occurrence's key, on the schedule's phone,
+            // started no earlier than the occurrence.
+            let with_key: Vec<&Job> = jobs
+                .iter()
+                .filter(|job| job.idempotency_key.as_deref() == Some(run.idempotency_key.as_str()))
+                .collect();
+            assert_eq!(with_key.len(), 1, "{id} {run:?}: {jobs:#?}");
+            let job = with_key[0];
+            assert_eq!(job.device, device);
+            assert!(job.started_at.unwrap() >= run.scheduled_time, "{job:?}");
+            let detail = run.detail.as_deref().unwrap_or_default();
+            assert!(
+                detail.contains(&format!("job {} on {device}: completed", job.id))
+                    && detail.contains("exit code 0"),
+                "{detail}"
+            );
+        }
+        assert_eq!(
+            run_keys(runs),
+            job_keys(&jobs),
+            "{id}: no job without a run"
+        );
+    }
+    assert_eq!(daily[0].idempotency_key, key("twice-a-day", first));
+}
+
+fn run_keys(runs: &[ScheduleRun]) -> Vec<String> {
+    let mut keys: Vec<String> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Dispatched)
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn job_keys(jobs: &[Job]) -> Vec<String> {
+    let mut keys: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| job.idempotency_key.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occurrence_due_while_the_previous_job_runs_is_skipped() {
+    let farm = Farm::start().await;
+    farm.create(
+        "busy",
+        TriggerKind::Interval {
+            every_secs: 1,
+            anchor: None,
+        },
+        "P1",
+        "slow",
+    )
+    .await;
+    let runs = farm
+        .runs_until("busy", Duration::from_secs(30), |runs| {
+            dispatched(runs) >= 2
+                && runs
+                    .iter()
+                    .filter(|r| r.status == RunStatus::Skipped)
+                    .count()
+                    >= 2
+        })
+        .await;
+    for run in runs.iter().filter(|r| r.status == RunStatus::Skipped) {
+        let detail = run.detail.as_deref().unwrap_or_default();
+        assert!(detail.starts_with("overlap:"), "{detail}");
+    }
+    // On the phone, one job of the schedule at a time.
+    let jobs = farm.jobs_of("busy").await;
+    assert!(jobs.len() >= 2, "{jobs:#?}");
+    for pair in jobs.windows(2) {
+        assert!(
+            pair[1].enqueued_at >= pair[0].ended_at.unwrap(),
+            "a job was queued while the one before it ran: {pair:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_killed_after_a_fire_queues_the_job_once_after_its_restart() {
+    let mut farm = Farm::start().await;
+    let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
+    farm.create("once", TriggerKind::Once { at }, "P1", "slow")
+        .await;
+    // Killed while its job runs: the run is in the ledger, pending, its job on the phone.
+    let runner = farm.runner();
+    wait_until("the job running", Duration::from_secs(20), || {
+        let runner = runner.clone();
+        async move {
+            let status = runner.rpc().get_status().await.map_err(|e| e.to_string())?;
+            let running = status
+                .devices
+                .iter()
+                .any(|d| d.device.serial == "P1" && d.running.is_some());
+            if running {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        }
+    })
+    .await;
+    farm.scheduler.kill9();
+    farm.scheduler = Farm::scheduler(&farm.dir, &farm.runner).await;
+
+    let runs = farm
+        .runs_until("once", Duration::from_secs(30), |r| dispatched(r) == 1)
+        .await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let jobs = farm.jobs_of("once").await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the redelivery found the first job: {jobs:#?}"
+    );
+    assert_eq!(
+        jobs[0].idempotency_key.as_deref(),
+        Some(key("once", at).as_str())
+    );
+    let detail = runs[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("job {} on P1: completed", jobs[0].id)),
+        "{detail}"
+    );
+}
