@@ -14,7 +14,7 @@ use scheduler_client::{
     ClientConfig, NewSchedule, RunQuery, RunStatus, ScheduleRun, SchedulerClient, Target,
     TriggerKind,
 };
-use serde_json::Map;
+use serde_json::{Map, Value, json};
 use test_support::{Daemon, Launch, wait_until};
 
 const RUNNER_CONFIG: &str = r#"
@@ -25,6 +25,13 @@ serial = "P1"
 
 [[devices]]
 serial = "P2"
+
+[[devices]]
+serial = "L9AIB7603188953"
+
+[job_types.crawl]
+argv = ["sh", "-c", "echo crawl on $ANDROID_SERIAL with $JOB_PARAMS"]
+max_duration = "15m"
 
 [job_types.tick]
 argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
@@ -126,7 +133,7 @@ impl Farm {
             priority: 5,
             max_duration: None,
         };
-        let mut new = NewSchedule::new("farmer", trigger.into(), target);
+        let mut new = NewSchedule::new("farm", trigger.into(), target);
         new.id = Some(id.into());
         self.client().create_schedule(new).await.unwrap();
     }
@@ -144,7 +151,7 @@ impl Farm {
             let client = client.clone();
             async move {
                 let page = client
-                    .list_runs(id, "farmer", RunQuery::default())
+                    .list_runs(id, "farm", RunQuery::default())
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut runs = page.runs;
@@ -359,4 +366,181 @@ async fn a_scheduler_killed_after_a_fire_queues_the_job_once_after_its_restart()
         detail.contains(&format!("job {} on P1: completed", jobs[0].id)),
         "{detail}"
     );
+}
+
+/// The farm's REST API, with the seed's `curl` examples as they are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_rest_api_answers_the_seed_examples() {
+    let farm = Farm::start().await;
+    let base = farm.scheduler.url();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{base}/api/schedules"))
+        .header("Content-Type", "application/json")
+        .body(
+            r##"{ "name": "Daily cat crawl", "job_type": "crawl", "device": "L9AIB7603188953",
+                 "interval_minutes": 1440, "params": {"query": "#Cat", "tab": "top", "passes": 5},
+                 "max_duration_minutes": 30, "priority": 5 }"##,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    for (field, expected) in [
+        ("name", json!("Daily cat crawl")),
+        ("job_type", json!("crawl")),
+        ("device", json!("L9AIB7603188953")),
+        ("interval_minutes", json!(1440)),
+        ("daily_times", Value::Null),
+        (
+            "params",
+            json!({"query": "#Cat", "tab": "top", "passes": 5}),
+        ),
+        ("max_duration_minutes", json!(30)),
+        ("priority", json!(5)),
+        ("enabled", json!(true)),
+    ] {
+        assert_eq!(created[field], expected, "{field}: {created}");
+    }
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(path).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let post = |path: String, body: Option<Value>| {
+        let http = http.clone();
+        async move {
+            let mut request = http.post(path);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, listed) = get(format!("{base}/api/schedules")).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], created["id"]);
+
+    // Run now: the job goes to the phone with the schedule's params, and history shows it.
+    let (status, run) = post(format!("{base}/api/schedules/{id}/run-now"), None).await;
+    assert_eq!(status, 202, "{run}");
+    let runs = farm
+        .runs_until(&id, Duration::from_secs(30), |r| dispatched(r) == 1)
+        .await;
+    assert_eq!(
+        runs[0].idempotency_key,
+        run["idempotency_key"].as_str().unwrap()
+    );
+    let (status, history) = get(format!("{base}/api/scheduler/history?limit=20")).await;
+    assert_eq!(status, 200);
+    let job = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["job_type"] == "crawl")
+        .unwrap_or_else(|| panic!("{history}"))
+        .clone();
+    assert_eq!(job["device"], "L9AIB7603188953");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["max_duration_secs"], 1800);
+    let job_id = job["id"].as_str().unwrap();
+    let (status, log) = get(format!("{base}/api/scheduler/history/{job_id}/logs")).await;
+    assert_eq!(status, 200);
+    let text = log["data"].as_str().unwrap();
+    assert!(text.contains("crawl on L9AIB7603188953 with {"), "{text}");
+    assert!(text.contains("#Cat"), "{text}");
+
+    // The runner's views, forwarded.
+    let (status, phones) = get(format!("{base}/api/scheduler/status")).await;
+    assert_eq!(status, 200);
+    assert!(
+        phones["devices"].to_string().contains("L9AIB7603188953"),
+        "{phones}"
+    );
+    let (status, queue) = get(format!("{base}/api/scheduler/queue")).await;
+    assert_eq!((status.as_u16(), queue), (200, json!([])));
+    let (status, timeline) = get(format!("{base}/api/scheduler/timeline")).await;
+    assert_eq!(status, 200);
+    assert!(timeline.to_string().contains(job_id), "{timeline}");
+    let (status, refused) = post(format!("{base}/api/scheduler/queue/{job_id}/kill"), None).await;
+    assert_eq!(status, 409, "an ended job cannot be killed: {refused}");
+    let (status, again) = post(format!("{base}/api/scheduler/runs/{job_id}/restart"), None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["requeued_from"], job_id);
+    let (status, missing) = get(format!("{base}/api/scheduler/queue/nope/logs")).await;
+    assert_eq!(status, 404, "{missing}");
+
+    // Toggle off and on; update in place.
+    let (status, off) = post(format!("{base}/api/schedules/{id}/toggle"), None).await;
+    assert_eq!(
+        (status.as_u16(), &off["enabled"]),
+        (200, &json!(false)),
+        "{off}"
+    );
+    assert_eq!(off["next_run"], Value::Null);
+    let (_, on) = post(format!("{base}/api/schedules/{id}/toggle"), None).await;
+    assert_eq!(on["enabled"], true, "{on}");
+    let updated: Value = http
+        .put(format!("{base}/api/schedules/{id}"))
+        .json(&json!({"priority": 2, "daily_times": ["09:00", "18:00"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updated["priority"], 2, "{updated}");
+    assert_eq!(updated["daily_times"], json!(["09:00", "18:00"]));
+    assert_eq!(updated["interval_minutes"], Value::Null);
+    assert_eq!(
+        updated["params"], created["params"],
+        "unchanged fields stay"
+    );
+    let next = updated["next_run"].as_str().unwrap();
+    assert!(
+        next.contains("T09:00:00") || next.contains("T18:00:00"),
+        "{next}"
+    );
+
+    // Bad input is a 400 naming what is wrong, and stores nothing.
+    for (body, expected) in [
+        (
+            json!({"job_type": "crawl", "device": "L9AIB7603188953"}),
+            "interval_minutes or daily_times",
+        ),
+        (
+            json!({"device": "L9AIB7603188953", "interval_minutes": 5}),
+            "job_type is required",
+        ),
+        (
+            json!({"job_type": "crawl", "device": "L9AIB7603188953", "interval_minutes": 5,
+                "priority": 7}),
+            "priority must be from 1",
+        ),
+        (
+            json!({"job_type": "crawl", "device": "L9AIB7603188953", "every": 5}),
+            "unknown field `every`",
+        ),
+    ] {
+        let (status, answer) = post(format!("{base}/api/schedules"), Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    let response = http
+        .delete(format!("{base}/api/schedules/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, listed) = get(format!("{base}/api/schedules")).await;
+    assert_eq!(listed, json!([]));
 }

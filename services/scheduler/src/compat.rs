@@ -126,7 +126,7 @@ fn unprocessable(detail: Vec<Value>) -> Response {
 }
 
 /// Keyword arguments handed to a JSON-RPC method as named params.
-struct ObjectParams(Map<String, Value>);
+pub(crate) struct ObjectParams(pub(crate) Map<String, Value>);
 
 impl ToRpcParams for ObjectParams {
     fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {

@@ -14,6 +14,7 @@ use service_kit::config::{
 };
 
 use crate::declared::ScheduleDeclaration;
+use crate::farm::FarmConfig;
 use crate::retention::LedgerConfig;
 use crate::tasks::SystemTasksConfig;
 
@@ -32,6 +33,8 @@ pub struct Config {
     /// The device runners `device_job` targets queue jobs on, by name
     /// (`[device_runners.farm] url = "http://…"`).
     pub device_runners: BTreeMap<String, DeviceRunnerConfig>,
+    /// The phone farm's REST API (`/api/schedules`, `/api/scheduler/*`).
+    pub farm: FarmConfig,
     pub redis: RedisConfig,
     /// Schedules declared here (`[[schedules]]`): registered at start, replaced when changed,
     /// removed when no longer declared, read-only through the API.
@@ -111,6 +114,7 @@ impl Default for Config {
             system_tasks: SystemTasksConfig::default(),
             endpoints: BTreeMap::new(),
             device_runners: BTreeMap::new(),
+            farm: FarmConfig::default(),
             redis: RedisConfig::default(),
             schedules: Vec::new(),
             ledger: LedgerConfig::default(),
@@ -184,6 +188,7 @@ impl ServiceConfig for Config {
             bail!("redis.url must start with redis:// or rediss://");
         }
         self.ledger.validate()?;
+        self.farm.validate(self)?;
         let context = crate::declared::Checks {
             endpoints: self.endpoints.keys().map(String::as_str).collect(),
             runners: self.device_runners.keys().map(String::as_str).collect(),

@@ -12,6 +12,7 @@ pub mod device_jobs;
 pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
+pub mod farm;
 pub mod health;
 pub mod json;
 pub mod leader;
@@ -105,7 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(
         listener,
         app,
-        config.server.clone(),
+        config.clone(),
         metrics,
         stopped,
     ));

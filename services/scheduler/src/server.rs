@@ -12,13 +12,13 @@ use scheduler_api::SchedulerApiServer;
 use serde_json::{Map, Value, json};
 use service_kit::Shutdown;
 use service_kit::calls::{CallRules, ParamErrors};
-use service_kit::config::ServerConfig;
 use service_kit::serve::{Health, Service, alive};
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::config::Config;
 use crate::rpc::RpcHandler;
-use crate::{compat, health, openrpc};
+use crate::{compat, farm, health, openrpc};
 
 /// The API as a jsonrpsee module: every method of the trait plus `rpc.discover`.
 pub fn rpc_module(app: Arc<App>) -> anyhow::Result<RpcModule<()>> {
@@ -29,7 +29,7 @@ pub fn rpc_module(app: Arc<App>) -> anyhow::Result<RpcModule<()>> {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    settings: ServerConfig,
+    config: Config,
     metrics: PrometheusHandle,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
@@ -37,7 +37,8 @@ pub async fn serve(
     let compat_routes = Router::new()
         .route("/health_check_async", get(alive).post(alive))
         .route("/{method}", post(compat::call))
-        .with_state(module.clone());
+        .with_state(module.clone())
+        .merge(farm::routes(module.clone(), &config)?);
     let service = Service {
         module,
         // Admin methods are checked by their handlers, so that AutoGPT's routes, which call the
@@ -56,7 +57,7 @@ pub async fn serve(
         health: Arc::new(Probes(app)),
         metrics,
     };
-    service_kit::serve::serve(listener, &settings, service, shutdown).await
+    service_kit::serve::serve(listener, &config.server, service, shutdown).await
 }
 
 /// Readiness: ready while the engine runs, the database answers and no due work is overdue

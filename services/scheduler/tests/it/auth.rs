@@ -64,8 +64,22 @@ async fn requests_without_the_right_token_are_refused() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["detail"].as_str().unwrap().contains("bearer token"));
-    // Metrics need the token too; the probes do not.
+    // Metrics and the farm's REST API need the token too; the probes do not.
     let client = reqwest::Client::new();
+    let farm = client
+        .get(format!("{url}/api/schedules"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(farm.status(), StatusCode::UNAUTHORIZED);
+    let farm = client
+        .get(format!("{url}/api/schedules"))
+        .bearer_auth(USER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(farm.status(), StatusCode::OK);
+    assert_eq!(farm.json::<Value>().await.unwrap(), json!([]));
     let metrics = client.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
     for probe in ["health_check", "ready"] {
