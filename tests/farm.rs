@@ -33,6 +33,15 @@ serial = "L9AIB7603188953"
 argv = ["sh", "-c", "echo crawl on $ANDROID_SERIAL with $JOB_PARAMS"]
 max_duration = "15m"
 
+[job_types.module]
+argv = ["sh", "-c", "echo module run ${ANDROID_SERIAL:-without a phone}"]
+max_duration = "1m"
+runs_on = "pool:modules"
+
+[[pools]]
+name = "modules"
+concurrency = 2
+
 [job_types.tick]
 argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
 max_duration = "1m"
@@ -124,10 +133,16 @@ impl Farm {
         DeviceRunnerClient::new(&self.runner.url()).unwrap()
     }
 
-    async fn create(&self, id: &str, trigger: TriggerKind, device: &str, job_type: &str) {
+    /// A schedule queuing `job_type` on `place`: a phone's serial, or `pool:<name>`.
+    async fn create(&self, id: &str, trigger: TriggerKind, place: &str, job_type: &str) {
+        let (device, pool) = match place.strip_prefix("pool:") {
+            Some(pool) => (None, Some(pool.to_string())),
+            None => (Some(place.to_string()), None),
+        };
         let target = Target::DeviceJob {
             runner: "farm".into(),
-            device: device.into(),
+            device,
+            pool,
             job_type: job_type.into(),
             params: Map::new(),
             priority: 5,
@@ -224,9 +239,23 @@ async fn interval_and_daily_times_schedules_queue_each_job_once_on_its_phone() {
     )
     .await;
 
+    farm.create(
+        "module-every-2s",
+        TriggerKind::Interval {
+            every_secs: 2,
+            anchor: None,
+        },
+        "pool:modules",
+        "module",
+    )
+    .await;
+
     let within = Duration::from_secs(30);
     let interval = farm
         .runs_until("every-2s", within, |r| dispatched(r) >= 3)
+        .await;
+    let pooled = farm
+        .runs_until("module-every-2s", within, |r| dispatched(r) >= 2)
         .await;
     let daily = farm
         .runs_until("twice-a-day", within, |r| dispatched(r) >= 2)
@@ -234,7 +263,11 @@ async fn interval_and_daily_times_schedules_queue_each_job_once_on_its_phone() {
     assert_eq!(daily[0].scheduled_time, first);
     assert_eq!(daily[1].scheduled_time, second);
 
-    for (id, runs, device) in [("every-2s", &interval, "P1"), ("twice-a-day", &daily, "P2")] {
+    for (id, runs, device) in [
+        ("every-2s", &interval, "P1"),
+        ("twice-a-day", &daily, "P2"),
+        ("module-every-2s", &pooled, "pool:modules"),
+    ] {
         let jobs = farm.jobs_of(id).await;
         for run in runs.iter().filter(|r| r.status == RunStatus::Dispatched) {
             // One job per occurrence, carrying the occurrence's key, on the schedule's phone,

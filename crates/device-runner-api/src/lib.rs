@@ -10,8 +10,8 @@ mod types;
 
 pub use error::{RunnerError, codes};
 pub use types::{
-    DeviceInfo, DeviceStatus, DeviceTimeline, Job, JobStatus, JobTypeInfo, LogChunk, Progress,
-    RunnerStatus, TimelineEntry,
+    DeviceInfo, DeviceStatus, DeviceTimeline, Job, JobStatus, JobTypeInfo, LogChunk, PoolStatus,
+    Progress, RunnerStatus, TimelineEntry,
 };
 
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
@@ -23,7 +23,8 @@ pub const DEFAULT_PORT: u16 = 8004;
 
 #[rpc(server, client)]
 pub trait DeviceRunnerApi {
-    /// Queues a job for a device. `priority` is 1 (highest) to 5 (default); `max_duration` is
+    /// Queues a job for a device, or, for a job type that runs on a pool, in its pool (`pool`
+    /// may be left out then). `priority` is 1 (highest) to 5 (default); `max_duration` is
     /// seconds or a duration such as `15m`, `1h`, `24h`, `7d` (default: the job type's);
     /// `checkpoint` is handed to the job as `JOB_CHECKPOINT` so it resumes from there. With
     /// `idempotency_key` (1-256 characters), a key already used returns the job it created,
@@ -31,7 +32,7 @@ pub trait DeviceRunnerApi {
     #[method(name = "enqueue_job", param_kind = map)]
     async fn enqueue_job(
         &self,
-        device: String,
+        device: Option<String>,
         job_type: String,
         params: Option<Value>,
         priority: Option<i64>,
@@ -39,6 +40,7 @@ pub trait DeviceRunnerApi {
         source: Option<String>,
         checkpoint: Option<Value>,
         idempotency_key: Option<String>,
+        pool: Option<String>,
     ) -> RpcResult<Job>;
 
     /// The pending jobs, per device in the order they will start (priority, then first in).
@@ -100,6 +102,29 @@ pub trait DeviceRunnerApi {
     /// The configured job types.
     #[method(name = "list_job_types", param_kind = map)]
     async fn list_job_types(&self) -> RpcResult<Vec<JobTypeInfo>>;
+
+    /// The job engine's verb: starts module `module_id` (a job type that runs on a pool) with
+    /// params `{inputs, settings}`, from `checkpoint` when given, stopped after
+    /// `max_duration` (`1h`, `24h`, `7d`; default the type's). Returns the job id.
+    #[method(name = "start_job", param_kind = map)]
+    async fn start_job(
+        &self,
+        module_id: String,
+        inputs: Option<Value>,
+        settings: Option<Value>,
+        checkpoint: Option<Value>,
+        max_duration: Option<Value>,
+    ) -> RpcResult<String>;
+
+    /// Stops a job: kills it if it runs, cancels it if it waits. True when the job was found
+    /// and stopped; false when there is no such job or it had already ended.
+    #[method(name = "stop_job", param_kind = map)]
+    async fn stop_job(&self, job_id: String) -> RpcResult<bool>;
+
+    /// Queues an ended job again from its last checkpoint, with the same type, parameters and
+    /// priority; returns the new job.
+    #[method(name = "resume_job", param_kind = map)]
+    async fn resume_job(&self, job_id: String) -> RpcResult<Job>;
 
     /// Liveness: answers "OK".
     #[method(name = "health_check", param_kind = map)]

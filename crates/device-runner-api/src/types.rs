@@ -132,6 +132,10 @@ pub struct Job {
     /// Every `::result` line, in order.
     pub results: Vec<Value>,
     pub progress: Option<Progress>,
+    /// The pool it runs in; `None` for a device's job. A pool job's `device` is its queue,
+    /// `pool:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The key it was enqueued with: enqueueing again with it returns this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -166,7 +170,23 @@ pub struct DeviceStatus {
 pub struct RunnerStatus {
     pub started_at: DateTime<Utc>,
     pub uptime_secs: f64,
+    /// The uptime as people read it: `"2h 15m"`, `"3d 4h"`, `"45s"`.
+    pub uptime: String,
+    /// How many job types (modules) are configured.
+    pub modules: usize,
     pub devices: Vec<DeviceStatus>,
+    pub pools: Vec<PoolStatus>,
+    /// Every running job, on devices and in pools.
+    pub running_jobs: Vec<Job>,
+}
+
+/// A pool as the runner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub concurrency: u32,
+    pub running: Vec<Job>,
+    pub pending: u64,
 }
 
 /// A job type from the configuration.
@@ -179,6 +199,9 @@ pub struct JobTypeInfo {
     pub max_duration_secs: u64,
     pub protected: bool,
     pub requeue_on_preempt: bool,
+    /// `device` or `pool:<name>`.
+    #[serde(default)]
+    pub runs_on: String,
 }
 
 /// A piece of a job's log, read by byte offset.

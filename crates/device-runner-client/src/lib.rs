@@ -11,7 +11,7 @@
 //! let client = DeviceRunnerClient::new("http://127.0.0.1:8004")?;
 //! let job = client
 //!     .rpc()
-//!     .enqueue_job("L9AIB7603188953".into(), "crawl".into(), None, Some(2), None, None, None, None)
+//!     .enqueue_job(Some("L9AIB7603188953".into()), "crawl".into(), None, Some(2), None, None, None, None, None)
 //!     .await?;
 //! let mut log = client.follow_logs(&job.id, 0).await?;
 //! while let Some(Ok(chunk)) = log.next().await {

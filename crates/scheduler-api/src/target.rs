@@ -62,12 +62,16 @@ pub enum Target {
         #[serde(default)]
         message: Value,
     },
-    /// A job queued on a device of a device runner named in the configuration
+    /// A job queued on a device (or in a pool) of a device runner named in the configuration
     /// (`[device_runners.<runner>]`) with `enqueue_job`, the ledger key as its idempotency key.
     /// Its run lasts until the job has ended on the runner.
     DeviceJob {
         runner: String,
-        device: String,
+        /// The phone's serial; or `pool`, for a job type that runs on a pool.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
         job_type: String,
         #[serde(default)]
         params: Map<String, Value>,
@@ -213,16 +217,25 @@ impl Target {
             Target::DeviceJob {
                 runner,
                 device,
+                pool,
                 job_type,
                 priority,
                 max_duration,
                 ..
             } => {
-                for (field, value) in [
-                    ("runner", runner),
-                    ("device", device),
-                    ("job_type", job_type),
-                ] {
+                let place = match (device, pool) {
+                    (Some(device), None) => ("device", device),
+                    (None, Some(pool)) => ("pool", pool),
+                    (Some(_), Some(_)) => {
+                        return Err("target.device and target.pool are exclusive: name one".into());
+                    }
+                    (None, None) => {
+                        return Err(
+                            "target.device (a phone's serial) or target.pool is required".into(),
+                        );
+                    }
+                };
+                for (field, value) in [("runner", runner), place, ("job_type", job_type)] {
                     if value.trim().is_empty() {
                         return Err(format!("target.{field} must not be empty"));
                     }

@@ -252,9 +252,10 @@ async fn enqueue(
     let job = client
         .rpc()
         .enqueue_job(
-            device,
+            Some(device),
             "bench".into(),
             Some(params),
+            None,
             None,
             None,
             None,

@@ -29,6 +29,8 @@ pub struct Config {
     /// The largest `params` (as JSON) a job may be given.
     pub max_params_bytes: u64,
     pub devices: Vec<DeviceConfig>,
+    /// Queues for jobs that need no phone (`[[pools]] name = "modules", concurrency = 4`).
+    pub pools: Vec<PoolConfig>,
     pub job_types: BTreeMap<String, JobTypeConfig>,
     pub adb: AdbConfig,
     pub server: ServerConfig,
@@ -44,6 +46,22 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub label: Option<String>,
 }
+
+/// A pool: up to `concurrency` of its jobs run at once, in priority then FIFO order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    pub concurrency: u32,
+}
+
+/// The queue a pool's jobs wait in, where a device's serial names a phone's.
+pub fn pool_queue(name: &str) -> String {
+    format!("{POOL_PREFIX}{name}")
+}
+
+/// What a pool's queue name starts with; no device serial does.
+pub const POOL_PREFIX: &str = "pool:";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +81,20 @@ pub struct JobTypeConfig {
     /// Queued again (with its last checkpoint) when preempted or interrupted by a restart.
     #[serde(default)]
     pub requeue_on_preempt: bool,
+    /// Where its jobs run: `device` (a phone's queue, the default) or `pool:<name>`.
+    #[serde(default = "default_runs_on")]
+    pub runs_on: String,
+}
+
+fn default_runs_on() -> String {
+    "device".into()
+}
+
+impl JobTypeConfig {
+    /// The pool its jobs run in; `None` for a job type that runs on a device.
+    pub fn pool(&self) -> Option<&str> {
+        self.runs_on.strip_prefix(POOL_PREFIX)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +148,7 @@ pub fn default_job_types() -> BTreeMap<String, JobTypeConfig> {
                 max_duration: Duration::from_secs(minutes * 60),
                 protected: matches!(name, "post" | "publish_draft"),
                 requeue_on_preempt: false,
+                runs_on: default_runs_on(),
             };
             (name.to_string(), job_type)
         })
@@ -131,6 +164,7 @@ impl Default for Config {
             log_dir: PathBuf::from("./data/logs"),
             max_params_bytes: 64 * 1024,
             devices: Vec::new(),
+            pools: Vec::new(),
             job_types: default_job_types(),
             adb: AdbConfig::default(),
             server: ServerConfig::new(device_runner_api::DEFAULT_PORT, 1024 * 1024),
@@ -184,6 +218,32 @@ impl ServiceConfig for Config {
             if !serials.insert(&device.serial) {
                 bail!("devices: serial {} is listed twice", device.serial);
             }
+            if device.serial.starts_with(POOL_PREFIX) {
+                bail!(
+                    "devices: serial {} starts with '{POOL_PREFIX}', which names pools",
+                    device.serial
+                );
+            }
+        }
+        let mut pools = std::collections::HashSet::new();
+        for pool in &self.pools {
+            if pool.name.is_empty()
+                || !pool
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bail!(
+                    "pools: a name is letters, digits, '_' and '-', got '{}'",
+                    pool.name
+                );
+            }
+            if !pools.insert(pool.name.as_str()) {
+                bail!("pools: {} is listed twice", pool.name);
+            }
+            if !(1..=256).contains(&pool.concurrency) {
+                bail!("pools.{}.concurrency must be 1 to 256", pool.name);
+            }
         }
         for (name, job_type) in &self.job_types {
             if job_type.argv.is_empty() || job_type.argv[0].is_empty() {
@@ -191,6 +251,17 @@ impl ServiceConfig for Config {
             }
             if job_type.max_duration.is_zero() {
                 bail!("job_types.{name}.max_duration must be more than 0");
+            }
+            match job_type.pool() {
+                None if job_type.runs_on == "device" => {}
+                Some(pool) if pools.contains(pool) => {}
+                Some(pool) => {
+                    bail!("job_types.{name}.runs_on names pool '{pool}', which is not in [[pools]]")
+                }
+                None => bail!(
+                    "job_types.{name}.runs_on must be \"device\" or \"pool:<name>\", got '{}'",
+                    job_type.runs_on
+                ),
             }
         }
         if self.kill_grace.is_zero() {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use device_runner_api::DeviceInfo;
 use tokio::sync::mpsc;
 
+use crate::config::{POOL_PREFIX, PoolConfig, pool_queue};
 use crate::state::{Command, DeviceEntry, RunnerState};
 use crate::supervisor::{self, Supervisor};
 
@@ -49,6 +50,22 @@ pub fn adb_binary(enabled: Option<bool>, path: &str) -> Option<PathBuf> {
 
 /// Registers a device and starts its supervisor.
 pub fn add_device(runner: &Arc<RunnerState>, info: DeviceInfo) {
+    add_queue(runner, info, 1);
+}
+
+/// Registers a pool (under its queue name, `pool:<name>`) and starts its supervisor.
+pub fn add_pool(runner: &Arc<RunnerState>, pool: &PoolConfig) {
+    let info = DeviceInfo {
+        serial: pool_queue(&pool.name),
+        label: Some(format!("pool of {}", pool.concurrency)),
+        state: "pool".into(),
+        usable: true,
+        configured: true,
+    };
+    add_queue(runner, info, pool.concurrency as usize);
+}
+
+fn add_queue(runner: &Arc<RunnerState>, info: DeviceInfo, slots: usize) {
     let (commands, receiver) = mpsc::unbounded_channel();
     let running = Arc::default();
     // The supervisor is handed what it uses, not the whole shared state.
@@ -60,11 +77,12 @@ pub fn add_device(runner: &Arc<RunnerState>, info: DeviceInfo) {
     let supervisor = Supervisor::new(
         context,
         info.serial.clone(),
+        slots,
         info.usable,
         receiver,
         Arc::clone(&running),
     );
-    tracing::info!(serial = %info.serial, state = %info.state, usable = info.usable, "device registered");
+    tracing::info!(serial = %info.serial, state = %info.state, usable = info.usable, slots, "queue registered");
     runner
         .devices
         .write()
@@ -112,6 +130,7 @@ pub async fn watch_adb(
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
+            .filter(|queue| !queue.starts_with(POOL_PREFIX))
             .cloned()
             .collect();
         for serial in known {

@@ -59,6 +59,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         );
     }
+    for pool in &state.config.pools {
+        devices::add_pool(&state, pool);
+    }
     let (trigger, shutdown) = service_kit::shutdown::channel();
     if let Some(adb) = adb {
         tracing::info!(adb = %adb.display(), "watching adb for devices");

@@ -93,9 +93,9 @@ impl Health for Probes {
                 .running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .job_id
-                .is_some();
-            telemetry::queue(serial, waiting.max(0) as usize, usize::from(running));
+                .jobs
+                .len();
+            telemetry::queue(serial, waiting.max(0) as usize, running);
         }
     }
 }

@@ -28,14 +28,14 @@ pub enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// What a supervisor shows of its running job.
+/// What a supervisor shows of its running jobs (at most one on a device): id and pid, in
+/// start order.
 #[derive(Debug, Clone, Default)]
 pub struct RunningView {
-    pub job_id: Option<String>,
-    pub pid: Option<i32>,
+    pub jobs: Vec<(String, i32)>,
 }
 
-/// A device and the handle of its supervisor.
+/// A device or a pool and the handle of its supervisor.
 pub struct DeviceEntry {
     pub info: DeviceInfo,
     pub commands: mpsc::UnboundedSender<Command>,

@@ -78,6 +78,7 @@ impl DeviceRunners {
         let Target::DeviceJob {
             runner,
             device,
+            pool,
             job_type,
             params,
             priority,
@@ -88,6 +89,7 @@ impl DeviceRunners {
         };
         let params = json!({
             "device": device,
+            "pool": pool,
             "job_type": job_type,
             "params": params,
             "priority": priority,

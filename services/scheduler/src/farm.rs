@@ -299,7 +299,7 @@ fn farm_view(schedule: &Value) -> Option<Value> {
         "id": schedule["id"],
         "name": schedule["name"],
         "job_type": target["job_type"],
-        "device": target["device"],
+        "device": target.get("device").cloned().unwrap_or(Value::Null),
         "interval_minutes": interval_minutes,
         "daily_times": daily_times,
         "params": target["params"],

@@ -11,8 +11,8 @@ use tokio::process::{Child, Command};
 use crate::config::JobTypeConfig;
 
 /// Starts a job's process: argv with `{device}`, `{job_id}` and `{params_json}` filled in, in
-/// its own process group, stdout and stderr piped, and `JOB_ID`, `ANDROID_SERIAL`,
-/// `JOB_PARAMS` and (when it has one) `JOB_CHECKPOINT` in its environment.
+/// its own process group, stdout and stderr piped, and `JOB_ID`, `ANDROID_SERIAL` (not for a
+/// pool's job), `JOB_PARAMS` and (when it has one) `JOB_CHECKPOINT` in its environment.
 pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
     let params_json = job.params.to_string();
     let fill = |arg: &str| {
@@ -26,12 +26,16 @@ pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
         .current_dir(&job_type.cwd)
         .envs(&job_type.env)
         .env("JOB_ID", &job.id)
-        .env("ANDROID_SERIAL", &job.device)
         .env("JOB_PARAMS", &params_json)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // A pool's job drives no phone.
+    match &job.pool {
+        Some(_) => command.env_remove("ANDROID_SERIAL"),
+        None => command.env("ANDROID_SERIAL", &job.device),
+    };
     match &job.checkpoint {
         Some(checkpoint) => command.env("JOB_CHECKPOINT", checkpoint.to_string()),
         None => command.env_remove("JOB_CHECKPOINT"),

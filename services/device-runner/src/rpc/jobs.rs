@@ -5,12 +5,14 @@ use device_runner_api::{Job, JobStatus, RunnerError};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::config::parse_api_duration;
+use crate::config::{JobTypeConfig, parse_api_duration, pool_queue};
 use crate::state::{Command, RunnerState, storage_error};
 use crate::store::NewJob;
 
 pub(super) struct Enqueue {
-    pub device: String,
+    /// A device's serial, or a pool's queue (`pool:<name>`) once resolved.
+    pub device: Option<String>,
+    pub pool: Option<String>,
     pub job_type: String,
     pub params: Option<Value>,
     pub priority: Option<i64>,
@@ -34,12 +36,6 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
             return Ok(job);
         }
     }
-    if runner.device_info(&request.device).is_none() {
-        return Err(RunnerError::Value(format!(
-            "unknown device '{}' (see list_devices)",
-            request.device
-        )));
-    }
     let Some(job_type) = runner.config.job_types.get(&request.job_type) else {
         let known: Vec<_> = runner.config.job_types.keys().map(String::as_str).collect();
         return Err(RunnerError::Value(format!(
@@ -48,6 +44,7 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
             known.join(", ")
         )));
     };
+    let queue = queue_of(runner, &request, job_type)?;
     let priority = request.priority.unwrap_or(5);
     if !(1..=5).contains(&priority) {
         return Err(RunnerError::Value(format!(
@@ -80,7 +77,7 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
     };
     let new = NewJob {
         id: uuid::Uuid::new_v4().to_string(),
-        device: request.device,
+        device: queue,
         job_type: request.job_type,
         params,
         priority: priority as u8,
@@ -97,6 +94,49 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
         runner.send(&job.device, Command::Wake);
     }
     Ok(job)
+}
+
+/// The queue a job goes to: the device given, or the pool given or its type's, checked
+/// against where its type runs.
+fn queue_of(
+    runner: &RunnerState,
+    request: &Enqueue,
+    job_type: &JobTypeConfig,
+) -> Result<String, RunnerError> {
+    let name = &request.job_type;
+    let queue = match (&request.device, &request.pool, job_type.pool()) {
+        (Some(_), Some(_), _) => {
+            return Err(RunnerError::Value("give device or pool, not both".into()));
+        }
+        (Some(device), None, None) => device.clone(),
+        (Some(_), None, Some(pool)) => {
+            return Err(RunnerError::Value(format!(
+                "job type '{name}' runs on pool '{pool}', not on a device"
+            )));
+        }
+        (None, Some(given), Some(pool)) if given != pool => {
+            return Err(RunnerError::Value(format!(
+                "job type '{name}' runs on pool '{pool}', not on pool '{given}'"
+            )));
+        }
+        (None, _, Some(pool)) => pool_queue(pool),
+        (None, Some(_), None) => {
+            return Err(RunnerError::Value(format!(
+                "job type '{name}' runs on a device: give device, not pool"
+            )));
+        }
+        (None, None, None) => {
+            return Err(RunnerError::Value(format!(
+                "job type '{name}' runs on a device: device is required"
+            )));
+        }
+    };
+    if runner.device_info(&queue).is_none() {
+        return Err(RunnerError::Value(format!(
+            "unknown device '{queue}' (see list_devices)"
+        )));
+    }
+    Ok(queue)
 }
 
 fn check_key(key: &str) -> Result<(), RunnerError> {
@@ -164,7 +204,14 @@ pub(super) async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerEr
     }
 }
 
-pub(super) async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, RunnerError> {
+/// Queues an ended run again with its device or pool, type, parameters and priority;
+/// `from_checkpoint` also hands it its last checkpoint (`resume_job`), else it starts afresh
+/// (`restart_run`).
+pub(super) async fn requeue(
+    runner: &RunnerState,
+    run_id: &str,
+    from_checkpoint: bool,
+) -> Result<Job, RunnerError> {
     let run = find(runner, run_id).await?;
     if !run.status.is_finished() {
         return Err(RunnerError::Conflict(format!(
@@ -173,17 +220,91 @@ pub(super) async fn restart(runner: &RunnerState, run_id: &str) -> Result<Job, R
         )));
     }
     let request = Enqueue {
-        device: run.device,
+        device: run.pool.is_none().then_some(run.device),
+        pool: run.pool,
         job_type: run.job_type,
         params: Some(run.params),
         priority: Some(i64::from(run.priority)),
         max_duration: Some(Value::from(run.max_duration_secs)),
         source: run.source,
-        checkpoint: None,
+        checkpoint: run.checkpoint.filter(|_| from_checkpoint),
         requeued_from: Some(run.id),
         idempotency_key: None,
     };
     enqueue(runner, request).await
+}
+
+/// What `start_job` is given.
+pub(super) struct Module {
+    pub module_id: String,
+    pub inputs: Option<Value>,
+    pub settings: Option<Value>,
+    pub checkpoint: Option<Value>,
+    pub max_duration: Option<Value>,
+}
+
+/// The job engine's `start_job`: a job of a type that runs on a pool, with params
+/// `{inputs, settings}`.
+pub(super) async fn start(runner: &RunnerState, module: Module) -> Result<String, RunnerError> {
+    let Some(job_type) = runner.config.job_types.get(&module.module_id) else {
+        let modules: Vec<_> = runner
+            .config
+            .job_types
+            .iter()
+            .filter(|(_, t)| t.pool().is_some())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        return Err(RunnerError::Value(format!(
+            "unknown module '{}' (modules: {})",
+            module.module_id,
+            if modules.is_empty() {
+                "none configured".to_string()
+            } else {
+                modules.join(", ")
+            }
+        )));
+    };
+    if job_type.pool().is_none() {
+        return Err(RunnerError::Value(format!(
+            "'{}' runs on a device, not on a pool: queue it with enqueue_job",
+            module.module_id
+        )));
+    }
+    let object = |field: &str, value: Option<Value>| match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(value @ Value::Object(_)) => Ok(value),
+        Some(_) => Err(RunnerError::Value(format!("{field} must be a JSON object"))),
+    };
+    let params = serde_json::json!({
+        "inputs": object("inputs", module.inputs)?,
+        "settings": object("settings", module.settings)?,
+    });
+    let request = Enqueue {
+        device: None,
+        pool: None,
+        job_type: module.module_id,
+        params: Some(params),
+        priority: None,
+        max_duration: module.max_duration,
+        source: Some("start_job".into()),
+        checkpoint: module.checkpoint,
+        requeued_from: None,
+        idempotency_key: None,
+    };
+    Ok(enqueue(runner, request).await?.id)
+}
+
+/// The job engine's `stop_job`: true when the job was there and is now stopped.
+pub(super) async fn stop(runner: &RunnerState, job_id: &str) -> Result<bool, RunnerError> {
+    match runner.store.get(job_id).await.map_err(storage_error)? {
+        Some(job) if !job.status.is_finished() => match kill(runner, job_id).await {
+            Ok(_) => Ok(true),
+            // It ended by itself meanwhile.
+            Err(RunnerError::Conflict(_)) => Ok(false),
+            Err(error) => Err(error),
+        },
+        _ => Ok(false),
+    }
 }
 
 pub(super) async fn find(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {

@@ -31,7 +31,7 @@ impl RpcHandler {
 impl DeviceRunnerApiServer for RpcHandler {
     async fn enqueue_job(
         &self,
-        device: String,
+        device: Option<String>,
         job_type: String,
         params: Option<Value>,
         priority: Option<i64>,
@@ -39,9 +39,11 @@ impl DeviceRunnerApiServer for RpcHandler {
         source: Option<String>,
         checkpoint: Option<Value>,
         idempotency_key: Option<String>,
+        pool: Option<String>,
     ) -> RpcResult<Job> {
         let request = jobs::Enqueue {
             device,
+            pool,
             job_type,
             params,
             priority,
@@ -54,6 +56,32 @@ impl DeviceRunnerApiServer for RpcHandler {
         Ok(jobs::enqueue(&self.runner, request).await?)
     }
 
+    async fn start_job(
+        &self,
+        module_id: String,
+        inputs: Option<Value>,
+        settings: Option<Value>,
+        checkpoint: Option<Value>,
+        max_duration: Option<Value>,
+    ) -> RpcResult<String> {
+        let module = jobs::Module {
+            module_id,
+            inputs,
+            settings,
+            checkpoint,
+            max_duration,
+        };
+        Ok(jobs::start(&self.runner, module).await?)
+    }
+
+    async fn stop_job(&self, job_id: String) -> RpcResult<bool> {
+        Ok(jobs::stop(&self.runner, &job_id).await?)
+    }
+
+    async fn resume_job(&self, job_id: String) -> RpcResult<Job> {
+        Ok(jobs::requeue(&self.runner, &job_id, true).await?)
+    }
+
     async fn list_queue(&self, device: Option<String>) -> RpcResult<Vec<Job>> {
         Ok(jobs::list_queue(&self.runner, device).await?)
     }
@@ -63,7 +91,7 @@ impl DeviceRunnerApiServer for RpcHandler {
     }
 
     async fn restart_run(&self, run_id: String) -> RpcResult<Job> {
-        Ok(jobs::restart(&self.runner, &run_id).await?)
+        Ok(jobs::requeue(&self.runner, &run_id, false).await?)
     }
 
     async fn get_status(&self) -> RpcResult<RunnerStatus> {

@@ -122,7 +122,7 @@ impl JobRow {
         };
         Ok(Job {
             id: self.id,
-            device: self.device,
+            device: self.device.clone(),
             job_type: self.job_type,
             params: self.params.0,
             priority: self.priority.clamp(1, 5) as u8,
@@ -146,6 +146,10 @@ impl JobRow {
                 percent: percent.clamp(0, 100) as u8,
                 message: self.progress_message,
             }),
+            pool: self
+                .device
+                .strip_prefix(crate::config::POOL_PREFIX)
+                .map(str::to_string),
             idempotency_key: self.idempotency_key,
         })
     }

@@ -12,13 +12,13 @@ use device_runner_api::JobStatus;
 use super::stop::StopReason;
 use super::{Running, Supervisor};
 use crate::process;
-use crate::state::RunningView;
 use crate::store::{Ending, Store};
 use crate::telemetry;
 
 impl Supervisor {
-    pub(super) async fn finish_exited(&mut self, status: std::io::Result<ExitStatus>) {
-        if let Some(running) = self.running.take() {
+    pub(super) async fn finish_exited(&mut self, at: usize, status: std::io::Result<ExitStatus>) {
+        if at < self.running.len() {
+            let running = self.running.remove(at);
             self.finish(running, status.ok(), None).await;
         }
     }
@@ -40,7 +40,11 @@ impl Supervisor {
             // A process outside the group still holds the pipes.
             pump.abort();
         }
-        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = RunningView::default();
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .retain(|(id, _)| *id != running.job.id);
         let job = running.job;
         let exit_code = status.and_then(|s| s.code());
         let signal = status.and_then(|s| s.signal());

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use super::{Running, Supervisor};
 use crate::output::{Lines, LogFile, Report, parse_report};
 use crate::process::{self, ChildStderr, ChildStdout, ProcessIdentity};
-use crate::state::RunningView;
 use crate::store::{Ending, Store, StoreError};
 use crate::telemetry;
 
@@ -66,22 +65,25 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(job.id.clone(), progress);
+        let (notes, noted) = tokio::sync::mpsc::unbounded_channel();
         let pump = tokio::spawn(pump_output(
             store.clone(),
             job.id.clone(),
             child.stdout.take(),
             child.stderr.take(),
             log,
+            noted,
         ));
         tracing::info!(job_id = %job.id, device = %self.serial, job_type = %job.job_type, pid, "job started");
         let waited = (Utc::now() - job.enqueued_at).to_std().unwrap_or_default();
         telemetry::job_started(&job.job_type, waited);
-        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = RunningView {
-            job_id: Some(job.id.clone()),
-            pid: Some(pid),
-        };
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .push((job.id.clone(), pid));
         let now = Instant::now();
-        self.running = Some(Running {
+        self.running.push(Running {
             protected: job_type.protected,
             requeue: job_type.requeue_on_preempt,
             deadline: now + Duration::from_secs(job.max_duration_secs),
@@ -90,6 +92,7 @@ impl Supervisor {
             pgid: identity.pgid,
             started: now,
             pump,
+            notes,
         });
         Ok(true)
     }
@@ -117,13 +120,26 @@ async fn pump_output(
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     mut log: LogFile,
+    mut notes: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     let mut out = stdout.map(Lines::new);
     let mut err = stderr.map(Lines::new);
-    loop {
+    while out.is_some() || err.is_some() {
+        // A stream that ends is dropped and the loop looks again, so that the notes channel
+        // (open while the job is supervised) never holds the pump once both have ended.
         let (line, from_stdout) = tokio::select! {
-            Some(line) = next_line(&mut out) => (line, true),
-            Some(line) = next_line(&mut err) => (line, false),
+            line = next_line(&mut out), if out.is_some() => match line {
+                Some(line) => (line, true),
+                None => continue,
+            },
+            line = next_line(&mut err), if err.is_some() => match line {
+                Some(line) => (line, false),
+                None => continue,
+            },
+            Some(note) = notes.recv() => {
+                log.note(&note).await;
+                continue;
+            }
             else => break,
         };
         log.write(&line).await;

@@ -1,7 +1,8 @@
-//! One supervisor per device: starts its queue's jobs one at a time, watches the running one,
-//! and stops it (SIGTERM to its process group, the kill grace, SIGKILL) when it runs too long,
-//! is preempted, killed, loses its device, or the runner shuts down. It waits on events only:
-//! a command, the process's exit, the deadline, or the end of the preemption grace.
+//! One supervisor per device and per pool: starts its queue's jobs (one at a time on a device,
+//! up to the pool's concurrency in a pool), watches the running ones, and stops one (SIGTERM
+//! to its process group, the kill grace, SIGKILL) when it runs too long, is preempted, killed,
+//! loses its device, or the runner shuts down. It waits on events only: a command, a process's
+//! exit, the nearest deadline, or the end of the preemption grace.
 //!
 //! Split by verb, as pueue's process handler is: [`launch`] starts a job, [`stop`] stops one
 //! for a reason, [`finish`] records how it ended.
@@ -43,21 +44,27 @@ struct Running {
     started: Instant,
     deadline: Instant,
     pump: JoinHandle<()>,
+    /// Lines from the runner for the job's log, written by its pump.
+    notes: mpsc::UnboundedSender<String>,
 }
 
 pub struct Supervisor {
     context: Context,
+    /// The queue: a device's serial, or `pool:<name>`.
     serial: String,
+    /// How many of its jobs run at once: 1 on a device.
+    slots: usize,
     usable: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     view: Arc<Mutex<RunningView>>,
-    running: Option<Running>,
+    running: Vec<Running>,
 }
 
 impl Supervisor {
     pub fn new(
         context: Context,
         serial: String,
+        slots: usize,
         usable: bool,
         commands: mpsc::UnboundedReceiver<Command>,
         view: Arc<Mutex<RunningView>>,
@@ -65,11 +72,21 @@ impl Supervisor {
         Supervisor {
             context,
             serial,
+            slots: slots.max(1),
             usable,
             commands,
             view,
-            running: None,
+            running: Vec::new(),
         }
+    }
+
+    fn full(&self) -> bool {
+        self.running.len() >= self.slots
+    }
+
+    /// Where job `job_id` is among the running ones.
+    fn position(&self, job_id: &str) -> Option<usize> {
+        self.running.iter().position(|r| r.job.id == job_id)
     }
 
     pub async fn run(mut self) {
@@ -78,29 +95,34 @@ impl Supervisor {
         let mut look_for_preemption = false;
         let mut preempt_at = None;
         loop {
-            if self.running.is_none() {
+            if !self.full() {
+                // A free slot: what waits starts, nothing needs preempting.
                 preempt_at = None;
                 if self.usable {
                     self.start_next().await;
                 }
-            } else if std::mem::take(&mut look_for_preemption) {
+            }
+            if std::mem::take(&mut look_for_preemption) && self.full() {
                 preempt_at = self.preemption_check().await;
-                if self.running.is_none() {
+                if !self.full() {
                     // Preempted: start the job that preempted it.
                     continue;
                 }
             }
-            let deadline = self.running.as_ref().map(|r| r.deadline);
+            let deadline = self.running.iter().map(|r| r.deadline).min();
             let event = {
                 let exit = async {
-                    match self.running.as_mut() {
-                        Some(running) => running.child.wait().await,
-                        None => std::future::pending().await,
+                    if self.running.is_empty() {
+                        return std::future::pending().await;
                     }
+                    let waits = self.running.iter_mut().enumerate().map(|(at, running)| {
+                        Box::pin(async move { (at, running.child.wait().await) })
+                    });
+                    futures::future::select_all(waits).await.0
                 };
                 tokio::select! {
                     command = self.commands.recv() => Event::Command(command),
-                    status = exit => Event::Exited(status),
+                    (at, status) = exit => Event::Exited(at, status),
                     _ = sleep_until(deadline) => Event::Deadline,
                     _ = sleep_until(preempt_at) => Event::Recheck,
                 }
@@ -109,16 +131,16 @@ impl Supervisor {
                 Event::Command(None) => return,
                 Event::Command(Some(Command::Wake)) | Event::Recheck => look_for_preemption = true,
                 Event::Command(Some(Command::Kill { job_id, reply })) => {
-                    let answer = match self.running.as_ref() {
-                        Some(running) if running.job.id == job_id => {
-                            self.stop(StopReason::Killed).await;
+                    let answer = match self.position(&job_id) {
+                        Some(at) => {
+                            self.stop(at, StopReason::Killed).await;
                             match self.context.store.get(&job_id).await {
                                 Ok(Some(job)) => Ok(job),
                                 Ok(None) => Err(RunnerError::Runtime("job record vanished".into())),
                                 Err(error) => Err(crate::state::storage_error(error)),
                             }
                         }
-                        _ => Err(RunnerError::Conflict(format!(
+                        None => Err(RunnerError::Conflict(format!(
                             "job {job_id} is not running on {}",
                             self.serial
                         ))),
@@ -127,36 +149,40 @@ impl Supervisor {
                 }
                 Event::Command(Some(Command::Usable(usable, state))) => {
                     self.usable = usable;
-                    if !usable && self.running.is_some() {
-                        self.stop(StopReason::DeviceLost(state)).await;
+                    while !usable && !self.running.is_empty() {
+                        self.stop(0, StopReason::DeviceLost(state.clone())).await;
                     }
                 }
                 Event::Command(Some(Command::Shutdown(done))) => {
-                    if self.running.is_some() {
-                        self.stop(StopReason::Shutdown).await;
+                    while !self.running.is_empty() {
+                        self.stop(0, StopReason::Shutdown).await;
                     }
                     let _ = done.send(());
                     return;
                 }
-                Event::Exited(status) => self.finish_exited(status).await,
+                Event::Exited(at, status) => self.finish_exited(at, status).await,
                 Event::Deadline => {
-                    let limit = Duration::from_secs(
-                        self.running.as_ref().map_or(0, |r| r.job.max_duration_secs),
-                    );
-                    self.stop(StopReason::Timeout(limit)).await;
+                    let now = Instant::now();
+                    if let Some(at) = self.running.iter().position(|r| r.deadline <= now) {
+                        let limit = Duration::from_secs(self.running[at].job.max_duration_secs);
+                        self.stop(at, StopReason::Timeout(limit)).await;
+                    }
                 }
             }
         }
     }
 
-    /// Preempts the running job when a pending one has strictly higher priority and the
-    /// running one is past the grace and not protected. Returns when to look again if the
-    /// grace has not passed yet.
+    /// With every slot taken, preempts the running job of lowest priority (the latest
+    /// started among equals) that is not protected, when a pending one has strictly higher
+    /// priority and it is past the grace. Returns when to look again if the grace has not
+    /// passed yet.
     async fn preemption_check(&mut self) -> Option<Instant> {
-        let running = self.running.as_ref()?;
-        if running.protected {
-            return None;
-        }
+        let (at, running) = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.protected)
+            .max_by_key(|(_, r)| (r.job.priority, r.started))?;
         let next = match self.context.store.next_pending(&self.serial).await {
             Ok(next) => next?,
             Err(error) => {
@@ -171,13 +197,13 @@ impl Supervisor {
         if Instant::now() < grace_end {
             return Some(grace_end);
         }
-        self.stop(StopReason::Preempted { by: next.id }).await;
+        self.stop(at, StopReason::Preempted { by: next.id }).await;
         None
     }
 
-    /// Starts the next pending job, recording failures to start as failed runs.
+    /// Starts pending jobs while slots are free, recording failures to start as failed runs.
     async fn start_next(&mut self) {
-        loop {
+        while !self.full() {
             let job = match self.context.store.next_pending(&self.serial).await {
                 Ok(Some(job)) => job,
                 Ok(None) => return,
@@ -187,7 +213,7 @@ impl Supervisor {
                 }
             };
             match self.launch(job).await {
-                Ok(true) => return,
+                Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {
                     tracing::error!(%error, device = %self.serial, "cannot start a job");
@@ -200,7 +226,7 @@ impl Supervisor {
 
 enum Event {
     Command(Option<Command>),
-    Exited(std::io::Result<ExitStatus>),
+    Exited(usize, std::io::Result<ExitStatus>),
     Deadline,
     Recheck,
 }

@@ -43,11 +43,18 @@ impl StopReason {
 }
 
 impl Supervisor {
-    /// Stops the running job for `reason` and records it.
-    pub(super) async fn stop(&mut self, reason: StopReason) {
-        let Some(mut running) = self.running.take() else {
+    /// Stops the running job at `at` for `reason` and records it.
+    pub(super) async fn stop(&mut self, at: usize, reason: StopReason) {
+        if at >= self.running.len() {
             return;
-        };
+        }
+        let mut running = self.running.remove(at);
+        if let StopReason::Timeout(limit) = &reason {
+            let _ = running.notes.send(format!(
+                "Duration limit reached ({}); stopping the job",
+                humantime::format_duration(*limit)
+            ));
+        }
         tracing::info!(job_id = %running.job.id, device = %self.serial, reason = %reason.message(), "stopping job");
         process::ask_to_stop(running.pgid);
         let status = match tokio::time::timeout(

@@ -92,6 +92,20 @@ max_duration = "1m"
 [job_types.flood]
 argv = ["sh", "-c", "yes 0123456789abcdef | head -c 5000000; echo; echo finished"]
 max_duration = "1m"
+
+[job_types.module]
+argv = ["sh", "-c", "echo serial=${ANDROID_SERIAL:-none} params=$JOB_PARAMS; sleep 1; echo end"]
+max_duration = "1m"
+runs_on = "pool:modules"
+
+[job_types.resumable_module]
+argv = ["sh", "-c", "echo from ${JOB_CHECKPOINT:-nothing}; echo '::checkpoint {\"step\": 3}'; exec sleep 300"]
+max_duration = "10m"
+runs_on = "pool:modules"
+
+[[pools]]
+name = "modules"
+concurrency = 2
 "#;
 
 impl Runner {
@@ -218,10 +232,11 @@ impl Runner {
         self.client()
             .rpc()
             .enqueue_job(
-                DEVICE.into(),
+                Some(DEVICE.into()),
                 job_type.into(),
                 None,
                 Some(priority),
+                None,
                 None,
                 None,
                 None,
@@ -252,6 +267,28 @@ impl Runner {
                 started.elapsed() < within,
                 "job {id} did not get there in {within:?}: {job:#?}\nrunner log:\n{}",
                 self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until job `id`'s log holds `text`; returns the log.
+    pub(crate) async fn wait_log(&self, id: &str, text: &str, within: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self
+                .client()
+                .rpc()
+                .get_logs(id.into(), None, None)
+                .await
+                .map(|chunk| chunk.data)
+                .unwrap_or_default();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < within,
+                "job {id}'s log did not show {text:?} in {within:?}: {log}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -24,6 +24,7 @@ mod helpers;
 mod hostile;
 mod jobs;
 mod openrpc;
+mod pools;
 mod restart;
 mod serving;
 mod stopping;

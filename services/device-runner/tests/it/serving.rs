@@ -47,8 +47,9 @@ async fn every_method_but_health_check_needs_the_token_and_kill_needs_the_admin_
     let job = user
         .rpc()
         .enqueue_job(
-            DEVICE.into(),
+            Some(DEVICE.into()),
             "long".into(),
+            None,
             None,
             None,
             None,
