@@ -42,6 +42,11 @@ runs_on = "pool:modules"
 name = "modules"
 concurrency = 2
 
+[job_types.resumable]
+argv = ["sh", "-c", "if [ -n \"$JOB_CHECKPOINT\" ]; then echo resumed from $JOB_CHECKPOINT; exit 0; fi; echo '::checkpoint {\"step\": 1}'; exec sleep 60"]
+max_duration = "2m"
+requeue_on_preempt = true
+
 [job_types.tick]
 argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
 max_duration = "1m"
@@ -81,23 +86,31 @@ impl Farm {
             "log_dir = \"{}\"\n{RUNNER_CONFIG}",
             dir.join("logs").display()
         );
-        let config_path = dir.join("device-runner.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let db = format!("sqlite://{}/runner.db", dir.display());
-        let runner = Launch::new(binary("device-runner"), dir.join("runner"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--database-url", &db])
-            .graceful_drop(true)
-            .start()
-            .await
-            .unwrap_or_else(|message| panic!("the device runner did not start: {message}"));
+        std::fs::write(dir.join("device-runner.toml"), config).unwrap();
+        let runner = Farm::runner_process(&dir, None).await;
         let scheduler = Farm::scheduler(&dir, &runner).await;
         Farm {
             dir,
             runner,
             scheduler,
         }
+    }
+
+    /// The device runner on its file in `dir`; on `port` when given (a restart).
+    async fn runner_process(dir: &Path, port: Option<u16>) -> Daemon {
+        let db = format!("sqlite://{}/runner.db", dir.display());
+        let mut launch = Launch::new(binary("device-runner"), dir.join("runner"))
+            .arg("--config")
+            .arg(dir.join("device-runner.toml"))
+            .args(["--database-url", &db])
+            .graceful_drop(true);
+        if let Some(port) = port {
+            launch = launch.port(port);
+        }
+        launch
+            .start()
+            .await
+            .unwrap_or_else(|message| panic!("the device runner did not start: {message}"))
     }
 
     async fn scheduler(dir: &Path, runner: &Daemon) -> Daemon {
@@ -576,4 +589,65 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
     assert_eq!(response.status(), 200);
     let (_, listed) = get(format!("{base}/api/schedules")).await;
     assert_eq!(listed, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_restarted_mid_job_resumes_it_and_the_run_follows_it_to_its_end() {
+    let mut farm = Farm::start().await;
+    let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
+    farm.create("resume", TriggerKind::Once { at }, "P1", "resumable")
+        .await;
+    let runner = farm.runner();
+    let first = wait_until(
+        "the job running with a checkpoint",
+        Duration::from_secs(20),
+        || {
+            let runner = runner.clone();
+            async move {
+                let queue = runner.rpc().get_status().await.map_err(|e| e.to_string())?;
+                let job = queue
+                    .devices
+                    .iter()
+                    .find_map(|d| d.running.clone())
+                    .ok_or_else(|| format!("{queue:?}"))?;
+                if job.checkpoint.is_some() {
+                    Ok(job)
+                } else {
+                    Err(format!("{job:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    // SIGKILL, and a new runner on the same file and port: it resumes the job from its
+    // checkpoint as a new job, which the scheduler follows to its end.
+    let port = farm.runner.port;
+    farm.runner.kill9();
+    farm.runner = Farm::runner_process(&farm.dir, Some(port)).await;
+
+    let runs = farm
+        .runs_until("resume", Duration::from_secs(30), |r| dispatched(r) == 1)
+        .await;
+    let interrupted = farm.runner().rpc().get_run(first.id.clone()).await.unwrap();
+    assert_eq!(
+        interrupted.status,
+        device_runner_client::JobStatus::Interrupted
+    );
+    let next = interrupted.continued_by.expect("continued");
+    let detail = runs[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("job {next} on P1: completed")),
+        "the run ends with the job that carried on: {detail}"
+    );
+    let log = farm
+        .runner()
+        .rpc()
+        .get_logs(next, None, None)
+        .await
+        .unwrap();
+    assert!(
+        log.data.contains(r#"resumed from {"step":1}"#),
+        "{}",
+        log.data
+    );
 }

@@ -139,6 +139,10 @@ pub struct Job {
     /// The key it was enqueued with: enqueueing again with it returns this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The job queued from its checkpoint to carry on after it was stopped (preempted, or
+    /// interrupted by a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_by: Option<String>,
 }
 
 /// A phone as the runner sees it.

@@ -19,6 +19,9 @@ pub struct Launch {
     env: Vec<(String, String)>,
     start_within: Duration,
     graceful_drop: bool,
+    /// The port to listen on, when it must be this one (a restart others know the address
+    /// of); otherwise a free one is picked.
+    port: Option<u16>,
 }
 
 impl Launch {
@@ -31,7 +34,14 @@ impl Launch {
             env: Vec::new(),
             start_within: Duration::from_secs(30),
             graceful_drop: false,
+            port: None,
         }
+    }
+
+    /// Listens on `port` (tried once) instead of a free port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -83,8 +93,9 @@ impl Launch {
             .file_name()
             .map_or_else(|| "service".into(), |n| n.to_string_lossy().into_owned());
         let mut last_log = String::new();
-        for _ in 0..10 {
-            let port = free_port();
+        let tries = if self.port.is_some() { 1 } else { 10 };
+        for _ in 0..tries {
+            let port = self.port.unwrap_or_else(free_port);
             let log = self.dir.join(format!("{name}-{port}.log"));
             let stderr = std::fs::File::create(&log)
                 .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -111,7 +122,7 @@ impl Launch {
             }
         }
         Err(format!(
-            "{name} found no free port in 10 tries; its last log:\n{last_log}"
+            "{name} found no free port in {tries} tries; its last log:\n{last_log}"
         ))
     }
 }

@@ -2,7 +2,8 @@
 //! `enqueue_job`, the run's ledger key as its idempotency key (so a redelivery after a crash
 //! finds the job the first delivery queued), then followed until it has ended. The jobs
 //! followed on one runner are asked about together: one JSON-RPC batch of `get_run` calls per
-//! poll.
+//! poll. A job stopped and queued again from its checkpoint (preempted, or interrupted by a
+//! runner restart) is followed on as the job that continues it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +145,18 @@ async fn poll(runner: Arc<Runner>) {
         for (id, answer) in ids.iter().zip(answers) {
             let settled = match answer {
                 Ok(value) => match serde_json::from_value::<Job>(value) {
+                    // Stopped and queued again from its checkpoint: its work goes on there.
+                    Ok(Job {
+                        continued_by: Some(next),
+                        status,
+                        ..
+                    }) if status.is_finished() => {
+                        tracing::info!(runner = %runner.name, job_id = %id, %status, continued_by = %next, "device job continues as another job; following that one");
+                        let mut followed = lock(&runner.followed);
+                        let waiters = followed.remove(id).unwrap_or_default();
+                        followed.entry(next).or_default().extend(waiters);
+                        None
+                    }
                     Ok(job) if job.status.is_finished() => Some(Ok(job)),
                     Ok(_) => None,
                     Err(error) => Some(Err(DispatchError::Rejected(format!(

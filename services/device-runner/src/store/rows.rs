@@ -50,7 +50,7 @@ pub struct RunFilter {
 pub(super) const COLUMNS: &str = "seq, id, device, job_type, params, priority, max_duration_secs, source, status, \
      enqueued_at, started_at, ended_at, pid, pgid, proc_start_ticks, boot_id, exit_code, signal, \
      error, log_path, preempted_by, requeued_from, checkpoint, results, progress_percent, \
-     progress_message, idempotency_key";
+     progress_message, idempotency_key, continued_by";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct JobRow {
@@ -82,6 +82,7 @@ pub(super) struct JobRow {
     progress_percent: Option<i64>,
     progress_message: Option<String>,
     idempotency_key: Option<String>,
+    continued_by: Option<String>,
 }
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
@@ -151,6 +152,7 @@ impl JobRow {
                 .strip_prefix(crate::config::POOL_PREFIX)
                 .map(str::to_string),
             idempotency_key: self.idempotency_key,
+            continued_by: self.continued_by,
         })
     }
 }

@@ -189,9 +189,11 @@ impl Write {
                              source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
                              RETURNING {COLUMNS}"
                         );
-                        on_db!(conn, fetch_optional JobRow, &sql, id, new_id, millis(ending.ended_at))
-                            .map(JobRow::into_job)
-                            .transpose()?
+                        let queued = on_db!(conn.reborrow(), fetch_optional JobRow, &sql, id, new_id,
+                            millis(ending.ended_at));
+                        let link = "UPDATE jobs SET continued_by = $2 WHERE id = $1";
+                        on_db!(conn, execute, link, id, new_id);
+                        queued.map(JobRow::into_job).transpose()?
                     }
                     _ => None,
                 };

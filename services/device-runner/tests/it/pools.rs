@@ -274,3 +274,49 @@ async fn jobs_go_where_their_type_runs_and_nowhere_else() {
             .all(|d| d.serial == DEVICE)
     );
 }
+
+#[tokio::test]
+async fn a_full_pool_preempts_its_lowest_priority_job_for_a_higher_one() {
+    let runner = Runner::start("preempt_grace = \"0s\"").await;
+    let client = runner.client();
+    let enqueue = |priority: i64| {
+        let client = client.clone();
+        async move {
+            client
+                .rpc()
+                .enqueue_job(
+                    None,
+                    "resumable_module".into(),
+                    None,
+                    Some(priority),
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some("modules".into()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let first = enqueue(4).await;
+    runner
+        .wait_status(&first.id, JobStatus::Running, SOON)
+        .await;
+    let second = enqueue(5).await;
+    runner
+        .wait_status(&second.id, JobStatus::Running, SOON)
+        .await;
+    // Full: the urgent one takes the slot of the lowest priority, and only that one.
+    let urgent = enqueue(1).await;
+    runner
+        .wait_status(&urgent.id, JobStatus::Running, SOON)
+        .await;
+    let preempted = runner.job(&second.id).await;
+    assert_eq!(preempted.status, JobStatus::Preempted, "{preempted:?}");
+    assert_eq!(preempted.preempted_by.as_deref(), Some(urgent.id.as_str()));
+    assert_eq!(runner.job(&first.id).await.status, JobStatus::Running);
+    for id in [&first.id, &urgent.id] {
+        assert!(client.rpc().stop_job(id.clone()).await.unwrap());
+    }
+}
