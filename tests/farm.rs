@@ -82,9 +82,20 @@ struct Farm {
 impl Farm {
     async fn start() -> Farm {
         let dir = tempfile::tempdir().unwrap().keep();
+        // The phones are fake: an `adb` that lists them as attached.
+        let adb = dir.join("adb");
+        std::fs::write(
+            &adb,
+            "#!/bin/sh\nprintf 'List of devices attached\\n'\n\
+             for serial in P1 P2 L9AIB7603188953; do printf '%s\\tdevice model:Fake\\n' $serial; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&adb, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let config = format!(
-            "log_dir = \"{}\"\n{RUNNER_CONFIG}",
-            dir.join("logs").display()
+            "log_dir = \"{}\"\n{RUNNER_CONFIG}\n[adb]\nenabled = true\npath = \"{}\"\npoll_interval = \"100ms\"\ndebounce = 1\n",
+            dir.join("logs").display(),
+            adb.display()
         );
         std::fs::write(dir.join("device-runner.toml"), config).unwrap();
         let runner = Farm::runner_process(&dir, None).await;
@@ -511,6 +522,9 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
         phones["devices"].to_string().contains("L9AIB7603188953"),
         "{phones}"
     );
+    for phone in phones["devices"].as_array().unwrap() {
+        assert_eq!(phone["state"], "device", "listed by the fake adb: {phone}");
+    }
     let (status, queue) = get(format!("{base}/api/scheduler/queue")).await;
     assert_eq!((status.as_u16(), queue), (200, json!([])));
     let (status, timeline) = get(format!("{base}/api/scheduler/timeline")).await;

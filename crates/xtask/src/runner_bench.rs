@@ -8,7 +8,12 @@
 //!    (default 100 ms): the start latency from one job's exit to the next job's process running
 //!    on the same device, from the stamps the jobs print;
 //! 4. with the devices idle, `--samples` single enqueues (default 500), one every 20 ms: the
-//!    start latency from the enqueue call to the job's process running.
+//!    start latency from the enqueue call to the job's process running;
+//! 5. end to end with the release scheduler on the same backend: one `device_job` schedule per
+//!    device, all due in the same second; from that second to each job's process running;
+//! 6. a pool of `--pool-concurrency` (default 16) fed `--pool-jobs` short jobs (default
+//!    10,000) from the concurrent clients: jobs per second from the first enqueue to the last
+//!    job's end.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,8 @@ pub(crate) struct Options {
     job_ms: u64,
     samples: usize,
     clients: usize,
+    pool_concurrency: usize,
+    pool_jobs: usize,
 }
 
 impl Options {
@@ -39,6 +46,8 @@ impl Options {
             job_ms: 100,
             samples: 500,
             clients: 32,
+            pool_concurrency: 16,
+            pool_jobs: 10_000,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -48,11 +57,13 @@ impl Options {
                 "--job-ms" => options.job_ms = value.parse()?,
                 "--samples" => options.samples = value.parse()?,
                 "--clients" => options.clients = value.parse()?,
+                "--pool-concurrency" => options.pool_concurrency = value.parse()?,
+                "--pool-jobs" => options.pool_jobs = value.parse()?,
                 other => bail!("unknown option '{other}'"),
             }
         }
-        if options.devices == 0 || options.clients == 0 {
-            bail!("--devices and --clients must be at least 1");
+        if options.devices == 0 || options.clients == 0 || options.pool_concurrency == 0 {
+            bail!("--devices, --clients and --pool-concurrency must be at least 1");
         }
         Ok(options)
     }
@@ -65,6 +76,11 @@ struct Figures {
     cpu_per_job_ms: f64,
     after_exit: Latencies,
     after_enqueue: Latencies,
+    /// From a schedule's due second to its job's process running, through the scheduler:
+    /// claiming only once due, and claiming ahead (`engine.lookahead = "2s"`).
+    end_to_end: Latencies,
+    end_to_end_ahead: Latencies,
+    pool_jobs_per_second: f64,
     peak_rss_mib: f64,
 }
 
@@ -91,6 +107,7 @@ impl Latencies {
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("device-runner")?;
+    let scheduler = build_release("scheduler")?;
     let job = std::env::current_exe().context("locating the xtask binary for the jobs")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,7 +115,8 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for backend in &options.backends {
         eprintln!("== {backend}");
-        results.push(runtime.block_on(bench_backend(backend, &binary, &job, &options))?);
+        let run = bench_backend(backend, &binary, &scheduler, &job, &options);
+        results.push(runtime.block_on(run)?);
     }
     println!();
     println!(
@@ -106,7 +124,7 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         options.queued
     );
     println!("|---|---|---|---|---|---|---|");
-    for f in results {
+    for f in &results {
         println!(
             "| {} | {:.0} | {:.1} s | {:.2} ms | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} MiB |",
             f.backend,
@@ -124,6 +142,27 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             f.peak_rss_mib
         );
     }
+    println!();
+    println!(
+        "| backend | {} schedules due in one second: due → process running p50 / p99 / max | the same with engine.lookahead = 2s | pool of {}: {} jobs, jobs/s |",
+        options.devices, options.pool_concurrency, options.pool_jobs
+    );
+    println!("|---|---|---|---|");
+    for f in &results {
+        let cell = |l: &Latencies| {
+            format!(
+                "{:.1} / {:.1} / {:.1} ms (n={})",
+                l.p50, l.p99, l.max, l.count
+            )
+        };
+        println!(
+            "| {} | {} | {} | {:.0} |",
+            f.backend,
+            cell(&f.end_to_end),
+            cell(&f.end_to_end_ahead),
+            f.pool_jobs_per_second
+        );
+    }
     println!(
         "\n({} devices; {} enqueue calls from {} concurrent clients; jobs of {} ms)",
         options.devices, options.queued, options.clients, options.job_ms
@@ -138,6 +177,7 @@ fn serial(device: usize) -> String {
 async fn bench_backend(
     backend: &'static str,
     binary: &Path,
+    scheduler: &Path,
     job: &Path,
     options: &Options,
 ) -> anyhow::Result<Figures> {
@@ -146,7 +186,8 @@ async fn bench_backend(
     let logs = dir.path().join("logs");
     let config = dir.path().join("device-runner.toml");
     let mut toml = format!(
-        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\n"
+        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\n\n[job_types.module]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\nruns_on = \"pool:modules\"\n\n[[pools]]\nname = \"modules\"\nconcurrency = {}\n",
+        options.pool_concurrency
     );
     for device in 0..options.devices {
         toml.push_str(&format!("\n[[devices]]\nserial = \"{}\"\n", serial(device)));
@@ -229,7 +270,70 @@ async fn bench_backend(
         };
         after_enqueue.push(started - before);
     }
-    check_all_completed(&client, options.devices + options.queued + options.samples).await?;
+
+    // 5. Through the scheduler: one schedule per device, all due in the same second.
+    let end_to_end_ahead = end_to_end(
+        backend,
+        scheduler,
+        dir.path(),
+        &daemon,
+        &client,
+        options,
+        "2s",
+    )
+    .await?;
+    let end_to_end = end_to_end(
+        backend,
+        scheduler,
+        dir.path(),
+        &daemon,
+        &client,
+        options,
+        "0s",
+    )
+    .await?;
+
+    // 6. A pool fed from the concurrent clients.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..options.clients {
+        let client = client.clone();
+        let count = options.pool_jobs / options.clients
+            + usize::from(worker < options.pool_jobs % options.clients);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count {
+                client
+                    .rpc()
+                    .enqueue_job(
+                        None,
+                        "module".into(),
+                        Some(json!({"sleep_ms": 0})),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    wait_until(&client, Duration::from_secs(600), |r, p| r == 0 && p == 0)
+        .await
+        .context("waiting for the pool to drain")?;
+    let pool_jobs_per_second = options.pool_jobs as f64 / started.elapsed().as_secs_f64();
+    eprintln!("pool: {pool_jobs_per_second:.0} jobs/s");
+
+    check_all_completed(
+        &client,
+        options.devices * 3 + options.queued + options.samples + options.pool_jobs,
+    )
+    .await?;
     let peak_rss_mib = daemon.peak_rss_mib()?;
     daemon.stop()?;
     drop(db);
@@ -240,6 +344,9 @@ async fn bench_backend(
         cpu_per_job_ms,
         after_exit,
         after_enqueue: Latencies::of(after_enqueue),
+        end_to_end,
+        end_to_end_ahead,
+        pool_jobs_per_second,
         peak_rss_mib,
     })
 }
@@ -266,6 +373,105 @@ async fn enqueue(
     Ok(job.id)
 }
 
+/// Starts the scheduler on `backend` with the runner as `[device_runners.farm]`, gives each
+/// device a `device_job` schedule due in the same second, and measures from that second to
+/// each job's `started` stamp.
+async fn end_to_end(
+    backend: &'static str,
+    scheduler: &Path,
+    dir: &Path,
+    runner: &Daemon,
+    client: &DeviceRunnerClient,
+    options: &Options,
+    lookahead: &str,
+) -> anyhow::Result<Latencies> {
+    use chrono::{SubsecRound, TimeDelta, Utc};
+    let name = format!("scheduler-{}", lookahead.trim_end_matches('s'));
+    let db = fresh_db(backend, dir, &name).await?;
+    let runner_url = runner.url();
+    let env = [
+        ("SCHEDULER__DEVICE_RUNNERS__FARM__URL", runner_url.as_str()),
+        ("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms"),
+        ("SCHEDULER__ENGINE__LOOKAHEAD", lookahead),
+    ];
+    let daemon = Daemon::start_with(
+        scheduler,
+        &dir.join(&name),
+        &db.url,
+        "http://127.0.0.1:9/",
+        &env,
+    )
+    .await?;
+    let schedules = scheduler_client::SchedulerClient::new(daemon.client_config())?;
+    let due = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(5);
+    for device in 0..options.devices {
+        let target = scheduler_client::Target::DeviceJob {
+            runner: "farm".into(),
+            device: Some(serial(device)),
+            pool: None,
+            job_type: "bench".into(),
+            params: json!({"sleep_ms": 0})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            priority: 5,
+            max_duration: None,
+        };
+        let trigger = scheduler_client::TriggerKind::Once { at: due }.into();
+        let mut new = scheduler_client::NewSchedule::new("bench", trigger, target);
+        new.id = Some(format!("e2e-{lookahead}-{device}"));
+        schedules.create_schedule(new).await?;
+    }
+    if Utc::now() + TimeDelta::seconds(1) > due {
+        bail!("creating the schedules took too long for the 5 s lead");
+    }
+    let key_of = |device: usize| {
+        let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        format!("e2e-{lookahead}-{device}@{at}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut latencies = Vec::new();
+    for device in 0..options.devices {
+        let key = key_of(device);
+        let job = loop {
+            let runs = client
+                .rpc()
+                .list_runs(
+                    Some(serial(device)),
+                    Some("completed".into()),
+                    None,
+                    Some(20),
+                    None,
+                )
+                .await?;
+            if let Some(job) = runs
+                .into_iter()
+                .find(|j| j.idempotency_key.as_deref() == Some(key.as_str()))
+            {
+                break job;
+            }
+            if Instant::now() > deadline {
+                bail!("the job of {key} did not complete within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log = std::fs::read_to_string(job.log_path.as_deref().unwrap_or_default())
+            .with_context(|| format!("reading the log of job {}", job.id))?;
+        let (Some(started), _) = stamps(&log) else {
+            bail!("job {} printed no start stamp: {log}", job.id);
+        };
+        latencies.push(started - due.timestamp_nanos_opt().unwrap_or_default());
+    }
+    daemon.stop()?;
+    drop(db);
+    let figures = Latencies::of(latencies);
+    eprintln!(
+        "end to end (lookahead {lookahead}): due → running p50 {:.1} ms, p99 {:.1} ms",
+        figures.p50, figures.p99
+    );
+    Ok(figures)
+}
+
 /// Polls `get_status` until `done(running, pending)` holds.
 async fn wait_until(
     client: &DeviceRunnerClient,
@@ -275,12 +481,10 @@ async fn wait_until(
     let deadline = Instant::now() + within;
     loop {
         let status = client.rpc().get_status().await?;
-        let running = status
-            .devices
-            .iter()
-            .filter(|d| d.running.is_some())
-            .count();
-        let pending = status.devices.iter().map(|d| d.pending).sum();
+        // Pools count too.
+        let running = status.running_jobs.len();
+        let pending = status.devices.iter().map(|d| d.pending).sum::<u64>()
+            + status.pools.iter().map(|p| p.pending).sum::<u64>();
         if done(running, pending) {
             return Ok(());
         }
