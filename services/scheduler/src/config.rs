@@ -14,7 +14,6 @@ use service_kit::config::{
 };
 
 use crate::declared::ScheduleDeclaration;
-use crate::farm::FarmConfig;
 use crate::retention::LedgerConfig;
 use crate::tasks::SystemTasksConfig;
 
@@ -308,6 +307,62 @@ impl Default for EngineConfig {
             leader_poll: Duration::from_secs(1),
             max_overdue: Duration::from_secs(300),
         }
+    }
+}
+
+/// `[farm]`: where the farm's schedules queue their jobs, and as whom they are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FarmConfig {
+    /// The device runner of `[device_runners]` the farm's jobs go to (default: the only one
+    /// configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    /// The owner of the farm's schedules in the general API.
+    pub owner: String,
+    /// The zone of `daily_times`.
+    pub timezone: String,
+}
+
+impl Default for FarmConfig {
+    fn default() -> Self {
+        FarmConfig {
+            runner: None,
+            owner: "farm".into(),
+            timezone: "UTC".into(),
+        }
+    }
+}
+
+impl FarmConfig {
+    /// The runner the farm uses, if it has one.
+    pub fn runner_name<'a>(&'a self, config: &'a Config) -> Option<&'a str> {
+        match &self.runner {
+            Some(name) => Some(name),
+            None if config.device_runners.len() == 1 => {
+                config.device_runners.keys().next().map(String::as_str)
+            }
+            None => None,
+        }
+    }
+
+    pub fn validate(&self, config: &Config) -> anyhow::Result<()> {
+        if let Some(name) = &self.runner
+            && !config.device_runners.contains_key(name)
+        {
+            anyhow::bail!("farm.runner '{name}' is not configured: add [device_runners.{name}]");
+        }
+        if self.owner.trim().is_empty() {
+            anyhow::bail!("farm.owner must not be empty");
+        }
+        let probe = triggers::TriggerKind::DailyTimes {
+            times: vec!["00:00".into()],
+            timezone: self.timezone.clone(),
+        };
+        probe
+            .compile()
+            .map_err(|e| anyhow::anyhow!("farm.timezone: {e}"))?;
+        Ok(())
     }
 }
 

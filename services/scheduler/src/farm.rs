@@ -24,62 +24,6 @@ use service_kit::auth::Caller;
 use crate::compat::ObjectParams;
 use crate::config::Config;
 
-/// `[farm]`: where the farm's schedules queue their jobs, and as whom they are kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FarmConfig {
-    /// The device runner of `[device_runners]` the farm's jobs go to (default: the only one
-    /// configured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runner: Option<String>,
-    /// The owner of the farm's schedules in the general API.
-    pub owner: String,
-    /// The zone of `daily_times`.
-    pub timezone: String,
-}
-
-impl Default for FarmConfig {
-    fn default() -> Self {
-        FarmConfig {
-            runner: None,
-            owner: "farm".into(),
-            timezone: "UTC".into(),
-        }
-    }
-}
-
-impl FarmConfig {
-    /// The runner the farm uses, if it has one.
-    pub fn runner_name<'a>(&'a self, config: &'a Config) -> Option<&'a str> {
-        match &self.runner {
-            Some(name) => Some(name),
-            None if config.device_runners.len() == 1 => {
-                config.device_runners.keys().next().map(String::as_str)
-            }
-            None => None,
-        }
-    }
-
-    pub fn validate(&self, config: &Config) -> anyhow::Result<()> {
-        if let Some(name) = &self.runner
-            && !config.device_runners.contains_key(name)
-        {
-            anyhow::bail!("farm.runner '{name}' is not configured: add [device_runners.{name}]");
-        }
-        if self.owner.trim().is_empty() {
-            anyhow::bail!("farm.owner must not be empty");
-        }
-        let probe = triggers::TriggerKind::DailyTimes {
-            times: vec!["00:00".into()],
-            timezone: self.timezone.clone(),
-        };
-        probe
-            .compile()
-            .map_err(|e| anyhow::anyhow!("farm.timezone: {e}"))?;
-        Ok(())
-    }
-}
-
 #[derive(Clone)]
 struct Farm {
     module: RpcModule<()>,
@@ -397,18 +341,26 @@ async fn update(
     ))
 }
 
+/// Calls `method` of the general API on farm schedule `id` (any other schedule is not found).
+async fn on_farm_schedule(
+    farm: &Farm,
+    caller: Caller,
+    id: &str,
+    method: &str,
+) -> Result<Value, Refusal> {
+    current(farm, caller, id).await?;
+    let params = json!({"id": id, "owner": farm.owner});
+    farm.call(caller, method, params).await
+}
+
 async fn delete(
     State(farm): State<Farm>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    current(&farm, caller, &id).await?;
-    let params = json!({"id": id, "owner": farm.owner});
-    let schedule = farm.call(caller, "delete_schedule", params).await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({"deleted": farm_view(&schedule)})),
-    ))
+    let schedule = on_farm_schedule(&farm, caller, &id, "delete_schedule").await?;
+    let deleted = json!({"deleted": farm_view(&schedule)});
+    Ok((StatusCode::OK, Json(deleted)))
 }
 
 async fn toggle(
@@ -430,9 +382,7 @@ async fn run_now(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    current(&farm, caller, &id).await?;
-    let params = json!({"id": id, "owner": farm.owner});
-    let run = farm.call(caller, "trigger_schedule", params).await?;
+    let run = on_farm_schedule(&farm, caller, &id, "trigger_schedule").await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

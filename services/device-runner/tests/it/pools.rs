@@ -191,33 +191,18 @@ async fn jobs_go_where_their_type_runs_and_nowhere_else() {
             Err(Error::Runner(RunnerError::Value(message))) => message,
             other => panic!("expected a ValueError, got {other:?}"),
         };
-    let message = value_error(
-        client
+    for (module, inputs, expected) in [
+        ("quick", None, "runs on a device"),
+        ("nope", None, "unknown module 'nope'"),
+        ("module", Some(json!([1])), "inputs must be a JSON object"),
+    ] {
+        let started = client
             .rpc()
-            .start_job("quick".into(), None, None, None, None)
-            .await
-            .map(drop),
-    );
-    assert!(message.contains("runs on a device"), "{message}");
-    let message = value_error(
-        client
-            .rpc()
-            .start_job("nope".into(), None, None, None, None)
-            .await
-            .map(drop),
-    );
-    assert!(message.contains("unknown module 'nope'"), "{message}");
-    let message = value_error(
-        client
-            .rpc()
-            .start_job("module".into(), Some(json!([1])), None, None, None)
-            .await
-            .map(drop),
-    );
-    assert!(
-        message.contains("inputs must be a JSON object"),
-        "{message}"
-    );
+            .start_job(module.into(), inputs, None, None, None)
+            .await;
+        let message = value_error(started.map(drop));
+        assert!(message.contains(expected), "{module}: {message}");
+    }
     let enqueue = |device: Option<&str>, job_type: &str, pool: Option<&str>| {
         let client = client.clone();
         let (device, job_type, pool) = (
