@@ -401,6 +401,16 @@ async fn a_scheduler_killed_after_a_fire_queues_the_job_once_after_its_restart()
         }
     })
     .await;
+    // While the job runs, the ledger's run names it.
+    farm.runs_until("once", Duration::from_secs(10), |runs| {
+        runs.iter().any(|r| {
+            r.status == RunStatus::Pending
+                && r.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("queued on device runner 'farm'"))
+        })
+    })
+    .await;
     farm.scheduler.kill9();
     farm.scheduler = Farm::scheduler(&farm.dir, &farm.runner).await;
 

@@ -407,6 +407,22 @@ impl JobStore for MemoryStore {
         Ok(written)
     }
 
+    async fn annotate(
+        &self,
+        schedule_id: &str,
+        scheduled_time: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let key = (schedule_id.to_string(), scheduled_time);
+        if let Some(run) = state.runs.get_mut(&key)
+            && run.status == RunStatus::Pending
+        {
+            run.detail = Some(detail.to_string());
+        }
+        Ok(())
+    }
+
     async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],

@@ -545,6 +545,24 @@ impl JobStore for SqliteStore {
         Ok(written)
     }
 
+    async fn annotate(
+        &self,
+        schedule_id: &str,
+        scheduled_time: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE schedule_runs SET detail = ?3 \
+             WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
+        )
+        .bind(schedule_id)
+        .bind(millis(scheduled_time))
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],

@@ -154,6 +154,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
     /// shutdown), so that another process takes them over at once. A run whose row another
     /// transaction holds at that moment (its outcome being recorded) may be left as it is.
+    /// Sets the detail of a run still pending (what it is waiting for, such as the job a
+    /// device runner queued for it); a run that has ended is left as it is.
+    async fn annotate(
+        &self,
+        schedule_id: &str,
+        scheduled_time: DateTime<Utc>,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+
     async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],

@@ -1342,6 +1342,32 @@ async fn claims_ahead_only_what_overlap_cannot_stop(store: Arc<dyn JobStore>) {
     );
 }
 
+async fn a_pending_run_can_be_annotated_and_an_ended_one_cannot(store: Arc<dyn JobStore>) {
+    store
+        .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
+        .await
+        .unwrap();
+    let runs = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let run = &runs[0];
+    store
+        .annotate(&run.schedule_id, run.scheduled_time, "job j1 queued")
+        .await
+        .unwrap();
+    let listed = store.runs("a", &RunFilter::latest(10)).await.unwrap();
+    assert_eq!(listed[0].detail.as_deref(), Some("job j1 queued"));
+    store.finish_runs(&[ended(run)]).await.unwrap();
+    store
+        .annotate(&run.schedule_id, run.scheduled_time, "too late")
+        .await
+        .unwrap();
+    let listed = store.runs("a", &RunFilter::latest(10)).await.unwrap();
+    assert_eq!(listed[0].status, RunStatus::Dispatched);
+    assert_eq!(listed[0].detail, None, "the outcome's detail stays");
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -1397,6 +1423,7 @@ conformance!(
     queued_runs_start_one_after_another,
     retention_deletes_old_and_excess_finished_runs_only,
     claims_ahead_only_what_overlap_cannot_stop,
+    a_pending_run_can_be_annotated_and_an_ended_one_cannot,
 );
 
 #[tokio::test]

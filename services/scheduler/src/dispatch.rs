@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::device_jobs::{DeviceRunners, outcome_of};
 use crate::endpoint::{DispatchError, Endpoint, truncate};
+use crate::stores::Stores;
 use crate::targets::Outbound;
 use crate::tasks::{SystemTask, TaskRunner};
 use crate::telemetry;
@@ -240,6 +241,7 @@ pub async fn dispatch_run(
 /// the run is in progress, for the overlap policy); for any other run, the dispatch's outcome.
 pub async fn follow(
     dispatcher: &Dispatcher,
+    stores: &Stores,
     run: &RunRecord,
     outcome: RunOutcome,
     result: Option<Value>,
@@ -258,6 +260,15 @@ pub async fn follow(
         };
     };
     tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %runner, job_id, "device job queued; following it until it ends");
+    // The ledger shows the job while it runs; only the outcome is essential, so a failure
+    // here is logged and the run goes on.
+    if let Some(store) = stores.get(run.jobstore) {
+        let waiting = format!("job {job_id} queued on device runner '{runner}'");
+        let noted = store.annotate(&run.schedule_id, run.scheduled_time, &waiting);
+        if let Err(error) = noted.await {
+            tracing::warn!(%error, job_id, "cannot note the device job in the ledger");
+        }
+    }
     let (status, detail) = match dispatcher.devices.ended(runner, job_id).await {
         Ok(job) => outcome_of(&job),
         Err(error) => (RunStatus::Failed, format!("job {job_id}: {error}")),

@@ -522,7 +522,7 @@ impl Launcher<'_> {
                     tokio::select! {
                         // An outcome already there is recorded, stopping or not.
                         biased;
-                        outcome = follow(&dispatcher, &run, outcome, result) => outcome,
+                        outcome = follow(&dispatcher, &stores, &run, outcome, result) => outcome,
                         _ = stopping.wait_for(|stop| *stop) => return,
                     }
                 }
