@@ -302,20 +302,7 @@ async fn bench_backend(
             + usize::from(worker < options.pool_jobs % options.clients);
         tasks.push(tokio::spawn(async move {
             for _ in 0..count {
-                client
-                    .rpc()
-                    .enqueue_job(
-                        None,
-                        "module".into(),
-                        Some(json!({"sleep_ms": 0})),
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                    )
-                    .await?;
+                enqueue_to(&client, None, "module", json!({"sleep_ms": 0})).await?;
             }
             anyhow::Ok(())
         }));
@@ -351,16 +338,27 @@ async fn bench_backend(
     })
 }
 
+/// Queues a `bench` job on `device`.
 async fn enqueue(
     client: &DeviceRunnerClient,
     device: String,
     params: serde_json::Value,
 ) -> anyhow::Result<String> {
+    enqueue_to(client, Some(device), "bench", params).await
+}
+
+/// Queues a job of `job_type` on `device`, or (without one) in its type's pool.
+async fn enqueue_to(
+    client: &DeviceRunnerClient,
+    device: Option<String>,
+    job_type: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<String> {
     let job = client
         .rpc()
         .enqueue_job(
-            Some(device),
-            "bench".into(),
+            device,
+            job_type.into(),
             Some(params),
             None,
             None,
