@@ -1245,9 +1245,14 @@ async fn retention_deletes_old_and_excess_finished_runs_only(store: Arc<dyn JobS
 /// Claiming ahead takes what no run in progress can stop, and only that; pausing or deleting a
 /// schedule takes back what was claimed ahead of it and is not yet due.
 async fn claims_ahead_only_what_overlap_cannot_stop(store: Arc<dyn JobStore>) {
-    use chrono::SubsecRound;
-    // Instants ahead of the real clock: pausing takes back runs not yet due by it.
-    let base = Utc::now().trunc_subsecs(3) + TimeDelta::hours(1);
+    use chrono::{DurationRound, SubsecRound};
+    // Instants an hour ahead of the real clock (pausing takes back runs not yet due by it), ten
+    // seconds and some milliseconds past a minute: the every-minute triggers' next fires, on the
+    // following minute, stay beyond every instant this test looks at, whatever the clock says.
+    let now = Utc::now().trunc_subsecs(3);
+    let base = now.duration_trunc(TimeDelta::minutes(1)).unwrap()
+        + TimeDelta::hours(1)
+        + TimeDelta::milliseconds(10_000 + i64::from(now.timestamp_subsec_millis()));
     let ahead = TimeDelta::seconds(5);
     let in_secs = |secs: i64| (base + TimeDelta::seconds(secs)).to_rfc3339();
     let mut graph = schedule("graph", "u1", "g1", Some(&in_secs(2)));
