@@ -12,6 +12,7 @@ pub mod plan;
 mod postgres;
 mod sqlite;
 mod store;
+pub mod watches;
 
 pub use connect::{connect, migrate, persisted};
 pub use memory::MemoryStore;
@@ -23,3 +24,4 @@ pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
 pub use sqlite::SqliteStore;
 pub use store::{JobStore, StoreError};
+pub use watches::{Sent, WatchFilter, WatchStore};

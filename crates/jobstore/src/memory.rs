@@ -11,6 +11,8 @@ use crate::model::{
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire};
 use crate::store::{JobStore, StoreError};
+use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
+use scheduler_api::{CheckResult, Watch, WatchStatus};
 
 /// Schedules and ledger rows held in process memory; lost on exit by design.
 pub struct MemoryStore {
@@ -26,6 +28,9 @@ struct State {
     /// `(next_run_at, id)` of every active schedule: the due index.
     due: BTreeSet<(DateTime<Utc>, String)>,
     runs: BTreeMap<(String, DateTime<Utc>), RunRecord>,
+    /// Watches by id, and the leases of the completions being sent.
+    watches: BTreeMap<String, Watch>,
+    delivery_leases: HashMap<String, DateTime<Utc>>,
 }
 
 impl State {
@@ -114,6 +119,53 @@ impl State {
         });
     }
 
+    /// Ends a pending ledger row as `outcome` says; says whether it was pending.
+    fn finish(&mut self, outcome: &RunOutcome) -> bool {
+        let key = (outcome.schedule_id.clone(), outcome.scheduled_time);
+        let Some(run) = self
+            .runs
+            .get_mut(&key)
+            .filter(|r| r.status == RunStatus::Pending)
+        else {
+            return false;
+        };
+        run.status = outcome.status;
+        run.detail = outcome.detail.clone();
+        run.attempts = outcome.attempts;
+        run.finished_at = Some(outcome.finished_at);
+        run.lease_until = None;
+        true
+    }
+
+    /// Removes a schedule with its runs claimed ahead, keeping the due index right.
+    fn remove_schedule(&mut self, id: &str, now: DateTime<Utc>) -> Option<Schedule> {
+        let removed = self.schedules.remove(id).map(|(_, s)| s);
+        if let Some(schedule) = &removed {
+            self.unindex(schedule);
+            self.unclaim_ahead(id, now);
+        }
+        removed
+    }
+
+    /// A watch as it is read: its next check from its schedule.
+    fn watch(&self, id: &str) -> Option<Watch> {
+        let mut watch = self.watches.get(id)?.clone();
+        watch.next_run_at = self
+            .schedules
+            .get(id)
+            .and_then(|(_, schedule)| schedule.next_run_at);
+        Some(watch)
+    }
+
+    /// Stores a watch that ended or changed, deleting its schedule once it is no longer active.
+    fn store_watch(&mut self, watch: Watch, now: DateTime<Utc>) {
+        if watch.status != WatchStatus::Active {
+            self.remove_schedule(&watch.id, now);
+        }
+        self.delivery_leases.remove(&watch.id);
+        self.watches.insert(watch.id.clone(), watch);
+    }
+
     fn unindex(&mut self, schedule: &Schedule) {
         if let Some(at) = schedule.next_run_at {
             self.due.remove(&(at, schedule.id.clone()));
@@ -138,6 +190,10 @@ impl JobStore for MemoryStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn watch_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn WatchStore>> {
+        (self.jobstore == StoreName::Execution).then_some(self as _)
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
@@ -210,13 +266,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn delete(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
-        let mut state = self.state.lock().await;
-        let removed = state.schedules.remove(id).map(|(_, s)| s);
-        if let Some(schedule) = &removed {
-            state.unindex(schedule);
-            state.unclaim_ahead(id, Utc::now());
-        }
-        Ok(removed)
+        Ok(self.state.lock().await.remove_schedule(id, Utc::now()))
     }
 
     async fn set_paused(
@@ -353,18 +403,7 @@ impl JobStore for MemoryStore {
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         let mut state = self.state.lock().await;
         for outcome in outcomes {
-            let key = (outcome.schedule_id.clone(), outcome.scheduled_time);
-            if let Some(run) = state
-                .runs
-                .get_mut(&key)
-                .filter(|r| r.status == RunStatus::Pending)
-            {
-                run.status = outcome.status;
-                run.detail = outcome.detail.clone();
-                run.attempts = outcome.attempts;
-                run.finished_at = Some(outcome.finished_at);
-                run.lease_until = None;
-            }
+            state.finish(outcome);
         }
         let now = Utc::now();
         let mut promoted = 0;
@@ -512,5 +551,147 @@ impl JobStore for MemoryStore {
             state.runs.remove(key);
         }
         Ok(oldest_first.len() as u64)
+    }
+}
+
+#[async_trait]
+impl WatchStore for MemoryStore {
+    async fn add_watch(&self, watch: &Watch, schedule: &Schedule) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if state.schedules.contains_key(&schedule.id) || state.watches.contains_key(&watch.id) {
+            return Err(StoreError::Conflict(watch.id.clone()));
+        }
+        state.sequence += 1;
+        let sequence = state.sequence;
+        state.index(schedule);
+        state
+            .schedules
+            .insert(schedule.id.clone(), (sequence, schedule.clone()));
+        state.watches.insert(watch.id.clone(), watch.clone());
+        Ok(())
+    }
+
+    async fn watch(&self, id: &str) -> Result<Option<Watch>, StoreError> {
+        Ok(self.state.lock().await.watch(id))
+    }
+
+    async fn watches(&self, filter: &WatchFilter) -> Result<Vec<Watch>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .watches
+            .values()
+            .rev()
+            .filter(|watch| filter.accepts(watch))
+            .take(filter.limit)
+            .filter_map(|watch| state.watch(&watch.id))
+            .collect())
+    }
+
+    async fn record_attempt(
+        &self,
+        outcome: &RunOutcome,
+        result: &CheckResult,
+    ) -> Result<Option<Watch>, StoreError> {
+        let mut state = self.state.lock().await;
+        if !state.finish(outcome) {
+            return Ok(None);
+        }
+        let Some(watch) = state.watches.get(&outcome.schedule_id).cloned() else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let watch = attempted(watch, result, now);
+        state.store_watch(watch.clone(), now);
+        Ok(state.watch(&watch.id))
+    }
+
+    async fn cancel_watch(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Watch>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(watch) = state.watches.get(id).cloned() else {
+            return Ok(None);
+        };
+        if let Some(watch) = cancelled(watch, now) {
+            state.store_watch(watch, now);
+        }
+        Ok(state.watch(id))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        workflow_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let active: Vec<Watch> = state
+            .watches
+            .values()
+            .filter(|w| w.workflow_id.as_deref() == Some(workflow_id))
+            .filter_map(|w| cancelled(w.clone(), now))
+            .collect();
+        let count = active.len() as u64;
+        for watch in active {
+            state.store_watch(watch, now);
+        }
+        Ok(count)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<Watch>, StoreError> {
+        let mut state = self.state.lock().await;
+        let due: Vec<String> = state
+            .watches
+            .values()
+            .filter(|w| delivery_due(w).is_some_and(|at| at <= now))
+            .filter(|w| {
+                state
+                    .delivery_leases
+                    .get(&w.id)
+                    .is_none_or(|until| *until <= now)
+            })
+            .take(limit)
+            .map(|w| w.id.clone())
+            .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            state.delivery_leases.insert(id.clone(), now + lease);
+            claimed.extend(state.watch(&id));
+        }
+        Ok(claimed)
+    }
+
+    async fn record_delivery(&self, id: &str, outcome: &Sent) -> Result<Option<Watch>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(watch) = state.watches.get(id).cloned() else {
+            return Ok(None);
+        };
+        if let Some(watch) = sent(watch, outcome) {
+            state.store_watch(watch, Utc::now());
+        }
+        Ok(state.watch(id))
+    }
+
+    async fn next_delivery(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .watches
+            .values()
+            .filter_map(|w| {
+                let due = delivery_due(w)?;
+                Some(
+                    state
+                        .delivery_leases
+                        .get(&w.id)
+                        .map_or(due, |until| due.max(*until)),
+                )
+            })
+            .min())
     }
 }

@@ -14,6 +14,8 @@ use crate::model::{
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
+mod watches;
+
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
      paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
@@ -52,6 +54,39 @@ impl PostgresStore {
         .bind(Utc::now())
         .execute(tx)
         .await?;
+        Ok(())
+    }
+
+    /// Stores a new schedule on `conn`; fails with [`StoreError::Conflict`] when the id exists.
+    async fn insert_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        schedule: &Schedule,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
+             next_run_at, created_at, updated_at, tags, checks_overlap) VALUES ($1, $2, $3, $4, \
+             $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+            self.table()
+        );
+        let done = sqlx::query(&sql)
+            .bind(&schedule.id)
+            .bind(&schedule.name)
+            .bind(&schedule.owner)
+            .bind(to_json(&schedule.trigger)?)
+            .bind(to_json(&schedule.target)?)
+            .bind(to_json(&schedule.policy)?)
+            .bind(schedule.paused)
+            .bind(&schedule.paused_reason)
+            .bind(schedule.next_run_at)
+            .bind(schedule.created_at)
+            .bind(to_json(&schedule.tags)?)
+            .bind(needs_active(schedule))
+            .execute(conn)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(schedule.id.clone()));
+        }
         Ok(())
     }
 }
@@ -115,32 +150,15 @@ impl JobStore for PostgresStore {
         "postgres"
     }
 
+    fn watch_store(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn crate::watches::WatchStore>> {
+        (self.jobstore == StoreName::Execution).then_some(self as _)
+    }
+
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {} (id, name, owner, trigger, target, policy, paused, paused_reason, \
-             next_run_at, created_at, updated_at, tags, checks_overlap) VALUES ($1, $2, $3, $4, \
-             $5, $6, $7, $8, $9, $10, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
-            self.table()
-        );
-        let done = sqlx::query(&sql)
-            .bind(&schedule.id)
-            .bind(&schedule.name)
-            .bind(&schedule.owner)
-            .bind(to_json(&schedule.trigger)?)
-            .bind(to_json(&schedule.target)?)
-            .bind(to_json(&schedule.policy)?)
-            .bind(schedule.paused)
-            .bind(&schedule.paused_reason)
-            .bind(schedule.next_run_at)
-            .bind(schedule.created_at)
-            .bind(to_json(&schedule.tags)?)
-            .bind(needs_active(schedule))
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(schedule.id.clone()));
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        self.insert_in(&mut conn, schedule).await
     }
 
     async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {

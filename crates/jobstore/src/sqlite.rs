@@ -12,6 +12,8 @@ use crate::model::{
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::store::{JobStore, StoreError};
 
+mod watches;
+
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
      paused_reason, next_run_at, created_at";
 const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target, status, detail, \
@@ -153,6 +155,27 @@ async fn promote(
     Ok(done.rows_affected() as usize)
 }
 
+/// Ends a pending ledger row as `outcome` says; says whether it was pending.
+async fn finish_in(
+    conn: &mut sqlx::SqliteConnection,
+    outcome: &RunOutcome,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE schedule_runs SET status = ?3, detail = ?4, attempts = ?5, \
+         finished_at = ?6, lease_until = NULL \
+         WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
+    )
+    .bind(&outcome.schedule_id)
+    .bind(millis(outcome.scheduled_time))
+    .bind(outcome.status.as_str())
+    .bind(&outcome.detail)
+    .bind(outcome.attempts as i64)
+    .bind(millis(outcome.finished_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
@@ -225,6 +248,12 @@ impl JobStore for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn watch_store(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn crate::watches::WatchStore>> {
+        (self.jobstore == StoreName::Execution).then_some(self as _)
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
@@ -483,19 +512,7 @@ impl JobStore for SqliteStore {
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for outcome in outcomes {
-            sqlx::query(
-                "UPDATE schedule_runs SET status = ?3, detail = ?4, attempts = ?5, \
-                 finished_at = ?6, lease_until = NULL \
-                 WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
-            )
-            .bind(&outcome.schedule_id)
-            .bind(millis(outcome.scheduled_time))
-            .bind(outcome.status.as_str())
-            .bind(&outcome.detail)
-            .bind(outcome.attempts as i64)
-            .bind(millis(outcome.finished_at))
-            .execute(&mut *tx)
-            .await?;
+            finish_in(&mut tx, outcome).await?;
         }
         let now = Utc::now();
         let mut promoted = 0;

@@ -38,6 +38,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// The backend's name, for logs and status ("postgres", "sqlite", "memory").
     fn backend(&self) -> &'static str;
 
+    /// The watches kept next to this store's schedules: only the `execution` jobstore has them.
+    fn watch_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::WatchStore>> {
+        None
+    }
+
     /// Stores a new schedule; fails with [`StoreError::Conflict`] when the id exists.
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError>;
 
@@ -150,10 +155,6 @@ pub trait JobStore: Send + Sync + 'static {
     async fn queue_runs(&self, runs: &[RunRecord], now: DateTime<Utc>)
     -> Result<usize, StoreError>;
 
-    /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
-    /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
-    /// shutdown), so that another process takes them over at once. A run whose row another
-    /// transaction holds at that moment (its outcome being recorded) may be left as it is.
     /// Sets the detail of a run still pending (what it is waiting for, such as the job a
     /// device runner queued for it); a run that has ended is left as it is.
     async fn annotate(
@@ -163,6 +164,10 @@ pub trait JobStore: Send + Sync + 'static {
         detail: &str,
     ) -> Result<(), StoreError>;
 
+    /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
+    /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
+    /// shutdown), so that another process takes them over at once. A run whose row another
+    /// transaction holds at that moment (its outcome being recorded) may be left as it is.
     async fn set_leases(
         &self,
         runs: &[(String, DateTime<Utc>)],

@@ -11,6 +11,7 @@
 mod error;
 mod target;
 mod types;
+mod watch;
 
 pub use error::{SchedulerError, codes};
 pub use target::{ExpectedStatus, Overlap, Target, http_method};
@@ -18,6 +19,10 @@ pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
     Backfill, GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunPage, RunStatus,
     Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
+};
+pub use watch::{
+    Check, CheckResult, Delivery, DeliveryState, MAX_DELAY_SECS, MAX_WATCH_ATTEMPTS,
+    MAX_WATCH_INTERVAL_SECS, OnComplete, Watch, WatchPage, WatchStatus,
 };
 
 use chrono::{DateTime, Utc};
@@ -52,6 +57,15 @@ pub const GENERAL_METHODS: [&str; 10] = [
     "trigger_schedule",
     "backfill_schedule",
     "list_runs",
+];
+
+/// The methods of watches, an agent's monitoring jobs. Like the general methods, their
+/// parameters that do not parse are answered with `ValueError`.
+pub const WATCH_METHODS: [&str; 4] = [
+    "add_watch",
+    "list_watches",
+    "cancel_watch",
+    "cancel_workflow",
 ];
 
 /// The owner of schedules declared in the configuration; no caller may use it.
@@ -272,4 +286,49 @@ pub trait SchedulerApi {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<RunPage>;
+
+    /// Adds a watch for `user_id`: its check (`job_type` `poll_module`, `poll_url` or `delay`,
+    /// configured by `check_config`) runs every `interval_seconds` (default 30) until it
+    /// succeeds or `max_attempts` (default 120, at most 100,000) checks have not; then the
+    /// watch completes once, as `on_complete` says (`notify`, the default, or
+    /// `resume_conversation`). The first check is one interval after now (for `delay`, after
+    /// the delay).
+    #[method(name = "add_watch", param_kind = map)]
+    async fn add_watch(
+        &self,
+        job_type: String,
+        check_config: Value,
+        on_success_message: String,
+        on_failure_message: Option<String>,
+        on_complete: Option<String>,
+        workflow_id: Option<String>,
+        interval_seconds: Option<i64>,
+        max_attempts: Option<i64>,
+        user_id: String,
+        conversation_id: Option<String>,
+        platform: Option<String>,
+        platform_channel_id: Option<String>,
+        platform_thread_id: Option<String>,
+    ) -> RpcResult<Watch>;
+
+    /// Watches, newest first, `limit` (1-1000, default 100) at a time from `cursor`;
+    /// `status_filter` is `active`, `completed`, `failed` or `cancelled`.
+    #[method(name = "list_watches", param_kind = map)]
+    async fn list_watches(
+        &self,
+        status_filter: Option<String>,
+        user_id: Option<String>,
+        workflow_id: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<WatchPage>;
+
+    /// Cancels an active watch and returns it; it sends nothing. A watch that has ended is
+    /// returned as it is (its status says so).
+    #[method(name = "cancel_watch", param_kind = map)]
+    async fn cancel_watch(&self, job_id: String) -> RpcResult<Watch>;
+
+    /// Cancels every active watch of a workflow; returns how many it cancelled.
+    #[method(name = "cancel_workflow", param_kind = map)]
+    async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64>;
 }

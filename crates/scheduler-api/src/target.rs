@@ -82,6 +82,9 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_duration: Option<String>,
     },
+    /// One attempt of a watch's check (the schedule's id is the watch's); made by `add_watch`,
+    /// never through the schedule API. Its run lasts until the check has answered.
+    Watch { check: crate::watch::Check },
 }
 
 fn default_priority() -> u8 {
@@ -119,17 +122,19 @@ impl Target {
             Target::Http { .. } => "http",
             Target::RedisPublish { .. } => "redis_publish",
             Target::DeviceJob { .. } => "device_job",
+            Target::Watch { .. } => "watch",
         }
     }
 
     /// The kinds there are, as their tags spell them.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "graph_execution",
         "system_task",
         "rpc",
         "http",
         "redis_publish",
         "device_job",
+        "watch",
     ];
 
     /// The configured endpoint and the raw URL a calling target names.
@@ -148,7 +153,10 @@ impl Target {
     pub fn has_duration(&self) -> bool {
         matches!(
             self,
-            Target::Rpc { .. } | Target::Http { .. } | Target::DeviceJob { .. }
+            Target::Rpc { .. }
+                | Target::Http { .. }
+                | Target::DeviceJob { .. }
+                | Target::Watch { .. }
         )
     }
 
@@ -183,6 +191,9 @@ impl Target {
             }
         }
         match self {
+            Target::Watch { .. } => {
+                Err("target.type 'watch' is made by add_watch; a schedule cannot be one".into())
+            }
             Target::Rpc { method, .. } if method.trim().is_empty() => {
                 Err("target.method must not be empty".into())
             }
