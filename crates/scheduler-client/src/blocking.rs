@@ -7,8 +7,8 @@ use scheduler_api::{
 use serde_json::Value;
 
 use crate::{
-    ClientConfig, Error, NewGraphSchedule, NewSchedule, Registry, RunQuery, ScheduleQuery,
-    ScheduleUpdate, SchedulerClient, SchedulerStatus,
+    ClientConfig, Error, NewGraphSchedule, NewSchedule, NewWatch, Registry, RunQuery,
+    ScheduleQuery, ScheduleUpdate, SchedulerClient, SchedulerStatus, Watch, WatchPage, WatchQuery,
 };
 
 /// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
@@ -191,5 +191,25 @@ impl BlockingSchedulerClient {
     ) -> Result<RunPage, Error> {
         self.runtime
             .block_on(self.client.list_runs(schedule_id, owner, query))
+    }
+}
+
+/// Watches, blocking.
+impl BlockingSchedulerClient {
+    pub fn add_watch(&self, watch: NewWatch) -> Result<Watch, Error> {
+        self.runtime.block_on(self.client.add_watch(watch))
+    }
+
+    pub fn list_watches(&self, query: WatchQuery) -> Result<WatchPage, Error> {
+        self.runtime.block_on(self.client.list_watches(query))
+    }
+
+    pub fn cancel_watch(&self, id: &str) -> Result<Watch, Error> {
+        self.runtime.block_on(self.client.cancel_watch(id))
+    }
+
+    pub fn cancel_workflow(&self, workflow_id: &str) -> Result<u64, Error> {
+        self.runtime
+            .block_on(self.client.cancel_workflow(workflow_id))
     }
 }

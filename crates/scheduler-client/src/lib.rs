@@ -14,6 +14,7 @@
 
 mod blocking;
 mod general;
+mod watches;
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,7 +27,11 @@ pub use scheduler_api::{
     RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerApiClient,
     SchedulerError, SchedulerStatus, SystemTaskEntry, Target, TriggerKind, TriggerSpec,
 };
+pub use scheduler_api::{
+    Check, CheckResult, Delivery, DeliveryState, OnComplete, Watch, WatchPage, WatchStatus,
+};
 use serde_json::Value;
+pub use watches::{NewWatch, WatchQuery};
 
 pub use blocking::BlockingSchedulerClient;
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};

@@ -35,6 +35,10 @@ pub struct Config {
     /// The phone farm's REST API (`/api/schedules`, `/api/scheduler/*`).
     pub farm: FarmConfig,
     pub redis: RedisConfig,
+    /// The JSON-RPC modules `poll_module` checks call, by name (`[modules.deployer] url = …`).
+    pub modules: BTreeMap<String, ModuleConfig>,
+    /// Watches: their checks' limits and where `resume_conversation` goes.
+    pub watches: WatchesConfig,
     /// Schedules declared here (`[[schedules]]`): registered at start, replaced when changed,
     /// removed when no longer declared, read-only through the API.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -94,6 +98,65 @@ fn default_endpoint_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+/// A module a watch's `poll_module` check calls, named in `[modules.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Per-check timeout.
+    #[serde(default = "default_check_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[watches]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchesConfig {
+    /// When set, a `poll_url` URL must start with one of these prefixes. Link-local
+    /// addresses (169.254.0.0/16, fe80::/10) are refused in any case.
+    pub url_allow: Vec<String>,
+    /// The timeout of a `poll_url` check.
+    #[serde(with = "duration")]
+    pub url_timeout: Duration,
+    /// The agent's core: `resume_conversation` POSTs to `{core_url}/continue`. Without it,
+    /// watches with `on_complete = "resume_conversation"` are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_url: Option<String>,
+    /// Sent to the core as `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_token: Option<String>,
+    /// The timeout of one `/continue` call.
+    #[serde(with = "duration")]
+    pub core_timeout: Duration,
+    /// `/continue` calls per completion before it falls back to the notification.
+    pub core_attempts: u32,
+    /// The longest wait between two sends of a completion that could not be delivered.
+    #[serde(with = "duration")]
+    pub max_retry_delay: Duration,
+}
+
+impl Default for WatchesConfig {
+    fn default() -> Self {
+        WatchesConfig {
+            url_allow: Vec::new(),
+            url_timeout: default_check_timeout(),
+            core_url: None,
+            core_token: None,
+            core_timeout: default_check_timeout(),
+            core_attempts: 3,
+            max_retry_delay: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The Redis that `redis_publish` targets publish on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +178,8 @@ impl Default for Config {
             device_runners: BTreeMap::new(),
             farm: FarmConfig::default(),
             redis: RedisConfig::default(),
+            modules: BTreeMap::new(),
+            watches: WatchesConfig::default(),
             schedules: Vec::new(),
             ledger: LedgerConfig::default(),
             auth: AuthConfig::default(),
@@ -186,6 +251,35 @@ impl ServiceConfig for Config {
         {
             bail!("redis.url must start with redis:// or rediss://");
         }
+        for (name, module) in &self.modules {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bail!("modules.{name}: a name is letters, digits, '_' and '-'");
+            }
+            check_http_url(&format!("modules.{name}.url"), &module.url)?;
+            if module.timeout.is_zero() {
+                bail!("modules.{name}.timeout must be more than 0s");
+            }
+        }
+        let watches = &self.watches;
+        for prefix in &watches.url_allow {
+            check_http_url("watches.url_allow", prefix)?;
+        }
+        if let Some(url) = &watches.core_url {
+            check_http_url("watches.core_url", url)?;
+        }
+        if watches.url_timeout.is_zero() || watches.core_timeout.is_zero() {
+            bail!("watches.url_timeout and watches.core_timeout must be more than 0s");
+        }
+        if !(1..=10).contains(&watches.core_attempts) {
+            bail!("watches.core_attempts must be 1 to 10");
+        }
+        if watches.max_retry_delay < Duration::from_secs(1) {
+            bail!("watches.max_retry_delay must be at least 1s");
+        }
         self.ledger.validate()?;
         self.farm.validate(self)?;
         let context = crate::declared::Checks {
@@ -213,6 +307,14 @@ impl ServiceConfig for Config {
             if runner.token.is_some() {
                 runner.token = Some(REDACTED.into());
             }
+        }
+        for module in self.modules.values_mut() {
+            if module.token.is_some() {
+                module.token = Some(REDACTED.into());
+            }
+        }
+        if self.watches.core_token.is_some() {
+            self.watches.core_token = Some(REDACTED.into());
         }
         if let Some(url) = &mut self.redis.url
             && let Some((scheme, rest)) = url.split_once("://")

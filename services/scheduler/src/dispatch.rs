@@ -3,6 +3,7 @@
 //! configured endpoint or a PUBLISH for the outbound targets ([`crate::targets`]). Retries
 //! follow the schedule's policy, defaulting to the executor's.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -17,6 +18,8 @@ use crate::stores::Stores;
 use crate::targets::Outbound;
 use crate::tasks::{SystemTask, TaskRunner};
 use crate::telemetry;
+use crate::watches::{self, Watches};
+use scheduler_api::CheckResult;
 
 /// How a dispatch ended after all attempts.
 pub struct Dispatched {
@@ -34,6 +37,8 @@ pub struct Dispatcher {
     pub outbound: Outbound,
     /// The device runners of `device_job` targets.
     pub devices: DeviceRunners,
+    /// The checks and completion sends of watches.
+    pub watches: Arc<Watches>,
     /// Graph executions per batch request to the execution service (1: no batching).
     executor_batch: usize,
     retries: u32,
@@ -109,6 +114,7 @@ impl Dispatcher {
             tasks: TaskRunner::new(&config.system_tasks, http),
             outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
             devices: DeviceRunners::new(&config.device_runners)?,
+            watches: Arc::new(Watches::new(&config.modules, &config.watches)?),
             executor_batch: executor.batch.max(1) as usize,
             retries: executor.retries,
             retry_delay: executor.retry_delay,
@@ -194,6 +200,11 @@ impl Dispatcher {
                 self.outbound.publish(run, channel, message).await
             }
             Target::DeviceJob { .. } => self.devices.enqueue(run).await,
+            Target::Watch { check } => {
+                let result = self.watches.check(run, check).await;
+                serde_json::to_value(result)
+                    .map_err(|error| DispatchError::Rejected(error.to_string()))
+            }
         }
     }
 }
@@ -246,6 +257,19 @@ pub async fn follow(
     outcome: RunOutcome,
     result: Option<Value>,
 ) -> RunOutcome {
+    if let (Target::Watch { .. }, Some(result)) = (&run.target, &result) {
+        let Some(store) = stores.watches() else {
+            return outcome;
+        };
+        return match serde_json::from_value::<CheckResult>(result.clone()) {
+            Ok(checked) => watches::record(&store, run, &checked, &dispatcher.watches.ended).await,
+            Err(error) => RunOutcome {
+                status: RunStatus::Failed,
+                detail: Some(format!("the check's result is unreadable: {error}")),
+                ..outcome
+            },
+        };
+    }
     let (Target::DeviceJob { runner, .. }, Some(job)) = (&run.target, result) else {
         return outcome;
     };

@@ -24,6 +24,7 @@ pub mod stores;
 pub mod targets;
 pub mod tasks;
 pub mod telemetry;
+pub mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         leading.clone(),
         stopped.clone(),
     ));
+    // Completions of watches are sent by every replica; a lease gives each to one of them.
+    let sender = stores.watches().map(|store| {
+        tokio::spawn(watches::deliver(
+            store,
+            app.dispatcher.clone(),
+            stopped.clone(),
+        ))
+    });
     let engine = Engine::new(
         stores,
         app.dispatcher.clone(),
@@ -127,6 +136,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = election.await;
         }
         let _ = pruner.await;
+        if let Some(sender) = sender {
+            let _ = sender.await;
+        }
         anyhow::Ok(())
     };
     match tokio::time::timeout(grace + SHUTDOWN_SLACK, stopping).await {

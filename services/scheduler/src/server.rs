@@ -45,7 +45,11 @@ pub async fn serve(
         // module directly, are checked too.
         rules: CallRules {
             param_errors: Some(ParamErrors {
-                methods: scheduler_api::GENERAL_METHODS.to_vec(),
+                methods: [
+                    scheduler_api::GENERAL_METHODS.as_slice(),
+                    scheduler_api::WATCH_METHODS.as_slice(),
+                ]
+                .concat(),
                 code: scheduler_api::codes::VALUE_ERROR,
                 kind: "ValueError",
             }),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jobstore::{JobStore, StoreName};
+use jobstore::{JobStore, StoreName, WatchStore};
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
@@ -20,6 +20,11 @@ impl Stores {
 
     pub fn get(&self, jobstore: StoreName) -> Option<&Arc<dyn JobStore>> {
         self.by_name.get(&jobstore)
+    }
+
+    /// The watches, kept beside the `execution` jobstore's schedules.
+    pub fn watches(&self) -> Option<Arc<dyn WatchStore>> {
+        self.get(StoreName::Execution)?.clone().watch_store()
     }
 
     /// Every store, in the fixed order of [`StoreName::ALL`].

@@ -244,29 +244,42 @@ impl Outbound {
         channel: &str,
         message: &Value,
     ) -> Result<Value, DispatchError> {
-        let redis = self.redis.as_ref().ok_or_else(|| {
-            DispatchError::Rejected("redis_publish needs redis.url in the configuration".into())
-        })?;
-        let unreachable =
-            |e: redis::RedisError| DispatchError::Unreachable(format!("redis unreachable: {e}"));
-        let connection = redis
-            .connection
-            .get_or_try_init(|| ConnectionManager::new(redis.client.clone()))
-            .await
-            .map_err(unreachable)?;
         let payload = json!({
             "schedule_id": run.schedule_id,
             "scheduled_time": scheduled_time(run),
             "idempotency_key": run.idempotency_key(),
             "message": message,
         });
-        let receivers: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload.to_string())
-            .query_async(&mut connection.clone())
+        let receivers = self.publish_text(channel, &payload.to_string()).await?;
+        Ok(json!({"receivers": receivers}))
+    }
+
+    /// PUBLISHes `payload` on `channel` of the configured Redis; returns the number of
+    /// receivers.
+    pub async fn publish_text(&self, channel: &str, payload: &str) -> Result<i64, DispatchError> {
+        let redis = self.redis.as_ref().ok_or_else(|| {
+            DispatchError::Rejected("publishing needs redis.url in the configuration".into())
+        })?;
+        let unreachable =
+            |e: redis::RedisError| DispatchError::Unreachable(format!("redis unreachable: {e}"));
+        let connection = redis
+            .connection
+            .get_or_try_init(|| {
+                // Fail fast while Redis is down: the callers retry on their own schedule.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(2)
+                    .set_connection_timeout(Some(Duration::from_secs(3)))
+                    .set_response_timeout(Some(Duration::from_secs(5)));
+                ConnectionManager::new_with_config(redis.client.clone(), config)
+            })
             .await
             .map_err(unreachable)?;
-        Ok(json!({"receivers": receivers}))
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut connection.clone())
+            .await
+            .map_err(unreachable)
     }
 }
 

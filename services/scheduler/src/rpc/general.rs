@@ -442,15 +442,14 @@ pub(super) async fn list_runs(
         ),
         None => None,
     };
-    let found = owned(app, schedule_id, owner, extensions, Access::Read).await?;
+    let store = ledger_of(app, schedule_id, owner, extensions).await?;
     let filter = RunFilter {
         status: listing.status.map(status_of),
         since: listing.since,
         before,
         limit: limit + 1,
     };
-    let mut runs = found
-        .store
+    let mut runs = store
         .runs(schedule_id, &filter)
         .await
         .map_err(storage_error)?;
@@ -557,6 +556,33 @@ async fn find(app: &App, id: &str) -> Result<Option<Found>, SchedulerError> {
     Ok(None)
 }
 
+/// The store holding the ledger rows of schedule `id`, once `owner` (or the admin token) may
+/// read them: the schedule's, or, for a watch that has ended (its schedule gone with its end),
+/// the `execution` store, where its attempts were.
+async fn ledger_of(
+    app: &App,
+    id: &str,
+    owner: &str,
+    extensions: &Extensions,
+) -> Result<Arc<dyn JobStore>, SchedulerError> {
+    if let Some(found) = find(app, id).await? {
+        authorize(&found.schedule, owner, extensions, Access::Read)?;
+        return Ok(found.store);
+    }
+    let watch = match app.stores.watches() {
+        Some(watches) => watches.watch(id).await.map_err(storage_error)?,
+        None => None,
+    };
+    let watch = watch.ok_or_else(|| not_found(id))?;
+    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
+    if watch.user_id != owner && !admin {
+        return Err(SchedulerError::NotAuthorized(format!(
+            "watch '{id}' belongs to another user"
+        )));
+    }
+    Ok(app.execution()?.clone())
+}
+
 /// The schedule `id`, once `owner` (or the admin token) may do `access` with it.
 async fn owned(
     app: &App,
@@ -577,6 +603,12 @@ fn authorize(
     access: Access,
 ) -> Result<(), SchedulerError> {
     let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
+    if matches!(schedule.target, Target::Watch { .. }) && access != Access::Read {
+        return Err(SchedulerError::NotAuthorized(format!(
+            "schedule '{}' holds the checks of a watch: cancel it with cancel_watch",
+            schedule.id
+        )));
+    }
     if schedule.owner == SYSTEM_OWNER {
         return match access {
             Access::Read => Ok(()),
@@ -650,6 +682,8 @@ fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
             "redis_publish targets need redis.url in the scheduler's configuration".into(),
         )),
         Target::RedisPublish { .. } => Ok(()),
+        // Refused by `validate` above: add_watch makes these.
+        Target::Watch { .. } => Ok(()),
     }
 }
 

@@ -8,6 +8,7 @@ mod runs;
 mod schedules;
 mod status;
 mod system;
+mod watches;
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
     Backfill, GraphExecutionJobInfo, Registry, RunPage, RunStatus, Schedule, SchedulePage,
     SchedulePolicy, ScheduleRun, SchedulerApiServer, SchedulerError, SchedulerStatus, Target,
-    TriggerSpec,
+    TriggerSpec, Watch, WatchPage,
 };
 use serde_json::Value;
 
@@ -331,5 +332,67 @@ impl SchedulerApiServer for RpcHandler {
             cursor,
         };
         Ok(general::list_runs(&self.app, extensions, &schedule_id, &owner, listing).await?)
+    }
+
+    async fn add_watch(
+        &self,
+        job_type: String,
+        check_config: Value,
+        on_success_message: String,
+        on_failure_message: Option<String>,
+        on_complete: Option<String>,
+        workflow_id: Option<String>,
+        interval_seconds: Option<i64>,
+        max_attempts: Option<i64>,
+        user_id: String,
+        conversation_id: Option<String>,
+        platform: Option<String>,
+        platform_channel_id: Option<String>,
+        platform_thread_id: Option<String>,
+    ) -> RpcResult<Watch> {
+        let request = watches::AddWatch {
+            job_type,
+            check_config,
+            on_success_message,
+            on_failure_message,
+            on_complete,
+            workflow_id,
+            interval_seconds,
+            max_attempts,
+            user_id,
+            conversation_id,
+            platform,
+            platform_channel_id,
+            platform_thread_id,
+        };
+        Ok(watches::add(&self.app, request).await?)
+    }
+
+    async fn list_watches(
+        &self,
+        status_filter: Option<String>,
+        user_id: Option<String>,
+        workflow_id: Option<String>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<WatchPage> {
+        let page = watches::list(
+            &self.app,
+            status_filter,
+            user_id,
+            workflow_id,
+            limit,
+            cursor,
+        )
+        .await?;
+        Ok(page)
+    }
+
+    async fn cancel_watch(&self, job_id: String) -> RpcResult<Watch> {
+        Ok(watches::cancel(&self.app, &job_id).await?)
+    }
+
+    async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64> {
+        Ok(watches::cancel_workflow(&self.app, &workflow_id).await?)
     }
 }

@@ -285,7 +285,7 @@ impl Drop for StubExecutor {
 }
 
 /// Serves `app` on a free loopback port until the returned task is aborted.
-async fn serve_on_loopback(
+pub(crate) async fn serve_on_loopback(
     app: axum::Router,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

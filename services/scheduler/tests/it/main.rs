@@ -17,3 +17,4 @@ mod replicas;
 mod restart;
 mod startup;
 mod system_tasks;
+mod watches;
