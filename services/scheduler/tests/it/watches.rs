@@ -33,14 +33,26 @@ struct ModuleState {
     calls: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Value>>>,
     flip_after: usize,
+    /// When set, the state is "done" from this instant on, whatever the count.
+    done_from: Option<std::time::Instant>,
 }
 
 impl StubModule {
     async fn start(flip_after: usize) -> StubModule {
+        StubModule::serve(flip_after, None).await
+    }
+
+    /// A module whose state is "done" from `instant` on.
+    async fn done_from(instant: std::time::Instant) -> StubModule {
+        StubModule::serve(usize::MAX, Some(instant)).await
+    }
+
+    async fn serve(flip_after: usize, done_from: Option<std::time::Instant>) -> StubModule {
         let state = ModuleState {
             calls: Arc::new(AtomicUsize::new(0)),
             seen: Arc::new(Mutex::new(Vec::new())),
             flip_after,
+            done_from,
         };
         let app = axum::Router::new()
             .route("/", axum::routing::post(module_call))
@@ -73,7 +85,10 @@ async fn module_call(State(state): State<ModuleState>, Json(call): Json<Value>) 
             "error": {"code": -32000, "message": "deployer is down"}}));
     }
     let count = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
-    let status = if count >= state.flip_after {
+    let done = state
+        .done_from
+        .is_some_and(|from| std::time::Instant::now() >= from);
+    let status = if count >= state.flip_after || done {
         "done"
     } else {
         "running"
@@ -649,4 +664,116 @@ async fn a_completion_outlives_a_sigkill_and_is_sent_once_after_the_restart() {
     let done = delivered(&second.client(), &added.id, Duration::from_secs(10)).await;
     assert!(done.delivery.unwrap().attempts >= 2);
     assert_eq!(notifications.another(Duration::from_secs(2)).await, None);
+}
+
+/// Three replicas on PostgreSQL, 200 watches, one replica SIGKILLed while they check: every
+/// watch completes and is notified once, and each attempt is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_complete_each_watch_once_while_one_is_killed() {
+    const WATCHES: usize = 200;
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    // The module says "done" from six seconds on: by then every watch has checked a few times.
+    let module = StubModule::done_from(std::time::Instant::now() + Duration::from_secs(6)).await;
+    let env = [
+        ("SCHEDULER__REDIS__URL", REDIS),
+        ("SCHEDULER__MODULES__DEPLOYER__URL", module.url.as_str()),
+        ("SCHEDULER__ENGINE__LEASE", "2s"),
+        ("SCHEDULER__ENGINE__LEADER_POLL", "200ms"),
+    ];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await);
+    }
+    let platform = platform("replicas");
+    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..WATCHES {
+        let client = replicas[i % 3].client();
+        let added = client
+            .add_watch(watch_of(&platform, poll_module(), "done: {result}"))
+            .await
+            .unwrap();
+        ids.insert(added.id);
+    }
+    // Kill one replica while the watches check, before any can succeed.
+    test_support::wait_until("the watches check", Duration::from_secs(20), || {
+        let calls = module.calls();
+        async move {
+            if calls >= WATCHES {
+                Ok(())
+            } else {
+                Err(format!("{calls} checks"))
+            }
+        }
+    })
+    .await;
+    replicas[1].kill9();
+
+    let mut notified: std::collections::HashMap<String, usize> = Default::default();
+    while notified.len() < WATCHES {
+        let message = notifications.next(Duration::from_secs(60)).await;
+        assert_eq!(message["status"], "completed", "{message}");
+        *notified
+            .entry(message["watch_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(notifications.another(Duration::from_secs(3)).await, None);
+    assert!(
+        notified.values().all(|n| *n == 1),
+        "each watch notified once"
+    );
+    assert_eq!(
+        notified
+            .keys()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        ids
+    );
+
+    let client = replicas[0].client();
+    let mut attempts = 0;
+    let mut recorded = 0;
+    for id in &ids {
+        let runs = client
+            .list_runs(id, "u1", RunQuery::default())
+            .await
+            .unwrap()
+            .runs;
+        let ended: Vec<_> = runs
+            .iter()
+            .filter(|r| matches!(r.status, RunStatus::Dispatched | RunStatus::Failed))
+            .collect();
+        recorded += ended.len();
+        let page = client
+            .list_watches(WatchQuery {
+                limit: Some(1000),
+                ..WatchQuery::default()
+            })
+            .await
+            .unwrap();
+        let watch = page.watches.into_iter().find(|w| &w.id == id).unwrap();
+        assert_eq!(watch.status, WatchStatus::Completed);
+        assert_eq!(
+            watch.attempts as usize,
+            ended.len(),
+            "each attempt counted once, with its ledger row: {runs:?}"
+        );
+        attempts += watch.attempts as usize;
+    }
+    assert_eq!(attempts, recorded);
+    // A check is repeated only when the killed replica had made it and not recorded it.
+    assert!(
+        module.calls() >= attempts,
+        "{} < {attempts}",
+        module.calls()
+    );
+    for (i, replica) in replicas.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert!(
+            !replica.log_text().contains("ERROR"),
+            "replica {i} logged an error:\n{}",
+            replica.log_text()
+        );
+    }
 }
