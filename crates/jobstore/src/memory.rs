@@ -587,22 +587,25 @@ impl WatchStore for MemoryStore {
             .collect())
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        outcome: &RunOutcome,
-        result: &CheckResult,
-    ) -> Result<Option<Watch>, StoreError> {
+        attempts: &[(RunOutcome, CheckResult)],
+    ) -> Result<Vec<Watch>, StoreError> {
         let mut state = self.state.lock().await;
-        if !state.finish(outcome) {
-            return Ok(None);
-        }
-        let Some(watch) = state.watches.get(&outcome.schedule_id).cloned() else {
-            return Ok(None);
-        };
         let now = Utc::now();
-        let watch = attempted(watch, result, now);
-        state.store_watch(watch.clone(), now);
-        Ok(state.watch(&watch.id))
+        let mut recorded = Vec::with_capacity(attempts.len());
+        for (outcome, result) in attempts {
+            if !state.finish(outcome) {
+                continue;
+            }
+            let Some(watch) = state.watch(&outcome.schedule_id) else {
+                continue;
+            };
+            let watch = attempted(watch, result, now);
+            state.store_watch(watch.clone(), now);
+            recorded.push(watch);
+        }
+        Ok(recorded)
     }
 
     async fn cancel_watch(

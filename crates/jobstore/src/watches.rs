@@ -77,16 +77,29 @@ pub trait WatchStore: Send + Sync + 'static {
     /// Watches matching `filter`, newest first.
     async fn watches(&self, filter: &WatchFilter) -> Result<Vec<Watch>, StoreError>;
 
-    /// Records an attempt in one transaction: its ledger row ends as `outcome` says, and, if the
-    /// watch is still active, the attempt is counted and kept as the last check; a success or
-    /// the last attempt ends the watch ([`attempted`]), deletes its schedule and leaves its
-    /// completion pending delivery. Returns the watch as stored, or `None`, changing nothing,
-    /// when the ledger row is no longer pending (the attempt was recorded already).
+    /// Records attempts in one transaction. For each, its ledger row ends as its outcome says,
+    /// and, if the watch is still active, the attempt is counted and kept as the last check; a
+    /// success or the last attempt ends the watch ([`attempted`]), deletes its schedule and
+    /// leaves its completion pending delivery. An attempt whose ledger row is no longer pending
+    /// (recorded already) changes nothing. Returns the watches as stored after the attempts
+    /// that were recorded.
+    async fn record_attempts(
+        &self,
+        attempts: &[(RunOutcome, CheckResult)],
+    ) -> Result<Vec<Watch>, StoreError>;
+
+    /// [`WatchStore::record_attempts`] of one attempt: the watch as stored, or `None` when the
+    /// attempt was recorded already.
     async fn record_attempt(
         &self,
         outcome: &RunOutcome,
         result: &CheckResult,
-    ) -> Result<Option<Watch>, StoreError>;
+    ) -> Result<Option<Watch>, StoreError> {
+        let recorded = self
+            .record_attempts(&[(outcome.clone(), result.clone())])
+            .await?;
+        Ok(recorded.into_iter().next())
+    }
 
     /// Cancels an active watch and deletes its schedule; a watch that has ended is returned as
     /// it is. `None` when there is no such watch.

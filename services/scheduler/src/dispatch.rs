@@ -247,29 +247,57 @@ pub async fn dispatch_run(
     conclude(run, dispatched, started, lag)
 }
 
+/// How a run ended, for the ledger: its outcome, and for a watch's attempt what its check
+/// found (recorded with the attempt's count in the same transaction).
+pub struct Ended {
+    pub outcome: RunOutcome,
+    pub check: Option<CheckResult>,
+}
+
+impl From<RunOutcome> for Ended {
+    fn from(outcome: RunOutcome) -> Self {
+        Ended {
+            outcome,
+            check: None,
+        }
+    }
+}
+
 /// What a run's dispatch comes to once its target is done with it: for a device job that was
 /// queued, the end of its job on the runner (waited for without a dispatch slot; meanwhile
-/// the run is in progress, for the overlap policy); for any other run, the dispatch's outcome.
+/// the run is in progress, for the overlap policy); for a watch's attempt, what its check
+/// found; for any other run, the dispatch's outcome.
 pub async fn follow(
     dispatcher: &Dispatcher,
     stores: &Stores,
     run: &RunRecord,
     outcome: RunOutcome,
     result: Option<Value>,
-) -> RunOutcome {
+) -> Ended {
     if let (Target::Watch { .. }, Some(result)) = (&run.target, &result) {
-        let Some(store) = stores.watches() else {
-            return outcome;
-        };
         return match serde_json::from_value::<CheckResult>(result.clone()) {
-            Ok(checked) => watches::record(&store, run, &checked, &dispatcher.watches.ended).await,
-            Err(error) => RunOutcome {
+            Ok(check) => Ended {
+                outcome: watches::ledger_outcome(run, &check),
+                check: Some(check),
+            },
+            Err(error) => Ended::from(RunOutcome {
                 status: RunStatus::Failed,
                 detail: Some(format!("the check's result is unreadable: {error}")),
                 ..outcome
-            },
+            }),
         };
     }
+    Ended::from(follow_device_job(dispatcher, stores, run, outcome, result).await)
+}
+
+/// A device job's run: it ends with its job on the runner.
+async fn follow_device_job(
+    dispatcher: &Dispatcher,
+    stores: &Stores,
+    run: &RunRecord,
+    outcome: RunOutcome,
+    result: Option<Value>,
+) -> RunOutcome {
     let (Target::DeviceJob { runner, .. }, Some(job)) = (&run.target, result) else {
         return outcome;
     };

@@ -15,9 +15,11 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::EngineConfig;
-use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
+use crate::dispatch::{Dispatcher, Ended, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
 use crate::telemetry;
+use crate::watches::Watches;
+use scheduler_api::CheckResult;
 
 type RunKey = (String, DateTime<Utc>);
 /// The runs dispatched and not yet recorded, with their jobstores.
@@ -83,6 +85,7 @@ impl Engine {
             outcome_rx,
             in_flight.clone(),
             self.wake.clone(),
+            self.dispatcher.watches.clone(),
         ));
         let renewer = tokio::spawn(renew_leases(
             self.stores.clone(),
@@ -343,7 +346,7 @@ struct Launcher<'a> {
     /// Turns true when the engine stops: a run waiting for its device job gives up then, and
     /// is released with the rest, to be followed again by the next process.
     stopping: watch::Receiver<bool>,
-    outcomes: mpsc::UnboundedSender<(StoreName, RunOutcome)>,
+    outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
     tasks: &'a mut JoinSet<()>,
     /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
     /// moment. They are in flight (their leases are renewed) but hold no dispatch slot.
@@ -496,7 +499,7 @@ impl Launcher<'_> {
                 }
             };
             for (run, outcome) in runs.iter().zip(ended) {
-                let _ = outcomes.send((run.jobstore, outcome));
+                let _ = outcomes.send((run.jobstore, Ended::from(outcome)));
             }
             drop(permit);
         });
@@ -529,7 +532,7 @@ impl Launcher<'_> {
                 Err(panic) => {
                     drop(permit);
                     let message = jobstore::plan::panic_message(&*panic);
-                    park_after_panic(&stores, &run, &message).await
+                    Ended::from(park_after_panic(&stores, &run, &message).await)
                 }
             };
             let _ = outcomes.send((run.jobstore, outcome));
@@ -604,12 +607,14 @@ async fn renew_leases(stores: Stores, in_flight: InFlight, lease: TimeDelta, eve
     }
 }
 
-/// Writes outcomes in batches; a run leaves the in-flight set only once its outcome is stored.
+/// Writes outcomes in batches (a watch's attempts with their count, in one transaction per
+/// batch); a run leaves the in-flight set only once its outcome is stored.
 async fn record_outcomes(
     stores: Stores,
-    mut incoming: mpsc::UnboundedReceiver<(StoreName, RunOutcome)>,
+    mut incoming: mpsc::UnboundedReceiver<(StoreName, Ended)>,
     in_flight: InFlight,
     wake: Arc<Notify>,
+    watch_ended: Arc<Watches>,
 ) {
     const MAX_BATCH: usize = 1000;
     while let Some(first) = incoming.recv().await {
@@ -620,7 +625,25 @@ async fn record_outcomes(
                 Err(_) => break,
             }
         }
-        for (store, outcomes) in per_store(&stores, batch) {
+        for (store, ended) in per_store(&stores, batch) {
+            let mut outcomes = Vec::with_capacity(ended.len());
+            let mut attempts = Vec::new();
+            for Ended { outcome, check } in ended {
+                match check {
+                    Some(check) => attempts.push((outcome, check)),
+                    None => outcomes.push(outcome),
+                }
+            }
+            if !attempts.is_empty() {
+                record_attempts(store, &attempts, &watch_ended).await;
+                let mut flying = lock(&in_flight);
+                for (outcome, _) in &attempts {
+                    flying.remove(&(outcome.schedule_id.clone(), outcome.scheduled_time));
+                }
+            }
+            if outcomes.is_empty() {
+                continue;
+            }
             let mut delay = Duration::from_millis(100);
             loop {
                 let started = Instant::now();
@@ -643,6 +666,44 @@ async fn record_outcomes(
             let mut flying = lock(&in_flight);
             for outcome in &outcomes {
                 flying.remove(&(outcome.schedule_id.clone(), outcome.scheduled_time));
+            }
+        }
+    }
+}
+
+/// Records watches' attempts with their ledger rows, retrying until it is stored; wakes the
+/// completions' sender when a watch has ended.
+async fn record_attempts(
+    store: &Arc<dyn JobStore>,
+    attempts: &[(RunOutcome, CheckResult)],
+    watches: &Watches,
+) {
+    let Some(watch_store) = store.clone().watch_store() else {
+        tracing::error!(
+            jobstore = store.jobstore().as_str(),
+            "watch attempts in a jobstore without watches; they are left pending"
+        );
+        return;
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let recorded = watch_store.record_attempts(attempts).await;
+        telemetry::store_operation("record_attempts", started.elapsed());
+        match recorded {
+            Ok(recorded) => {
+                for watch in &recorded {
+                    tracing::debug!(watch_id = %watch.id, attempts = watch.attempts, status = watch.status.as_str(), "watch attempt recorded");
+                }
+                if recorded.iter().any(|watch| watch.delivery.is_some()) {
+                    watches.ended.notify_one();
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, attempts = attempts.len(), ?delay, "recording watch attempts failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -3,7 +3,8 @@
 //! `resume_conversation` call to the agent's core with the notification as fallback.
 //!
 //! An attempt is an occurrence of the watch's schedule: the engine claims it and this module
-//! checks; [`record`] then counts it with its ledger row in one transaction. A completion is
+//! checks; the engine then records it, counted with its ledger row, in one transaction per
+//! batch of outcomes. A completion is
 //! persisted before it is sent ([`jobstore::WatchStore::record_attempt`]) and sent by
 //! [`deliver`] until it is delivered.
 
@@ -402,36 +403,6 @@ fn shown(value: &Option<Value>) -> String {
     value
         .as_ref()
         .map_or_else(|| "null".to_string(), |v| truncate(&v.to_string(), 300))
-}
-
-/// Records an attempt with its ledger row, retrying while the database fails (at shutdown the
-/// engine drops this; the run then stays pending and is checked again by whichever process
-/// takes it over). Wakes the sender when the watch has ended.
-pub async fn record(
-    store: &Arc<dyn WatchStore>,
-    run: &RunRecord,
-    result: &CheckResult,
-    sender: &Notify,
-) -> RunOutcome {
-    let outcome = ledger_outcome(run, result);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store.record_attempt(&outcome, result).await {
-            Ok(Some(watch)) => {
-                tracing::info!(watch_id = %watch.id, attempt = watch.attempts, success = result.success, status = watch.status.as_str(), "watch attempt recorded");
-                if watch.delivery.is_some() {
-                    sender.notify_one();
-                }
-                return outcome;
-            }
-            Ok(None) => return outcome,
-            Err(error) => {
-                tracing::error!(%error, watch_id = %run.schedule_id, ?delay, "recording a watch attempt failed; retrying");
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }
 
 /// Sends the completions of watches until `stopped`: those this process ends (it is woken),

@@ -118,39 +118,53 @@ impl WatchStore for PostgresStore {
         rows.iter().map(watch_from_row).collect()
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        outcome: &RunOutcome,
-        result: &CheckResult,
-    ) -> Result<Option<Watch>, StoreError> {
+        attempts: &[(RunOutcome, CheckResult)],
+    ) -> Result<Vec<Watch>, StoreError> {
+        // The watches' rows in id order first, then their ledger rows: the order every change
+        // of a watch takes, so that concurrent batches cannot deadlock.
+        let mut ordered: Vec<&(RunOutcome, CheckResult)> = attempts.iter().collect();
+        ordered.sort_by(|a, b| {
+            (&a.0.schedule_id, a.0.scheduled_time).cmp(&(&b.0.schedule_id, b.0.scheduled_time))
+        });
         let mut tx = self.pool.begin().await?;
-        // The watch first, then its ledger row: the order every change of a watch takes.
-        let Some(watch) = hold(&mut tx, &outcome.schedule_id).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let finished = sqlx::query(
-            "UPDATE schedule_runs SET status = $3, detail = $4, attempts = $5, \
-             finished_at = $6, lease_until = NULL \
-             WHERE schedule_id = $1 AND scheduled_time = $2 AND status = 'pending'",
-        )
-        .bind(&outcome.schedule_id)
-        .bind(outcome.scheduled_time)
-        .bind(outcome.status.as_str())
-        .bind(&outcome.detail)
-        .bind(outcome.attempts as i32)
-        .bind(outcome.finished_at)
-        .execute(&mut *tx)
-        .await?;
-        if finished.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
+        let ids: Vec<&str> = ordered
+            .iter()
+            .map(|(o, _)| o.schedule_id.as_str())
+            .collect();
+        sqlx::query("SELECT 1 FROM watches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let now = Utc::now();
+        let mut recorded = Vec::with_capacity(ordered.len());
+        for (outcome, result) in ordered {
+            let finished = sqlx::query(
+                "UPDATE schedule_runs SET status = $3, detail = $4, attempts = $5, \
+                 finished_at = $6, lease_until = NULL \
+                 WHERE schedule_id = $1 AND scheduled_time = $2 AND status = 'pending'",
+            )
+            .bind(&outcome.schedule_id)
+            .bind(outcome.scheduled_time)
+            .bind(outcome.status.as_str())
+            .bind(&outcome.detail)
+            .bind(outcome.attempts as i32)
+            .bind(outcome.finished_at)
+            .execute(&mut *tx)
+            .await?;
+            if finished.rows_affected() == 0 {
+                continue;
+            }
+            let Some(watch) = read(&mut tx, &outcome.schedule_id).await? else {
+                continue;
+            };
+            let watch = attempted(watch, result, now);
+            write(&mut tx, &watch).await?;
+            recorded.push(watch);
         }
-        let watch = attempted(watch, result, Utc::now());
-        write(&mut tx, &watch).await?;
-        let stored = read(&mut tx, &watch.id).await?;
         tx.commit().await?;
-        Ok(stored)
+        Ok(recorded)
     }
 
     async fn cancel_watch(

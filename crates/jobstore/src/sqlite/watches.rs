@@ -113,24 +113,26 @@ impl WatchStore for SqliteStore {
         rows.iter().map(watch_from_row).collect()
     }
 
-    async fn record_attempt(
+    async fn record_attempts(
         &self,
-        outcome: &RunOutcome,
-        result: &CheckResult,
-    ) -> Result<Option<Watch>, StoreError> {
+        attempts: &[(RunOutcome, CheckResult)],
+    ) -> Result<Vec<Watch>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if !super::finish_in(&mut tx, outcome).await? {
-            return Ok(None);
+        let now = Utc::now();
+        let mut recorded = Vec::with_capacity(attempts.len());
+        for (outcome, result) in attempts {
+            if !super::finish_in(&mut tx, outcome).await? {
+                continue;
+            }
+            let Some(watch) = read(&mut tx, &outcome.schedule_id).await? else {
+                continue;
+            };
+            let watch = attempted(watch, result, now);
+            write(&mut tx, &watch).await?;
+            recorded.push(watch);
         }
-        let Some(watch) = read(&mut tx, &outcome.schedule_id).await? else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let watch = attempted(watch, result, Utc::now());
-        write(&mut tx, &watch).await?;
-        let stored = read(&mut tx, &watch.id).await?;
         tx.commit().await?;
-        Ok(stored)
+        Ok(recorded)
     }
 
     async fn cancel_watch(
