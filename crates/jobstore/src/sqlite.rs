@@ -1,7 +1,12 @@
 //! The SQLite backend, the embedded default. Claims run in `BEGIN IMMEDIATE` transactions, which
 //! take the write lock up front; instants are stored as integer milliseconds since the epoch.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Weak};
+
 use async_trait::async_trait;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -24,12 +29,53 @@ const RUN_COLUMNS: &str = "schedule_id, scheduled_time, jobstore, owner, target,
 pub struct SqliteStore {
     pool: SqlitePool,
     jobstore: StoreName,
+    /// This process's writers of the file take their turns here.
+    writer: Arc<Mutex<()>>,
 }
+
+/// The write turn of a database file, shared by every store of it in this process. SQLite lets
+/// one writer in at a time, and its busy handler is not fair: a writer waiting on another's
+/// lock can miss its turn for as long as others keep writing (the engine's claims and records
+/// under load), until its busy timeout fails it. Queued here, writers go in the order they came.
+fn writer_of(pool: &SqlitePool) -> Arc<Mutex<()>> {
+    type Writers = std::sync::Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>;
+    static WRITERS: LazyLock<Writers> = LazyLock::new(Writers::default);
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let mut writers = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    writers.retain(|_, writer| writer.strong_count() > 0);
+    if let Some(writer) = writers.get(&file).and_then(Weak::upgrade) {
+        return writer;
+    }
+    let writer = Arc::new(Mutex::new(()));
+    writers.insert(file, Arc::downgrade(&writer));
+    writer
+}
+
+/// A write transaction and the turn it holds until it ends.
+type Write = (OwnedMutexGuard<()>, sqlx::Transaction<'static, sqlx::Sqlite>);
 
 impl SqliteStore {
     /// A store over an already migrated pool (see [`crate::connect`]).
     pub fn new(pool: SqlitePool, jobstore: StoreName) -> Self {
-        SqliteStore { pool, jobstore }
+        let writer = writer_of(&pool);
+        SqliteStore {
+            pool,
+            jobstore,
+            writer,
+        }
+    }
+
+    /// Waits for this process's turn to write, then begins a write transaction
+    /// (`BEGIN IMMEDIATE`, which takes the file's write lock at once).
+    async fn begin_write(&self) -> Result<Write, StoreError> {
+        let turn = self.turn().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((turn, tx))
+    }
+
+    /// This process's turn to write, for a statement of its own.
+    async fn turn(&self) -> OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
     }
 
     fn table(&self) -> &'static str {
@@ -257,14 +303,14 @@ impl JobStore for SqliteStore {
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         self.insert_in(&mut tx, schedule).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for schedule in schedules {
             // An error returns early and rolls the whole batch back.
             self.insert_in(&mut tx, schedule).await?;
@@ -344,7 +390,7 @@ impl JobStore for SqliteStore {
             "DELETE FROM {} WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
         if row.is_some() {
             self.unclaim_ahead(&mut tx, id).await?;
@@ -365,7 +411,7 @@ impl JobStore for SqliteStore {
              WHERE id = ?1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(paused)
@@ -410,7 +456,7 @@ impl JobStore for SqliteStore {
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let select = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE paused = 0 AND next_run_at <= ?3 \
              AND (next_run_at <= ?1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT ?2",
@@ -510,7 +556,7 @@ impl JobStore for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for outcome in outcomes {
             finish_in(&mut tx, outcome).await?;
         }
@@ -524,6 +570,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn insert_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
+        let _turn = self.turn().await;
         let mut conn = self.pool.acquire().await?;
         insert_run_in(&mut conn, run).await
     }
@@ -533,7 +580,7 @@ impl JobStore for SqliteStore {
         run: &RunRecord,
         overlap: Overlap,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let active = active_in(&mut tx, &run.schedule_id).await?;
         let row = admitted(run.clone(), overlap, active, run.claimed_at);
         let inserted = insert_run_in(&mut tx, &row).await?;
@@ -546,7 +593,7 @@ impl JobStore for SqliteStore {
         runs: &[RunRecord],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut written = 0;
         for run in runs {
             if insert_run_in(&mut tx, run).await? {
@@ -568,6 +615,7 @@ impl JobStore for SqliteStore {
         scheduled_time: DateTime<Utc>,
         detail: &str,
     ) -> Result<(), StoreError> {
+        let _turn = self.turn().await;
         sqlx::query(
             "UPDATE schedule_runs SET detail = ?3 \
              WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
@@ -588,7 +636,7 @@ impl JobStore for SqliteStore {
         if runs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         for (schedule_id, scheduled_time) in runs {
             sqlx::query(
                 "UPDATE schedule_runs SET lease_until = ?3 \
@@ -632,6 +680,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "DELETE FROM schedule_runs WHERE rowid IN (SELECT rowid FROM schedule_runs \
              WHERE finished_at < ?2 AND jobstore = ?1 AND status NOT IN ('pending', 'buffered') \
@@ -666,6 +715,7 @@ impl JobStore for SqliteStore {
         keep: usize,
         limit: usize,
     ) -> Result<u64, StoreError> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "DELETE FROM schedule_runs WHERE rowid IN (SELECT rowid FROM schedule_runs \
              WHERE schedule_id = ?1 AND status NOT IN ('pending', 'buffered') \

@@ -64,7 +64,7 @@ async fn write(conn: &mut SqliteConnection, watch: &Watch) -> Result<(), StoreEr
 #[async_trait]
 impl WatchStore for SqliteStore {
     async fn add_watch(&self, watch: &Watch, schedule: &Schedule) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO watches (id, user_id, workflow_id, status, body) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
@@ -117,7 +117,7 @@ impl WatchStore for SqliteStore {
         &self,
         attempts: &[(RunOutcome, CheckResult)],
     ) -> Result<Vec<Watch>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let now = Utc::now();
         let mut recorded = Vec::with_capacity(attempts.len());
         for (outcome, result) in attempts {
@@ -140,7 +140,7 @@ impl WatchStore for SqliteStore {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Watch>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let Some(watch) = read(&mut tx, id).await? else {
             return Ok(None);
         };
@@ -160,7 +160,7 @@ impl WatchStore for SqliteStore {
         workflow_id: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let sql = format!("{SELECT} WHERE w.workflow_id = ?1 AND w.status = 'active'");
         let rows = sqlx::query(&sql)
             .bind(workflow_id)
@@ -183,7 +183,7 @@ impl WatchStore for SqliteStore {
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<Watch>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM watches WHERE delivery_due <= ?1 \
              AND (delivery_lease_until IS NULL OR delivery_lease_until <= ?1) \
@@ -207,7 +207,7 @@ impl WatchStore for SqliteStore {
     }
 
     async fn record_delivery(&self, id: &str, outcome: &Sent) -> Result<Option<Watch>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let Some(watch) = read(&mut tx, id).await? else {
             return Ok(None);
         };
