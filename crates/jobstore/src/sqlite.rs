@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Weak};
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
@@ -41,7 +41,9 @@ fn writer_of(pool: &SqlitePool) -> Arc<Mutex<()>> {
     type Writers = std::sync::Mutex<HashMap<PathBuf, Weak<Mutex<()>>>>;
     static WRITERS: LazyLock<Writers> = LazyLock::new(Writers::default);
     let file = pool.connect_options().get_filename().to_path_buf();
-    let mut writers = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut writers = WRITERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     writers.retain(|_, writer| writer.strong_count() > 0);
     if let Some(writer) = writers.get(&file).and_then(Weak::upgrade) {
         return writer;
@@ -52,7 +54,10 @@ fn writer_of(pool: &SqlitePool) -> Arc<Mutex<()>> {
 }
 
 /// A write transaction and the turn it holds until it ends.
-type Write = (OwnedMutexGuard<()>, sqlx::Transaction<'static, sqlx::Sqlite>);
+type Write = (
+    OwnedMutexGuard<()>,
+    sqlx::Transaction<'static, sqlx::Sqlite>,
+);
 
 impl SqliteStore {
     /// A store over an already migrated pool (see [`crate::connect`]).
@@ -159,6 +164,80 @@ async fn insert_run_in(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Writes ledger rows in one statement, leaving out occurrences already in the ledger; returns
+/// the keys of the rows it wrote.
+async fn insert_runs_in(
+    conn: &mut sqlx::SqliteConnection,
+    runs: &[RunRecord],
+) -> Result<std::collections::HashSet<(String, i64)>, StoreError> {
+    let mut inserted = std::collections::HashSet::with_capacity(runs.len());
+    // Bounded chunks keep each statement's parameter a reasonable size.
+    for chunk in runs.chunks(1000) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for run in chunk {
+            rows.push(serde_json::json!([
+                run.schedule_id,
+                millis(run.scheduled_time),
+                run.jobstore.as_str(),
+                run.owner,
+                to_json(&run.target)?,
+                run.status.as_str(),
+                run.detail,
+                run.attempts,
+                millis(run.claimed_at),
+                run.lease_until.map(millis),
+                run.finished_at.map(millis),
+                to_json(&run.policy)?,
+            ]));
+        }
+        let columns: Vec<String> = (0..12)
+            .map(|i| format!("json_extract(value, '$[{i}]')"))
+            .collect();
+        // `WHERE true` tells SQLite's parser the upsert clause is not part of a join.
+        let sql = format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}) SELECT {} FROM json_each(?1) WHERE true \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time",
+            columns.join(", ")
+        );
+        let keys: Vec<(String, i64)> = sqlx::query_as(&sql)
+            .bind(to_json(&rows)?)
+            .fetch_all(&mut *conn)
+            .await?;
+        inserted.extend(keys);
+    }
+    Ok(inserted)
+}
+
+/// The runs in progress and waiting of each of these schedules, in one statement.
+async fn active_of(
+    conn: &mut sqlx::SqliteConnection,
+    schedule_ids: &[&str],
+) -> Result<HashMap<String, Active>, StoreError> {
+    if schedule_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT schedule_id, count(*) FILTER (WHERE status = 'pending'), \
+         count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
+         WHERE status IN ('pending', 'buffered') \
+         AND schedule_id IN (SELECT value FROM json_each(?1)) GROUP BY schedule_id",
+    )
+    .bind(to_json(&schedule_ids)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, running, buffered)| {
+            let active = Active {
+                running: running as u32,
+                buffered: buffered as u32,
+            };
+            (id, active)
+        })
+        .collect())
 }
 
 /// The runs in progress and waiting of one schedule.
@@ -468,42 +547,57 @@ impl JobStore for SqliteStore {
             .bind(millis(now + ahead))
             .fetch_all(&mut *tx)
             .await?;
-        // A parked schedule (`?4` set) is paused with the reason.
-        let advance = format!(
-            "UPDATE {} SET next_run_at = ?2, updated_at = ?3, paused = (paused OR ?4 IS NOT NULL), \
-             paused_reason = coalesce(?4, paused_reason) WHERE id = ?1",
-            self.table()
-        );
-        let mut claimed = Vec::new();
+        // A handful of statements per batch, not per schedule: each statement is a round trip
+        // to the connection's thread, and this transaction holds the file's write lock.
+        let mut parsed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get("id")?;
-            let (next_run_at, parked) = match schedule_from_row(row) {
+            parsed.push((id, schedule_from_row(row)));
+        }
+        let checked: Vec<&str> = parsed
+            .iter()
+            .filter(|(_, schedule)| schedule.as_ref().is_ok_and(needs_active))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let active = active_of(&mut tx, &checked).await?;
+        let mut runs = Vec::new();
+        let mut advances = Vec::with_capacity(parsed.len());
+        for (id, schedule) in parsed {
+            match schedule {
                 Ok(schedule) => {
-                    let active = if needs_active(&schedule) {
-                        active_in(&mut tx, &id).await?
-                    } else {
-                        Active::default()
-                    };
+                    let active = active.get(&id).copied().unwrap_or_default();
                     let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
-                    for run in plan.runs {
-                        let inserted = insert_run_in(&mut tx, &run).await?;
-                        if inserted && run.status == RunStatus::Pending {
-                            claimed.push(run);
-                        }
-                    }
-                    (plan.next_run_at, plan.parked)
+                    runs.extend(plan.runs);
+                    advances.push((id, plan.next_run_at.map(millis), plan.parked));
                 }
-                Err(error) => (None, Some(unreadable(&id, &error))),
-            };
+                Err(error) => {
+                    let reason = unreadable(&id, &error);
+                    advances.push((id, None, Some(reason)));
+                }
+            }
+        }
+        let inserted = insert_runs_in(&mut tx, &runs).await?;
+        // A parked schedule (a reason given) is paused with the reason.
+        let advance = format!(
+            "UPDATE {0} SET next_run_at = json_extract(j.value, '$[1]'), updated_at = ?2, \
+             paused = (paused OR json_extract(j.value, '$[2]') IS NOT NULL), \
+             paused_reason = coalesce(json_extract(j.value, '$[2]'), paused_reason) \
+             FROM json_each(?1) AS j WHERE {0}.id = json_extract(j.value, '$[0]')",
+            self.table()
+        );
+        if !advances.is_empty() {
             sqlx::query(&advance)
-                .bind(&id)
-                .bind(next_run_at.map(millis))
+                .bind(to_json(&advances)?)
                 .bind(millis(now))
-                .bind(parked)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
+        let claimed = runs
+            .into_iter()
+            .filter(|run| run.status == RunStatus::Pending)
+            .filter(|run| inserted.contains(&(run.schedule_id.clone(), millis(run.scheduled_time))))
+            .collect();
         Ok(claimed)
     }
 

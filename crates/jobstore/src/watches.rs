@@ -166,6 +166,35 @@ pub fn attempted(mut watch: Watch, result: &CheckResult, now: DateTime<Utc>) -> 
     watch
 }
 
+/// The watches after a batch of attempts, in the order they first changed: each attempt whose
+/// ledger row was `finished` (still pending until now) is applied ([`attempted`]) to its watch
+/// among `watches`, one after another for a watch with several, once for an attempt given twice.
+pub fn apply_attempts(
+    attempts: &[(RunOutcome, CheckResult)],
+    finished: impl Fn(&RunOutcome) -> bool,
+    mut watches: std::collections::HashMap<String, Watch>,
+    now: DateTime<Utc>,
+) -> Vec<Watch> {
+    let mut order = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut applied = std::collections::HashSet::new();
+    for (outcome, result) in attempts {
+        let key = (outcome.schedule_id.as_str(), outcome.scheduled_time);
+        if !finished(outcome) || !applied.insert(key) {
+            continue;
+        }
+        let Some(watch) = watches.remove(&outcome.schedule_id) else {
+            continue;
+        };
+        let watch = attempted(watch, result, now);
+        if seen.insert(watch.id.clone()) {
+            order.push(watch.id.clone());
+        }
+        watches.insert(watch.id.clone(), watch);
+    }
+    order.iter().filter_map(|id| watches.remove(id)).collect()
+}
+
 /// The watch cancelled at `now`, or `None` when it has ended already. Nothing is sent.
 pub fn cancelled(mut watch: Watch, now: DateTime<Utc>) -> Option<Watch> {
     if watch.status != WatchStatus::Active {

@@ -1488,6 +1488,43 @@ async fn watch_attempts_are_counted_once_and_a_success_completes(store: Arc<dyn 
     assert_eq!(watches.watch("w1").await.unwrap(), Some(done));
 }
 
+/// A batch records each attempt once, several of one watch in order, and skips what was
+/// recorded before.
+async fn a_batch_of_attempts_is_recorded_in_one_go(store: Arc<dyn JobStore>) {
+    let watches = store.clone().watch_store().unwrap();
+    for id in ["wa", "wb"] {
+        let (w, s) = watch(id, "u1", None, 5);
+        watches.add_watch(&w, &s).await.unwrap();
+    }
+    let claimed = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 100, LEASE)
+        .await
+        .unwrap();
+    let run = |id: &str| {
+        claimed
+            .iter()
+            .find(|r| r.schedule_id == id)
+            .unwrap()
+            .clone()
+    };
+    let (a, b) = (run("wa"), run("wb"));
+    let first = watches
+        .record_attempt(&ended(&a), &checked(&a, false, None))
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().attempts, 1);
+    let batch = [
+        (ended(&a), checked(&a, true, Some(json!("late")))),
+        (ended(&b), checked(&b, false, None)),
+        (ended(&b), checked(&b, false, None)),
+    ];
+    let recorded = watches.record_attempts(&batch).await.unwrap();
+    assert_eq!(recorded.len(), 1, "wa's attempt was recorded before");
+    assert_eq!((recorded[0].id.as_str(), recorded[0].attempts), ("wb", 1));
+    let a_now = watches.watch("wa").await.unwrap().unwrap();
+    assert_eq!((a_now.attempts, a_now.status), (1, WatchStatus::Active));
+}
+
 /// The last attempt that does not succeed fails the watch with a message naming the check.
 async fn a_watch_out_of_attempts_fails(store: Arc<dyn JobStore>) {
     let watches = store.clone().watch_store().unwrap();
@@ -1740,6 +1777,7 @@ conformance!(
     a_pending_run_can_be_annotated_and_an_ended_one_cannot,
     watch_attempts_are_counted_once_and_a_success_completes,
     a_watch_out_of_attempts_fails,
+    a_batch_of_attempts_is_recorded_in_one_go,
     watches_are_cancelled_one_by_one_or_by_workflow,
     completions_are_claimed_retried_and_delivered_once,
 );

@@ -11,7 +11,9 @@ use sqlx::{QueryBuilder, Row};
 use super::{PostgresStore, json, to_json};
 use crate::model::{RunOutcome, Schedule, StoreName};
 use crate::store::StoreError;
-use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
+use crate::watches::{
+    Sent, WatchFilter, WatchStore, apply_attempts, cancelled, delivery_due, sent,
+};
 
 /// The watch document and its schedule's next run, for a `FROM watches w` joined to it.
 const SELECT: &str = "SELECT w.body, s.next_run_at FROM watches w \
@@ -38,27 +40,52 @@ async fn read(conn: &mut PgConnection, id: &str) -> Result<Option<Watch>, StoreE
 
 /// Writes a changed watch; once it has ended, its schedule goes (with any run claimed ahead).
 async fn write(conn: &mut PgConnection, watch: &Watch) -> Result<(), StoreError> {
+    write_all(conn, std::slice::from_ref(watch)).await
+}
+
+/// Writes changed watches in one statement; those that ended lose their schedules (with any
+/// run claimed ahead).
+async fn write_all(conn: &mut PgConnection, watches: &[Watch]) -> Result<(), StoreError> {
+    if watches.is_empty() {
+        return Ok(());
+    }
+    let mut bodies = Vec::with_capacity(watches.len());
+    for watch in watches {
+        bodies.push(to_json(watch)?);
+    }
     sqlx::query(
-        "UPDATE watches SET status = $2, body = $3, delivery_due = $4, \
-         delivery_lease_until = NULL WHERE id = $1",
+        "UPDATE watches AS w SET status = u.status, body = u.body, delivery_due = u.due, \
+         delivery_lease_until = NULL \
+         FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[]) \
+         AS u(id, status, body, due) WHERE w.id = u.id",
     )
-    .bind(&watch.id)
-    .bind(watch.status.as_str())
-    .bind(to_json(watch)?)
-    .bind(delivery_due(watch))
+    .bind(watches.iter().map(|w| w.id.clone()).collect::<Vec<_>>())
+    .bind(
+        watches
+            .iter()
+            .map(|w| w.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(bodies)
+    .bind(watches.iter().map(delivery_due).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    if watch.status != WatchStatus::Active {
-        let sql = format!("DELETE FROM {} WHERE id = $1", StoreName::Execution.table());
-        sqlx::query(&sql)
-            .bind(&watch.id)
-            .execute(&mut *conn)
-            .await?;
+    let ended: Vec<&str> = watches
+        .iter()
+        .filter(|w| w.status != WatchStatus::Active)
+        .map(|w| w.id.as_str())
+        .collect();
+    if !ended.is_empty() {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = ANY($1)",
+            StoreName::Execution.table()
+        );
+        sqlx::query(&sql).bind(&ended).execute(&mut *conn).await?;
         sqlx::query(
-            "DELETE FROM schedule_runs WHERE schedule_id = $1 AND status = 'pending' \
+            "DELETE FROM schedule_runs WHERE schedule_id = ANY($1) AND status = 'pending' \
              AND scheduled_time > $2",
         )
-        .bind(&watch.id)
+        .bind(&ended)
         .bind(Utc::now())
         .execute(&mut *conn)
         .await?;
@@ -137,32 +164,66 @@ impl WatchStore for PostgresStore {
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
-        let now = Utc::now();
-        let mut recorded = Vec::with_capacity(ordered.len());
-        for (outcome, result) in ordered {
-            let finished = sqlx::query(
-                "UPDATE schedule_runs SET status = $3, detail = $4, attempts = $5, \
-                 finished_at = $6, lease_until = NULL \
-                 WHERE schedule_id = $1 AND scheduled_time = $2 AND status = 'pending'",
-            )
-            .bind(&outcome.schedule_id)
-            .bind(outcome.scheduled_time)
-            .bind(outcome.status.as_str())
-            .bind(&outcome.detail)
-            .bind(outcome.attempts as i32)
-            .bind(outcome.finished_at)
-            .execute(&mut *tx)
-            .await?;
-            if finished.rows_affected() == 0 {
-                continue;
-            }
-            let Some(watch) = read(&mut tx, &outcome.schedule_id).await? else {
-                continue;
-            };
-            let watch = attempted(watch, result, now);
-            write(&mut tx, &watch).await?;
-            recorded.push(watch);
+        let finished: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE schedule_runs AS r SET status = u.status, detail = u.detail, \
+             attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], \
+             $6::timestamptz[]) AS u(schedule_id, scheduled_time, status, detail, attempts, \
+             finished_at) WHERE r.schedule_id = u.schedule_id \
+             AND r.scheduled_time = u.scheduled_time AND r.status = 'pending' \
+             RETURNING r.schedule_id, r.scheduled_time",
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.schedule_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.scheduled_time)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.detail.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.attempts as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ordered
+                .iter()
+                .map(|(o, _)| o.finished_at)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let finished: std::collections::HashSet<(String, DateTime<Utc>)> =
+            finished.into_iter().collect();
+        let sql = format!("{SELECT} WHERE w.id = ANY($1)");
+        let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut *tx).await?;
+        let mut watches = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let watch = watch_from_row(row)?;
+            watches.insert(watch.id.clone(), watch);
         }
+        let was_pending =
+            |o: &RunOutcome| finished.contains(&(o.schedule_id.clone(), o.scheduled_time));
+        let recorded = apply_attempts(attempts, was_pending, watches, Utc::now());
+        write_all(&mut tx, &recorded).await?;
         tx.commit().await?;
         Ok(recorded)
     }

@@ -10,7 +10,9 @@ use sqlx::{QueryBuilder, Row};
 use super::{SqliteStore, instant, millis, to_json};
 use crate::model::{RunOutcome, Schedule, StoreName};
 use crate::store::StoreError;
-use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
+use crate::watches::{
+    Sent, WatchFilter, WatchStore, apply_attempts, cancelled, delivery_due, sent,
+};
 
 /// The watch columns and its schedule's next run, for a `FROM watches w` joined to it.
 const SELECT: &str = "SELECT w.body, s.next_run_at FROM watches w \
@@ -33,27 +35,52 @@ async fn read(conn: &mut SqliteConnection, id: &str) -> Result<Option<Watch>, St
 
 /// Writes a changed watch; once it has ended, its schedule goes (with any run claimed ahead).
 async fn write(conn: &mut SqliteConnection, watch: &Watch) -> Result<(), StoreError> {
+    write_all(conn, std::slice::from_ref(watch)).await
+}
+
+/// Writes changed watches in one statement; those that ended lose their schedules (with any
+/// run claimed ahead).
+async fn write_all(conn: &mut SqliteConnection, watches: &[Watch]) -> Result<(), StoreError> {
+    if watches.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(watches.len());
+    for watch in watches {
+        rows.push(serde_json::json!([
+            watch.id,
+            watch.status.as_str(),
+            to_json(watch)?,
+            delivery_due(watch).map(millis),
+        ]));
+    }
     sqlx::query(
-        "UPDATE watches SET status = ?2, body = ?3, delivery_due = ?4, \
-         delivery_lease_until = NULL WHERE id = ?1",
+        "UPDATE watches SET status = json_extract(j.value, '$[1]'), \
+         body = json_extract(j.value, '$[2]'), delivery_due = json_extract(j.value, '$[3]'), \
+         delivery_lease_until = NULL FROM json_each(?1) AS j \
+         WHERE watches.id = json_extract(j.value, '$[0]')",
     )
-    .bind(&watch.id)
-    .bind(watch.status.as_str())
-    .bind(to_json(watch)?)
-    .bind(delivery_due(watch).map(millis))
+    .bind(to_json(&rows)?)
     .execute(&mut *conn)
     .await?;
-    if watch.status != WatchStatus::Active {
-        let sql = format!("DELETE FROM {} WHERE id = ?1", StoreName::Execution.table());
+    let ended: Vec<&str> = watches
+        .iter()
+        .filter(|w| w.status != WatchStatus::Active)
+        .map(|w| w.id.as_str())
+        .collect();
+    if !ended.is_empty() {
+        let sql = format!(
+            "DELETE FROM {} WHERE id IN (SELECT value FROM json_each(?1))",
+            StoreName::Execution.table()
+        );
         sqlx::query(&sql)
-            .bind(&watch.id)
+            .bind(to_json(&ended)?)
             .execute(&mut *conn)
             .await?;
         sqlx::query(
-            "DELETE FROM schedule_runs WHERE schedule_id = ?1 AND status = 'pending' \
-             AND scheduled_time > ?2",
+            "DELETE FROM schedule_runs WHERE status = 'pending' AND scheduled_time > ?2 \
+             AND schedule_id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(&watch.id)
+        .bind(to_json(&ended)?)
         .bind(millis(Utc::now()))
         .execute(&mut *conn)
         .await?;
@@ -117,20 +144,57 @@ impl WatchStore for SqliteStore {
         &self,
         attempts: &[(RunOutcome, CheckResult)],
     ) -> Result<Vec<Watch>, StoreError> {
-        let (_turn, mut tx) = self.begin_write().await?;
-        let now = Utc::now();
-        let mut recorded = Vec::with_capacity(attempts.len());
-        for (outcome, result) in attempts {
-            if !super::finish_in(&mut tx, outcome).await? {
-                continue;
-            }
-            let Some(watch) = read(&mut tx, &outcome.schedule_id).await? else {
-                continue;
-            };
-            let watch = attempted(watch, result, now);
-            write(&mut tx, &watch).await?;
-            recorded.push(watch);
+        if attempts.is_empty() {
+            return Ok(Vec::new());
         }
+        // Five statements for the whole batch: each is a round trip to the connection's
+        // thread while this transaction holds the file's write lock.
+        let (_turn, mut tx) = self.begin_write().await?;
+        let ledger: Vec<_> = attempts
+            .iter()
+            .map(|(o, _)| {
+                serde_json::json!([
+                    o.schedule_id,
+                    millis(o.scheduled_time),
+                    o.status.as_str(),
+                    o.detail,
+                    o.attempts,
+                    millis(o.finished_at),
+                ])
+            })
+            .collect();
+        let finished: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE schedule_runs SET status = json_extract(j.value, '$[2]'), \
+             detail = json_extract(j.value, '$[3]'), attempts = json_extract(j.value, '$[4]'), \
+             finished_at = json_extract(j.value, '$[5]'), lease_until = NULL \
+             FROM json_each(?1) AS j \
+             WHERE schedule_runs.schedule_id = json_extract(j.value, '$[0]') \
+             AND schedule_runs.scheduled_time = json_extract(j.value, '$[1]') \
+             AND schedule_runs.status = 'pending' \
+             RETURNING schedule_runs.schedule_id, schedule_runs.scheduled_time",
+        )
+        .bind(to_json(&ledger)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let finished: std::collections::HashSet<(String, i64)> = finished.into_iter().collect();
+        let ids: Vec<&str> = attempts
+            .iter()
+            .map(|(o, _)| o.schedule_id.as_str())
+            .collect();
+        let sql = format!("{SELECT} WHERE w.id IN (SELECT value FROM json_each(?1))");
+        let rows = sqlx::query(&sql)
+            .bind(to_json(&ids)?)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut watches = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let watch = watch_from_row(row)?;
+            watches.insert(watch.id.clone(), watch);
+        }
+        let was_pending =
+            |o: &RunOutcome| finished.contains(&(o.schedule_id.clone(), millis(o.scheduled_time)));
+        let recorded = apply_attempts(attempts, was_pending, watches, Utc::now());
+        write_all(&mut tx, &recorded).await?;
         tx.commit().await?;
         Ok(recorded)
     }
