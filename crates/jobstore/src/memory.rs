@@ -44,6 +44,15 @@ impl State {
         true
     }
 
+    /// Adds a new schedule after the others, indexed.
+    fn add(&mut self, schedule: &Schedule) {
+        self.sequence += 1;
+        let sequence = self.sequence;
+        self.index(schedule);
+        self.schedules
+            .insert(schedule.id.clone(), (sequence, schedule.clone()));
+    }
+
     fn index(&mut self, schedule: &Schedule) {
         if let (false, Some(at)) = (schedule.paused, schedule.next_run_at) {
             self.due.insert((at, schedule.id.clone()));
@@ -201,12 +210,7 @@ impl JobStore for MemoryStore {
         if state.schedules.contains_key(&schedule.id) {
             return Err(StoreError::Conflict(schedule.id.clone()));
         }
-        state.sequence += 1;
-        let sequence = state.sequence;
-        state.index(schedule);
-        state
-            .schedules
-            .insert(schedule.id.clone(), (sequence, schedule.clone()));
+        state.add(schedule);
         Ok(())
     }
 
@@ -220,12 +224,7 @@ impl JobStore for MemoryStore {
             return Err(StoreError::Conflict(taken.id.clone()));
         }
         for schedule in schedules {
-            state.sequence += 1;
-            let sequence = state.sequence;
-            state.index(schedule);
-            state
-                .schedules
-                .insert(schedule.id.clone(), (sequence, schedule.clone()));
+            state.add(schedule);
         }
         Ok(())
     }
@@ -561,12 +560,7 @@ impl WatchStore for MemoryStore {
         if state.schedules.contains_key(&schedule.id) || state.watches.contains_key(&watch.id) {
             return Err(StoreError::Conflict(watch.id.clone()));
         }
-        state.sequence += 1;
-        let sequence = state.sequence;
-        state.index(schedule);
-        state
-            .schedules
-            .insert(schedule.id.clone(), (sequence, schedule.clone()));
+        state.add(schedule);
         state.watches.insert(watch.id.clone(), watch.clone());
         Ok(())
     }

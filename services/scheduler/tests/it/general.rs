@@ -12,7 +12,7 @@ use scheduler_client::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Daemon, StubBackend, TestDb};
+use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call};
 
 const TOKEN: &str = "backend-secret";
 
@@ -87,19 +87,6 @@ async fn settled_runs(
         .await;
     runs.reverse();
     runs
-}
-
-/// A JSON-RPC call with raw params, for values no typed client can send.
-async fn raw_call(daemon: &Daemon, method: &str, params: Value) -> Value {
-    reqwest::Client::new()
-        .post(daemon.url())
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

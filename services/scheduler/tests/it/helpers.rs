@@ -616,3 +616,16 @@ async fn backend_request(
     }
     (status, format!("answered {} for {path}", status.as_u16())).into_response()
 }
+
+/// A JSON-RPC call with raw params, for values no typed client can send.
+pub(crate) async fn raw_call(daemon: &Daemon, method: &str, params: Value) -> Value {
+    reqwest::Client::new()
+        .post(daemon.url())
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -15,7 +15,7 @@ use scheduler_client::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Daemon, StubBackend, TestDb, serve_on_loopback};
+use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call, serve_on_loopback};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -514,7 +514,6 @@ async fn bad_watches_are_refused_naming_what_is_wrong_and_nothing_is_stored() {
     );
     std::fs::write(&file, config).unwrap();
     let daemon = Daemon::start_with_config(&db, &file, &[]).await;
-    let http = reqwest::Client::new();
     let base = json!({
         "job_type": "poll_module",
         "check_config": {"module": "deployer", "tool": "status", "args": {},
@@ -558,15 +557,7 @@ async fn bad_watches_are_refused_naming_what_is_wrong_and_nothing_is_stored() {
         (with(json!({"user_id": ""})), "user_id"),
     ];
     for (params, expected) in cases {
-        let reply: Value = http
-            .post(daemon.url())
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "add_watch", "params": params}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reply = raw_call(&daemon, "add_watch", params.clone()).await;
         assert_eq!(
             reply["error"]["data"]["type"], "ValueError",
             "{params}: {reply}"
@@ -574,22 +565,13 @@ async fn bad_watches_are_refused_naming_what_is_wrong_and_nothing_is_stored() {
         let message = reply["error"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{params}: {message}");
     }
-    let bad_filter = daemon
+    let stored = daemon
         .client()
         .list_watches(WatchQuery::default())
         .await
         .unwrap();
-    assert!(bad_filter.watches.is_empty(), "nothing was stored");
-    let reply: Value = http
-        .post(daemon.url())
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "list_watches",
-            "params": {"status_filter": "paused"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(stored.watches.is_empty(), "nothing was stored");
+    let reply = raw_call(&daemon, "list_watches", json!({"status_filter": "paused"})).await;
     assert!(
         reply["error"]["message"]
             .as_str()
