@@ -34,7 +34,7 @@ pub struct Dispatcher {
     executor: Endpoint,
     tasks: TaskRunner,
     /// The endpoints and the Redis of the outbound targets.
-    pub outbound: Outbound,
+    pub outbound: Arc<Outbound>,
     /// The device runners of `device_job` targets.
     pub devices: DeviceRunners,
     /// The checks and completion sends of watches.
@@ -112,7 +112,11 @@ impl Dispatcher {
         Ok(Dispatcher {
             executor: Endpoint::new(http.clone(), "execution service", &executor.url),
             tasks: TaskRunner::new(&config.system_tasks, http),
-            outbound: Outbound::new(&config.endpoints, &config.redis, executor.timeout)?,
+            outbound: Arc::new(Outbound::new(
+                &config.endpoints,
+                &config.redis,
+                executor.timeout,
+            )?),
             devices: DeviceRunners::new(&config.device_runners)?,
             watches: Arc::new(Watches::new(&config.modules, &config.watches)?),
             executor_batch: executor.batch.max(1) as usize,

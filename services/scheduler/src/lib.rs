@@ -98,7 +98,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sender = stores.watches().map(|store| {
         tokio::spawn(watches::deliver(
             store,
-            app.dispatcher.clone(),
+            app.dispatcher.watches.clone(),
+            app.dispatcher.outbound.clone(),
             stopped.clone(),
         ))
     });

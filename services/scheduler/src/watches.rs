@@ -409,10 +409,10 @@ fn shown(value: &Option<Value>) -> String {
 /// and those another process left unsent (found when their lease or retry time comes).
 pub async fn deliver(
     store: Arc<dyn WatchStore>,
-    dispatcher: Arc<crate::dispatch::Dispatcher>,
+    watches: Arc<Watches>,
+    outbound: Arc<Outbound>,
     mut stopped: service_kit::shutdown::Shutdown,
 ) {
-    let watches = dispatcher.watches.clone();
     while !stopped.is_requested() {
         let now = Utc::now();
         let claimed = match store
@@ -429,9 +429,9 @@ pub async fn deliver(
         let sends = claimed.into_iter().map(|watch| {
             let store = store.clone();
             let watches = watches.clone();
-            let dispatcher = dispatcher.clone();
+            let outbound = outbound.clone();
             async move {
-                let sent = watches.send(&dispatcher.outbound, &watch).await;
+                let sent = watches.send(&outbound, &watch).await;
                 match &sent {
                     Sent::Delivered { via, detail, .. } => {
                         tracing::info!(watch_id = %watch.id, via = via.as_str(), detail = detail.as_deref().unwrap_or(""), "watch completion delivered")
