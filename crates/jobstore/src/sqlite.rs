@@ -145,25 +145,8 @@ async fn insert_run_in(
     conn: &mut sqlx::SqliteConnection,
     run: &RunRecord,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(&format!(
-        "INSERT INTO schedule_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-         ?10, ?11, ?12) ON CONFLICT (schedule_id, scheduled_time) DO NOTHING"
-    ))
-    .bind(&run.schedule_id)
-    .bind(millis(run.scheduled_time))
-    .bind(run.jobstore.as_str())
-    .bind(&run.owner)
-    .bind(to_json(&run.target)?)
-    .bind(run.status.as_str())
-    .bind(&run.detail)
-    .bind(run.attempts as i64)
-    .bind(millis(run.claimed_at))
-    .bind(run.lease_until.map(millis))
-    .bind(run.finished_at.map(millis))
-    .bind(to_json(&run.policy)?)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let inserted = insert_runs_in(conn, std::slice::from_ref(run)).await?;
+    Ok(!inserted.is_empty())
 }
 
 /// Writes ledger rows in one statement, leaving out occurrences already in the ledger; returns
@@ -245,18 +228,8 @@ async fn active_in(
     conn: &mut sqlx::SqliteConnection,
     schedule_id: &str,
 ) -> Result<Active, StoreError> {
-    let (running, buffered): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'), \
-         count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
-         WHERE schedule_id = ?1 AND status IN ('pending', 'buffered')",
-    )
-    .bind(schedule_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Active {
-        running: running as u32,
-        buffered: buffered as u32,
-    })
+    let active = active_of(conn, &[schedule_id]).await?;
+    Ok(active.get(schedule_id).copied().unwrap_or_default())
 }
 
 /// Makes the oldest buffered run of a schedule with none in progress pending, with an expired
@@ -280,25 +253,44 @@ async fn promote(
     Ok(done.rows_affected() as usize)
 }
 
-/// Ends a pending ledger row as `outcome` says; says whether it was pending.
-async fn finish_in(
+/// Ends pending ledger rows as the outcomes say, in one statement; returns the keys of the rows
+/// that were pending (the others are left as they are).
+async fn finish_all_in(
     conn: &mut sqlx::SqliteConnection,
-    outcome: &RunOutcome,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE schedule_runs SET status = ?3, detail = ?4, attempts = ?5, \
-         finished_at = ?6, lease_until = NULL \
-         WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
-    )
-    .bind(&outcome.schedule_id)
-    .bind(millis(outcome.scheduled_time))
-    .bind(outcome.status.as_str())
-    .bind(&outcome.detail)
-    .bind(outcome.attempts as i64)
-    .bind(millis(outcome.finished_at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    outcomes: &[&RunOutcome],
+) -> Result<std::collections::HashSet<(String, i64)>, StoreError> {
+    let mut finished = std::collections::HashSet::with_capacity(outcomes.len());
+    // Bounded chunks keep each statement's parameter a reasonable size.
+    for chunk in outcomes.chunks(1000) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|o| {
+                serde_json::json!([
+                    o.schedule_id,
+                    millis(o.scheduled_time),
+                    o.status.as_str(),
+                    o.detail,
+                    o.attempts,
+                    millis(o.finished_at),
+                ])
+            })
+            .collect();
+        let keys: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE schedule_runs SET status = json_extract(j.value, '$[2]'), \
+             detail = json_extract(j.value, '$[3]'), attempts = json_extract(j.value, '$[4]'), \
+             finished_at = json_extract(j.value, '$[5]'), lease_until = NULL \
+             FROM json_each(?1) AS j \
+             WHERE schedule_runs.schedule_id = json_extract(j.value, '$[0]') \
+             AND schedule_runs.scheduled_time = json_extract(j.value, '$[1]') \
+             AND schedule_runs.status = 'pending' \
+             RETURNING schedule_runs.schedule_id, schedule_runs.scheduled_time",
+        )
+        .bind(to_json(&rows)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        finished.extend(keys);
+    }
+    Ok(finished)
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -651,9 +643,7 @@ impl JobStore for SqliteStore {
             return Ok(0);
         }
         let (_turn, mut tx) = self.begin_write().await?;
-        for outcome in outcomes {
-            finish_in(&mut tx, outcome).await?;
-        }
+        finish_all_in(&mut tx, &outcomes.iter().collect::<Vec<_>>()).await?;
         let now = Utc::now();
         let mut promoted = 0;
         for outcome in outcomes.iter().filter(|o| o.may_release) {

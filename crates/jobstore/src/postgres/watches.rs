@@ -160,10 +160,9 @@ impl WatchStore for PostgresStore {
             .iter()
             .map(|(o, _)| o.schedule_id.as_str())
             .collect();
-        sqlx::query("SELECT 1 FROM watches WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        // Held, in id order, until the transaction ends.
+        let sql = format!("{SELECT} WHERE w.id = ANY($1) ORDER BY w.id FOR UPDATE OF w");
+        let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut *tx).await?;
         let finished: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE schedule_runs AS r SET status = u.status, detail = u.detail, \
              attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
@@ -213,8 +212,6 @@ impl WatchStore for PostgresStore {
         .await?;
         let finished: std::collections::HashSet<(String, DateTime<Utc>)> =
             finished.into_iter().collect();
-        let sql = format!("{SELECT} WHERE w.id = ANY($1)");
-        let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut *tx).await?;
         let mut watches = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
             let watch = watch_from_row(row)?;
@@ -261,15 +258,13 @@ impl WatchStore for PostgresStore {
             .bind(workflow_id)
             .fetch_all(&mut *tx)
             .await?;
-        let mut count = 0;
+        let mut ended = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(watch) = cancelled(watch_from_row(row)?, now) {
-                write(&mut tx, &watch).await?;
-                count += 1;
-            }
+            ended.extend(cancelled(watch_from_row(row)?, now));
         }
+        write_all(&mut tx, &ended).await?;
         tx.commit().await?;
-        Ok(count)
+        Ok(ended.len() as u64)
     }
 
     async fn claim_deliveries(
@@ -290,12 +285,10 @@ impl WatchStore for PostgresStore {
             .bind(now + lease)
             .fetch_all(&mut *tx)
             .await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            claimed.extend(read(&mut tx, &id).await?);
-        }
+        let sql = format!("{SELECT} WHERE w.id = ANY($1)");
+        let rows = sqlx::query(&sql).bind(&ids).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(claimed)
+        rows.iter().map(watch_from_row).collect()
     }
 
     async fn record_delivery(&self, id: &str, outcome: &Sent) -> Result<Option<Watch>, StoreError> {

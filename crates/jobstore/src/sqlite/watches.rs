@@ -147,36 +147,11 @@ impl WatchStore for SqliteStore {
         if attempts.is_empty() {
             return Ok(Vec::new());
         }
-        // Five statements for the whole batch: each is a round trip to the connection's
+        // A few statements for the whole batch: each is a round trip to the connection's
         // thread while this transaction holds the file's write lock.
         let (_turn, mut tx) = self.begin_write().await?;
-        let ledger: Vec<_> = attempts
-            .iter()
-            .map(|(o, _)| {
-                serde_json::json!([
-                    o.schedule_id,
-                    millis(o.scheduled_time),
-                    o.status.as_str(),
-                    o.detail,
-                    o.attempts,
-                    millis(o.finished_at),
-                ])
-            })
-            .collect();
-        let finished: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE schedule_runs SET status = json_extract(j.value, '$[2]'), \
-             detail = json_extract(j.value, '$[3]'), attempts = json_extract(j.value, '$[4]'), \
-             finished_at = json_extract(j.value, '$[5]'), lease_until = NULL \
-             FROM json_each(?1) AS j \
-             WHERE schedule_runs.schedule_id = json_extract(j.value, '$[0]') \
-             AND schedule_runs.scheduled_time = json_extract(j.value, '$[1]') \
-             AND schedule_runs.status = 'pending' \
-             RETURNING schedule_runs.schedule_id, schedule_runs.scheduled_time",
-        )
-        .bind(to_json(&ledger)?)
-        .fetch_all(&mut *tx)
-        .await?;
-        let finished: std::collections::HashSet<(String, i64)> = finished.into_iter().collect();
+        let outcomes: Vec<&RunOutcome> = attempts.iter().map(|(o, _)| o).collect();
+        let finished = super::finish_all_in(&mut tx, &outcomes).await?;
         let ids: Vec<&str> = attempts
             .iter()
             .map(|(o, _)| o.schedule_id.as_str())
@@ -230,15 +205,13 @@ impl WatchStore for SqliteStore {
             .bind(workflow_id)
             .fetch_all(&mut *tx)
             .await?;
-        let mut count = 0;
+        let mut ended = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(watch) = cancelled(watch_from_row(row)?, now) {
-                write(&mut tx, &watch).await?;
-                count += 1;
-            }
+            ended.extend(cancelled(watch_from_row(row)?, now));
         }
+        write_all(&mut tx, &ended).await?;
         tx.commit().await?;
-        Ok(count)
+        Ok(ended.len() as u64)
     }
 
     async fn claim_deliveries(
@@ -249,25 +222,23 @@ impl WatchStore for SqliteStore {
     ) -> Result<Vec<Watch>, StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM watches WHERE delivery_due <= ?1 \
+            "UPDATE watches SET delivery_lease_until = ?3 WHERE id IN (SELECT id FROM watches \
+             WHERE delivery_due <= ?1 \
              AND (delivery_lease_until IS NULL OR delivery_lease_until <= ?1) \
-             ORDER BY delivery_due LIMIT ?2",
+             ORDER BY delivery_due LIMIT ?2) RETURNING id",
         )
         .bind(millis(now))
         .bind(limit as i64)
+        .bind(millis(now + lease))
         .fetch_all(&mut *tx)
         .await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            sqlx::query("UPDATE watches SET delivery_lease_until = ?2 WHERE id = ?1")
-                .bind(&id)
-                .bind(millis(now + lease))
-                .execute(&mut *tx)
-                .await?;
-            claimed.extend(read(&mut tx, &id).await?);
-        }
+        let sql = format!("{SELECT} WHERE w.id IN (SELECT value FROM json_each(?1))");
+        let rows = sqlx::query(&sql)
+            .bind(to_json(&ids)?)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(claimed)
+        rows.iter().map(watch_from_row).collect()
     }
 
     async fn record_delivery(&self, id: &str, outcome: &Sent) -> Result<Option<Watch>, StoreError> {
