@@ -127,6 +127,18 @@ impl Mapper {
             ));
         }
         let schedule = self.schedule(row, &job, spec, &zone)?;
+        let mut notes = notes;
+        if let Some(next) = schedule.next_run_at
+            && next < self.now
+        {
+            notes.push(format!(
+                "its next run {} is past: the scheduler runs it when it starts, once for all \
+                 that were missed (coalesce {}), unless it is later than its misfire grace, as \
+                 APScheduler would have",
+                next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                schedule.policy.coalesce
+            ));
+        }
         Ok(Mapped::Schedule {
             schedule: Box::new(schedule),
             notes,
@@ -196,7 +208,10 @@ impl Mapper {
                 (spec, "UTC".to_string())
             }
             TriggerState::Date { run_date } => {
-                facts.trigger = Some(format!("once at {}", run_date.to_rfc3339()));
+                facts.trigger = Some(format!(
+                    "once at {}",
+                    run_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
                 facts.zone = Some("UTC".into());
                 let spec = TriggerSpec {
                     kind: TriggerKind::Once { at: *run_date },
@@ -466,11 +481,25 @@ pub fn cron_expression(fields: &[Field]) -> Result<String, String> {
     Ok(parts.join(" "))
 }
 
+/// A field as APScheduler writes it (`*/2`, `2028`, `1-5`).
 fn describe(field: &Field) -> String {
+    let step = |s: &Option<u32>| s.map_or(String::new(), |s| format!("/{s}"));
     field
         .expressions
         .iter()
-        .map(|e| format!("{e:?}"))
+        .map(|e| match e {
+            Expr::All { step: s } => format!("*{}", step(s)),
+            Expr::Range {
+                first,
+                last,
+                step: s,
+            } => match last {
+                Some(last) if last != first => format!("{first}-{last}{}", step(s)),
+                _ => format!("{first}{}", step(s)),
+            },
+            Expr::WeekdayPosition { option, weekday } => format!("{option} {weekday}"),
+            Expr::LastDayOfMonth => "last".into(),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -202,18 +202,19 @@ async fn read(options: &Options) -> Result<(String, Vec<Row>), ImportError> {
     }
     let url = DatabaseUrl::parse(&options.from).map_err(|e| ImportError::Source(e.to_string()))?;
     let source = url.redacted();
-    let Some(connect) = url
-        .pg_options()
-        .map_err(|e| ImportError::Source(e.to_string()))?
-    else {
-        return Err(ImportError::Source(format!(
-            "{source} is not a PostgreSQL URL; AutoGPT keeps its APScheduler jobs in PostgreSQL"
-        )));
-    };
     let schema = match &url {
         DatabaseUrl::Postgres { schema, .. } => schema.clone().unwrap_or_else(|| "public".into()),
-        DatabaseUrl::Sqlite { .. } => unreachable!("pg_options returned options"),
+        DatabaseUrl::Sqlite { .. } => {
+            return Err(ImportError::Source(format!(
+                "{source} is not a PostgreSQL URL; AutoGPT keeps its APScheduler jobs in \
+                 PostgreSQL"
+            )));
+        }
     };
+    let connect = url
+        .pg_options()
+        .map_err(|e| ImportError::Source(e.to_string()))?
+        .ok_or_else(|| ImportError::Source(format!("{source} is not a PostgreSQL URL")))?;
     // Nothing this session runs can write: the source tables are never changed.
     let mut conn = connect
         .options([("default_transaction_read_only", "on")])

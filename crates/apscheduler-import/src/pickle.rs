@@ -439,7 +439,7 @@ impl<'a> Machine<'a> {
     }
 
     fn add_items(&mut self, target: NodeId, pairs: &[NodeId]) -> Result<(), PickleError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(self.malformed("SETITEMS with an odd number of values"));
         }
         let pairs = pairs.chunks(2).map(|p| (p[0], p[1]));

@@ -86,7 +86,7 @@ pub fn text(report: &Report) -> String {
                         out,
                         "  {}  user {}  {}  next {} -> {}",
                         row.id,
-                        row.user.as_deref().unwrap_or("?"),
+                        row.user.as_deref().unwrap_or("-"),
                         trigger(row),
                         time(row.next_run_before, row.paused),
                         time(row.next_run_after, row.paused),
@@ -109,7 +109,7 @@ pub fn text(report: &Report) -> String {
                         out,
                         "  {}  user {}  {}",
                         row.id,
-                        row.user.as_deref().unwrap_or("?"),
+                        row.user.as_deref().unwrap_or("-"),
                         row.reason.as_deref().unwrap_or("?")
                     );
                 }

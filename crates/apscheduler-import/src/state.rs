@@ -3,7 +3,7 @@
 //! time zones (`datetime.timezone`, `zoneinfo.ZoneInfo`, pytz), datetimes and timedeltas.
 //! Nothing else is recognised; anything else in a place that matters is an error naming it.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::pickle::{Call, Value};
@@ -481,5 +481,3 @@ fn in_zone(tz: &Tz, local: NaiveDateTime, fold: bool) -> DateTime<Utc> {
         }
     }
 }
-
-use chrono::Offset;

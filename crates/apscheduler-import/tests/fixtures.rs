@@ -21,6 +21,15 @@ fn fixtures_were_written_by_apscheduler_3_11() {
         manifest.apscheduler
     );
     assert!(manifest.cases.len() >= 30);
+    for case in &manifest.cases {
+        assert!(
+            ["apscheduler_jobs", "apscheduler_jobs_batched_notifications"]
+                .contains(&case.table.as_str()),
+            "{}: {}",
+            case.name,
+            case.table
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! JSON-RPC API ([`rpc`]) and the AutoGPT routes ([`compat`]) on one port.
 
 pub mod app;
+pub mod apscheduler;
 pub mod compat;
 pub mod config;
 pub mod declared;

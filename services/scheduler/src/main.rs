@@ -1,14 +1,17 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use scheduler::apscheduler::ImportArgs;
 use scheduler::config::Config;
 use service_kit::cli::CommonArgs;
 
 /// Holds schedules (cron with time zones) and fires them. Speaks JSON-RPC 2.0 and AutoGPT's
 /// scheduler wire protocol on one port (default 8003).
 #[derive(Parser, Debug)]
-#[command(name = "scheduler", version)]
+#[command(name = "scheduler", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     common: CommonArgs,
     /// The execution service that receives add_graph_execution (executor.url).
@@ -16,8 +19,19 @@ struct Cli {
     executor_url: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Import AutoGPT's APScheduler jobs (its apscheduler_jobs table) as schedules, into the
+    /// store this scheduler is configured with. Run it with the old scheduler stopped; read the
+    /// report of a --dry-run first.
+    ImportApscheduler(ImportArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ImportApscheduler(args)) = &cli.command {
+        return scheduler::apscheduler::main(args);
+    }
     let keys = cli
         .executor_url
         .map(|url| ("executor.url", url))

@@ -2,6 +2,7 @@
 //! to it over its real protocols. The execution service is a stub HTTP server on loopback.
 
 mod api;
+mod apscheduler;
 mod auth;
 mod compat;
 mod declared;
