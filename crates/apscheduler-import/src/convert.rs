@@ -115,17 +115,20 @@ impl Mapper {
         if let Some(user) = job.kwargs.get("user_id").and_then(Value::as_str) {
             facts.user = Some(user.to_string());
         }
-        let (spec, zone, notes) = self.trigger(&job, facts)?;
         if job.func != EXECUTE_GRAPH {
             if job.func.split_once(':').map(|(module, _)| module) == Some(SYSTEM_MODULE) {
+                // Reported with its trigger when it can be read; skipped either way.
+                let _ = self.trigger(&job, facts);
                 return Ok(Mapped::System { func: job.func });
             }
+            let _ = self.trigger(&job, facts);
             return Err(format!(
                 "job function {} is neither AutoGPT's execute_graph nor one of its system jobs; \
                  nothing here knows what it calls",
                 job.func
             ));
         }
+        let (spec, zone, notes) = self.trigger(&job, facts)?;
         let schedule = self.schedule(row, &job, spec, &zone)?;
         let mut notes = notes;
         if let Some(next) = schedule.next_run_at

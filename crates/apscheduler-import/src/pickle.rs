@@ -724,8 +724,10 @@ impl<'a> Machine<'a> {
                     });
                 }
             }
-            if self.stack.len() > self.limits.max_nodes || self.marks.len() > self.limits.max_depth
-            {
+            if self.stack.len() > self.limits.max_nodes {
+                return Err(PickleError::TooMany(self.limits.max_nodes));
+            }
+            if self.marks.len() > self.limits.max_depth {
                 return Err(PickleError::TooDeep(self.limits.max_depth));
             }
         }

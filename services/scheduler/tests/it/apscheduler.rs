@@ -407,10 +407,51 @@ async fn bad_sources_are_refused_with_the_reason() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
-    let Some(source) = Source::new().await else {
+    let Some(mut source) = Source::new().await else {
         return;
     };
+    // Rows beyond the reader's limits are set aside, never read whole.
+    let mut deep = vec![0x80, 5];
+    deep.extend(std::iter::repeat_n(b']', 100));
+    deep.extend(std::iter::repeat_n(b'a', 99));
+    deep.push(b'.');
+    let huge = vec![b'N'; 3 << 19];
+    source
+        .insert(
+            "apscheduler_jobs",
+            &[
+                ("deep".into(), Some(1.9e9), deep),
+                ("huge".into(), None, huge),
+            ],
+        )
+        .await;
     let url = source.schema.url();
+    let output = import(
+        dir.path(),
+        &[
+            "--from",
+            &url,
+            "--database-url",
+            &target,
+            "--dry-run",
+            "--report",
+            "limits.json",
+        ],
+    );
+    succeeded(&output);
+    let report = read_report(&dir.path().join("limits.json"));
+    assert_eq!(report["counts"]["set_aside"], 2, "{report}");
+    let reasons: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("deeper than 64"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("1572864 bytes, over the limit"),
+        "{reasons:?}"
+    );
     let output = import(
         dir.path(),
         &[
