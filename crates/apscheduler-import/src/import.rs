@@ -248,12 +248,8 @@ async fn read(options: &Options) -> Result<(String, Vec<Row>), ImportError> {
         while let Some(row) = stream.try_next().await.map_err(read_error)? {
             let length: Option<i32> = row.try_get(2).map_err(read_error)?;
             let job_state: Option<Vec<u8>> = row.try_get(3).map_err(read_error)?;
-            let job_state = match (job_state, length) {
-                (Some(bytes), _) => bytes,
-                // Over the limit: an empty pickle states the size in its error.
-                (None, Some(_)) => Vec::new(),
-                (None, None) => Vec::new(),
-            };
+            // Over the limit the bytes are not fetched; `oversized` says why the row is empty.
+            let job_state = job_state.unwrap_or_default();
             rows.push(Row {
                 id: row.try_get(0).map_err(read_error)?,
                 next_run_time: row.try_get(1).map_err(read_error)?,
