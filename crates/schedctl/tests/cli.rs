@@ -1,0 +1,566 @@
+//! `schedctl` as an operator uses it: every subcommand once against the real scheduler and the
+//! real device runner (a configured phone, shell-script jobs), `-o json` parsed and checked,
+//! exit codes checked (0 done, 1 refused, 2 bad usage), `--help` with an example everywhere.
+//!
+//! The service binaries are the ones `cargo test --workspace` builds beside `schedctl`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Json;
+use axum::routing::post;
+use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
+use serde_json::{Value, json};
+use test_support::{Daemon, Launch, wait_until};
+
+const ADMIN: &str = "admin-secret";
+const USER: &str = "user-secret";
+
+const RUNNER_CONFIG: &str = r#"
+kill_grace = "1s"
+
+[[devices]]
+serial = "P1"
+label = "Pixel one"
+
+[job_types.tick]
+argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
+max_duration = "1m"
+
+[job_types.slow]
+argv = ["sh", "-c", "echo start; sleep 2; echo end"]
+max_duration = "1m"
+
+[job_types.long]
+argv = ["sh", "-c", "echo waiting; exec sleep 60"]
+max_duration = "2m"
+"#;
+
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_schedctl"))
+        .parent()
+        .expect("target/<profile>")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (`cargo test --workspace` does, or \
+         `cargo build -p scheduler -p device-runner`)",
+        path.display()
+    );
+    path
+}
+
+struct Services {
+    scheduler: Daemon,
+    runner: Daemon,
+    _dir: tempfile::TempDir,
+    _stub: tokio::task::JoinHandle<()>,
+}
+
+impl Services {
+    async fn start() -> Services {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("device-runner.toml"),
+            format!(
+                "log_dir = \"{}\"\n{RUNNER_CONFIG}",
+                dir.path().join("logs").display()
+            ),
+        )
+        .unwrap();
+        let runner = Launch::new(binary("device-runner"), dir.path().join("runner"))
+            .arg("--config")
+            .arg(dir.path().join("device-runner.toml"))
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/runner.db", dir.path().display()),
+            ])
+            .graceful_drop(true)
+            .start()
+            .await
+            .unwrap_or_else(|m| panic!("the device runner did not start: {m}"));
+        // AutoGPT's database manager, for the system task run below: no late executions.
+        let app = axum::Router::new().route(
+            "/",
+            post(|Json(request): Json<Value>| async move {
+                Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": []}))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stub_url = format!("http://{}/", listener.local_addr().unwrap());
+        let stub = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let scheduler = Launch::new(binary("scheduler"), dir.path().join("scheduler"))
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/scheduler.db", dir.path().display()),
+                "--executor-url",
+                "http://127.0.0.1:9/",
+            ])
+            .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
+            .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
+            .env("SCHEDULER__AUTH__TOKEN", USER)
+            .env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+            .env("SCHEDULER__SYSTEM_TASKS__DATABASE_MANAGER_URL", &stub_url)
+            .env("SCHEDULER__LOG__LEVEL", "info")
+            // Watches notify through Redis (the test only cancels them).
+            .env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
+            .start()
+            .await
+            .unwrap_or_else(|m| panic!("the scheduler did not start: {m}"));
+        Services {
+            scheduler,
+            runner,
+            _dir: dir,
+            _stub: stub,
+        }
+    }
+
+    /// Runs schedctl with the admin token; returns its exit code, stdout and stderr.
+    async fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        self.ctl_as(ADMIN, args).await
+    }
+
+    async fn ctl_as(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_schedctl"));
+        command
+            .args(args)
+            .env("SCHEDULER_URL", self.scheduler.url())
+            .env("SCHEDULER_TOKEN", token)
+            .env("DEVICE_RUNNER_URL", self.runner.url())
+            .env("TZ", "Europe/Paris");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Runs schedctl `-o json`, expecting success, and parses what it printed.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend(args);
+        let (code, stdout, stderr) = self.ctl(&all).await;
+        assert_eq!(code, 0, "schedctl {args:?} failed: {stderr}");
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("schedctl {args:?} printed no JSON ({e}): {stdout}"))
+    }
+
+    fn client(&self) -> SchedulerClient {
+        SchedulerClient::new(ClientConfig {
+            host: "127.0.0.1".into(),
+            port: self.scheduler.port,
+            timeout: Duration::from_secs(30),
+            retries: 1,
+            retry_delay: Duration::from_millis(50),
+            token: Some(ADMIN.into()),
+        })
+        .unwrap()
+    }
+}
+
+const TICK: &str =
+    r#"{"type": "device_job", "runner": "farm", "device": "P1", "job_type": "tick"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedules_runs_and_cron_through_schedctl() {
+    let services = Services::start().await;
+
+    let times = services
+        .json(&[
+            "cron",
+            "next",
+            "0 9 * * mon-fri",
+            "--tz",
+            "Asia/Makassar",
+            "--count",
+            "3",
+        ])
+        .await;
+    let times = times.as_array().unwrap();
+    assert_eq!(times.len(), 3);
+    // 09:00 in Makassar (UTC+8) is 01:00 UTC.
+    assert!(
+        times
+            .iter()
+            .all(|t| t.as_str().unwrap().ends_with("T01:00:00Z")),
+        "{times:?}"
+    );
+    let (code, table, _) = services
+        .ctl(&["cron", "next", "0 9 * * *", "--count", "2"])
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains("+01:00") || table.contains("+02:00"),
+        "local times: {table}"
+    );
+
+    // Bad usage is 2, a refusal 1, each with what is wrong.
+    let (code, _, stderr) = services
+        .ctl(&[
+            "schedule",
+            "create",
+            "--owner",
+            "alice",
+            "--cron",
+            "0 3 * * *",
+            "--target",
+            "{",
+        ])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--target is not JSON"), "{stderr}");
+    let (code, _, stderr) = services.ctl(&["schedule", "frobnicate"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = services
+        .ctl(&[
+            "schedule",
+            "create",
+            "--owner",
+            "alice",
+            "--cron",
+            "61 * * * *",
+            "--target",
+            TICK,
+        ])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("ValueError: "), "{stderr}");
+
+    let created = services
+        .json(&[
+            "schedule",
+            "create",
+            "--owner",
+            "alice",
+            "--id",
+            "nightly",
+            "--name",
+            "Nightly tick",
+            "--cron",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--target",
+            TICK,
+            "--tag",
+            "ops",
+        ])
+        .await;
+    assert_eq!(created["id"], "nightly");
+    assert_eq!(created["trigger"]["expression"], "0 3 * * *");
+    assert_eq!(created["tags"], json!(["ops"]));
+
+    let listed = services
+        .json(&["schedule", "list", "--owner", "alice", "--tag", "ops"])
+        .await;
+    let ids: Vec<&str> = listed["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["nightly"]);
+    let (code, table, _) = services
+        .ctl(&["schedule", "list", "--owner", "alice"])
+        .await;
+    assert_eq!(code, 0);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("cron 0 3 * * * Europe/Paris"), "{table}");
+    assert!(table.contains("device_job farm P1 tick"), "{table}");
+
+    let described = services
+        .json(&["schedule", "describe", "nightly", "--owner", "alice"])
+        .await;
+    assert_eq!(described["schedule"]["name"], "Nightly tick");
+    assert_eq!(
+        described["schedule"]["next_fire_times"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+
+    let updated = services
+        .json(&[
+            "schedule",
+            "update",
+            "nightly",
+            "--owner",
+            "alice",
+            "--cron",
+            "30 3 * * *",
+            "--tz",
+            "Europe/Paris",
+        ])
+        .await;
+    assert_eq!(updated["trigger"]["expression"], "30 3 * * *");
+
+    let run = services
+        .json(&["schedule", "trigger", "nightly", "--owner", "alice"])
+        .await;
+    assert!(
+        run["idempotency_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("nightly@"),
+        "{run}"
+    );
+    let key = run["idempotency_key"].clone();
+    wait_until(
+        "the triggered run dispatched",
+        Duration::from_secs(20),
+        || async {
+            let runs = services
+                .json(&["runs", "nightly", "--owner", "alice"])
+                .await;
+            let found = runs["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["idempotency_key"] == key && r["status"] == "dispatched");
+            if found { Ok(()) } else { Err(runs.to_string()) }
+        },
+    )
+    .await;
+    let (code, table, _) = services.ctl(&["runs", "nightly", "--owner", "alice"]).await;
+    assert_eq!(code, 0);
+    assert!(table.contains("dispatched"), "{table}");
+
+    // The 03:30 (Paris) of the day before yesterday, backfilled once, then again: nothing twice.
+    let start = (chrono::Utc::now() - chrono::TimeDelta::days(2))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    let end = (chrono::Utc::now() - chrono::TimeDelta::days(1))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    let first = services
+        .json(&[
+            "schedule", "backfill", "nightly", "--owner", "alice", "--start", &start, "--end", &end,
+        ])
+        .await;
+    assert_eq!(first["queued"], 1, "{first}");
+    let second = services
+        .json(&[
+            "schedule", "backfill", "nightly", "--owner", "alice", "--start", &start, "--end", &end,
+        ])
+        .await;
+    assert_eq!(second["queued"], 0, "{second}");
+    assert_eq!(second["already_in_ledger"], 1, "{second}");
+
+    let paused = services
+        .json(&[
+            "schedule",
+            "pause",
+            "nightly",
+            "--owner",
+            "alice",
+            "--reason",
+            "phone repair",
+        ])
+        .await;
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["paused_reason"], "phone repair");
+    let (_, table, _) = services
+        .ctl(&["schedule", "list", "--owner", "alice"])
+        .await;
+    assert!(table.contains("paused: phone repair"), "{table}");
+    let resumed = services
+        .json(&["schedule", "resume", "nightly", "--owner", "alice"])
+        .await;
+    assert_eq!(resumed["paused"], false);
+
+    // Another owner's token may not act on alice's schedule.
+    let (code, _, stderr) = services
+        .ctl_as(USER, &["schedule", "delete", "nightly", "--owner", "bob"])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("Error: "), "{stderr}");
+
+    let deleted = services
+        .json(&["schedule", "delete", "nightly", "--owner", "alice"])
+        .await;
+    assert_eq!(deleted["id"], "nightly");
+    let (code, _, stderr) = services
+        .ctl(&["schedule", "describe", "nightly", "--owner", "alice"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("NotFoundError: "), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_watches_and_the_system_through_schedctl() {
+    let services = Services::start().await;
+
+    let status = services.json(&["device", "status"]).await;
+    assert_eq!(status["devices"][0]["serial"], "P1");
+    let (code, table, _) = services.ctl(&["device", "status"]).await;
+    assert_eq!(code, 0);
+    assert!(table.contains("P1 (Pixel one)"), "{table}");
+
+    // A job followed live to its end.
+    let job = services
+        .json(&["device", "enqueue", "--type", "slow", "--device", "P1"])
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (code, log, stderr) = services.ctl(&["device", "logs", &id, "-f"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(log.contains("start") && log.contains("end"), "{log}");
+    let runs = services
+        .json(&["device", "runs", "--device", "P1", "--status", "completed"])
+        .await;
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{runs}"));
+    assert_eq!(run["exit_code"], 0);
+    let (code, log, _) = services.ctl(&["device", "logs", &id]).await;
+    assert_eq!(code, 0);
+    assert_eq!(log, "start\nend\n");
+
+    // A job killed while it runs.
+    let job = services
+        .json(&["device", "enqueue", "--type", "long", "--device", "P1"])
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    // Queued behind nothing, it starts: the status shows what runs, the queue what waits.
+    wait_until("the long job running", Duration::from_secs(20), || async {
+        let status = services.json(&["device", "status"]).await;
+        if status["devices"][0]["running"]["id"] == id.as_str() {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    let waiting = services
+        .json(&["device", "enqueue", "--type", "tick", "--device", "P1"])
+        .await;
+    let queue = services.json(&["device", "queue", "--device", "P1"]).await;
+    assert_eq!(queue[0]["id"], waiting["id"], "{queue}");
+    let (_, table, _) = services.ctl(&["device", "status"]).await;
+    assert!(table.contains(&format!("long {id}")), "{table}");
+    let killed = services.json(&["device", "kill", &id]).await;
+    assert_eq!(killed["id"], id.as_str());
+    wait_until("the long job killed", Duration::from_secs(20), || async {
+        let runs = services
+            .json(&["device", "runs", "--status", "killed"])
+            .await;
+        let found = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str());
+        if found { Ok(()) } else { Err(runs.to_string()) }
+    })
+    .await;
+    let (code, _, stderr) = services.ctl(&["device", "kill", "no-such-job"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("NotFoundError: "), "{stderr}");
+    let (code, _, stderr) = services
+        .ctl(&[
+            "device", "enqueue", "--type", "tick", "--device", "P1", "--params", "[1",
+        ])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+
+    // Watches: one cancelled by id, one with its workflow.
+    let client = services.client();
+    let delay = || Check::Delay {
+        delay_seconds: 3600,
+    };
+    let one = client
+        .add_watch(NewWatch::new("carol", delay(), "done"))
+        .await
+        .unwrap();
+    let mut two = NewWatch::new("carol", delay(), "done");
+    two.workflow_id = Some("deploy-42".into());
+    client.add_watch(two).await.unwrap();
+    let listed = services
+        .json(&["watch", "list", "--status", "active", "--user", "carol"])
+        .await;
+    assert_eq!(listed["watches"].as_array().unwrap().len(), 2);
+    let cancelled = services.json(&["watch", "cancel", &one.id]).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let by_workflow = services
+        .json(&["watch", "cancel-workflow", "deploy-42"])
+        .await;
+    assert_eq!(by_workflow["cancelled"], 1);
+    let (code, _, stderr) = services
+        .ctl(&["watch", "list", "--status", "sleeping"])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+
+    // The system: status for anyone, the registry and task runs for the admin.
+    let status = services.json(&["system", "status"]).await;
+    assert_eq!(status["database_ok"], true);
+    let registry = services.json(&["system", "registry"]).await;
+    assert!(
+        !registry["system_tasks"].as_array().unwrap().is_empty(),
+        "{registry}"
+    );
+    let result = services
+        .json(&["system", "run", "report_late_executions"])
+        .await;
+    assert_eq!(result, "No late executions detected.");
+    let (code, _, stderr) = services.ctl_as(USER, &["system", "registry"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("UnauthorizedError: "), "{stderr}");
+
+    // The migration is reachable here too.
+    let (code, help, _) = services.ctl(&["import-apscheduler", "--help"]).await;
+    assert_eq!(code, 0);
+    assert!(help.contains("--dry-run"), "{help}");
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["schedule", "create"],
+        &["schedule", "list"],
+        &["schedule", "describe"],
+        &["schedule", "update"],
+        &["schedule", "pause"],
+        &["schedule", "resume"],
+        &["schedule", "trigger"],
+        &["schedule", "backfill"],
+        &["schedule", "delete"],
+        &["runs"],
+        &["cron", "next"],
+        &["device", "status"],
+        &["device", "queue"],
+        &["device", "runs"],
+        &["device", "logs"],
+        &["device", "kill"],
+        &["device", "enqueue"],
+        &["watch", "list"],
+        &["watch", "cancel"],
+        &["watch", "cancel-workflow"],
+        &["system", "registry"],
+        &["system", "status"],
+        &["system", "run"],
+    ];
+    for command in commands {
+        let output = Command::new(env!("CARGO_BIN_EXE_schedctl"))
+            .args(*command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command:?} --help failed");
+        assert!(
+            text.contains("Example"),
+            "{command:?} --help has no example:\n{text}"
+        );
+    }
+}
