@@ -33,6 +33,8 @@ pub enum ImportError {
     Read { table: String, error: sqlx::Error },
     #[error("writing the schedules: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Target(String),
 }
 
 /// What became of one row.

@@ -8,6 +8,7 @@
 //! did, or sets it aside with the reason; [`import`] reads a table read-only, stores what is new
 //! and reports on every row ([`report`] writes it for people).
 
+pub mod cli;
 pub mod convert;
 pub mod import;
 pub mod pickle;

@@ -10,6 +10,7 @@ mod memory;
 mod model;
 pub mod plan;
 mod postgres;
+pub mod sole;
 mod sqlite;
 mod store;
 pub mod watches;
@@ -22,6 +23,7 @@ pub use model::{
 };
 pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
+pub use sole::{LockError, SoleProcess};
 pub use sqlite::SqliteStore;
 pub use store::{JobStore, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

@@ -88,16 +88,17 @@ enum Command {
     /// The registry of declared schedules and system tasks.
     #[command(subcommand)]
     System(system::SystemCommand),
-    /// Import AutoGPT's APScheduler jobs: runs `scheduler import-apscheduler` with these
-    /// arguments (see `scheduler import-apscheduler --help`).
-    #[command(
-        disable_help_flag = true,
-        after_help = "Example:\n  schedctl import-apscheduler --from \
-                      'postgres://autogpt@db/autogpt?schema=platform' --dry-run"
-    )]
+    /// Import AutoGPT's APScheduler jobs (its apscheduler_jobs table) as schedules into the
+    /// scheduler's store, with the scheduler stopped; read the report of a --dry-run first.
+    #[command(after_help = "Example:\n  schedctl import-apscheduler --from \
+                      'postgres://autogpt@db/autogpt?schema=platform' \\\n      --database-url \
+                      sqlite://data/scheduler.db --dry-run")]
     ImportApscheduler {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(flatten)]
+        import: apscheduler_import::cli::ImportArgs,
+        /// The scheduler's store: where the schedules go (SCHEDULER__DATABASE__URL).
+        #[arg(long, env = "SCHEDULER__DATABASE__URL", value_name = "URL")]
+        database_url: String,
     },
 }
 
@@ -204,9 +205,6 @@ fn main() -> ExitCode {
         runner_url: cli.runner_url,
         runner_token: cli.runner_token,
     };
-    if let Command::ImportApscheduler { args } = &cli.command {
-        return system::import_apscheduler(args);
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,7 +223,10 @@ fn main() -> ExitCode {
             Command::Device(command) => devices::run(&context, command).await,
             Command::Watch(command) => system::watch(&context, command).await,
             Command::System(command) => system::system(&context, command).await,
-            Command::ImportApscheduler { .. } => Ok(()),
+            Command::ImportApscheduler {
+                import,
+                database_url,
+            } => system::import_apscheduler(&import, &database_url).await,
         }
     });
     match result {
@@ -238,5 +239,13 @@ fn main() -> ExitCode {
             eprintln!("{kind}: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

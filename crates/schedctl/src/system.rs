@@ -1,7 +1,5 @@
 //! `schedctl watch …`, `schedctl system …` and `schedctl import-apscheduler`.
 
-use std::process::ExitCode;
-
 use clap::Subcommand;
 use scheduler_client::{WatchQuery, WatchStatus};
 use serde_json::json;
@@ -199,30 +197,19 @@ pub(crate) async fn system(context: &Context, command: SystemCommand) -> Result<
     Ok(())
 }
 
-/// Runs `scheduler import-apscheduler` with `args`: the `scheduler` beside this binary, or the
-/// one on the PATH. Its exit code is ours.
-pub(crate) fn import_apscheduler(args: &[String]) -> ExitCode {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("scheduler")))
-        .filter(|path| path.is_file());
-    let program = beside.unwrap_or_else(|| "scheduler".into());
-    match std::process::Command::new(&program)
-        .arg("import-apscheduler")
-        .args(args)
-        .status()
-    {
-        Ok(status) => match status.code() {
-            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            None => ExitCode::FAILURE,
-        },
-        Err(error) => {
-            eprintln!(
-                "schedctl import-apscheduler: cannot run {}: {error} (install the scheduler \
-                 binary beside schedctl or on the PATH)",
-                program.display()
-            );
-            ExitCode::FAILURE
-        }
-    }
+/// Imports into the store at `database_url` and prints the report.
+pub(crate) async fn import_apscheduler(
+    import: &apscheduler_import::cli::ImportArgs,
+    database_url: &str,
+) -> Result<(), Failure> {
+    let target = service_kit::DatabaseUrl::parse(database_url)
+        .map_err(|e| Failure::usage(format!("--database-url: {e}")))?;
+    let text = apscheduler_import::cli::import_into(import, &target)
+        .await
+        .map_err(|e| Failure::Refused {
+            kind: "ImportError".into(),
+            message: e.to_string(),
+        })?;
+    print!("{text}");
+    Ok(())
 }

@@ -520,6 +520,26 @@ async fn devices_watches_and_the_system_through_schedctl() {
     let (code, help, _) = services.ctl(&["import-apscheduler", "--help"]).await;
     assert_eq!(code, 0);
     assert!(help.contains("--dry-run"), "{help}");
+    // Without a source it says what is wrong and exits 1; without a store it is bad usage.
+    let (code, _, stderr) = services
+        .ctl(&[
+            "import-apscheduler",
+            "--from",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--database-url",
+            "sqlite:///nonexistent/dir/s.db",
+            "--dry-run",
+        ])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with("ImportError: --from: cannot connect"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = services
+        .ctl(&["import-apscheduler", "--from", "postgres://x@127.0.0.1/db"])
+        .await;
+    assert_eq!(code, 2, "{stderr}");
 }
 
 #[test]
@@ -549,6 +569,7 @@ fn every_subcommand_has_help_with_an_example() {
         &["system", "registry"],
         &["system", "status"],
         &["system", "run"],
+        &["import-apscheduler"],
     ];
     for command in commands {
         let output = Command::new(env!("CARGO_BIN_EXE_schedctl"))

@@ -9,14 +9,10 @@
 //! On SQLite there is one process: a lock file beside the database keeps a second one from
 //! starting, and that one process always leads.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::bail;
 use jobstore::DatabaseUrl;
-use nix::fcntl::{Flock, FlockArg};
+pub use jobstore::SoleProcess;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::watch;
@@ -24,58 +20,6 @@ use tokio::sync::watch;
 /// The advisory lock's key: one election per schema, so schedulers on different schemas of one
 /// database do not share a leader.
 const LOCK_KEY: &str = "hashtext('scheduler-leader:' || current_schema())";
-
-/// Held for the life of a process that uses a SQLite store.
-pub struct SoleProcess {
-    _lock: Flock<File>,
-    path: PathBuf,
-}
-
-impl SoleProcess {
-    /// Takes the lock file beside the SQLite database, or explains who holds it.
-    pub fn acquire(database: &Path) -> anyhow::Result<SoleProcess> {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot open lock file {}: {e}", path.display()))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                bail!(
-                    "another scheduler process{} is using the SQLite database {} (it holds {}). \
-                     A SQLite store serves one process: stop the other one, or use PostgreSQL \
-                     to run several replicas",
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {holder})")
-                    },
-                    database.display(),
-                    path.display()
-                );
-            }
-            Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
-        };
-        lock.set_len(0)?;
-        writeln!(&mut *lock, "{}", std::process::id())?;
-        Ok(SoleProcess { _lock: lock, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// Starts the election for `url`. The receiver says whether this process leads now; on SQLite it
 /// is always true.

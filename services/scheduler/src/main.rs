@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scheduler::apscheduler::ImportArgs;
+use scheduler::apscheduler::ImportCommand;
 use scheduler::config::Config;
 use service_kit::cli::CommonArgs;
 
@@ -24,7 +24,7 @@ enum Command {
     /// Import AutoGPT's APScheduler jobs (its apscheduler_jobs table) as schedules, into the
     /// store this scheduler is configured with. Run it with the old scheduler stopped; read the
     /// report of a --dry-run first.
-    ImportApscheduler(ImportArgs),
+    ImportApscheduler(ImportCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,4 +38,12 @@ fn main() -> ExitCode {
         .into_iter()
         .collect();
     service_kit::cli::main::<Config, _, _>(&cli.common, keys, scheduler::run)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
