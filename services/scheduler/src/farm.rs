@@ -63,6 +63,7 @@ pub fn routes(module: RpcModule<()>, config: &Config) -> anyhow::Result<Router> 
         .route("/api/scheduler/status", get(runner_status))
         .route("/api/scheduler/queue", get(queue))
         .route("/api/scheduler/queue/{id}/logs", get(logs))
+        .route("/api/scheduler/queue/{id}/logs/follow", get(follow_logs))
         .route("/api/scheduler/queue/{id}/kill", post(kill))
         .route("/api/scheduler/runs/{id}/restart", post(restart))
         .route("/api/scheduler/history", get(history))
@@ -426,6 +427,50 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> Answer {
     forwarded(farm.runner()?.1.rpc().get_logs(id, q.offset, q.limit).await)
+}
+
+/// A job's log from `offset`, followed while the job runs: the runner's subscription, as
+/// one JSON chunk per line (`{"offset", "next_offset", "data", "eof"}`), ending after the
+/// chunk that says `eof`. A failure after the first byte is a last line `{"error": …}`.
+async fn follow_logs(
+    State(farm): State<Farm>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, Refusal> {
+    let follower = farm
+        .runner()?
+        .1
+        .follow_logs(&id, q.offset.unwrap_or(0))
+        .await
+        .map_err(|e| match e {
+            device_runner_client::Error::Runner(RunnerError::NotFound(m)) => {
+                error(StatusCode::NOT_FOUND, m)
+            }
+            other => error(
+                StatusCode::BAD_GATEWAY,
+                format!("the device runner: {other}"),
+            ),
+        })?;
+    let lines = futures::stream::unfold(Some(follower), |follower| async move {
+        let mut follower = follower?;
+        let (line, more) = match follower.next().await {
+            Some(Ok(chunk)) => (json!(chunk), !chunk.eof),
+            Some(Err(e)) => (json!({"error": format!("the device runner: {e}")}), false),
+            None => return None,
+        };
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
+        let next = more.then_some(follower);
+        Some((Ok::<_, std::convert::Infallible>(bytes), next))
+    });
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-ndjson"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 async fn kill(State(farm): State<Farm>, Path(id): Path<String>) -> Answer {

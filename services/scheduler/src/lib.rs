@@ -8,6 +8,7 @@ pub mod app;
 pub mod apscheduler;
 pub mod compat;
 pub mod config;
+pub mod console;
 pub mod declared;
 pub mod device_jobs;
 pub mod dispatch;

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::app::App;
 use crate::config::Config;
 use crate::rpc::RpcHandler;
-use crate::{compat, farm, health, openrpc};
+use crate::{compat, console, farm, health, openrpc};
 
 /// The API as a jsonrpsee module: every method of the trait plus `rpc.discover`.
 pub fn rpc_module(app: Arc<App>) -> anyhow::Result<RpcModule<()>> {
@@ -38,7 +38,8 @@ pub async fn serve(
         .route("/health_check_async", get(alive).post(alive))
         .route("/{method}", post(compat::call))
         .with_state(module.clone())
-        .merge(farm::routes(module.clone(), &config)?);
+        .merge(farm::routes(module.clone(), &config)?)
+        .merge(console::routes());
     let service = Service {
         module,
         // Admin methods are checked by their handlers, so that AutoGPT's routes, which call the
@@ -57,7 +58,7 @@ pub async fn serve(
         },
         auth: app.auth.clone(),
         routes: compat_routes,
-        open_routes: vec!["/health_check_async"],
+        open_routes: [["/health_check_async"].as_slice(), &console::OPEN_ROUTES].concat(),
         health: Arc::new(Probes(app)),
         metrics,
     };

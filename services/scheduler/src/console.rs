@@ -1,0 +1,50 @@
+//! The operator's console: a page served at `/ui/` with its script and style embedded in the
+//! binary (no build step). It speaks to this scheduler's own API from the browser, so the
+//! assets are open to anyone and every call they make carries the operator's token.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+const INDEX: &str = include_str!("../console/index.html");
+const SCRIPT: &str = include_str!("../console/console.js");
+const STYLE: &str = include_str!("../console/console.css");
+
+/// The paths served without a token: the page and its assets, which hold no data.
+pub const OPEN_ROUTES: [&str; 4] = ["/ui", "/ui/", "/ui/console.js", "/ui/console.css"];
+
+/// The console's routes.
+pub fn routes() -> Router {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route(
+            "/ui/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/ui/console.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/console.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            // A new binary serves new assets: the browser asks again each time.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,591 @@
+//! The console in a real browser: Debian's Chromium driven through chromedriver (WebDriver),
+//! against the real scheduler and device runner with configured phones. The test goes through
+//! the console as an operator does: gives the token once, creates a schedule through the form
+//! (seeing the preview and a validation error first), finds it in the table, runs it now, sees
+//! the run in its history and the job on the timeline, follows a live log, pauses with a
+//! reason and cancels a watch. A screenshot of each page goes to
+//! `target/console-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
+use fantoccini::{Client, ClientBuilder, Locator};
+use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
+use serde_json::{Value, json};
+use test_support::{Daemon, Launch, free_port};
+
+const TOKEN: &str = "console-user-token";
+const ADMIN: &str = "console-admin-token";
+
+const RUNNER_CONFIG: &str = r#"
+kill_grace = "1s"
+
+[[devices]]
+serial = "P1"
+label = "Pixel one"
+
+[[devices]]
+serial = "P2"
+
+[job_types.tick]
+argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
+max_duration = "1m"
+
+[job_types.slow]
+argv = ["sh", "-c", "echo start; sleep 3; echo end"]
+max_duration = "1m"
+"#;
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (`cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+fn screenshots() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let target = exe.ancestors().nth(3).expect("target/").to_path_buf();
+    let dir = target.join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let path = Path::new("/usr/bin/chromedriver");
+        assert!(
+            path.exists(),
+            "/usr/bin/chromedriver is missing: apt-get install -y chromium chromium-driver \
+             (.ci/run does)"
+        );
+        let port = free_port();
+        let child = Command::new(path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver { child, port };
+        let status = format!("http://127.0.0.1:{port}/status");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(&status).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        driver
+    }
+
+    async fn browser(&self, width: u32, height: u32) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Services {
+    scheduler: Daemon,
+    runner: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+async fn services() -> Services {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("device-runner.toml"),
+        format!(
+            "log_dir = \"{}\"\n{RUNNER_CONFIG}",
+            dir.path().join("logs").display()
+        ),
+    )
+    .unwrap();
+    let runner = Launch::new(binary("device-runner"), dir.path().join("runner"))
+        .arg("--config")
+        .arg(dir.path().join("device-runner.toml"))
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/runner.db", dir.path().display()),
+        ])
+        .graceful_drop(true)
+        .start()
+        .await
+        .unwrap_or_else(|m| panic!("the device runner did not start: {m}"));
+    let scheduler = Launch::new(binary("scheduler"), dir.path().join("scheduler"))
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/scheduler.db", dir.path().display()),
+            "--executor-url",
+            "http://127.0.0.1:9/",
+        ])
+        .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
+        .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
+        .env("SCHEDULER__AUTH__TOKEN", TOKEN)
+        .env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+        .env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
+        .env("SCHEDULER__LOG__LEVEL", "info")
+        .start()
+        .await
+        .unwrap_or_else(|m| panic!("the scheduler did not start: {m}"));
+    Services {
+        scheduler,
+        runner,
+        _dir: dir,
+    }
+}
+
+/// Waits until the JavaScript expression is truthy in the page; returns its value.
+async fn until(browser: &Client, what: &str, expression: &str) -> Value {
+    let script = format!("return ({expression}) || null;");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = browser
+            .execute(&script, vec![])
+            .await
+            .unwrap_or(Value::Null);
+        if !value.is_null() && value != json!(false) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            let text = browser
+                .execute("return document.body.innerText", vec![])
+                .await
+                .unwrap_or_default();
+            panic!("{what}: not so after 20s; the page says:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn shot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn fill(browser: &Client, css: &str, text: &str) {
+    let field = browser.find(Locator::Css(css)).await.expect(css);
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_goes_through_the_console() {
+    let services = services().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(1280, 900).await;
+    let base = services.scheduler.url();
+
+    // The token, asked once and kept for the tab.
+    browser
+        .goto(&format!("{base}/ui/#/schedules/new"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    fill(&browser, "#token-input", TOKEN).await;
+    browser
+        .find(Locator::Css("#token-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The form: a validation error from the API at its field, then the preview.
+    until(
+        &browser,
+        "the form",
+        "document.getElementById('schedule-form')",
+    )
+    .await;
+    fill(&browser, "input[name=owner]", "ops").await;
+    fill(&browser, "input[name=id]", "console-tick").await;
+    fill(&browser, "input[name=name]", "Console tick").await;
+    fill(&browser, "input[name=expression]", "61 * * * *").await;
+    let error = until(
+        &browser,
+        "the expression's error",
+        "document.getElementById('error-expression').textContent",
+    )
+    .await;
+    assert!(error.as_str().unwrap().contains("61"), "{error}");
+    fill(&browser, "input[name=expression]", "0 9 * * 1-5").await;
+    fill(&browser, "input[name=timezone]", "Europe/Paris").await;
+    until(
+        &browser,
+        "five previewed fire times",
+        "document.querySelectorAll('#preview li').length === 5",
+    )
+    .await;
+    let words = until(
+        &browser,
+        "the plain words",
+        "document.getElementById('preview-words').textContent",
+    )
+    .await;
+    assert_eq!(words, "at 09:00 on Monday to Friday, Europe/Paris");
+    let target = r#"{"type": "device_job", "runner": "farm", "device": "P1", "job_type": "tick"}"#;
+    fill(&browser, "textarea[name=target]", target).await;
+    shot(&browser, "schedule-form").await;
+    browser
+        .find(Locator::Css("#schedule-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the schedule's page",
+        "location.hash.startsWith('#/schedule/console-tick')",
+    )
+    .await;
+
+    // In the table, with its trigger in words.
+    browser
+        .goto(&format!("{base}/ui/#/schedules"))
+        .await
+        .unwrap();
+    let row = until(
+        &browser,
+        "the schedule in the table",
+        "document.querySelector('tr[data-id=\"console-tick\"]')?.innerText",
+    )
+    .await;
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("Console tick") && row.contains("at 09:00 on Monday to Friday"),
+        "{row}"
+    );
+    shot(&browser, "schedules").await;
+
+    // Run now: the run in its history.
+    browser
+        .goto(&format!("{base}/ui/#/schedule/console-tick?owner=ops"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the run-now button",
+        "document.getElementById('run-now')",
+    )
+    .await;
+    browser
+        .find(Locator::Id("run-now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the run dispatched in the history",
+        "document.querySelector('main table')?.innerText.includes('dispatched')",
+    )
+    .await;
+    shot(&browser, "schedule").await;
+
+    // The job on the timeline, once the runner has run it.
+    let runner = DeviceRunnerClient::new(&services.runner.url()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tick = loop {
+        let runs = runner
+            .rpc()
+            .list_runs(Some("P1".into()), None, Some("tick".into()), None, None)
+            .await
+            .unwrap();
+        if let Some(run) = runs.into_iter().find(|r| r.ended_at.is_some()) {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the tick job never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    browser
+        .goto(&format!("{base}/ui/#/timeline"))
+        .await
+        .unwrap();
+    let bar = until(
+        &browser,
+        "the tick job on the timeline",
+        &format!(
+            "document.querySelector('.tl-bar[data-job=\"{}\"]')?.getAttribute('aria-label')",
+            tick.id
+        ),
+    )
+    .await;
+    assert!(
+        bar.as_str().unwrap().starts_with("tick · completed"),
+        "{bar}"
+    );
+    let legend = until(
+        &browser,
+        "the legend",
+        "document.getElementById('legend').innerText",
+    )
+    .await;
+    assert!(legend.as_str().unwrap().contains("tick"), "{legend}");
+    shot(&browser, "timeline").await;
+
+    // A log followed live while its job runs.
+    let slow = runner
+        .rpc()
+        .enqueue_job(
+            Some("P2".into()),
+            "slow".into(),
+            None,
+            None,
+            None,
+            Some("console test".into()),
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{base}/ui/#/logs/{}", slow.id))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the first line, live",
+        "document.getElementById('log')?.textContent.includes('start')",
+    )
+    .await;
+    let status = until(
+        &browser,
+        "the follow status",
+        "document.getElementById('log-status').textContent",
+    )
+    .await;
+    let ended_early = status.as_str().unwrap().starts_with("The job has ended");
+    until(
+        &browser,
+        "the last line",
+        "document.getElementById('log').textContent.includes('end')",
+    )
+    .await;
+    until(
+        &browser,
+        "the end of the log",
+        "document.getElementById('log-status').textContent.startsWith('The job has ended')",
+    )
+    .await;
+    assert!(
+        !ended_early,
+        "the log was read after the job, not followed: {status}"
+    );
+    let log = until(
+        &browser,
+        "the log",
+        "document.getElementById('log').textContent",
+    )
+    .await;
+    assert_eq!(log, "start\nend\n");
+    shot(&browser, "log").await;
+
+    // Pause with a reason.
+    browser
+        .goto(&format!("{base}/ui/#/schedule/console-tick?owner=ops"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the pause field",
+        "document.getElementById('pause-reason')",
+    )
+    .await;
+    fill(&browser, "#pause-reason", "phone repair").await;
+    browser
+        .find(Locator::Id("pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the resume button",
+        "document.getElementById('resume')",
+    )
+    .await;
+    until(
+        &browser,
+        "the reason shown",
+        "document.querySelector('main').innerText.includes('phone repair')",
+    )
+    .await;
+    let client = SchedulerClient::new(ClientConfig {
+        host: "127.0.0.1".into(),
+        port: services.scheduler.port,
+        timeout: Duration::from_secs(30),
+        retries: 1,
+        retry_delay: Duration::from_millis(50),
+        token: Some(ADMIN.into()),
+    })
+    .unwrap();
+    let paused = client.get_schedule("console-tick", "ops").await.unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.paused_reason.as_deref(), Some("phone repair"));
+
+    // Cancel a watch.
+    let watch = client
+        .add_watch(NewWatch::new(
+            "carol",
+            Check::Delay {
+                delay_seconds: 3600,
+            },
+            "done",
+        ))
+        .await
+        .unwrap();
+    browser.goto(&format!("{base}/ui/#/watches")).await.unwrap();
+    let cancel = format!(
+        "document.querySelector('tr[data-watch=\"{}\"] button')",
+        watch.id
+    );
+    until(&browser, "the watch's cancel button", &cancel).await;
+    browser
+        .find(Locator::Css(&format!(
+            "tr[data-watch=\"{}\"] button",
+            watch.id
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the watch cancelled",
+        &format!(
+            "document.querySelector('tr[data-watch=\"{}\"]')?.innerText.includes('cancelled')",
+            watch.id
+        ),
+    )
+    .await;
+    shot(&browser, "watches").await;
+
+    // The other pages render their data.
+    browser.goto(&format!("{base}/ui/#/devices")).await.unwrap();
+    until(
+        &browser,
+        "the phones",
+        "document.querySelector('[data-device=\"P1 (Pixel one)\"]')",
+    )
+    .await;
+    shot(&browser, "devices").await;
+    browser.goto(&format!("{base}/ui/#/runs")).await.unwrap();
+    until(
+        &browser,
+        "the runs",
+        "document.querySelector('main table')?.innerText.includes('slow')",
+    )
+    .await;
+    shot(&browser, "runs").await;
+    browser.goto(&format!("{base}/ui/#/system")).await.unwrap();
+    until(
+        &browser,
+        "the status",
+        "document.getElementById('status').innerText.includes('Database')",
+    )
+    .await;
+    // The registry asks for the admin token, once.
+    until(
+        &browser,
+        "the admin button",
+        "document.getElementById('admin-registry')",
+    )
+    .await;
+    browser
+        .find(Locator::Id("admin-registry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the admin token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    fill(&browser, "#token-input", ADMIN).await;
+    browser
+        .find(Locator::Css("#token-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the system tasks",
+        "document.getElementById('registry').innerText.includes('report_late_executions')",
+    )
+    .await;
+    shot(&browser, "system").await;
+
+    // At a phone's width the schedules page still holds its table.
+    browser.set_window_size(390, 844).await.unwrap();
+    browser
+        .goto(&format!("{base}/ui/#/schedules"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the narrow table",
+        "document.querySelector('tr[data-id=\"console-tick\"]')",
+    )
+    .await;
+    let dialog = browser
+        .execute(
+            "return document.getElementById('token-dialog').open",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dialog, json!(false), "no token asked for again");
+    shot(&browser, "schedules-phone").await;
+    browser.close().await.unwrap();
+}
