@@ -586,6 +586,17 @@ async fn an_operator_goes_through_the_console() {
         .await
         .unwrap();
     assert_eq!(dialog, json!(false), "no token asked for again");
+    let row = browser
+        .execute(
+            "return document.querySelector('tr[data-id=\"console-tick\"]').innerText",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.as_str().unwrap().contains("dispatched"),
+        "the last run in the table: {row}"
+    );
     shot(&browser, "schedules-phone").await;
     browser.close().await.unwrap();
 }

@@ -144,7 +144,7 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
     /// Declared in the configuration: read-only through the API.
     pub declared: bool,
-    /// Its latest occurrence in the ledger (`get_schedule` only).
+    /// Its latest occurrence in the ledger (`get_schedule` and `list_schedules`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<ScheduleRun>,
 }

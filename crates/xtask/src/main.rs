@@ -11,9 +11,12 @@
 //!   `runner_bench.rs`); it runs `xtask bench-job` as every job.
 //! - `cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S]
 //!   [--window S]`: active watches checking a stub module every second (see `watches_bench.rs`).
+//! - `cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]`: the
+//!   console's schedules page and timeline in Chromium (see `console_bench.rs`).
 
 mod bench;
 mod bench_job;
+mod console_bench;
 mod daemon;
 mod runner_bench;
 mod targets_bench;
@@ -24,7 +27,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3]
        cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]
-       cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]";
+       cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]
+       cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,9 @@ fn main() -> ExitCode {
         }
         Some("bench-watches") => {
             watches_bench::Options::parse(&args[1..]).and_then(watches_bench::run)
+        }
+        Some("bench-console") => {
+            console_bench::Options::parse(&args[1..]).and_then(console_bench::run)
         }
         Some("bench-job") => return bench_job::run(),
         _ => {

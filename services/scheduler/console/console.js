@@ -44,12 +44,18 @@ function toast(message, error) {
 
 const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
+// Building a formatter costs far more than using one: one per zone, kept.
+const formatters = new Map();
 function absolute(at, zone) {
   if (!at) return "–";
-  const date = new Date(at);
-  return new Intl.DateTimeFormat("en-GB", {timeZone: zone || browserZone, year: "numeric",
-    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    timeZoneName: "short"}).format(date);
+  const key = zone || browserZone;
+  let format = formatters.get(key);
+  if (!format) {
+    format = new Intl.DateTimeFormat("en-GB", {timeZone: key, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"});
+    formatters.set(key, format);
+  }
+  return format.format(new Date(at));
 }
 
 function relative(at) {
@@ -575,11 +581,22 @@ async function timelinePage() {
         const width = Math.max(((to - from) / (end - start)) * 100, 0.15);
         const text = `${run.job_type} · ${run.status} · ${absolute(run.started_at)} · ${duration((to - new Date(run.started_at)) / 1000)}`;
         return h("button", {class: "tl-bar", style: `left:${left}%;width:${width}%;background:${colour(run.job_type, types)}`,
-          "aria-label": text, "data-job": run.job_id,
-          onmouseenter: (event) => { tooltip.textContent = text; tooltip.hidden = false; tooltip.style.left = `${event.clientX + 12}px`; tooltip.style.top = `${event.clientY + 12}px`; },
-          onmouseleave: () => { tooltip.hidden = true; },
-          onclick: () => { tooltip.hidden = true; location.hash = `#/logs/${encodeURIComponent(run.job_id)}`; }});
+          "aria-label": text, "data-job": run.job_id});
       }))));
+    // One set of listeners for every bar: hover shows the run, a click opens its log.
+    body.onmouseover = (event) => {
+      const bar = event.target.closest(".tl-bar");
+      if (!bar) { tooltip.hidden = true; return; }
+      tooltip.textContent = bar.getAttribute("aria-label");
+      tooltip.hidden = false;
+      tooltip.style.left = `${event.clientX + 12}px`;
+      tooltip.style.top = `${event.clientY + 12}px`;
+    };
+    body.onmouseleave = () => { tooltip.hidden = true; };
+    body.onclick = (event) => {
+      const bar = event.target.closest(".tl-bar");
+      if (bar) { tooltip.hidden = true; location.hash = `#/logs/${encodeURIComponent(bar.dataset.job)}`; }
+    };
     const hours = [0, 6, 12, 18, 24].map((n) => absolute(new Date(start + n * 3600 * 1000)).slice(12, 17));
     body.replaceChildren(...rows, h("div", {class: "tl-axis"}, h("div", {}), h("div", {}, hours.map((x) => h("span", {}, x)))));
     if (!phones.length) body.replaceChildren(h("p", {class: "muted"}, "No phones."));

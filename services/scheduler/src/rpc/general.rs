@@ -256,10 +256,23 @@ pub(super) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, Sc
     let next_cursor = more
         .then(|| found.last().map(|(s, _)| s.id.clone()))
         .flatten();
+    // Each listed schedule with its last run, as get_schedule shows it: one indexed read per
+    // schedule of the page, at most `limit`, run together.
+    let last_runs = futures::future::try_join_all(found.iter().map(|(schedule, jobstore)| async {
+        match app.stores.get(*jobstore) {
+            Some(store) => store.runs(&schedule.id, &RunFilter::latest(1)).await,
+            None => Ok(Vec::new()),
+        }
+    }))
+    .await
+    .map_err(storage_error)?;
     Ok(SchedulePage {
         schedules: found
             .iter()
-            .map(|(schedule, jobstore)| view(schedule, *jobstore, None))
+            .zip(last_runs)
+            .map(|((schedule, jobstore), last)| {
+                view(schedule, *jobstore, last.first().map(run_to_api))
+            })
             .collect(),
         next_cursor,
     })
