@@ -198,6 +198,11 @@ async fn shot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+async fn click(browser: &Client, css: &str) {
+    let button = browser.find(Locator::Css(css)).await.expect(css);
+    button.click().await.unwrap();
+}
+
 async fn fill(browser: &Client, css: &str, text: &str) {
     let field = browser.find(Locator::Css(css)).await.expect(css);
     field.clear().await.unwrap();
@@ -223,13 +228,7 @@ async fn an_operator_goes_through_the_console() {
     )
     .await;
     fill(&browser, "#token-input", TOKEN).await;
-    browser
-        .find(Locator::Css("#token-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#token-form button[type=submit]").await;
 
     // The form: a validation error from the API at its field, then the preview.
     until(
@@ -267,13 +266,7 @@ async fn an_operator_goes_through_the_console() {
     let target = r#"{"type": "device_job", "runner": "farm", "device": "P1", "job_type": "tick"}"#;
     fill(&browser, "textarea[name=target]", target).await;
     shot(&browser, "schedule-form").await;
-    browser
-        .find(Locator::Css("#schedule-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#schedule-form button[type=submit]").await;
     until(
         &browser,
         "the schedule's page",
@@ -310,13 +303,7 @@ async fn an_operator_goes_through_the_console() {
         "document.getElementById('run-now')",
     )
     .await;
-    browser
-        .find(Locator::Id("run-now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#run-now").await;
     until(
         &browser,
         "the run dispatched in the history",
@@ -436,13 +423,7 @@ async fn an_operator_goes_through_the_console() {
     )
     .await;
     fill(&browser, "#pause-reason", "phone repair").await;
-    browser
-        .find(Locator::Id("pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#pause").await;
     until(
         &browser,
         "the resume button",
@@ -485,16 +466,7 @@ async fn an_operator_goes_through_the_console() {
         watch.id
     );
     until(&browser, "the watch's cancel button", &cancel).await;
-    browser
-        .find(Locator::Css(&format!(
-            "tr[data-watch=\"{}\"] button",
-            watch.id
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &format!("tr[data-watch=\"{}\"] button", watch.id)).await;
     until(
         &browser,
         "the watch cancelled",
@@ -537,13 +509,7 @@ async fn an_operator_goes_through_the_console() {
         "document.getElementById('admin-registry')",
     )
     .await;
-    browser
-        .find(Locator::Id("admin-registry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#admin-registry").await;
     until(
         &browser,
         "the admin token dialog",
@@ -551,13 +517,7 @@ async fn an_operator_goes_through_the_console() {
     )
     .await;
     fill(&browser, "#token-input", ADMIN).await;
-    browser
-        .find(Locator::Css("#token-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#token-form button[type=submit]").await;
     until(
         &browser,
         "the system tasks",

@@ -213,6 +213,25 @@ async fn fill(url: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scheduler on a fresh SQLite file, its farm runner a stub with `phones` phones.
+async fn start(
+    binary: &std::path::Path,
+    phones: usize,
+) -> anyhow::Result<(Daemon, tokio::task::JoinHandle<()>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let (runner, stub) = stub_runner(phones).await?;
+    let db = format!("sqlite://{}", dir.path().join("scheduler.db").display());
+    let daemon = Daemon::start_with(
+        binary,
+        dir.path(),
+        &db,
+        "http://127.0.0.1:9/",
+        &[("SCHEDULER__DEVICE_RUNNERS__FARM__URL", runner.as_str())],
+    )
+    .await?;
+    Ok((daemon, stub, dir))
+}
+
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("scheduler")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -222,17 +241,7 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         let (_driver, browser) = browser().await?;
         let mut rows = Vec::new();
         for &schedules in &options.schedules {
-            let dir = tempfile::tempdir()?;
-            let (runner, stub) = stub_runner(1).await?;
-            let db = format!("sqlite://{}", dir.path().join("scheduler.db").display());
-            let daemon = Daemon::start_with(
-                &binary,
-                dir.path(),
-                &db,
-                "http://127.0.0.1:9/",
-                &[("SCHEDULER__DEVICE_RUNNERS__FARM__URL", runner.as_str())],
-            )
-            .await?;
+            let (daemon, stub, _dir) = start(&binary, 1).await?;
             fill(&daemon.url(), schedules).await?;
             let shown = schedules.min(100);
             let times = page_loads(
@@ -251,17 +260,7 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             stub.abort();
         }
         for &phones in &options.phones {
-            let dir = tempfile::tempdir()?;
-            let (runner, stub) = stub_runner(phones).await?;
-            let db = format!("sqlite://{}", dir.path().join("scheduler.db").display());
-            let daemon = Daemon::start_with(
-                &binary,
-                dir.path(),
-                &db,
-                "http://127.0.0.1:9/",
-                &[("SCHEDULER__DEVICE_RUNNERS__FARM__URL", runner.as_str())],
-            )
-            .await?;
+            let (daemon, stub, _dir) = start(&binary, phones).await?;
             let bars = phones * 144;
             let times = page_loads(
                 &browser,
