@@ -14,7 +14,7 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
 use fantoccini::{Client, ClientBuilder, Locator};
 use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
 use serde_json::{Value, json};
-use test_support::{Daemon, Launch, free_port};
+use test_support::{Daemon, Launch, built_binary, free_port};
 
 const TOKEN: &str = "console-user-token";
 const ADMIN: &str = "console-admin-token";
@@ -37,21 +37,6 @@ max_duration = "1m"
 argv = ["sh", "-c", "echo start; sleep 3; echo end"]
 max_duration = "1m"
 "#;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the services first (`cargo test --workspace` does)",
-        path.display()
-    );
-    path
-}
 
 fn screenshots() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
@@ -136,7 +121,7 @@ async fn services() -> Services {
         ),
     )
     .unwrap();
-    let runner = Launch::new(binary("device-runner"), dir.path().join("runner"))
+    let runner = Launch::new(built_binary("device-runner"), dir.path().join("runner"))
         .arg("--config")
         .arg(dir.path().join("device-runner.toml"))
         .args([
@@ -147,7 +132,7 @@ async fn services() -> Services {
         .start()
         .await
         .unwrap_or_else(|m| panic!("the device runner did not start: {m}"));
-    let scheduler = Launch::new(binary("scheduler"), dir.path().join("scheduler"))
+    let scheduler = Launch::new(built_binary("scheduler"), dir.path().join("scheduler"))
         .args([
             "--database-url",
             &format!("sqlite://{}/scheduler.db", dir.path().display()),

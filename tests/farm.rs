@@ -15,7 +15,7 @@ use scheduler_client::{
     TriggerKind,
 };
 use serde_json::{Map, Value, json};
-use test_support::{Daemon, Launch, wait_until};
+use test_support::{Daemon, Launch, built_binary, wait_until};
 
 const RUNNER_CONFIG: &str = r#"
 kill_grace = "1s"
@@ -56,23 +56,6 @@ argv = ["sh", "-c", "echo working; sleep 3; echo done"]
 max_duration = "1m"
 "#;
 
-/// A binary `cargo test --workspace` built beside this test.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: these tests run the real binaries; build them first \
-         (`cargo test --workspace` does, or `cargo build -p scheduler -p device-runner`)",
-        path.display()
-    );
-    path
-}
-
 struct Farm {
     dir: PathBuf,
     runner: Daemon,
@@ -110,7 +93,7 @@ impl Farm {
     /// The device runner on its file in `dir`; on `port` when given (a restart).
     async fn runner_process(dir: &Path, port: Option<u16>) -> Daemon {
         let db = format!("sqlite://{}/runner.db", dir.display());
-        let mut launch = Launch::new(binary("device-runner"), dir.join("runner"))
+        let mut launch = Launch::new(built_binary("device-runner"), dir.join("runner"))
             .arg("--config")
             .arg(dir.join("device-runner.toml"))
             .args(["--database-url", &db])
@@ -126,7 +109,7 @@ impl Farm {
 
     async fn scheduler(dir: &Path, runner: &Daemon) -> Daemon {
         let db = format!("sqlite://{}/scheduler.db", dir.display());
-        Launch::new(binary("scheduler"), dir.join("scheduler"))
+        Launch::new(built_binary("scheduler"), dir.join("scheduler"))
             .args([
                 "--database-url",
                 &db,

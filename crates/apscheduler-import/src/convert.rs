@@ -128,8 +128,8 @@ impl Mapper {
                 job.func
             ));
         }
-        let (spec, zone, notes) = self.trigger(&job, facts)?;
-        let schedule = self.schedule(row, &job, spec, &zone)?;
+        let (spec, notes) = self.trigger(&job, facts)?;
+        let schedule = self.schedule(row, &job, spec)?;
         let mut notes = notes;
         if let Some(next) = schedule.next_run_at
             && next < self.now
@@ -153,7 +153,7 @@ impl Mapper {
         &mut self,
         job: &JobState,
         facts: &mut Facts,
-    ) -> Result<(TriggerSpec, String, Vec<String>), String> {
+    ) -> Result<(TriggerSpec, Vec<String>), String> {
         let mut notes = Vec::new();
         let (spec, zone) = match &job.trigger {
             TriggerState::Cron {
@@ -234,7 +234,7 @@ impl Mapper {
         {
             notes.push(note);
         }
-        Ok((spec, zone, notes))
+        Ok((spec, notes))
     }
 
     /// Compares the `cron` argument AutoGPT kept beside the trigger with what the trigger does.
@@ -310,7 +310,6 @@ impl Mapper {
         row: &Row,
         job: &JobState,
         trigger: TriggerSpec,
-        zone: &str,
     ) -> Result<Schedule, String> {
         if !job.args.is_empty() {
             return Err(format!(
@@ -380,7 +379,6 @@ impl Mapper {
             .next_run_time
             .and_then(from_unix)
             .map(|at| at.trunc_subsecs(3));
-        let _ = zone;
         Ok(Schedule {
             id: row.id.clone(),
             name: job

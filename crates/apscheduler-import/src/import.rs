@@ -192,12 +192,7 @@ fn count(rows: &[RowReport]) -> Counts {
 /// limit is not fetched: the row comes back empty and is set aside as unreadable.
 async fn read(options: &Options) -> Result<(String, Vec<Row>), ImportError> {
     let table = &options.table;
-    if table.is_empty()
-        || table.len() > 63
-        || !table
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if !service_kit::database::is_plain_identifier(table) {
         return Err(ImportError::Source(format!(
             "--table '{table}' must be 1-63 letters, digits or underscores"
         )));

@@ -4,7 +4,6 @@
 //!
 //! The service binaries are the ones `cargo test --workspace` builds beside `schedctl`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use axum::Json;
 use axum::routing::post;
 use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
 use serde_json::{Value, json};
-use test_support::{Daemon, Launch, wait_until};
+use test_support::{Daemon, Launch, built_binary, wait_until};
 
 const ADMIN: &str = "admin-secret";
 const USER: &str = "user-secret";
@@ -37,20 +36,6 @@ argv = ["sh", "-c", "echo waiting; exec sleep 60"]
 max_duration = "2m"
 "#;
 
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_schedctl"))
-        .parent()
-        .expect("target/<profile>")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the services first (`cargo test --workspace` does, or \
-         `cargo build -p scheduler -p device-runner`)",
-        path.display()
-    );
-    path
-}
-
 struct Services {
     scheduler: Daemon,
     runner: Daemon,
@@ -69,7 +54,7 @@ impl Services {
             ),
         )
         .unwrap();
-        let runner = Launch::new(binary("device-runner"), dir.path().join("runner"))
+        let runner = Launch::new(built_binary("device-runner"), dir.path().join("runner"))
             .arg("--config")
             .arg(dir.path().join("device-runner.toml"))
             .args([
@@ -92,7 +77,7 @@ impl Services {
         let stub = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let scheduler = Launch::new(binary("scheduler"), dir.path().join("scheduler"))
+        let scheduler = Launch::new(built_binary("scheduler"), dir.path().join("scheduler"))
             .args([
                 "--database-url",
                 &format!("sqlite://{}/scheduler.db", dir.path().display()),

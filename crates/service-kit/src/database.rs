@@ -45,9 +45,7 @@ impl DatabaseUrl {
                 }
             }
             if let Some(name) = &schema
-                && (name.is_empty()
-                    || name.len() > 63
-                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                && !is_plain_identifier(name)
             {
                 return Err(invalid(
                     "schema must be 1-63 letters, digits or underscores",
@@ -104,6 +102,14 @@ impl DatabaseUrl {
         }
         Ok(Some(options))
     }
+}
+
+/// Whether `name` is a PostgreSQL identifier that needs no quoting care: 1 to 63 letters,
+/// digits or underscores (a schema or table name put into SQL between double quotes).
+pub fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn redact(url: &str) -> String {

@@ -271,3 +271,21 @@ where
         }
     }
 }
+
+/// A workspace binary built beside the running test: `target/<profile>/<name>`, as `cargo test
+/// --workspace` leaves the services' binaries. Panics, saying how to build it, when missing.
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: these tests run the real binaries; build them first \
+         (`cargo test --workspace` does, or `cargo build -p scheduler -p device-runner`)",
+        path.display()
+    );
+    path
+}

@@ -10,7 +10,7 @@ pub mod daemon;
 pub mod db_proxy;
 pub mod hostile;
 
-pub use daemon::{Daemon, Launch, free_port, wait_until};
+pub use daemon::{Daemon, Launch, built_binary, free_port, wait_until};
 pub use db_proxy::DbProxy;
 
 use std::str::FromStr;
