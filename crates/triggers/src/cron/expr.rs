@@ -130,16 +130,14 @@ impl CronExpr {
         }
     }
 
+    /// Refuses an expression that matches no day: the search covers a whole 400-year cycle
+    /// of the calendar, skipping the months it excludes.
     fn ensure_some_day_matches(&self) -> Result<(), CronError> {
         let start = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
-        let mut date = start;
-        for _ in 0..SEARCH_DAYS {
-            if self.matches_day(date) {
-                return Ok(());
-            }
-            date = date + Days::new(1);
+        match self.next_local_from(start.and_time(NaiveTime::MIN)) {
+            Some(_) => Ok(()),
+            None => Err(CronError::NeverFires(self.source.clone())),
         }
-        Err(CronError::NeverFires(self.source.clone()))
     }
 }
 
