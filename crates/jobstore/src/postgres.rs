@@ -91,11 +91,16 @@ impl PostgresStore {
     }
 }
 
-/// A JSON column as `T`; SQL NULL reads as JSON `null` (so `T = Option<_>` reads a nullable
-/// column).
+/// A JSON column as `T`, decoded straight from the column's bytes; SQL NULL reads as JSON
+/// `null` (so `T = Option<_>` reads a nullable column). A value that is not a `T` is
+/// [`StoreError::Corrupt`], naming the column.
 fn json<T: serde::de::DeserializeOwned>(row: &PgRow, column: &str) -> Result<T, StoreError> {
-    let value: Option<Value> = row.try_get(column)?;
-    serde_json::from_value(value.unwrap_or(Value::Null)).map_err(|e| StoreError::corrupt(column, e))
+    match row.try_get::<Option<sqlx::types::Json<T>>, _>(column) {
+        Ok(Some(sqlx::types::Json(value))) => Ok(value),
+        Ok(None) => serde_json::from_value(Value::Null).map_err(|e| StoreError::corrupt(column, e)),
+        Err(sqlx::Error::ColumnDecode { source, .. }) => Err(StoreError::corrupt(column, source)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn schedule_from_row(row: &PgRow) -> Result<Schedule, StoreError> {
@@ -368,8 +373,10 @@ impl JobStore for PostgresStore {
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Each row's physical address (`ctid`) comes along: the rows stay locked, so it still
+        // finds them when they are updated below, without a lookup by id.
         let select = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE NOT paused AND next_run_at <= $3 \
+            "SELECT ctid::text AS tid, {SCHEDULE_COLUMNS} FROM {} WHERE NOT paused AND next_run_at <= $3 \
              AND (next_run_at <= $1 OR NOT checks_overlap) \
              ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             self.table()
@@ -395,6 +402,7 @@ impl JobStore for PostgresStore {
         let active = active_runs(&mut tx, &watched).await?;
 
         let mut ids = Vec::with_capacity(rows.len());
+        let mut tids = Vec::with_capacity(rows.len());
         let mut next_times = Vec::with_capacity(rows.len());
         let mut parked = Vec::with_capacity(rows.len());
         let mut runs = Vec::with_capacity(rows.len());
@@ -414,57 +422,53 @@ impl JobStore for PostgresStore {
                 }
             }
             ids.push(id);
+            tids.push(row.try_get::<String, _>("tid")?);
         }
 
+        // One statement: the schedules move on to their next runs (a parked one, `u.parked`
+        // set, is paused with the reason), and each run's ledger row copies its target and
+        // policy from the schedule row it was planned from, so neither goes over the wire
+        // again nor is parsed twice.
         let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(&format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) \
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], \
-             $5::jsonb[], $6::text[], $7::text[], $8::int4[], $9::timestamptz[], \
-             $10::timestamptz[], $11::timestamptz[], $12::jsonb[]) \
-             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
-             RETURNING schedule_id, scheduled_time"
-        ))
-        .bind(
-            runs.iter()
-                .map(|r| r.schedule_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(runs.iter().map(|r| r.scheduled_time).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.jobstore.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.owner.clone()).collect::<Vec<_>>())
-        .bind(
-            runs.iter()
-                .map(|r| to_json(&r.target))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .bind(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.attempts as i32).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
-        .bind(
-            runs.iter()
-                .map(|r| to_json(&r.policy))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-
-        // A parked schedule (`u.parked` set) is paused with the reason.
-        sqlx::query(&format!(
-            "UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3, \
+            "WITH planned AS (UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3, \
              paused = (s.paused OR u.parked IS NOT NULL), \
              paused_reason = coalesce(u.parked, s.paused_reason) \
-             FROM UNNEST($1::text[], $2::timestamptz[], $4::text[]) AS u(id, next_run_at, parked) \
-             WHERE s.id = u.id",
+             FROM UNNEST($1::text[], $15::text[]::tid[], $2::timestamptz[], $4::text[]) \
+             AS u(id, tid, next_run_at, parked) \
+             WHERE s.ctid = ANY($15::text[]::tid[]) AND s.ctid = u.tid AND s.id = u.id \
+             RETURNING s.id, s.target, s.policy) \
+             INSERT INTO schedule_runs ({RUN_COLUMNS}) \
+             SELECT r.schedule_id, r.scheduled_time, $5, r.owner, p.target, r.status, r.detail, \
+             r.attempts, r.claimed_at, r.lease_until, r.finished_at, p.policy \
+             FROM UNNEST($6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], \
+             $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[]) \
+             AS r(schedule_id, scheduled_time, owner, status, detail, attempts, claimed_at, \
+             lease_until, finished_at) \
+             JOIN planned AS p ON p.id = r.schedule_id \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time",
             self.table()
         ))
         .bind(&ids)
         .bind(&next_times)
         .bind(now)
         .bind(&parked)
-        .execute(&mut *tx)
+        .bind(self.jobstore.as_str())
+        .bind(
+            runs.iter()
+                .map(|r| r.schedule_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(runs.iter().map(|r| r.scheduled_time).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.owner.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.attempts as i32).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+        .bind(&tids)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
 

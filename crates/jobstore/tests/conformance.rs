@@ -1878,3 +1878,73 @@ async fn postgres_lease_renewal_skips_rows_being_finished() {
         "the held row was skipped"
     );
 }
+
+/// A schedule row whose stored target no longer reads as a target (written by hand, or by a
+/// version that knew another kind) is parked with the reason by the claim on PostgreSQL; the
+/// other due schedules are claimed, and their ledger rows carry their own targets and policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_parks_an_unreadable_schedule_row_and_claims_the_rest() {
+    let Some((store, schema)) = postgres_store().await else {
+        return;
+    };
+    let mut fine = schedule("fine", "u1", "g1", Some("2026-01-01T10:00:00Z"));
+    fine.policy = Policy {
+        attempts: Some(3),
+        ..Policy::default()
+    };
+    for s in [
+        fine.clone(),
+        schedule("unreadable", "u1", "g2", Some("2026-01-01T10:00:00Z")),
+    ] {
+        store.insert(&s).await.unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&test_support::base_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE \"{}\".schedules_execution SET target = '{{\"type\": \"carrier_pigeon\"}}' \
+         WHERE id = 'unreadable'",
+        schema.name()
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let claimed = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .expect("one unreadable row does not fail the claim");
+    let ids: Vec<_> = claimed.iter().map(|r| r.schedule_id.as_str()).collect();
+    assert_eq!(ids, ["fine"]);
+    let ledger = store.runs("fine", &RunFilter::latest(10)).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].target, fine.target, "the ledger row's target");
+    assert_eq!(ledger[0].policy, fine.policy, "the ledger row's policy");
+
+    let (paused, reason): (bool, Option<String>) = sqlx::query_as(&format!(
+        "SELECT paused, paused_reason FROM \"{}\".schedules_execution WHERE id = 'unreadable'",
+        schema.name()
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let reason = reason.expect("a reason");
+    assert!(paused);
+    assert!(
+        reason.contains("cannot be read") && reason.contains("target"),
+        "{reason}"
+    );
+    assert!(
+        store
+            .runs("unreadable", &RunFilter::latest(10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no ledger row without a readable target"
+    );
+    let later = store
+        .claim_due(at("2026-01-01T10:05:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert!(later.iter().all(|r| r.schedule_id == "fine"), "{later:?}");
+}
