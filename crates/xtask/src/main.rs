@@ -4,8 +4,10 @@
 //!   [--replicas 1,2,3]`:
 //!   the scheduler benchmark (see `bench.rs`).
 //! - `cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N]
-//!   [--firing N] [--old-rows N]`: bursts of general targets and batched executions, and the
-//!   dispatch lag while the ledger prunes (see `targets_bench.rs`).
+//!   [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N]
+//!   [--firing N] [--old-rows N]`: bursts of general targets and batched executions (side by
+//!   side with another revision's binary with `--against`), and the dispatch lag while the
+//!   ledger prunes (see `targets_bench.rs`).
 //! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
 //!   [--job-ms N] [--samples N] [--clients N]`: the device-runner benchmark (see
 //!   `runner_bench.rs`); it runs `xtask bench-job` as every job.
@@ -25,7 +27,7 @@ mod watches_bench;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3]
-       cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--firing N] [--old-rows N]
+       cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]";

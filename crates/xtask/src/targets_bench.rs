@@ -26,10 +26,16 @@ pub(crate) struct Options {
     backends: Vec<&'static str>,
     due: usize,
     batch: usize,
+    /// The bursts to run, in order.
+    bursts: Vec<Burst>,
     /// The `engine.lookahead` values each burst runs with, in seconds.
     lookaheads: Vec<u64>,
     firing: usize,
     old_rows: usize,
+    /// A scheduler binary of another revision, whose bursts run beside this tree's, in turn.
+    against: Option<std::path::PathBuf>,
+    /// How many times each burst runs (with each binary).
+    runs: usize,
 }
 
 impl Options {
@@ -38,15 +44,24 @@ impl Options {
             backends: vec!["sqlite", "postgres"],
             due: 10_000,
             batch: 100,
+            bursts: vec![Burst::Graph, Burst::GraphBatched, Burst::Http],
             lookaheads: vec![0, 2],
             firing: 500,
             old_rows: 1_000_000,
+            against: None,
+            runs: 1,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
                 "--backend" => options.backends = parse_backends(value)?,
                 "--due" => options.due = value.parse()?,
                 "--batch" => options.batch = value.parse()?,
+                "--bursts" => {
+                    options.bursts = value
+                        .split(',')
+                        .map(|name| Burst::parse(name.trim()))
+                        .collect::<Result<_, _>>()?;
+                }
                 "--lookahead" => {
                     options.lookaheads = value
                         .split(',')
@@ -55,6 +70,19 @@ impl Options {
                 }
                 "--firing" => options.firing = value.parse()?,
                 "--old-rows" => options.old_rows = value.parse()?,
+                "--against" => {
+                    let binary = std::path::PathBuf::from(value);
+                    if !binary.is_file() {
+                        bail!("--against {value}: no such binary");
+                    }
+                    options.against = Some(binary);
+                }
+                "--runs" => {
+                    options.runs = value.parse()?;
+                    if options.runs == 0 {
+                        bail!("--runs must be at least 1");
+                    }
+                }
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -63,7 +91,7 @@ impl Options {
 }
 
 /// How a burst of due occurrences is sent.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Burst {
     Graph,
     GraphBatched,
@@ -71,6 +99,15 @@ enum Burst {
 }
 
 impl Burst {
+    fn parse(name: &str) -> anyhow::Result<Burst> {
+        Ok(match name {
+            "graph" => Burst::Graph,
+            "batched" => Burst::GraphBatched,
+            "http" => Burst::Http,
+            other => bail!("unknown burst '{other}' (graph, batched or http)"),
+        })
+    }
+
     fn label(self, batch: usize) -> String {
         match self {
             Burst::Graph => "graph_execution, one request each".into(),
@@ -100,22 +137,31 @@ struct PruneFigures {
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("scheduler")?;
+    // With `--against`, that binary's bursts run first in each turn, then this tree's.
+    let mut builds = Vec::new();
+    if let Some(against) = &options.against {
+        builds.push(("against", against.as_path()));
+    }
+    builds.push(("this tree", binary.as_path()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let bursts = [Burst::Graph, Burst::GraphBatched, Burst::Http];
     let mut burst_rows = Vec::new();
     let mut prune_rows = Vec::new();
     for backend in &options.backends {
-        for burst in bursts {
+        for &burst in &options.bursts {
             for &lookahead in &options.lookaheads {
-                eprintln!(
-                    "== {backend}: {}, lookahead {lookahead}s",
-                    burst.label(options.batch)
-                );
-                let run = bench_burst(backend, &binary, burst, lookahead, &options);
-                let figures = runtime.block_on(run)?;
-                burst_rows.push((*backend, burst, lookahead, figures));
+                for turn in 1..=options.runs {
+                    for &(build, binary) in &builds {
+                        eprintln!(
+                            "== {backend}: {}, lookahead {lookahead}s, {build}, run {turn}",
+                            burst.label(options.batch)
+                        );
+                        let run = bench_burst(backend, binary, burst, lookahead, &options);
+                        let figures = runtime.block_on(run)?;
+                        burst_rows.push((*backend, burst, lookahead, build, figures));
+                    }
+                }
             }
         }
         if options.old_rows > 0 {
@@ -129,13 +175,13 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| backend | {} due in one second, sent as | engine.lookahead | last dispatched after | lag p50 | lag p99 | in claim_due | in finish_runs |",
+        "| backend | {} due in one second, sent as | engine.lookahead | build | last dispatched after | lag p50 | lag p99 | in claim_due | in finish_runs |",
         options.due
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (backend, burst, lookahead, f) in burst_rows {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (backend, burst, lookahead, build, f) in &burst_rows {
         println!(
-            "| {backend} | {} | {lookahead} s | {:.2} s | {} ms | {} ms | {:.2} s | {:.2} s |",
+            "| {backend} | {} | {lookahead} s | {build} | {:.2} s | {} ms | {} ms | {:.2} s | {:.2} s |",
             burst.label(options.batch),
             f.last.as_secs_f64(),
             f.p50.as_millis(),
@@ -143,6 +189,9 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             f.claiming.as_secs_f64(),
             f.recording.as_secs_f64()
         );
+    }
+    if options.runs > 1 {
+        print_medians(&options, &builds, &burst_rows);
     }
     if prune_rows.is_empty() {
         return Ok(());
@@ -164,6 +213,53 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The median "last dispatched after" of each burst and build, side by side.
+fn print_medians(
+    options: &Options,
+    builds: &[(&str, &std::path::Path)],
+    rows: &[(&str, Burst, u64, &str, BurstFigures)],
+) {
+    println!();
+    let names: Vec<&str> = builds.iter().map(|(build, _)| *build).collect();
+    println!(
+        "| backend | sent as | engine.lookahead | {} |",
+        names
+            .iter()
+            .map(|build| format!(
+                "{build}: median last dispatched after ({} runs)",
+                options.runs
+            ))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---|---|{}", "---|".repeat(names.len()));
+    for backend in &options.backends {
+        for &burst in &options.bursts {
+            for &lookahead in &options.lookaheads {
+                let cells: Vec<String> = names
+                    .iter()
+                    .map(|name| {
+                        let mut lasts: Vec<Duration> = rows
+                            .iter()
+                            .filter(|(b, r, l, n, _)| {
+                                b == backend && *r == burst && *l == lookahead && n == name
+                            })
+                            .map(|(.., f)| f.last)
+                            .collect();
+                        lasts.sort();
+                        format!("{:.2} s", percentile(&lasts, 0.5).as_secs_f64())
+                    })
+                    .collect();
+                println!(
+                    "| {backend} | {} | {lookahead} s | {} |",
+                    burst.label(options.batch),
+                    cells.join(" | ")
+                );
+            }
+        }
+    }
 }
 
 async fn bench_burst(
