@@ -426,23 +426,23 @@ impl JobStore for PostgresStore {
         }
 
         // One statement: the schedules move on to their next runs (a parked one, `u.parked`
-        // set, is paused with the reason), and each run's ledger row copies its target and
-        // policy from the schedule row it was planned from, so neither goes over the wire
-        // again nor is parsed twice.
+        // set, is paused with the reason), and each run's ledger row copies its owner, target
+        // and policy from the schedule row it was planned from, so none of them goes over the
+        // wire again nor is parsed twice.
         let inserted: Vec<(String, DateTime<Utc>)> = sqlx::query_as(&format!(
             "WITH planned AS (UPDATE {} AS s SET next_run_at = u.next_run_at, updated_at = $3, \
              paused = (s.paused OR u.parked IS NOT NULL), \
              paused_reason = coalesce(u.parked, s.paused_reason) \
-             FROM UNNEST($1::text[], $15::text[]::tid[], $2::timestamptz[], $4::text[]) \
+             FROM UNNEST($1::text[], $14::text[]::tid[], $2::timestamptz[], $4::text[]) \
              AS u(id, tid, next_run_at, parked) \
-             WHERE s.ctid = ANY($15::text[]::tid[]) AND s.ctid = u.tid AND s.id = u.id \
-             RETURNING s.id, s.target, s.policy) \
+             WHERE s.ctid = ANY($14::text[]::tid[]) AND s.ctid = u.tid AND s.id = u.id \
+             RETURNING s.id, s.owner, s.target, s.policy) \
              INSERT INTO schedule_runs ({RUN_COLUMNS}) \
-             SELECT r.schedule_id, r.scheduled_time, $5, r.owner, p.target, r.status, r.detail, \
+             SELECT r.schedule_id, r.scheduled_time, $5, p.owner, p.target, r.status, r.detail, \
              r.attempts, r.claimed_at, r.lease_until, r.finished_at, p.policy \
-             FROM UNNEST($6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], \
-             $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[]) \
-             AS r(schedule_id, scheduled_time, owner, status, detail, attempts, claimed_at, \
+             FROM UNNEST($6::text[], $7::timestamptz[], $8::text[], $9::text[], \
+             $10::int4[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[]) \
+             AS r(schedule_id, scheduled_time, status, detail, attempts, claimed_at, \
              lease_until, finished_at) \
              JOIN planned AS p ON p.id = r.schedule_id \
              ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
@@ -460,7 +460,6 @@ impl JobStore for PostgresStore {
                 .collect::<Vec<_>>(),
         )
         .bind(runs.iter().map(|r| r.scheduled_time).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.owner.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.attempts as i32).collect::<Vec<_>>())

@@ -1918,6 +1918,7 @@ async fn postgres_parks_an_unreadable_schedule_row_and_claims_the_rest() {
     assert_eq!(ids, ["fine"]);
     let ledger = store.runs("fine", &RunFilter::latest(10)).await.unwrap();
     assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].owner, fine.owner, "the ledger row's owner");
     assert_eq!(ledger[0].target, fine.target, "the ledger row's target");
     assert_eq!(ledger[0].policy, fine.policy, "the ledger row's policy");
 
