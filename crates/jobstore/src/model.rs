@@ -334,13 +334,16 @@ impl RunRecord {
             .unwrap_or(self.scheduled_time)
     }
 
-    /// The idempotency key sent with the dispatch: the ledger's unique key.
+    /// The idempotency key sent with the dispatch: the ledger's unique key, the scheduled time
+    /// exactly as stored. A whole-second occurrence keeps the form it always had
+    /// (`id@2026-01-01T10:00:00Z`); one with milliseconds (a run by hand) carries them
+    /// (`id@2026-01-01T10:00:00.605Z`), so no two occurrences share a key.
     pub fn idempotency_key(&self) -> String {
         format!(
             "{}@{}",
             self.schedule_id,
             self.scheduled_time
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         )
     }
 }
@@ -383,6 +386,46 @@ impl RunOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_at(scheduled_time: &str) -> RunRecord {
+        let at = DateTime::parse_from_rfc3339(scheduled_time)
+            .unwrap()
+            .with_timezone(&Utc);
+        RunRecord {
+            schedule_id: "s".into(),
+            scheduled_time: at,
+            jobstore: StoreName::Execution,
+            owner: "u".into(),
+            target: Target::SystemTask {
+                task: "t".into(),
+                kwargs: serde_json::Value::Null,
+            },
+            policy: Policy::default(),
+            status: RunStatus::Pending,
+            detail: None,
+            attempts: 0,
+            claimed_at: at,
+            lease_until: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_keep_whole_seconds_as_they_were_and_carry_milliseconds() {
+        assert_eq!(
+            run_at("2026-12-06T01:20:51Z").idempotency_key(),
+            "s@2026-12-06T01:20:51Z",
+            "the form of every key written before, unchanged"
+        );
+        let first = run_at("2026-12-06T01:20:51.605Z").idempotency_key();
+        let second = run_at("2026-12-06T01:20:51.618Z").idempotency_key();
+        assert_eq!(first, "s@2026-12-06T01:20:51.605Z");
+        assert_eq!(second, "s@2026-12-06T01:20:51.618Z");
+        assert_eq!(
+            run_at("2026-12-06T01:20:51.600Z").idempotency_key(),
+            "s@2026-12-06T01:20:51.600Z"
+        );
+    }
 
     #[test]
     fn jitter_is_within_bounds_the_same_for_a_key_and_spread_over_keys() {

@@ -19,6 +19,8 @@ pub enum Target {
         graph_id: String,
         graph_version: i64,
         input_data: Value,
+        /// `{}` when not given, as in AutoGPT's own `add_graph_execution_schedule`.
+        #[serde(default = "empty_object")]
         input_credentials: Value,
     },
     /// One of the scheduler's own system tasks, named by `task`, with its keyword arguments.
@@ -85,6 +87,10 @@ pub enum Target {
     /// One attempt of a watch's check (the schedule's id is the watch's); made by `add_watch`,
     /// never through the schedule API. Its run lasts until the check has answered.
     Watch { check: crate::watch::Check },
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
 }
 
 fn default_priority() -> u8 {

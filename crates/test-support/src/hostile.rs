@@ -2,7 +2,8 @@
 //! document: for every method, each parameter in turn given the wrong type, `null`, extreme
 //! numbers, a huge string or deep nesting while the others stay valid; unknown extra
 //! parameters; positional arrays of the wrong length. [`send`] delivers each request and
-//! reports every answer that is not a success or a client error within [`ANSWER_WITHIN`].
+//! reports every answer that is not a success or a client error within [`ANSWER_WITHIN`], and
+//! every error whose code the method's document does not list.
 
 use std::time::Duration;
 
@@ -24,6 +25,31 @@ pub struct Probe {
     pub params: String,
     /// Whether the params are an object (so the request can also go to a plain HTTP route).
     pub named: bool,
+    /// The error codes the method's document lists (its `errors`, references resolved).
+    pub documented: Vec<i64>,
+}
+
+/// The codes JSON-RPC itself reserves (-32768 to -32000: parse error, invalid request, method
+/// not found, ...): answered by the protocol layer for any method, so no document lists them.
+fn reserved(code: i64) -> bool {
+    (-32768..=-32000).contains(&code)
+}
+
+/// The codes of the errors `method` lists in `document`, `$ref`s into
+/// `components/errors` resolved.
+pub fn documented_codes(document: &Value, method: &Value) -> Vec<i64> {
+    method["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|error| match error["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().unwrap_or_default();
+                document["components"]["errors"][name]["code"].as_i64()
+            }
+            None => error["code"].as_i64(),
+        })
+        .collect()
 }
 
 /// Values outside what a parameter's schema may allow, as JSON text, with a name.
@@ -72,11 +98,13 @@ pub fn probes(document: &Value, valid: impl Fn(&str, &str) -> Option<Value>) -> 
             })
             .collect();
         let base: Map<String, Value> = params.iter().cloned().collect();
+        let documented = documented_codes(document, method);
         let probe = |what: String, params: String, named: bool| Probe {
             method: name.clone(),
             what,
             params,
             named,
+            documented: documented.clone(),
         };
         for (key, _) in &params {
             for (label, raw) in hostile_values() {
@@ -188,8 +216,8 @@ fn report(failures: &[Failure]) -> String {
 
 /// Sends every probe as a JSON-RPC request to `url` (and, when `routes` is set, each named
 /// one also to `POST {url}/{method}` as a plain JSON body), and returns what failed: no
-/// answer within [`ANSWER_WITHIN`], an HTTP 5xx, a `null` or non-JSON body, or a JSON-RPC
-/// error that blames the server.
+/// answer within [`ANSWER_WITHIN`], an HTTP 5xx, a `null` or non-JSON body, a JSON-RPC
+/// error that blames the server, or one with a code the method's document does not list.
 pub async fn send(url: &str, probes: &[Probe], routes: bool) -> Vec<Failure> {
     let http = reqwest::Client::builder()
         .timeout(ANSWER_WITHIN)
@@ -203,7 +231,7 @@ pub async fn send(url: &str, probes: &[Probe], routes: bool) -> Vec<Failure> {
             probe.params
         );
         let label = format!("{} with {}", probe.method, probe.what);
-        if let Some(problem) = deliver(&http, url, body, true).await {
+        if let Some(problem) = deliver(&http, url, body, Some(&probe.documented)).await {
             failures.push(Failure {
                 probe: label.clone(),
                 answer: problem,
@@ -211,7 +239,7 @@ pub async fn send(url: &str, probes: &[Probe], routes: bool) -> Vec<Failure> {
         }
         if routes && probe.named {
             let route = format!("{}/{}", url.trim_end_matches('/'), probe.method);
-            if let Some(problem) = deliver(&http, &route, probe.params.clone(), false).await {
+            if let Some(problem) = deliver(&http, &route, probe.params.clone(), None).await {
                 failures.push(Failure {
                     probe: format!("POST /{}", label),
                     answer: problem,
@@ -222,12 +250,13 @@ pub async fn send(url: &str, probes: &[Probe], routes: bool) -> Vec<Failure> {
     failures
 }
 
-/// Sends one body; says what is wrong with the answer, if anything.
+/// Sends one body; says what is wrong with the answer, if anything. `documented` holds the
+/// codes a JSON-RPC answer may carry; `None` for a plain HTTP route.
 async fn deliver(
     http: &reqwest::Client,
     url: &str,
     body: String,
-    json_rpc: bool,
+    documented: Option<&[i64]>,
 ) -> Option<String> {
     let response = match http
         .post(url)
@@ -248,18 +277,21 @@ async fn deliver(
     if status.is_server_error() {
         return Some(format!("HTTP {status}: {excerpt}"));
     }
-    if !json_rpc {
-        return None;
-    }
+    let documented = documented?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Null) | Err(_) => {
             Some(format!("HTTP {status}, not a JSON-RPC answer: {excerpt}"))
         }
-        Ok(answer) => {
-            let code = answer["error"]["code"].as_i64();
-            code.filter(|c| SERVER_FAILURES.contains(c))
-                .map(|c| format!("error {c} blames the server: {excerpt}"))
-        }
+        Ok(answer) => match answer["error"]["code"].as_i64() {
+            Some(code) if SERVER_FAILURES.contains(&code) => {
+                Some(format!("error {code} blames the server: {excerpt}"))
+            }
+            Some(code) if !reserved(code) && !documented.contains(&code) => Some(format!(
+                "error {code} is not among the method's documented errors {documented:?}: \
+                 {excerpt}"
+            )),
+            _ => None,
+        },
     }
 }
 
@@ -292,5 +324,25 @@ mod tests {
         let longer = probes.iter().find(|p| p.what.contains("too many")).unwrap();
         assert_eq!(longer.params, r#"["valid",3,"one too many"]"#);
         assert!(!longer.named);
+    }
+
+    #[test]
+    fn documented_codes_resolve_references_and_take_inline_errors() {
+        let document = json!({
+            "components": {"errors": {"ValueError": {"code": 4000, "message": "ValueError"}}},
+            "methods": [{
+                "name": "m",
+                "params": [],
+                "errors": [
+                    {"$ref": "#/components/errors/ValueError"},
+                    {"code": 4040, "message": "inline"}
+                ]
+            }]
+        });
+        let method = &document["methods"][0];
+        assert_eq!(documented_codes(&document, method), [4000, 4040]);
+        let probes = probes(&document, |_, _| None);
+        assert!(probes.iter().all(|p| p.documented == [4000, 4040]));
+        assert!(reserved(-32602) && reserved(-32700) && !reserved(4000) && !reserved(-1));
     }
 }

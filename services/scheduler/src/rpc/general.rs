@@ -570,8 +570,9 @@ async fn find(app: &App, id: &str) -> Result<Option<Found>, SchedulerError> {
 }
 
 /// The store holding the ledger rows of schedule `id`, once `owner` (or the admin token) may
-/// read them: the schedule's, or, for a watch that has ended (its schedule gone with its end),
-/// the `execution` store, where its attempts were.
+/// read them: the schedule's; for a watch that has ended (its schedule gone with its end), the
+/// `execution` store, where its attempts were; for a deleted schedule, the store whose ledger
+/// still holds its runs (until retention removes them), read by the owner the rows carry.
 async fn ledger_of(
     app: &App,
     id: &str,
@@ -582,18 +583,36 @@ async fn ledger_of(
         authorize(&found.schedule, owner, extensions, Access::Read)?;
         return Ok(found.store);
     }
+    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
     let watch = match app.stores.watches() {
         Some(watches) => watches.watch(id).await.map_err(storage_error)?,
         None => None,
     };
-    let watch = watch.ok_or_else(|| not_found(id))?;
-    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
-    if watch.user_id != owner && !admin {
-        return Err(SchedulerError::NotAuthorized(format!(
-            "watch '{id}' belongs to another user"
-        )));
+    if let Some(watch) = watch {
+        if watch.user_id != owner && !admin {
+            return Err(SchedulerError::NotAuthorized(format!(
+                "watch '{id}' belongs to another user"
+            )));
+        }
+        return Ok(app.execution()?.clone());
     }
-    Ok(app.execution()?.clone())
+    for store in app.stores.all() {
+        let newest = store
+            .runs(id, &RunFilter::latest(1))
+            .await
+            .map_err(storage_error)?;
+        let Some(run) = newest.first() else {
+            continue;
+        };
+        // As for a schedule still there: a declared one's runs are anyone's to read.
+        if run.owner != owner && run.owner != SYSTEM_OWNER && !admin {
+            return Err(SchedulerError::NotAuthorized(format!(
+                "the runs of deleted schedule '{id}' belong to another owner"
+            )));
+        }
+        return Ok(store.clone());
+    }
+    Err(not_found(id))
 }
 
 /// The schedule `id`, once `owner` (or the admin token) may do `access` with it.

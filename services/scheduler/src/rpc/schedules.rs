@@ -27,6 +27,25 @@ pub(super) struct AddRequest {
     pub policy: Option<SchedulePolicy>,
 }
 
+/// AutoGPT's method takes only the policy fields APScheduler has (`coalesce`,
+/// `misfire_grace_secs`); the general policy's other fields belong to `create_schedule`, and
+/// are refused here rather than dropped.
+fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> {
+    let given = [
+        ("overlap", policy.overlap.is_some()),
+        ("jitter_secs", policy.jitter_secs.is_some()),
+        ("attempts", policy.attempts.is_some()),
+        ("backoff_ms", policy.backoff_ms.is_some()),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(SchedulerError::Value(format!(
+            "policy.{field} is not taken by add_graph_execution_schedule, whose policy holds \
+             only coalesce and misfire_grace_secs; use create_schedule for the general policy"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(super) async fn add(
     app: &App,
     request: AddRequest,
@@ -53,6 +72,7 @@ pub(super) async fn add(
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
     let now = Utc::now().trunc_subsecs(0);
     let requested = request.policy.unwrap_or_default();
+    refuse_general_policy(&requested)?;
     let policy = Policy {
         coalesce: requested.coalesce.unwrap_or(true),
         misfire_grace_secs: requested.misfire_grace_secs,

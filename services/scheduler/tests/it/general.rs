@@ -533,6 +533,56 @@ async fn run_now_and_backfill_run_each_occurrence_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_by_hand_within_one_second_each_carry_a_key_of_their_own() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let backend = StubBackend::start().await;
+    let daemon = daemon_for(&db, &backend).await;
+    let client = daemon.client();
+    let trigger = TriggerSpec::from(TriggerKind::Interval {
+        every_secs: 3600,
+        anchor: None,
+    });
+    let mut new = NewSchedule::new("alice", trigger, http("/by-hand"));
+    new.id = Some("by-hand".into());
+    new.policy = Some(SchedulePolicy {
+        overlap: Some(Overlap::AllowAll),
+        ..SchedulePolicy::default()
+    });
+    client.create_schedule(new).await.unwrap();
+
+    // Back to back: at least two of the three fall within one second.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(client.trigger_schedule("by-hand", "alice").await.unwrap());
+    }
+    let same_second = runs
+        .windows(2)
+        .any(|pair| pair[0].scheduled_time.timestamp() == pair[1].scheduled_time.timestamp());
+    assert!(
+        same_second,
+        "three runs by hand spread over three seconds: {runs:?}"
+    );
+    for run in &runs {
+        let exact = run
+            .scheduled_time
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        assert_eq!(run.idempotency_key, format!("by-hand@{exact}"));
+    }
+    let calls = backend
+        .wait_for("/by-hand", 3, Duration::from_secs(30))
+        .await;
+    let mut sent: Vec<_> = calls
+        .iter()
+        .map(|c| c.header("idempotency-key").unwrap().to_string())
+        .collect();
+    sent.sort();
+    sent.dedup();
+    let mut expected: Vec<_> = runs.iter().map(|r| r.idempotency_key.clone()).collect();
+    expected.sort();
+    assert_eq!(sent, expected, "three runs, three keys, each sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_change_in_place_page_by_cursor_and_answer_to_their_owner() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let backend = StubBackend::start().await;
@@ -675,6 +725,30 @@ async fn schedules_change_in_place_page_by_cursor_and_answer_to_their_owner() {
         client.get_schedule("digest", "alice").await,
         Err(Error::Scheduler(SchedulerError::NotFound(_)))
     ));
+    // Its runs stay in the ledger, readable by its former owner only.
+    let kept = client
+        .list_runs("digest", "alice", RunQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(kept.runs.len(), 1, "{kept:?}");
+    assert_eq!(kept.runs[0].status, RunStatus::Dispatched);
+    let other = client
+        .list_runs("digest", "mallory", RunQuery::default())
+        .await;
+    assert!(
+        matches!(
+            other,
+            Err(Error::Scheduler(SchedulerError::NotAuthorized(_)))
+        ),
+        "{other:?}"
+    );
+    let never = client
+        .list_runs("never-was", "alice", RunQuery::default())
+        .await;
+    assert!(
+        matches!(never, Err(Error::Scheduler(SchedulerError::NotFound(_)))),
+        "{never:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

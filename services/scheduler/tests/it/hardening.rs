@@ -251,6 +251,39 @@ async fn a_policy_that_is_not_an_object_is_refused_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn general_policy_fields_are_refused_by_autogpts_add_and_nothing_is_stored() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let daemon = Daemon::start(&db, "http://127.0.0.1:9/").await;
+    for (field, value) in [
+        ("jitter_secs", "9223372036854775807"),
+        ("jitter_secs", "5"),
+        ("overlap", "\"allow_all\""),
+        ("attempts", "3"),
+        ("backoff_ms", "100"),
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"add_graph_execution_schedule","params":{{"user_id":"u1","graph_id":"g1","graph_version":1,"cron":"* * * * *","input_data":{{}},"policy":{{"coalesce":false,"{field}":{value}}}}}}}"#
+        );
+        let (_, text) = rpc(&daemon, &body).await;
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["error"]["code"], 4000, "{field}: {text}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("policy.{field}")), "{message}");
+    }
+    let stored = daemon
+        .client()
+        .get_graph_execution_schedules(None, None, Some(true))
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    // The two fields APScheduler has are still taken.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"add_graph_execution_schedule","params":{"user_id":"u1","graph_id":"g1","graph_version":1,"cron":"* * * * *","input_data":{},"policy":{"coalesce":false,"misfire_grace_secs":30}}}"#;
+    let (_, text) = rpc(&daemon, body).await;
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert!(answer["result"]["id"].is_string(), "{text}");
+}
+
+#[tokio::test]
 async fn next_fire_times_stop_at_the_end_of_year_9999() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let daemon = Daemon::start(&db, "http://127.0.0.1:9/").await;
