@@ -545,3 +545,198 @@ async fn an_operator_goes_through_the_console() {
     shot(&browser, "schedules-phone").await;
     browser.close().await.unwrap();
 }
+
+/// Whether the element `css` takes up space on the page (not hidden, not `display: none`).
+fn shown(css: &str) -> String {
+    format!("(document.querySelector('{css}')?.getClientRects().length ?? 0) > 0")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
+    let services = services().await;
+    let driver = Driver::start().await;
+    let browser = driver.browser(1280, 900).await;
+    let base = services.scheduler.url();
+
+    // The icon every page asks for is served, without a token.
+    let icon = reqwest::get(format!("{base}/favicon.ico")).await.unwrap();
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+
+    // Two refused tokens: the prompt comes back saying so each time; the third is tried.
+    browser
+        .goto(&format!("{base}/ui/#/schedules"))
+        .await
+        .unwrap();
+    for wrong in ["wrong-one", "wrong-two"] {
+        until(
+            &browser,
+            "the token dialog",
+            "document.getElementById('token-dialog').open",
+        )
+        .await;
+        fill(&browser, "#token-input", wrong).await;
+        click(&browser, "#token-form button[type=submit]").await;
+        let why = until(
+            &browser,
+            "the refusal said at the prompt",
+            "document.getElementById('token-dialog').open && \
+             document.getElementById('token-why').textContent.includes('refused') && \
+             document.getElementById('token-input').value === '' && \
+             document.getElementById('token-why').textContent",
+        )
+        .await;
+        assert!(why.as_str().unwrap().contains("was refused"), "{why}");
+    }
+    shot(&browser, "token-refused").await;
+    fill(&browser, "#token-input", TOKEN).await;
+    click(&browser, "#token-form button[type=submit]").await;
+    until(
+        &browser,
+        "the schedules page with the third token",
+        "!document.getElementById('token-dialog').open && document.querySelector('main table, main p.muted')",
+    )
+    .await;
+
+    // The form shows only the chosen trigger kind's fields.
+    browser
+        .goto(&format!("{base}/ui/#/schedules/new"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the form",
+        "document.getElementById('schedule-form')",
+    )
+    .await;
+    let kinds = [
+        ("cron", ["expression", "timezone"].as_slice()),
+        ("interval", ["every_secs"].as_slice()),
+        ("daily_times", ["times", "timezone"].as_slice()),
+        ("once", ["at"].as_slice()),
+    ];
+    for (kind, fields) in kinds {
+        browser
+            .execute(
+                &format!(
+                    "const s = document.querySelector('select[name=type]'); s.value = '{kind}'; \
+                     s.dispatchEvent(new Event('change', {{bubbles: true}}));"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap();
+        for name in ["expression", "timezone", "every_secs", "times", "at"] {
+            let expected = fields.contains(&name);
+            let check = shown(&format!("[name={name}]"));
+            let visible = until(
+                &browser,
+                &format!("{name} shown = {expected} for {kind}"),
+                &format!("({check}) === {expected} ? 'ok' : null"),
+            )
+            .await;
+            assert_eq!(visible, "ok");
+        }
+    }
+
+    // A paused schedule says why nothing is upcoming; a finished run's times keep the
+    // schedule's zone, and a run just ended does not read "in 0 s".
+    let client = SchedulerClient::new(ClientConfig {
+        host: "127.0.0.1".into(),
+        port: services.scheduler.port,
+        timeout: Duration::from_secs(30),
+        retries: 1,
+        retry_delay: Duration::from_millis(50),
+        token: Some(TOKEN.into()),
+    })
+    .unwrap();
+    let trigger: scheduler_client::TriggerSpec = serde_json::from_value(
+        json!({"type": "cron", "expression": "0 4 * * *", "timezone": "Asia/Tokyo"}),
+    )
+    .unwrap();
+    let target: scheduler_client::Target = serde_json::from_value(
+        json!({"type": "device_job", "runner": "farm", "device": "P2", "job_type": "tick"}),
+    )
+    .unwrap();
+    let mut new = scheduler_client::NewSchedule::new("ops", trigger, target);
+    new.id = Some("tokyo".into());
+    client.create_schedule(new).await.unwrap();
+    client.trigger_schedule("tokyo", "ops").await.unwrap();
+    client
+        .pause_schedule("tokyo", "ops", Some("maintenance".into()))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{base}/ui/#/schedule/tokyo?owner=ops"))
+        .await
+        .unwrap();
+    let none = until(
+        &browser,
+        "a word for the empty upcoming list",
+        "document.getElementById('upcoming-none')?.textContent",
+    )
+    .await;
+    assert!(none.as_str().unwrap().contains("paused"), "{none}");
+    let finished = until(
+        &browser,
+        "the run's finished time",
+        "[...document.querySelectorAll('main table tr')].map((r) => r.cells[2]?.innerText)\
+         .find((t) => t && t !== '–' && t !== 'Finished')",
+    )
+    .await;
+    let finished = finished.as_str().unwrap();
+    assert!(
+        finished.contains("GMT+9"),
+        "in the schedule's zone: {finished}"
+    );
+    assert!(finished.contains("here"), "and the browser's: {finished}");
+    let just = browser
+        .execute(
+            "const now = Date.now(); return [relative(new Date(now).toISOString()),              relative(new Date(now - 400).toISOString()), relative(new Date(now - 5000).toISOString())];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(just, json!(["just now", "just now", "5 s ago"]));
+    shot(&browser, "paused-schedule").await;
+
+    // Runs seconds apart on one phone: each bar keeps a width and stays reachable.
+    let runner = DeviceRunnerClient::new(&services.runner.url()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let job = runner
+            .rpc()
+            .enqueue_job(
+                Some("P2".into()),
+                "tick".into(),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        ids.push(job.id);
+    }
+    browser
+        .goto(&format!("{base}/ui/#/timeline"))
+        .await
+        .unwrap();
+    let ids = serde_json::to_string(&ids).unwrap();
+    let reachable = until(
+        &browser,
+        "every close run's bar reachable at its centre",
+        &format!(
+            "{ids}.every((id) => {{ const bar = document.querySelector(`.tl-bar[data-job=\"${{id}}\"]`); \
+             if (!bar) return false; const r = bar.getBoundingClientRect(); \
+             return r.width >= 5 && document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === bar; }})"
+        ),
+    )
+    .await;
+    assert_eq!(reachable, json!(true));
+    shot(&browser, "timeline-close-runs").await;
+    browser.close().await.unwrap();
+}

@@ -576,7 +576,29 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
         (
             json!({"job_type": "crawl", "device": "L9AIB7603188953", "interval_minutes": 5,
                 "priority": 7}),
-            "priority must be from 1",
+            "priority must be a whole number from 1 to 5, got 7",
+        ),
+        (
+            json!({"job_type": "crawl", "device": "L9AIB7603188953", "interval_minutes": -5}),
+            "interval_minutes must be a whole number from 1 to 52704000, got -5",
+        ),
+        (
+            json!({"job_type": "crawl", "device": "L9AIB7603188953", "interval_minutes": 5,
+                "max_duration_minutes": 1.5}),
+            "max_duration_minutes must be a whole number from 1 to 43200, got 1.5",
+        ),
+        // Checked against the runner, which names what it has.
+        (
+            json!({"job_type": "crawl", "device": "NO-SUCH-PHONE", "interval_minutes": 5}),
+            "unknown device 'NO-SUCH-PHONE' (devices: L9AIB7603188953, P1, P2)",
+        ),
+        (
+            json!({"job_type": "scrape", "device": "P1", "interval_minutes": 5}),
+            "unknown job type 'scrape' (one of app_explore, content_gen, crawl,",
+        ),
+        (
+            json!({"job_type": "module", "device": "P1", "interval_minutes": 5}),
+            "job type 'module' runs on pool 'modules', not on a device",
         ),
         (
             json!({"job_type": "crawl", "device": "L9AIB7603188953", "every": 5}),
@@ -587,6 +609,47 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
         assert_eq!(status, 400, "{answer}");
         let message = answer["error"].as_str().unwrap();
         assert!(message.contains(expected), "{message}");
+    }
+    let moved = http
+        .put(format!("{base}/api/schedules/{id}"))
+        .json(&json!({"device": "NO-SUCH-PHONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 400);
+    let moved: Value = moved.json().await.unwrap();
+    assert!(
+        moved["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown device 'NO-SUCH-PHONE'"),
+        "{moved}"
+    );
+    let (_, kept) = get(format!("{base}/api/schedules")).await;
+    assert_eq!(kept[0]["device"], "L9AIB7603188953", "unchanged: {kept}");
+    // The general API checks a device job the same way.
+    let target = Target::DeviceJob {
+        runner: "farm".into(),
+        device: Some("NO-SUCH-PHONE".into()),
+        pool: None,
+        job_type: "crawl".into(),
+        params: Map::new(),
+        priority: 5,
+        max_duration: None,
+    };
+    let trigger = TriggerKind::Interval {
+        every_secs: 60,
+        anchor: None,
+    };
+    let refused = farm
+        .client()
+        .create_schedule(NewSchedule::new("farm", trigger.into(), target))
+        .await;
+    match refused {
+        Err(scheduler_client::Error::Scheduler(scheduler_client::SchedulerError::Value(m))) => {
+            assert!(m.contains("unknown device 'NO-SUCH-PHONE'"), "{m}")
+        }
+        other => panic!("{other:?}"),
     }
     let response = http
         .delete(format!("{base}/api/schedules/{id}"))
@@ -657,4 +720,84 @@ async fn a_runner_restarted_mid_job_resumes_it_and_the_run_follows_it_to_its_end
         "{}",
         log.data
     );
+}
+
+/// `GET /metrics` of a daemon, and what `promtool check metrics` says of it.
+async fn checked_metrics(daemon: &Daemon) -> String {
+    let page = reqwest::get(format!("{}/metrics", daemon.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs: apt-get install -y prometheus (.ci/run does)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{page}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_metrics_pages_pass_promtool_with_every_known_series_from_the_first_scrape() {
+    let farm = Farm::start().await;
+    let runner = checked_metrics(&farm.runner).await;
+    for series in [
+        r#"device_runner_jobs_started_total{job_type="crawl"} 0"#,
+        r#"device_runner_jobs_finished_total{job_type="module",status="timeout"} 0"#,
+        r#"device_runner_jobs_finished_total{job_type="tick",status="device_lost"} 0"#,
+        r#"device_runner_queue_depth{device="P2"} 0"#,
+        r#"device_runner_running_jobs{device="pool:modules"} 0"#,
+        r#"device_runner_process_kills_total{signal="SIGKILL"} 0"#,
+        r#"device_runner_job_start_latency_seconds_count{job_type="slow"} 0"#,
+    ] {
+        assert!(
+            runner.lines().any(|line| line == series),
+            "{series} in:\n{runner}"
+        );
+    }
+    let scheduler = checked_metrics(&farm.scheduler).await;
+    for series in [
+        r#"scheduler_occurrences_total{jobstore="execution",status="skipped"} 0"#,
+        r#"scheduler_occurrences_total{jobstore="execution",status="coalesced"} 0"#,
+        r#"scheduler_ledger_rows_deleted_total{rule="age"} 0"#,
+        r#"scheduler_store_operation_seconds_count{operation="finish_runs"} 0"#,
+    ] {
+        assert!(
+            scheduler.lines().any(|line| line == series),
+            "{series} in:\n{scheduler}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_job_is_stored_unchecked_while_its_runner_cannot_be_asked() {
+    let mut farm = Farm::start().await;
+    let port = farm.runner.port;
+    farm.runner.kill9();
+    // The runner is down: the schedule is stored, its job checked when it is queued.
+    let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(4);
+    farm.create("unchecked", TriggerKind::Once { at }, "P1", "tick")
+        .await;
+    farm.runner = Farm::runner_process(&farm.dir, Some(port)).await;
+    let runs = farm
+        .runs_until("unchecked", Duration::from_secs(30), |r| dispatched(r) == 1)
+        .await;
+    assert_eq!(runs.len(), 1, "{runs:#?}");
 }

@@ -43,6 +43,21 @@ pub trait DeviceRunnerApi {
         pool: Option<String>,
     ) -> RpcResult<Job>;
 
+    /// Checks a job as `enqueue_job` checks it (job type, device or pool, priority, params,
+    /// maximum duration) and queues nothing: the queue it would go to, a device's serial or
+    /// `pool:<name>`, or the `ValueError` that `enqueue_job` would answer, naming the values
+    /// this runner knows.
+    #[method(name = "check_job", param_kind = map)]
+    async fn check_job(
+        &self,
+        device: Option<String>,
+        job_type: String,
+        params: Option<Value>,
+        priority: Option<i64>,
+        max_duration: Option<Value>,
+        pool: Option<String>,
+    ) -> RpcResult<String>;
+
     /// The pending jobs, per device in the order they will start (priority, then first in).
     #[method(name = "list_queue", param_kind = map)]
     async fn list_queue(&self, device: Option<String>) -> RpcResult<Vec<Job>>;

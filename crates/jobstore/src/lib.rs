@@ -25,5 +25,5 @@ pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};
 pub use sqlite::SqliteStore;
-pub use store::{JobStore, StoreError};
+pub use store::{ClaimAt, JobStore, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

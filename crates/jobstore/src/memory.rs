@@ -10,7 +10,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire};
-use crate::store::{JobStore, StoreError};
+use crate::store::{ClaimAt, JobStore, StoreError};
 use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
 use scheduler_api::{CheckResult, Watch, WatchStatus};
 
@@ -313,14 +313,15 @@ impl JobStore for MemoryStore {
         Ok(earliest(due, claimable, ahead, next_lease))
     }
 
-    async fn claim(
+    async fn claim_rows(
         &self,
-        now: DateTime<Utc>,
+        at: ClaimAt,
         ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut state = self.state.lock().await;
+        let now = at.resolve();
         let horizon = now + ahead;
         let due: Vec<_> = state
             .due
@@ -343,7 +344,7 @@ impl JobStore for MemoryStore {
             };
             let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
             for run in plan.runs {
-                if state.insert_run(&run) && run.status == RunStatus::Pending {
+                if state.insert_run(&run) {
                     claimed.push(run);
                 }
             }

@@ -12,7 +12,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
-use crate::store::{JobStore, StoreError};
+use crate::store::{ClaimAt, JobStore, StoreError};
 
 mod watches;
 
@@ -365,14 +365,15 @@ impl JobStore for PostgresStore {
         Ok(earliest(due, claimable, ahead, lease))
     }
 
-    async fn claim(
+    async fn claim_rows(
         &self,
-        now: DateTime<Utc>,
+        at: ClaimAt,
         ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let now = at.resolve();
         // Each row's physical address (`ctid`) comes along: the rows stay locked, so it still
         // finds them when they are updated below, without a lookup by id.
         let select = format!(
@@ -474,7 +475,6 @@ impl JobStore for PostgresStore {
         let inserted: std::collections::HashSet<_> = inserted.into_iter().collect();
         Ok(runs
             .into_iter()
-            .filter(|r| r.status == RunStatus::Pending)
             .filter(|r| inserted.contains(&(r.schedule_id.clone(), r.scheduled_time)))
             .collect())
     }

@@ -15,7 +15,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
-use crate::store::{JobStore, StoreError};
+use crate::store::{ClaimAt, JobStore, StoreError};
 
 mod watches;
 
@@ -520,14 +520,15 @@ impl JobStore for SqliteStore {
         Ok(earliest(read(due)?, read(claimable)?, ahead, read(lease)?))
     }
 
-    async fn claim(
+    async fn claim_rows(
         &self,
-        now: DateTime<Utc>,
+        at: ClaimAt,
         ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
+        let now = at.resolve();
         let select = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE paused = 0 AND next_run_at <= ?3 \
              AND (next_run_at <= ?1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT ?2",
@@ -587,7 +588,6 @@ impl JobStore for SqliteStore {
         tx.commit().await?;
         let claimed = runs
             .into_iter()
-            .filter(|run| run.status == RunStatus::Pending)
             .filter(|run| inserted.contains(&(run.schedule_id.clone(), millis(run.scheduled_time))))
             .collect();
         Ok(claimed)

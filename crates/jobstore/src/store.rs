@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::model::{ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, Schedule, StoreName};
+use crate::model::{
+    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,34 @@ impl StoreError {
 ///
 /// Every method that changes state commits it before returning, so a caller acts only on
 /// what is persisted.
+/// The instant a claim plans with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAt {
+    /// This instant.
+    Instant(DateTime<Utc>),
+    /// The clock, read once the claim holds its transaction. A claim that waited for a
+    /// connection (the database was away) or for its turn to write plans with the time it
+    /// runs, not the time it was asked for, so what it folds into one coalesced run and what it
+    /// finds late are as of that moment, whatever the wait.
+    Clock,
+}
+
+impl ClaimAt {
+    /// The instant, reading the clock for [`ClaimAt::Clock`].
+    pub fn resolve(self) -> DateTime<Utc> {
+        match self {
+            ClaimAt::Instant(at) => at,
+            ClaimAt::Clock => Utc::now(),
+        }
+    }
+}
+
+impl From<DateTime<Utc>> for ClaimAt {
+    fn from(at: DateTime<Utc>) -> Self {
+        ClaimAt::Instant(at)
+    }
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Which named jobstore this is.
@@ -99,15 +129,31 @@ pub trait JobStore: Send + Sync + 'static {
         self.claim(now, TimeDelta::zero(), limit, lease).await
     }
 
-    /// Claims up to `limit` schedules in one transaction: those due by `now`, and those due by
-    /// `now + ahead` whose fire does not depend on their runs in progress (their overlap policy
-    /// cannot apply, [`crate::plan::needs_active`]). Writes their ledger rows and advances
-    /// their next run times. Returns the runs now pending dispatch, leased until `now + lease`;
-    /// a run claimed ahead is to be dispatched at its time, once [`JobStore::still_pending`]
-    /// confirms it. An occurrence already in the ledger is never returned twice.
+    /// The runs of [`JobStore::claim_rows`] at `now` that are pending dispatch.
     async fn claim(
         &self,
         now: DateTime<Utc>,
+        ahead: TimeDelta,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut rows = self.claim_rows(now.into(), ahead, limit, lease).await?;
+        rows.retain(|run| run.status == RunStatus::Pending);
+        Ok(rows)
+    }
+
+    /// Claims up to `limit` schedules in one transaction: those due by `now` (the instant `at`
+    /// stands for once the transaction is held), and those due by
+    /// `now + ahead` whose fire does not depend on their runs in progress (their overlap policy
+    /// cannot apply, [`crate::plan::needs_active`]). Writes their ledger rows and advances
+    /// their next run times. Returns every ledger row it wrote: the runs now pending dispatch,
+    /// leased until `now + lease` (a run claimed ahead is to be dispatched at its time, once
+    /// [`JobStore::still_pending`] confirms it), and those that ended as they were planned
+    /// (`coalesced`, `skipped`, `failed`). An occurrence already in the ledger is never
+    /// returned twice.
+    async fn claim_rows(
+        &self,
+        at: ClaimAt,
         ahead: TimeDelta,
         limit: usize,
         lease: TimeDelta,

@@ -81,7 +81,7 @@ pub(crate) struct TriggerArgs {
     /// The trigger as JSON: {"type": "cron", "expression": "0 9 * * *", "timezone": "UTC"}.
     #[arg(long, value_name = "JSON", group = "when")]
     pub(crate) trigger: Option<String>,
-    /// The IANA zone of --cron or --daily-times (default UTC).
+    /// The IANA zone of --cron or --daily-times (default UTC; on update, the schedule's).
     #[arg(long, value_name = "ZONE")]
     pub(crate) tz: Option<String>,
     /// No fire before this instant (RFC 3339).
@@ -93,9 +93,15 @@ pub(crate) struct TriggerArgs {
 }
 
 impl TriggerArgs {
-    /// The trigger the flags describe; `None` when no trigger flag was given.
-    fn spec(&self) -> Result<Option<TriggerSpec>, Failure> {
-        let zone = self.tz.clone().unwrap_or_else(|| "UTC".into());
+    /// Whether the trigger flags name wall-clock times, which need a zone.
+    fn needs_zone(&self) -> bool {
+        self.cron.is_some() || self.daily_times.is_some()
+    }
+
+    /// The trigger the flags describe, in `--tz` or else `zone`; `None` when no trigger flag
+    /// was given.
+    fn spec(&self, zone: &str) -> Result<Option<TriggerSpec>, Failure> {
+        let zone = self.tz.as_deref().unwrap_or(zone);
         let mut value = if let Some(expression) = &self.cron {
             json!({"type": "cron", "expression": expression, "timezone": zone})
         } else if let Some(secs) = self.interval {
@@ -357,7 +363,7 @@ pub(crate) async fn run(context: &Context, command: ScheduleCommand) -> Result<(
     let client = context.scheduler()?;
     match command {
         ScheduleCommand::Create(args) => {
-            let trigger = args.trigger.spec()?.ok_or_else(|| {
+            let trigger = args.trigger.spec("UTC")?.ok_or_else(|| {
                 Failure::usage(
                     "a trigger is needed: --cron, --interval, --daily-times, --once or --trigger",
                 )
@@ -447,9 +453,15 @@ pub(crate) async fn run(context: &Context, command: ScheduleCommand) -> Result<(
             }
         }
         ScheduleCommand::Update(args) => {
+            // A new cron expression or new times keep the schedule's zone unless --tz moves it.
+            let zone = if args.trigger.needs_zone() && args.trigger.tz.is_none() {
+                client.get_schedule(&args.id, &args.owner).await?.timezone
+            } else {
+                "UTC".to_string()
+            };
             let update = ScheduleUpdate {
                 name: args.name,
-                trigger: args.trigger.spec()?,
+                trigger: args.trigger.spec(&zone)?,
                 target: args.target.map(|t| parse("--target", &t)).transpose()?,
                 policy: args.policy.map(|p| parse("--policy", &p)).transpose()?,
                 tags: (!args.tags.is_empty()).then_some(args.tags),

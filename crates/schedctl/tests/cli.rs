@@ -287,6 +287,30 @@ async fn schedules_runs_and_cron_through_schedctl() {
         ])
         .await;
     assert_eq!(updated["trigger"]["expression"], "30 3 * * *");
+    // A new expression without --tz keeps the schedule's zone.
+    let kept = services
+        .json(&[
+            "schedule",
+            "update",
+            "nightly",
+            "--owner",
+            "alice",
+            "--cron",
+            "45 3 * * *",
+        ])
+        .await;
+    assert_eq!(kept["trigger"]["expression"], "45 3 * * *");
+    assert_eq!(kept["trigger"]["timezone"], "Europe/Paris", "{kept}");
+
+    // A missing or wrong token is a refusal, said at once: exit 1, no retries.
+    for token in ["", "wrong-token"] {
+        let (code, _, stderr) = services
+            .ctl_as(token, &["schedule", "list", "--owner", "alice"])
+            .await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.starts_with("UnauthorizedError: "), "{stderr}");
+        assert!(!stderr.contains("attempt"), "not retried: {stderr}");
+    }
 
     let run = services
         .json(&["schedule", "trigger", "nightly", "--owner", "alice"])

@@ -336,11 +336,29 @@ pub struct NewGraphSchedule {
     pub policy: Option<SchedulePolicy>,
 }
 
+/// Whether a failed call may succeed when sent again: the connection failed, not the request.
+/// A request the server turned away with a 4xx status (a missing or wrong token, a body too
+/// large) fails the same way every time.
 fn is_connection_error(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::Transport(_) | ClientError::RestartNeeded(_)
-    )
+    match error {
+        ClientError::Transport(_) => {
+            !rejected_status(error).is_some_and(|s| (400..500).contains(&s))
+        }
+        ClientError::RestartNeeded(_) => true,
+        _ => false,
+    }
+}
+
+/// The HTTP status of a request the server rejected before JSON-RPC saw it.
+fn rejected_status(error: &ClientError) -> Option<u16> {
+    use jsonrpsee::http_client::transport::Error as Transport;
+    let ClientError::Transport(inner) = error else {
+        return None;
+    };
+    match inner.downcast_ref::<Transport>()? {
+        Transport::Rejected { status_code } => Some(*status_code),
+        _ => None,
+    }
 }
 
 fn classify(error: ClientError, attempts: usize) -> Error {
@@ -350,6 +368,12 @@ fn classify(error: ClientError, attempts: usize) -> Error {
             None => Error::Rpc(format!("{} (code {})", object.message(), object.code())),
         },
         ClientError::RequestTimeout => Error::Timeout,
+        error if rejected_status(&error) == Some(401) => {
+            Error::Scheduler(SchedulerError::Unauthorized(
+                "the scheduler refused the request: its token is missing or wrong (HTTP 401)"
+                    .into(),
+            ))
+        }
         error if is_connection_error(&error) => Error::Unreachable {
             attempts,
             message: error.to_string(),

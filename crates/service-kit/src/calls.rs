@@ -7,7 +7,9 @@
 //!   "Internal error"; they are refused with -32601 saying to use WebSocket;
 //! - unsubscribe by name: jsonrpsee reads an unsubscribe call's subscription id by position
 //!   only, so `{"subscription": id}` would answer `false` and leave the subscription running;
-//!   the named form is turned into the positional one;
+//!   the named form is turned into the positional one; and an unsubscribe that jsonrpsee
+//!   answers `false` for a subscription still being accepted ([`Accepting`]) ends it once
+//!   accepted and answers `true`;
 //! - parameters that do not parse: for the methods a service lists, jsonrpsee's -32602
 //!   "Invalid params" becomes the service's own bad-input error, with serde's message naming
 //!   the field, so callers see one kind of error for every bad value.
@@ -25,6 +27,7 @@ use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Auth, Caller, UNAUTHORIZED, UNAUTHORIZED_TYPE};
+use crate::subscriptions::Accepting;
 
 /// JSON-RPC's "method not found or not available".
 const NOT_AVAILABLE: i32 = -32601;
@@ -38,8 +41,11 @@ pub struct CallRules {
     pub admin_methods: Vec<&'static str>,
     /// Methods served over WebSocket only.
     pub websocket_only: Vec<&'static str>,
-    /// Unsubscribe methods that also take `{"subscription": id}`.
+    /// Unsubscribe methods: they also take `{"subscription": id}`, and end a subscription
+    /// still being accepted through `accepting`.
     pub named_unsubscribe: Vec<&'static str>,
+    /// The subscriptions being accepted (the service accepts them through it).
+    pub accepting: Accepting,
     /// Methods whose unparsable parameters answer with the service's bad-input error.
     pub param_errors: Option<ParamErrors>,
 }
@@ -141,6 +147,25 @@ where
             return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
         }
         self.by_position(&mut request);
+        if self.is_unsubscribe(&request) {
+            let accepting = self.rules.accepting.clone();
+            let id = request.id.clone().into_owned();
+            let subscription = first_param(&request);
+            let response = self.inner.call(request);
+            return Either::Right(Either::Right(Either::Left(async move {
+                let answer = response.await;
+                let unfound = answer.as_json().get().contains(r#""result":false"#);
+                match subscription.filter(|sub| unfound && accepting.cancel(sub)) {
+                    Some(_) => MethodResponse::response(
+                        id,
+                        jsonrpsee::ResponsePayload::success(true),
+                        usize::MAX,
+                    )
+                    .with_extensions(answer.extensions().clone()),
+                    None => answer,
+                }
+            })));
+        }
         let rewrite = self
             .rules
             .param_errors
@@ -152,13 +177,13 @@ where
         let rules = self.rules.clone();
         let id = request.id.clone().into_owned();
         let response = self.inner.call(request);
-        Either::Right(Either::Right(async move {
+        Either::Right(Either::Right(Either::Right(async move {
             let answer = response.await;
             match &rules.param_errors {
                 Some(errors) => errors.rewrite(answer, id),
                 None => answer,
             }
-        }))
+        })))
     }
 
     fn batch<'a>(
@@ -257,16 +282,24 @@ impl<S> Calls<S> {
         })
     }
 
-    /// `{"subscription": id}` becomes `[id]` for a named unsubscribe method.
-    fn by_position(&self, request: &mut Request<'_>) {
-        if self
-            .rules
+    fn is_unsubscribe(&self, request: &Request<'_>) -> bool {
+        self.rules
             .named_unsubscribe
             .contains(&request.method.as_ref())
-        {
+    }
+
+    /// `{"subscription": id}` becomes `[id]` for a named unsubscribe method.
+    fn by_position(&self, request: &mut Request<'_>) {
+        if self.is_unsubscribe(request) {
             by_position(request);
         }
     }
+}
+
+/// The first positional parameter of a call, as JSON text.
+fn first_param(request: &Request<'_>) -> Option<String> {
+    let params: Vec<Value> = serde_json::from_str(request.params.as_ref()?.get()).ok()?;
+    params.first().map(Value::to_string)
 }
 
 fn by_position(request: &mut Request<'_>) {
@@ -304,6 +337,7 @@ mod tests {
             admin_methods: vec!["kill_job"],
             websocket_only: vec!["subscribe_logs"],
             named_unsubscribe: vec!["unsubscribe_logs"],
+            accepting: Accepting::default(),
             param_errors: None,
         };
         let auth = Auth::new(&AuthConfig {
@@ -316,6 +350,65 @@ mod tests {
             rules: Arc::new(rules),
             auth: Arc::new(auth),
         }
+    }
+
+    /// An inner service that answers every call with `result`.
+    #[derive(Clone)]
+    struct Answers(Value);
+
+    impl RpcServiceT for Answers {
+        type MethodResponse = MethodResponse;
+        type NotificationResponse = MethodResponse;
+        type BatchResponse = MethodResponse;
+
+        fn call<'a>(
+            &self,
+            request: Request<'a>,
+        ) -> impl Future<Output = MethodResponse> + Send + 'a {
+            let id = request.id.into_owned();
+            let result = jsonrpsee::ResponsePayload::success(self.0.clone());
+            std::future::ready(MethodResponse::response(id, result, usize::MAX))
+        }
+
+        fn batch<'a>(&self, _: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+            std::future::ready(MethodResponse::notification())
+        }
+
+        fn notification<'a>(
+            &self,
+            _: Notification<'a>,
+        ) -> impl Future<Output = MethodResponse> + Send + 'a {
+            std::future::ready(MethodResponse::notification())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_that_finds_nothing_ends_a_subscription_being_accepted() {
+        let plain = calls(None);
+        let accepting = Accepting::default();
+        let calls = Calls {
+            inner: Answers(json!(false)),
+            rules: Arc::new(CallRules {
+                accepting: accepting.clone(),
+                ..(*plain.rules).clone()
+            }),
+            auth: plain.auth.clone(),
+        };
+        let answer = |response: MethodResponse| -> Value {
+            serde_json::from_str::<Value>(response.as_json().get()).unwrap()["result"].clone()
+        };
+        // Nothing is being accepted: jsonrpsee's `false` stands.
+        let unknown = calls
+            .call(request("unsubscribe_logs", r#"{"subscription": "abc"}"#))
+            .await;
+        assert_eq!(answer(unknown), json!(false));
+        // The subscription's id went out but it is not registered yet: it is ended.
+        accepting.begin(r#""abc""#);
+        let racing = calls
+            .call(request("unsubscribe_logs", r#"{"subscription": "abc"}"#))
+            .await;
+        assert_eq!(answer(racing), json!(true));
+        assert!(accepting.end(r#""abc""#), "cancelled once accepted");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod request_ids;
 pub mod serve;
 pub mod shutdown;
 pub mod sql;
+pub mod subscriptions;
 
 pub use database::{Database, DatabaseError, DatabaseUrl};
 pub use shutdown::Shutdown;

@@ -2,12 +2,24 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
+/// What the relay does with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Relay,
+    Refuse,
+    /// Accept it and keep it waiting, unanswered, until the relay is restored.
+    Hold,
+}
+
 /// A TCP relay to PostgreSQL that a test can cut, as a database restart or outage would: every
-/// open connection is closed and new ones are refused until it is restored.
+/// open connection is closed and new ones are refused (or held unanswered) until it is
+/// restored.
 pub struct DbProxy {
     pub port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    mode: Arc<watch::Sender<Mode>>,
+    generation: Arc<watch::Sender<u64>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -22,21 +34,31 @@ impl DbProxy {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let generation = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let (up2, generation2) = (up.clone(), generation.clone());
+        let mode = Arc::new(watch::channel(Mode::Relay).0);
+        let generation = Arc::new(watch::channel(0u64).0);
+        let (mode2, generation2) = (mode.clone(), generation.clone());
         let server = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
-                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                if *mode2.borrow() == Mode::Refuse {
                     drop(client);
                     continue;
                 }
                 let target = target.clone();
+                let mut relaying = mode2.subscribe();
                 let mut cut = generation2.subscribe();
                 tokio::spawn(async move {
+                    // A held connection waits, unanswered, for the relay to be restored.
+                    if relaying
+                        .wait_for(|mode| *mode == Mode::Relay)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    cut.mark_unchanged();
                     let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
@@ -49,7 +71,7 @@ impl DbProxy {
         });
         DbProxy {
             port,
-            up,
+            mode,
             generation,
             server,
         }
@@ -65,12 +87,20 @@ impl DbProxy {
 
     /// Closes every relayed connection and refuses new ones.
     pub fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.mode.send_replace(Mode::Refuse);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Closes every relayed connection and holds new ones unanswered until [`DbProxy::restore`],
+    /// as a database that is starting up, or a network that drops packets, keeps a client
+    /// waiting.
+    pub fn hold(&self) {
+        self.mode.send_replace(Mode::Hold);
         self.generation.send_modify(|g| *g += 1);
     }
 
     pub fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.mode.send_replace(Mode::Relay);
     }
 }
 

@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Installed before the reconciliation, so the jobs it settles are counted too.
     let metrics = service_kit::metrics::install()?;
     telemetry::describe();
+    telemetry::register(&config);
     recover::reconcile(&store, &config)
         .await
         .context("reconciling jobs left running by a previous start")?;

@@ -14,6 +14,7 @@ use service_kit::Shutdown;
 use service_kit::auth::Auth;
 use service_kit::calls::CallRules;
 use service_kit::serve::{Health, Service};
+use service_kit::subscriptions::Accepting;
 use tokio::net::TcpListener;
 
 use crate::rpc::RpcHandler;
@@ -32,12 +33,13 @@ pub fn rpc_module(state: Arc<RunnerState>) -> anyhow::Result<RpcModule<()>> {
 }
 
 /// What every call is checked against.
-pub fn call_rules() -> CallRules {
+pub fn call_rules(accepting: Accepting) -> CallRules {
     CallRules {
         open_methods: vec!["health_check"],
         admin_methods: vec!["kill_job", "restart_run"],
         websocket_only: vec!["subscribe_logs", "unsubscribe_logs"],
         named_unsubscribe: vec!["unsubscribe_logs"],
+        accepting,
         param_errors: None,
     }
 }
@@ -51,7 +53,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let service = Service {
         module: rpc_module(state.clone())?,
-        rules: call_rules(),
+        rules: call_rules(state.accepting.clone()),
         auth: Auth::new(&state.config.auth),
         routes: axum::Router::new(),
         open_routes: Vec::new(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use device_runner_api::{DeviceInfo, Job, RunnerError};
+use service_kit::subscriptions::Accepting;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
@@ -52,6 +53,8 @@ pub struct RunnerState {
     pub devices: RwLock<BTreeMap<String, DeviceEntry>>,
     /// Logs being written, for followers; finished logs are read from their files.
     pub logs: LogFollowers,
+    /// Log subscriptions being accepted, so an unsubscribe that follows at once ends them.
+    pub accepting: Accepting,
 }
 
 impl RunnerState {
@@ -62,6 +65,7 @@ impl RunnerState {
             started_at: Utc::now(),
             devices: RwLock::default(),
             logs: LogFollowers::default(),
+            accepting: Accepting::default(),
         })
     }
 

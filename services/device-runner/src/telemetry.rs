@@ -10,11 +10,45 @@
 //!   scrape;
 //! - `device_runner_process_kills_total{signal}`: signals delivered to job process groups
 //!   (`SIGTERM` to stop, `SIGKILL` when the grace ran out or to clear what a job left).
+//!
+//! [`register`] creates at start every series whose labels the configuration tells (each job
+//! type with each final status, each device and pool, each signal), so each reads 0 from the
+//! first scrape instead of being absent until the first job.
 
 use std::time::Duration;
 
 use device_runner_api::JobStatus;
 use metrics::{counter, gauge, histogram};
+
+use crate::config::{Config, pool_queue};
+
+/// The signals `device_runner_process_kills_total` counts.
+const SIGNALS: [&str; 2] = ["SIGTERM", "SIGKILL"];
+
+/// Registers every series the configuration knows of, at 0.
+pub fn register(config: &Config) {
+    for job_type in config.job_types.keys() {
+        let job_type = job_type.to_string();
+        counter!("device_runner_jobs_started_total", "job_type" => job_type.clone()).increment(0);
+        // Registered, a histogram is rendered with no observations.
+        let _registered =
+            histogram!("device_runner_job_start_latency_seconds", "job_type" => job_type.clone());
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_finished()) {
+            let status = status.as_str();
+            counter!("device_runner_jobs_finished_total", "job_type" => job_type.clone(), "status" => status)
+                .increment(0);
+            let _registered = histogram!("device_runner_job_duration_seconds", "job_type" => job_type.clone(), "status" => status);
+        }
+    }
+    let devices = config.devices.iter().map(|d| d.serial.clone());
+    let pools = config.pools.iter().map(|p| pool_queue(&p.name));
+    for queue in devices.chain(pools) {
+        self::queue(&queue, 0, 0);
+    }
+    for signal in SIGNALS {
+        counter!("device_runner_process_kills_total", "signal" => signal).increment(0);
+    }
+}
 
 /// Registers the descriptions once the recorder is installed.
 pub fn describe() {

@@ -62,6 +62,7 @@ function relative(at) {
   if (!at) return "";
   const secs = Math.round((new Date(at).getTime() - Date.now()) / 1000);
   const abs = Math.abs(secs);
+  if (abs < 2) return "just now";
   const [n, unit] = abs < 60 ? [abs, "s"] : abs < 3600 ? [Math.round(abs / 60), "min"]
     : abs < 86400 ? [Math.round(abs / 3600), "h"] : [Math.round(abs / 86400), "d"];
   return secs >= 0 ? `in ${n} ${unit}` : `${n} ${unit} ago`;
@@ -105,14 +106,16 @@ function setToken(token, admin) {
 
 // Asks for a token in the dialog; resolves to it, or to null when dismissed (or when the
 // operator leaves the page).
-function askToken(why, admin) {
+function askToken(why, admin, refused) {
   return new Promise((resolve) => {
     const dialog = document.getElementById("token-dialog");
     const form = document.getElementById("token-form");
     const cancel = document.getElementById("token-cancel");
     const input = document.getElementById("token-input");
     document.getElementById("token-title").textContent = admin ? "Admin token needed" : "Token needed";
-    document.getElementById("token-why").textContent = why;
+    const explanation = document.getElementById("token-why");
+    explanation.textContent = why;
+    explanation.classList.toggle("refused", !!refused);
     input.value = "";
     let settled = false;
     const done = (value) => {
@@ -134,17 +137,21 @@ function askToken(why, admin) {
   });
 }
 
+// Sends until the scheduler takes the token: each token typed is tried, and a refused one
+// brings the prompt back saying so, until the operator gives up (Cancel).
 async function withToken(send, admin) {
-  for (let tries = 0; tries < 3; tries++) {
+  for (;;) {
     const response = await send();
     if (response.status !== 401) return response;
-    const token = await askToken(admin
-      ? "This action needs the admin token."
-      : "This scheduler asks for a token; it is kept for this tab only.", admin);
-    if (!token) throw new ApiError("UnauthorizedError", "no token given", 401);
+    const tried = admin ? state.admin : state.token;
+    const why = tried
+      ? "That token was refused. Check it and give it again."
+      : admin ? "This action needs the admin token."
+        : "This scheduler asks for a token; it is kept for this tab only.";
+    const token = await askToken(why, admin, !!tried);
+    if (!token) throw new ApiError("UnauthorizedError", tried ? "the token was refused" : "no token given", 401);
     setToken(token, admin);
   }
-  throw new ApiError("UnauthorizedError", "the token was refused", 401);
 }
 
 let rpcId = 0;
@@ -163,9 +170,9 @@ async function rpc(method, params, options = {}) {
   const answer = await response.json();
   if (answer.error) {
     const type = (answer.error.data && answer.error.data.type) || ERROR_TYPES[answer.error.code] || "Error";
-    if (type === "UnauthorizedError" && admin && prompt && !options.asked) {
-      const token = await askToken("The admin token was refused; give it again.", true);
-      if (token) { setToken(token, true); return rpc(method, params, {...options, asked: true}); }
+    if (type === "UnauthorizedError" && admin && prompt) {
+      const token = await askToken("That admin token was refused. Check it and give it again.", true, true);
+      if (token) { setToken(token, true); return rpc(method, params, options); }
     }
     throw new ApiError(type, answer.error.message, response.status);
   }
@@ -502,11 +509,16 @@ async function schedulePage(id, query) {
       h("dt", {}, "Policy"), h("dd", {}, h("code", {}, JSON.stringify(s.policy))),
       h("dt", {}, "State"), h("dd", {}, s.paused ? statusBadge("paused") : statusBadge("active"), s.paused_reason ? ` ${s.paused_reason}` : ""),
       h("dt", {}, "Tags"), h("dd", {}, (s.tags || []).join(", ") || "–"));
-    const upcoming = h("ol", {class: "preview"}, (s.next_fire_times || []).map((at) => h("li", {}, when(at, s.timezone))));
+    const times = s.next_fire_times || [];
+    const upcoming = times.length
+      ? h("ol", {class: "preview"}, times.map((at) => h("li", {}, when(at, s.timezone))))
+      : h("p", {class: "muted", id: "upcoming-none"}, s.paused
+        ? "None while the schedule is paused: resuming it fires from then on."
+        : "None: the trigger fires no more.");
     const rows = runs.runs.map((r) => {
       const lag = r.finished_at ? (new Date(r.finished_at) - new Date(r.scheduled_time)) / 1000 : null;
       return h("tr", {}, h("td", {}, statusBadge(r.status)), h("td", {}, when(r.scheduled_time, s.timezone)),
-        h("td", {}, when(r.finished_at)), h("td", {}, lag === null ? "–" : duration(lag)),
+        h("td", {}, when(r.finished_at, s.timezone)), h("td", {}, lag === null ? "–" : duration(lag)),
         h("td", {}, r.attempts), h("td", {class: "mono"}, r.detail || "–"));
     });
     body.replaceChildren(actions, info, h("h2", {}, "Upcoming"), upcoming,
@@ -561,6 +573,12 @@ function colour(type, types) {
   return types.get(type);
 }
 
+// A timeline bar's least width and the gap kept after it on its lane (percent of 24 h), and
+// the height of a lane (px).
+const MIN_BAR = 0.5;
+const GAP = 0.15;
+const LANE = 18;
+
 async function timelinePage() {
   const body = h("div", {class: "timeline card", id: "timeline"});
   const legend = h("div", {class: "legend", id: "legend"});
@@ -572,17 +590,26 @@ async function timelinePage() {
     const end = Date.now();
     const start = end - 24 * 3600 * 1000;
     const types = new Map();
-    const rows = phones.map((phone) => h("div", {class: "tl-row"},
-      h("div", {class: "tl-label", title: phone.serial}, phone.label || phone.serial),
-      h("div", {class: "tl-track"}, phone.runs.map((run) => {
+    const rows = phones.map((phone) => {
+      // Each bar is at least MIN_BAR wide; a bar that would overlap the one before it on a
+      // lane goes to the next lane down, so runs seconds apart each stay visible and clickable.
+      const laneEnds = [];
+      const bars = phone.runs.map((run) => {
         const from = Math.max(new Date(run.started_at).getTime(), start);
         const to = run.ended_at ? new Date(run.ended_at).getTime() : end;
         const left = ((from - start) / (end - start)) * 100;
-        const width = Math.max(((to - from) / (end - start)) * 100, 0.15);
+        const width = Math.max(((to - from) / (end - start)) * 100, MIN_BAR);
+        let lane = laneEnds.findIndex((laneEnd) => laneEnd <= left);
+        if (lane < 0) { lane = laneEnds.length; laneEnds.push(0); }
+        laneEnds[lane] = left + width + GAP;
         const text = `${run.job_type} · ${run.status} · ${absolute(run.started_at)} · ${duration((to - new Date(run.started_at)) / 1000)}`;
-        return h("button", {class: "tl-bar", style: `left:${left}%;width:${width}%;background:${colour(run.job_type, types)}`,
+        return h("button", {class: "tl-bar", style: `left:${left}%;width:${width}%;top:${3 + lane * LANE}px;background:${colour(run.job_type, types)}`,
           "aria-label": text, "data-job": run.job_id});
-      }))));
+      });
+      return h("div", {class: "tl-row"},
+        h("div", {class: "tl-label", title: phone.serial}, phone.label || phone.serial),
+        h("div", {class: "tl-track", style: `height:${6 + Math.max(laneEnds.length, 1) * LANE - 2}px`}, bars));
+    });
     // One set of listeners for every bar: hover shows the run, a click opens its log.
     body.onmouseover = (event) => {
       const bar = event.target.closest(".tl-bar");

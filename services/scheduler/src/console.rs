@@ -10,9 +10,18 @@ use axum::routing::get;
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
 const STYLE: &str = include_str!("../console/console.css");
+const ICON: &str = include_str!("../console/favicon.svg");
 
-/// The paths served without a token: the page and its assets, which hold no data.
-pub const OPEN_ROUTES: [&str; 4] = ["/ui", "/ui/", "/ui/console.js", "/ui/console.css"];
+/// The paths served without a token: the page and its assets, which hold no data, and the icon
+/// a browser asks for at `/favicon.ico` on every page.
+pub const OPEN_ROUTES: [&str; 6] = [
+    "/ui",
+    "/ui/",
+    "/ui/console.js",
+    "/ui/console.css",
+    "/ui/favicon.svg",
+    "/favicon.ico",
+];
 
 /// The console's routes.
 pub fn routes() -> Router {
@@ -29,6 +38,14 @@ pub fn routes() -> Router {
         .route(
             "/ui/console.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/ui/favicon.svg",
+            get(|| async { asset("image/svg+xml", ICON) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset("image/svg+xml", ICON) }),
         )
 }
 

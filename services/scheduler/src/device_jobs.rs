@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use device_runner_api::{Job, JobStatus};
+use device_runner_api::{Job, JobStatus, RunnerError};
+use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
 use jobstore::{RunRecord, RunStatus, Target};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::DeviceRunnerConfig;
@@ -28,6 +29,8 @@ type Waiters = HashMap<String, Vec<oneshot::Sender<Result<Job, DispatchError>>>>
 struct Runner {
     name: String,
     endpoint: Endpoint,
+    /// The typed client, for the checks whose refusals are the caller's to read.
+    client: DeviceRunnerClient,
     poll: Duration,
     /// The jobs followed, by id, with who waits for each one's end.
     followed: Mutex<Waiters>,
@@ -41,11 +44,18 @@ impl DeviceRunners {
             let http = reqwest::Client::builder().timeout(runner.timeout).build()?;
             let endpoint = Endpoint::new(http, format!("device runner '{name}'"), &runner.url)
                 .with_token(runner.token.clone());
+            let client = DeviceRunnerClient::with_options(
+                &runner.url,
+                runner.timeout,
+                runner.token.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("device_runners.{name}: {e}"))?;
             runners.insert(
                 name.clone(),
                 Arc::new(Runner {
                     name: name.clone(),
                     endpoint,
+                    client,
                     poll: runner.poll,
                     followed: Mutex::default(),
                     polling: AtomicBool::new(false),
@@ -76,6 +86,22 @@ impl DeviceRunners {
     /// Queues the run's job; returns the job as the runner answered (the one an earlier
     /// delivery of the same run queued, if there was one).
     pub async fn enqueue(&self, run: &RunRecord) -> Result<Value, DispatchError> {
+        let (runner, mut params) = job_of(&run.target)
+            .ok_or_else(|| DispatchError::Rejected("not a device job".into()))?;
+        params.insert(
+            "source".into(),
+            format!("schedule {}", run.schedule_id).into(),
+        );
+        params.insert("idempotency_key".into(), run.idempotency_key().into());
+        self.runner(runner)?
+            .endpoint
+            .call("enqueue_job", Value::Object(params))
+            .await
+    }
+
+    /// Whether the runner a `device_job` target names would queue its job (`check_job`: its
+    /// job type, device or pool, priority, params and maximum duration).
+    pub async fn check(&self, target: &Target) -> JobCheck {
         let Target::DeviceJob {
             runner,
             device,
@@ -84,24 +110,32 @@ impl DeviceRunners {
             params,
             priority,
             max_duration,
-        } = &run.target
+        } = target
         else {
-            return Err(DispatchError::Rejected("not a device job".into()));
+            return JobCheck::Taken;
         };
-        let params = json!({
-            "device": device,
-            "pool": pool,
-            "job_type": job_type,
-            "params": params,
-            "priority": priority,
-            "max_duration": max_duration,
-            "source": format!("schedule {}", run.schedule_id),
-            "idempotency_key": run.idempotency_key(),
-        });
-        self.runner(runner)?
-            .endpoint
-            .call("enqueue_job", params)
-            .await
+        let Ok(runner) = self.runner(runner) else {
+            return JobCheck::Refused(format!("device runner '{runner}' is not configured"));
+        };
+        let answer = runner
+            .client
+            .rpc()
+            .check_job(
+                device.clone(),
+                job_type.clone(),
+                Some(Value::Object(params.clone())),
+                Some(i64::from(*priority)),
+                max_duration.clone().map(Value::from),
+                pool.clone(),
+            )
+            .await;
+        match answer.map_err(device_runner_client::Error::from) {
+            Ok(_) => JobCheck::Taken,
+            Err(device_runner_client::Error::Runner(RunnerError::Value(message))) => {
+                JobCheck::Refused(message)
+            }
+            Err(other) => JobCheck::Unasked(other.to_string()),
+        }
     }
 
     /// Waits until job `job_id` on `runner` has ended, and returns it as it ended.
@@ -118,6 +152,43 @@ impl DeviceRunners {
         told.await
             .unwrap_or_else(|_| Err(DispatchError::Unreachable("the poller stopped".into())))
     }
+}
+
+/// What a runner says of a job it is asked to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCheck {
+    /// It would queue it.
+    Taken,
+    /// It would refuse it, for this reason (naming the devices or job types it knows).
+    Refused(String),
+    /// It could not be asked (down, or it refused the call itself), for this reason.
+    Unasked(String),
+}
+
+/// The runner a `device_job` target names, and the params of its `enqueue_job`.
+fn job_of(target: &Target) -> Option<(&str, Map<String, Value>)> {
+    let Target::DeviceJob {
+        runner,
+        device,
+        pool,
+        job_type,
+        params,
+        priority,
+        max_duration,
+    } = target
+    else {
+        return None;
+    };
+    let params = [
+        ("device", json!(device)),
+        ("pool", json!(pool)),
+        ("job_type", json!(job_type)),
+        ("params", json!(params)),
+        ("priority", json!(priority)),
+        ("max_duration", json!(max_duration)),
+    ];
+    let params = params.into_iter().map(|(k, v)| (k.to_string(), v));
+    Some((runner.as_str(), params.collect()))
 }
 
 /// Asks the runner, every `poll`, how the followed jobs stand, and tells the waiters of each

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
-use jobstore::{JobStore, RunOutcome, RunRecord, RunStatus, StoreError, StoreName};
+use jobstore::{ClaimAt, JobStore, RunOutcome, RunRecord, RunStatus, StoreError, StoreName};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -238,7 +238,9 @@ impl Engine {
             taken += drain(
                 store,
                 Take::Due,
-                |s| s.claim(now, ahead, batch, lease),
+                // The clock is read once the claim holds its transaction: a pass that began
+                // before a database outage plans with the time it runs.
+                |s| s.claim_rows(ClaimAt::Clock, ahead, batch, lease),
                 batch,
                 launcher,
             )
@@ -310,7 +312,8 @@ impl Take {
     }
 }
 
-/// Calls `take` until it returns less than a full batch, dispatching everything it returns.
+/// Calls `take` until it returns less than a full batch, dispatching the pending runs it
+/// returns and counting those that ended as they were planned (coalesced, skipped, failed).
 async fn drain<'s, F, Fut>(
     store: &'s Arc<dyn JobStore>,
     kind: Take,
@@ -329,9 +332,16 @@ where
         telemetry::store_operation(kind.operation(), started.elapsed());
         let runs = runs?;
         let count = runs.len();
-        telemetry::claimed(store.jobstore().as_str(), kind.label(), count);
+        let jobstore = store.jobstore().as_str();
+        let (pending, written): (Vec<_>, Vec<_>) = runs
+            .into_iter()
+            .partition(|run| run.status == RunStatus::Pending);
+        for run in written.iter().filter(|run| !run.status.is_open()) {
+            telemetry::ended(jobstore, run.status);
+        }
+        telemetry::claimed(jobstore, kind.label(), pending.len());
         total += count;
-        launcher.start_all(runs).await;
+        launcher.start_all(pending).await;
         if count < batch {
             return Ok(total);
         }

@@ -103,12 +103,31 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(status, message.into())
 }
 
+/// The farm's whole-number fields and the values each takes (a job runs at most 30 days on
+/// the runner; priorities are the runner's 1 to 5).
+const WHOLE_NUMBERS: [(&str, u64, u64); 3] = [
+    ("interval_minutes", 1, triggers::MAX_INTERVAL_SECS / 60),
+    ("max_duration_minutes", 1, 30 * 24 * 60),
+    ("priority", 1, 5),
+];
+
 fn body(text: &[u8]) -> Result<FarmSchedule, Refusal> {
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, message);
     if text.iter().all(u8::is_ascii_whitespace) {
-        return Err(error(StatusCode::BAD_REQUEST, "a JSON object is required"));
+        return Err(bad("a JSON object is required".into()));
     }
-    serde_json::from_slice(text)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid schedule: {e}")))
+    let given: Value =
+        serde_json::from_slice(text).map_err(|e| bad(format!("invalid schedule: {e}")))?;
+    for (field, min, max) in WHOLE_NUMBERS {
+        let value = &given[field];
+        let within = value.as_u64().is_some_and(|n| (min..=max).contains(&n));
+        if !value.is_null() && !within {
+            return Err(bad(format!(
+                "{field} must be a whole number from {min} to {max}, got {value}"
+            )));
+        }
+    }
+    serde_json::from_value(given).map_err(|e| bad(format!("invalid schedule: {e}")))
 }
 
 impl Farm {
@@ -158,7 +177,6 @@ impl Farm {
             (Some(_), Some(_)) => {
                 return Err(bad("give interval_minutes or daily_times, not both".into()));
             }
-            (Some(0), None) => return Err(bad("interval_minutes must be at least 1".into())),
             (Some(minutes), None) => {
                 json!({"type": "interval", "every_secs": minutes.saturating_mul(60)})
             }

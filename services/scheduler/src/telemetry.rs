@@ -1,6 +1,7 @@
 //! Metrics, served as Prometheus text at `GET /metrics`. Names and labels:
 //!
-//! - `scheduler_occurrences_total{jobstore, status}`: runs that ended, by ledger status;
+//! - `scheduler_occurrences_total{jobstore, status}`: runs that ended, by ledger status
+//!   (`dispatched`, `failed`, `skipped`, `coalesced`);
 //! - `scheduler_dispatch_failures_total{jobstore, reason}`: failed runs, `unreachable` or
 //!   `rejected`;
 //! - `scheduler_dispatch_duration_seconds{jobstore}`: from the start of a dispatch to its end,
@@ -10,17 +11,23 @@
 //! - `scheduler_claims_total{jobstore, kind}`: runs claimed, `due` or `reclaimed` (an expired
 //!   lease taken over);
 //! - `scheduler_store_operation_seconds{operation}`: the engine's store calls;
+//! - `scheduler_ledger_rows_deleted_total{rule}`: ledger rows the retention deleted, by `age`
+//!   or `count`;
 //! - `scheduler_leader`: 1 while this replica leads;
 //! - `scheduler_database_up`: 1 while the engine's last store call succeeded;
 //! - `scheduler_dispatches_in_flight`;
 //! - `scheduler_oldest_overdue_seconds`: how long the oldest due occurrence has waited (0 when
 //!   none waits), as of the last `/ready` or `/metrics` request.
+//!
+//! Every series whose labels are known in advance (each jobstore, status, reason, kind, store
+//! operation and retention rule) is registered at start, so it reads 0 from the first scrape
+//! instead of being absent until something happens.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use jobstore::StoreName;
+use jobstore::{RunStatus, StoreName};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -29,13 +36,38 @@ use metrics_exporter_prometheus::PrometheusHandle;
 struct StoreMetrics {
     lag: Histogram,
     duration: Histogram,
-    dispatched: Counter,
-    failed: Counter,
+    /// `scheduler_occurrences_total` by ended status, in the order of [`ENDED`].
+    ended: [Counter; ENDED.len()],
     unreachable: Counter,
     rejected: Counter,
     due: Counter,
     reclaimed: Counter,
 }
+
+/// The statuses a ledger row ends with.
+const ENDED: [RunStatus; 4] = [
+    RunStatus::Dispatched,
+    RunStatus::Failed,
+    RunStatus::Skipped,
+    RunStatus::Coalesced,
+];
+
+/// The engine's store calls timed by `scheduler_store_operation_seconds`.
+const STORE_OPERATIONS: [&str; 10] = [
+    "claim_due",
+    "reclaim_expired",
+    "next_wakeup",
+    "still_pending",
+    "set_leases",
+    "finish_runs",
+    "record_attempts",
+    "prune_finished",
+    "over_keep",
+    "trim_runs",
+];
+
+/// The retention's rules, by which `scheduler_ledger_rows_deleted_total` counts.
+const PRUNE_RULES: [&str; 2] = ["age", "count"];
 
 static STORES: OnceLock<HashMap<&'static str, StoreMetrics>> = OnceLock::new();
 static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
@@ -52,6 +84,13 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             .collect()
     });
     IN_FLIGHT.get_or_init(|| gauge!("scheduler_dispatches_in_flight"));
+    for operation in STORE_OPERATIONS {
+        // Registered, a histogram is rendered with no observations.
+        let _registered = histogram!("scheduler_store_operation_seconds", "operation" => operation);
+    }
+    for rule in PRUNE_RULES {
+        counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(0);
+    }
     Ok(handle)
 }
 
@@ -63,8 +102,7 @@ fn store_metrics(jobstore: &'static str) -> StoreMetrics {
     StoreMetrics {
         lag: histogram!("scheduler_dispatch_lag_seconds", "jobstore" => jobstore),
         duration: histogram!("scheduler_dispatch_duration_seconds", "jobstore" => jobstore),
-        dispatched: status("dispatched"),
-        failed: status("failed"),
+        ended: ENDED.map(|ended| status(ended.as_str())),
         unreachable: failure("unreachable"),
         rejected: failure("rejected"),
         due: claims("due"),
@@ -155,9 +193,9 @@ pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
     };
     metrics.duration.record(took.as_secs_f64());
     match failure {
-        None => metrics.dispatched.increment(1),
+        None => ended(jobstore, RunStatus::Dispatched),
         Some(reason) => {
-            metrics.failed.increment(1);
+            ended(jobstore, RunStatus::Failed);
             if reason == "unreachable" {
                 metrics.unreachable.increment(1);
             } else {
@@ -167,14 +205,27 @@ pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
     }
 }
 
+/// A run of `jobstore` ended with `status` (one of [`ENDED`]; an open status counts nothing).
+pub fn ended(jobstore: &str, status: RunStatus) {
+    let position = ENDED.iter().position(|ended| *ended == status);
+    if let (Some(metrics), Some(position)) = (store(jobstore), position) {
+        metrics.ended[position].increment(1);
+    }
+}
+
 /// Ledger rows deleted by the retention, by rule (`age`, `count`).
 pub fn pruned(rule: &'static str, rows: u64) {
+    debug_assert!(PRUNE_RULES.contains(&rule), "retention rule '{rule}'");
     if rows > 0 {
         counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(rows);
     }
 }
 
 pub fn store_operation(operation: &'static str, took: Duration) {
+    debug_assert!(
+        STORE_OPERATIONS.contains(&operation),
+        "store operation '{operation}' is not registered in STORE_OPERATIONS"
+    );
     histogram!("scheduler_store_operation_seconds", "operation" => operation)
         .record(took.as_secs_f64());
 }

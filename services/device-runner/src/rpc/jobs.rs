@@ -36,6 +36,18 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
             return Ok(job);
         }
     }
+    let new = checked(runner, request)?;
+    let (job, created) = runner.store.insert(&new).await.map_err(storage_error)?;
+    if created {
+        tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");
+        runner.send(&job.device, Command::Wake);
+    }
+    Ok(job)
+}
+
+/// The job `request` asks for, checked as `enqueue_job` and `check_job` check it: its job
+/// type, its queue, priority, params and maximum duration.
+pub(super) fn checked(runner: &RunnerState, request: Enqueue) -> Result<NewJob, RunnerError> {
     let Some(job_type) = runner.config.job_types.get(&request.job_type) else {
         let known: Vec<_> = runner.config.job_types.keys().map(String::as_str).collect();
         return Err(RunnerError::Value(format!(
@@ -75,7 +87,7 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
         None | Some(Value::Null) => job_type.max_duration,
         Some(value) => parse_api_duration(value).map_err(RunnerError::Value)?,
     };
-    let new = NewJob {
+    Ok(NewJob {
         id: uuid::Uuid::new_v4().to_string(),
         device: queue,
         job_type: request.job_type,
@@ -87,13 +99,7 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
         requeued_from: request.requeued_from,
         enqueued_at: Utc::now(),
         idempotency_key: request.idempotency_key,
-    };
-    let (job, created) = runner.store.insert(&new).await.map_err(storage_error)?;
-    if created {
-        tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");
-        runner.send(&job.device, Command::Wake);
-    }
-    Ok(job)
+    })
 }
 
 /// The queue a job goes to: the device given, or the pool given or its type's, checked
@@ -132,8 +138,18 @@ fn queue_of(
         }
     };
     if runner.device_info(&queue).is_none() {
+        let mut known: Vec<String> = super::info::devices(runner)
+            .into_iter()
+            .map(|device| device.serial)
+            .collect();
+        known.sort();
+        let known = if known.is_empty() {
+            "this runner has none".to_string()
+        } else {
+            format!("devices: {}", known.join(", "))
+        };
         return Err(RunnerError::Value(format!(
-            "unknown device '{queue}' (see list_devices)"
+            "unknown device '{queue}' ({known})"
         )));
     }
     Ok(queue)

@@ -65,7 +65,9 @@ pub(super) async fn follow(
         pending.reject(error).await;
         return Ok(());
     }
-    let sink = pending.accept().await?;
+    let Some(sink) = runner.accepting.accept(pending).await? else {
+        return Ok(());
+    };
     let mut offset = offset;
     loop {
         let progress = runner

@@ -56,6 +56,30 @@ impl DeviceRunnerApiServer for RpcHandler {
         Ok(jobs::enqueue(&self.runner, request).await?)
     }
 
+    async fn check_job(
+        &self,
+        device: Option<String>,
+        job_type: String,
+        params: Option<Value>,
+        priority: Option<i64>,
+        max_duration: Option<Value>,
+        pool: Option<String>,
+    ) -> RpcResult<String> {
+        let request = jobs::Enqueue {
+            device,
+            pool,
+            job_type,
+            params,
+            priority,
+            max_duration,
+            source: None,
+            checkpoint: None,
+            requeued_from: None,
+            idempotency_key: None,
+        };
+        Ok(jobs::checked(&self.runner, request)?.device)
+    }
+
     async fn start_job(
         &self,
         module_id: String,

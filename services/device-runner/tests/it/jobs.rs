@@ -528,6 +528,44 @@ async fn unsubscribe_by_name_ends_the_subscription() {
 }
 
 #[tokio::test]
+async fn an_unsubscribe_right_after_the_subscribe_always_ends_it() {
+    use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+    use jsonrpsee::rpc_params;
+    let runner = Runner::start("").await;
+    let job = runner.enqueue("long", 5).await;
+    runner.wait_status(&job.id, JobStatus::Running, SOON).await;
+    let ws = jsonrpsee::ws_client::WsClientBuilder::default()
+        .build(format!("ws://127.0.0.1:{}", runner.port))
+        .await
+        .unwrap();
+    // No wait between the subscribe's answer and the unsubscribe: jsonrpsee registers a
+    // subscription only after it has sent its id.
+    for round in 0..200 {
+        let subscription: jsonrpsee::core::client::Subscription<serde_json::Value> = ws
+            .subscribe(
+                "subscribe_logs",
+                rpc_params![job.id.clone()],
+                "unsubscribe_logs_unused",
+            )
+            .await
+            .unwrap();
+        let id = match subscription.kind() {
+            jsonrpsee::core::client::SubscriptionKind::Subscription(id) => id.clone(),
+            other => panic!("{other:?}"),
+        };
+        let id = serde_json::to_value(&id).unwrap();
+        let mut named = jsonrpsee::core::params::ObjectParams::new();
+        named.insert("subscription", id.clone()).unwrap();
+        let ended: bool = ws.request("unsubscribe_logs", named).await.unwrap();
+        assert!(
+            ended,
+            "round {round}: the unsubscribe found its subscription"
+        );
+        drop(subscription);
+    }
+}
+
+#[tokio::test]
 async fn a_log_subscription_replays_then_follows_until_the_end() {
     let runner = Runner::start("").await;
     let job = runner.enqueue("chatty", 5).await;

@@ -16,6 +16,7 @@ use scheduler_api::{
 use service_kit::auth::Caller;
 
 use crate::app::{App, storage_error};
+use crate::device_jobs::{DeviceRunners, JobCheck};
 use crate::rpc::runs::{page_limit, to_api as run_to_api};
 use crate::rpc::schedules::{check_id, check_object};
 
@@ -95,7 +96,7 @@ pub(super) async fn create(
     let now = Utc::now().trunc_subsecs(0);
     let trigger = request.trigger.anchored(now);
     let next_run_at = next_run(&trigger, now)?;
-    check_target(app, &request.target)?;
+    check_target(app, &request.target).await?;
     let policy = merge_policy(Policy::default(), request.policy)?;
     let tags = check_tags(request.tags.unwrap_or_default())?;
     let schedule = Schedule {
@@ -164,7 +165,7 @@ pub(super) async fn update(
         }
     }
     if let Some(target) = update.target {
-        check_target(app, &target)?;
+        check_target(app, &target).await?;
         schedule.target = target;
     }
     if update.policy.is_some() {
@@ -341,6 +342,9 @@ pub(super) async fn trigger(
             .await
             .map_err(storage_error)?;
         if let Some(run) = written {
+            if !run.status.is_open() {
+                crate::telemetry::ended(run.jobstore.as_str(), run.status);
+            }
             app.wake.notify_one();
             tracing::info!(schedule_id = %id, %owner, status = run.status.as_str(), "schedule run by hand");
             return Ok(run_to_api(&run));
@@ -660,8 +664,9 @@ fn authorize(
     Ok(())
 }
 
-/// Checks a target given through the API: an endpoint that is configured, never a raw URL.
-fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
+/// Checks a target given through the API: an endpoint that is configured, never a raw URL; a
+/// device job its runner would queue.
+async fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
     target.validate(false).map_err(SchedulerError::Value)?;
     let outbound = &app.dispatcher.outbound;
     match target {
@@ -695,7 +700,7 @@ fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
         Target::DeviceJob { runner, .. } => {
             let runners = &app.dispatcher.devices;
             if runners.has(runner) {
-                return Ok(());
+                return check_device_job(runners, runner, target).await;
             }
             let known = runners.names();
             Err(SchedulerError::Value(if known.is_empty() {
@@ -716,6 +721,26 @@ fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
         Target::RedisPublish { .. } => Ok(()),
         // Refused by `validate` above: add_watch makes these.
         Target::Watch { .. } => Ok(()),
+    }
+}
+
+/// A device job as its runner judges it. A runner that cannot be asked (down, or refusing
+/// the scheduler's token) does not stop the schedule from being stored: its job is checked
+/// again when it is queued, and a refusal then is a `failed` run with the runner's reason.
+async fn check_device_job(
+    runners: &DeviceRunners,
+    runner: &str,
+    target: &Target,
+) -> Result<(), SchedulerError> {
+    match runners.check(target).await {
+        JobCheck::Taken => Ok(()),
+        JobCheck::Refused(reason) => Err(SchedulerError::Value(format!(
+            "target: device runner '{runner}' would not queue this job: {reason}"
+        ))),
+        JobCheck::Unasked(why) => {
+            tracing::warn!(%runner, %why, "the device job could not be checked with its runner; stored unchecked");
+            Ok(())
+        }
     }
 }
 

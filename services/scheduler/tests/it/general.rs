@@ -349,6 +349,18 @@ async fn overlap_skips_buffers_one_or_allows_all_with_a_slow_target() {
         calls[1].header("idempotency-key"),
         Some(key("buffer", first + TimeDelta::seconds(1)).as_str())
     );
+    // Every ended status is counted: the five skipped rows too, not only the dispatches.
+    let skipped = r#"scheduler_occurrences_total{jobstore="execution",status="skipped"}"#;
+    test_support::wait_until("5 skipped runs counted", within, || async {
+        let seen = counter(&daemon, skipped).await;
+        if seen >= 5.0 {
+            Ok(())
+        } else {
+            Err(format!("{seen}"))
+        }
+    })
+    .await;
+    assert_eq!(counter(&daemon, skipped).await, 5.0, "each counted once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,6 +283,25 @@ async fn general_policy_fields_are_refused_by_autogpts_add_and_nothing_is_stored
     assert!(answer["result"]["id"].is_string(), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_execution_target_without_input_credentials_sends_an_empty_object() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"create_schedule","params":{"owner":"u1","id":"no-creds","trigger":{"type":"cron","expression":"* * * * * *","timezone":"UTC"},"target":{"type":"graph_execution","graph_id":"g-no-creds","graph_version":1,"input_data":{}}}}"#;
+    let (_, text) = rpc(&daemon, body).await;
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["result"]["target"]["input_credentials"],
+        json!({}),
+        "{text}"
+    );
+    let calls = stub.wait_for(1, SOON).await;
+    assert!(!calls.is_empty(), "no fire:\n{}", daemon.log_text());
+    assert_eq!(calls[0].params["graph_id"], "g-no-creds");
+    assert_eq!(calls[0].params["graph_credentials_inputs"], json!({}));
+}
+
 #[tokio::test]
 async fn next_fire_times_stop_at_the_end_of_year_9999() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();

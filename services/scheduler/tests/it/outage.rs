@@ -63,6 +63,7 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
     wait_ready(&daemon, 200, Duration::from_secs(5)).await;
 
     // PostgreSQL goes away: every connection is closed and new ones are refused.
+    let cut_at = chrono::Utc::now();
     proxy.cut();
     let body = wait_ready(&daemon, 503, Duration::from_secs(15)).await;
     assert_eq!(body["status"], "not ready");
@@ -77,6 +78,7 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
 
     // It comes back: readiness and firing resume without a restart.
     proxy.restore();
+    let restored_at = chrono::Utc::now();
     wait_ready(&daemon, 200, Duration::from_secs(30)).await;
     let resumed = stub
         .wait_for(calls_during + 6, Duration::from_secs(20))
@@ -126,9 +128,21 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        // Exactly one coalesced run for the outage, planned once the database was back: a
+        // claim that waited through the outage for a connection plans with the time it runs.
+        let outage = |at: chrono::DateTime<chrono::Utc>| at > cut_at && at < restored_at;
+        let folded = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Coalesced && outage(r.scheduled_time))
+            .count();
+        assert_eq!(
+            folded, 1,
+            "the missed seconds are coalesced once: {runs:#?}"
+        );
+        let claimed_in_outage: Vec<_> = runs.iter().filter(|r| outage(r.claimed_at)).collect();
         assert!(
-            runs.iter().any(|r| r.status == RunStatus::Coalesced),
-            "missed seconds are coalesced: {runs:?}"
+            claimed_in_outage.is_empty(),
+            "nothing is planned with an instant from inside the outage: {claimed_in_outage:#?}"
         );
         let pending = runs
             .iter()
@@ -141,4 +155,66 @@ async fn a_database_restart_mid_firing_loses_and_repeats_nothing() {
         );
     }
     assert!(daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_waited_through_an_outage_plans_with_the_time_it_runs() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = DbProxy::start(&db.url).await;
+    let stub = StubExecutor::start(Answer::Accept).await;
+    // The election looks at its connection rarely here, so that only the engine's own next
+    // pass meets the outage.
+    let env = [("SCHEDULER__ENGINE__LEADER_POLL", "60s")];
+    let daemon = Daemon::start_at(&db, &proxy.url(&db.url), &stub.url, &env).await;
+    let client = daemon.client();
+    let mut ids = Vec::new();
+    for graph in ["h1", "h2", "h3", "h4"] {
+        let schedule = client
+            .add_graph_execution_schedule(graph_schedule("u1", graph, "*/2 * * * * *"))
+            .await
+            .unwrap();
+        ids.push(schedule.id);
+    }
+    assert!(stub.wait_for(8, Duration::from_secs(15)).await.len() >= 8);
+
+    // Between two fires, with the engine asleep until the next one, the database stops
+    // answering: open connections close, new ones hang unanswered, so the pass that starts
+    // at the next occurrence waits for its connection until the database is back.
+    let fired = stub.calls().len();
+    stub.wait_for(fired + 1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held_at = chrono::Utc::now();
+    proxy.hold();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let calls_before = stub.calls().len();
+    // Ledger instants are whole milliseconds: whatever is planned after the restore reads at
+    // least this.
+    let restored_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+    proxy.restore();
+    let resumed = stub
+        .wait_for(calls_before + 8, Duration::from_secs(30))
+        .await;
+    assert!(resumed.len() >= calls_before + 8, "{}", daemon.log_text());
+
+    let outage = |at: chrono::DateTime<chrono::Utc>| at > held_at && at < restored_at;
+    for id in &ids {
+        let runs = client
+            .get_schedule_runs(id, "u1", Some(1000))
+            .await
+            .unwrap();
+        let claimed_in_outage: Vec<_> = runs.iter().filter(|r| outage(r.claimed_at)).collect();
+        assert!(
+            claimed_in_outage.is_empty(),
+            "planned with an instant from inside the outage: {claimed_in_outage:#?}"
+        );
+        // What fell due during the outage ran at most once (one coalesced run).
+        let ran = runs
+            .iter()
+            .filter(|r| matches!(r.status, RunStatus::Dispatched | RunStatus::Pending))
+            .filter(|r| outage(r.scheduled_time))
+            .count();
+        assert!(ran <= 1, "{ran} runs for the outage: {runs:#?}");
+    }
 }
