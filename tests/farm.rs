@@ -801,3 +801,59 @@ async fn a_device_job_is_stored_unchecked_while_its_runner_cannot_be_asked() {
         .await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occurrence_due_while_the_scheduler_was_down_runs_once_its_last_job_is_settled() {
+    let mut farm = Farm::start().await;
+    // Every 5 s a job of 3 s: none overlaps the next while the scheduler lives.
+    let anchor = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
+    let trigger = TriggerKind::Interval {
+        every_secs: 5,
+        anchor: Some(anchor),
+    };
+    farm.create("every5", trigger, "P1", "slow").await;
+    // Killed while the first job runs; still down when the second occurrence falls due, by
+    // which time the first job has ended on the runner.
+    farm.runs_until("every5", Duration::from_secs(20), |runs| {
+        runs.iter().any(|r| {
+            r.status == RunStatus::Pending
+                && r.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("queued on device runner 'farm'"))
+        })
+    })
+    .await;
+    farm.scheduler.kill9();
+    let second = anchor + TimeDelta::seconds(5);
+    let back = second + TimeDelta::milliseconds(1500);
+    tokio::time::sleep((back - Utc::now()).to_std().unwrap_or_default()).await;
+    farm.scheduler = Farm::scheduler(&farm.dir, &farm.runner).await;
+
+    // The recovered run is settled from the runner first; the missed occurrence then runs,
+    // neither skipped for overlap with a job that had already ended nor lost.
+    let runs = farm
+        .runs_until("every5", Duration::from_secs(30), |runs| {
+            runs.iter().any(|r| {
+                r.scheduled_time == second
+                    && r.status != RunStatus::Pending
+                    && r.status != RunStatus::Buffered
+            })
+        })
+        .await;
+    let missed = runs.iter().find(|r| r.scheduled_time == second).unwrap();
+    assert_eq!(missed.status, RunStatus::Dispatched, "{runs:#?}");
+    let first = runs.iter().find(|r| r.scheduled_time == anchor).unwrap();
+    assert_eq!(first.status, RunStatus::Dispatched, "{runs:#?}");
+    let jobs = farm.jobs_of("every5").await;
+    let keys: Vec<_> = jobs
+        .iter()
+        .filter_map(|job| job.idempotency_key.clone())
+        .collect();
+    assert!(keys.contains(&key("every5", anchor)), "{keys:?}");
+    assert!(keys.contains(&key("every5", second)), "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| **k == key("every5", anchor)).count(),
+        1,
+        "the first job ran once"
+    );
+}

@@ -10,6 +10,7 @@ mod memory;
 mod model;
 pub mod plan;
 mod postgres;
+pub mod replica;
 pub mod sole;
 mod sqlite;
 mod store;

@@ -1,6 +1,6 @@
 //! The in-memory backend: the `weekly_notifications` jobstore, and a reference for the others.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -28,6 +28,10 @@ struct State {
     /// `(next_run_at, id)` of every active schedule: the due index.
     due: BTreeSet<(DateTime<Utc>, String)>,
     runs: BTreeMap<(String, DateTime<Utc>), RunRecord>,
+    /// The pending runs an engine has taken (claimed or reclaimed), and of those the ones
+    /// taken over from an earlier holder: the `claimed_by` and `recovered` columns.
+    held: HashSet<(String, DateTime<Utc>)>,
+    recovered: HashSet<(String, DateTime<Utc>)>,
     /// Watches by id, and the leases of the completions being sent.
     watches: BTreeMap<String, Watch>,
     delivery_leases: HashMap<String, DateTime<Utc>>,
@@ -72,7 +76,13 @@ impl State {
         let mut active = Active::default();
         for run in self.schedule_runs(schedule_id) {
             match run.status {
-                RunStatus::Pending => active.running += 1,
+                RunStatus::Pending => {
+                    active.running += 1;
+                    let key = (run.schedule_id.clone(), run.scheduled_time);
+                    if self.recovered.contains(&key) {
+                        active.recovering += 1;
+                    }
+                }
                 RunStatus::Buffered => active.buffered += 1,
                 _ => {}
             }
@@ -90,7 +100,12 @@ impl State {
             .schedule_runs(schedule_id)
             .find(|run| run.status == RunStatus::Buffered)
             .map(|run| (run.schedule_id.clone(), run.scheduled_time));
-        match next.and_then(|key| self.runs.get_mut(&key)) {
+        let Some(key) = next else {
+            return false;
+        };
+        self.held.remove(&key);
+        self.recovered.remove(&key);
+        match self.runs.get_mut(&key) {
             Some(run) => {
                 run.status = RunStatus::Pending;
                 run.lease_until = Some(now);
@@ -345,6 +360,9 @@ impl JobStore for MemoryStore {
             let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
             for run in plan.runs {
                 if state.insert_run(&run) {
+                    state
+                        .held
+                        .insert((run.schedule_id.clone(), run.scheduled_time));
                     claimed.push(run);
                 }
             }
@@ -387,13 +405,18 @@ impl JobStore for MemoryStore {
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut state = self.state.lock().await;
+        let state = &mut *state;
         let mut reclaimed = Vec::new();
-        for run in state.runs.values_mut() {
+        for (key, run) in state.runs.iter_mut() {
             if reclaimed.len() >= limit {
                 break;
             }
             if run.status == RunStatus::Pending && run.lease_until.is_some_and(|l| l <= now) {
                 run.lease_until = Some(now + lease);
+                // Held before: delivered again.
+                if !state.held.insert(key.clone()) {
+                    state.recovered.insert(key.clone());
+                }
                 reclaimed.push(run.clone());
             }
         }

@@ -11,6 +11,9 @@ use crate::model::{Overlap, RunRecord, RunStatus, Schedule, StoreName, Target};
 pub struct Active {
     /// `pending` rows: claimed, being dispatched, or waiting for their target to answer.
     pub running: u32,
+    /// Of the `pending` rows, those taken over from a holder that died: being delivered again
+    /// (`recovered`), their job or call may well have ended already.
+    pub recovering: u32,
     /// `buffered` rows: waiting for the running one to end.
     pub buffered: u32,
 }
@@ -27,6 +30,11 @@ pub enum Admission {
 
 /// Whether a schedule's due occurrence runs, waits or is skipped, given its runs in progress.
 /// Targets without a duration (graph executions, system tasks) always run, as in AutoGPT.
+///
+/// An occurrence that meets only runs being delivered again after their holder died waits for
+/// them to end, as `buffer_one` would, whatever the policy: whether their job or call is still
+/// going is not known until the redelivery has asked, so skipping it could lose an occurrence
+/// that nothing overlaps.
 pub fn admit(target: &Target, overlap: Overlap, active: Active) -> Admission {
     if !target.has_duration() || active.running + active.buffered == 0 {
         return Admission::Run;
@@ -40,9 +48,11 @@ pub fn admit(target: &Target, overlap: Overlap, active: Active) -> Admission {
             overlap.as_str()
         )
     };
+    let only_recovering = active.running == active.recovering;
     match overlap {
         Overlap::AllowAll => Admission::Run,
         Overlap::BufferOne if active.buffered == 0 => Admission::Buffer,
+        Overlap::Skip if active.buffered == 0 && only_recovering => Admission::Buffer,
         Overlap::BufferOne | Overlap::Skip => Admission::Skip(reason()),
     }
 }
@@ -403,6 +413,62 @@ mod tests {
             let last = plan.runs.last().unwrap();
             assert_eq!(last.status, RunStatus::Pending, "grace {secs}: {last:?}");
         }
+    }
+
+    #[test]
+    fn an_occurrence_meeting_only_a_recovering_run_waits_for_it_instead_of_being_skipped() {
+        let target = Target::Http {
+            endpoint: Some("e".into()),
+            url: None,
+            method: "POST".into(),
+            path: "/".into(),
+            headers: Default::default(),
+            body: serde_json::Value::Null,
+            expected_status: "2xx".into(),
+        };
+        let recovering = Active {
+            running: 1,
+            recovering: 1,
+            buffered: 0,
+        };
+        assert_eq!(admit(&target, Overlap::Skip, recovering), Admission::Buffer);
+        assert_eq!(
+            admit(&target, Overlap::BufferOne, recovering),
+            Admission::Buffer
+        );
+        assert_eq!(
+            admit(&target, Overlap::AllowAll, recovering),
+            Admission::Run
+        );
+        // One waits already, or a live run is among them: the policy as it is.
+        let waiting = Active {
+            buffered: 1,
+            ..recovering
+        };
+        assert!(matches!(
+            admit(&target, Overlap::Skip, waiting),
+            Admission::Skip(_)
+        ));
+        let live = Active {
+            running: 2,
+            ..recovering
+        };
+        assert!(matches!(
+            admit(&target, Overlap::Skip, live),
+            Admission::Skip(_)
+        ));
+        assert!(matches!(
+            admit(
+                &target,
+                Overlap::Skip,
+                Active {
+                    running: 1,
+                    recovering: 0,
+                    buffered: 0
+                }
+            ),
+            Admission::Skip(_)
+        ));
     }
 
     #[test]

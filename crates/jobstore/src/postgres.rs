@@ -12,6 +12,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
+use crate::replica;
 use crate::store::{ClaimAt, JobStore, StoreError};
 
 mod watches;
@@ -438,9 +439,9 @@ impl JobStore for PostgresStore {
              AS u(id, tid, next_run_at, parked) \
              WHERE s.ctid = ANY($14::text[]::tid[]) AND s.ctid = u.tid AND s.id = u.id \
              RETURNING s.id, s.owner, s.target, s.policy) \
-             INSERT INTO schedule_runs ({RUN_COLUMNS}) \
+             INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
              SELECT r.schedule_id, r.scheduled_time, $5, p.owner, p.target, r.status, r.detail, \
-             r.attempts, r.claimed_at, r.lease_until, r.finished_at, p.policy \
+             r.attempts, r.claimed_at, r.lease_until, r.finished_at, p.policy, $15 \
              FROM UNNEST($6::text[], $7::timestamptz[], $8::text[], $9::text[], \
              $10::int4[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[]) \
              AS r(schedule_id, scheduled_time, status, detail, attempts, claimed_at, \
@@ -468,6 +469,7 @@ impl JobStore for PostgresStore {
         .bind(runs.iter().map(|r| r.lease_until).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.finished_at).collect::<Vec<_>>())
         .bind(&tids)
+        .bind(replica::id())
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -505,8 +507,11 @@ impl JobStore for PostgresStore {
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
+        // A run some engine held before is being delivered again (`recovered`); one no engine
+        // has taken yet (by hand, backfilled, promoted) goes for the first time.
         let sql = format!(
-            "UPDATE schedule_runs SET lease_until = $2 WHERE (schedule_id, scheduled_time) IN \
+            "UPDATE schedule_runs SET lease_until = $2, recovered = (claimed_by IS NOT NULL), \
+             claimed_by = $5 WHERE (schedule_id, scheduled_time) IN \
              (SELECT schedule_id, scheduled_time FROM schedule_runs WHERE jobstore = $1 \
              AND status = 'pending' AND lease_until <= $3 ORDER BY lease_until LIMIT $4 \
              FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
@@ -516,6 +521,37 @@ impl JobStore for PostgresStore {
             .bind(now + lease)
             .bind(now)
             .bind(limit as i64)
+            .bind(replica::id())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn take_over(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        // Pending runs whose holder no longer holds its advisory lock: its session ended (the
+        // process died, or lost its database connection), so nothing renews their leases.
+        let sql = format!(
+            "UPDATE schedule_runs SET lease_until = $2, recovered = TRUE, claimed_by = $4 \
+             WHERE (schedule_id, scheduled_time) IN \
+             (SELECT r.schedule_id, r.scheduled_time FROM schedule_runs AS r \
+             WHERE r.jobstore = $1 AND r.status = 'pending' AND r.claimed_by IS NOT NULL \
+             AND r.claimed_by <> $4 AND NOT EXISTS (SELECT 1 FROM pg_locks AS l \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid = ({LOCK_KEY})::oid AND l.objid = hashtext(r.claimed_by)::oid) \
+             ORDER BY r.lease_until LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}",
+            LOCK_KEY = replica::LOCK_KEY
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.jobstore.as_str())
+            .bind(now + lease)
+            .bind(limit as i64)
+            .bind(replica::id())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()
@@ -759,8 +795,9 @@ async fn active_runs(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT schedule_id, count(*) FILTER (WHERE status = 'pending'), \
+         count(*) FILTER (WHERE status = 'pending' AND recovered), \
          count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
          WHERE schedule_id = ANY($1) AND status IN ('pending', 'buffered') GROUP BY schedule_id",
     )
@@ -769,9 +806,10 @@ async fn active_runs(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, running, buffered)| {
+        .map(|(id, running, recovering, buffered)| {
             let active = Active {
                 running: running as u32,
+                recovering: recovering as u32,
                 buffered: buffered as u32,
             };
             (id, active)
@@ -791,7 +829,8 @@ async fn promote(
          FROM schedule_runs AS b WHERE b.status = 'buffered' AND b.schedule_id = ANY($1) \
          AND NOT EXISTS (SELECT 1 FROM schedule_runs AS p WHERE p.schedule_id = b.schedule_id \
          AND p.status = 'pending') GROUP BY b.schedule_id) \
-         UPDATE schedule_runs AS r SET status = 'pending', lease_until = $2 FROM next \
+         UPDATE schedule_runs AS r SET status = 'pending', lease_until = $2, claimed_by = NULL, \
+         recovered = FALSE FROM next \
          WHERE r.schedule_id = next.schedule_id AND r.scheduled_time = next.scheduled_time \
          AND r.status = 'buffered'",
     )

@@ -15,6 +15,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
+use crate::replica;
 use crate::store::{ClaimAt, JobStore, StoreError};
 
 mod watches;
@@ -145,15 +146,18 @@ async fn insert_run_in(
     conn: &mut sqlx::SqliteConnection,
     run: &RunRecord,
 ) -> Result<bool, StoreError> {
-    let inserted = insert_runs_in(conn, std::slice::from_ref(run)).await?;
+    let inserted = insert_runs_in(conn, std::slice::from_ref(run), None).await?;
     Ok(!inserted.is_empty())
 }
 
 /// Writes ledger rows in one statement, leaving out occurrences already in the ledger; returns
 /// the keys of the rows it wrote.
+/// Inserts the runs that are not in the ledger yet, held by `claimed_by` (the claiming
+/// replica; `None` for runs no engine has taken yet); returns the keys of those inserted.
 async fn insert_runs_in(
     conn: &mut sqlx::SqliteConnection,
     runs: &[RunRecord],
+    claimed_by: Option<&str>,
 ) -> Result<std::collections::HashSet<(String, i64)>, StoreError> {
     let mut inserted = std::collections::HashSet::with_capacity(runs.len());
     // Bounded chunks keep each statement's parameter a reasonable size.
@@ -173,14 +177,16 @@ async fn insert_runs_in(
                 run.lease_until.map(millis),
                 run.finished_at.map(millis),
                 to_json(&run.policy)?,
+                claimed_by,
             ]));
         }
-        let columns: Vec<String> = (0..12)
+        let columns: Vec<String> = (0..13)
             .map(|i| format!("json_extract(value, '$[{i}]')"))
             .collect();
         // `WHERE true` tells SQLite's parser the upsert clause is not part of a join.
         let sql = format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}) SELECT {} FROM json_each(?1) WHERE true \
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) SELECT {} FROM json_each(?1) \
+             WHERE true \
              ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
              RETURNING schedule_id, scheduled_time",
             columns.join(", ")
@@ -202,8 +208,9 @@ async fn active_of(
     if schedule_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT schedule_id, count(*) FILTER (WHERE status = 'pending'), \
+         count(*) FILTER (WHERE status = 'pending' AND recovered), \
          count(*) FILTER (WHERE status = 'buffered') FROM schedule_runs \
          WHERE status IN ('pending', 'buffered') \
          AND schedule_id IN (SELECT value FROM json_each(?1)) GROUP BY schedule_id",
@@ -213,9 +220,10 @@ async fn active_of(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, running, buffered)| {
+        .map(|(id, running, recovering, buffered)| {
             let active = Active {
                 running: running as u32,
+                recovering: recovering as u32,
                 buffered: buffered as u32,
             };
             (id, active)
@@ -240,8 +248,8 @@ async fn promote(
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let done = sqlx::query(
-        "UPDATE schedule_runs SET status = 'pending', lease_until = ?2 \
-         WHERE schedule_id = ?1 AND status = 'buffered' AND scheduled_time = \
+        "UPDATE schedule_runs SET status = 'pending', lease_until = ?2, claimed_by = NULL, \
+         recovered = 0 WHERE schedule_id = ?1 AND status = 'buffered' AND scheduled_time = \
          (SELECT min(scheduled_time) FROM schedule_runs WHERE schedule_id = ?1 \
          AND status = 'buffered') AND NOT EXISTS (SELECT 1 FROM schedule_runs \
          WHERE schedule_id = ?1 AND status = 'pending')",
@@ -569,7 +577,7 @@ impl JobStore for SqliteStore {
                 }
             }
         }
-        let inserted = insert_runs_in(&mut tx, &runs).await?;
+        let inserted = insert_runs_in(&mut tx, &runs, Some(replica::id())).await?;
         // A parked schedule (a reason given) is paused with the reason.
         let advance = format!(
             "UPDATE {0} SET next_run_at = json_extract(j.value, '$[1]'), updated_at = ?2, \
@@ -623,8 +631,11 @@ impl JobStore for SqliteStore {
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
+        // A run some engine held before is being delivered again (`recovered`); one no engine
+        // has taken yet (by hand, backfilled, promoted) goes for the first time.
         let sql = format!(
-            "UPDATE schedule_runs SET lease_until = ?2 WHERE rowid IN \
+            "UPDATE schedule_runs SET lease_until = ?2, recovered = (claimed_by IS NOT NULL), \
+             claimed_by = ?5 WHERE rowid IN \
              (SELECT rowid FROM schedule_runs WHERE jobstore = ?1 AND status = 'pending' \
              AND lease_until <= ?3 ORDER BY lease_until LIMIT ?4) RETURNING {RUN_COLUMNS}"
         );
@@ -633,6 +644,7 @@ impl JobStore for SqliteStore {
             .bind(millis(now + lease))
             .bind(millis(now))
             .bind(limit as i64)
+            .bind(replica::id())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_from_row).collect()

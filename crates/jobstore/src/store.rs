@@ -167,13 +167,27 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
 
     /// Takes over pending runs whose lease expired at or before `now` (their claimer died),
-    /// extending the lease to `now + lease`.
+    /// extending the lease to `now + lease`. A run that an engine held before is marked
+    /// `recovered` (delivered again); a run no engine had taken yet (by hand, backfilled,
+    /// promoted from `buffered`) is not.
     async fn reclaim_expired(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Takes over, without waiting for their leases, the pending runs of replicas known to be
+    /// dead ([`crate::replica`]), marked `recovered`, leased until `now + lease`. Only a store
+    /// that several processes share can tell: the others have none to give.
+    async fn take_over(
+        &self,
+        _now: DateTime<Utc>,
+        _limit: usize,
+        _lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Records how pending runs ended. Rows that are no longer pending are left as they are.
     /// For each schedule left with no run in progress, its oldest `buffered` row becomes

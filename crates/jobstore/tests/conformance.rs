@@ -863,6 +863,44 @@ async fn overlap_skips_buffers_or_allows_by_policy(store: Arc<dyn JobStore>) {
     assert_eq!(ids(&fourth), ["allow", "buffer", "skip"]);
 }
 
+async fn an_occurrence_meeting_only_a_run_taken_over_waits_for_it(store: Arc<dyn JobStore>) {
+    use RunStatus::*;
+    store
+        .insert(&http_schedule("t", Overlap::Skip, "2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    let first = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // Its holder died: another engine takes it over once its lease has run out.
+    let expired = first[0].lease_until.unwrap();
+    let taken = store.reclaim_expired(expired, 10, LEASE).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    // The next occurrence meets only that redelivery: it waits instead of being skipped.
+    store
+        .claim_due(at("2026-01-01T10:01:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(statuses(&store, "t").await, [Pending, Buffered]);
+    // When the redelivery ends, the waiting occurrence goes, as a first delivery of its own.
+    store.finish_runs(&[ended(&taken[0])]).await.unwrap();
+    assert_eq!(statuses(&store, "t").await, [Dispatched, Pending]);
+    let promoted = store
+        .reclaim_expired(Utc::now() + TimeDelta::seconds(1), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(promoted.len(), 1);
+    assert_eq!(promoted[0].scheduled_time, at("2026-01-01T10:01:00Z"));
+    // Not a redelivery: an occurrence due while it runs is skipped, as the policy says.
+    store
+        .claim_due(at("2026-01-01T10:02:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(statuses(&store, "t").await, [Dispatched, Pending, Skipped]);
+}
+
 async fn graph_executions_are_never_skipped_for_overlap(store: Arc<dyn JobStore>) {
     // AutoGPT hands a graph execution over and forgets it: no run of it lasts.
     store
@@ -1766,6 +1804,7 @@ conformance!(
     concurrent_claims_take_each_occurrence_once,
     sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
     overlap_skips_buffers_or_allows_by_policy,
+    an_occurrence_meeting_only_a_run_taken_over_waits_for_it,
     graph_executions_are_never_skipped_for_overlap,
     replace_changes_in_place_and_keeps_the_ledger,
     listing_pages_by_id_with_filters,

@@ -597,8 +597,9 @@ async function timelinePage() {
       const bars = phone.runs.map((run) => {
         const from = Math.max(new Date(run.started_at).getTime(), start);
         const to = run.ended_at ? new Date(run.ended_at).getTime() : end;
-        const left = ((from - start) / (end - start)) * 100;
         const width = Math.max(((to - from) / (end - start)) * 100, MIN_BAR);
+        // A bar that ends now keeps its least width inside the track.
+        const left = Math.min(((from - start) / (end - start)) * 100, 100 - width);
         let lane = laneEnds.findIndex((laneEnd) => laneEnd <= left);
         if (lane < 0) { lane = laneEnds.length; laneEnds.push(0); }
         laneEnds[lane] = left + width + GAP;

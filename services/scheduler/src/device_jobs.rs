@@ -86,14 +86,15 @@ impl DeviceRunners {
     /// Queues the run's job; returns the job as the runner answered (the one an earlier
     /// delivery of the same run queued, if there was one).
     pub async fn enqueue(&self, run: &RunRecord) -> Result<Value, DispatchError> {
-        let (runner, mut params) = job_of(&run.target)
+        let job = JobRequest::of(&run.target)
             .ok_or_else(|| DispatchError::Rejected("not a device job".into()))?;
+        let mut params = job.params();
         params.insert(
             "source".into(),
             format!("schedule {}", run.schedule_id).into(),
         );
         params.insert("idempotency_key".into(), run.idempotency_key().into());
-        self.runner(runner)?
+        self.runner(job.runner)?
             .endpoint
             .call("enqueue_job", Value::Object(params))
             .await
@@ -102,31 +103,22 @@ impl DeviceRunners {
     /// Whether the runner a `device_job` target names would queue its job (`check_job`: its
     /// job type, device or pool, priority, params and maximum duration).
     pub async fn check(&self, target: &Target) -> JobCheck {
-        let Target::DeviceJob {
-            runner,
-            device,
-            pool,
-            job_type,
-            params,
-            priority,
-            max_duration,
-        } = target
-        else {
+        let Some(job) = JobRequest::of(target) else {
             return JobCheck::Taken;
         };
-        let Ok(runner) = self.runner(runner) else {
-            return JobCheck::Refused(format!("device runner '{runner}' is not configured"));
+        let Ok(runner) = self.runner(job.runner) else {
+            return JobCheck::Refused(format!("device runner '{}' is not configured", job.runner));
         };
         let answer = runner
             .client
             .rpc()
             .check_job(
-                device.clone(),
-                job_type.clone(),
-                Some(Value::Object(params.clone())),
-                Some(i64::from(*priority)),
-                max_duration.clone().map(Value::from),
-                pool.clone(),
+                job.device.clone(),
+                job.job_type.to_string(),
+                Some(Value::Object(job.params.clone())),
+                Some(i64::from(job.priority)),
+                job.max_duration.clone().map(Value::from),
+                job.pool.clone(),
             )
             .await;
         match answer.map_err(device_runner_client::Error::from) {
@@ -165,30 +157,57 @@ pub enum JobCheck {
     Unasked(String),
 }
 
-/// The runner a `device_job` target names, and the params of its `enqueue_job`.
-fn job_of(target: &Target) -> Option<(&str, Map<String, Value>)> {
-    let Target::DeviceJob {
-        runner,
-        device,
-        pool,
-        job_type,
-        params,
-        priority,
-        max_duration,
-    } = target
-    else {
-        return None;
-    };
-    let params = [
-        ("device", json!(device)),
-        ("pool", json!(pool)),
-        ("job_type", json!(job_type)),
-        ("params", json!(params)),
-        ("priority", json!(priority)),
-        ("max_duration", json!(max_duration)),
-    ];
-    let params = params.into_iter().map(|(k, v)| (k.to_string(), v));
-    Some((runner.as_str(), params.collect()))
+/// The job a `device_job` target asks of its runner, as `enqueue_job` and `check_job` take it.
+struct JobRequest<'a> {
+    runner: &'a str,
+    device: &'a Option<String>,
+    pool: &'a Option<String>,
+    job_type: &'a str,
+    params: &'a Map<String, Value>,
+    priority: u8,
+    max_duration: &'a Option<String>,
+}
+
+impl<'a> JobRequest<'a> {
+    fn of(target: &'a Target) -> Option<Self> {
+        let Target::DeviceJob {
+            runner,
+            device,
+            pool,
+            job_type,
+            params,
+            priority,
+            max_duration,
+        } = target
+        else {
+            return None;
+        };
+        Some(JobRequest {
+            runner,
+            device,
+            pool,
+            job_type,
+            params,
+            priority: *priority,
+            max_duration,
+        })
+    }
+
+    /// The named params `enqueue_job` takes for it.
+    fn params(&self) -> Map<String, Value> {
+        let params = [
+            ("device", json!(self.device)),
+            ("pool", json!(self.pool)),
+            ("job_type", json!(self.job_type)),
+            ("params", json!(self.params)),
+            ("priority", json!(self.priority)),
+            ("max_duration", json!(self.max_duration)),
+        ];
+        params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
 }
 
 /// Asks the runner, every `poll`, how the followed jobs stand, and tells the waiters of each

@@ -42,6 +42,9 @@ pub struct Engine {
     exclusive: bool,
     /// Whether this replica leads: only the leader fires the in-memory jobstores.
     leader: watch::Receiver<bool>,
+    /// Since when this replica is known alive to the others (PostgreSQL): then it takes over
+    /// the runs of replicas that are not, without waiting for their leases.
+    present: watch::Receiver<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -52,6 +55,7 @@ impl Engine {
         config: EngineConfig,
         exclusive: bool,
         leader: watch::Receiver<bool>,
+        present: watch::Receiver<Option<std::time::Instant>>,
     ) -> Self {
         Engine {
             stores,
@@ -60,6 +64,7 @@ impl Engine {
             config,
             exclusive,
             leader,
+            present,
         }
     }
 
@@ -167,7 +172,11 @@ impl Engine {
                     backoff
                 }
             };
-            let sleep = sleep.min(launcher.until_held());
+            let mut sleep = sleep.min(launcher.until_held());
+            if self.present.borrow().is_some() {
+                // A replica that dies is noticed within a poll, whatever is due.
+                sleep = sleep.min(self.config.leader_poll);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
@@ -226,7 +235,26 @@ impl Engine {
         let mut next: Option<DateTime<Utc>> = None;
         let mut taken = 0;
         let leading = *self.leader.borrow();
+        let taking_over = self.may_take_over();
         for store in self.stores.active(leading) {
+            if taking_over {
+                let taken_over = drain(
+                    store,
+                    Take::TakenOver,
+                    |s| s.take_over(now, batch, lease),
+                    batch,
+                    launcher,
+                )
+                .await?;
+                if taken_over > 0 {
+                    tracing::warn!(
+                        jobstore = store.jobstore().as_str(),
+                        runs = taken_over,
+                        "took over the pending runs of replicas whose database session ended; dispatching them again with their idempotency keys"
+                    );
+                }
+                taken += taken_over;
+            }
             taken += drain(
                 store,
                 Take::Reclaimed,
@@ -257,6 +285,14 @@ impl Engine {
             // Work was due when the claims looked, yet they took nothing.
             stalled: taken == 0 && next.is_some_and(|at| at <= now),
         })
+    }
+
+    /// Whether this replica has been present long enough to judge the others: after a
+    /// database restart every live replica takes its lock again within one `leader_poll`, so
+    /// one whose lock is still missing after two is gone.
+    fn may_take_over(&self) -> bool {
+        let since = *self.present.borrow();
+        since.is_some_and(|since| since.elapsed() >= self.config.leader_poll * 2)
     }
 
     fn sleep_until(&self, next: Option<DateTime<Utc>>) -> Duration {
@@ -294,6 +330,7 @@ async fn leadership_change(leader: &mut watch::Receiver<bool>) {
 enum Take {
     Due,
     Reclaimed,
+    TakenOver,
 }
 
 impl Take {
@@ -301,6 +338,7 @@ impl Take {
         match self {
             Take::Due => "claim_due",
             Take::Reclaimed => "reclaim_expired",
+            Take::TakenOver => "take_over",
         }
     }
 
@@ -308,6 +346,7 @@ impl Take {
         match self {
             Take::Due => "due",
             Take::Reclaimed => "reclaimed",
+            Take::TakenOver => "taken_over",
         }
     }
 }

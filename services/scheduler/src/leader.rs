@@ -6,10 +6,14 @@
 //! fails. A leader that dies (even by SIGKILL) closes its socket, the server ends its session
 //! and frees the lock, and another replica leads within one poll.
 //!
+//! On the same connection each replica holds a lock of its own ([`jobstore::replica`]): while
+//! it holds it, it is *present*, and the others know it alive; when it dies its session ends
+//! and the others take over its runs at once instead of waiting for their leases.
+//!
 //! On SQLite there is one process: a lock file beside the database keeps a second one from
 //! starting, and that one process always leads.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jobstore::DatabaseUrl;
 pub use jobstore::SoleProcess;
@@ -21,27 +25,70 @@ use tokio::sync::watch;
 /// database do not share a leader.
 const LOCK_KEY: &str = "hashtext('scheduler-leader:' || current_schema())";
 
-/// Starts the election for `url`. The receiver says whether this process leads now; on SQLite it
-/// is always true.
+/// What the election tells the rest of the process.
+pub struct Election {
+    /// Whether this process leads now; on SQLite always true.
+    pub leading: watch::Receiver<bool>,
+    /// Since when this replica holds its presence lock without a break; `None` while it does
+    /// not (and always on SQLite, where no other process could take its runs).
+    pub present: watch::Receiver<Option<Instant>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the election for `url`.
 pub fn elect(
     url: &DatabaseUrl,
     poll: Duration,
     shutdown: service_kit::Shutdown,
-) -> anyhow::Result<(watch::Receiver<bool>, Option<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<Election> {
     match url.pg_options()? {
-        None => Ok((watch::channel(true).1, None)),
+        None => Ok(Election {
+            leading: watch::channel(true).1,
+            present: watch::channel(None).1,
+            task: None,
+        }),
         Some(options) => {
-            let (leading, receiver) = watch::channel(false);
-            let task = tokio::spawn(campaign(options, poll, leading, shutdown));
-            Ok((receiver, Some(task)))
+            let (leading, leading_rx) = watch::channel(false);
+            let (present, present_rx) = watch::channel(None);
+            let task = tokio::spawn(campaign(options, poll, leading, present, shutdown));
+            Ok(Election {
+                leading: leading_rx,
+                present: present_rx,
+                task: Some(task),
+            })
         }
     }
+}
+
+/// Takes this replica's presence lock on a new connection; whether it holds it. A lock held by
+/// another replica (two ids whose hashes collide) is not waited for: this one then counts as
+/// alive through the other's lock, and its runs are taken over when their leases expire.
+async fn announce(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let lock = format!(
+        "SELECT pg_try_advisory_lock({}, hashtext($1))",
+        jobstore::replica::LOCK_KEY
+    );
+    let held = sqlx::query_scalar::<_, bool>(&lock)
+        .bind(jobstore::replica::id())
+        .fetch_one(conn)
+        .await?;
+    if held {
+        tracing::info!(replica = jobstore::replica::id(), "replica present");
+    } else {
+        tracing::warn!(
+            replica = jobstore::replica::id(),
+            "another replica holds this replica's presence lock; its runs will be taken over \
+             only when their leases expire"
+        );
+    }
+    Ok(held)
 }
 
 async fn campaign(
     options: PgConnectOptions,
     poll: Duration,
     leading: watch::Sender<bool>,
+    present: watch::Sender<Option<Instant>>,
     mut shutdown: service_kit::Shutdown,
 ) {
     let options = options
@@ -55,7 +102,20 @@ async fn campaign(
         let conn = match connection.as_mut() {
             Some(conn) => conn,
             None => match PgConnection::connect_with(&options).await {
-                Ok(conn) => connection.insert(conn),
+                Ok(mut conn) => {
+                    match announce(&mut conn).await {
+                        Ok(true) => {
+                            present.send_replace(Some(Instant::now()));
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "leader election: cannot take the presence lock; retrying");
+                            wait(poll, &mut shutdown).await;
+                            continue;
+                        }
+                    }
+                    connection.insert(conn)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "leader election: cannot connect; retrying");
                     wait(poll, &mut shutdown).await;
@@ -89,11 +149,13 @@ async fn campaign(
                     tracing::warn!(%error, "leader election: connection failed; reconnecting");
                 }
                 leading.send_replace(false);
+                present.send_replace(None);
                 connection = None;
             }
         }
         wait(poll, &mut shutdown).await;
     }
+    present.send_replace(None);
     if let Some(mut conn) = connection {
         if *leading.borrow() {
             let unlock = format!("SELECT pg_advisory_unlock({LOCK_KEY})");

@@ -68,7 +68,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("registering the declared schedules and system tasks")?;
     let (stop, stopped) = service_kit::shutdown::channel();
-    let (leading, election) = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
+    let election = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
+    let leading = election.leading.clone();
     let (engine_down, engine_stopped) = watch::channel(None);
     let app = App::new(
         stores.clone(),
@@ -112,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.engine.clone(),
         exclusive,
         leading,
+        election.present.clone(),
     );
     let grace = config.server.shutdown_timeout;
     let mut engine = tokio::spawn(engine.run(stopped.clone(), grace));
@@ -135,7 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             engine_end(engine.await)?;
         }
         server.await.context("server task")??;
-        if let Some(election) = election {
+        if let Some(election) = election.task {
             let _ = election.await;
         }
         let _ = pruner.await;

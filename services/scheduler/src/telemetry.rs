@@ -8,8 +8,8 @@
 //!   retries included;
 //! - `scheduler_dispatch_lag_seconds{jobstore}`: how late a dispatch started after its
 //!   scheduled time;
-//! - `scheduler_claims_total{jobstore, kind}`: runs claimed, `due` or `reclaimed` (an expired
-//!   lease taken over);
+//! - `scheduler_claims_total{jobstore, kind}`: runs claimed, `due`, `reclaimed` (an expired
+//!   lease taken over) or `taken_over` (the run of a replica whose session ended);
 //! - `scheduler_store_operation_seconds{operation}`: the engine's store calls;
 //! - `scheduler_ledger_rows_deleted_total{rule}`: ledger rows the retention deleted, by `age`
 //!   or `count`;
@@ -42,6 +42,7 @@ struct StoreMetrics {
     rejected: Counter,
     due: Counter,
     reclaimed: Counter,
+    taken_over: Counter,
 }
 
 /// The statuses a ledger row ends with.
@@ -53,9 +54,10 @@ const ENDED: [RunStatus; 4] = [
 ];
 
 /// The engine's store calls timed by `scheduler_store_operation_seconds`.
-const STORE_OPERATIONS: [&str; 10] = [
+const STORE_OPERATIONS: [&str; 11] = [
     "claim_due",
     "reclaim_expired",
+    "take_over",
     "next_wakeup",
     "still_pending",
     "set_leases",
@@ -107,6 +109,7 @@ fn store_metrics(jobstore: &'static str) -> StoreMetrics {
         rejected: failure("rejected"),
         due: claims("due"),
         reclaimed: claims("reclaimed"),
+        taken_over: claims("taken_over"),
     }
 }
 
@@ -135,7 +138,8 @@ fn describe() {
     );
     metrics::describe_counter!(
         "scheduler_claims_total",
-        "Runs claimed: due ones, or expired leases taken over."
+        "Runs claimed: due ones, expired leases taken over, or the runs of replicas whose \
+         session ended."
     );
     metrics::describe_histogram!(
         "scheduler_store_operation_seconds",
@@ -165,10 +169,10 @@ fn describe() {
 
 pub fn claimed(jobstore: &str, kind: &str, runs: usize) {
     if let Some(metrics) = store(jobstore).filter(|_| runs > 0) {
-        let counter = if kind == "due" {
-            &metrics.due
-        } else {
-            &metrics.reclaimed
+        let counter = match kind {
+            "due" => &metrics.due,
+            "taken_over" => &metrics.taken_over,
+            _ => &metrics.reclaimed,
         };
         counter.increment(runs as u64);
     }
