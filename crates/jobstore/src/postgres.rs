@@ -535,15 +535,17 @@ impl JobStore for PostgresStore {
     ) -> Result<Vec<RunRecord>, StoreError> {
         // Pending runs whose holder no longer holds its advisory lock: its session ended (the
         // process died, or lost its database connection), so nothing renews their leases.
+        // The live replicas are read once from `pg_locks`; the pending rows come from their
+        // partial index.
         let sql = format!(
-            "UPDATE schedule_runs SET lease_until = $2, recovered = TRUE, claimed_by = $4 \
+            "WITH live AS (SELECT l.objid FROM pg_locks AS l WHERE l.locktype = 'advisory' \
+             AND l.granted AND l.objsubid = 2 AND l.classid = ({LOCK_KEY})::oid \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+             UPDATE schedule_runs SET lease_until = $2, recovered = TRUE, claimed_by = $4 \
              WHERE (schedule_id, scheduled_time) IN \
              (SELECT r.schedule_id, r.scheduled_time FROM schedule_runs AS r \
              WHERE r.jobstore = $1 AND r.status = 'pending' AND r.claimed_by IS NOT NULL \
-             AND r.claimed_by <> $4 AND NOT EXISTS (SELECT 1 FROM pg_locks AS l \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND l.classid = ({LOCK_KEY})::oid AND l.objid = hashtext(r.claimed_by)::oid) \
+             AND r.claimed_by <> $4 AND hashtext(r.claimed_by)::oid NOT IN (SELECT objid FROM live) \
              ORDER BY r.lease_until LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}",
             LOCK_KEY = replica::LOCK_KEY
         );

@@ -84,6 +84,32 @@ async fn announce(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     Ok(held)
 }
 
+/// A new connection for the election, on which this replica has announced itself
+/// ([`announce`]); `None`, said in the log, when the database cannot be had.
+async fn open(
+    options: &PgConnectOptions,
+    present: &watch::Sender<Option<Instant>>,
+) -> Option<PgConnection> {
+    let mut conn = match PgConnection::connect_with(options).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            tracing::warn!(%error, "leader election: cannot connect; retrying");
+            return None;
+        }
+    };
+    match announce(&mut conn).await {
+        Ok(true) => {
+            present.send_replace(Some(Instant::now()));
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "leader election: cannot take the presence lock; retrying");
+            return None;
+        }
+    }
+    Some(conn)
+}
+
 async fn campaign(
     options: PgConnectOptions,
     poll: Duration,
@@ -101,23 +127,9 @@ async fn campaign(
         }
         let conn = match connection.as_mut() {
             Some(conn) => conn,
-            None => match PgConnection::connect_with(&options).await {
-                Ok(mut conn) => {
-                    match announce(&mut conn).await {
-                        Ok(true) => {
-                            present.send_replace(Some(Instant::now()));
-                        }
-                        Ok(false) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "leader election: cannot take the presence lock; retrying");
-                            wait(poll, &mut shutdown).await;
-                            continue;
-                        }
-                    }
-                    connection.insert(conn)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "leader election: cannot connect; retrying");
+            None => match open(&options, &present).await {
+                Some(conn) => connection.insert(conn),
+                None => {
                     wait(poll, &mut shutdown).await;
                     continue;
                 }
