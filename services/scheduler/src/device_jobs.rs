@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 use crate::config::DeviceRunnerConfig;
 use crate::endpoint::{DispatchError, Endpoint};
 
+/// How long a runner may take to check a job for a caller of the API.
+const CHECK_WITHIN: Duration = Duration::from_secs(5);
+
 /// The configured device runners, by name.
 pub struct DeviceRunners {
     runners: HashMap<String, Arc<Runner>>,
@@ -109,18 +112,19 @@ impl DeviceRunners {
         let Ok(runner) = self.runner(job.runner) else {
             return JobCheck::Refused(format!("device runner '{}' is not configured", job.runner));
         };
-        let answer = runner
-            .client
-            .rpc()
-            .check_job(
-                job.device.clone(),
-                job.job_type.to_string(),
-                Some(Value::Object(job.params.clone())),
-                Some(i64::from(job.priority)),
-                job.max_duration.clone().map(Value::from),
-                job.pool.clone(),
-            )
-            .await;
+        let asked = runner.client.rpc().check_job(
+            job.device.clone(),
+            job.job_type.to_string(),
+            Some(Value::Object(job.params.clone())),
+            Some(i64::from(job.priority)),
+            job.max_duration.clone().map(Value::from),
+            job.pool.clone(),
+        );
+        // A caller waits for this answer: a runner that does not give it soon counts as one
+        // that cannot be asked.
+        let Ok(answer) = tokio::time::timeout(CHECK_WITHIN, asked).await else {
+            return JobCheck::Unasked(format!("no answer within {CHECK_WITHIN:?}"));
+        };
         match answer.map_err(device_runner_client::Error::from) {
             Ok(_) => JobCheck::Taken,
             Err(device_runner_client::Error::Runner(RunnerError::Value(message))) => {

@@ -42,9 +42,42 @@ pub struct Engine {
     exclusive: bool,
     /// Whether this replica leads: only the leader fires the in-memory jobstores.
     leader: watch::Receiver<bool>,
-    /// Since when this replica is known alive to the others (PostgreSQL): then it takes over
-    /// the runs of replicas that are not, without waiting for their leases.
-    present: watch::Receiver<Option<std::time::Instant>>,
+    /// When to take over the runs of replicas that died (PostgreSQL).
+    takeover: Takeover,
+}
+
+/// When this replica takes over the runs of replicas that died, without waiting for their
+/// leases: once it has itself been known alive to the others ([`crate::leader`]) for two
+/// polls (after a database restart every live replica takes its lock again within one), and
+/// then at most once a poll, so a burst's many passes do not each look.
+struct Takeover {
+    /// Since when this replica is known alive; `None` while it is not, or on SQLite.
+    present: watch::Receiver<Option<Instant>>,
+    poll: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Takeover {
+    /// Whether this pass looks for dead replicas' runs (and, if so, it is noted).
+    fn due(&self) -> bool {
+        let settled =
+            (*self.present.borrow()).is_some_and(|since| since.elapsed() >= self.poll * 2);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if !settled || last.is_some_and(|at| at.elapsed() < self.poll) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// How long the engine may sleep before it looks again: a poll while it watches.
+    fn within(&self) -> Duration {
+        if self.present.borrow().is_some() {
+            self.poll
+        } else {
+            Duration::MAX
+        }
+    }
 }
 
 impl Engine {
@@ -55,8 +88,13 @@ impl Engine {
         config: EngineConfig,
         exclusive: bool,
         leader: watch::Receiver<bool>,
-        present: watch::Receiver<Option<std::time::Instant>>,
+        present: watch::Receiver<Option<Instant>>,
     ) -> Self {
+        let takeover = Takeover {
+            present,
+            poll: config.leader_poll,
+            last: Mutex::default(),
+        };
         Engine {
             stores,
             dispatcher,
@@ -64,7 +102,7 @@ impl Engine {
             config,
             exclusive,
             leader,
-            present,
+            takeover,
         }
     }
 
@@ -172,11 +210,8 @@ impl Engine {
                     backoff
                 }
             };
-            let mut sleep = sleep.min(launcher.until_held());
-            if self.present.borrow().is_some() {
-                // A replica that dies is noticed within a poll, whatever is due.
-                sleep = sleep.min(self.config.leader_poll);
-            }
+            // A replica that dies is noticed within a poll, whatever is due.
+            let sleep = sleep.min(launcher.until_held()).min(self.takeover.within());
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
@@ -235,7 +270,7 @@ impl Engine {
         let mut next: Option<DateTime<Utc>> = None;
         let mut taken = 0;
         let leading = *self.leader.borrow();
-        let taking_over = self.may_take_over();
+        let taking_over = self.takeover.due();
         for store in self.stores.active(leading) {
             if taking_over {
                 let taken_over = drain(
@@ -285,14 +320,6 @@ impl Engine {
             // Work was due when the claims looked, yet they took nothing.
             stalled: taken == 0 && next.is_some_and(|at| at <= now),
         })
-    }
-
-    /// Whether this replica has been present long enough to judge the others: after a
-    /// database restart every live replica takes its lock again within one `leader_poll`, so
-    /// one whose lock is still missing after two is gone.
-    fn may_take_over(&self) -> bool {
-        let since = *self.present.borrow();
-        since.is_some_and(|since| since.elapsed() >= self.config.leader_poll * 2)
     }
 
     fn sleep_until(&self, next: Option<DateTime<Utc>>) -> Duration {
