@@ -150,28 +150,7 @@ impl Engine {
         };
 
         if self.exclusive {
-            // Every pending run is ours: leases are at most `lease` past their claim, which
-            // lies in the past, so "expired as of now + lease" covers them all.
-            let recover_at = Utc::now() + lease;
-            for store in self.stores.all() {
-                match drain(
-                    store,
-                    Take::Reclaimed,
-                    |s| s.reclaim_expired(recover_at, batch, lease),
-                    batch,
-                    &mut launcher,
-                )
-                .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        jobstore = store.jobstore().as_str(),
-                        runs = n,
-                        "recovered runs left pending by a previous process; dispatching them with their original idempotency keys"
-                    ),
-                    Err(error) => tracing::error!(%error, "recovering pending runs failed"),
-                }
-            }
+            self.recover_left_pending(lease, batch, &mut launcher).await;
         }
 
         let mut failures = 0u32;
@@ -258,7 +237,42 @@ impl Engine {
         }
     }
 
-    /// One pass over every store: take over expired leases, claim what is due.
+    /// Takes over, at start, every run a previous life of this sole process left pending, and
+    /// dispatches each again with its idempotency key (which settles it: a device job already
+    /// ended is found ended). They are marked recovered, so an occurrence due meanwhile waits
+    /// for them instead of being skipped for overlap.
+    async fn recover_left_pending(
+        &self,
+        lease: TimeDelta,
+        batch: usize,
+        launcher: &mut Launcher<'_>,
+    ) {
+        // Every pending run is ours: leases are at most `lease` past their claim, which
+        // lies in the past, so "expired as of now + lease" covers them all.
+        let recover_at = Utc::now() + lease;
+        for store in self.stores.all() {
+            match drain(
+                store,
+                Take::Reclaimed,
+                |s| s.reclaim_expired(recover_at, batch, lease),
+                batch,
+                launcher,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    jobstore = store.jobstore().as_str(),
+                    runs = n,
+                    "recovered runs left pending by a previous process; dispatching them with their original idempotency keys"
+                ),
+                Err(error) => tracing::error!(%error, "recovering pending runs failed"),
+            }
+        }
+    }
+
+    /// One pass over every store: take over the runs of dead replicas and expired leases,
+    /// claim what is due.
     async fn pass(
         &self,
         lease: TimeDelta,
