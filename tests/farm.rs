@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job};
 use scheduler_client::{
-    ClientConfig, NewSchedule, RunQuery, RunStatus, ScheduleRun, SchedulerClient, Target,
-    TriggerKind,
+    ClientConfig, DeviceJobTarget, NewSchedule, RunQuery, RunStatus, ScheduleRun, SchedulerClient,
+    Target, TriggerKind,
 };
 use serde_json::{Map, Value, json};
 use test_support::{Daemon, Launch, built_binary, wait_until};
@@ -146,7 +146,7 @@ impl Farm {
             Some(pool) => (None, Some(pool.to_string())),
             None => (Some(place.to_string()), None),
         };
-        let target = Target::DeviceJob {
+        let target = Target::DeviceJob(DeviceJobTarget {
             runner: "farm".into(),
             device,
             pool,
@@ -154,7 +154,7 @@ impl Farm {
             params: Map::new(),
             priority: 5,
             max_duration: None,
-        };
+        });
         let mut new = NewSchedule::new("farm", trigger.into(), target);
         new.id = Some(id.into());
         self.client().create_schedule(new).await.unwrap();
@@ -628,7 +628,7 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
     let (_, kept) = get(format!("{base}/api/schedules")).await;
     assert_eq!(kept[0]["device"], "L9AIB7603188953", "unchanged: {kept}");
     // The general API checks a device job the same way.
-    let target = Target::DeviceJob {
+    let target = Target::DeviceJob(DeviceJobTarget {
         runner: "farm".into(),
         device: Some("NO-SUCH-PHONE".into()),
         pool: None,
@@ -636,7 +636,7 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
         params: Map::new(),
         priority: 5,
         max_duration: None,
-    };
+    });
     let trigger = TriggerKind::Interval {
         every_secs: 60,
         anchor: None,

@@ -4,7 +4,9 @@
 //! - only the device runner's process code (`services/device-runner/src/process/`) spawns or
 //!   signals processes;
 //! - an `*-api` crate depends on no runtime, database or web framework;
-//! - no module imports another in a circle, within any crate.
+//! - no module imports another in a circle, within any crate;
+//! - a target kind's variant is named only in its homes (its data in `scheduler-api`, its
+//!   behaviour in the scheduler's `targets/`), and where a surface makes targets of that kind.
 //!
 //! That each OpenRPC document lists exactly what its service serves is checked by the
 //! services' own `openrpc` tests, against the running binary's `rpc.discover`.
@@ -152,6 +154,116 @@ fn api_crates_hold_types_and_traits_without_a_runtime_a_database_or_a_web_framew
         }
     }
     assert!(checked >= 2, "the API crates were found");
+}
+
+/// Where each target kind lives: its data, and its behaviour behind the `Kind` trait.
+const TARGET_HOMES: [&str; 2] = [
+    "crates/scheduler-api/src/target",
+    "services/scheduler/src/targets",
+];
+
+/// The files outside the homes that name a target variant, and why: each makes targets of
+/// one kind, or reads the one kind its surface is about.
+const TARGET_MAKERS: [(&str, &str); 6] = [
+    (
+        "crates/apscheduler-import/src/convert.rs",
+        "imports AutoGPT's graph executions",
+    ),
+    (
+        "services/scheduler/src/rpc/schedules.rs",
+        "AutoGPT's graph execution schedules",
+    ),
+    (
+        "services/scheduler/src/rpc/system.rs",
+        "runs a system task by hand",
+    ),
+    (
+        "services/scheduler/src/tasks/mod.rs",
+        "declares the system tasks",
+    ),
+    (
+        "services/scheduler/src/rpc/watches.rs",
+        "makes a watch's schedule",
+    ),
+    (
+        "services/scheduler/src/rpc/general.rs",
+        "a watch's schedule is changed through its own methods",
+    ),
+];
+
+/// The variants of `scheduler_api::Target`, read from its declaration.
+fn target_variants() -> Vec<String> {
+    let text = code(&root().join("crates/scheduler-api/src/target/mod.rs"));
+    let start = text
+        .find("pub enum Target {")
+        .expect("Target is declared in target/mod.rs");
+    let body = &text[start..];
+    let body = &body[..body.find("\n}").expect("the enum ends")];
+    body.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (name, _) = line.split_once('(')?;
+            (!name.is_empty() && name.chars().all(char::is_alphanumeric)).then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_target_kind_is_named_only_in_its_homes_and_by_what_makes_one() {
+    let variants = target_variants();
+    assert!(
+        variants.len() >= 7,
+        "the target kinds were read: {variants:?}"
+    );
+    // Tests and benchmarks make targets of every kind, as callers do.
+    let tooling = [
+        root().join("crates/test-support"),
+        root().join("crates/xtask"),
+    ];
+    let mut offenders = Vec::new();
+    let mut makers_seen = BTreeSet::new();
+    for (krate, src) in crates() {
+        if tooling.contains(&krate) {
+            continue;
+        }
+        for file in rust_files(&src) {
+            let relative = file
+                .strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if TARGET_HOMES.iter().any(|home| relative.starts_with(home)) {
+                continue;
+            }
+            let text = code(&file);
+            // A file's unit tests (at its end) make targets as callers do.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let named: Vec<&String> = variants
+                .iter()
+                .filter(|v| text.contains(&format!("Target::{v}(")))
+                .collect();
+            if named.is_empty() {
+                continue;
+            }
+            if TARGET_MAKERS.iter().any(|(maker, _)| *maker == relative) {
+                makers_seen.insert(relative);
+                continue;
+            }
+            offenders.push(format!("{relative}: {named:?}"));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a target kind's behaviour belongs in services/scheduler/src/targets/<kind>.rs, its \
+         data in crates/scheduler-api/src/target/<kind>.rs:\n{}",
+        offenders.join("\n")
+    );
+    for (maker, why) in TARGET_MAKERS {
+        assert!(
+            makers_seen.contains(maker),
+            "{maker} ({why}) no longer names a target kind: take it off TARGET_MAKERS"
+        );
+    }
 }
 
 /// The first identifier of each path a `crate::` reference names: `crate::app::App` gives

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, SubsecRound, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use jobstore::{Policy, Schedule, Target};
+use jobstore::{GraphExecutionTarget, Origin, Policy, Schedule, Target};
 use serde_json::{Map, Number, Value as Json};
 use triggers::{Trigger, TriggerKind, TriggerSpec};
 
@@ -379,6 +379,14 @@ impl Mapper {
             .next_run_time
             .and_then(from_unix)
             .map(|at| at.trunc_subsecs(3));
+        let target = Target::GraphExecution(GraphExecutionTarget {
+            graph_id,
+            graph_version,
+            input_data: Json::Object(input_data),
+            input_credentials: Json::Object(input_credentials),
+        });
+        // The check every graph execution a caller adds passes.
+        target.validate(Origin::Api)?;
         Ok(Schedule {
             id: row.id.clone(),
             name: job
@@ -388,12 +396,7 @@ impl Mapper {
                 .unwrap_or_else(|| "execute_graph".into()),
             owner: user_id,
             trigger,
-            target: Target::GraphExecution {
-                graph_id,
-                graph_version,
-                input_data: Json::Object(input_data),
-                input_credentials: Json::Object(input_credentials),
-            },
+            target,
             policy,
             tags: vec![TAG.to_string()],
             paused,

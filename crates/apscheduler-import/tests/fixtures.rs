@@ -8,7 +8,7 @@ mod common;
 use apscheduler_import::convert::TAG;
 use apscheduler_import::pickle::{self, Limits};
 use apscheduler_import::{Mapped, Mapper, Row};
-use jobstore::Target;
+use jobstore::{GraphExecutionTarget, Target};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -119,12 +119,12 @@ fn graph_arguments_policy_and_zone_come_over() {
     };
 
     let enums = schedule(&mut mapper, "enum_kwargs");
-    let Target::GraphExecution {
+    let Target::GraphExecution(GraphExecutionTarget {
         graph_version,
         input_data,
         input_credentials,
         ..
-    } = &enums.target
+    }) = &enums.target
     else {
         panic!("{:?}", enums.target)
     };

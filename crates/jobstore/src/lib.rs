@@ -19,8 +19,9 @@ pub mod watches;
 pub use connect::{connect, migrate, persisted};
 pub use memory::MemoryStore;
 pub use model::{
-    ExpectedStatus, ListFilter, Overlap, Page, Policy, RunFilter, RunOutcome, RunRecord, RunStatus,
-    Schedule, StoreName, Target, http_method,
+    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter, Origin, Overlap,
+    Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunOutcome, RunRecord, RunStatus,
+    Schedule, StoreName, SystemTaskTarget, Target, WatchTarget, http_method,
 };
 pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};

@@ -1,7 +1,10 @@
 //! The schedule model: trigger + target + policy + owner, and the run ledger's records.
 
 use chrono::{DateTime, Utc};
-pub use scheduler_api::{ExpectedStatus, Overlap, Target, http_method};
+pub use scheduler_api::{
+    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
+    RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, WatchTarget, http_method,
+};
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
 
@@ -396,10 +399,10 @@ mod tests {
             scheduled_time: at,
             jobstore: StoreName::Execution,
             owner: "u".into(),
-            target: Target::SystemTask {
+            target: Target::SystemTask(SystemTaskTarget {
                 task: "t".into(),
                 kwargs: serde_json::Value::Null,
-            },
+            }),
             policy: Policy::default(),
             status: RunStatus::Pending,
             detail: None,

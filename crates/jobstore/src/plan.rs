@@ -316,6 +316,7 @@ fn grace(secs: u64) -> Option<TimeDelta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{HttpTarget, SystemTaskTarget};
     use crate::model::{Policy, Target};
     use triggers::{TriggerKind, TriggerSpec};
 
@@ -325,10 +326,10 @@ mod tests {
             name: "s1".into(),
             owner: "u1".into(),
             trigger,
-            target: Target::SystemTask {
+            target: Target::SystemTask(SystemTaskTarget {
                 task: "t".into(),
                 kwargs: serde_json::Value::Null,
-            },
+            }),
             policy,
             paused: false,
             tags: Vec::new(),
@@ -417,7 +418,7 @@ mod tests {
 
     #[test]
     fn an_occurrence_meeting_only_a_recovering_run_waits_for_it_instead_of_being_skipped() {
-        let target = Target::Http {
+        let target = Target::Http(HttpTarget {
             endpoint: Some("e".into()),
             url: None,
             method: "POST".into(),
@@ -425,7 +426,7 @@ mod tests {
             headers: Default::default(),
             body: serde_json::Value::Null,
             expected_status: "2xx".into(),
-        };
+        });
         let recovering = Active {
             running: 1,
             recovering: 1,

@@ -9,6 +9,7 @@ use jobstore::{
     DatabaseUrl, JobStore, ListFilter, MemoryStore, Overlap, Page, Policy, RunFilter, RunOutcome,
     RunRecord, RunStatus, Schedule, StoreError, StoreName, Target,
 };
+use jobstore::{GraphExecutionTarget, HttpTarget, WatchTarget};
 use jobstore::{Sent, WatchFilter};
 use scheduler_api::{Check, CheckResult, DeliveryState, OnComplete, Watch, WatchStatus};
 use serde_json::json;
@@ -36,12 +37,12 @@ fn schedule(id: &str, owner: &str, graph: &str, next: Option<&str>) -> Schedule 
         name: format!("schedule {id}"),
         owner: owner.into(),
         trigger: every_minute(),
-        target: Target::GraphExecution {
+        target: Target::GraphExecution(GraphExecutionTarget {
             graph_id: graph.into(),
             graph_version: 3,
             input_data: json!({"text": "héllo", "n": 1}),
             input_credentials: json!({}),
-        },
+        }),
         policy: Policy::default(),
         paused: false,
         tags: Vec::new(),
@@ -754,7 +755,7 @@ async fn sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds(
 
 fn http_schedule(id: &str, overlap: Overlap, next: &str) -> Schedule {
     let mut s = schedule(id, "u1", "g1", Some(next));
-    s.target = Target::Http {
+    s.target = Target::Http(HttpTarget {
         endpoint: Some("backend".into()),
         url: None,
         method: "POST".into(),
@@ -762,7 +763,7 @@ fn http_schedule(id: &str, overlap: Overlap, next: &str) -> Schedule {
         headers: Default::default(),
         body: serde_json::Value::Null,
         expected_status: "2xx".into(),
-    };
+    });
     s.policy.overlap = overlap;
     s
 }
@@ -1447,7 +1448,7 @@ fn watch(id: &str, user: &str, workflow: Option<&str>, max_attempts: u32) -> (Wa
         every_secs: 60,
         anchor: Some(base),
     });
-    schedule.target = Target::Watch { check };
+    schedule.target = Target::Watch(WatchTarget { check });
     (watch, schedule)
 }
 

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::plan::{Active, plan_fire};
-use jobstore::{Policy, RunStatus, Schedule, StoreName, Target};
+use jobstore::{Policy, RunStatus, Schedule, StoreName, SystemTaskTarget, Target};
 use proptest::prelude::*;
 use triggers::{LATEST, TriggerKind, TriggerSpec, in_range};
 
@@ -93,7 +93,7 @@ proptest! {
             name: "s".into(),
             owner: "u".into(),
             trigger,
-            target: Target::SystemTask { task: "t".into(), kwargs: serde_json::Value::Null },
+            target: Target::SystemTask(SystemTaskTarget { task: "t".into(), kwargs: serde_json::Value::Null }),
             policy,
             paused: false,
             tags: Vec::new(),

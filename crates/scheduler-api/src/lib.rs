@@ -11,15 +11,20 @@
 mod error;
 mod target;
 mod types;
+mod values;
 mod watch;
 
 pub use error::{SchedulerError, codes};
-pub use target::{ExpectedStatus, Overlap, Target, http_method};
+pub use target::{
+    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
+    RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, TargetData, WatchTarget, http_method,
+};
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
     Backfill, GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunPage, RunStatus,
     Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
+pub use values::{check_object, json_kind};
 pub use watch::{
     Check, CheckResult, Delivery, DeliveryState, MAX_DELAY_SECS, MAX_WATCH_ATTEMPTS,
     MAX_WATCH_INTERVAL_SECS, OnComplete, Watch, WatchPage, WatchStatus,

@@ -30,6 +30,10 @@ pub use scheduler_api::{
 pub use scheduler_api::{
     Check, CheckResult, Delivery, DeliveryState, OnComplete, Watch, WatchPage, WatchStatus,
 };
+pub use scheduler_api::{
+    DeviceJobTarget, GraphExecutionTarget, HttpTarget, RedisPublishTarget, RpcTarget,
+    SystemTaskTarget, WatchTarget,
+};
 use serde_json::Value;
 pub use watches::{NewWatch, WatchQuery};
 

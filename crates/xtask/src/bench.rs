@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
-use jobstore::{Database, DatabaseUrl, Policy, Schedule, StoreName, Target};
+use jobstore::{Database, DatabaseUrl, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
 use scheduler_client::{NewGraphSchedule, SchedulerClient};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
@@ -300,12 +300,12 @@ async fn seed(
 
 /// A graph execution target, the `i`th.
 pub(crate) fn graph_execution(i: usize) -> Target {
-    Target::GraphExecution {
+    Target::GraphExecution(GraphExecutionTarget {
         graph_id: format!("graph{i}"),
         graph_version: 1,
         input_data: json!({"text": "benchmark"}),
         input_credentials: json!({}),
-    }
+    })
 }
 
 /// [`seed`] with the `i`th schedule's target made by `target`.

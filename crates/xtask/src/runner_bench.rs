@@ -403,7 +403,7 @@ async fn end_to_end(
     let schedules = scheduler_client::SchedulerClient::new(daemon.client_config())?;
     let due = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(5);
     for device in 0..options.devices {
-        let target = scheduler_client::Target::DeviceJob {
+        let target = scheduler_client::Target::DeviceJob(scheduler_client::DeviceJobTarget {
             runner: "farm".into(),
             device: Some(serial(device)),
             pool: None,
@@ -414,7 +414,7 @@ async fn end_to_end(
                 .unwrap_or_default(),
             priority: 5,
             max_duration: None,
-        };
+        });
         let trigger = scheduler_client::TriggerKind::Once { at: due }.into();
         let mut new = scheduler_client::NewSchedule::new("bench", trigger, target);
         new.id = Some(format!("e2e-{lookahead}-{device}"));

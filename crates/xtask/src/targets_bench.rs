@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use jobstore::{Database, DatabaseUrl, Policy, Schedule, StoreName, Target};
+use jobstore::{Database, DatabaseUrl, HttpTarget, Policy, Schedule, StoreName, Target};
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::bench::{graph_execution, seed_targets};
@@ -274,14 +274,16 @@ async fn bench_burst(
     let db = fresh_db(backend, dir.path(), "burst").await?;
     let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
     let due_at = (Utc::now() + TimeDelta::seconds(15)).trunc_subsecs(0);
-    let http = |_: usize| Target::Http {
-        endpoint: Some("bench".into()),
-        url: None,
-        method: "POST".into(),
-        path: "/job".into(),
-        headers: Default::default(),
-        body: serde_json::Value::Null,
-        expected_status: "2xx".into(),
+    let http = |_: usize| {
+        Target::Http(HttpTarget {
+            endpoint: Some("bench".into()),
+            url: None,
+            method: "POST".into(),
+            path: "/job".into(),
+            headers: Default::default(),
+            body: serde_json::Value::Null,
+            expected_status: "2xx".into(),
+        })
     };
     let target: &dyn Fn(usize) -> Target = match burst {
         Burst::Http => &http,

@@ -14,8 +14,12 @@ use service_kit::config::{
 };
 
 use crate::declared::ScheduleDeclaration;
+pub use crate::outbound::{EndpointConfig, RedisConfig};
 use crate::retention::LedgerConfig;
+use crate::targets::Configured;
+pub use crate::targets::DeviceRunnerConfig;
 use crate::tasks::SystemTasksConfig;
+pub use crate::watches::{ModuleConfig, WatchesConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,121 +53,15 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// A service targets call, named in `[endpoints.<name>]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointConfig {
-    /// The base URL: the JSON-RPC URL of an `rpc` target, the prefix of an `http` target's
-    /// `path`.
-    pub url: String,
-    /// Sent as `Authorization: Bearer <token>` with every call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Per-attempt timeout.
-    #[serde(default = "default_endpoint_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// `rpc` targets due together are sent as JSON-RPC batch requests of up to this many
-    /// calls (1: one request per call).
-    #[serde(default = "one")]
-    pub batch: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// A device runner, named in `[device_runners.<name>]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceRunnerConfig {
-    /// Its JSON-RPC URL.
-    pub url: String,
-    /// Its `auth.token`, sent as `Authorization: Bearer <token>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Per-call timeout.
-    #[serde(default = "default_endpoint_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// How often the state of the jobs queued there is asked for (one batch request for all
-    /// of them): a device job's run ends at most this long after its job.
-    #[serde(default = "default_job_poll", with = "duration")]
-    pub poll: Duration,
-}
-
-fn default_job_poll() -> Duration {
-    Duration::from_secs(2)
-}
-
-fn default_endpoint_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// A module a watch's `poll_module` check calls, named in `[modules.<name>]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleConfig {
-    /// Its JSON-RPC URL.
-    pub url: String,
-    /// Sent as `Authorization: Bearer <token>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Per-check timeout.
-    #[serde(default = "default_check_timeout", with = "duration")]
-    pub timeout: Duration,
-}
-
-fn default_check_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// `[watches]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WatchesConfig {
-    /// When set, a `poll_url` URL must start with one of these prefixes. Link-local
-    /// addresses (169.254.0.0/16, fe80::/10) are refused in any case.
-    pub url_allow: Vec<String>,
-    /// The timeout of a `poll_url` check.
-    #[serde(with = "duration")]
-    pub url_timeout: Duration,
-    /// The agent's core: `resume_conversation` POSTs to `{core_url}/continue`. Without it,
-    /// watches with `on_complete = "resume_conversation"` are refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_url: Option<String>,
-    /// Sent to the core as `Authorization: Bearer <token>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_token: Option<String>,
-    /// The timeout of one `/continue` call.
-    #[serde(with = "duration")]
-    pub core_timeout: Duration,
-    /// `/continue` calls per completion before it falls back to the notification.
-    pub core_attempts: u32,
-    /// The longest wait between two sends of a completion that could not be delivered.
-    #[serde(with = "duration")]
-    pub max_retry_delay: Duration,
-}
-
-impl Default for WatchesConfig {
-    fn default() -> Self {
-        WatchesConfig {
-            url_allow: Vec::new(),
-            url_timeout: default_check_timeout(),
-            core_url: None,
-            core_token: None,
-            core_timeout: default_check_timeout(),
-            core_attempts: 3,
-            max_retry_delay: Duration::from_secs(60),
+impl Config {
+    /// The names this configuration offers targets, for their checks.
+    pub fn configured(&self) -> Configured {
+        Configured {
+            endpoints: self.endpoints.keys().cloned().collect(),
+            runners: self.device_runners.keys().cloned().collect(),
+            redis: self.redis.url.is_some(),
         }
     }
-}
-
-/// The Redis that `redis_publish` targets publish on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://host:6379/0`; without it `redis_publish` targets are refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
 }
 
 impl Default for Config {
@@ -283,9 +181,7 @@ impl ServiceConfig for Config {
         self.ledger.validate()?;
         self.farm.validate(self)?;
         let context = crate::declared::Checks {
-            endpoints: self.endpoints.keys().map(String::as_str).collect(),
-            runners: self.device_runners.keys().map(String::as_str).collect(),
-            redis: self.redis.url.is_some(),
+            configured: self.configured(),
             taken: self
                 .system_tasks
                 .declarations()

@@ -10,20 +10,18 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, StoreError, StoreName, Target};
-use scheduler_api::SYSTEM_OWNER;
+use scheduler_api::{Origin, SYSTEM_OWNER};
 use serde::{Deserialize, Serialize};
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::stores::Stores;
+use crate::targets::{self, Configured};
+use crate::tasks::{DeclaredTask, OWNER, SystemTasksConfig};
 
 /// What declarations are checked against: the rest of the configuration.
-pub struct Checks<'a> {
-    /// The names of the configured endpoints.
-    pub endpoints: Vec<&'a str>,
-    /// The names of the configured device runners.
-    pub runners: Vec<&'a str>,
-    /// Whether `redis.url` is set.
-    pub redis: bool,
+pub struct Checks {
+    /// The names the configuration offers targets.
+    pub configured: Configured,
     /// Ids already declared elsewhere (the system tasks').
     pub taken: Vec<String>,
 }
@@ -70,7 +68,7 @@ impl ScheduleDeclaration {
     }
 
     /// Checks the declaration against the rest of the configuration, naming what is wrong.
-    fn validate(&self, context: &Checks<'_>) -> anyhow::Result<()> {
+    fn validate(&self, context: &Checks) -> anyhow::Result<()> {
         if self.id.trim().is_empty() {
             bail!("an id must not be empty");
         }
@@ -79,38 +77,75 @@ impl ScheduleDeclaration {
             .anchored(Utc::now())
             .compile()
             .context("trigger")?;
-        self.target.validate(true).map_err(anyhow::Error::msg)?;
-        self.policy.validate().map_err(anyhow::Error::msg)?;
-        match &self.target {
-            Target::Rpc {
-                endpoint: Some(name),
-                ..
-            }
-            | Target::Http {
-                endpoint: Some(name),
-                ..
-            } if !context.endpoints.contains(&name.as_str()) => {
-                bail!("target.endpoint '{name}' is not configured: add [endpoints.{name}]")
-            }
-            Target::DeviceJob { runner, .. } if !context.runners.contains(&runner.as_str()) => {
-                bail!("target.runner '{runner}' is not configured: add [device_runners.{runner}]")
-            }
-            Target::RedisPublish { .. } if !context.redis => {
-                bail!("a redis_publish target needs redis.url")
-            }
-            Target::SystemTask { task, .. }
-                if !scheduler_api::SYSTEM_TASKS.contains(&task.as_str()) =>
-            {
-                bail!("target.task '{task}' is not a system task")
-            }
-            _ => Ok(()),
+        targets::check(&self.target, Origin::Configuration, &context.configured)
+            .map_err(anyhow::Error::msg)?;
+        self.policy.validate().map_err(anyhow::Error::msg)
+    }
+}
+
+/// Makes the stores hold exactly the declared schedules: the runnable, triggered system tasks
+/// and the `[[schedules]]` of the configuration, through one mechanism ([`sync`]).
+/// Returns every task declaration with its state, for `get_registry` and `execute_<task>`.
+pub async fn register(
+    stores: &Stores,
+    config: &SystemTasksConfig,
+    schedules: &[ScheduleDeclaration],
+    now: DateTime<Utc>,
+) -> Result<Vec<DeclaredTask>, StoreError> {
+    let mut tasks = Vec::new();
+    let mut wanted = Vec::new();
+    for declaration in config.declarations() {
+        // The configuration was validated at load, so the trigger compiles.
+        let trigger = declaration.trigger(now).ok().flatten();
+        let mut task = DeclaredTask {
+            declaration,
+            trigger,
+            disabled: None,
+        };
+        let id = task.declaration.id.clone();
+        if let Err(key) = config.service_url(task.declaration.task) {
+            tracing::warn!(task = %id, "system task not registered: {key} is not set");
+            task.disabled = Some(format!("{key} is not set"));
+        } else if stores.get(task.declaration.jobstore).is_none() {
+            task.disabled = Some(format!(
+                "jobstore '{}' is not served",
+                task.declaration.jobstore.as_str()
+            ));
+        } else if let Some(trigger) = &task.trigger {
+            let schedule = Schedule {
+                id: id.clone(),
+                name: id.clone(),
+                owner: OWNER.to_string(),
+                trigger: trigger.clone(),
+                target: task.target(),
+                policy: Policy::default(),
+                tags: Vec::new(),
+                paused: false,
+                paused_reason: None,
+                next_run_at: None,
+                created_at: now,
+            };
+            wanted.push(declared(task.declaration.jobstore, schedule, now));
+        }
+        tasks.push(task);
+    }
+    wanted.extend(
+        schedules
+            .iter()
+            .map(|declaration| declaration.schedule(now)),
+    );
+    let refused = sync(stores, &wanted).await?;
+    for task in &mut tasks {
+        if let Some(reason) = refused.get(&task.declaration.id) {
+            task.disabled = Some(reason.clone());
         }
     }
+    Ok(tasks)
 }
 
 /// Checks every `[[schedules]]` entry, and that no id is declared twice (system tasks
 /// included).
-pub fn validate(schedules: &[ScheduleDeclaration], context: &Checks<'_>) -> anyhow::Result<()> {
+pub fn validate(schedules: &[ScheduleDeclaration], context: &Checks) -> anyhow::Result<()> {
     let mut seen: HashSet<String> = context.taken.iter().cloned().collect();
     for declaration in schedules {
         declaration

@@ -15,8 +15,9 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::EngineConfig;
-use crate::dispatch::{Dispatcher, Ended, dispatch_batch, dispatch_run, follow};
+use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
+use crate::targets::Ended;
 use crate::telemetry;
 use crate::watches::Watches;
 use scheduler_api::CheckResult;
@@ -128,7 +129,7 @@ impl Engine {
             outcome_rx,
             in_flight.clone(),
             self.wake.clone(),
-            self.dispatcher.watches.clone(),
+            self.dispatcher.targets.watches.clone(),
         ));
         let renewer = tokio::spawn(renew_leases(
             self.stores.clone(),
@@ -828,10 +829,10 @@ mod tests {
     async fn a_panicked_dispatch_fails_its_run_and_parks_its_schedule() {
         let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new(StoreName::Execution));
         let now = Utc::now();
-        let target = Target::SystemTask {
+        let target = Target::SystemTask(scheduler_api::SystemTaskTarget {
             task: "t".into(),
             kwargs: serde_json::Value::Null,
-        };
+        });
         let schedule = Schedule {
             id: "s".into(),
             name: "s".into(),

@@ -10,15 +10,14 @@ pub mod compat;
 pub mod config;
 pub mod console;
 pub mod declared;
-pub mod device_jobs;
 pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
 pub mod farm;
 pub mod health;
-pub mod json;
 pub mod leader;
 pub mod openrpc;
+pub mod outbound;
 pub mod retention;
 pub mod rpc;
 pub mod server;
@@ -59,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
     ]);
     let metrics = telemetry::install()?;
-    let tasks = tasks::register(
+    let tasks = declared::register(
         &stores,
         &config.system_tasks,
         &config.schedules,
@@ -101,8 +100,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sender = stores.watches().map(|store| {
         tokio::spawn(watches::deliver(
             store,
-            app.dispatcher.watches.clone(),
-            app.dispatcher.outbound.clone(),
+            app.dispatcher.targets.watches.clone(),
+            app.dispatcher.targets.outbound.clone(),
             stopped.clone(),
         ))
     });

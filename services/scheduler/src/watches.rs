@@ -16,12 +16,13 @@ use std::time::Duration;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use jobstore::{RunOutcome, RunRecord, RunStatus, Sent, WatchStore};
 use scheduler_api::{Check, CheckResult, OnComplete, Watch};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use service_kit::config::duration;
 use tokio::sync::Notify;
 
-use crate::config::{ModuleConfig, WatchesConfig};
 use crate::endpoint::{Endpoint, error_chain, truncate};
-use crate::targets::Outbound;
+use crate::outbound::Outbound;
 
 /// What a PUBLISH may take at most while Redis is down (three connection attempts of 3 s, a
 /// response timeout of 5 s), with a margin: part of a sender's lease.
@@ -30,6 +31,65 @@ const PUBLISH_BOUND: Duration = Duration::from_secs(20);
 const DELIVERY_BATCH: usize = 100;
 /// The longest the sender sleeps without looking for completions left by a process that died.
 const DELIVERY_MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// A module a watch's `poll_module` check calls, named in `[modules.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Per-check timeout.
+    #[serde(default = "default_check_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[watches]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchesConfig {
+    /// When set, a `poll_url` URL must start with one of these prefixes. Link-local
+    /// addresses (169.254.0.0/16, fe80::/10) are refused in any case.
+    pub url_allow: Vec<String>,
+    /// The timeout of a `poll_url` check.
+    #[serde(with = "duration")]
+    pub url_timeout: Duration,
+    /// The agent's core: `resume_conversation` POSTs to `{core_url}/continue`. Without it,
+    /// watches with `on_complete = "resume_conversation"` are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_url: Option<String>,
+    /// Sent to the core as `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_token: Option<String>,
+    /// The timeout of one `/continue` call.
+    #[serde(with = "duration")]
+    pub core_timeout: Duration,
+    /// `/continue` calls per completion before it falls back to the notification.
+    pub core_attempts: u32,
+    /// The longest wait between two sends of a completion that could not be delivered.
+    #[serde(with = "duration")]
+    pub max_retry_delay: Duration,
+}
+
+impl Default for WatchesConfig {
+    fn default() -> Self {
+        WatchesConfig {
+            url_allow: Vec::new(),
+            url_timeout: default_check_timeout(),
+            core_url: None,
+            core_token: None,
+            core_timeout: default_check_timeout(),
+            core_attempts: 3,
+            max_retry_delay: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The checks and the completion sends of watches.
 pub struct Watches {

@@ -11,14 +11,15 @@ use jobstore::{
 };
 use jsonrpsee::Extensions;
 use scheduler_api::{
-    Backfill, RunPage, SYSTEM_OWNER, SchedulePage, SchedulePolicy, SchedulerError, TriggerSpec,
+    Backfill, Origin, RunPage, SYSTEM_OWNER, SchedulePage, SchedulePolicy, SchedulerError,
+    TriggerSpec,
 };
 use service_kit::auth::Caller;
 
 use crate::app::{App, storage_error};
-use crate::device_jobs::{DeviceRunners, JobCheck};
 use crate::rpc::runs::{page_limit, to_api as run_to_api};
-use crate::rpc::schedules::{check_id, check_object};
+use crate::rpc::schedules::check_id;
+use crate::targets::{self, kind_of};
 
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 64;
@@ -639,7 +640,7 @@ fn authorize(
     access: Access,
 ) -> Result<(), SchedulerError> {
     let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
-    if matches!(schedule.target, Target::Watch { .. }) && access != Access::Read {
+    if matches!(schedule.target, Target::Watch(_)) && access != Access::Read {
         return Err(SchedulerError::NotAuthorized(format!(
             "schedule '{}' holds the checks of a watch: cancel it with cancel_watch",
             schedule.id
@@ -664,84 +665,16 @@ fn authorize(
     Ok(())
 }
 
-/// Checks a target given through the API: an endpoint that is configured, never a raw URL; a
-/// device job its runner would queue.
+/// Checks a target given through the API: its fields, the services it names (configured
+/// endpoints only, never a raw URL), and what those services say of it (a device runner
+/// judges its job).
 async fn check_target(app: &App, target: &Target) -> Result<(), SchedulerError> {
-    target.validate(false).map_err(SchedulerError::Value)?;
-    let outbound = &app.dispatcher.outbound;
-    match target {
-        Target::SystemTask { .. } => Err(SchedulerError::Value(
-            "system_task targets are declared in the configuration, not created through the API"
-                .into(),
-        )),
-        Target::GraphExecution {
-            input_data,
-            input_credentials,
-            ..
-        } => {
-            check_object("target.input_data", input_data)?;
-            check_object("target.input_credentials", input_credentials)
-        }
-        Target::Rpc { endpoint, .. } | Target::Http { endpoint, .. } => {
-            let name = endpoint.as_deref().unwrap_or_default();
-            if outbound.has_endpoint(name) {
-                return Ok(());
-            }
-            let known = outbound.endpoint_names();
-            Err(SchedulerError::Value(if known.is_empty() {
-                format!("unknown endpoint '{name}': the scheduler has no [endpoints] configured")
-            } else {
-                format!(
-                    "unknown endpoint '{name}': configured endpoints are {}",
-                    known.join(", ")
-                )
-            }))
-        }
-        Target::DeviceJob { runner, .. } => {
-            let runners = &app.dispatcher.devices;
-            if runners.has(runner) {
-                return check_device_job(runners, runner, target).await;
-            }
-            let known = runners.names();
-            Err(SchedulerError::Value(if known.is_empty() {
-                format!(
-                    "unknown device runner '{runner}': the scheduler has no [device_runners] \
-                     configured"
-                )
-            } else {
-                format!(
-                    "unknown device runner '{runner}': configured runners are {}",
-                    known.join(", ")
-                )
-            }))
-        }
-        Target::RedisPublish { .. } if !outbound.has_redis() => Err(SchedulerError::Value(
-            "redis_publish targets need redis.url in the scheduler's configuration".into(),
-        )),
-        Target::RedisPublish { .. } => Ok(()),
-        // Refused by `validate` above: add_watch makes these.
-        Target::Watch { .. } => Ok(()),
-    }
-}
-
-/// A device job as its runner judges it. A runner that cannot be asked (down, or refusing
-/// the scheduler's token) does not stop the schedule from being stored: its job is checked
-/// again when it is queued, and a refusal then is a `failed` run with the runner's reason.
-async fn check_device_job(
-    runners: &DeviceRunners,
-    runner: &str,
-    target: &Target,
-) -> Result<(), SchedulerError> {
-    match runners.check(target).await {
-        JobCheck::Taken => Ok(()),
-        JobCheck::Refused(reason) => Err(SchedulerError::Value(format!(
-            "target: device runner '{runner}' would not queue this job: {reason}"
-        ))),
-        JobCheck::Unasked(why) => {
-            tracing::warn!(%runner, %why, "the device job could not be checked with its runner; stored unchecked");
-            Ok(())
-        }
-    }
+    let targets = &app.dispatcher.targets;
+    targets::check(target, Origin::Api, &targets.configured).map_err(SchedulerError::Value)?;
+    kind_of(target)
+        .admit(targets)
+        .await
+        .map_err(SchedulerError::Value)
 }
 
 /// `base` with the fields a caller gave, checked.

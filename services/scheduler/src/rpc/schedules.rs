@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
-use scheduler_api::{GraphExecutionJobInfo, SchedulePolicy, SchedulerError};
+use scheduler_api::{GraphExecutionJobInfo, GraphExecutionTarget, SchedulePolicy, SchedulerError};
 use serde_json::Value;
 use triggers::TriggerKind;
 
@@ -87,12 +87,12 @@ pub(super) async fn add(
             .unwrap_or_else(|| DEFAULT_NAME.to_string()),
         owner: request.user_id,
         trigger: trigger.into(),
-        target: Target::GraphExecution {
+        target: Target::GraphExecution(GraphExecutionTarget {
             graph_id: request.graph_id,
             graph_version: request.graph_version,
             input_data,
             input_credentials,
-        },
+        }),
         policy,
         paused: false,
         tags: Vec::new(),
@@ -196,12 +196,12 @@ pub(super) async fn owned_schedule(
 
 /// A schedule as AutoGPT's `GraphExecutionJobInfo`.
 pub(super) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerError> {
-    let Target::GraphExecution {
+    let Target::GraphExecution(GraphExecutionTarget {
         graph_id,
         graph_version,
         input_data,
         input_credentials,
-    } = &schedule.target
+    }) = &schedule.target
     else {
         return Err(SchedulerError::NotFound(format!(
             "Job #{} is not a graph execution schedule.",
@@ -247,17 +247,6 @@ pub(super) fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
 }
 
 fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
-    check_object(field, &value)?;
+    scheduler_api::check_object(field, &value).map_err(SchedulerError::Value)?;
     Ok(value)
-}
-
-/// Refuses a value that is not a JSON object, naming the field and what it got.
-pub(super) fn check_object(field: &str, value: &Value) -> Result<(), SchedulerError> {
-    if value.is_object() {
-        return Ok(());
-    }
-    Err(SchedulerError::Value(format!(
-        "{field} must be a JSON object, got {}",
-        crate::json::kind(value)
-    )))
 }

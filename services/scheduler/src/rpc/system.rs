@@ -41,10 +41,10 @@ pub(super) async fn execute(
             ))
         })?;
     // Arguments given with the call replace the declared ones.
-    let target = jobstore::Target::SystemTask {
+    let target = jobstore::Target::SystemTask(scheduler_api::SystemTaskTarget {
         task: task.as_str().to_string(),
         kwargs: kwargs.unwrap_or_else(|| declared.declaration.kwargs.clone()),
-    };
+    });
     let now = Utc::now().trunc_subsecs(3);
     let mut run = RunRecord {
         schedule_id: declared.declaration.id.clone(),

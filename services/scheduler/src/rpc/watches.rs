@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
-use jobstore::{Overlap, Policy, Schedule, StoreError, Target, WatchFilter, WatchStore};
+use jobstore::{
+    Overlap, Policy, Schedule, StoreError, Target, WatchFilter, WatchStore, WatchTarget,
+};
 use scheduler_api::{
     Check, MAX_WATCH_ATTEMPTS, MAX_WATCH_INTERVAL_SECS, OnComplete, SchedulerError, Watch,
     WatchPage, WatchStatus,
@@ -93,12 +95,13 @@ pub(super) async fn add(app: &App, request: AddWatch) -> Result<Watch, Scheduler
         ));
     }
     app.dispatcher
+        .targets
         .watches
         .admit(&check, on_complete)
         .map_err(SchedulerError::Value)?;
     if on_complete == OnComplete::Notify || request.platform.is_some() {
         // The notification (or the fallback to it) goes through Redis.
-        if !app.dispatcher.outbound.has_redis() {
+        if !app.dispatcher.targets.configured.redis {
             return Err(SchedulerError::Value(
                 "watches notify through Redis: the scheduler needs redis.url in its \
                  configuration"
@@ -152,7 +155,7 @@ pub(super) async fn add(app: &App, request: AddWatch) -> Result<Watch, Scheduler
         name: format!("watch: {}", check.describe()),
         owner: watch.user_id.clone(),
         trigger: TriggerSpec::from(trigger),
-        target: Target::Watch { check },
+        target: Target::Watch(WatchTarget { check }),
         // One check per attempt (a check that errs is an attempt); a check still running when
         // the next is due is not doubled; after downtime, one check for all that were missed.
         policy: Policy {

@@ -2,19 +2,16 @@
 //! (`[system_tasks]`) and stored as schedules whose target is `system_task`, so they are claimed,
 //! recorded in the run ledger and recovered like any other schedule.
 //!
-//! [`register`] makes the stores match the declarations at start through the one mechanism of
-//! declared schedules ([`crate::declared`]). [`run`] holds what each task does.
+//! [`crate::declared::register`] makes the stores match the declarations at start, with the
+//! `[[schedules]]` of the configuration. [`run`] holds what each task does.
 
 mod declare;
 mod run;
 
-use chrono::{DateTime, Utc};
-use jobstore::{Policy, Schedule, StoreError, Target};
+use jobstore::Target;
+use scheduler_api::SystemTaskTarget;
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
-
-use crate::declared::{self, ScheduleDeclaration};
-use crate::stores::Stores;
 
 pub use declare::{SystemTasksConfig, TaskDeclaration};
 pub use run::TaskRunner;
@@ -87,7 +84,7 @@ fn describe(kwargs: &serde_json::Value) -> &'static str {
             "an object whose notification_types is not a list"
         }
         Some(_) => "an object without notification_types",
-        None => crate::json::kind(kwargs),
+        None => scheduler_api::json_kind(kwargs),
     }
 }
 
@@ -103,69 +100,9 @@ pub struct DeclaredTask {
 
 impl DeclaredTask {
     pub fn target(&self) -> Target {
-        Target::SystemTask {
+        Target::SystemTask(SystemTaskTarget {
             task: self.declaration.task.as_str().to_string(),
             kwargs: self.declaration.kwargs.clone(),
-        }
+        })
     }
-}
-
-/// Makes the stores hold exactly the declared schedules: the runnable, triggered system tasks
-/// and the `[[schedules]]` of the configuration, through one mechanism ([`declared::sync`]).
-/// Returns every task declaration with its state, for `get_registry` and `execute_<task>`.
-pub async fn register(
-    stores: &Stores,
-    config: &SystemTasksConfig,
-    schedules: &[ScheduleDeclaration],
-    now: DateTime<Utc>,
-) -> Result<Vec<DeclaredTask>, StoreError> {
-    let mut tasks = Vec::new();
-    let mut wanted = Vec::new();
-    for declaration in config.declarations() {
-        // The configuration was validated at load, so the trigger compiles.
-        let trigger = declaration.trigger(now).ok().flatten();
-        let mut task = DeclaredTask {
-            declaration,
-            trigger,
-            disabled: None,
-        };
-        let id = task.declaration.id.clone();
-        if let Err(key) = config.service_url(task.declaration.task) {
-            tracing::warn!(task = %id, "system task not registered: {key} is not set");
-            task.disabled = Some(format!("{key} is not set"));
-        } else if stores.get(task.declaration.jobstore).is_none() {
-            task.disabled = Some(format!(
-                "jobstore '{}' is not served",
-                task.declaration.jobstore.as_str()
-            ));
-        } else if let Some(trigger) = &task.trigger {
-            let schedule = Schedule {
-                id: id.clone(),
-                name: id.clone(),
-                owner: OWNER.to_string(),
-                trigger: trigger.clone(),
-                target: task.target(),
-                policy: Policy::default(),
-                tags: Vec::new(),
-                paused: false,
-                paused_reason: None,
-                next_run_at: None,
-                created_at: now,
-            };
-            wanted.push(declared::declared(task.declaration.jobstore, schedule, now));
-        }
-        tasks.push(task);
-    }
-    wanted.extend(
-        schedules
-            .iter()
-            .map(|declaration| declaration.schedule(now)),
-    );
-    let refused = declared::sync(stores, &wanted).await?;
-    for task in &mut tasks {
-        if let Some(reason) = refused.get(&task.declaration.id) {
-            task.disabled = Some(reason.clone());
-        }
-    }
-    Ok(tasks)
 }

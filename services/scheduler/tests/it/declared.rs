@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use scheduler_client::{Error, ScheduleQuery, ScheduleUpdate, SchedulerError};
+use scheduler_client::{Error, ScheduleQuery, ScheduleUpdate, SchedulerError, Target};
 use service_kit::config::{Overrides, load_from};
 
 use crate::helpers::{Backend, Daemon, StubBackend, TestDb};
@@ -52,12 +52,12 @@ fn the_agnt_example_declares_its_39_jobs_in_wita() {
         "Sunday 23:59 WITA"
     );
     for declaration in &config.schedules {
-        assert_eq!(
-            declaration.target.address(),
-            Some((Some("agnt"), None)),
-            "{}",
-            declaration.id
-        );
+        let address = match &declaration.target {
+            Target::Rpc(rpc) => (rpc.endpoint.as_deref(), rpc.url.as_deref()),
+            Target::Http(http) => (http.endpoint.as_deref(), http.url.as_deref()),
+            other => panic!("{} calls no endpoint: {other:?}", declaration.id),
+        };
+        assert_eq!(address, (Some("agnt"), None), "{}", declaration.id);
     }
 }
 

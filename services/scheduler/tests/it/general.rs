@@ -10,6 +10,7 @@ use scheduler_client::{
     Error, NewSchedule, Overlap, RunQuery, RunStatus, SchedulePolicy, ScheduleQuery,
     ScheduleUpdate, SchedulerClient, SchedulerError, Target, TriggerKind, TriggerSpec,
 };
+use scheduler_client::{HttpTarget, RedisPublishTarget, RpcTarget};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call};
@@ -37,7 +38,7 @@ fn once(at: DateTime<Utc>) -> TriggerSpec {
 }
 
 fn http(path: &str) -> Target {
-    Target::Http {
+    Target::Http(HttpTarget {
         endpoint: Some("backend".into()),
         url: None,
         method: "POST".into(),
@@ -45,7 +46,7 @@ fn http(path: &str) -> Target {
         headers: Default::default(),
         body: Value::Null,
         expected_status: "2xx".into(),
-    }
+    })
 }
 
 /// A whole second a little ahead, so the schedule is stored before it falls due.
@@ -120,7 +121,7 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
     let targets = [
         (
             "t-http",
-            Target::Http {
+            Target::Http(HttpTarget {
                 endpoint: Some("backend".into()),
                 url: None,
                 method: "PUT".into(),
@@ -128,23 +129,23 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
                 headers,
                 body: json!({"dry_run": false}),
                 expected_status: "2xx".into(),
-            },
+            }),
         ),
         (
             "t-rpc",
-            Target::Rpc {
+            Target::Rpc(RpcTarget {
                 endpoint: Some("jobs".into()),
                 url: None,
                 method: "cleanup.run".into(),
                 params: json!({"batch": 10}).as_object().cloned().unwrap(),
-            },
+            }),
         ),
         (
             "t-redis",
-            Target::RedisPublish {
+            Target::RedisPublish(RedisPublishTarget {
                 channel: channel.clone(),
                 message: json!({"hello": "world"}),
-            },
+            }),
         ),
     ];
     for (id, target) in targets {
@@ -787,7 +788,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         (
             json!({"owner": "alice", "trigger": good_trigger,
                    "target": {"type": "http", "endpoint": "nope", "path": "/x"}}),
-            "unknown endpoint 'nope': configured endpoints are backend, jobs",
+            "target.endpoint 'nope' is not configured: configured endpoints are backend, jobs",
         ),
         (
             json!({"owner": "alice", "trigger": good_trigger,
@@ -820,7 +821,7 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             json!({"owner": "alice", "trigger": good_trigger,
                    "target": {"type": "device_job", "runner": "farm", "device": "P1",
                               "job_type": "crawl"}}),
-            "unknown device runner 'farm': the scheduler has no [device_runners] configured",
+            "target.runner 'farm' is not configured: the scheduler has no [device_runners]",
         ),
         (
             json!({"owner": "alice", "trigger": good_trigger,
@@ -909,12 +910,12 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         "keep",
         "alice",
         ScheduleUpdate {
-            target: Some(Target::Rpc {
+            target: Some(Target::Rpc(RpcTarget {
                 endpoint: Some("elsewhere".into()),
                 url: None,
                 method: "x".into(),
                 params: Default::default(),
-            }),
+            })),
             name: Some("must not stick".into()),
             ..ScheduleUpdate::default()
         },
@@ -1074,12 +1075,12 @@ async fn occurrences_due_together_go_as_json_rpc_batches_and_a_failed_call_goes_
     let at = soon(3);
     for i in 0..20 {
         let params = json!({"n": i, "fail_in_batch": i == 5});
-        let target = Target::Rpc {
+        let target = Target::Rpc(RpcTarget {
             endpoint: Some("jobs".into()),
             url: None,
             method: "jobs.run".into(),
             params: params.as_object().cloned().unwrap(),
-        };
+        });
         let mut new = NewSchedule::new("alice", once(at), target);
         new.id = Some(format!("b{i:02}"));
         client.create_schedule(new).await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{DatabaseUrl, JobStore, Policy, Schedule, StoreName, Target};
+use jobstore::{DatabaseUrl, GraphExecutionTarget, JobStore, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
 use scheduler_client::{Error, SchedulePolicy, SchedulerError};
 use serde_json::{Value, json};
@@ -31,12 +31,12 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
             expression: "* * * * * *".into(),
             timezone: "UTC".into(),
         })),
-        target: Target::GraphExecution {
+        target: Target::GraphExecution(GraphExecutionTarget {
             graph_id: format!("graph-{id}"),
             graph_version: 1,
             input_data: json!({}),
             input_credentials: json!({}),
-        },
+        }),
         policy,
         paused: false,
         tags: Vec::new(),

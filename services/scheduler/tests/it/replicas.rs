@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
+use jobstore::{
+    DatabaseUrl, GraphExecutionTarget, HttpTarget, Policy, RpcTarget, Schedule, StoreName, Target,
+};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
@@ -59,11 +61,13 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
     // A busy executor (20 ms a call) keeps dispatches in flight when the replica dies.
     let stub = StubExecutor::start(Answer::AcceptAfter(20)).await;
     let url = stub.url.clone();
-    let target = |i: usize| Target::GraphExecution {
-        graph_id: format!("g{i}"),
-        graph_version: 1,
-        input_data: json!({}),
-        input_credentials: json!({}),
+    let target = |i: usize| {
+        Target::GraphExecution(GraphExecutionTarget {
+            graph_id: format!("g{i}"),
+            graph_version: 1,
+            input_data: json!({}),
+            input_credentials: json!({}),
+        })
     };
     deliver_once_across_a_kill(Receiver::Executor(stub), &url, &[], 2_000, target).await;
 }
@@ -74,14 +78,16 @@ async fn http_targets_are_delivered_once_across_replicas_while_one_is_killed() {
     backend.answer("/job", 200, Duration::from_millis(20));
     let url = backend.url.clone();
     let env = [("SCHEDULER__ENDPOINTS__BACKEND__URL", url.as_str())];
-    let target = |i: usize| Target::Http {
-        endpoint: Some("backend".into()),
-        url: None,
-        method: "POST".into(),
-        path: "/job".into(),
-        headers: Default::default(),
-        body: json!({"n": i}),
-        expected_status: "2xx".into(),
+    let target = |i: usize| {
+        Target::Http(HttpTarget {
+            endpoint: Some("backend".into()),
+            url: None,
+            method: "POST".into(),
+            path: "/job".into(),
+            headers: Default::default(),
+            body: json!({"n": i}),
+            expected_status: "2xx".into(),
+        })
     };
     let receiver = Receiver::Backend(backend, "/job");
     deliver_once_across_a_kill(receiver, "http://127.0.0.1:9/", &env, 1_000, target).await;
@@ -93,11 +99,13 @@ async fn rpc_targets_are_delivered_once_across_replicas_while_one_is_killed() {
     backend.answer("/rpc", 200, Duration::from_millis(20));
     let rpc = format!("{}/rpc", backend.url);
     let env = [("SCHEDULER__ENDPOINTS__JOBS__URL", rpc.as_str())];
-    let target = |i: usize| Target::Rpc {
-        endpoint: Some("jobs".into()),
-        url: None,
-        method: "jobs.run".into(),
-        params: json!({"n": i}).as_object().cloned().unwrap(),
+    let target = |i: usize| {
+        Target::Rpc(RpcTarget {
+            endpoint: Some("jobs".into()),
+            url: None,
+            method: "jobs.run".into(),
+            params: json!({"n": i}).as_object().cloned().unwrap(),
+        })
     };
     let receiver = Receiver::Backend(backend, "/rpc");
     deliver_once_across_a_kill(receiver, "http://127.0.0.1:9/", &env, 1_000, target).await;
@@ -387,7 +395,7 @@ async fn a_dead_replicas_runs_are_taken_over_at_once_and_the_next_occurrence_wai
                 every_secs: 2,
                 anchor: Some(anchor),
             }),
-            target: Target::Http {
+            target: Target::Http(HttpTarget {
                 endpoint: Some("backend".into()),
                 url: None,
                 method: "POST".into(),
@@ -395,7 +403,7 @@ async fn a_dead_replicas_runs_are_taken_over_at_once_and_the_next_occurrence_wai
                 headers: Default::default(),
                 body: json!({"n": i}),
                 expected_status: "2xx".into(),
-            },
+            }),
             policy: Policy::default(),
             paused: false,
             tags: Vec::new(),

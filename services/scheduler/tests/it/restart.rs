@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{DatabaseUrl, Policy, Schedule, StoreName, Target};
+use jobstore::{DatabaseUrl, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
 use triggers::{TriggerKind, TriggerSpec};
 
@@ -110,12 +110,12 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
                 name: "execute_graph".into(),
                 owner: "u1".into(),
                 trigger: TriggerSpec::from(TriggerKind::Once { at: scheduled }),
-                target: Target::GraphExecution {
+                target: Target::GraphExecution(GraphExecutionTarget {
                     graph_id: "g1".into(),
                     graph_version: 5,
                     input_data: serde_json::json!({}),
                     input_credentials: serde_json::json!({}),
-                },
+                }),
                 policy: Policy::default(),
                 paused: false,
                 tags: Vec::new(),

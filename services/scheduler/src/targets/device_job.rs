@@ -10,17 +10,120 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::Utc;
 use device_runner_api::{Job, JobStatus, RunnerError};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
-use jobstore::{RunRecord, RunStatus, Target};
+use jobstore::{RunOutcome, RunRecord, RunStatus};
+use scheduler_api::DeviceJobTarget;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use service_kit::config::duration;
 use tokio::sync::oneshot;
 
-use crate::config::DeviceRunnerConfig;
-use crate::endpoint::{DispatchError, Endpoint};
+use super::{Configured, Ended, Followed, Kind, Targets};
+use crate::endpoint::{DispatchError, Endpoint, truncate};
+use crate::outbound::default_timeout;
 
 /// How long a runner may take to check a job for a caller of the API.
 const CHECK_WITHIN: Duration = Duration::from_secs(5);
+
+/// A device runner, named in `[device_runners.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRunnerConfig {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Its `auth.token`, sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Per-call timeout.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How often the state of the jobs queued there is asked for (one batch request for all
+    /// of them): a device job's run ends at most this long after its job.
+    #[serde(default = "default_job_poll", with = "duration")]
+    pub poll: Duration,
+}
+
+fn default_job_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+#[async_trait]
+impl Kind for DeviceJobTarget {
+    fn check(&self, configured: &Configured) -> Result<(), String> {
+        Configured::lookup(
+            "target.runner",
+            &self.runner,
+            "device_runners",
+            &configured.runners,
+        )
+    }
+
+    /// A runner that cannot be asked (down, or refusing the scheduler's token) does not stop
+    /// the schedule from being stored: its job is checked again when it is queued, and a
+    /// refusal then is a `failed` run with the runner's reason.
+    async fn admit(&self, targets: &Targets) -> Result<(), String> {
+        let runner = &self.runner;
+        match targets.devices.check(self).await {
+            JobCheck::Taken => Ok(()),
+            JobCheck::Refused(reason) => Err(format!(
+                "target: device runner '{runner}' would not queue this job: {reason}"
+            )),
+            JobCheck::Unasked(why) => {
+                tracing::warn!(%runner, %why, "the device job could not be checked with its runner; stored unchecked");
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues the run's job; answers the job as the runner has it (the one an earlier delivery
+    /// of the same run queued, if there was one).
+    async fn send(&self, run: &RunRecord, targets: &Targets) -> Result<Value, DispatchError> {
+        targets.devices.enqueue(self, run).await
+    }
+
+    /// The run ends with its job on the runner.
+    async fn follow(&self, run: &RunRecord, followed: Followed<'_>) -> Ended {
+        let outcome = followed.outcome;
+        let Some(job) = followed.answer else {
+            return Ended::from(outcome);
+        };
+        let runner = &self.runner;
+        let Some(job_id) = job.get("id").and_then(Value::as_str) else {
+            return Ended::from(RunOutcome {
+                status: RunStatus::Failed,
+                detail: Some(format!(
+                    "device runner '{runner}' answered enqueue_job without a job id: {}",
+                    truncate(&job.to_string(), 300)
+                )),
+                ..outcome
+            });
+        };
+        tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %runner, job_id, "device job queued; following it until it ends");
+        // The ledger shows the job while it runs; only the outcome is essential, so a failure
+        // here is logged and the run goes on.
+        if let Some(store) = followed.stores.get(run.jobstore) {
+            let waiting = format!("job {job_id} queued on device runner '{runner}'");
+            let noted = store.annotate(&run.schedule_id, run.scheduled_time, &waiting);
+            if let Err(error) = noted.await {
+                tracing::warn!(%error, job_id, "cannot note the device job in the ledger");
+            }
+        }
+        let (status, detail) = match followed.targets.devices.ended(runner, job_id).await {
+            Ok(job) => outcome_of(&job),
+            Err(error) => (RunStatus::Failed, format!("job {job_id}: {error}")),
+        };
+        tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, job_id, status = status.as_str(), %detail, "device job ended");
+        Ended::from(RunOutcome {
+            status,
+            detail: Some(detail),
+            finished_at: Utc::now(),
+            ..outcome
+        })
+    }
+}
 
 /// The configured device runners, by name.
 pub struct DeviceRunners {
@@ -88,16 +191,18 @@ impl DeviceRunners {
 
     /// Queues the run's job; returns the job as the runner answered (the one an earlier
     /// delivery of the same run queued, if there was one).
-    pub async fn enqueue(&self, run: &RunRecord) -> Result<Value, DispatchError> {
-        let job = JobRequest::of(&run.target)
-            .ok_or_else(|| DispatchError::Rejected("not a device job".into()))?;
-        let mut params = job.params();
+    pub async fn enqueue(
+        &self,
+        job: &DeviceJobTarget,
+        run: &RunRecord,
+    ) -> Result<Value, DispatchError> {
+        let mut params = job_params(job);
         params.insert(
             "source".into(),
             format!("schedule {}", run.schedule_id).into(),
         );
         params.insert("idempotency_key".into(), run.idempotency_key().into());
-        self.runner(job.runner)?
+        self.runner(&job.runner)?
             .endpoint
             .call("enqueue_job", Value::Object(params))
             .await
@@ -105,16 +210,13 @@ impl DeviceRunners {
 
     /// Whether the runner a `device_job` target names would queue its job (`check_job`: its
     /// job type, device or pool, priority, params and maximum duration).
-    pub async fn check(&self, target: &Target) -> JobCheck {
-        let Some(job) = JobRequest::of(target) else {
-            return JobCheck::Taken;
-        };
-        let Ok(runner) = self.runner(job.runner) else {
+    pub async fn check(&self, job: &DeviceJobTarget) -> JobCheck {
+        let Ok(runner) = self.runner(&job.runner) else {
             return JobCheck::Refused(format!("device runner '{}' is not configured", job.runner));
         };
         let asked = runner.client.rpc().check_job(
             job.device.clone(),
-            job.job_type.to_string(),
+            job.job_type.clone(),
             Some(Value::Object(job.params.clone())),
             Some(i64::from(job.priority)),
             job.max_duration.clone().map(Value::from),
@@ -161,57 +263,20 @@ pub enum JobCheck {
     Unasked(String),
 }
 
-/// The job a `device_job` target asks of its runner, as `enqueue_job` and `check_job` take it.
-struct JobRequest<'a> {
-    runner: &'a str,
-    device: &'a Option<String>,
-    pool: &'a Option<String>,
-    job_type: &'a str,
-    params: &'a Map<String, Value>,
-    priority: u8,
-    max_duration: &'a Option<String>,
-}
-
-impl<'a> JobRequest<'a> {
-    fn of(target: &'a Target) -> Option<Self> {
-        let Target::DeviceJob {
-            runner,
-            device,
-            pool,
-            job_type,
-            params,
-            priority,
-            max_duration,
-        } = target
-        else {
-            return None;
-        };
-        Some(JobRequest {
-            runner,
-            device,
-            pool,
-            job_type,
-            params,
-            priority: *priority,
-            max_duration,
-        })
-    }
-
-    /// The named params `enqueue_job` takes for it.
-    fn params(&self) -> Map<String, Value> {
-        let params = [
-            ("device", json!(self.device)),
-            ("pool", json!(self.pool)),
-            ("job_type", json!(self.job_type)),
-            ("params", json!(self.params)),
-            ("priority", json!(self.priority)),
-            ("max_duration", json!(self.max_duration)),
-        ];
-        params
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
-    }
+/// The named params `enqueue_job` takes for a `device_job` target's job.
+fn job_params(job: &DeviceJobTarget) -> Map<String, Value> {
+    let params = [
+        ("device", json!(job.device)),
+        ("pool", json!(job.pool)),
+        ("job_type", json!(job.job_type)),
+        ("params", json!(job.params)),
+        ("priority", json!(job.priority)),
+        ("max_duration", json!(job.max_duration)),
+    ];
+    params
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// Asks the runner, every `poll`, how the followed jobs stand, and tells the waiters of each
