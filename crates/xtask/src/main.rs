@@ -1,4 +1,4 @@
-//! `cargo xtask <task>`: automation beyond the README's two commands.
+//! `cargo xtask <task>`: automation beyond the README's two commands: benchmarks and the book.
 //!
 //! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
 //!   [--replicas 1,2,3]`:
@@ -15,11 +15,13 @@
 //!   [--window S]`: active watches checking a stub module every second (see `watches_bench.rs`).
 //! - `cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]`: the
 //!   console's schedules page and timeline in Chromium (see `console_bench.rs`).
+//! - `cargo xtask docs`: the book in `docs/`, into `target/book` (see `docs.rs`).
 
 mod bench;
 mod bench_job;
 mod console_bench;
 mod daemon;
+mod docs;
 mod runner_bench;
 mod targets_bench;
 mod watches_bench;
@@ -30,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [
        cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]
-       cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]";
+       cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
+       cargo xtask docs";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Some("bench-console") => {
             console_bench::Options::parse(&args[1..]).and_then(console_bench::run)
         }
+        Some("docs") => docs::run(),
         Some("bench-job") => return bench_job::run(),
         _ => {
             eprintln!("{USAGE}");
