@@ -1,8 +1,12 @@
 //! Graceful shutdown as one type handed to whatever must stop: the server, the engine, the
 //! election, the watchers. [`ShutdownTrigger::request`] flips it once; every clone of
-//! [`Shutdown`] sees it, whenever it looks.
+//! [`Shutdown`] sees it, whenever it looks. [`Background`] starts a service's background tasks
+//! with it and waits for them together.
+
+use std::future::Future;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The side that asks everything to stop.
 #[derive(Debug)]
@@ -43,6 +47,48 @@ impl Shutdown {
     }
 }
 
+/// A service's background tasks: each started with the [`Shutdown`] it must watch, and all of
+/// them waited for together once it is requested, so that the function that starts a service
+/// reads as the list of what runs.
+#[derive(Debug)]
+pub struct Background {
+    shutdown: Shutdown,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Background {
+    pub fn new(shutdown: Shutdown) -> Self {
+        Background {
+            shutdown,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts `task`, made with the shutdown it must end on.
+    pub fn start<F>(&mut self, name: &'static str, task: impl FnOnce(Shutdown) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task(self.shutdown.clone()));
+        self.tasks.push((name, handle));
+    }
+
+    /// Takes charge of a task started elsewhere with this shutdown.
+    pub fn adopt(&mut self, name: &'static str, handle: JoinHandle<()>) {
+        self.tasks.push((name, handle));
+    }
+
+    /// Waits for every task to end, which they do once the shutdown is requested; a task that
+    /// panicked is logged with its name.
+    pub async fn stopped(self) {
+        for (name, handle) in self.tasks {
+            if let Err(error) = handle.await {
+                tracing::error!(task = name, %error, "a background task ended abnormally");
+            }
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -66,6 +112,30 @@ pub async fn signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn background_tasks_end_together_once_the_shutdown_is_requested() {
+        let (trigger, shutdown) = channel();
+        let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+        let mut background = Background::new(shutdown);
+        for name in ["first", "second"] {
+            let ended = ended.clone();
+            background.start(name, move |mut shutdown| async move {
+                shutdown.requested().await;
+                let _ = ended.send(name);
+            });
+        }
+        drop(ended);
+        assert!(ends.try_recv().is_err(), "nothing ends before the request");
+        trigger.request();
+        background.stopped().await;
+        let mut names = Vec::new();
+        while let Some(name) = ends.recv().await {
+            names.push(name);
+        }
+        names.sort_unstable();
+        assert_eq!(names, ["first", "second"]);
+    }
 
     #[tokio::test]
     async fn every_handle_sees_the_request_even_when_it_looks_late() {

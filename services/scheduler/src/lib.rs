@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jobstore::{DatabaseUrl, MemoryStore, StoreName};
+use service_kit::shutdown::Background;
 use tokio::sync::watch;
 
 use crate::app::App;
@@ -44,19 +45,19 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&config.database.url)?;
-    let sole = match &url {
-        DatabaseUrl::Sqlite { path } => Some(leader::SoleProcess::acquire(path)?),
-        DatabaseUrl::Postgres { .. } => None,
-    };
-    let db = jobstore::connect(&url, config.database.max_connections)
-        .await
-        .with_context(|| format!("opening database {}", url.redacted()))?;
-    let stores = Stores::new([
-        jobstore::persisted(&db, StoreName::Execution),
-        jobstore::persisted(&db, StoreName::BatchedNotifications),
-        Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
-    ]);
+    let opened = Opened::open(&config).await?;
+    let running = start(&config, &opened).await?;
+    let stopped = running.until_stopped().await;
+    opened.close().await;
+    stopped?;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// Registers the declared schedules, then starts what runs: the election, the ledger's
+/// pruning, the sender of watches' completions, the engine and the server.
+async fn start(config: &Config, opened: &Opened) -> anyhow::Result<Running> {
+    let stores = opened.stores.clone();
     let metrics = telemetry::install()?;
     let tasks = declared::register(
         &stores,
@@ -67,55 +68,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("registering the declared schedules and system tasks")?;
     let (stop, stopped) = service_kit::shutdown::channel();
-    let election = leader::elect(&url, config.engine.leader_poll, stopped.clone())?;
+    let mut background = Background::new(stopped.clone());
+    let election = leader::elect(&opened.url, config.engine.leader_poll, stopped.clone())?;
     let leading = election.leading.clone();
     let (engine_down, engine_stopped) = watch::channel(None);
     let app = App::new(
         stores.clone(),
         leading.clone(),
-        url.backend(),
-        &config,
+        opened.url.backend(),
+        config,
         tasks,
         engine_stopped,
     )?;
     let listener = service_kit::serve::listen(&config.server).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
-        database = %url.redacted(),
+        database = %opened.url.redacted(),
         executor = %config.executor.url,
         "scheduler listening"
     );
 
-    let exclusive = sole.is_some();
-    if let Some(sole) = &sole {
-        tracing::info!(lock = %sole.path().display(), "sole process on this SQLite store");
+    if let Some(task) = election.task {
+        background.adopt("election", task);
     }
-    let pruner = tokio::spawn(retention::run(
-        stores.clone(),
-        config.ledger.clone(),
-        leading.clone(),
-        stopped.clone(),
-    ));
-    // Completions of watches are sent by every replica; a lease gives each to one of them.
-    let sender = stores.watches().map(|store| {
-        tokio::spawn(watches::deliver(
-            store,
-            app.dispatcher.targets.watches.clone(),
-            app.dispatcher.targets.outbound.clone(),
-            stopped.clone(),
-        ))
+    background.start("retention", |stopped| {
+        retention::run(
+            stores.clone(),
+            config.ledger.clone(),
+            leading.clone(),
+            stopped,
+        )
     });
+    // Completions of watches are sent by every replica; a lease gives each to one of them.
+    if let Some(store) = stores.watches() {
+        let targets = &app.dispatcher.targets;
+        let (watches, outbound) = (targets.watches.clone(), targets.outbound.clone());
+        background.start("watch completions", |stopped| {
+            watches::deliver(store, watches, outbound, stopped)
+        });
+    }
     let engine = Engine::new(
         stores,
         app.dispatcher.clone(),
         app.wake.clone(),
         config.engine.clone(),
-        exclusive,
+        opened.sole.is_some(),
         leading,
         election.present.clone(),
     );
     let grace = config.server.shutdown_timeout;
-    let mut engine = tokio::spawn(engine.run(stopped.clone(), grace));
+    let engine = tokio::spawn(engine.run(stopped.clone(), grace));
     let server = tokio::spawn(server::serve(
         listener,
         app,
@@ -123,39 +125,102 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         stopped,
     ));
+    Ok(Running {
+        stop,
+        grace,
+        engine,
+        engine_down,
+        server,
+        background,
+    })
+}
 
-    let engine_failure =
-        until_shutdown_or_engine_end(&mut engine, service_kit::shutdown::signal(), &engine_down)
-            .await;
-    if engine_failure.is_none() {
-        tracing::info!(deadline = ?grace, "shutdown requested; no more claims");
-    }
-    stop.request();
-    let stopping = async {
+/// What [`start`] started, to be stopped together.
+struct Running {
+    stop: service_kit::shutdown::ShutdownTrigger,
+    /// How long the engine's dispatches may take to finish at shutdown.
+    grace: Duration,
+    engine: EngineTask,
+    /// Where the reason goes when the engine stops by itself (so `/ready` fails).
+    engine_down: watch::Sender<Option<String>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    background: Background,
+}
+
+impl Running {
+    /// Waits for SIGTERM or SIGINT, or for the engine to end by itself, then stops everything
+    /// within the engine's grace (and some slack). An engine that ended by itself is an error.
+    async fn until_stopped(mut self) -> anyhow::Result<()> {
+        let signal = service_kit::shutdown::signal();
+        let engine_failure =
+            until_shutdown_or_engine_end(&mut self.engine, signal, &self.engine_down).await;
         if engine_failure.is_none() {
-            engine_end(engine.await)?;
+            tracing::info!(deadline = ?self.grace, "shutdown requested; no more claims");
         }
-        server.await.context("server task")??;
-        if let Some(election) = election.task {
-            let _ = election.await;
+        self.stop.request();
+        let stopping = async {
+            if engine_failure.is_none() {
+                engine_end(self.engine.await)?;
+            }
+            self.server.await.context("server task")??;
+            self.background.stopped().await;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(self.grace + SHUTDOWN_SLACK, stopping).await {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!("shutdown deadline passed; exiting with connections still open")
+            }
         }
-        let _ = pruner.await;
-        if let Some(sender) = sender {
-            let _ = sender.await;
+        match engine_failure {
+            Some(reason) => anyhow::bail!("the engine stopped: {reason}"),
+            None => Ok(()),
         }
-        anyhow::Ok(())
-    };
-    match tokio::time::timeout(grace + SHUTDOWN_SLACK, stopping).await {
-        Ok(result) => result?,
-        Err(_) => tracing::warn!("shutdown deadline passed; exiting with connections still open"),
     }
-    db.close().await;
-    drop(sole);
-    if let Some(reason) = engine_failure {
-        anyhow::bail!("the engine stopped: {reason}");
+}
+
+/// The database this process uses and the jobstores on it.
+struct Opened {
+    url: DatabaseUrl,
+    /// On SQLite, the lock that keeps a second process off the file.
+    sole: Option<leader::SoleProcess>,
+    db: jobstore::Database,
+    stores: Stores,
+}
+
+impl Opened {
+    /// Opens (and migrates) the configured database, with the lock of a sole process on
+    /// SQLite, and the three jobstores.
+    async fn open(config: &Config) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(&config.database.url)?;
+        let sole = match &url {
+            DatabaseUrl::Sqlite { path } => Some(leader::SoleProcess::acquire(path)?),
+            DatabaseUrl::Postgres { .. } => None,
+        };
+        if let Some(sole) = &sole {
+            tracing::info!(lock = %sole.path().display(), "sole process on this SQLite store");
+        }
+        let db = jobstore::connect(&url, config.database.max_connections)
+            .await
+            .with_context(|| format!("opening database {}", url.redacted()))?;
+        let stores = Stores::new([
+            jobstore::persisted(&db, StoreName::Execution),
+            jobstore::persisted(&db, StoreName::BatchedNotifications),
+            Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
+        ]);
+        Ok(Opened {
+            url,
+            sole,
+            db,
+            stores,
+        })
     }
-    tracing::info!("scheduler stopped");
-    Ok(())
+
+    /// Closes the pool, then lets go of the SQLite lock.
+    async fn close(self) {
+        self.db.close().await;
+        drop(self.sole);
+    }
 }
 
 /// The engine's task, which ends with `Err(reason)` when it stops by itself.

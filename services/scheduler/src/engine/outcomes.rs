@@ -1,0 +1,106 @@
+//! The outcome recorder: writes the outcomes of dispatched runs in batches, and a watch's
+//! attempts with their count, retrying until they are stored; a run leaves the in-flight set
+//! only once its outcome is stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jobstore::{JobStore, RunOutcome, StoreName};
+use scheduler_api::CheckResult;
+use tokio::sync::{Notify, mpsc};
+
+use super::backoff::until_done;
+use super::{InFlight, lock, per_store};
+use crate::stores::Stores;
+use crate::targets::Ended;
+use crate::telemetry;
+use crate::watches::Watches;
+
+/// Writes outcomes in batches (a watch's attempts with their count, in one transaction per
+/// batch); a run leaves the in-flight set only once its outcome is stored.
+pub(super) async fn record_outcomes(
+    stores: Stores,
+    mut incoming: mpsc::UnboundedReceiver<(StoreName, Ended)>,
+    in_flight: InFlight,
+    wake: Arc<Notify>,
+    watch_ended: Arc<Watches>,
+) {
+    const MAX_BATCH: usize = 1000;
+    while let Some(first) = incoming.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        for (store, ended) in per_store(&stores, batch) {
+            let mut outcomes = Vec::with_capacity(ended.len());
+            let mut attempts = Vec::new();
+            for Ended { outcome, check } in ended {
+                match check {
+                    Some(check) => attempts.push((outcome, check)),
+                    None => outcomes.push(outcome),
+                }
+            }
+            if !attempts.is_empty() {
+                record_attempts(store, &attempts, &watch_ended).await;
+                let mut flying = lock(&in_flight);
+                for (outcome, _) in &attempts {
+                    flying.remove(&(outcome.schedule_id.clone(), outcome.scheduled_time));
+                }
+            }
+            if outcomes.is_empty() {
+                continue;
+            }
+            // The runs stay pending in the store until this succeeds; keep trying, so nothing
+            // is lost.
+            let what = format!("recording {} run outcomes", outcomes.len());
+            let recorded = until_done(&what, || async {
+                let started = Instant::now();
+                let recorded = store.finish_runs(&outcomes).await;
+                telemetry::store_operation("finish_runs", started.elapsed());
+                recorded
+            })
+            .await;
+            if recorded > 0 {
+                // Runs that waited for these to end are due now.
+                wake.notify_one();
+            }
+            let mut flying = lock(&in_flight);
+            for outcome in &outcomes {
+                flying.remove(&(outcome.schedule_id.clone(), outcome.scheduled_time));
+            }
+        }
+    }
+}
+
+/// Records watches' attempts with their ledger rows, retrying until it is stored; wakes the
+/// completions' sender when a watch has ended.
+async fn record_attempts(
+    store: &Arc<dyn JobStore>,
+    attempts: &[(RunOutcome, CheckResult)],
+    watches: &Watches,
+) {
+    let Some(watch_store) = store.clone().watch_store() else {
+        tracing::error!(
+            jobstore = store.jobstore().as_str(),
+            "watch attempts in a jobstore without watches; they are left pending"
+        );
+        return;
+    };
+    let what = format!("recording {} watch attempts", attempts.len());
+    let recorded = until_done(&what, || async {
+        let started = Instant::now();
+        let recorded = watch_store.record_attempts(attempts).await;
+        telemetry::store_operation("record_attempts", started.elapsed());
+        recorded
+    })
+    .await;
+    for watch in &recorded {
+        tracing::debug!(watch_id = %watch.id, attempts = watch.attempts, status = watch.status.as_str(), "watch attempt recorded");
+    }
+    if recorded.iter().any(|watch| watch.delivery.is_some()) {
+        watches.ended.notify_one();
+    }
+}
