@@ -170,23 +170,23 @@ const TARGET_MAKERS: [(&str, &str); 6] = [
         "imports AutoGPT's graph executions",
     ),
     (
-        "services/scheduler/src/rpc/schedules.rs",
+        "services/scheduler/src/api/schedules.rs",
         "AutoGPT's graph execution schedules",
     ),
     (
-        "services/scheduler/src/rpc/system.rs",
+        "services/scheduler/src/api/system.rs",
         "runs a system task by hand",
     ),
     (
-        "services/scheduler/src/tasks/mod.rs",
+        "services/scheduler/src/autogpt/tasks/mod.rs",
         "declares the system tasks",
     ),
     (
-        "services/scheduler/src/rpc/watches.rs",
+        "services/scheduler/src/api/watches.rs",
         "makes a watch's schedule",
     ),
     (
-        "services/scheduler/src/rpc/general.rs",
+        "services/scheduler/src/api/general.rs",
         "a watch's schedule is changed through its own methods",
     ),
 ];

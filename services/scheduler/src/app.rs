@@ -9,10 +9,10 @@ use scheduler_api::SchedulerError;
 use service_kit::auth::Auth;
 use tokio::sync::{Notify, watch};
 
+use crate::autogpt::tasks::DeclaredTask;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::stores::Stores;
-use crate::tasks::DeclaredTask;
 
 /// What every handler needs.
 pub struct App {

@@ -13,12 +13,12 @@ use service_kit::config::{
     duration,
 };
 
+pub use crate::autogpt::tasks::{SystemTasksConfig, TaskDeclaration};
 use crate::declared::ScheduleDeclaration;
 pub use crate::outbound::{EndpointConfig, RedisConfig};
 use crate::retention::LedgerConfig;
 use crate::targets::Configured;
 pub use crate::targets::DeviceRunnerConfig;
-use crate::tasks::SystemTasksConfig;
 pub use crate::watches::{ModuleConfig, WatchesConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

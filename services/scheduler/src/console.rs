@@ -14,7 +14,7 @@ const ICON: &str = include_str!("../console/favicon.svg");
 
 /// The paths served without a token: the page and its assets, which hold no data, and the icon
 /// a browser asks for at `/favicon.ico` on every page.
-pub const OPEN_ROUTES: [&str; 6] = [
+pub(crate) const OPEN_ROUTES: [&str; 6] = [
     "/ui",
     "/ui/",
     "/ui/console.js",
@@ -24,7 +24,7 @@ pub const OPEN_ROUTES: [&str; 6] = [
 ];
 
 /// The console's routes.
-pub fn routes() -> Router {
+pub(crate) fn routes() -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route(

@@ -14,12 +14,12 @@ use scheduler_api::{Origin, SYSTEM_OWNER};
 use serde::{Deserialize, Serialize};
 use triggers::{TriggerKind, TriggerSpec};
 
+use crate::autogpt::tasks::{DeclaredTask, OWNER, SystemTasksConfig};
 use crate::stores::Stores;
 use crate::targets::{self, Configured};
-use crate::tasks::{DeclaredTask, OWNER, SystemTasksConfig};
 
 /// What declarations are checked against: the rest of the configuration.
-pub struct Checks {
+pub(crate) struct Checks {
     /// The names the configuration offers targets.
     pub configured: Configured,
     /// Ids already declared elsewhere (the system tasks').
@@ -86,7 +86,7 @@ impl ScheduleDeclaration {
 /// Makes the stores hold exactly the declared schedules: the runnable, triggered system tasks
 /// and the `[[schedules]]` of the configuration, through one mechanism ([`sync`]).
 /// Returns every task declaration with its state, for `get_registry` and `execute_<task>`.
-pub async fn register(
+pub(crate) async fn register(
     stores: &Stores,
     config: &SystemTasksConfig,
     schedules: &[ScheduleDeclaration],
@@ -145,7 +145,7 @@ pub async fn register(
 
 /// Checks every `[[schedules]]` entry, and that no id is declared twice (system tasks
 /// included).
-pub fn validate(schedules: &[ScheduleDeclaration], context: &Checks) -> anyhow::Result<()> {
+pub(crate) fn validate(schedules: &[ScheduleDeclaration], context: &Checks) -> anyhow::Result<()> {
     let mut seen: HashSet<String> = context.taken.iter().cloned().collect();
     for declaration in schedules {
         declaration
@@ -172,7 +172,11 @@ pub struct Declared {
 }
 
 /// A declared schedule anchored and with its next run as of `now`.
-pub fn declared(jobstore: StoreName, mut schedule: Schedule, now: DateTime<Utc>) -> Declared {
+pub(crate) fn declared(
+    jobstore: StoreName,
+    mut schedule: Schedule,
+    now: DateTime<Utc>,
+) -> Declared {
     let now = now.trunc_subsecs(0);
     let trigger = schedule.trigger.clone();
     schedule.trigger = trigger.clone().anchored(now);
@@ -190,7 +194,7 @@ pub fn declared(jobstore: StoreName, mut schedule: Schedule, now: DateTime<Utc>)
 
 /// Makes the stores hold exactly `wanted`. Returns, by id, why a declared schedule could not
 /// be registered (its jobstore is not served, or a user's schedule has its id).
-pub async fn sync(
+pub(crate) async fn sync(
     stores: &Stores,
     wanted: &[Declared],
 ) -> Result<HashMap<String, String>, StoreError> {

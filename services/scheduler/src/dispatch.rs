@@ -10,12 +10,12 @@ use chrono::Utc;
 use jobstore::{RunOutcome, RunRecord, RunStatus};
 use serde_json::Value;
 
+use crate::autogpt::tasks::TaskRunner;
 use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::outbound::Outbound;
 use crate::stores::Stores;
 use crate::targets::{DeviceRunners, Ended, Followed, Targets, kind_of};
-use crate::tasks::TaskRunner;
 use crate::telemetry;
 use crate::watches::Watches;
 
@@ -127,7 +127,10 @@ impl Dispatcher {
 
 /// Dispatches one claimed run and says how it ended (and with what result, when it succeeded),
 /// with its log line and metrics.
-pub async fn dispatch_run(dispatcher: &Dispatcher, run: &RunRecord) -> (RunOutcome, Option<Value>) {
+pub(crate) async fn dispatch_run(
+    dispatcher: &Dispatcher,
+    run: &RunRecord,
+) -> (RunOutcome, Option<Value>) {
     let started = Instant::now();
     let lag = lag_of(run);
     telemetry::dispatch_started(run.jobstore.as_str(), lag);
@@ -136,7 +139,7 @@ pub async fn dispatch_run(dispatcher: &Dispatcher, run: &RunRecord) -> (RunOutco
 }
 
 /// What a run's dispatch comes to once its target is done with it ([`crate::targets::Kind::follow`]).
-pub async fn follow(
+pub(crate) async fn follow(
     dispatcher: &Dispatcher,
     stores: &Stores,
     run: &RunRecord,
@@ -155,7 +158,7 @@ pub async fn follow(
 /// Dispatches runs that share a batched JSON-RPC service ([`Dispatcher::batch_of`]) as one
 /// batch request; a call that fails in the batch is dispatched again alone, with the run's
 /// retries. Outcomes come in the order of `runs`.
-pub async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) -> Vec<RunOutcome> {
+pub(crate) async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) -> Vec<RunOutcome> {
     let started = Instant::now();
     let lags: Vec<Duration> = runs.iter().map(lag_of).collect();
     let results = dispatcher.send_batch(runs).await;

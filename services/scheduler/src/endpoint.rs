@@ -169,7 +169,7 @@ impl Endpoint {
     }
 }
 
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -181,13 +181,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// At most the first 200 characters of a text, for error messages.
-pub fn excerpt(text: &str) -> &str {
+pub(crate) fn excerpt(text: &str) -> &str {
     let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
     &text[..end]
 }
 
 /// At most `max` characters, the last one an ellipsis when the text was cut.
-pub fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }
@@ -197,7 +197,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Whether an HTTP answer means "try again later" (a server error or 429) rather than a refusal.
-pub fn is_retryable(status: reqwest::StatusCode) -> bool {
+pub(crate) fn is_retryable(status: reqwest::StatusCode) -> bool {
     status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use service_kit::auth::Caller;
 
-use crate::compat::ObjectParams;
+use crate::autogpt::routes::ObjectParams;
 use crate::config::Config;
 
 #[derive(Clone)]
@@ -34,7 +34,7 @@ struct Farm {
 }
 
 /// The farm's routes, calling the JSON-RPC `module` as the API's own routes do.
-pub fn routes(module: RpcModule<()>, config: &Config) -> anyhow::Result<Router> {
+pub(crate) fn routes(module: RpcModule<()>, config: &Config) -> anyhow::Result<Router> {
     let farm = &config.farm;
     let runner = match farm.runner_name(config) {
         Some(name) => {

@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use jobstore::DatabaseUrl;
-pub use jobstore::SoleProcess;
+pub(crate) use jobstore::SoleProcess;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::watch;
@@ -26,7 +26,7 @@ use tokio::sync::watch;
 const LOCK_KEY: &str = "hashtext('scheduler-leader:' || current_schema())";
 
 /// What the election tells the rest of the process.
-pub struct Election {
+pub(crate) struct Election {
     /// Whether this process leads now; on SQLite always true.
     pub leading: watch::Receiver<bool>,
     /// Since when this replica holds its presence lock without a break; `None` while it does
@@ -36,7 +36,7 @@ pub struct Election {
 }
 
 /// Starts the election for `url`.
-pub fn elect(
+pub(crate) fn elect(
     url: &DatabaseUrl,
     poll: Duration,
     shutdown: service_kit::Shutdown,

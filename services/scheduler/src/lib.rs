@@ -2,30 +2,33 @@
 //!
 //! [`run`] wires the parts: the jobstores ([`jobstore`]), the engine ([`engine`]) that claims
 //! due runs and dispatches them ([`dispatch`]), and the server ([`server`]) that exposes the
-//! JSON-RPC API ([`rpc`]) and the AutoGPT routes ([`compat`]) on one port.
+//! JSON-RPC API ([`api`]) and the AutoGPT routes ([`autogpt`]) on one port.
 
+// The core: when (the engine) and what (the targets), over the jobstores.
+mod declared;
+mod dispatch;
+mod endpoint;
+mod engine;
+mod outbound;
+mod retention;
+mod targets;
+
+// The surfaces: the JSON-RPC API and its server, and the integrations over it.
+mod api;
+pub mod autogpt;
+mod console;
+mod farm;
+mod watches;
+
+// What the parts share, and what tests and the binary reach.
 pub mod app;
-pub mod apscheduler;
-pub mod compat;
 pub mod config;
-pub mod console;
-pub mod declared;
-pub mod dispatch;
-pub mod endpoint;
-pub mod engine;
-pub mod farm;
 pub mod health;
-pub mod leader;
+mod leader;
 pub mod openrpc;
-pub mod outbound;
-pub mod retention;
-pub mod rpc;
 pub mod server;
 pub mod stores;
-pub mod targets;
-pub mod tasks;
-pub mod telemetry;
-pub mod watches;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;

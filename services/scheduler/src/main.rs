@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scheduler::apscheduler::ImportCommand;
+use scheduler::autogpt::import::ImportCommand;
 use scheduler::config::Config;
 use service_kit::cli::CommonArgs;
 
@@ -30,7 +30,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ImportApscheduler(args)) = &cli.command {
-        return scheduler::apscheduler::main(args);
+        let store_url = |overrides: &service_kit::config::Overrides| {
+            let config: Config = service_kit::config::load(overrides)?;
+            Ok(config.database.url)
+        };
+        return scheduler::autogpt::import::main(args, Box::new(store_url));
     }
     let keys = cli
         .executor_url

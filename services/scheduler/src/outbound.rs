@@ -36,7 +36,7 @@ fn one() -> u32 {
 }
 
 /// The per-call timeout of a configured service that does not set its own.
-pub fn default_timeout() -> Duration {
+pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 

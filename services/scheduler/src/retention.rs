@@ -65,7 +65,7 @@ impl LedgerConfig {
 const TRIM_PER_PASS: usize = 100;
 
 /// Prunes every `prune_every` while this replica leads, until shutdown.
-pub async fn run(
+pub(crate) async fn run(
     stores: Stores,
     config: LedgerConfig,
     leader: watch::Receiver<bool>,

@@ -1,5 +1,5 @@
 //! The scheduler on [`service_kit::serve`]: the JSON-RPC API (with `rpc.discover`), AutoGPT's
-//! routes (`POST /<method>`, `/health_check_async`, see [`compat`]) on the same port, and the
+//! routes (`POST /<method>`, `/health_check_async`, see [`crate::autogpt::routes`]) on the same port, and the
 //! readiness the engine and the stores decide ([`health`]).
 
 use std::sync::Arc;
@@ -15,10 +15,11 @@ use service_kit::calls::{CallRules, ParamErrors};
 use service_kit::serve::{Health, Service, alive};
 use tokio::net::TcpListener;
 
+use crate::api::RpcHandler;
 use crate::app::App;
+use crate::autogpt::routes;
 use crate::config::Config;
-use crate::rpc::RpcHandler;
-use crate::{compat, console, farm, health, openrpc};
+use crate::{console, farm, health, openrpc};
 
 /// The API as a jsonrpsee module: every method of the trait plus `rpc.discover`.
 pub fn rpc_module(app: Arc<App>) -> anyhow::Result<RpcModule<()>> {
@@ -36,7 +37,7 @@ pub async fn serve(
     let module = rpc_module(app.clone())?;
     let compat_routes = Router::new()
         .route("/health_check_async", get(alive).post(alive))
-        .route("/{method}", post(compat::call))
+        .route("/{method}", post(routes::call))
         .with_state(module.clone())
         .merge(farm::routes(module.clone(), &config)?)
         .merge(console::routes());

@@ -76,7 +76,7 @@ static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
 
 /// Installs the process-wide recorder once ([`service_kit::metrics::install`]), registers the
 /// scheduler's metrics, and returns the handle that renders them.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = service_kit::metrics::install()?;
     describe();
     STORES.get_or_init(|| {
@@ -167,7 +167,7 @@ fn describe() {
     );
 }
 
-pub fn claimed(jobstore: &str, kind: &str, runs: usize) {
+pub(crate) fn claimed(jobstore: &str, kind: &str, runs: usize) {
     if let Some(metrics) = store(jobstore).filter(|_| runs > 0) {
         let counter = match kind {
             "due" => &metrics.due,
@@ -178,7 +178,7 @@ pub fn claimed(jobstore: &str, kind: &str, runs: usize) {
     }
 }
 
-pub fn dispatch_started(jobstore: &str, lag: Duration) {
+pub(crate) fn dispatch_started(jobstore: &str, lag: Duration) {
     if let Some(metrics) = store(jobstore) {
         metrics.lag.record(lag.as_secs_f64());
     }
@@ -188,7 +188,7 @@ pub fn dispatch_started(jobstore: &str, lag: Duration) {
 }
 
 /// A dispatch ended: `failure` is the reason when it failed.
-pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
+pub(crate) fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
     if let Some(gauge) = IN_FLIGHT.get() {
         gauge.decrement(1.0);
     }
@@ -210,7 +210,7 @@ pub fn dispatch_ended(jobstore: &str, failure: Option<&str>, took: Duration) {
 }
 
 /// A run of `jobstore` ended with `status` (one of [`ENDED`]; an open status counts nothing).
-pub fn ended(jobstore: &str, status: RunStatus) {
+pub(crate) fn ended(jobstore: &str, status: RunStatus) {
     let position = ENDED.iter().position(|ended| *ended == status);
     if let (Some(metrics), Some(position)) = (store(jobstore), position) {
         metrics.ended[position].increment(1);
@@ -218,14 +218,14 @@ pub fn ended(jobstore: &str, status: RunStatus) {
 }
 
 /// Ledger rows deleted by the retention, by rule (`age`, `count`).
-pub fn pruned(rule: &'static str, rows: u64) {
+pub(crate) fn pruned(rule: &'static str, rows: u64) {
     debug_assert!(PRUNE_RULES.contains(&rule), "retention rule '{rule}'");
     if rows > 0 {
         counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(rows);
     }
 }
 
-pub fn store_operation(operation: &'static str, took: Duration) {
+pub(crate) fn store_operation(operation: &'static str, took: Duration) {
     debug_assert!(
         STORE_OPERATIONS.contains(&operation),
         "store operation '{operation}' is not registered in STORE_OPERATIONS"
@@ -234,14 +234,14 @@ pub fn store_operation(operation: &'static str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-pub fn leader(leading: bool) {
+pub(crate) fn leader(leading: bool) {
     gauge!("scheduler_leader").set(if leading { 1.0 } else { 0.0 });
 }
 
-pub fn database_up(up: bool) {
+pub(crate) fn database_up(up: bool) {
     gauge!("scheduler_database_up").set(if up { 1.0 } else { 0.0 });
 }
 
-pub fn oldest_overdue(seconds: f64) {
+pub(crate) fn oldest_overdue(seconds: f64) {
     gauge!("scheduler_oldest_overdue_seconds").set(seconds);
 }

@@ -444,7 +444,7 @@ fn link_local(ip: IpAddr) -> bool {
 
 /// The ledger's record of an attempt: `failed` with the error when the check could not be
 /// made, `dispatched` otherwise, with what the check found.
-pub fn ledger_outcome(run: &RunRecord, result: &CheckResult) -> RunOutcome {
+pub(crate) fn ledger_outcome(run: &RunRecord, result: &CheckResult) -> RunOutcome {
     let (status, detail) = match (&result.error, result.success) {
         (Some(error), _) => (RunStatus::Failed, format!("check failed: {error}")),
         (None, true) => (
@@ -467,7 +467,7 @@ fn shown(value: &Option<Value>) -> String {
 
 /// Sends the completions of watches until `stopped`: those this process ends (it is woken),
 /// and those another process left unsent (found when their lease or retry time comes).
-pub async fn deliver(
+pub(crate) async fn deliver(
     store: Arc<dyn WatchStore>,
     watches: Arc<Watches>,
     outbound: Arc<Outbound>,

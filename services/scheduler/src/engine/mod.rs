@@ -41,7 +41,7 @@ const FIRST_PASS_RETRY: Duration = Duration::from_millis(500);
 /// replica's claim, or a stuck transaction, holds the rows): soon, but without spinning.
 const RECHECK_DELAY: Duration = Duration::from_millis(25);
 
-pub struct Engine {
+pub(crate) struct Engine {
     stores: Stores,
     dispatcher: Arc<Dispatcher>,
     wake: Arc<Notify>,
@@ -91,7 +91,7 @@ impl Takeover {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         stores: Stores,
         dispatcher: Arc<Dispatcher>,
         wake: Arc<Notify>,
@@ -122,7 +122,7 @@ impl Engine {
     ///
     /// Returns an error when it stopped without being told to: its outcome recorder ended, so
     /// it could no longer record what it fires.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         mut shutdown: service_kit::Shutdown,
         grace: Duration,

@@ -339,7 +339,7 @@ async fn poll(runner: Arc<Runner>) {
 
 /// How a device job's run ends in the ledger: `dispatched` when its job completed, `failed`
 /// otherwise; the detail names the job, how it ended, its exit code and duration.
-pub fn outcome_of(job: &Job) -> (RunStatus, String) {
+pub(crate) fn outcome_of(job: &Job) -> (RunStatus, String) {
     let mut detail = format!("job {} on {}: {}", job.id, job.device, job.status);
     if let Some(error) = &job.error {
         detail.push_str(&format!(" ({error})"));

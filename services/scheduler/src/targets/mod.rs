@@ -15,7 +15,8 @@ mod rpc;
 mod system_task;
 mod watch;
 
-pub use device_job::{DeviceRunnerConfig, DeviceRunners, JobCheck, outcome_of};
+pub use device_job::DeviceRunnerConfig;
+pub(crate) use device_job::DeviceRunners;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,15 +26,15 @@ use jobstore::{RunOutcome, RunRecord, Target};
 use scheduler_api::CheckResult;
 use serde_json::Value;
 
+use crate::autogpt::tasks::TaskRunner;
 use crate::endpoint::{DispatchError, Endpoint};
 use crate::outbound::Outbound;
 use crate::stores::Stores;
-use crate::tasks::TaskRunner;
 use crate::watches::Watches;
 
 /// What a target kind does.
 #[async_trait]
-pub trait Kind: Send + Sync {
+pub(crate) trait Kind: Send + Sync {
     /// Checks the target against the configuration (the services it names are configured),
     /// after its own fields were checked (`Target::validate`). The one check for the API, the
     /// declared schedules and the farm's routes.
@@ -78,7 +79,7 @@ pub trait Kind: Send + Sync {
 }
 
 /// The behaviour of `target`'s kind: the registry, one line per kind.
-pub fn kind_of(target: &Target) -> &dyn Kind {
+pub(crate) fn kind_of(target: &Target) -> &dyn Kind {
     match target {
         Target::GraphExecution(data) => data,
         Target::SystemTask(data) => data,
@@ -92,7 +93,7 @@ pub fn kind_of(target: &Target) -> &dyn Kind {
 
 /// Checks a target's fields and then its kind's [`Kind::check`], for a caller that knows the
 /// configuration.
-pub fn check(
+pub(crate) fn check(
     target: &Target,
     origin: scheduler_api::Origin,
     configured: &Configured,
@@ -155,7 +156,7 @@ impl Configured {
 }
 
 /// One JSON-RPC call of a run: the service, the method and its params.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub service: &'a Endpoint,
     pub method: &'a str,
     pub params: Value,
@@ -163,14 +164,14 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// Makes the call on its own.
-    pub async fn send(self) -> Result<Value, DispatchError> {
+    pub(crate) async fn send(self) -> Result<Value, DispatchError> {
         self.service.call(self.method, self.params).await
     }
 }
 
 /// What [`Kind::follow`] has to go on: the targets, the stores (to note progress in the
 /// ledger), and the dispatch's outcome and answer.
-pub struct Followed<'a> {
+pub(crate) struct Followed<'a> {
     pub targets: &'a Targets,
     pub stores: &'a Stores,
     pub outcome: RunOutcome,
@@ -179,7 +180,7 @@ pub struct Followed<'a> {
 
 /// How a run ended, for the ledger: its outcome, and for a watch's attempt what its check
 /// found (recorded with the attempt's count in the same transaction).
-pub struct Ended {
+pub(crate) struct Ended {
     pub outcome: RunOutcome,
     pub check: Option<CheckResult>,
 }

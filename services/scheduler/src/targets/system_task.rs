@@ -8,8 +8,8 @@ use scheduler_api::SystemTaskTarget;
 use serde_json::Value;
 
 use super::{Kind, Targets};
+use crate::autogpt::tasks::SystemTask;
 use crate::endpoint::DispatchError;
-use crate::tasks::SystemTask;
 
 #[async_trait]
 impl Kind for SystemTaskTarget {

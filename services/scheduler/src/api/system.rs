@@ -7,8 +7,8 @@ use scheduler_api::SchedulerError;
 use serde_json::Value;
 
 use crate::app::{App, storage_error};
+use crate::autogpt::tasks::{DeclaredTask, OWNER, SystemTask};
 use crate::dispatch::dispatch_run;
-use crate::tasks::{DeclaredTask, OWNER, SystemTask};
 
 /// How many later milliseconds are tried when a run by hand lands on an instant already in the
 /// ledger (two calls in the same millisecond).

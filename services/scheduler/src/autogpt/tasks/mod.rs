@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
 
 pub use declare::{SystemTasksConfig, TaskDeclaration};
-pub use run::TaskRunner;
+pub(crate) use run::TaskRunner;
 
 /// The owner recorded on system task schedules and their runs.
-pub const OWNER: &str = scheduler_api::SYSTEM_OWNER;
+pub(crate) const OWNER: &str = scheduler_api::SYSTEM_OWNER;
 
 /// The tasks this scheduler knows how to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use crate::openrpc;
 use service_kit::auth::Caller;
 
-pub async fn call(
+pub(crate) async fn call(
     State(module): State<RpcModule<()>>,
     Path(method): Path<String>,
     Extension(caller): Extension<Caller>,

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use jobstore::DatabaseUrl;
 use service_kit::config::Overrides;
 
-use crate::config::Config;
+/// Where the configuration says schedules are stored (its `database.url`), loaded the way
+/// the scheduler loads it.
+pub type StoreUrl = Box<dyn Fn(&Overrides) -> anyhow::Result<String>>;
 
 /// `scheduler import-apscheduler`: what to import, and the configuration naming where to.
 #[derive(clap::Args, Debug, Clone)]
@@ -27,8 +29,9 @@ pub struct ImportCommand {
 }
 
 /// Runs the import and prints the report: exit 0 when it ran (whatever it set aside), 2 for
-/// a bad configuration, 1 when the source or the store failed.
-pub fn main(args: &ImportCommand) -> ExitCode {
+/// a bad configuration, 1 when the source or the store failed. `store_url` reads the
+/// scheduler's configuration, which the binary knows.
+pub fn main(args: &ImportCommand, store_url: StoreUrl) -> ExitCode {
     let overrides = Overrides {
         config_file: args.config.clone(),
         host: None,
@@ -36,14 +39,14 @@ pub fn main(args: &ImportCommand) -> ExitCode {
         database_url: args.database_url.clone(),
         keys: Vec::new(),
     };
-    let config: Config = match service_kit::config::load(&overrides) {
-        Ok(config) => config,
+    let url = match store_url(&overrides) {
+        Ok(url) => url,
         Err(error) => {
             eprintln!("scheduler import-apscheduler: {error:#}");
             return ExitCode::from(service_kit::cli::EXIT_CONFIG);
         }
     };
-    let target = match DatabaseUrl::parse(&config.database.url) {
+    let target = match DatabaseUrl::parse(&url) {
         Ok(url) => url,
         Err(error) => {
             eprintln!("scheduler import-apscheduler: {error}");

@@ -16,9 +16,9 @@ use scheduler_api::{
 };
 use service_kit::auth::Caller;
 
+use crate::api::runs::{page_limit, to_api as run_to_api};
+use crate::api::schedules::check_id;
 use crate::app::{App, storage_error};
-use crate::rpc::runs::{page_limit, to_api as run_to_api};
-use crate::rpc::schedules::check_id;
 use crate::targets::{self, kind_of};
 
 const MAX_TAGS: usize = 32;

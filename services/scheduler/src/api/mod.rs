@@ -23,14 +23,14 @@ use scheduler_api::{
 use serde_json::Value;
 
 use crate::app::App;
-use crate::tasks::SystemTask;
+use crate::autogpt::tasks::SystemTask;
 
-pub struct RpcHandler {
+pub(crate) struct RpcHandler {
     app: Arc<App>,
 }
 
 impl RpcHandler {
-    pub fn new(app: Arc<App>) -> Self {
+    pub(crate) fn new(app: Arc<App>) -> Self {
         RpcHandler { app }
     }
 
