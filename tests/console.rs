@@ -14,7 +14,7 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
 use fantoccini::{Client, ClientBuilder, Locator};
 use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
 use serde_json::{Value, json};
-use test_support::{Daemon, Launch, built_binary, free_port};
+use test_support::{Stack, free_port};
 
 const TOKEN: &str = "console-user-token";
 const ADMIN: &str = "console-admin-token";
@@ -105,54 +105,13 @@ impl Drop for Driver {
     }
 }
 
-struct Services {
-    scheduler: Daemon,
-    runner: Daemon,
-    _dir: tempfile::TempDir,
-}
-
-async fn services() -> Services {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("device-runner.toml"),
-        format!(
-            "log_dir = \"{}\"\n{RUNNER_CONFIG}",
-            dir.path().join("logs").display()
-        ),
-    )
-    .unwrap();
-    let runner = Launch::new(built_binary("device-runner"), dir.path().join("runner"))
-        .arg("--config")
-        .arg(dir.path().join("device-runner.toml"))
-        .args([
-            "--database-url",
-            &format!("sqlite://{}/runner.db", dir.path().display()),
-        ])
-        .graceful_drop(true)
+async fn services() -> Stack {
+    Stack::builder(RUNNER_CONFIG)
+        .scheduler_env("SCHEDULER__AUTH__TOKEN", TOKEN)
+        .scheduler_env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+        .scheduler_env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
         .start()
         .await
-        .unwrap_or_else(|m| panic!("the device runner did not start: {m}"));
-    let scheduler = Launch::new(built_binary("scheduler"), dir.path().join("scheduler"))
-        .args([
-            "--database-url",
-            &format!("sqlite://{}/scheduler.db", dir.path().display()),
-            "--executor-url",
-            "http://127.0.0.1:9/",
-        ])
-        .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
-        .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
-        .env("SCHEDULER__AUTH__TOKEN", TOKEN)
-        .env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
-        .env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
-        .env("SCHEDULER__LOG__LEVEL", "info")
-        .start()
-        .await
-        .unwrap_or_else(|m| panic!("the scheduler did not start: {m}"));
-    Services {
-        scheduler,
-        runner,
-        _dir: dir,
-    }
 }
 
 /// Waits until the JavaScript expression is truthy in the page; returns its value.

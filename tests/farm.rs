@@ -5,7 +5,6 @@
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to this test's executable.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
@@ -15,7 +14,7 @@ use scheduler_client::{
     Target, TriggerKind,
 };
 use serde_json::{Map, Value, json};
-use test_support::{Daemon, Launch, built_binary, wait_until};
+use test_support::{Daemon, Stack, wait_until};
 
 const RUNNER_CONFIG: &str = r#"
 kill_grace = "1s"
@@ -57,77 +56,22 @@ max_duration = "1m"
 "#;
 
 struct Farm {
-    dir: PathBuf,
-    runner: Daemon,
-    scheduler: Daemon,
+    stack: Stack,
 }
 
 impl Farm {
     async fn start() -> Farm {
-        let dir = tempfile::tempdir().unwrap().keep();
-        // The phones are fake: an `adb` that lists them as attached.
-        let adb = dir.join("adb");
-        std::fs::write(
-            &adb,
-            "#!/bin/sh\nprintf 'List of devices attached\\n'\n\
-             for serial in P1 P2 L9AIB7603188953; do printf '%s\\tdevice model:Fake\\n' $serial; done\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&adb, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let config = format!(
-            "log_dir = \"{}\"\n{RUNNER_CONFIG}\n[adb]\nenabled = true\npath = \"{}\"\npoll_interval = \"100ms\"\ndebounce = 1\n",
-            dir.join("logs").display(),
-            adb.display()
-        );
-        std::fs::write(dir.join("device-runner.toml"), config).unwrap();
-        let runner = Farm::runner_process(&dir, None).await;
-        let scheduler = Farm::scheduler(&dir, &runner).await;
-        Farm {
-            dir,
-            runner,
-            scheduler,
-        }
-    }
-
-    /// The device runner on its file in `dir`; on `port` when given (a restart).
-    async fn runner_process(dir: &Path, port: Option<u16>) -> Daemon {
-        let db = format!("sqlite://{}/runner.db", dir.display());
-        let mut launch = Launch::new(built_binary("device-runner"), dir.join("runner"))
-            .arg("--config")
-            .arg(dir.join("device-runner.toml"))
-            .args(["--database-url", &db])
-            .graceful_drop(true);
-        if let Some(port) = port {
-            launch = launch.port(port);
-        }
-        launch
+        let stack = Stack::builder(RUNNER_CONFIG)
+            .fake_phones(&["P1", "P2", "L9AIB7603188953"])
             .start()
-            .await
-            .unwrap_or_else(|message| panic!("the device runner did not start: {message}"))
-    }
-
-    async fn scheduler(dir: &Path, runner: &Daemon) -> Daemon {
-        let db = format!("sqlite://{}/scheduler.db", dir.display());
-        Launch::new(built_binary("scheduler"), dir.join("scheduler"))
-            .args([
-                "--database-url",
-                &db,
-                "--executor-url",
-                "http://127.0.0.1:9/",
-            ])
-            .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
-            .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
-            .env("SCHEDULER__LOG__LEVEL", "info")
-            .start()
-            .await
-            .unwrap_or_else(|message| panic!("the scheduler did not start: {message}"))
+            .await;
+        Farm { stack }
     }
 
     fn client(&self) -> SchedulerClient {
         SchedulerClient::new(ClientConfig {
             host: "127.0.0.1".into(),
-            port: self.scheduler.port,
+            port: self.stack.scheduler.port,
             timeout: Duration::from_secs(30),
             retries: 2,
             retry_delay: Duration::from_millis(50),
@@ -137,7 +81,7 @@ impl Farm {
     }
 
     fn runner(&self) -> DeviceRunnerClient {
-        DeviceRunnerClient::new(&self.runner.url()).unwrap()
+        DeviceRunnerClient::new(&self.stack.runner.url()).unwrap()
     }
 
     /// A schedule queuing `job_type` on `place`: a phone's serial, or `pool:<name>`.
@@ -199,12 +143,6 @@ impl Farm {
         jobs.retain(|job| job.source.as_deref() == Some(format!("schedule {id}").as_str()));
         jobs.reverse();
         jobs
-    }
-}
-
-impl Drop for Farm {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -394,8 +332,8 @@ async fn a_scheduler_killed_after_a_fire_queues_the_job_once_after_its_restart()
         })
     })
     .await;
-    farm.scheduler.kill9();
-    farm.scheduler = Farm::scheduler(&farm.dir, &farm.runner).await;
+    farm.stack.scheduler.kill9();
+    farm.stack.scheduler = farm.stack.start_scheduler().await;
 
     let runs = farm
         .runs_until("once", Duration::from_secs(30), |r| dispatched(r) == 1)
@@ -422,7 +360,7 @@ async fn a_scheduler_killed_after_a_fire_queues_the_job_once_after_its_restart()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_rest_api_answers_the_seed_examples() {
     let farm = Farm::start().await;
-    let base = farm.scheduler.url();
+    let base = farm.stack.scheduler.url();
     let http = reqwest::Client::new();
     let created = http
         .post(format!("{base}/api/schedules"))
@@ -691,9 +629,9 @@ async fn a_runner_restarted_mid_job_resumes_it_and_the_run_follows_it_to_its_end
     .await;
     // SIGKILL, and a new runner on the same file and port: it resumes the job from its
     // checkpoint as a new job, which the scheduler follows to its end.
-    let port = farm.runner.port;
-    farm.runner.kill9();
-    farm.runner = Farm::runner_process(&farm.dir, Some(port)).await;
+    let port = farm.stack.runner.port;
+    farm.stack.runner.kill9();
+    farm.stack.runner = farm.stack.start_runner(Some(port)).await;
 
     let runs = farm
         .runs_until("resume", Duration::from_secs(30), |r| dispatched(r) == 1)
@@ -757,7 +695,7 @@ async fn checked_metrics(daemon: &Daemon) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_metrics_pages_pass_promtool_with_every_known_series_from_the_first_scrape() {
     let farm = Farm::start().await;
-    let runner = checked_metrics(&farm.runner).await;
+    let runner = checked_metrics(&farm.stack.runner).await;
     for series in [
         r#"device_runner_jobs_started_total{job_type="crawl"} 0"#,
         r#"device_runner_jobs_finished_total{job_type="module",status="timeout"} 0"#,
@@ -772,7 +710,7 @@ async fn both_metrics_pages_pass_promtool_with_every_known_series_from_the_first
             "{series} in:\n{runner}"
         );
     }
-    let scheduler = checked_metrics(&farm.scheduler).await;
+    let scheduler = checked_metrics(&farm.stack.scheduler).await;
     for series in [
         r#"scheduler_occurrences_total{jobstore="execution",status="skipped"} 0"#,
         r#"scheduler_occurrences_total{jobstore="execution",status="coalesced"} 0"#,
@@ -789,13 +727,13 @@ async fn both_metrics_pages_pass_promtool_with_every_known_series_from_the_first
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_job_is_stored_unchecked_while_its_runner_cannot_be_asked() {
     let mut farm = Farm::start().await;
-    let port = farm.runner.port;
-    farm.runner.kill9();
+    let port = farm.stack.runner.port;
+    farm.stack.runner.kill9();
     // The runner is down: the schedule is stored, its job checked when it is queued.
     let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(4);
     farm.create("unchecked", TriggerKind::Once { at }, "P1", "tick")
         .await;
-    farm.runner = Farm::runner_process(&farm.dir, Some(port)).await;
+    farm.stack.runner = farm.stack.start_runner(Some(port)).await;
     let runs = farm
         .runs_until("unchecked", Duration::from_secs(30), |r| dispatched(r) == 1)
         .await;
@@ -823,11 +761,11 @@ async fn an_occurrence_due_while_the_scheduler_was_down_runs_once_its_last_job_i
         })
     })
     .await;
-    farm.scheduler.kill9();
+    farm.stack.scheduler.kill9();
     let second = anchor + TimeDelta::seconds(5);
     let back = second + TimeDelta::milliseconds(1500);
     tokio::time::sleep((back - Utc::now()).to_std().unwrap_or_default()).await;
-    farm.scheduler = Farm::scheduler(&farm.dir, &farm.runner).await;
+    farm.stack.scheduler = farm.stack.start_scheduler().await;
 
     // The recovered run is settled from the runner first; the missed occurrence then runs,
     // neither skipped for overlap with a job that had already ended nor lost.

@@ -13,7 +13,7 @@ use jobstore::{GraphExecutionTarget, HttpTarget, WatchTarget};
 use jobstore::{Sent, WatchFilter};
 use scheduler_api::{Check, CheckResult, DeliveryState, OnComplete, Watch, WatchStatus};
 use serde_json::json;
-use test_support::PgSchema;
+use test_support::{Backend, PgSchema};
 use triggers::{TriggerKind, TriggerSpec};
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -1758,32 +1758,22 @@ async fn completions_are_claimed_retried_and_delivered_once(store: Arc<dyn JobSt
     assert_eq!(again.delivery.unwrap().state, DeliveryState::Delivered);
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(super::memory_store().await).await
-            })*
+/// A fresh store on `backend`, with what must live as long as it (its directory or schema).
+async fn store_on(backend: Backend) -> Option<(Arc<dyn JobStore>, Box<dyn std::any::Any + Send>)> {
+    match backend {
+        Backend::Memory => Some((memory_store().await, Box::new(()))),
+        Backend::Sqlite => {
+            let (store, dir) = sqlite_store().await;
+            Some((store, Box::new(dir)))
         }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let (store, _dir) = super::sqlite_store().await;
-                super::$case(store).await
-            })*
+        Backend::Postgres => {
+            let (store, schema) = postgres_store().await?;
+            Some((store, Box::new(schema)))
         }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some((store, _schema)) = super::postgres_store().await else { return };
-                super::$case(store).await
-            })*
-        }
-    };
+    }
 }
 
-conformance!(
+test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     insert_get_and_conflict,
     insert_many_is_all_or_nothing,
     list_filters_by_owner_graph_and_activity,
@@ -1820,7 +1810,7 @@ conformance!(
     a_batch_of_attempts_is_recorded_in_one_go,
     watches_are_cancelled_one_by_one_or_by_workflow,
     completions_are_claimed_retried_and_delivered_once,
-);
+]);
 
 #[tokio::test]
 async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::routing::post;
 use scheduler_client::{Check, ClientConfig, NewWatch, SchedulerClient};
 use serde_json::{Value, json};
-use test_support::{Daemon, Launch, built_binary, wait_until};
+use test_support::{Stack, wait_until};
 
 const ADMIN: &str = "admin-secret";
 const USER: &str = "user-secret";
@@ -37,34 +37,12 @@ max_duration = "2m"
 "#;
 
 struct Services {
-    scheduler: Daemon,
-    runner: Daemon,
-    _dir: tempfile::TempDir,
+    stack: Stack,
     _stub: tokio::task::JoinHandle<()>,
 }
 
 impl Services {
     async fn start() -> Services {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("device-runner.toml"),
-            format!(
-                "log_dir = \"{}\"\n{RUNNER_CONFIG}",
-                dir.path().join("logs").display()
-            ),
-        )
-        .unwrap();
-        let runner = Launch::new(built_binary("device-runner"), dir.path().join("runner"))
-            .arg("--config")
-            .arg(dir.path().join("device-runner.toml"))
-            .args([
-                "--database-url",
-                &format!("sqlite://{}/runner.db", dir.path().display()),
-            ])
-            .graceful_drop(true)
-            .start()
-            .await
-            .unwrap_or_else(|m| panic!("the device runner did not start: {m}"));
         // AutoGPT's database manager, for the system task run below: no late executions.
         let app = axum::Router::new().route(
             "/",
@@ -77,30 +55,15 @@ impl Services {
         let stub = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let scheduler = Launch::new(built_binary("scheduler"), dir.path().join("scheduler"))
-            .args([
-                "--database-url",
-                &format!("sqlite://{}/scheduler.db", dir.path().display()),
-                "--executor-url",
-                "http://127.0.0.1:9/",
-            ])
-            .env("SCHEDULER__DEVICE_RUNNERS__FARM__URL", &runner.url())
-            .env("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms")
-            .env("SCHEDULER__AUTH__TOKEN", USER)
-            .env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
-            .env("SCHEDULER__SYSTEM_TASKS__DATABASE_MANAGER_URL", &stub_url)
-            .env("SCHEDULER__LOG__LEVEL", "info")
+        let stack = Stack::builder(RUNNER_CONFIG)
+            .scheduler_env("SCHEDULER__AUTH__TOKEN", USER)
+            .scheduler_env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+            .scheduler_env("SCHEDULER__SYSTEM_TASKS__DATABASE_MANAGER_URL", &stub_url)
             // Watches notify through Redis (the test only cancels them).
-            .env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
+            .scheduler_env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
             .start()
-            .await
-            .unwrap_or_else(|m| panic!("the scheduler did not start: {m}"));
-        Services {
-            scheduler,
-            runner,
-            _dir: dir,
-            _stub: stub,
-        }
+            .await;
+        Services { stack, _stub: stub }
     }
 
     /// Runs schedctl with the admin token; returns its exit code, stdout and stderr.
@@ -112,9 +75,9 @@ impl Services {
         let mut command = Command::new(env!("CARGO_BIN_EXE_schedctl"));
         command
             .args(args)
-            .env("SCHEDULER_URL", self.scheduler.url())
+            .env("SCHEDULER_URL", self.stack.scheduler.url())
             .env("SCHEDULER_TOKEN", token)
-            .env("DEVICE_RUNNER_URL", self.runner.url())
+            .env("DEVICE_RUNNER_URL", self.stack.runner.url())
             .env("TZ", "Europe/Paris");
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
@@ -140,7 +103,7 @@ impl Services {
     fn client(&self) -> SchedulerClient {
         SchedulerClient::new(ClientConfig {
             host: "127.0.0.1".into(),
-            port: self.scheduler.port,
+            port: self.stack.scheduler.port,
             timeout: Duration::from_secs(30),
             retries: 1,
             retry_delay: Duration::from_millis(50),

@@ -1,5 +1,7 @@
 //! Helpers shared by the workspace's tests: [`daemon`] starts a real service binary and waits
-//! for it; [`hostile`] derives a hostile caller's requests from an OpenRPC document.
+//! for it; [`hostile`] derives a hostile caller's requests from an OpenRPC document;
+//! [`backend_matrix!`] runs each case on every backend; [`Stack`] starts the scheduler with a
+//! device runner (and fake phones) for the tests that need both.
 //!
 //! PostgreSQL tests each get a schema of their own in the database named by
 //! `SCHEDULER_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/scheduler_test`,
@@ -9,9 +11,13 @@
 pub mod daemon;
 pub mod db_proxy;
 pub mod hostile;
+mod matrix;
+mod stack;
 
 pub use daemon::{Daemon, Launch, built_binary, free_port, wait_until};
 pub use db_proxy::DbProxy;
+pub use matrix::Backend;
+pub use stack::{Stack, StackBuilder};
 
 use std::str::FromStr;
 

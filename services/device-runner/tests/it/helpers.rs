@@ -40,12 +40,7 @@ pub(crate) struct Runner {
     _db: Option<TestDb>,
 }
 
-/// The store a runner under test uses.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub(crate) use test_support::Backend;
 
 pub(crate) const DEVICE: &str = "PHONE1";
 
@@ -121,6 +116,7 @@ impl Runner {
     /// runner. `None` outside CI when PostgreSQL is not reachable; panics under CI.
     pub(crate) async fn start_with(backend: Backend, extra: &str) -> Option<Runner> {
         match backend {
+            Backend::Memory => panic!("the device runner stores its jobs in a database"),
             Backend::Sqlite => Some(Runner::start(extra).await),
             Backend::Postgres => {
                 let db = TestDb::postgres().await?;

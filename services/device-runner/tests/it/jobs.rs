@@ -7,11 +7,11 @@ use crate::helpers::{Backend, DEVICE, Runner};
 
 const SOON: Duration = Duration::from_secs(10);
 
-on_both_backends! {
-    the_queue_runs_by_priority_then_first_in => priority_order;
-    protocol_lines_are_persisted_and_the_log_keeps_the_rest => protocol_lines;
-    an_idempotency_key_enqueues_one_job_whatever_its_state => idempotent_enqueue;
-}
+test_support::backend_matrix!([sqlite, postgres] [
+    the_queue_runs_by_priority_then_first_in,
+    protocol_lines_are_persisted_and_the_log_keeps_the_rest,
+    an_idempotency_key_enqueues_one_job_whatever_its_state,
+]);
 
 async fn enqueue_keyed(
     client: &device_runner_client::DeviceRunnerClient,
@@ -35,7 +35,7 @@ async fn enqueue_keyed(
         .map_err(Error::from)
 }
 
-async fn idempotent_enqueue(backend: Backend) {
+async fn an_idempotency_key_enqueues_one_job_whatever_its_state(backend: Backend) {
     let Some(runner) = Runner::start_with(backend, "").await else {
         return;
     };
@@ -85,7 +85,7 @@ async fn idempotent_enqueue(backend: Backend) {
     }
 }
 
-async fn priority_order(backend: Backend) {
+async fn the_queue_runs_by_priority_then_first_in(backend: Backend) {
     let Some(runner) = Runner::start_with(backend, "preempt_grace = \"1h\"").await else {
         return;
     };
@@ -143,7 +143,7 @@ async fn priority_order(backend: Backend) {
     assert_eq!(blocker.status, JobStatus::Killed);
 }
 
-async fn protocol_lines(backend: Backend) {
+async fn protocol_lines_are_persisted_and_the_log_keeps_the_rest(backend: Backend) {
     let Some(runner) = Runner::start_with(backend, "").await else {
         return;
     };

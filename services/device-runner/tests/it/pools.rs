@@ -11,9 +11,9 @@ use crate::helpers::{Backend, DEVICE, Runner};
 
 const SOON: Duration = Duration::from_secs(20);
 
-on_both_backends! {
-    a_pool_runs_up_to_its_concurrency_first_in_first_out => pool_concurrency;
-}
+test_support::backend_matrix!([sqlite, postgres] [
+    a_pool_runs_up_to_its_concurrency_first_in_first_out,
+]);
 
 async fn start(client: &DeviceRunnerClient, module: &str, inputs: Value) -> String {
     client
@@ -40,7 +40,7 @@ fn most_at_once(jobs: &[device_runner_client::Job]) -> usize {
     most as usize
 }
 
-async fn pool_concurrency(backend: Backend) {
+async fn a_pool_runs_up_to_its_concurrency_first_in_first_out(backend: Backend) {
     let Some(runner) = Runner::start_with(backend, "").await else {
         return;
     };

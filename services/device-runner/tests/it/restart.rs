@@ -7,13 +7,15 @@ use crate::helpers::{Backend, Runner, TestDb, group_members};
 
 const SOON: Duration = Duration::from_secs(10);
 
-on_both_backends! {
-    after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted => restart_after_sigkill;
-    children_left_by_a_leader_that_died_with_the_runner_are_killed_at_restart => leaderless_group;
-    a_resumable_job_stopped_by_sigterm_resumes_from_its_checkpoint_at_the_next_start => resume_after_sigterm;
-}
+test_support::backend_matrix!([sqlite, postgres] [
+    after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted,
+    children_left_by_a_leader_that_died_with_the_runner_are_killed_at_restart,
+    a_resumable_job_stopped_by_sigterm_resumes_from_its_checkpoint_at_the_next_start,
+]);
 
-async fn leaderless_group(backend: Backend) {
+async fn children_left_by_a_leader_that_died_with_the_runner_are_killed_at_restart(
+    backend: Backend,
+) {
     let Some(mut runner) = Runner::start_with(backend, "").await else {
         return;
     };
@@ -58,7 +60,9 @@ async fn leaderless_group(backend: Backend) {
     );
 }
 
-async fn resume_after_sigterm(backend: Backend) {
+async fn a_resumable_job_stopped_by_sigterm_resumes_from_its_checkpoint_at_the_next_start(
+    backend: Backend,
+) {
     let Some(mut runner) = Runner::start_with(backend, "").await else {
         return;
     };
@@ -117,7 +121,7 @@ async fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
     }
 }
 
-async fn restart_after_sigkill(backend: Backend) {
+async fn after_sigkill_the_orphan_is_killed_and_its_job_resumed_or_interrupted(backend: Backend) {
     let Some(mut runner) = Runner::start_with(backend, "").await else {
         return;
     };

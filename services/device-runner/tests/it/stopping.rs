@@ -6,12 +6,14 @@ use crate::helpers::{Backend, Runner, group_members};
 
 const SOON: Duration = Duration::from_secs(10);
 
-on_both_backends! {
-    a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_checkpoint => preemption;
-    kill_job_cancels_pending_and_stops_running_jobs => kill_and_cancel;
-}
+test_support::backend_matrix!([sqlite, postgres] [
+    a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_checkpoint,
+    kill_job_cancels_pending_and_stops_running_jobs,
+]);
 
-async fn preemption(backend: Backend) {
+async fn a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_checkpoint(
+    backend: Backend,
+) {
     let Some(runner) = Runner::start_with(backend, "preempt_grace = \"1s\"").await else {
         return;
     };
@@ -111,7 +113,7 @@ async fn a_job_that_ignores_sigterm_is_killed_at_its_deadline_with_its_whole_gro
     );
 }
 
-async fn kill_and_cancel(backend: Backend) {
+async fn kill_job_cancels_pending_and_stops_running_jobs(backend: Backend) {
     let Some(runner) = Runner::start_with(backend, "").await else {
         return;
     };

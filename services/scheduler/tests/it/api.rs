@@ -7,135 +7,137 @@ use jsonrpsee::rpc_params;
 use scheduler_client::{Error, SchedulerError};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule, on_each_backend,
-};
+use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule};
 
-#[tokio::test]
-async fn schedule_lifecycle_add_list_pause_resume_delete() {
-    on_each_backend(|backend, db| async move {
-        let stub = StubExecutor::start(Answer::Accept).await;
-        let daemon = Daemon::start(&db, &stub.url).await;
-        let client = daemon.client();
+test_support::backend_matrix!([sqlite, postgres] [
+    schedule_lifecycle_add_list_pause_resume_delete,
+    concurrent_adds_from_many_clients_are_all_stored,
+]);
 
-        let mut request = graph_schedule("u1", "g1", "0 9 * * 1");
-        request.user_timezone = Some("Europe/Berlin".into());
-        let added = client.add_graph_execution_schedule(request).await.unwrap();
-        assert_eq!(
-            (
-                added.user_id.as_str(),
-                added.graph_id.as_str(),
-                added.graph_version
-            ),
-            ("u1", "g1", 1)
-        );
-        assert_eq!(
-            (added.cron.as_str(), added.timezone.as_str()),
-            ("0 9 * * 1", "Europe/Berlin")
-        );
-        assert_eq!(added.input_data, json!({"query": "weather", "count": 3}));
-        let next = added
-            .next_run_time
-            .expect("an active schedule has a next run");
-        // Monday 09:00 in Berlin, shown with Berlin's offset.
-        assert_eq!(
-            next.format("%a %H:%M").to_string(),
-            "Mon 09:00",
-            "{backend:?}"
-        );
-        assert!(next.offset().local_minus_utc() == 3600 || next.offset().local_minus_utc() == 7200);
+async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
 
-        let other = client
-            .add_graph_execution_schedule(graph_schedule("u1", "g2", "*/5 * * * *"))
+    let mut request = graph_schedule("u1", "g1", "0 9 * * 1");
+    request.user_timezone = Some("Europe/Berlin".into());
+    let added = client.add_graph_execution_schedule(request).await.unwrap();
+    assert_eq!(
+        (
+            added.user_id.as_str(),
+            added.graph_id.as_str(),
+            added.graph_version
+        ),
+        ("u1", "g1", 1)
+    );
+    assert_eq!(
+        (added.cron.as_str(), added.timezone.as_str()),
+        ("0 9 * * 1", "Europe/Berlin")
+    );
+    assert_eq!(added.input_data, json!({"query": "weather", "count": 3}));
+    let next = added
+        .next_run_time
+        .expect("an active schedule has a next run");
+    // Monday 09:00 in Berlin, shown with Berlin's offset.
+    assert_eq!(
+        next.format("%a %H:%M").to_string(),
+        "Mon 09:00",
+        "{backend:?}"
+    );
+    assert!(next.offset().local_minus_utc() == 3600 || next.offset().local_minus_utc() == 7200);
+
+    let other = client
+        .add_graph_execution_schedule(graph_schedule("u1", "g2", "*/5 * * * *"))
+        .await
+        .unwrap();
+    let ids = |list: Vec<scheduler_client::GraphExecutionJobInfo>| {
+        list.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(client
+            .get_graph_execution_schedules(None, Some("u1".into()), None)
             .await
-            .unwrap();
-        let ids = |list: Vec<scheduler_client::GraphExecutionJobInfo>| {
-            list.into_iter().map(|s| s.id).collect::<Vec<_>>()
-        };
-        assert_eq!(
-            ids(client
-                .get_graph_execution_schedules(None, Some("u1".into()), None)
-                .await
-                .unwrap()),
-            [added.id.clone(), other.id.clone()]
-        );
-        assert_eq!(
-            ids(client
-                .get_graph_execution_schedules(Some("g2".into()), None, None)
-                .await
-                .unwrap()),
-            [other.id.as_str()]
-        );
+            .unwrap()),
+        [added.id.clone(), other.id.clone()]
+    );
+    assert_eq!(
+        ids(client
+            .get_graph_execution_schedules(Some("g2".into()), None, None)
+            .await
+            .unwrap()),
+        [other.id.as_str()]
+    );
 
-        assert!(
-            client
-                .pause_execution_schedule(&added.id, "u1")
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            ids(client
-                .get_graph_execution_schedules(None, Some("u1".into()), None)
-                .await
-                .unwrap()),
-            [other.id.as_str()]
-        );
-        let with_paused = client
+    assert!(
+        client
+            .pause_execution_schedule(&added.id, "u1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ids(client
+            .get_graph_execution_schedules(None, Some("u1".into()), None)
+            .await
+            .unwrap()),
+        [other.id.as_str()]
+    );
+    let with_paused = client
+        .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
+        .await
+        .unwrap();
+    assert_eq!(with_paused.len(), 2);
+    assert_eq!(
+        with_paused
+            .iter()
+            .find(|s| s.id == added.id)
+            .unwrap()
+            .next_run_time,
+        None
+    );
+    assert!(
+        client
+            .pause_execution_schedule(&added.id, "u1")
+            .await
+            .unwrap(),
+        "pausing twice is fine"
+    );
+
+    assert!(
+        client
+            .resume_execution_schedule(&added.id, "u1")
+            .await
+            .unwrap()
+    );
+    let resumed = client
+        .get_graph_execution_schedules(Some("g1".into()), None, None)
+        .await
+        .unwrap();
+    assert_eq!(resumed[0].next_run_time, Some(next));
+
+    let deleted = client
+        .delete_graph_execution_schedule(&added.id, "u1")
+        .await
+        .unwrap();
+    assert_eq!(deleted.id, added.id);
+    assert_eq!(
+        ids(client
             .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
             .await
-            .unwrap();
-        assert_eq!(with_paused.len(), 2);
-        assert_eq!(
-            with_paused
-                .iter()
-                .find(|s| s.id == added.id)
-                .unwrap()
-                .next_run_time,
-            None
-        );
-        assert!(
-            client
-                .pause_execution_schedule(&added.id, "u1")
-                .await
-                .unwrap(),
-            "pausing twice is fine"
-        );
-
-        assert!(
-            client
-                .resume_execution_schedule(&added.id, "u1")
-                .await
-                .unwrap()
-        );
-        let resumed = client
-            .get_graph_execution_schedules(Some("g1".into()), None, None)
-            .await
-            .unwrap();
-        assert_eq!(resumed[0].next_run_time, Some(next));
-
-        let deleted = client
-            .delete_graph_execution_schedule(&added.id, "u1")
-            .await
-            .unwrap();
-        assert_eq!(deleted.id, added.id);
-        assert_eq!(
-            ids(client
-                .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
-                .await
-                .unwrap()),
-            [other.id.as_str()]
-        );
-        match client
-            .delete_graph_execution_schedule(&added.id, "u1")
-            .await
-        {
-            Err(Error::Scheduler(SchedulerError::NotFound(message))) => {
-                assert_eq!(message, format!("Job #{} not found.", added.id))
-            }
-            other => panic!("expected NotFoundError, got {other:?}"),
+            .unwrap()),
+        [other.id.as_str()]
+    );
+    match client
+        .delete_graph_execution_schedule(&added.id, "u1")
+        .await
+    {
+        Err(Error::Scheduler(SchedulerError::NotFound(message))) => {
+            assert_eq!(message, format!("Job #{} not found.", added.id))
         }
-    })
-    .await;
+        other => panic!("expected NotFoundError, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -425,55 +427,51 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert_eq!(client.health_check().await.unwrap(), "OK", "still serving");
 }
 
-#[tokio::test]
-async fn concurrent_adds_from_many_clients_are_all_stored() {
-    on_each_backend(|_, db| async move {
-        let daemon = Daemon::start(&db, "http://127.0.0.1:9/").await;
-        let adders: Vec<_> = (0..16)
-            .map(|worker| {
-                let client = daemon.client();
-                tokio::spawn(async move {
-                    let mut ids = Vec::new();
-                    for i in 0..25 {
-                        let schedule = graph_schedule(
-                            &format!("user{worker}"),
-                            &format!("g{i}"),
-                            "*/10 * * * *",
-                        );
-                        ids.push(
-                            client
-                                .add_graph_execution_schedule(schedule)
-                                .await
-                                .unwrap()
-                                .id,
-                        );
-                    }
-                    ids
-                })
+async fn concurrent_adds_from_many_clients_are_all_stored(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let daemon = Daemon::start(&db, "http://127.0.0.1:9/").await;
+    let adders: Vec<_> = (0..16)
+        .map(|worker| {
+            let client = daemon.client();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let schedule =
+                        graph_schedule(&format!("user{worker}"), &format!("g{i}"), "*/10 * * * *");
+                    ids.push(
+                        client
+                            .add_graph_execution_schedule(schedule)
+                            .await
+                            .unwrap()
+                            .id,
+                    );
+                }
+                ids
             })
-            .collect();
-        let mut ids = HashSet::new();
-        for adder in adders {
-            ids.extend(adder.await.unwrap());
-        }
-        assert_eq!(ids.len(), 400);
-        let listed = daemon
-            .client()
-            .get_graph_execution_schedules(None, None, None)
-            .await
-            .unwrap();
-        assert_eq!(
-            listed.iter().map(|s| s.id.clone()).collect::<HashSet<_>>(),
-            ids
-        );
-        let user3 = daemon
-            .client()
-            .get_graph_execution_schedules(None, Some("user3".into()), None)
-            .await
-            .unwrap();
-        assert_eq!(user3.len(), 25);
-    })
-    .await;
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for adder in adders {
+        ids.extend(adder.await.unwrap());
+    }
+    assert_eq!(ids.len(), 400);
+    let listed = daemon
+        .client()
+        .get_graph_execution_schedules(None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id.clone()).collect::<HashSet<_>>(),
+        ids
+    );
+    let user3 = daemon
+        .client()
+        .get_graph_execution_schedules(None, Some("user3".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(user3.len(), 25);
 }
 
 #[tokio::test]

@@ -6,9 +6,7 @@ use chrono::{TimeDelta, Utc};
 use scheduler_api::RunStatus;
 use scheduler_client::SchedulerClient;
 
-use crate::helpers::{
-    Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule, on_each_backend,
-};
+use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule};
 
 /// Waits until the ledger holds at least `count` runs with `status`.
 pub(crate) async fn wait_for_runs(
@@ -33,96 +31,99 @@ pub(crate) async fn wait_for_runs(
     }
 }
 
-#[tokio::test]
-async fn due_schedules_reach_the_execution_service_on_time() {
-    on_each_backend(|backend, db| async move {
-        let stub = StubExecutor::start(Answer::Accept).await;
-        let daemon = Daemon::start(&db, &stub.url).await;
-        let client = daemon.client();
-        let schedule = client
-            .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
-            .await
-            .unwrap();
+test_support::backend_matrix!([sqlite, postgres] [
+    due_schedules_reach_the_execution_service_on_time,
+]);
 
-        let calls = stub.wait_for(3, Duration::from_secs(15)).await;
-        assert!(
-            calls.len() >= 3,
-            "{backend:?}: only {} calls:\n{}",
-            calls.len(),
-            daemon.log_text()
+async fn due_schedules_reach_the_execution_service_on_time(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    let schedule = client
+        .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
+        .await
+        .unwrap();
+
+    let calls = stub.wait_for(3, Duration::from_secs(15)).await;
+    assert!(
+        calls.len() >= 3,
+        "{backend:?}: only {} calls:\n{}",
+        calls.len(),
+        daemon.log_text()
+    );
+    for (i, call) in calls.iter().take(3).enumerate() {
+        let scheduled = call.scheduled_time();
+        let p = &call.params;
+        assert_eq!(
+            (
+                p["user_id"].as_str(),
+                p["graph_id"].as_str(),
+                p["graph_version"].as_i64()
+            ),
+            (Some("u1"), Some("g1"), Some(1))
         );
-        for (i, call) in calls.iter().take(3).enumerate() {
-            let scheduled = call.scheduled_time();
-            let p = &call.params;
+        assert_eq!(
+            p["inputs"],
+            serde_json::json!({"query": "weather", "count": 3})
+        );
+        assert_eq!(p["graph_credentials_inputs"]["api"]["id"], "cred-1");
+        assert_eq!(p["schedule_id"].as_str(), Some(schedule.id.as_str()));
+        assert_eq!(
+            p["idempotency_key"].as_str().unwrap(),
+            format!("{}@{}", schedule.id, p["scheduled_time"].as_str().unwrap())
+        );
+        assert_eq!(scheduled.timestamp() % 2, 0, "fires on even seconds");
+        let lag = call.received_at - scheduled;
+        assert!(
+            lag >= TimeDelta::zero() && lag < TimeDelta::milliseconds(1500),
+            "{backend:?}: call {i} lag {lag}"
+        );
+        if i > 0 {
             assert_eq!(
-                (
-                    p["user_id"].as_str(),
-                    p["graph_id"].as_str(),
-                    p["graph_version"].as_i64()
-                ),
-                (Some("u1"), Some("g1"), Some(1))
+                scheduled - calls[i - 1].scheduled_time(),
+                TimeDelta::seconds(2),
+                "consecutive occurrences, none twice"
             );
-            assert_eq!(
-                p["inputs"],
-                serde_json::json!({"query": "weather", "count": 3})
-            );
-            assert_eq!(p["graph_credentials_inputs"]["api"]["id"], "cred-1");
-            assert_eq!(p["schedule_id"].as_str(), Some(schedule.id.as_str()));
-            assert_eq!(
-                p["idempotency_key"].as_str().unwrap(),
-                format!("{}@{}", schedule.id, p["scheduled_time"].as_str().unwrap())
-            );
-            assert_eq!(scheduled.timestamp() % 2, 0, "fires on even seconds");
-            let lag = call.received_at - scheduled;
-            assert!(
-                lag >= TimeDelta::zero() && lag < TimeDelta::milliseconds(1500),
-                "{backend:?}: call {i} lag {lag}"
-            );
-            if i > 0 {
-                assert_eq!(
-                    scheduled - calls[i - 1].scheduled_time(),
-                    TimeDelta::seconds(2),
-                    "consecutive occurrences, none twice"
-                );
-            }
         }
+    }
 
-        let runs = wait_for_runs(&client, &schedule.id, "u1", RunStatus::Dispatched, 3).await;
-        let dispatched: Vec<_> = runs
+    let runs = wait_for_runs(&client, &schedule.id, "u1", RunStatus::Dispatched, 3).await;
+    let dispatched: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Dispatched)
+        .collect();
+    assert!(dispatched.len() >= 3, "{runs:?}");
+    assert!(
+        runs.windows(2)
+            .all(|w| w[0].scheduled_time > w[1].scheduled_time),
+        "newest first"
+    );
+    assert!(
+        dispatched
             .iter()
-            .filter(|r| r.status == RunStatus::Dispatched)
-            .collect();
-        assert!(dispatched.len() >= 3, "{runs:?}");
-        assert!(
-            runs.windows(2)
-                .all(|w| w[0].scheduled_time > w[1].scheduled_time),
-            "newest first"
-        );
-        assert!(
-            dispatched
-                .iter()
-                .all(|r| r.attempts == 1 && r.finished_at.is_some())
-        );
+            .all(|r| r.attempts == 1 && r.finished_at.is_some())
+    );
 
-        client
-            .delete_graph_execution_schedule(&schedule.id, "u1")
-            .await
-            .unwrap();
-        let deleted_at = Utc::now();
-        // An occurrence claimed before the delete may still be delivered, however late; none
-        // scheduled after it may.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let after_delete: Vec<_> = stub
-            .calls()
-            .into_iter()
-            .filter(|c| c.scheduled_time() > deleted_at)
-            .collect();
-        assert!(
-            after_delete.is_empty(),
-            "a deleted schedule stops firing: {after_delete:?}"
-        );
-    })
-    .await;
+    client
+        .delete_graph_execution_schedule(&schedule.id, "u1")
+        .await
+        .unwrap();
+    let deleted_at = Utc::now();
+    // An occurrence claimed before the delete may still be delivered, however late; none
+    // scheduled after it may.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after_delete: Vec<_> = stub
+        .calls()
+        .into_iter()
+        .filter(|c| c.scheduled_time() > deleted_at)
+        .collect();
+    assert!(
+        after_delete.is_empty(),
+        "a deleted schedule stops firing: {after_delete:?}"
+    );
 }
 
 #[tokio::test]

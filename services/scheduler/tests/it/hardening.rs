@@ -12,9 +12,13 @@ use serde_json::{Value, json};
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::helpers::{
-    Answer, Backend, Daemon, StubExecutor, StubService, TestDb, graph_schedule, on_each_backend,
-    post_text,
+    Answer, Backend, Daemon, StubExecutor, StubService, TestDb, graph_schedule, post_text,
 };
+
+test_support::backend_matrix!([sqlite, postgres] [
+    misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_the_engine,
+    a_schedule_the_engine_cannot_plan_is_parked_with_its_reason_and_the_others_fire,
+]);
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -78,133 +82,145 @@ async fn wait_for_graphs(stub: &StubExecutor, graphs: &[String], daemon: &Daemon
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_the_engine() {
-    on_each_backend(|_, db| async move {
-        let stored: Vec<Schedule> = HUGE_GRACES
-            .iter()
-            .enumerate()
-            .map(|(i, grace)| {
-                let policy = Policy {
-                    coalesce: true,
-                    misfire_grace_secs: Some(*grace),
-                    ..Policy::default()
-                };
-                every_second(&format!("huge-{i}"), policy, None)
-            })
-            .collect();
-        store_directly(&db, &stored).await;
-        let stub = StubExecutor::start(Answer::Accept).await;
-        let daemon = Daemon::start(&db, &stub.url).await;
-        let client = daemon.client();
-        for grace in HUGE_GRACES {
-            let mut request = graph_schedule("u1", "refused", "* * * * *");
-            request.policy = Some(SchedulePolicy {
-                coalesce: None,
-                misfire_grace_secs: Some(grace),
-                ..SchedulePolicy::default()
-            });
-            let error = client.add_graph_execution_schedule(request).await.unwrap_err();
-            assert!(
-                matches!(&error, Error::Scheduler(SchedulerError::Value(m)) if m.contains("misfire_grace_secs")),
-                "{grace}: {error}"
-            );
-        }
-        let plain = client
-            .add_graph_execution_schedule(graph_schedule("u2", "plain", "* * * * * *"))
-            .await
-            .unwrap();
-        let mut graphs: Vec<String> = stored
-            .iter()
-            .map(|s| s.target.graph_id().unwrap().to_string())
-            .collect();
-        graphs.push("plain".into());
-        // Every stored schedule fires (none is skipped as "beyond its grace"), and so do the
-        // schedules added after them.
-        wait_for_graphs(&stub, &graphs, &daemon).await;
-        assert!(
-            client
-                .get_graph_execution_schedules(Some("refused".into()), None, Some(true))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        for schedule in &stored {
-            let runs = client.get_schedule_runs(&schedule.id, "u1", None).await.unwrap();
-            assert!(
-                runs.iter().all(|r| r.status != RunStatus::Skipped),
-                "{runs:?}"
-            );
-        }
-        let _ = plain;
-        assert!(!daemon.log_text().contains("panicked"), "{}", daemon.log_text());
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schedule_the_engine_cannot_plan_is_parked_with_its_reason_and_the_others_fire() {
-    on_each_backend(|_, db| async move {
-        let broken_trigger = TriggerSpec::from(TriggerKind::Cron {
-            expression: "* * * * * *".into(),
-            timezone: "Atlantis/Capital".into(),
+async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_the_engine(
+    backend: Backend,
+) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let stored: Vec<Schedule> = HUGE_GRACES
+        .iter()
+        .enumerate()
+        .map(|(i, grace)| {
+            let policy = Policy {
+                coalesce: true,
+                misfire_grace_secs: Some(*grace),
+                ..Policy::default()
+            };
+            every_second(&format!("huge-{i}"), policy, None)
+        })
+        .collect();
+    store_directly(&db, &stored).await;
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    for grace in HUGE_GRACES {
+        let mut request = graph_schedule("u1", "refused", "* * * * *");
+        request.policy = Some(SchedulePolicy {
+            coalesce: None,
+            misfire_grace_secs: Some(grace),
+            ..SchedulePolicy::default()
         });
-        store_directly(
-            &db,
-            &[
-                every_second("broken", Policy::default(), Some(broken_trigger)),
-                every_second("fine", Policy::default(), None),
-            ],
-        )
-        .await;
-        let stub = StubExecutor::start(Answer::Accept).await;
-        let daemon = Daemon::start(&db, &stub.url).await;
-        let client = daemon.client();
-        stub.wait_for(3, SOON).await;
-        assert!(
-            stub.calls()
-                .iter()
-                .all(|c| c.params["graph_id"] == "graph-fine")
-        );
-
-        let runs = client
-            .get_schedule_runs("broken", "u1", None)
-            .await
-            .unwrap();
-        assert_eq!(runs.len(), 1, "{runs:?}");
-        assert_eq!(runs[0].status, RunStatus::Failed);
-        let detail = runs[0].detail.clone().unwrap();
-        assert!(detail.contains("Atlantis/Capital"), "{detail}");
-
-        let listed = client
-            .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
-            .await
-            .unwrap();
-        let parked = listed.iter().find(|s| s.id == "broken").unwrap();
-        assert_eq!(parked.next_run_time, None);
-        assert_eq!(parked.paused_reason.as_deref(), Some(detail.as_str()));
-        let active = client
-            .get_graph_execution_schedules(None, Some("u1".into()), None)
-            .await
-            .unwrap();
-        assert!(active.iter().all(|s| s.id != "broken"), "{active:?}");
-        let registry = client.get_registry().await.unwrap();
-        let entry = registry
-            .schedules
-            .iter()
-            .find(|s| s.id == "broken")
-            .unwrap();
-        assert!(entry.paused);
-        assert_eq!(entry.paused_reason.as_deref(), Some(detail.as_str()));
-        // Resuming it tries afresh and says why it cannot.
         let error = client
-            .resume_execution_schedule("broken", "u1")
+            .add_graph_execution_schedule(request)
             .await
             .unwrap_err();
-        assert!(error.to_string().contains("Atlantis/Capital"), "{error}");
-        assert_eq!(http_status(&daemon, "/ready").await, 200);
-    })
+        assert!(
+            matches!(&error, Error::Scheduler(SchedulerError::Value(m)) if m.contains("misfire_grace_secs")),
+            "{grace}: {error}"
+        );
+    }
+    let plain = client
+        .add_graph_execution_schedule(graph_schedule("u2", "plain", "* * * * * *"))
+        .await
+        .unwrap();
+    let mut graphs: Vec<String> = stored
+        .iter()
+        .map(|s| s.target.graph_id().unwrap().to_string())
+        .collect();
+    graphs.push("plain".into());
+    // Every stored schedule fires (none is skipped as "beyond its grace"), and so do the
+    // schedules added after them.
+    wait_for_graphs(&stub, &graphs, &daemon).await;
+    assert!(
+        client
+            .get_graph_execution_schedules(Some("refused".into()), None, Some(true))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for schedule in &stored {
+        let runs = client
+            .get_schedule_runs(&schedule.id, "u1", None)
+            .await
+            .unwrap();
+        assert!(
+            runs.iter().all(|r| r.status != RunStatus::Skipped),
+            "{runs:?}"
+        );
+    }
+    let _ = plain;
+    assert!(
+        !daemon.log_text().contains("panicked"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+async fn a_schedule_the_engine_cannot_plan_is_parked_with_its_reason_and_the_others_fire(
+    backend: Backend,
+) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let broken_trigger = TriggerSpec::from(TriggerKind::Cron {
+        expression: "* * * * * *".into(),
+        timezone: "Atlantis/Capital".into(),
+    });
+    store_directly(
+        &db,
+        &[
+            every_second("broken", Policy::default(), Some(broken_trigger)),
+            every_second("fine", Policy::default(), None),
+        ],
+    )
     .await;
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let client = daemon.client();
+    stub.wait_for(3, SOON).await;
+    assert!(
+        stub.calls()
+            .iter()
+            .all(|c| c.params["graph_id"] == "graph-fine")
+    );
+
+    let runs = client
+        .get_schedule_runs("broken", "u1", None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    let detail = runs[0].detail.clone().unwrap();
+    assert!(detail.contains("Atlantis/Capital"), "{detail}");
+
+    let listed = client
+        .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
+        .await
+        .unwrap();
+    let parked = listed.iter().find(|s| s.id == "broken").unwrap();
+    assert_eq!(parked.next_run_time, None);
+    assert_eq!(parked.paused_reason.as_deref(), Some(detail.as_str()));
+    let active = client
+        .get_graph_execution_schedules(None, Some("u1".into()), None)
+        .await
+        .unwrap();
+    assert!(active.iter().all(|s| s.id != "broken"), "{active:?}");
+    let registry = client.get_registry().await.unwrap();
+    let entry = registry
+        .schedules
+        .iter()
+        .find(|s| s.id == "broken")
+        .unwrap();
+    assert!(entry.paused);
+    assert_eq!(entry.paused_reason.as_deref(), Some(detail.as_str()));
+    // Resuming it tries afresh and says why it cannot.
+    let error = client
+        .resume_execution_schedule("broken", "u1")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("Atlantis/Capital"), "{error}");
+    assert_eq!(http_status(&daemon, "/ready").await, 200);
 }
 
 async fn http_status(daemon: &Daemon, path: &str) -> u16 {

@@ -11,12 +11,7 @@ use scheduler_client::{ClientConfig, NewGraphSchedule, SchedulerClient};
 use serde_json::{Value, json};
 use test_support::PgSchema;
 
-/// Which database the daemon runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub(crate) use test_support::Backend;
 
 /// A database for one test: a SQLite file in a temporary directory, or a private PostgreSQL
 /// schema. `None` from [`TestDb::new`] means PostgreSQL is unreachable outside CI.
@@ -30,6 +25,7 @@ impl TestDb {
     pub(crate) async fn new(backend: Backend) -> Option<TestDb> {
         let dir = tempfile::tempdir().unwrap();
         match backend {
+            Backend::Memory => panic!("the scheduler's tests store in a database"),
             Backend::Sqlite => {
                 let url = format!(
                     "sqlite://{}",
@@ -327,19 +323,6 @@ async fn stub_call(
             let id = format!("exec-{}", state.calls.len());
             Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": id}}))
                 .into_response()
-        }
-    }
-}
-
-/// Runs `body` against SQLite and PostgreSQL (PostgreSQL only when reachable, or always under CI).
-pub(crate) async fn on_each_backend<F, Fut>(body: F)
-where
-    F: Fn(Backend, TestDb) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        if let Some(db) = TestDb::new(backend).await {
-            body(backend, db).await;
         }
     }
 }

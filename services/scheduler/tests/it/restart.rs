@@ -8,43 +8,44 @@ use scheduler_api::RunStatus;
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::firing::wait_for_runs;
-use crate::helpers::{
-    Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule, on_each_backend,
-};
+use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule};
 
-#[tokio::test]
-async fn schedules_survive_kill_9_and_keep_firing() {
-    on_each_backend(|backend, db| async move {
-        let stub = StubExecutor::start(Answer::Accept).await;
-        let mut daemon = Daemon::start(&db, &stub.url).await;
-        let added = daemon
-            .client()
-            .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
-            .await
-            .unwrap();
-        daemon.kill9();
+test_support::backend_matrix!([sqlite, postgres] [
+    schedules_survive_kill_9_and_keep_firing,
+]);
 
-        let daemon = Daemon::start(&db, &stub.url).await;
-        let listed = daemon
-            .client()
-            .get_graph_execution_schedules(None, Some("u1".into()), None)
-            .await
-            .unwrap();
-        assert_eq!(listed.len(), 1, "{backend:?}");
-        assert_eq!(
-            (listed[0].id.as_str(), listed[0].cron.as_str()),
-            (added.id.as_str(), "*/2 * * * * *")
-        );
-        let calls = stub.wait_for(1, Duration::from_secs(15)).await;
-        assert!(
-            calls
-                .iter()
-                .any(|c| c.params["schedule_id"] == added.id.as_str()),
-            "{backend:?}: still fires:\n{}",
-            daemon.log_text()
-        );
-    })
-    .await;
+async fn schedules_survive_kill_9_and_keep_firing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let mut daemon = Daemon::start(&db, &stub.url).await;
+    let added = daemon
+        .client()
+        .add_graph_execution_schedule(graph_schedule("u1", "g1", "*/2 * * * * *"))
+        .await
+        .unwrap();
+    daemon.kill9();
+
+    let daemon = Daemon::start(&db, &stub.url).await;
+    let listed = daemon
+        .client()
+        .get_graph_execution_schedules(None, Some("u1".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{backend:?}");
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].cron.as_str()),
+        (added.id.as_str(), "*/2 * * * * *")
+    );
+    let calls = stub.wait_for(1, Duration::from_secs(15)).await;
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.params["schedule_id"] == added.id.as_str()),
+        "{backend:?}: still fires:\n{}",
+        daemon.log_text()
+    );
 }
 
 #[tokio::test]
