@@ -14,7 +14,8 @@ use axum::routing::{any, get};
 use axum::{Json, Router, middleware};
 use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::server::{
-    RandomStringIdProvider, Server, ServerConfig as RpcConfig, TowerServiceBuilder, stop_channel,
+    RandomStringIdProvider, Server, ServerConfig as RpcConfig, ServerHandle, TowerServiceBuilder,
+    stop_channel,
 };
 use jsonrpsee::{Methods, RpcModule};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -83,13 +84,18 @@ pub async fn listen(settings: &ServerConfig) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address}"))
 }
 
-/// Serves until `shutdown` is requested.
-pub async fn serve<H: Health>(
-    listener: TcpListener,
-    settings: &ServerConfig,
-    service: Service<H>,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
+/// The service's routes behind the stack's layers, and the handle that stops its JSON-RPC
+/// server (subscriptions end when it is stopped or dropped). [`serve`] listens with it; a test
+/// can drive [`Routed::router`] in-process (`tower::ServiceExt::oneshot`).
+pub struct Routed {
+    pub router: Router,
+    pub rpc: ServerHandle,
+}
+
+/// Builds the stack around `service`: JSON-RPC on `/` (HTTP and WebSocket), `/health_check`,
+/// `/ready`, `/metrics` and the service's own routes, behind the token check and the body
+/// limit.
+pub fn router<H: Health>(settings: &ServerConfig, service: Service<H>) -> Routed {
     let limit = settings.max_body_bytes;
     let (stop_handle, server_handle) = stop_channel();
     // Subscription ids are strings, as the OpenRPC documents declare them.
@@ -133,10 +139,24 @@ pub async fn serve<H: Health>(
             body_limit::enforce,
         ));
 
+    Routed {
+        router,
+        rpc: server_handle,
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` is requested.
+pub async fn serve<H: Health>(
+    listener: TcpListener,
+    settings: &ServerConfig,
+    service: Service<H>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let Routed { router, rpc } = router(settings, service);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.requested().await;
-            let _ = server_handle.stop();
+            let _ = rpc.stop();
         })
         .await?;
     Ok(())

@@ -34,14 +34,26 @@ pub async fn serve(
     metrics: PrometheusHandle,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let service = service(app, &config, metrics)?;
+    service_kit::serve::serve(listener, &config.server, service, shutdown).await
+}
+
+/// The scheduler as a service of the stack: its JSON-RPC module and call rules, AutoGPT's
+/// routes, the farm's, the console's, its tokens and its probes. `service_kit::serve::router`
+/// turns it into the router [`serve`] listens with, which a test can also drive in-process.
+pub fn service(
+    app: Arc<App>,
+    config: &Config,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Service<Probes>> {
     let module = rpc_module(app.clone())?;
     let compat_routes = Router::new()
         .route("/health_check_async", get(alive).post(alive))
         .route("/{method}", post(routes::call))
         .with_state(module.clone())
-        .merge(farm::routes(module.clone(), &config)?)
+        .merge(farm::routes(module.clone(), config)?)
         .merge(console::routes());
-    let service = Service {
+    Ok(Service {
         module,
         // Admin methods are checked by their handlers, so that AutoGPT's routes, which call the
         // module directly, are checked too.
@@ -62,14 +74,13 @@ pub async fn serve(
         open_routes: [["/health_check_async"].as_slice(), &console::OPEN_ROUTES].concat(),
         health: Arc::new(Probes(app)),
         metrics,
-    };
-    service_kit::serve::serve(listener, &config.server, service, shutdown).await
+    })
 }
 
 /// Readiness: ready while the engine runs, the database answers and no due work is overdue
 /// beyond `engine.max_overdue` (after a database outage the process stays up and resumes
 /// firing by itself).
-struct Probes(Arc<App>);
+pub struct Probes(Arc<App>);
 
 impl Health for Probes {
     async fn ready(&self) -> Result<Map<String, Value>, String> {

@@ -16,6 +16,7 @@ mod openrpc;
 mod outage;
 mod replicas;
 mod restart;
+mod router;
 mod startup;
 mod system_tasks;
 mod watches;
