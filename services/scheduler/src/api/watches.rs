@@ -48,7 +48,107 @@ fn store(app: &App) -> Result<Arc<dyn WatchStore>, SchedulerError> {
         .ok_or_else(|| SchedulerError::Runtime("this scheduler keeps no watches".into()))
 }
 
+/// `add_watch`: checks what was given, then stores the watch and the schedule of its attempts
+/// together and wakes the engine.
 pub(super) async fn add(app: &App, request: AddWatch) -> Result<Watch, SchedulerError> {
+    let Checked {
+        check,
+        on_complete,
+        interval,
+        max_attempts,
+    } = checked(app, &request)?;
+    let store = store(app)?;
+
+    let now = Utc::now().trunc_subsecs(3);
+    let id = uuid::Uuid::now_v7().to_string();
+    // The first check one interval from now; a delay's only one after the delay.
+    let (trigger, first) = match &check {
+        Check::Delay { delay_seconds } => {
+            let at = now + TimeDelta::seconds(*delay_seconds as i64);
+            (TriggerKind::Once { at }, at)
+        }
+        _ => {
+            let at = now + TimeDelta::seconds(interval);
+            let every_secs = interval as u64;
+            let anchor = Some(at);
+            (TriggerKind::Interval { every_secs, anchor }, at)
+        }
+    };
+    let watch = Watch {
+        id: id.clone(),
+        user_id: request.user_id,
+        conversation_id: request.conversation_id,
+        platform: request.platform,
+        platform_channel_id: request.platform_channel_id,
+        platform_thread_id: request.platform_thread_id,
+        workflow_id: request.workflow_id,
+        job_type: request.job_type,
+        check_config: request.check_config,
+        interval_seconds: interval as u64,
+        max_attempts: max_attempts as u32,
+        attempts: 0,
+        on_success_message: request.on_success_message,
+        on_failure_message: request.on_failure_message,
+        on_complete,
+        status: WatchStatus::Active,
+        next_run_at: Some(first),
+        created_at: now,
+        completed_at: None,
+        last_result: None,
+        message: None,
+        delivery: None,
+    };
+    let schedule = schedule_of(&watch, check, trigger);
+    store
+        .add_watch(&watch, &schedule)
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict(id) => {
+                SchedulerError::AlreadyExists(format!("a watch with id '{id}' already exists"))
+            }
+            other => storage_error(other),
+        })?;
+    app.wake.notify_one();
+    tracing::info!(watch_id = %watch.id, user_id = %watch.user_id, job_type = %watch.job_type, next_run_at = %first, "watch added");
+    Ok(watch)
+}
+
+/// The schedule whose occurrences are a watch's attempts: one check per attempt (a check that
+/// errs is an attempt), a check still running when the next is due not doubled, and after
+/// downtime one check for all that were missed.
+fn schedule_of(watch: &Watch, check: Check, trigger: TriggerKind) -> Schedule {
+    Schedule {
+        id: watch.id.clone(),
+        name: format!("watch: {}", check.describe()),
+        owner: watch.user_id.clone(),
+        trigger: TriggerSpec::from(trigger),
+        target: Target::Watch(WatchTarget { check }),
+        policy: Policy {
+            attempts: Some(1),
+            overlap: Overlap::Skip,
+            coalesce: true,
+            ..Policy::default()
+        },
+        tags: watch.workflow_id.iter().cloned().collect(),
+        paused: false,
+        paused_reason: None,
+        next_run_at: watch.next_run_at,
+        created_at: watch.created_at,
+    }
+}
+
+/// A watch's settings as `add_watch` checked them.
+struct Checked {
+    check: Check,
+    on_complete: OnComplete,
+    interval: i64,
+    max_attempts: i64,
+}
+
+/// Checks what `add_watch` was given, naming the field at fault: the ids, the check, how and
+/// how often it runs, the messages, and that the configuration can carry it out (its module
+/// or URL, the core for `resume_conversation`, Redis for a notification).
+fn checked(app: &App, request: &AddWatch) -> Result<Checked, SchedulerError> {
     check_id("user_id", &request.user_id)?;
     for (field, value) in [
         ("workflow_id", &request.workflow_id),
@@ -109,79 +209,12 @@ pub(super) async fn add(app: &App, request: AddWatch) -> Result<Watch, Scheduler
             ));
         }
     }
-    let store = store(app)?;
-
-    let now = Utc::now().trunc_subsecs(3);
-    let id = uuid::Uuid::now_v7().to_string();
-    // The first check one interval from now; a delay's only one after the delay.
-    let (trigger, first) = match &check {
-        Check::Delay { delay_seconds } => {
-            let at = now + TimeDelta::seconds(*delay_seconds as i64);
-            (TriggerKind::Once { at }, at)
-        }
-        _ => {
-            let at = now + TimeDelta::seconds(interval);
-            let every_secs = interval as u64;
-            let anchor = Some(at);
-            (TriggerKind::Interval { every_secs, anchor }, at)
-        }
-    };
-    let watch = Watch {
-        id: id.clone(),
-        user_id: request.user_id,
-        conversation_id: request.conversation_id,
-        platform: request.platform,
-        platform_channel_id: request.platform_channel_id,
-        platform_thread_id: request.platform_thread_id,
-        workflow_id: request.workflow_id,
-        job_type: request.job_type,
-        check_config: request.check_config,
-        interval_seconds: interval as u64,
-        max_attempts: max_attempts as u32,
-        attempts: 0,
-        on_success_message: request.on_success_message,
-        on_failure_message: request.on_failure_message,
+    Ok(Checked {
+        check,
         on_complete,
-        status: WatchStatus::Active,
-        next_run_at: Some(first),
-        created_at: now,
-        completed_at: None,
-        last_result: None,
-        message: None,
-        delivery: None,
-    };
-    let schedule = Schedule {
-        id: id.clone(),
-        name: format!("watch: {}", check.describe()),
-        owner: watch.user_id.clone(),
-        trigger: TriggerSpec::from(trigger),
-        target: Target::Watch(WatchTarget { check }),
-        // One check per attempt (a check that errs is an attempt); a check still running when
-        // the next is due is not doubled; after downtime, one check for all that were missed.
-        policy: Policy {
-            attempts: Some(1),
-            overlap: Overlap::Skip,
-            coalesce: true,
-            ..Policy::default()
-        },
-        tags: watch.workflow_id.iter().cloned().collect(),
-        paused: false,
-        paused_reason: None,
-        next_run_at: Some(first),
-        created_at: now,
-    };
-    store
-        .add_watch(&watch, &schedule)
-        .await
-        .map_err(|error| match error {
-            StoreError::Conflict(id) => {
-                SchedulerError::AlreadyExists(format!("a watch with id '{id}' already exists"))
-            }
-            other => storage_error(other),
-        })?;
-    app.wake.notify_one();
-    tracing::info!(watch_id = %watch.id, user_id = %watch.user_id, job_type = %watch.job_type, next_run_at = %first, "watch added");
-    Ok(watch)
+        interval,
+        max_attempts,
+    })
 }
 
 pub(super) async fn list(

@@ -20,22 +20,72 @@ use crate::stores::Stores;
 use crate::targets::Ended;
 use crate::telemetry;
 
-pub(super) struct Launcher<'a> {
-    pub(super) stores: Arc<Stores>,
-    pub(super) dispatcher: Arc<Dispatcher>,
-    pub(super) permits: Arc<Semaphore>,
-    pub(super) in_flight: InFlight,
+pub(super) struct Launcher {
+    stores: Arc<Stores>,
+    dispatcher: Arc<Dispatcher>,
+    permits: Arc<Semaphore>,
+    in_flight: InFlight,
     /// Turns true when the engine stops: a run waiting for its device job gives up then, and
     /// is released with the rest, to be followed again by the next process.
-    pub(super) stopping: watch::Receiver<bool>,
-    pub(super) outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
-    pub(super) tasks: &'a mut JoinSet<()>,
+    stopping: watch::Receiver<bool>,
+    outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
+    /// The dispatches under way.
+    tasks: JoinSet<()>,
     /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
     /// moment. They are in flight (their leases are renewed) but hold no dispatch slot.
-    pub(super) held: BTreeMap<DateTime<Utc>, Vec<RunRecord>>,
+    held: BTreeMap<DateTime<Utc>, Vec<RunRecord>>,
 }
 
-impl Launcher<'_> {
+impl Launcher {
+    pub(super) fn new(
+        stores: Arc<Stores>,
+        dispatcher: Arc<Dispatcher>,
+        concurrency: usize,
+        in_flight: InFlight,
+        stopping: watch::Receiver<bool>,
+        outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
+    ) -> Self {
+        Launcher {
+            stores,
+            dispatcher,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            in_flight,
+            stopping,
+            outcomes,
+            tasks: JoinSet::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Reaps the dispatches that have finished, so the set does not grow.
+    pub(super) fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// At shutdown: gives the dispatches under way `grace` to finish (and be recorded), then
+    /// abandons the rest, whose runs are released with the others. Returns the deadline.
+    pub(super) async fn finish(&mut self, grace: Duration) -> tokio::time::Instant {
+        tracing::info!(
+            in_flight = self.tasks.len(),
+            ?grace,
+            "engine stopped claiming; waiting for in-flight dispatches"
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = tokio::time::timeout_at(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                unfinished = self.tasks.len(),
+                "shutdown deadline reached; abandoning the dispatches still under way"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        deadline
+    }
+
     /// Takes runs in hand: those whose moment has come are dispatched now, the others held
     /// until it comes. Held runs that fell due meanwhile go first.
     pub(super) async fn start_all(&mut self, runs: Vec<RunRecord>) {

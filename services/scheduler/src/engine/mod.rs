@@ -14,14 +14,13 @@ mod launcher;
 mod leases;
 mod outcomes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{ClaimAt, JobStore, RunRecord, RunStatus, StoreError, StoreName};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, watch};
 
 use crate::config::EngineConfig;
 use crate::dispatch::Dispatcher;
@@ -29,9 +28,11 @@ use crate::stores::Stores;
 use crate::telemetry;
 use launcher::Launcher;
 use leases::{release_unfinished, renew_leases};
-use outcomes::record_outcomes;
+use outcomes::start_recorder;
 
 type RunKey = (String, DateTime<Utc>);
+/// The waits of the backoff while passes fail; `None` while they succeed.
+type Failing = Option<Box<dyn Iterator<Item = Duration> + Send>>;
 /// The runs dispatched and not yet recorded, with their jobstores.
 type InFlight = Arc<Mutex<HashMap<RunKey, StoreName>>>;
 
@@ -130,40 +131,34 @@ impl Engine {
         let lease = self.config.lease_delta();
         let ahead = self.config.lookahead_delta();
         let batch = self.config.batch_size as usize;
-        let permits = Arc::new(Semaphore::new(self.config.dispatch_concurrency as usize));
         let in_flight: InFlight = Arc::default();
-        let (outcomes, outcome_rx) = mpsc::unbounded_channel();
-        let mut recorder = tokio::spawn(record_outcomes(
+        let (outcomes, mut recorder) = start_recorder(
             self.stores.clone(),
-            outcome_rx,
             in_flight.clone(),
             self.wake.clone(),
             self.dispatcher.targets.watches.clone(),
-        ));
+        );
         let renewer = tokio::spawn(renew_leases(
             self.stores.clone(),
             in_flight.clone(),
             lease,
             self.config.lease / 3,
         ));
-        let mut dispatches = JoinSet::new();
         let (stopping, stop_rx) = watch::channel(false);
-        let mut launcher = Launcher {
-            stores: Arc::new(self.stores.clone()),
-            dispatcher: self.dispatcher.clone(),
-            permits,
-            in_flight: in_flight.clone(),
-            stopping: stop_rx,
+        let mut launcher = Launcher::new(
+            Arc::new(self.stores.clone()),
+            self.dispatcher.clone(),
+            self.config.dispatch_concurrency as usize,
+            in_flight.clone(),
+            stop_rx,
             outcomes,
-            tasks: &mut dispatches,
-            held: BTreeMap::new(),
-        };
+        );
 
         if self.exclusive {
             self.recover_left_pending(lease, batch, &mut launcher).await;
         }
 
-        let mut failing: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
+        let mut failing: Failing = None;
         let mut leader = self.leader.clone();
         let mut stopped_by_itself = None;
         loop {
@@ -178,26 +173,7 @@ impl Engine {
             }
             launcher.release_held().await;
             let pass = self.pass(lease, ahead, batch, &mut launcher).await;
-            telemetry::database_up(pass.is_ok());
-            let sleep = match pass {
-                Ok(pass) => {
-                    if failing.take().is_some() {
-                        tracing::info!("engine pass succeeded again; firing resumed");
-                    }
-                    if pass.stalled {
-                        RECHECK_DELAY
-                    } else {
-                        self.sleep_until(pass.next_wakeup)
-                    }
-                }
-                Err(error) => {
-                    let waits =
-                        failing.get_or_insert_with(|| Box::new(backoff::delays(FIRST_PASS_RETRY)));
-                    let backoff = waits.next().unwrap_or(FIRST_PASS_RETRY);
-                    tracing::error!(%error, ?backoff, "engine pass failed; retrying");
-                    backoff
-                }
-            };
+            let sleep = self.after(pass, &mut failing);
             // A replica that dies is noticed within a poll, whatever is due.
             let sleep = sleep.min(launcher.until_held()).min(self.takeover.within());
             tokio::select! {
@@ -206,30 +182,12 @@ impl Engine {
                 () = shutdown.requested() => {}
                 _ = leadership_change(&mut leader) => {}
             }
-            // Reap finished dispatch tasks so the set does not grow.
-            while launcher.tasks.try_join_next().is_some() {}
+            launcher.reap();
         }
 
         // Runs that only wait for a device job to end are left to the next process.
         let _ = stopping.send(true);
-        tracing::info!(
-            in_flight = launcher.tasks.len(),
-            ?grace,
-            "engine stopped claiming; waiting for in-flight dispatches"
-        );
-        let deadline = tokio::time::Instant::now() + grace;
-        let drained = tokio::time::timeout_at(deadline, async {
-            while launcher.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                unfinished = launcher.tasks.len(),
-                "shutdown deadline reached; abandoning the dispatches still under way"
-            );
-            launcher.tasks.abort_all();
-            while launcher.tasks.join_next().await.is_some() {}
-        }
+        let deadline = launcher.finish(grace).await;
         drop(launcher);
         if tokio::time::timeout_at(deadline, &mut recorder)
             .await
@@ -240,9 +198,31 @@ impl Engine {
         }
         renewer.abort();
         release_unfinished(&self.stores, &in_flight).await;
-        match stopped_by_itself {
-            None => Ok(()),
-            Some(reason) => Err(reason),
+        stopped_by_itself.map_or(Ok(()), Err)
+    }
+
+    /// How long to sleep after a pass: until the stores' next work, soon when work was due and
+    /// none could be claimed, and after a failed pass the next wait of the backoff.
+    fn after(&self, pass: Result<Pass, StoreError>, failing: &mut Failing) -> Duration {
+        telemetry::database_up(pass.is_ok());
+        match pass {
+            Ok(pass) => {
+                if failing.take().is_some() {
+                    tracing::info!("engine pass succeeded again; firing resumed");
+                }
+                if pass.stalled {
+                    RECHECK_DELAY
+                } else {
+                    self.sleep_until(pass.next_wakeup)
+                }
+            }
+            Err(error) => {
+                let waits =
+                    failing.get_or_insert_with(|| Box::new(backoff::delays(FIRST_PASS_RETRY)));
+                let backoff = waits.next().unwrap_or(FIRST_PASS_RETRY);
+                tracing::error!(%error, ?backoff, "engine pass failed; retrying");
+                backoff
+            }
         }
     }
 
@@ -250,12 +230,7 @@ impl Engine {
     /// dispatches each again with its idempotency key (which settles it: a device job already
     /// ended is found ended). They are marked recovered, so an occurrence due meanwhile waits
     /// for them instead of being skipped for overlap.
-    async fn recover_left_pending(
-        &self,
-        lease: TimeDelta,
-        batch: usize,
-        launcher: &mut Launcher<'_>,
-    ) {
+    async fn recover_left_pending(&self, lease: TimeDelta, batch: usize, launcher: &mut Launcher) {
         // Every pending run is ours: leases are at most `lease` past their claim, which
         // lies in the past, so "expired as of now + lease" covers them all.
         let recover_at = Utc::now() + lease;
@@ -287,7 +262,7 @@ impl Engine {
         lease: TimeDelta,
         ahead: TimeDelta,
         batch: usize,
-        launcher: &mut Launcher<'_>,
+        launcher: &mut Launcher,
     ) -> Result<Pass, StoreError> {
         let now = Utc::now();
         let mut next: Option<DateTime<Utc>> = None;
@@ -408,7 +383,7 @@ async fn drain<'s, F, Fut>(
     kind: Take,
     take: F,
     batch: usize,
-    launcher: &mut Launcher<'_>,
+    launcher: &mut Launcher,
 ) -> Result<usize, StoreError>
 where
     F: Fn(&'s Arc<dyn JobStore>) -> Fut,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use jobstore::{JobStore, RunOutcome, StoreName};
 use scheduler_api::CheckResult;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 use super::backoff::until_done;
 use super::{InFlight, lock, per_store};
@@ -16,9 +17,21 @@ use crate::targets::Ended;
 use crate::telemetry;
 use crate::watches::Watches;
 
+/// Starts the recorder: what is sent to it is recorded until every sender is gone.
+pub(super) fn start_recorder(
+    stores: Stores,
+    in_flight: InFlight,
+    wake: Arc<Notify>,
+    watches: Arc<Watches>,
+) -> (mpsc::UnboundedSender<(StoreName, Ended)>, JoinHandle<()>) {
+    let (outcomes, incoming) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record_outcomes(stores, incoming, in_flight, wake, watches));
+    (outcomes, recorder)
+}
+
 /// Writes outcomes in batches (a watch's attempts with their count, in one transaction per
 /// batch); a run leaves the in-flight set only once its outcome is stored.
-pub(super) async fn record_outcomes(
+async fn record_outcomes(
     stores: Stores,
     mut incoming: mpsc::UnboundedReceiver<(StoreName, Ended)>,
     in_flight: InFlight,
