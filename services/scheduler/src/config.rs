@@ -99,85 +99,25 @@ impl ServiceConfig for Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         check_http_url("executor.url", &self.executor.url)?;
-        self.system_tasks.validate()?;
-        if self.engine.batch_size == 0 || self.engine.dispatch_concurrency == 0 {
-            bail!("engine.batch_size and engine.dispatch_concurrency must be at least 1");
-        }
-        if self.engine.max_overdue < Duration::from_secs(1) {
-            bail!("engine.max_overdue must be at least 1s");
-        }
-        if self.engine.lease < Duration::from_secs(1) {
-            bail!("engine.lease must be at least 1s");
-        }
-        if self.engine.lookahead > Duration::from_secs(60) {
-            bail!("engine.lookahead must be at most 60s (it holds claimed runs in memory)");
-        }
         if !(1..=1000).contains(&self.executor.batch) {
             bail!("executor.batch must be 1 to 1000");
         }
+        self.system_tasks.validate()?;
+        self.engine.validate()?;
         for (name, endpoint) in &self.endpoints {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                bail!("endpoints.{name}: a name is letters, digits, '_' and '-'");
-            }
-            check_http_url(&format!("endpoints.{name}.url"), &endpoint.url)?;
-            if endpoint.timeout.is_zero() {
-                bail!("endpoints.{name}.timeout must be more than 0s");
-            }
-            if !(1..=1000).contains(&endpoint.batch) {
-                bail!("endpoints.{name}.batch must be 1 to 1000");
-            }
+            check_name("endpoints", name)?;
+            endpoint.validate(name)?;
         }
         for (name, runner) in &self.device_runners {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                bail!("device_runners.{name}: a name is letters, digits, '_' and '-'");
-            }
-            check_http_url(&format!("device_runners.{name}.url"), &runner.url)?;
-            if runner.timeout.is_zero() || runner.poll < Duration::from_millis(50) {
-                bail!("device_runners.{name}: timeout must be more than 0s and poll at least 50ms");
-            }
+            check_name("device_runners", name)?;
+            runner.validate(name)?;
         }
-        if let Some(url) = &self.redis.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            bail!("redis.url must start with redis:// or rediss://");
-        }
+        self.redis.validate()?;
         for (name, module) in &self.modules {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                bail!("modules.{name}: a name is letters, digits, '_' and '-'");
-            }
-            check_http_url(&format!("modules.{name}.url"), &module.url)?;
-            if module.timeout.is_zero() {
-                bail!("modules.{name}.timeout must be more than 0s");
-            }
+            check_name("modules", name)?;
+            module.validate(name)?;
         }
-        let watches = &self.watches;
-        for prefix in &watches.url_allow {
-            check_http_url("watches.url_allow", prefix)?;
-        }
-        if let Some(url) = &watches.core_url {
-            check_http_url("watches.core_url", url)?;
-        }
-        if watches.url_timeout.is_zero() || watches.core_timeout.is_zero() {
-            bail!("watches.url_timeout and watches.core_timeout must be more than 0s");
-        }
-        if !(1..=10).contains(&watches.core_attempts) {
-            bail!("watches.core_attempts must be 1 to 10");
-        }
-        if watches.max_retry_delay < Duration::from_secs(1) {
-            bail!("watches.max_retry_delay must be at least 1s");
-        }
+        self.watches.validate()?;
         self.ledger.validate()?;
         self.farm.validate(self)?;
         let context = crate::declared::Checks {
@@ -283,6 +223,22 @@ impl Default for ExecutorConfig {
 }
 
 impl EngineConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.batch_size == 0 || self.dispatch_concurrency == 0 {
+            bail!("engine.batch_size and engine.dispatch_concurrency must be at least 1");
+        }
+        if self.max_overdue < Duration::from_secs(1) {
+            bail!("engine.max_overdue must be at least 1s");
+        }
+        if self.lease < Duration::from_secs(1) {
+            bail!("engine.lease must be at least 1s");
+        }
+        if self.lookahead > Duration::from_secs(60) {
+            bail!("engine.lookahead must be at most 60s (it holds claimed runs in memory)");
+        }
+        Ok(())
+    }
+
     /// The lease as the stores take it.
     pub fn lease_delta(&self) -> chrono::TimeDelta {
         chrono::TimeDelta::from_std(self.lease).unwrap_or(chrono::TimeDelta::seconds(30))
@@ -362,6 +318,18 @@ impl FarmConfig {
             .map_err(|e| anyhow::anyhow!("farm.timezone: {e}"))?;
         Ok(())
     }
+}
+
+/// Refuses a name of `[section.<name>]` that is not letters, digits, '_' and '-'.
+fn check_name(section: &str, name: &str) -> anyhow::Result<()> {
+    let fine = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !fine {
+        bail!("{section}.{name}: a name is letters, digits, '_' and '-'");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

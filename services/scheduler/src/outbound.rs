@@ -31,6 +31,32 @@ pub struct EndpointConfig {
     pub batch: u32,
 }
 
+impl EndpointConfig {
+    /// Checks `[endpoints.<name>]`.
+    pub(crate) fn validate(&self, name: &str) -> anyhow::Result<()> {
+        service_kit::config::check_http_url(&format!("endpoints.{name}.url"), &self.url)?;
+        if self.timeout.is_zero() {
+            anyhow::bail!("endpoints.{name}.timeout must be more than 0s");
+        }
+        if !(1..=1000).contains(&self.batch) {
+            anyhow::bail!("endpoints.{name}.batch must be 1 to 1000");
+        }
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    /// Checks `[redis]`.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            anyhow::bail!("redis.url must start with redis:// or rediss://");
+        }
+        Ok(())
+    }
+}
+
 fn one() -> u32 {
     1
 }

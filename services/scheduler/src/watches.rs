@@ -46,6 +46,40 @@ pub struct ModuleConfig {
     pub timeout: Duration,
 }
 
+impl ModuleConfig {
+    /// Checks `[modules.<name>]`.
+    pub(crate) fn validate(&self, name: &str) -> anyhow::Result<()> {
+        service_kit::config::check_http_url(&format!("modules.{name}.url"), &self.url)?;
+        if self.timeout.is_zero() {
+            anyhow::bail!("modules.{name}.timeout must be more than 0s");
+        }
+        Ok(())
+    }
+}
+
+impl WatchesConfig {
+    /// Checks `[watches]`.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        use service_kit::config::check_http_url;
+        for prefix in &self.url_allow {
+            check_http_url("watches.url_allow", prefix)?;
+        }
+        if let Some(url) = &self.core_url {
+            check_http_url("watches.core_url", url)?;
+        }
+        if self.url_timeout.is_zero() || self.core_timeout.is_zero() {
+            anyhow::bail!("watches.url_timeout and watches.core_timeout must be more than 0s");
+        }
+        if !(1..=10).contains(&self.core_attempts) {
+            anyhow::bail!("watches.core_attempts must be 1 to 10");
+        }
+        if self.max_retry_delay < Duration::from_secs(1) {
+            anyhow::bail!("watches.max_retry_delay must be at least 1s");
+        }
+        Ok(())
+    }
+}
+
 fn default_check_timeout() -> Duration {
     Duration::from_secs(10)
 }

@@ -46,6 +46,19 @@ pub struct DeviceRunnerConfig {
     pub poll: Duration,
 }
 
+impl DeviceRunnerConfig {
+    /// Checks `[device_runners.<name>]`.
+    pub(crate) fn validate(&self, name: &str) -> anyhow::Result<()> {
+        service_kit::config::check_http_url(&format!("device_runners.{name}.url"), &self.url)?;
+        if self.timeout.is_zero() || self.poll < Duration::from_millis(50) {
+            anyhow::bail!(
+                "device_runners.{name}: timeout must be more than 0s and poll at least 50ms"
+            );
+        }
+        Ok(())
+    }
+}
+
 fn default_job_poll() -> Duration {
     Duration::from_secs(2)
 }
