@@ -4,7 +4,7 @@ use std::io::Write;
 
 use chrono::Utc;
 use clap::Subcommand;
-use device_runner_client::{DeviceRunnerApiClient, Job};
+use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job};
 use serde_json::Value;
 
 use crate::output::{Format, Table, cut, json, or_dash, time};
@@ -104,63 +104,7 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
     let runner = context.runner()?;
     let rpc = runner.rpc();
     match command {
-        DeviceCommand::Status => {
-            let status = rpc
-                .get_status()
-                .await
-                .map_err(device_runner_client::Error::from)?;
-            match context.format {
-                Format::Json => json(&status),
-                Format::Table => {
-                    let mut table = Table::new(&[
-                        "QUEUE", "STATE", "RUNNING", "ELAPSED", "PROGRESS", "PENDING",
-                    ]);
-                    let running = |job: Option<&Job>| {
-                        let elapsed = job.and_then(|j| j.started_at).map(|s| {
-                            format!(
-                                "{:.0}s",
-                                (Utc::now() - s).num_milliseconds() as f64 / 1000.0
-                            )
-                        });
-                        let progress = job
-                            .and_then(|j| j.progress.as_ref())
-                            .map(|p| format!("{}%", p.percent));
-                        (
-                            or_dash(job.map(|j| format!("{} {}", j.job_type, j.id))),
-                            or_dash(elapsed),
-                            or_dash(progress),
-                        )
-                    };
-                    for device in &status.devices {
-                        let (job, elapsed, progress) = running(device.running.as_ref());
-                        let name = match &device.device.label {
-                            Some(label) => format!("{} ({label})", device.device.serial),
-                            None => device.device.serial.clone(),
-                        };
-                        table.row(vec![
-                            name,
-                            device.device.state.clone(),
-                            job,
-                            elapsed,
-                            progress,
-                            device.pending.to_string(),
-                        ]);
-                    }
-                    for pool in &status.pools {
-                        let (job, elapsed, progress) = running(pool.running.first());
-                        table.row(vec![
-                            format!("pool:{}", pool.name),
-                            format!("{}/{} running", pool.running.len(), pool.concurrency),
-                            job,
-                            elapsed,
-                            progress,
-                            pool.pending.to_string(),
-                        ]);
-                    }
-                    print!("{}", table.render());
-                }
-            }
-        }
+        DeviceCommand::Status => status(context, &runner).await?,
         DeviceCommand::Queue { device } => {
             let jobs = rpc
                 .list_queue(device)
@@ -186,32 +130,7 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
                 Format::Table => print!("{}", jobs_table(&jobs)),
             }
         }
-        DeviceCommand::Logs { job_id, follow } => {
-            let mut stdout = std::io::stdout();
-            if follow {
-                let mut follower = runner.follow_logs(&job_id, 0).await?;
-                while let Some(chunk) = follower.next().await {
-                    let chunk = chunk?;
-                    write_chunk(context, &mut stdout, &chunk);
-                    if chunk.eof {
-                        break;
-                    }
-                }
-            } else {
-                let mut offset = 0;
-                loop {
-                    let chunk = rpc
-                        .get_logs(job_id.clone(), Some(offset), None)
-                        .await
-                        .map_err(device_runner_client::Error::from)?;
-                    write_chunk(context, &mut stdout, &chunk);
-                    if chunk.data.is_empty() || chunk.next_offset == offset {
-                        break;
-                    }
-                    offset = chunk.next_offset;
-                }
-            }
-        }
+        DeviceCommand::Logs { job_id, follow } => logs(context, &runner, job_id, follow).await?,
         DeviceCommand::Kill { job_id } => {
             let job = rpc
                 .kill_job(job_id)
@@ -255,6 +174,102 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
                 Format::Json => json(&job),
                 Format::Table => print!("{}", jobs_table(std::slice::from_ref(&job))),
             }
+        }
+    }
+    Ok(())
+}
+
+/// Prints each phone and pool: its state, running job, elapsed time, progress and pending count.
+async fn status(context: &Context, runner: &DeviceRunnerClient) -> Result<(), Failure> {
+    let rpc = runner.rpc();
+    let status = rpc
+        .get_status()
+        .await
+        .map_err(device_runner_client::Error::from)?;
+    match context.format {
+        Format::Json => json(&status),
+        Format::Table => {
+            let mut table = Table::new(&[
+                "QUEUE", "STATE", "RUNNING", "ELAPSED", "PROGRESS", "PENDING",
+            ]);
+            let running = |job: Option<&Job>| {
+                let elapsed = job.and_then(|j| j.started_at).map(|s| {
+                    format!(
+                        "{:.0}s",
+                        (Utc::now() - s).num_milliseconds() as f64 / 1000.0
+                    )
+                });
+                let progress = job
+                    .and_then(|j| j.progress.as_ref())
+                    .map(|p| format!("{}%", p.percent));
+                (
+                    or_dash(job.map(|j| format!("{} {}", j.job_type, j.id))),
+                    or_dash(elapsed),
+                    or_dash(progress),
+                )
+            };
+            for device in &status.devices {
+                let (job, elapsed, progress) = running(device.running.as_ref());
+                let name = match &device.device.label {
+                    Some(label) => format!("{} ({label})", device.device.serial),
+                    None => device.device.serial.clone(),
+                };
+                table.row(vec![
+                    name,
+                    device.device.state.clone(),
+                    job,
+                    elapsed,
+                    progress,
+                    device.pending.to_string(),
+                ]);
+            }
+            for pool in &status.pools {
+                let (job, elapsed, progress) = running(pool.running.first());
+                table.row(vec![
+                    format!("pool:{}", pool.name),
+                    format!("{}/{} running", pool.running.len(), pool.concurrency),
+                    job,
+                    elapsed,
+                    progress,
+                    pool.pending.to_string(),
+                ]);
+            }
+            print!("{}", table.render());
+        }
+    }
+    Ok(())
+}
+
+/// Prints a job's log: what there is, or (with `follow`) as it grows until the job ends.
+async fn logs(
+    context: &Context,
+    runner: &DeviceRunnerClient,
+    job_id: String,
+    follow: bool,
+) -> Result<(), Failure> {
+    let rpc = runner.rpc();
+    let mut stdout = std::io::stdout();
+    if follow {
+        let mut follower = runner.follow_logs(&job_id, 0).await?;
+        while let Some(chunk) = follower.next().await {
+            let chunk = chunk?;
+            write_chunk(context, &mut stdout, &chunk);
+            if chunk.eof {
+                break;
+            }
+        }
+    } else {
+        let mut offset = 0;
+        loop {
+            let chunk = rpc
+                .get_logs(job_id.clone(), Some(offset), None)
+                .await
+                .map_err(device_runner_client::Error::from)?;
+            write_chunk(context, &mut stdout, &chunk);
+            if chunk.data.is_empty() || chunk.next_offset == offset {
+                break;
+            }
+            offset = chunk.next_offset;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use scheduler_client::{
     NewSchedule, RunQuery, RunStatus, Schedule, SchedulePolicy, ScheduleQuery, ScheduleUpdate,
-    Target, TriggerSpec,
+    SchedulerClient, Target, TriggerSpec,
 };
 use serde_json::{Value, json};
 
@@ -362,115 +362,10 @@ fn print_schedule(context: &Context, schedule: &Schedule) {
 pub(crate) async fn run(context: &Context, command: ScheduleCommand) -> Result<(), Failure> {
     let client = context.scheduler()?;
     match command {
-        ScheduleCommand::Create(args) => {
-            let trigger = args.trigger.spec("UTC")?.ok_or_else(|| {
-                Failure::usage(
-                    "a trigger is needed: --cron, --interval, --daily-times, --once or --trigger",
-                )
-            })?;
-            let mut new = NewSchedule::new(args.owner, trigger, parse("--target", &args.target)?);
-            new.id = args.id;
-            new.name = args.name;
-            new.jobstore = args.jobstore;
-            new.policy = args
-                .policy
-                .map(|p| parse::<SchedulePolicy>("--policy", &p))
-                .transpose()?;
-            new.tags = args.tags;
-            new.replace_existing = args.replace;
-            let schedule = client.create_schedule(new).await?;
-            print_schedule(context, &schedule);
-        }
-        ScheduleCommand::List(args) => {
-            let mut query = ScheduleQuery {
-                owner: args.owner,
-                target_type: args.target_type,
-                paused: args.paused,
-                tag: args.tag,
-                jobstore: args.jobstore,
-                limit: args.limit,
-                cursor: args.cursor,
-            };
-            let mut schedules = Vec::new();
-            let next = loop {
-                let page = client.list_schedules(query.clone()).await?;
-                schedules.extend(page.schedules);
-                match page.next_cursor {
-                    Some(cursor) if args.all => query.cursor = Some(cursor),
-                    other => break other,
-                }
-            };
-            match context.format {
-                Format::Json => json(&json!({"schedules": schedules, "next_cursor": next})),
-                Format::Table => {
-                    print!("{}", schedules_table(&schedules));
-                    if let Some(cursor) = next {
-                        println!("(more: --cursor {cursor}, or --all)");
-                    }
-                }
-            }
-        }
-        ScheduleCommand::Describe(target) => {
-            let schedule = client.get_schedule(&target.id, &target.owner).await?;
-            let runs = client
-                .list_runs(
-                    &target.id,
-                    &target.owner,
-                    RunQuery {
-                        limit: Some(5),
-                        ..RunQuery::default()
-                    },
-                )
-                .await?;
-            match context.format {
-                Format::Json => json(&json!({"schedule": schedule, "runs": runs.runs})),
-                Format::Table => {
-                    let field = |name: &str, value: String| println!("{name:<14}{value}");
-                    field("ID", schedule.id.clone());
-                    field("Name", schedule.name.clone());
-                    field("Owner", schedule.owner.clone());
-                    field("Jobstore", schedule.jobstore.clone());
-                    field("Trigger", trigger_text(&schedule.trigger));
-                    field("Target", target_text(&schedule.target));
-                    field(
-                        "Policy",
-                        serde_json::to_string(&schedule.policy).unwrap_or_default(),
-                    );
-                    field("Tags", schedule.tags.join(", "));
-                    let state = match (&schedule.paused, &schedule.paused_reason) {
-                        (true, Some(reason)) => format!("paused ({reason})"),
-                        (true, None) => "paused".into(),
-                        (false, _) => "active".into(),
-                    };
-                    field("State", state);
-                    println!("Upcoming:");
-                    for at in &schedule.next_fire_times {
-                        println!("  {}", time(Some(at)));
-                    }
-                    println!("Latest runs:");
-                    print!("{}", indent(&runs_table(&runs.runs)));
-                }
-            }
-        }
-        ScheduleCommand::Update(args) => {
-            // A new cron expression or new times keep the schedule's zone unless --tz moves it.
-            let zone = if args.trigger.needs_zone() && args.trigger.tz.is_none() {
-                client.get_schedule(&args.id, &args.owner).await?.timezone
-            } else {
-                "UTC".to_string()
-            };
-            let update = ScheduleUpdate {
-                name: args.name,
-                trigger: args.trigger.spec(&zone)?,
-                target: args.target.map(|t| parse("--target", &t)).transpose()?,
-                policy: args.policy.map(|p| parse("--policy", &p)).transpose()?,
-                tags: (!args.tags.is_empty()).then_some(args.tags),
-            };
-            let schedule = client
-                .update_schedule(&args.id, &args.owner, update)
-                .await?;
-            print_schedule(context, &schedule);
-        }
+        ScheduleCommand::Create(args) => create(context, &client, args).await?,
+        ScheduleCommand::List(args) => list(context, &client, args).await?,
+        ScheduleCommand::Describe(target) => describe(context, &client, target).await?,
+        ScheduleCommand::Update(args) => update(context, &client, args).await?,
         ScheduleCommand::Pause(args) => {
             let schedule = client
                 .pause_schedule(&args.id, &args.owner, args.reason)
@@ -508,6 +403,139 @@ pub(crate) async fn run(context: &Context, command: ScheduleCommand) -> Result<(
             }
         }
     }
+    Ok(())
+}
+
+/// Creates a schedule from the flags, and prints it.
+async fn create(
+    context: &Context,
+    client: &SchedulerClient,
+    args: CreateArgs,
+) -> Result<(), Failure> {
+    let trigger = args.trigger.spec("UTC")?.ok_or_else(|| {
+        Failure::usage(
+            "a trigger is needed: --cron, --interval, --daily-times, --once or --trigger",
+        )
+    })?;
+    let mut new = NewSchedule::new(args.owner, trigger, parse("--target", &args.target)?);
+    new.id = args.id;
+    new.name = args.name;
+    new.jobstore = args.jobstore;
+    new.policy = args
+        .policy
+        .map(|p| parse::<SchedulePolicy>("--policy", &p))
+        .transpose()?;
+    new.tags = args.tags;
+    new.replace_existing = args.replace;
+    let schedule = client.create_schedule(new).await?;
+    print_schedule(context, &schedule);
+    Ok(())
+}
+
+/// Lists schedules, page after page with `--all`.
+async fn list(context: &Context, client: &SchedulerClient, args: ListArgs) -> Result<(), Failure> {
+    let mut query = ScheduleQuery {
+        owner: args.owner,
+        target_type: args.target_type,
+        paused: args.paused,
+        tag: args.tag,
+        jobstore: args.jobstore,
+        limit: args.limit,
+        cursor: args.cursor,
+    };
+    let mut schedules = Vec::new();
+    let next = loop {
+        let page = client.list_schedules(query.clone()).await?;
+        schedules.extend(page.schedules);
+        match page.next_cursor {
+            Some(cursor) if args.all => query.cursor = Some(cursor),
+            other => break other,
+        }
+    };
+    match context.format {
+        Format::Json => json(&json!({"schedules": schedules, "next_cursor": next})),
+        Format::Table => {
+            print!("{}", schedules_table(&schedules));
+            if let Some(cursor) = next {
+                println!("(more: --cursor {cursor}, or --all)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a schedule with its upcoming times and latest runs.
+async fn describe(
+    context: &Context,
+    client: &SchedulerClient,
+    target: ScheduleRef,
+) -> Result<(), Failure> {
+    let schedule = client.get_schedule(&target.id, &target.owner).await?;
+    let runs = client
+        .list_runs(
+            &target.id,
+            &target.owner,
+            RunQuery {
+                limit: Some(5),
+                ..RunQuery::default()
+            },
+        )
+        .await?;
+    match context.format {
+        Format::Json => json(&json!({"schedule": schedule, "runs": runs.runs})),
+        Format::Table => {
+            let field = |name: &str, value: String| println!("{name:<14}{value}");
+            field("ID", schedule.id.clone());
+            field("Name", schedule.name.clone());
+            field("Owner", schedule.owner.clone());
+            field("Jobstore", schedule.jobstore.clone());
+            field("Trigger", trigger_text(&schedule.trigger));
+            field("Target", target_text(&schedule.target));
+            field(
+                "Policy",
+                serde_json::to_string(&schedule.policy).unwrap_or_default(),
+            );
+            field("Tags", schedule.tags.join(", "));
+            let state = match (&schedule.paused, &schedule.paused_reason) {
+                (true, Some(reason)) => format!("paused ({reason})"),
+                (true, None) => "paused".into(),
+                (false, _) => "active".into(),
+            };
+            field("State", state);
+            println!("Upcoming:");
+            for at in &schedule.next_fire_times {
+                println!("  {}", time(Some(at)));
+            }
+            println!("Latest runs:");
+            print!("{}", indent(&runs_table(&runs.runs)));
+        }
+    }
+    Ok(())
+}
+
+/// Changes what the flags give, keeping the schedule's zone unless `--tz` moves it.
+async fn update(
+    context: &Context,
+    client: &SchedulerClient,
+    args: UpdateArgs,
+) -> Result<(), Failure> {
+    // A new cron expression or new times keep the schedule's zone unless --tz moves it.
+    let zone = if args.trigger.needs_zone() && args.trigger.tz.is_none() {
+        client.get_schedule(&args.id, &args.owner).await?.timezone
+    } else {
+        "UTC".to_string()
+    };
+    let update = ScheduleUpdate {
+        name: args.name,
+        trigger: args.trigger.spec(&zone)?,
+        target: args.target.map(|t| parse("--target", &t)).transpose()?,
+        policy: args.policy.map(|p| parse("--policy", &p)).transpose()?,
+        tags: (!args.tags.is_empty()).then_some(args.tags),
+    };
+    let schedule = client
+        .update_schedule(&args.id, &args.owner, update)
+        .await?;
+    print_schedule(context, &schedule);
     Ok(())
 }
 
