@@ -184,16 +184,6 @@ impl DeviceRunners {
         Ok(DeviceRunners { runners })
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.runners.contains_key(name)
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.runners.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
-
     fn runner(&self, name: &str) -> Result<&Arc<Runner>, DispatchError> {
         self.runners.get(name).ok_or_else(|| {
             DispatchError::Rejected(format!(
