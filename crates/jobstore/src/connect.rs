@@ -9,6 +9,7 @@ use crate::model::StoreName;
 use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{JobStore, StoreError};
+use crate::watches::WatchStore;
 
 /// Connects, creates the schema or file if needed, and applies the embedded migrations.
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Database, StoreError> {
@@ -24,6 +25,16 @@ pub async fn migrate(database: &Database) -> Result<(), StoreError> {
         Database::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
     }
     Ok(())
+}
+
+/// The watches on a migrated database, beside the `execution` jobstore's schedules.
+pub fn watches(database: &Database) -> Arc<dyn WatchStore> {
+    match database {
+        Database::Postgres(pool) => {
+            Arc::new(PostgresStore::new(pool.clone(), StoreName::Execution))
+        }
+        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool.clone(), StoreName::Execution)),
+    }
 }
 
 /// The persisted store of one jobstore on a migrated database.

@@ -16,7 +16,7 @@ mod sqlite;
 mod store;
 pub mod watches;
 
-pub use connect::{connect, migrate, persisted};
+pub use connect::{connect, migrate, persisted, watches};
 pub use memory::MemoryStore;
 pub use model::{
     DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter, Origin, Overlap,
@@ -27,5 +27,5 @@ pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};
 pub use sqlite::SqliteStore;
-pub use store::{ClaimAt, JobStore, StoreError};
+pub use store::{ClaimAt, Claims, JobStore, Ledger, Retention, Schedules, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

@@ -10,7 +10,7 @@ use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire};
-use crate::store::{ClaimAt, JobStore, StoreError};
+use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
 use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
 use scheduler_api::{CheckResult, Watch, WatchStatus};
 
@@ -207,17 +207,13 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl JobStore for MemoryStore {
+impl Schedules for MemoryStore {
     fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 
     fn backend(&self) -> &'static str {
         "memory"
-    }
-
-    fn watch_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn WatchStore>> {
-        (self.jobstore == StoreName::Execution).then_some(self as _)
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
@@ -303,6 +299,13 @@ impl JobStore for MemoryStore {
         Ok(updated)
     }
 
+    async fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().await.schedules.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Claims for MemoryStore {
     async fn wakeup(
         &self,
         now: DateTime<Utc>,
@@ -423,6 +426,27 @@ impl JobStore for MemoryStore {
         Ok(reclaimed)
     }
 
+    async fn set_leases(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        for key in runs {
+            if let Some(run) = state
+                .runs
+                .get_mut(key)
+                .filter(|r| r.status == RunStatus::Pending)
+            {
+                run.lease_until = Some(until);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryStore {
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         let mut state = self.state.lock().await;
         for outcome in outcomes {
@@ -485,24 +509,6 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
-    async fn set_leases(
-        &self,
-        runs: &[(String, DateTime<Utc>)],
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
-        for key in runs {
-            if let Some(run) = state
-                .runs
-                .get_mut(key)
-                .filter(|r| r.status == RunStatus::Pending)
-            {
-                run.lease_until = Some(until);
-            }
-        }
-        Ok(())
-    }
-
     async fn runs(
         &self,
         schedule_id: &str,
@@ -517,11 +523,10 @@ impl JobStore for MemoryStore {
             .cloned()
             .collect())
     }
+}
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.state.lock().await.schedules.len() as u64)
-    }
-
+#[async_trait]
+impl Retention for MemoryStore {
     async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         let mut state = self.state.lock().await;
         let old: Vec<_> = state

@@ -226,7 +226,7 @@ impl ListFilter {
     }
 }
 
-/// Which ledger rows of a schedule [`JobStore::runs`](crate::JobStore::runs) returns, newest
+/// Which ledger rows of a schedule [`Ledger::runs`](crate::Ledger::runs) returns, newest
 /// scheduled time first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunFilter {

@@ -13,7 +13,7 @@ use crate::model::{
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::replica;
-use crate::store::{ClaimAt, JobStore, StoreError};
+use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
 
 mod watches;
 
@@ -147,19 +147,13 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, StoreError> {
 }
 
 #[async_trait]
-impl JobStore for PostgresStore {
+impl Schedules for PostgresStore {
     fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    fn watch_store(
-        self: std::sync::Arc<Self>,
-    ) -> Option<std::sync::Arc<dyn crate::watches::WatchStore>> {
-        (self.jobstore == StoreName::Execution).then_some(self as _)
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
@@ -338,6 +332,15 @@ impl JobStore for PostgresStore {
         row.as_ref().map(schedule_from_row).transpose()
     }
 
+    async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", self.table());
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+}
+
+#[async_trait]
+impl Claims for PostgresStore {
     async fn wakeup(
         &self,
         now: DateTime<Utc>,
@@ -559,6 +562,35 @@ impl JobStore for PostgresStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn set_leases(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        // Rows another transaction holds are being finished: skipped, so that a renewal
+        // never waits on (or deadlocks with) the recording of outcomes.
+        sqlx::query(
+            "UPDATE schedule_runs AS r SET lease_until = $3 \
+             WHERE (r.schedule_id, r.scheduled_time) IN (SELECT s.schedule_id, s.scheduled_time \
+             FROM schedule_runs AS s JOIN UNNEST($1::text[], $2::timestamptz[]) \
+             AS u(schedule_id, scheduled_time) \
+             ON s.schedule_id = u.schedule_id AND s.scheduled_time = u.scheduled_time \
+             WHERE s.status = 'pending' FOR UPDATE OF s SKIP LOCKED)",
+        )
+        .bind(runs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Ledger for PostgresStore {
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         if outcomes.is_empty() {
             return Ok(0);
@@ -658,32 +690,6 @@ impl JobStore for PostgresStore {
         Ok(())
     }
 
-    async fn set_leases(
-        &self,
-        runs: &[(String, DateTime<Utc>)],
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if runs.is_empty() {
-            return Ok(());
-        }
-        // Rows another transaction holds are being finished: skipped, so that a renewal
-        // never waits on (or deadlocks with) the recording of outcomes.
-        sqlx::query(
-            "UPDATE schedule_runs AS r SET lease_until = $3 \
-             WHERE (r.schedule_id, r.scheduled_time) IN (SELECT s.schedule_id, s.scheduled_time \
-             FROM schedule_runs AS s JOIN UNNEST($1::text[], $2::timestamptz[]) \
-             AS u(schedule_id, scheduled_time) \
-             ON s.schedule_id = u.schedule_id AND s.scheduled_time = u.scheduled_time \
-             WHERE s.status = 'pending' FOR UPDATE OF s SKIP LOCKED)",
-        )
-        .bind(runs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
-        .bind(runs.iter().map(|(_, at)| *at).collect::<Vec<_>>())
-        .bind(until)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn runs(
         &self,
         schedule_id: &str,
@@ -706,13 +712,10 @@ impl JobStore for PostgresStore {
             .await?;
         rows.iter().map(run_from_row).collect()
     }
+}
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        let sql = format!("SELECT count(*) FROM {}", self.table());
-        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
-        Ok(count as u64)
-    }
-
+#[async_trait]
+impl Retention for PostgresStore {
     async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         // Rows another transaction holds are skipped, never waited for.
         let done = sqlx::query(

@@ -7,7 +7,7 @@
 //! On PostgreSQL a replica announces that it is alive with a session advisory lock on the key
 //! [`LOCK_KEY`] and the hash of its id, held on a connection of its own; the server frees it
 //! the moment that connection dies, so the other replicas know at once whose runs to take
-//! over ([`crate::JobStore::take_over`]).
+//! over ([`crate::Claims::take_over`]).
 
 use std::sync::OnceLock;
 

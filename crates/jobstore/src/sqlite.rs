@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, unreadable};
 use crate::replica;
-use crate::store::{ClaimAt, JobStore, StoreError};
+use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
 
 mod watches;
 
@@ -366,19 +366,13 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
 }
 
 #[async_trait]
-impl JobStore for SqliteStore {
+impl Schedules for SqliteStore {
     fn jobstore(&self) -> StoreName {
         self.jobstore
     }
 
     fn backend(&self) -> &'static str {
         "sqlite"
-    }
-
-    fn watch_store(
-        self: std::sync::Arc<Self>,
-    ) -> Option<std::sync::Arc<dyn crate::watches::WatchStore>> {
-        (self.jobstore == StoreName::Execution).then_some(self as _)
     }
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
@@ -506,6 +500,15 @@ impl JobStore for SqliteStore {
         row.as_ref().map(schedule_from_row).transpose()
     }
 
+    async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", self.table());
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+}
+
+#[async_trait]
+impl Claims for SqliteStore {
     async fn wakeup(
         &self,
         now: DateTime<Utc>,
@@ -650,6 +653,33 @@ impl JobStore for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn set_leases(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let (_turn, mut tx) = self.begin_write().await?;
+        for (schedule_id, scheduled_time) in runs {
+            sqlx::query(
+                "UPDATE schedule_runs SET lease_until = ?3 \
+                 WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
+            )
+            .bind(schedule_id)
+            .bind(millis(*scheduled_time))
+            .bind(millis(until))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Ledger for SqliteStore {
     async fn finish_runs(&self, outcomes: &[RunOutcome]) -> Result<usize, StoreError> {
         if outcomes.is_empty() {
             return Ok(0);
@@ -724,30 +754,6 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn set_leases(
-        &self,
-        runs: &[(String, DateTime<Utc>)],
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let (_turn, mut tx) = self.begin_write().await?;
-        for (schedule_id, scheduled_time) in runs {
-            sqlx::query(
-                "UPDATE schedule_runs SET lease_until = ?3 \
-                 WHERE schedule_id = ?1 AND scheduled_time = ?2 AND status = 'pending'",
-            )
-            .bind(schedule_id)
-            .bind(millis(*scheduled_time))
-            .bind(millis(until))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn runs(
         &self,
         schedule_id: &str,
@@ -768,13 +774,10 @@ impl JobStore for SqliteStore {
             .await?;
         rows.iter().map(run_from_row).collect()
     }
+}
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        let sql = format!("SELECT count(*) FROM {}", self.table());
-        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
-        Ok(count as u64)
-    }
-
+#[async_trait]
+impl Retention for SqliteStore {
     async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
         let _turn = self.turn().await;
         let done = sqlx::query(

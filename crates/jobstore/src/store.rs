@@ -1,4 +1,4 @@
-//! The one trait every backend implements.
+//! The traits every backend implements, one per concern, composed into [`JobStore`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -28,10 +28,6 @@ impl StoreError {
     }
 }
 
-/// A jobstore: the schedules of one named store and their part of the run ledger.
-///
-/// Every method that changes state commits it before returning, so a caller acts only on
-/// what is persisted.
 /// The instant a claim plans with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimAt {
@@ -60,18 +56,14 @@ impl From<DateTime<Utc>> for ClaimAt {
     }
 }
 
+/// The schedules of one named jobstore.
 #[async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub trait Schedules: Send + Sync + 'static {
     /// Which named jobstore this is.
     fn jobstore(&self) -> StoreName;
 
     /// The backend's name, for logs and status ("postgres", "sqlite", "memory").
     fn backend(&self) -> &'static str;
-
-    /// The watches kept next to this store's schedules: only the `execution` jobstore has them.
-    fn watch_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::WatchStore>> {
-        None
-    }
 
     /// Stores a new schedule; fails with [`StoreError::Conflict`] when the id exists.
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError>;
@@ -95,7 +87,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// Pauses (with an optional reason) or resumes a schedule, setting its next run time;
     /// returns the updated schedule. Resuming clears the reason. Pausing deletes the runs that
     /// were claimed ahead of their time and are not yet due, so they do not run (an engine
-    /// holding one checks with [`JobStore::still_pending`] before it dispatches it).
+    /// holding one checks with [`Claims::still_pending`] before it dispatches it).
     async fn set_paused(
         &self,
         id: &str,
@@ -104,6 +96,13 @@ pub trait JobStore: Send + Sync + 'static {
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<Option<Schedule>, StoreError>;
 
+    /// How many schedules the store holds.
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// Claiming what is due: the occurrences an engine fires, each once, under a lease.
+#[async_trait]
+pub trait Claims: Send + Sync + 'static {
     /// The earliest instant at which this store has work: a schedule's next run, or the expiry
     /// of a pending run's lease.
     async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -111,7 +110,7 @@ pub trait JobStore: Send + Sync + 'static {
     }
 
     /// The earliest instant at which an engine that claims `ahead` of time (see
-    /// [`JobStore::claim`]) has work here: `ahead` before the next run of a schedule that may be
+    /// [`Claims::claim`]) has work here: `ahead` before the next run of a schedule that may be
     /// claimed ahead, the next run of one that may not, or the expiry of a pending run's lease.
     async fn wakeup(
         &self,
@@ -119,7 +118,7 @@ pub trait JobStore: Send + Sync + 'static {
         ahead: TimeDelta,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// [`JobStore::claim`] of what is due by `now`, nothing ahead.
+    /// [`Claims::claim`] of what is due by `now`, nothing ahead.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -129,7 +128,7 @@ pub trait JobStore: Send + Sync + 'static {
         self.claim(now, TimeDelta::zero(), limit, lease).await
     }
 
-    /// The runs of [`JobStore::claim_rows`] at `now` that are pending dispatch.
+    /// The runs of [`Claims::claim_rows`] at `now` that are pending dispatch.
     async fn claim(
         &self,
         now: DateTime<Utc>,
@@ -148,7 +147,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// cannot apply, [`crate::plan::needs_active`]). Writes their ledger rows and advances
     /// their next run times. Returns every ledger row it wrote: the runs now pending dispatch,
     /// leased until `now + lease` (a run claimed ahead is to be dispatched at its time, once
-    /// [`JobStore::still_pending`] confirms it), and those that ended as they were planned
+    /// [`Claims::still_pending`] confirms it), and those that ended as they were planned
     /// (`coalesced`, `skipped`, `failed`). An occurrence already in the ledger is never
     /// returned twice.
     async fn claim_rows(
@@ -189,6 +188,21 @@ pub trait JobStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
+    /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
+    /// shutdown), so that another process takes them over at once. A run whose row another
+    /// transaction holds at that moment (its outcome being recorded) may be left as it is.
+    async fn set_leases(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The run ledger: how claimed runs ended, and runs written outside a claim (by hand, a
+/// backfill).
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
     /// Records how pending runs ended. Rows that are no longer pending are left as they are.
     /// For each schedule left with no run in progress, its oldest `buffered` row becomes
     /// `pending` with an expired lease, so that an engine dispatches it at once. Returns how
@@ -224,26 +238,17 @@ pub trait JobStore: Send + Sync + 'static {
         detail: &str,
     ) -> Result<(), StoreError>;
 
-    /// Sets the lease of pending runs to end at `until`. With `until` ahead, a live process
-    /// keeps the runs it is still dispatching; with `until` now, it gives them up (at
-    /// shutdown), so that another process takes them over at once. A run whose row another
-    /// transaction holds at that moment (its outcome being recorded) may be left as it is.
-    async fn set_leases(
-        &self,
-        runs: &[(String, DateTime<Utc>)],
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
     /// A schedule's ledger rows matching `filter`, newest scheduled time first.
     async fn runs(
         &self,
         schedule_id: &str,
         filter: &RunFilter,
     ) -> Result<Vec<RunRecord>, StoreError>;
+}
 
-    /// How many schedules the store holds.
-    async fn count(&self) -> Result<u64, StoreError>;
-
+/// Pruning the ledger's finished rows.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
     /// Deletes at most `limit` of this store's ledger rows that finished before `before`
     /// (never a pending or buffered one); returns how many.
     async fn prune_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
@@ -262,3 +267,13 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<u64, StoreError>;
 }
+
+/// A jobstore: the schedules of one named store and their part of the run ledger, each concern
+/// a trait of its own ([`Schedules`], [`Claims`], [`Ledger`], [`Retention`]) that every backend
+/// implements and this one composes.
+///
+/// Every method that changes state commits it before returning, so a caller acts only on
+/// what is persisted.
+pub trait JobStore: Schedules + Claims + Ledger + Retention {}
+
+impl<T: Schedules + Claims + Ledger + Retention + ?Sized> JobStore for T {}

@@ -210,7 +210,8 @@ impl Opened {
             jobstore::persisted(&db, StoreName::Execution),
             jobstore::persisted(&db, StoreName::BatchedNotifications),
             Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
-        ]);
+        ])
+        .with_watches(jobstore::watches(&db));
         Ok(Opened {
             url,
             sole,

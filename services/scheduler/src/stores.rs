@@ -9,13 +9,22 @@ use jobstore::{JobStore, StoreName, WatchStore};
 #[derive(Clone)]
 pub struct Stores {
     by_name: HashMap<StoreName, Arc<dyn JobStore>>,
+    watches: Option<Arc<dyn WatchStore>>,
 }
 
 impl Stores {
     pub fn new(stores: impl IntoIterator<Item = Arc<dyn JobStore>>) -> Self {
         Stores {
             by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
+            watches: None,
         }
+    }
+
+    /// These stores with the watches, kept beside the `execution` jobstore's schedules (in its
+    /// database, or the same in-memory store).
+    pub fn with_watches(mut self, watches: Arc<dyn WatchStore>) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     pub fn get(&self, jobstore: StoreName) -> Option<&Arc<dyn JobStore>> {
@@ -24,7 +33,7 @@ impl Stores {
 
     /// The watches, kept beside the `execution` jobstore's schedules.
     pub fn watches(&self) -> Option<Arc<dyn WatchStore>> {
-        self.get(StoreName::Execution)?.clone().watch_store()
+        self.watches.clone()
     }
 
     /// Every store, in the fixed order of [`StoreName::ALL`].

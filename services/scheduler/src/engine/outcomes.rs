@@ -57,7 +57,7 @@ async fn record_outcomes(
                 }
             }
             if !attempts.is_empty() {
-                record_attempts(store, &attempts, &watch_ended).await;
+                record_attempts(&stores, store, &attempts, &watch_ended).await;
                 let mut flying = lock(&in_flight);
                 for (outcome, _) in &attempts {
                     flying.remove(&(outcome.schedule_id.clone(), outcome.scheduled_time));
@@ -91,11 +91,15 @@ async fn record_outcomes(
 /// Records watches' attempts with their ledger rows, retrying until it is stored; wakes the
 /// completions' sender when a watch has ended.
 async fn record_attempts(
+    stores: &Stores,
     store: &Arc<dyn JobStore>,
     attempts: &[(RunOutcome, CheckResult)],
     watches: &Watches,
 ) {
-    let Some(watch_store) = store.clone().watch_store() else {
+    let watch_store = stores
+        .watches()
+        .filter(|_| store.jobstore() == StoreName::Execution);
+    let Some(watch_store) = watch_store else {
         tracing::error!(
             jobstore = store.jobstore().as_str(),
             "watch attempts in a jobstore without watches; they are left pending"
