@@ -6,7 +6,9 @@
 //! - an `*-api` crate depends on no runtime, database or web framework;
 //! - no module imports another in a circle, within any crate;
 //! - a target kind's variant is named only in its homes (its data in `scheduler-api`, its
-//!   behaviour in the scheduler's `targets/`), and where a surface makes targets of that kind.
+//!   behaviour in the scheduler's `targets/`), and where a surface makes targets of that kind;
+//! - the jobstore's SQL is written once for both databases: only `sql/dialect.rs` (where they
+//!   differ) and `sql/mod.rs` (their connections) pick one.
 //!
 //! That each OpenRPC document lists exactly what its service serves is checked by the
 //! services' own `openrpc` tests, against the running binary's `rpc.discover`.
@@ -264,6 +266,47 @@ fn a_target_kind_is_named_only_in_its_homes_and_by_what_makes_one() {
             "{maker} ({why}) no longer names a target kind: take it off TARGET_MAKERS"
         );
     }
+}
+
+/// What picks one database's way of doing a thing, or runs a query outside `on_db!`.
+const DIALECT_SWITCHES: [&str; 6] = [
+    "Dialect::Postgres",
+    "Dialect::Sqlite",
+    "Conn::Postgres",
+    "Conn::Sqlite",
+    "sqlx::query",
+    "QueryBuilder",
+];
+
+#[test]
+fn the_jobstores_sql_is_written_once_and_differs_only_in_its_dialect() {
+    let src = root().join("crates/jobstore/src");
+    let sql = src.join("sql");
+    // Where the two databases differ, and where their connections are opened.
+    let homes = [sql.join("dialect.rs"), sql.join("mod.rs")];
+    let files = rust_files(&src);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&sql) && !homes.contains(f)),
+        "the SQL store's queries live in {}",
+        sql.display()
+    );
+    let mut offenders = Vec::new();
+    for file in files.iter().filter(|f| !homes.contains(f)) {
+        let text = code(file);
+        for switch in DIALECT_SWITCHES {
+            if text.contains(switch) {
+                offenders.push(format!("{} uses {switch}", file.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a query of the jobstore is written once (service_kit::on_db!) with what differs \
+         between the databases taken from sql/dialect.rs:\n{}",
+        offenders.join("\n")
+    );
 }
 
 /// The first identifier of each path a `crate::` reference names: `crate::app::App` gives

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use service_kit::{Database, DatabaseUrl};
 
 use crate::model::StoreName;
-use crate::postgres::PostgresStore;
-use crate::sqlite::SqliteStore;
+use crate::sql::SqlStore;
 use crate::store::{JobStore, StoreError};
 use crate::watches::WatchStore;
 
@@ -29,18 +28,10 @@ pub async fn migrate(database: &Database) -> Result<(), StoreError> {
 
 /// The watches on a migrated database, beside the `execution` jobstore's schedules.
 pub fn watches(database: &Database) -> Arc<dyn WatchStore> {
-    match database {
-        Database::Postgres(pool) => {
-            Arc::new(PostgresStore::new(pool.clone(), StoreName::Execution))
-        }
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool.clone(), StoreName::Execution)),
-    }
+    Arc::new(SqlStore::new(database, StoreName::Execution))
 }
 
 /// The persisted store of one jobstore on a migrated database.
 pub fn persisted(database: &Database, jobstore: StoreName) -> Arc<dyn JobStore> {
-    match database {
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool.clone(), jobstore)),
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool.clone(), jobstore)),
-    }
+    Arc::new(SqlStore::new(database, jobstore))
 }

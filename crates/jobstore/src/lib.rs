@@ -1,6 +1,8 @@
-//! Schedules and the run ledger, behind one [`JobStore`] trait with three backends:
-//! PostgreSQL, SQLite (the embedded default) and memory. All three pass one conformance suite
-//! (`tests/conformance.rs`).
+//! Schedules and the run ledger, behind one [`JobStore`] (the traits [`Schedules`], [`Claims`],
+//! [`Ledger`] and [`Retention`], composed), and the watches beside them ([`WatchStore`]). Two
+//! implementations: [`SqlStore`] for PostgreSQL and SQLite (the embedded default), each query
+//! written once, and [`MemoryStore`]. Every backend passes one conformance suite
+//! (`tests/conformance/`).
 //!
 //! What a fire does with a due schedule (coalescing, grace, the next run time) is decided once,
 //! in [`plan`], so every backend applies the same policy inside its own claim transaction.
@@ -9,10 +11,9 @@ mod connect;
 mod memory;
 mod model;
 pub mod plan;
-mod postgres;
 pub mod replica;
 pub mod sole;
-mod sqlite;
+mod sql;
 mod store;
 pub mod watches;
 
@@ -23,9 +24,8 @@ pub use model::{
     Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunOutcome, RunRecord, RunStatus,
     Schedule, StoreName, SystemTaskTarget, Target, WatchTarget, http_method,
 };
-pub use postgres::PostgresStore;
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 pub use store::{ClaimAt, Claims, JobStore, Ledger, Retention, Schedules, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

@@ -4,8 +4,9 @@
 //! one on a [`Conn`] of either backend, rewriting the placeholders to SQLite's `?n`. The
 //! calling function's error type must convert from `sqlx::Error`.
 
-use sqlx::postgres::PgConnection;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::postgres::{PgConnection, PgRow, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteRow};
+use sqlx::{Decode, Type};
 
 /// A connection of either backend, for [`on_db!`](crate::on_db).
 pub enum Conn<'c> {
@@ -19,6 +20,34 @@ impl Conn<'_> {
         match self {
             Conn::Postgres(c) => Conn::Postgres(c),
             Conn::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
+/// A row of either backend, for [`on_db!`](crate::on_db)'s `rows` forms: read by column name.
+pub enum Row {
+    Postgres(PgRow),
+    Sqlite(SqliteRow),
+}
+
+/// A value both backends decode.
+pub trait Column:
+    for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl Row {
+    /// The value of `column`.
+    pub fn try_get<T: Column>(&self, column: &str) -> Result<T, sqlx::Error> {
+        use sqlx::Row as _;
+        match self {
+            Row::Postgres(row) => row.try_get(column),
+            Row::Sqlite(row) => row.try_get(column),
         }
     }
 }
@@ -38,9 +67,26 @@ pub fn sqlite_sql(sql: &str) -> String {
 }
 
 /// Runs one query on a [`Conn`]. Forms: `fetch_all ROW`, `fetch_optional ROW`, `fetch_one ROW`
-/// and `execute` (rows affected), each followed by the SQL and the values to bind.
+/// (rows decoded as the type `ROW`), `rows`, `optional_row` (rows read by column name, see
+/// [`Row`]) and `execute` (rows affected), each followed by the SQL and the values to bind.
 #[macro_export]
 macro_rules! on_db {
+    ($conn:expr, rows, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.fetch_all(c).await?
+                .into_iter().map($crate::sql::Row::Postgres).collect::<Vec<_>>(),
+            $crate::sql::Conn::Sqlite(c) => sqlx::query(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.fetch_all(c).await?
+                .into_iter().map($crate::sql::Row::Sqlite).collect::<Vec<_>>(),
+        }
+    };
+    ($conn:expr, optional_row, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.fetch_optional(c).await?
+                .map($crate::sql::Row::Postgres),
+            $crate::sql::Conn::Sqlite(c) => sqlx::query(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*.fetch_optional(c).await?
+                .map($crate::sql::Row::Sqlite),
+        }
+    };
     ($conn:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
         match $conn {
             $crate::sql::Conn::Postgres(c) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(c).await?,
@@ -104,6 +150,17 @@ mod tests {
             7_i64
         );
         assert_eq!(row, (7, "seven".to_string()));
+        let rows = on_db!(conn.reborrow(), rows, "SELECT a, b FROM t");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].try_get::<String>("b")?, "seven");
+        assert!(rows[0].try_get::<String>("missing").is_err());
+        let none = on_db!(
+            conn.reborrow(),
+            optional_row,
+            "SELECT a FROM t WHERE a = $1",
+            8_i64
+        );
+        assert!(none.is_none());
         Ok(())
     }
 }

@@ -1,0 +1,307 @@
+//! Claiming what is due: the claim transaction, leases and their renewal, and taking over the
+//! runs of a holder that is gone.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use service_kit::on_db;
+
+use super::{
+    At, Kind, RUN_COLUMNS, SCHEDULE_COLUMNS, SqlStore, get, keys, run_from_row, schedule_from_row,
+};
+use crate::model::{RunRecord, Schedule};
+use crate::plan::{earliest, needs_active, plan_fire, unreadable};
+use crate::replica;
+use crate::store::{ClaimAt, Claims, StoreError};
+
+/// The key of a ledger row in a batch.
+pub(super) const RUN_KEYS: &[(&str, Kind)] = &[("key_id", Kind::Text), ("key_time", Kind::Instant)];
+
+/// The columns of a batch of planned runs: the rest of each ledger row (its owner, target
+/// and policy) is copied from the schedule row it was planned from, so none of them goes over
+/// the wire again.
+const PLANNED: &[(&str, Kind)] = &[
+    ("key_id", Kind::Text),
+    ("key_time", Kind::Instant),
+    ("status", Kind::Text),
+    ("detail", Kind::Text),
+    ("attempts", Kind::Int),
+    ("claimed_at", Kind::Instant),
+    ("lease_until", Kind::Instant),
+    ("finished_at", Kind::Instant),
+];
+
+/// The columns of a batch of schedules moving on: the next run time, and the reason when a
+/// schedule is parked.
+const ADVANCES: &[(&str, Kind)] = &[
+    ("key_id", Kind::Text),
+    ("next_at", Kind::Instant),
+    ("parked", Kind::Text),
+];
+
+impl SqlStore {
+    /// A batch of the keys of ledger rows, for [`RUN_KEYS`].
+    pub(super) fn run_keys<'a>(
+        &self,
+        runs: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>,
+    ) -> Result<String, StoreError> {
+        let d = self.dialect();
+        let rows: Vec<_> = runs
+            .into_iter()
+            .map(|(id, at)| serde_json::json!({"key_id": id, "key_time": d.instant(Some(at))}))
+            .collect();
+        d.batch(&rows)
+    }
+}
+
+#[async_trait]
+impl Claims for SqlStore {
+    async fn wakeup(
+        &self,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // Each read off the due index: the first over the few rows due within the horizon,
+        // the second from the start of the index, past those rows.
+        let sql = format!(
+            "SELECT (SELECT next_run_at FROM {0} WHERE {1} AND checks_overlap \
+             AND next_run_at <= $2 ORDER BY next_run_at LIMIT 1), \
+             (SELECT next_run_at FROM {0} WHERE {1} AND next_run_at IS NOT NULL \
+             AND (NOT checks_overlap OR next_run_at > $2) ORDER BY next_run_at LIMIT 1), \
+             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending')",
+            self.table(),
+            self.dialect().is_false("paused"),
+        );
+        let mut conn = self.reader().await?;
+        let (due, claimable, lease): (Option<At>, Option<At>, Option<At>) = on_db!(
+            conn.conn(),
+            fetch_one(Option<At>, Option<At>, Option<At>),
+            &sql,
+            self.jobstore.as_str(),
+            At(now + ahead),
+        );
+        let read = |at: Option<At>| at.map(|at| at.0);
+        Ok(earliest(read(due), read(claimable), ahead, read(lease)))
+    }
+
+    async fn claim_rows(
+        &self,
+        at: ClaimAt,
+        ahead: TimeDelta,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let d = self.dialect();
+        let mut tx = self.write().await?;
+        let now = at.resolve();
+        let select = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE {} AND next_run_at <= $3 \
+             AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
+            self.table(),
+            d.is_false("paused"),
+            d.skip_locked(),
+        );
+        let rows = on_db!(
+            tx.conn(),
+            rows,
+            &select,
+            At(now),
+            limit as i64,
+            At(now + ahead)
+        );
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A handful of statements per batch, not per schedule: each statement is a round trip,
+        // and this transaction holds the due rows (the file's write lock on SQLite).
+        let mut parsed: Vec<(String, Result<Schedule, StoreError>)> =
+            Vec::with_capacity(rows.len());
+        for row in &rows {
+            parsed.push((get(row, "id")?, schedule_from_row(row)));
+        }
+        let checked: Vec<&str> = parsed
+            .iter()
+            .filter(|(_, schedule)| schedule.as_ref().is_ok_and(needs_active))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let active = self.active_of(tx.conn(), &checked).await?;
+        let mut runs = Vec::new();
+        let mut advances = Vec::with_capacity(parsed.len());
+        for (id, schedule) in parsed {
+            let (next_at, parked) = match schedule {
+                Ok(schedule) => {
+                    let active = active.get(&id).copied().unwrap_or_default();
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
+                    runs.extend(plan.runs);
+                    (plan.next_run_at, plan.parked)
+                }
+                Err(error) => (None, Some(unreadable(&id, &error))),
+            };
+            advances.push(serde_json::json!({
+                "key_id": id,
+                "next_at": d.instant(next_at),
+                "parked": parked,
+            }));
+        }
+
+        let planned: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key_id": r.schedule_id,
+                    "key_time": d.instant(Some(r.scheduled_time)),
+                    "status": r.status.as_str(),
+                    "detail": r.detail,
+                    "attempts": r.attempts,
+                    "claimed_at": d.instant(Some(r.claimed_at)),
+                    "lease_until": d.instant(r.lease_until),
+                    "finished_at": d.instant(r.finished_at),
+                })
+            })
+            .collect();
+        let insert = format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
+             SELECT u.key_id, u.key_time, $2, s.owner, s.target, u.status, u.detail, \
+             u.attempts, u.claimed_at, u.lease_until, u.finished_at, s.policy, $3 \
+             FROM {} JOIN {} AS s ON s.id = u.key_id WHERE true \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time",
+            d.rows("$1", PLANNED),
+            self.table(),
+        );
+        let inserted: Vec<(String, At)> = on_db!(
+            tx.conn(),
+            fetch_all(String, At),
+            &insert,
+            d.batch(&planned)?,
+            self.jobstore.as_str(),
+            replica::id(),
+        );
+        // The schedules move on to their next runs; a parked one (a reason given) is paused
+        // with the reason.
+        let advance = format!(
+            "UPDATE {0} SET next_run_at = u.next_at, updated_at = $2, \
+             paused = (paused OR u.parked IS NOT NULL), \
+             paused_reason = coalesce(u.parked, paused_reason) \
+             FROM {1} WHERE {0}.id = u.key_id",
+            self.table(),
+            d.rows("$1", ADVANCES),
+        );
+        on_db!(tx.conn(), execute, &advance, d.batch(&advances)?, At(now));
+        tx.commit().await?;
+
+        let inserted = keys(inserted);
+        Ok(runs
+            .into_iter()
+            .filter(|r| inserted.contains(&(r.schedule_id.clone(), d.stored(r.scheduled_time))))
+            .collect())
+    }
+
+    async fn still_pending(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT r.schedule_id, r.scheduled_time FROM {} JOIN schedule_runs AS r \
+             ON r.schedule_id = u.key_id AND r.scheduled_time = u.key_time \
+             WHERE r.status = 'pending'",
+            self.dialect().rows("$1", RUN_KEYS)
+        );
+        let batch = self.run_keys(runs.iter().map(|(id, at)| (id.as_str(), *at)))?;
+        let mut conn = self.reader().await?;
+        let pending: Vec<(String, At)> = on_db!(conn.conn(), fetch_all(String, At), &sql, batch);
+        Ok(pending.into_iter().map(|(id, at)| (id, at.0)).collect())
+    }
+
+    async fn reclaim_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        // A run some engine held before is being delivered again (`recovered`); one no engine
+        // has taken yet (by hand, backfilled, promoted) goes for the first time.
+        let sql = format!(
+            "UPDATE schedule_runs SET lease_until = $2, recovered = (claimed_by IS NOT NULL), \
+             claimed_by = $5 WHERE (schedule_id, scheduled_time) IN \
+             (SELECT schedule_id, scheduled_time FROM schedule_runs WHERE jobstore = $1 \
+             AND status = 'pending' AND lease_until <= $3 ORDER BY lease_until LIMIT $4{}) \
+             RETURNING {RUN_COLUMNS}",
+            self.dialect().skip_locked()
+        );
+        let mut conn = self.writer().await?;
+        let rows = on_db!(
+            conn.conn(),
+            rows,
+            &sql,
+            self.jobstore.as_str(),
+            At(now + lease),
+            At(now),
+            limit as i64,
+            replica::id(),
+        );
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn take_over(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: TimeDelta,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        // Pending runs whose holder no longer holds its advisory lock: its session ended (the
+        // process died, or lost its database connection), so nothing renews their leases.
+        // Only PostgreSQL can tell: a SQLite file serves one process.
+        let Some(live) = self.dialect().live_replicas() else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "WITH live AS ({live}) \
+             UPDATE schedule_runs SET lease_until = $2, recovered = TRUE, claimed_by = $4 \
+             WHERE (schedule_id, scheduled_time) IN \
+             (SELECT r.schedule_id, r.scheduled_time FROM schedule_runs AS r \
+             WHERE r.jobstore = $1 AND r.status = 'pending' AND r.claimed_by IS NOT NULL \
+             AND r.claimed_by <> $4 AND hashtext(r.claimed_by)::oid NOT IN (SELECT objid FROM live) \
+             ORDER BY r.lease_until LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
+        );
+        let mut conn = self.writer().await?;
+        let rows = on_db!(
+            conn.conn(),
+            rows,
+            &sql,
+            self.jobstore.as_str(),
+            At(now + lease),
+            limit as i64,
+            replica::id(),
+        );
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_leases(
+        &self,
+        runs: &[(String, DateTime<Utc>)],
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        // Rows another transaction holds are being finished: skipped, so that a renewal
+        // never waits on (or deadlocks with) the recording of outcomes.
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE schedule_runs SET lease_until = $2 \
+             WHERE (schedule_id, scheduled_time) IN (SELECT s.schedule_id, s.scheduled_time \
+             FROM schedule_runs AS s JOIN {} \
+             ON s.schedule_id = u.key_id AND s.scheduled_time = u.key_time \
+             WHERE s.status = 'pending'{})",
+            d.rows("$1", RUN_KEYS),
+            d.skip_locked_of("s"),
+        );
+        let batch = self.run_keys(runs.iter().map(|(id, at)| (id.as_str(), *at)))?;
+        let mut conn = self.writer().await?;
+        on_db!(conn.conn(), execute, &sql, batch, At(until));
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! Where PostgreSQL and SQLite differ, and nothing else: how an instant, a list and a batch of
+//! rows travel as parameters, how a JSON column is read, how rows are locked, and how a
+//! schedule gets its insertion order. Every query of the store is written once, in
+//! PostgreSQL's `$n` style, with these pieces spliced in.
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde_json::Value;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
+use sqlx::{Decode, Encode, Type};
+
+use crate::store::StoreError;
+
+/// The SQL dialect of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// The type of a column of [`Dialect::rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+    Bool,
+    Instant,
+    Json,
+}
+
+impl Kind {
+    fn postgres(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Int => "int8",
+            Kind::Bool => "bool",
+            Kind::Instant => "timestamptz",
+            Kind::Json => "jsonb",
+        }
+    }
+}
+
+/// The columns of a batch of rows sent as one parameter.
+pub(crate) type Columns = [(&'static str, Kind)];
+
+impl Dialect {
+    /// The backend's name, for logs and status.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    /// `column` is false. SQLite uses a partial index only for the very predicate it was
+    /// declared with (`paused = 0`), so the test is written as each schema declares it.
+    pub(crate) fn is_false(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("NOT {column}"),
+            Dialect::Sqlite => format!("{column} = 0"),
+        }
+    }
+
+    /// The text of a top-level field of a JSON column.
+    pub(crate) fn json_text(self, column: &str, field: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{column}->>'{field}'"),
+            Dialect::Sqlite => format!("json_extract({column}, '$.{field}')"),
+        }
+    }
+
+    /// A JSON array column holds the text `param`.
+    pub(crate) fn holds(self, column: &str, param: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{column} ? {param}"),
+            Dialect::Sqlite => {
+                format!("EXISTS (SELECT 1 FROM json_each({column}) WHERE value = {param})")
+            }
+        }
+    }
+
+    /// `expression` is one of the [`List`] bound as `param`.
+    pub(crate) fn in_list(self, expression: &str, param: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{expression} = ANY({param})"),
+            Dialect::Sqlite => format!("{expression} IN (SELECT value FROM json_each({param}))"),
+        }
+    }
+
+    /// Locks the rows a `SELECT` finds, skipping those another transaction holds. SQLite's
+    /// write transactions hold the whole file (`BEGIN IMMEDIATE`), so there is nothing to add.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// [`Dialect::skip_locked`] of the rows of one table of a join.
+    pub(crate) fn skip_locked_of(self, alias: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
+            Dialect::Sqlite => String::new(),
+        }
+    }
+
+    /// Holds the rows of `alias` a `SELECT` finds until the transaction ends.
+    pub(crate) fn hold_of(self, alias: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(" FOR UPDATE OF {alias}"),
+            Dialect::Sqlite => String::new(),
+        }
+    }
+
+    /// A query of the replicas alive now (the `objid` of each one's advisory lock, see
+    /// [`crate::replica`]), where the database can tell: a SQLite file serves one process.
+    pub(crate) fn live_replicas(self) -> Option<String> {
+        match self {
+            Dialect::Postgres => Some(format!(
+                "SELECT l.objid FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.objsubid = 2 AND l.classid = ({})::oid AND l.database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database())",
+                crate::replica::LOCK_KEY
+            )),
+            Dialect::Sqlite => None,
+        }
+    }
+
+    /// A row's physical address, for deleting a bounded batch found by a subquery.
+    pub(crate) fn address(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "ctid",
+            Dialect::Sqlite => "rowid",
+        }
+    }
+
+    /// The insertion order of a new schedule of a [`Dialect::rows`] batch numbered by its `n`
+    /// column: PostgreSQL's identity column counts by itself; on SQLite it follows the
+    /// greatest so far. Returns the column to add to the insert's list and its value.
+    pub(crate) fn seq(self, table: &str) -> (&'static str, String) {
+        match self {
+            Dialect::Postgres => ("", String::new()),
+            Dialect::Sqlite => (
+                ", seq",
+                format!(", (SELECT coalesce(max(seq), 0) FROM {table}) + u.n"),
+            ),
+        }
+    }
+
+    /// The rows of the [`Rows`] bound as `param`, as a table `u` with these columns.
+    pub(crate) fn rows(self, param: &str, columns: &Columns) -> String {
+        match self {
+            Dialect::Postgres => {
+                let declared: Vec<String> = columns
+                    .iter()
+                    .map(|(name, kind)| format!("{name} {}", kind.postgres()))
+                    .collect();
+                format!(
+                    "json_to_recordset({param}::json) AS u({})",
+                    declared.join(", ")
+                )
+            }
+            Dialect::Sqlite => {
+                let read: Vec<String> = columns
+                    .iter()
+                    .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                    .collect();
+                format!("(SELECT {} FROM json_each({param})) AS u", read.join(", "))
+            }
+        }
+    }
+
+    /// An instant as a field of [`Rows`]: PostgreSQL reads its text to the microsecond (as
+    /// it stores it), SQLite stores integer milliseconds.
+    pub(crate) fn instant(self, at: Option<DateTime<Utc>>) -> Value {
+        match (self, at) {
+            (_, None) => Value::Null,
+            (Dialect::Postgres, Some(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
+            (Dialect::Sqlite, Some(at)) => at.timestamp_millis().into(),
+        }
+    }
+
+    /// An instant as this backend keeps it: to the microsecond on PostgreSQL, the millisecond
+    /// on SQLite (what a key read back from the database is compared with).
+    pub(crate) fn stored(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Dialect::Postgres => at.trunc_subsecs(6),
+            Dialect::Sqlite => at.trunc_subsecs(3),
+        }
+    }
+
+    /// A batch of rows (JSON objects with the fields of [`Dialect::rows`]'s columns) as the
+    /// one parameter that [`Dialect::rows`] reads.
+    pub(crate) fn batch(self, rows: &[Value]) -> Result<String, StoreError> {
+        serde_json::to_string(rows).map_err(|e| StoreError::corrupt("serialize", e))
+    }
+}
+
+/// An instant as a parameter or a column: `timestamptz` on PostgreSQL, integer milliseconds
+/// since the epoch on SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct At(pub(crate) DateTime<Utc>);
+
+impl Type<Postgres> for At {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <DateTime<Utc> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Postgres> for At {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for At {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(At(<DateTime<Utc> as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+impl Type<Sqlite> for At {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for At {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.0.timestamp_millis(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for At {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let millis = <i64 as Decode<Sqlite>>::decode(value)?;
+        DateTime::from_timestamp_millis(millis)
+            .map(At)
+            .ok_or_else(|| format!("instant {millis} out of range").into())
+    }
+}
+
+/// A list of texts as one parameter, for [`Dialect::in_list`]: an array on PostgreSQL, a JSON
+/// array on SQLite.
+#[derive(Debug, Clone)]
+pub(crate) struct List(pub(crate) Vec<String>);
+
+impl List {
+    pub(crate) fn of<'a>(items: impl IntoIterator<Item = &'a str>) -> List {
+        List(items.into_iter().map(str::to_string).collect())
+    }
+}
+
+impl Type<Postgres> for List {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for List {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <Vec<String> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl Type<Sqlite> for List {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> Encode<'q, Sqlite> for List {
+    fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(serde_json::to_string(&self.0)?, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_read_back_with_their_columns_on_each_backend() {
+        let columns = [("id", Kind::Text), ("at", Kind::Instant)];
+        assert_eq!(
+            Dialect::Postgres.rows("$1", &columns),
+            "json_to_recordset($1::json) AS u(id text, at timestamptz)"
+        );
+        assert_eq!(
+            Dialect::Sqlite.rows("$1", &columns),
+            "(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.at') AS at \
+             FROM json_each($1)) AS u"
+        );
+    }
+
+    #[test]
+    fn instants_keep_what_each_backend_stores() {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            Dialect::Postgres.instant(Some(at)),
+            Value::from("2026-01-01T10:00:00.123456Z")
+        );
+        assert_eq!(
+            Dialect::Sqlite.instant(Some(at)),
+            Value::from(at.timestamp_millis())
+        );
+        assert_eq!(Dialect::Sqlite.instant(None), Value::Null);
+    }
+}
