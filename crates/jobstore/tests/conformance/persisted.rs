@@ -1,6 +1,7 @@
 //! What only a persisted store does: keeping its data across a reopen, and PostgreSQL's row
 //! locks.
 
+use super::watches::{checked, watch};
 use super::*;
 
 #[tokio::test]
@@ -169,4 +170,223 @@ async fn postgres_parks_an_unreadable_schedule_row_and_claims_the_rest() {
         .await
         .unwrap();
     assert!(later.iter().all(|r| r.schedule_id == "fine"), "{later:?}");
+}
+
+/// Writes what a user's database holds after a while: schedules with tags, a paused one with
+/// a backfill waiting, ledger rows ended, pending, annotated and buffered, schedules in a second
+/// jobstore, and watches with attempts and a completion to deliver.
+/// `tests/fixtures/sqlite-5d6402f.db` is what this wrote at commit 5d6402f, the last before the
+/// SQL store was one for both databases.
+async fn write_fixture(db: &jobstore::Database) {
+    let store = jobstore::persisted(db, StoreName::Execution);
+    let mut graph = schedule("graph-1", "u1", "g1", Some("2026-01-01T10:00:00Z"));
+    graph.tags = vec!["nightly".into()];
+    store.insert(&graph).await.unwrap();
+    let first = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    store.finish_runs(&[ended(&first[0])]).await.unwrap();
+    let second = store
+        .claim_due(at("2026-01-01T10:01:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    store
+        .annotate("graph-1", second[0].scheduled_time, "queued as job 7")
+        .await
+        .unwrap();
+
+    let http = http_schedule("http-1", Overlap::BufferOne, "2026-01-01T09:00:00Z");
+    store.insert(&http).await.unwrap();
+    let backfill: Vec<RunRecord> = ["2026-01-01T08:00:00Z", "2026-01-01T08:30:00Z"]
+        .iter()
+        .map(|t| RunRecord {
+            schedule_id: "http-1".into(),
+            scheduled_time: at(t),
+            jobstore: StoreName::Execution,
+            owner: http.owner.clone(),
+            target: http.target.clone(),
+            policy: http.policy,
+            status: RunStatus::Buffered,
+            detail: None,
+            attempts: 0,
+            claimed_at: at("2026-01-01T09:00:00Z"),
+            lease_until: None,
+            finished_at: None,
+        })
+        .collect();
+    store
+        .queue_runs(&backfill, at("2026-01-01T09:00:00Z"))
+        .await
+        .unwrap();
+    store
+        .set_paused("http-1", true, Some("paused for the fixture"), None)
+        .await
+        .unwrap();
+
+    let batched = jobstore::persisted(db, StoreName::BatchedNotifications);
+    batched
+        .insert(&schedule("b-1", "u2", "g2", Some("2026-01-02T00:00:00Z")))
+        .await
+        .unwrap();
+
+    let watches = jobstore::watches(db);
+    for (id, max) in [("w1", 5), ("w2", 5)] {
+        let (w, s) = watch(id, "u1", Some("wf"), max);
+        watches.add_watch(&w, &s).await.unwrap();
+    }
+    let runs = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let attempts: Vec<_> = runs
+        .iter()
+        .filter(|r| r.schedule_id.starts_with('w'))
+        .map(|r| {
+            let success = r.schedule_id == "w2";
+            let value = success.then(|| json!("v1"));
+            (ended(r), checked(r, success, value))
+        })
+        .collect();
+    watches.record_attempts(&attempts).await.unwrap();
+}
+
+/// Reads back what [`write_fixture`] wrote, and goes on from it.
+async fn reads_back_and_goes_on(db: &jobstore::Database) {
+    let store = jobstore::persisted(db, StoreName::Execution);
+    let watches = jobstore::watches(db);
+
+    let mut graph = schedule("graph-1", "u1", "g1", Some("2026-01-01T10:02:00Z"));
+    graph.tags = vec!["nightly".into()];
+    assert_eq!(store.get("graph-1").await.unwrap(), Some(graph.clone()));
+    let tagged = store
+        .list(&ListFilter {
+            tag: Some("nightly".into()),
+            include_inactive: true,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged, [graph.clone()]);
+    let runs = store.runs("graph-1", &RunFilter::latest(10)).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [RunStatus::Pending, RunStatus::Dispatched]
+    );
+    assert_eq!(runs[0].scheduled_time, at("2026-01-01T10:01:00Z"));
+    assert_eq!(runs[0].detail.as_deref(), Some("queued as job 7"));
+    assert_eq!(runs[0].lease_until, Some(at("2026-01-01T10:01:30Z")));
+    assert_eq!(runs[1].target, graph.target);
+    assert_eq!(runs[1].finished_at, Some(at("2026-01-01T10:00:00Z")));
+
+    let http = store.get("http-1").await.unwrap().unwrap();
+    assert!(http.paused);
+    assert_eq!(
+        http.paused_reason.as_deref(),
+        Some("paused for the fixture")
+    );
+    assert_eq!(http.policy.overlap, Overlap::BufferOne);
+    assert_eq!(
+        statuses(&store, "http-1").await,
+        [RunStatus::Pending, RunStatus::Buffered],
+        "the older of the backfill was promoted, the newer waits"
+    );
+    let batched = jobstore::persisted(db, StoreName::BatchedNotifications);
+    assert_eq!(
+        batched.get("b-1").await.unwrap(),
+        Some(schedule("b-1", "u2", "g2", Some("2026-01-02T00:00:00Z")))
+    );
+
+    let w1 = watches.watch("w1").await.unwrap().unwrap();
+    assert_eq!((w1.status, w1.attempts), (WatchStatus::Active, 1));
+    assert_eq!(w1.next_run_at, Some(at("2026-01-01T10:01:00Z")));
+    let w2 = watches.watch("w2").await.unwrap().unwrap();
+    assert_eq!(w2.status, WatchStatus::Completed);
+    assert_eq!(w2.message.as_deref(), Some("deployed: v1"));
+    let claimed = watches
+        .claim_deliveries(Utc::now(), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["w2"]
+    );
+
+    // And it goes on: the next occurrence is claimed and recorded, and the watch's next
+    // attempt is counted.
+    let due = store
+        .claim_due(at("2026-01-01T10:02:00Z"), 10, LEASE)
+        .await
+        .unwrap();
+    let fired = due.iter().find(|r| r.schedule_id == "graph-1").unwrap();
+    store.finish_runs(&[ended(fired)]).await.unwrap();
+    assert_eq!(
+        statuses(&store, "graph-1").await,
+        [
+            RunStatus::Dispatched,
+            RunStatus::Pending,
+            RunStatus::Dispatched
+        ]
+    );
+    let attempt = due.iter().find(|r| r.schedule_id == "w1").unwrap();
+    let counted = watches
+        .record_attempt(&ended(attempt), &checked(attempt, false, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted.attempts, 2);
+    store
+        .insert(&schedule("new", "u1", "g1", None))
+        .await
+        .unwrap();
+    let all = store
+        .list(&ListFilter {
+            include_inactive: true,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["graph-1", "http-1", "w1", "new"],
+        "a new schedule comes after those stored before"
+    );
+}
+
+/// A SQLite database as the store wrote it before it was one store for both databases: every
+/// row reads back as it was written, and the store goes on from it. (On PostgreSQL the columns
+/// are typed by the database, so how a row was sent does not change what is stored.)
+#[tokio::test]
+async fn a_sqlite_database_of_the_previous_store_reads_back_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sqlite-5d6402f.db"
+    );
+    std::fs::copy(fixture, &path).unwrap();
+    let url = DatabaseUrl::parse(&format!("sqlite://{}", path.display())).unwrap();
+    let db = jobstore::connect(&url, 2).await.unwrap();
+    reads_back_and_goes_on(&db).await;
+    db.close().await;
+}
+
+/// The same written and read by this revision, on both databases.
+#[tokio::test]
+async fn what_is_written_now_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = DatabaseUrl::parse(&format!("sqlite://{}/s.db", dir.path().display())).unwrap();
+    let schema = PgSchema::create("fixture").await;
+    let mut urls = vec![sqlite];
+    urls.extend(
+        schema
+            .as_ref()
+            .map(|s| DatabaseUrl::parse(&s.url()).unwrap()),
+    );
+    for url in urls {
+        let db = jobstore::connect(&url, 2).await.unwrap();
+        write_fixture(&db).await;
+        reads_back_and_goes_on(&db).await;
+        db.close().await;
+    }
 }

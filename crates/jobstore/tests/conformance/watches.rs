@@ -3,7 +3,12 @@
 use super::*;
 
 /// A watch of `user` in `workflow` polling a URL every minute from 10:00, and its schedule.
-fn watch(id: &str, user: &str, workflow: Option<&str>, max_attempts: u32) -> (Watch, Schedule) {
+pub(crate) fn watch(
+    id: &str,
+    user: &str,
+    workflow: Option<&str>,
+    max_attempts: u32,
+) -> (Watch, Schedule) {
     let check_config = json!({"url": "http://deploys.test/status"});
     let check = Check::parse("poll_url", &check_config).unwrap();
     let base = at("2026-01-01T10:00:00Z");
@@ -40,7 +45,11 @@ fn watch(id: &str, user: &str, workflow: Option<&str>, max_attempts: u32) -> (Wa
     (watch, schedule)
 }
 
-fn checked(run: &RunRecord, success: bool, value: Option<serde_json::Value>) -> CheckResult {
+pub(crate) fn checked(
+    run: &RunRecord,
+    success: bool,
+    value: Option<serde_json::Value>,
+) -> CheckResult {
     CheckResult {
         attempt: 0,
         scheduled_time: run.scheduled_time,
