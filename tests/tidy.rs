@@ -166,7 +166,7 @@ const TARGET_HOMES: [&str; 2] = [
 
 /// The files outside the homes that name a target variant, and why: each makes targets of
 /// one kind, or reads the one kind its surface is about.
-const TARGET_MAKERS: [(&str, &str); 6] = [
+const TARGET_MAKERS: [(&str, &str); 7] = [
     (
         "crates/apscheduler-import/src/convert.rs",
         "imports AutoGPT's graph executions",
@@ -188,8 +188,12 @@ const TARGET_MAKERS: [(&str, &str); 6] = [
         "makes a watch's schedule",
     ),
     (
-        "services/scheduler/src/api/general.rs",
+        "services/scheduler/src/api/access.rs",
         "a watch's schedule is changed through its own methods",
+    ),
+    (
+        "services/scheduler/src/api/views.rs",
+        "AutoGPT's job info shows a graph execution's fields",
     ),
 ];
 

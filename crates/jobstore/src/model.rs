@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 pub use scheduler_api::{
     DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
-    RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, WatchTarget, http_method,
+    RedisPublishTarget, RpcTarget, RunStatus, SystemTaskTarget, Target, WatchTarget, http_method,
 };
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
@@ -253,53 +253,6 @@ impl RunFilter {
         self.status.is_none_or(|status| run.status == status)
             && self.since.is_none_or(|since| run.scheduled_time >= since)
             && self.before.is_none_or(|before| run.scheduled_time < before)
-    }
-}
-
-/// The state of one occurrence in the run ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Claimed and not yet dispatched; owned by whoever holds the lease.
-    Pending,
-    /// Waiting for the schedule's run in progress to end (overlap `buffer_one`, a backfill);
-    /// it becomes `pending` then.
-    Buffered,
-    Dispatched,
-    Failed,
-    Skipped,
-    /// Missed during downtime and folded into a later run.
-    Coalesced,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Buffered => "buffered",
-            RunStatus::Dispatched => "dispatched",
-            RunStatus::Failed => "failed",
-            RunStatus::Skipped => "skipped",
-            RunStatus::Coalesced => "coalesced",
-        }
-    }
-
-    /// Whether a row with this status has not ended: in progress (`pending`) or waiting
-    /// (`buffered`). Such rows hold a lease or a place in line and are never pruned.
-    pub fn is_open(self) -> bool {
-        matches!(self, RunStatus::Pending | RunStatus::Buffered)
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "pending" => RunStatus::Pending,
-            "buffered" => RunStatus::Buffered,
-            "dispatched" => RunStatus::Dispatched,
-            "failed" => RunStatus::Failed,
-            "skipped" => RunStatus::Skipped,
-            "coalesced" => RunStatus::Coalesced,
-            _ => return None,
-        })
     }
 }
 

@@ -87,18 +87,57 @@ impl<'de> Deserialize<'de> for SchedulePolicy {
     }
 }
 
-/// The state of one occurrence in the run ledger.
+/// The state of one occurrence in the run ledger: one type for the ledger, the API and the
+/// metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Claimed; dispatch under way (or, for a target that lasts, waiting for its answer).
+    /// Claimed; dispatch under way (or, for a target that lasts, waiting for its answer). Owned
+    /// by whoever holds the lease.
     Pending,
-    /// Waiting for the schedule's run in progress to end (overlap `buffer_one`, a backfill).
+    /// Waiting for the schedule's run in progress to end (overlap `buffer_one`, a backfill);
+    /// it becomes `pending` then.
     Buffered,
     Dispatched,
     Failed,
     Skipped,
+    /// Missed during downtime and folded into a later run.
     Coalesced,
+}
+
+impl RunStatus {
+    /// Every status, in the order of the ledger's life.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Buffered,
+        RunStatus::Dispatched,
+        RunStatus::Failed,
+        RunStatus::Skipped,
+        RunStatus::Coalesced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Buffered => "buffered",
+            RunStatus::Dispatched => "dispatched",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Coalesced => "coalesced",
+        }
+    }
+
+    /// Whether a row with this status has not ended: in progress (`pending`) or waiting
+    /// (`buffered`). Such rows hold a lease or a place in line and are never pruned.
+    pub fn is_open(self) -> bool {
+        matches!(self, RunStatus::Pending | RunStatus::Buffered)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
 }
 
 /// One occurrence of a schedule, from the run ledger.

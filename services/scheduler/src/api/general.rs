@@ -11,20 +11,18 @@ use jobstore::{
 };
 use jsonrpsee::Extensions;
 use scheduler_api::{
-    Backfill, Origin, RunPage, SYSTEM_OWNER, SchedulePage, SchedulePolicy, SchedulerError,
-    TriggerSpec,
+    Backfill, Origin, RunPage, SchedulePage, SchedulePolicy, SchedulerError, TriggerSpec,
 };
-use service_kit::auth::Caller;
 
-use crate::api::runs::{page_limit, to_api as run_to_api};
+use crate::api::access::{self, Access, Who};
+use crate::api::runs::page_limit;
 use crate::api::schedules::check_id;
+use crate::api::views;
 use crate::app::{App, storage_error};
 use crate::targets::{self, kind_of};
 
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 64;
-/// How many fire times a schedule shows.
-const UPCOMING: usize = 5;
 const DEFAULT_LIMIT: u32 = 100;
 const DEFAULT_BACKFILL: u32 = 1000;
 const MAX_BACKFILL: u32 = 10_000;
@@ -32,7 +30,7 @@ const MAX_BACKFILL: u32 = 10_000;
 const INSTANT_ATTEMPTS: i64 = 5;
 
 /// The fields of `create_schedule`.
-pub(super) struct Create {
+pub(crate) struct Create {
     pub id: Option<String>,
     pub name: Option<String>,
     pub owner: String,
@@ -45,7 +43,7 @@ pub(super) struct Create {
 }
 
 /// The fields of `update_schedule` that change something.
-pub(super) struct Update {
+pub(crate) struct Update {
     pub name: Option<String>,
     pub trigger: Option<TriggerSpec>,
     pub target: Option<Target>,
@@ -59,27 +57,13 @@ struct Found {
     schedule: Schedule,
 }
 
-/// What a call may do with a schedule it found.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    /// Change it: never a declared schedule.
-    Change,
-    /// Run it now or backfill it: a declared schedule only with the admin token.
-    Run,
-}
-
-pub(super) async fn create(
+pub(crate) async fn create(
     app: &App,
     extensions: &Extensions,
     request: Create,
 ) -> Result<scheduler_api::Schedule, SchedulerError> {
     check_id("owner", &request.owner)?;
-    if request.owner == SYSTEM_OWNER {
-        return Err(SchedulerError::Value(format!(
-            "owner '{SYSTEM_OWNER}' is reserved for schedules declared in the configuration"
-        )));
-    }
+    access::new_owner(&request.owner)?;
     let id = match request.id {
         Some(id) => {
             check_id("id", &id)?;
@@ -141,10 +125,10 @@ pub(super) async fn create(
     };
     app.wake.notify_one();
     tracing::info!(schedule_id = %stored.id, owner = %stored.owner, target = stored.target.kind(), next_run_at = ?stored.next_run_at, "schedule created");
-    Ok(view(&stored, jobstore, None))
+    Ok(views::schedule(&stored, jobstore, None))
 }
 
-pub(super) async fn update(
+pub(crate) async fn update(
     app: &App,
     extensions: &Extensions,
     id: &str,
@@ -183,10 +167,10 @@ pub(super) async fn update(
         .ok_or_else(|| not_found(id))?;
     app.wake.notify_one();
     tracing::info!(schedule_id = %id, %owner, "schedule updated");
-    Ok(view(&stored, found.store.jobstore(), None))
+    Ok(views::schedule(&stored, found.store.jobstore(), None))
 }
 
-pub(super) async fn get(
+pub(crate) async fn get(
     app: &App,
     extensions: &Extensions,
     id: &str,
@@ -198,15 +182,16 @@ pub(super) async fn get(
         .runs(id, &RunFilter::latest(1))
         .await
         .map_err(storage_error)?;
-    Ok(view(
+    Ok(views::schedule(
         &found.schedule,
         found.store.jobstore(),
-        last.first().map(run_to_api),
+        last.first().map(views::run),
     ))
 }
 
 /// The filters of `list_schedules`.
-pub(super) struct Listing {
+#[derive(Default)]
+pub(crate) struct Listing {
     pub owner: Option<String>,
     pub target_type: Option<String>,
     pub paused: Option<bool>,
@@ -216,7 +201,7 @@ pub(super) struct Listing {
     pub cursor: Option<String>,
 }
 
-pub(super) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, SchedulerError> {
+pub(crate) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, SchedulerError> {
     let limit = page_limit(listing.limit, DEFAULT_LIMIT)?;
     if let Some(kind) = &listing.target_type
         && !Target::KINDS.contains(&kind.as_str())
@@ -273,14 +258,14 @@ pub(super) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, Sc
             .iter()
             .zip(last_runs)
             .map(|((schedule, jobstore), last)| {
-                view(schedule, *jobstore, last.first().map(run_to_api))
+                views::schedule(schedule, *jobstore, last.first().map(views::run))
             })
             .collect(),
         next_cursor,
     })
 }
 
-pub(super) async fn delete(
+pub(crate) async fn delete(
     app: &App,
     extensions: &Extensions,
     id: &str,
@@ -290,14 +275,14 @@ pub(super) async fn delete(
     let deleted = found.store.delete(id).await.map_err(storage_error)?;
     app.wake.notify_one();
     tracing::info!(schedule_id = %id, %owner, "schedule deleted");
-    Ok(view(
+    Ok(views::schedule(
         &deleted.unwrap_or(found.schedule),
         found.store.jobstore(),
         None,
     ))
 }
 
-pub(super) async fn set_paused(
+pub(crate) async fn set_paused(
     app: &App,
     extensions: &Extensions,
     id: &str,
@@ -318,10 +303,10 @@ pub(super) async fn set_paused(
         .ok_or_else(|| not_found(id))?;
     app.wake.notify_one();
     tracing::info!(schedule_id = %id, %owner, paused, reason = ?reason, "schedule paused state changed");
-    Ok(view(&stored, found.store.jobstore(), None))
+    Ok(views::schedule(&stored, found.store.jobstore(), None))
 }
 
-pub(super) async fn trigger(
+pub(crate) async fn trigger(
     app: &App,
     extensions: &Extensions,
     id: &str,
@@ -348,7 +333,7 @@ pub(super) async fn trigger(
             }
             app.wake.notify_one();
             tracing::info!(schedule_id = %id, %owner, status = run.status.as_str(), "schedule run by hand");
-            return Ok(run_to_api(&run));
+            return Ok(views::run(&run));
         }
     }
     Err(SchedulerError::Runtime(format!(
@@ -462,7 +447,7 @@ pub(super) async fn list_runs(
     };
     let store = ledger_of(app, schedule_id, owner, extensions).await?;
     let filter = RunFilter {
-        status: listing.status.map(status_of),
+        status: listing.status,
         since: listing.since,
         before,
         limit: limit + 1,
@@ -482,60 +467,9 @@ pub(super) async fn list_runs(
         })
         .flatten();
     Ok(RunPage {
-        runs: runs.iter().map(run_to_api).collect(),
+        runs: runs.iter().map(views::run).collect(),
         next_cursor,
     })
-}
-
-/// A schedule as the API shows it, in its zone, with its next fire times.
-pub(super) fn view(
-    schedule: &Schedule,
-    jobstore: StoreName,
-    last_run: Option<scheduler_api::ScheduleRun>,
-) -> scheduler_api::Schedule {
-    let zone_name = schedule.trigger.timezone_name().to_string();
-    let zone = triggers::parse_timezone(&zone_name).unwrap_or(chrono_tz::Tz::UTC);
-    let mut upcoming = Vec::new();
-    if let (false, Some(first), Ok(trigger)) = (
-        schedule.paused,
-        schedule.next_run_at,
-        schedule.trigger.compile(),
-    ) {
-        let mut at = Some(first);
-        while let Some(next) = at.filter(|_| upcoming.len() < UPCOMING) {
-            upcoming.push(next.with_timezone(&zone).fixed_offset());
-            at = trigger.next_after(next);
-        }
-    }
-    let policy = &schedule.policy;
-    scheduler_api::Schedule {
-        id: schedule.id.clone(),
-        name: schedule.name.clone(),
-        owner: schedule.owner.clone(),
-        jobstore: jobstore.as_str().to_string(),
-        trigger: schedule.trigger.clone(),
-        target: schedule.target.clone(),
-        policy: SchedulePolicy {
-            coalesce: Some(policy.coalesce),
-            misfire_grace_secs: policy.misfire_grace_secs,
-            overlap: Some(policy.overlap),
-            jitter_secs: Some(policy.jitter_secs),
-            attempts: policy.attempts,
-            backoff_ms: policy.backoff_ms,
-        },
-        tags: schedule.tags.clone(),
-        paused: schedule.paused,
-        paused_reason: schedule.paused_reason.clone(),
-        timezone: zone_name,
-        next_run_time: schedule
-            .next_run_at
-            .filter(|_| !schedule.paused)
-            .map(|at| at.with_timezone(&zone).fixed_offset()),
-        next_fire_times: upcoming,
-        created_at: schedule.created_at,
-        declared: schedule.owner == SYSTEM_OWNER,
-        last_run,
-    }
 }
 
 /// A ledger row for an occurrence of `schedule` started outside a claim.
@@ -588,17 +522,15 @@ async fn ledger_of(
         authorize(&found.schedule, owner, extensions, Access::Read)?;
         return Ok(found.store);
     }
-    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
+    let who = Who::of(owner, extensions);
     let watch = match app.stores.watches() {
         Some(watches) => watches.watch(id).await.map_err(storage_error)?,
         None => None,
     };
     if let Some(watch) = watch {
-        if watch.user_id != owner && !admin {
-            return Err(SchedulerError::NotAuthorized(format!(
-                "watch '{id}' belongs to another user"
-            )));
-        }
+        access::owner(&watch.user_id, who).map_err(|_| {
+            SchedulerError::NotAuthorized(format!("watch '{id}' belongs to another user"))
+        })?;
         return Ok(app.execution()?.clone());
     }
     for store in app.stores.all() {
@@ -609,12 +541,11 @@ async fn ledger_of(
         let Some(run) = newest.first() else {
             continue;
         };
-        // As for a schedule still there: a declared one's runs are anyone's to read.
-        if run.owner != owner && run.owner != SYSTEM_OWNER && !admin {
-            return Err(SchedulerError::NotAuthorized(format!(
+        access::runs_of_deleted(&run.owner, who).map_err(|_| {
+            SchedulerError::NotAuthorized(format!(
                 "the runs of deleted schedule '{id}' belong to another owner"
-            )));
-        }
+            ))
+        })?;
         return Ok(store.clone());
     }
     Err(not_found(id))
@@ -633,36 +564,15 @@ async fn owned(
     Ok(found)
 }
 
+/// The general API's access rule ([`access::schedule`]) for a call acting for `owner`.
 fn authorize(
     schedule: &Schedule,
     owner: &str,
     extensions: &Extensions,
     access: Access,
 ) -> Result<(), SchedulerError> {
-    let admin = extensions.get::<Caller>() == Some(&Caller::Admin);
-    if matches!(schedule.target, Target::Watch(_)) && access != Access::Read {
-        return Err(SchedulerError::NotAuthorized(format!(
-            "schedule '{}' holds the checks of a watch: cancel it with cancel_watch",
-            schedule.id
-        )));
-    }
-    if schedule.owner == SYSTEM_OWNER {
-        return match access {
-            Access::Read => Ok(()),
-            Access::Run if admin => Ok(()),
-            _ => Err(SchedulerError::NotAuthorized(format!(
-                "schedule '{}' is declared in the configuration and read-only through the API",
-                schedule.id
-            ))),
-        };
-    }
-    if schedule.owner != owner && !admin {
-        return Err(SchedulerError::NotAuthorized(format!(
-            "schedule '{}' belongs to another owner",
-            schedule.id
-        )));
-    }
-    Ok(())
+    access::schedule(schedule, Who::of(owner, extensions), access)
+        .map_err(|denied| denied.of_schedule(&schedule.id))
 }
 
 /// Checks a target given through the API: its fields, the services it names (configured
@@ -712,18 +622,6 @@ fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
         other => Err(SchedulerError::Value(format!(
             "jobstore '{other}' is not one of execution, batched_notifications"
         ))),
-    }
-}
-
-fn status_of(status: scheduler_api::RunStatus) -> RunStatus {
-    use scheduler_api::RunStatus as Api;
-    match status {
-        Api::Pending => RunStatus::Pending,
-        Api::Buffered => RunStatus::Buffered,
-        Api::Dispatched => RunStatus::Dispatched,
-        Api::Failed => RunStatus::Failed,
-        Api::Skipped => RunStatus::Skipped,
-        Api::Coalesced => RunStatus::Coalesced,
     }
 }
 

@@ -1,13 +1,15 @@
 //! The JSON-RPC surface: [`RpcHandler`] implements the API trait and hands each method to the
 //! file of its area.
 
+mod access;
 mod cron;
-mod general;
+pub(crate) mod general;
 mod registry;
 mod runs;
 mod schedules;
 mod status;
 mod system;
+mod views;
 mod watches;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The run ledger as the API shows it.
 
-use jobstore::RunRecord;
-use scheduler_api::{RunStatus, ScheduleRun, SchedulerError};
+use crate::api::access::{self, Who};
+use crate::api::views;
+use scheduler_api::{ScheduleRun, SchedulerError};
 
 use crate::app::{App, storage_error};
 
@@ -29,10 +30,12 @@ pub(super) async fn list(
         None => Err(SchedulerError::NotFound(format!(
             "Job #{schedule_id} not found."
         ))),
-        Some(owner) if owner != user_id => Err(SchedulerError::NotAuthorized(
-            "User ID does not match the job's user ID".into(),
-        )),
-        Some(_) => Ok(runs.iter().map(to_api).collect()),
+        Some(owner) => {
+            access::owner(&owner, Who::owner(user_id)).map_err(|_| {
+                SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
+            })?;
+            Ok(runs.iter().map(views::run).collect())
+        }
     }
 }
 
@@ -45,24 +48,4 @@ pub(super) fn page_limit(limit: Option<u32>, default: u32) -> Result<usize, Sche
         )));
     }
     Ok(limit as usize)
-}
-
-pub(super) fn to_api(run: &RunRecord) -> ScheduleRun {
-    ScheduleRun {
-        schedule_id: run.schedule_id.clone(),
-        scheduled_time: run.scheduled_time,
-        status: match run.status {
-            jobstore::RunStatus::Pending => RunStatus::Pending,
-            jobstore::RunStatus::Buffered => RunStatus::Buffered,
-            jobstore::RunStatus::Dispatched => RunStatus::Dispatched,
-            jobstore::RunStatus::Failed => RunStatus::Failed,
-            jobstore::RunStatus::Skipped => RunStatus::Skipped,
-            jobstore::RunStatus::Coalesced => RunStatus::Coalesced,
-        },
-        detail: run.detail.clone(),
-        attempts: run.attempts,
-        claimed_at: run.claimed_at,
-        finished_at: run.finished_at,
-        idempotency_key: run.idempotency_key(),
-    }
 }

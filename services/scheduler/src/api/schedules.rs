@@ -1,8 +1,10 @@
 //! Graph execution schedules: add, delete, list, pause, resume.
 
+use crate::api::access::{self, Access, Who};
+use crate::api::views;
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
 use scheduler_api::{GraphExecutionJobInfo, GraphExecutionTarget, SchedulePolicy, SchedulerError};
 use serde_json::Value;
@@ -104,7 +106,7 @@ pub(super) async fn add(
     store.insert(&schedule).await.map_err(storage_error)?;
     app.wake.notify_one();
     tracing::info!(schedule_id = %schedule.id, user_id = %schedule.owner, next_run_at = ?schedule.next_run_at, "schedule added");
-    job_info(&schedule)
+    views::job_info(&schedule)
 }
 
 pub(super) async fn delete(
@@ -118,7 +120,7 @@ pub(super) async fn delete(
     let deleted = deleted.unwrap_or(schedule);
     app.wake.notify_one();
     tracing::info!(%schedule_id, %user_id, "schedule deleted");
-    job_info(&deleted)
+    views::job_info(&deleted)
 }
 
 pub(super) async fn list(
@@ -141,7 +143,7 @@ pub(super) async fn list(
     schedules
         .iter()
         .filter(|s| s.target.graph_id().is_some())
-        .map(job_info)
+        .map(views::job_info)
         .collect()
 }
 
@@ -186,51 +188,10 @@ pub(super) async fn owned_schedule(
         .map_err(storage_error)?
         .filter(|s| s.target.graph_id().is_some() && s.owner != scheduler_api::SYSTEM_OWNER)
         .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
-    if schedule.owner != user_id {
-        return Err(SchedulerError::NotAuthorized(
-            "User ID does not match the job's user ID".into(),
-        ));
-    }
+    access::schedule(&schedule, Who::owner(user_id), Access::Change).map_err(|_| {
+        SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
+    })?;
     Ok(schedule)
-}
-
-/// A schedule as AutoGPT's `GraphExecutionJobInfo`.
-pub(super) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, SchedulerError> {
-    let Target::GraphExecution(GraphExecutionTarget {
-        graph_id,
-        graph_version,
-        input_data,
-        input_credentials,
-    }) = &schedule.target
-    else {
-        return Err(SchedulerError::NotFound(format!(
-            "Job #{} is not a graph execution schedule.",
-            schedule.id
-        )));
-    };
-    let (cron, zone_name) = match &schedule.trigger.kind {
-        TriggerKind::Cron {
-            expression,
-            timezone,
-        } => (expression.clone(), timezone.clone()),
-        other => (String::new(), other.timezone_name().to_string()),
-    };
-    let zone = triggers::parse_timezone(&zone_name).unwrap_or(chrono_tz::Tz::UTC);
-    Ok(GraphExecutionJobInfo {
-        id: schedule.id.clone(),
-        name: schedule.name.clone(),
-        user_id: schedule.owner.clone(),
-        graph_id: graph_id.clone(),
-        graph_version: *graph_version,
-        cron,
-        input_data: input_data.clone(),
-        input_credentials: input_credentials.clone(),
-        next_run_time: schedule
-            .next_run_at
-            .map(|at: DateTime<Utc>| at.with_timezone(&zone).fixed_offset()),
-        timezone: zone_name,
-        paused_reason: schedule.paused_reason.clone(),
-    })
 }
 
 /// Refuses an empty identifier, or one longer than `MAX_ID_LEN` bytes, naming the field.
