@@ -166,7 +166,7 @@ const TARGET_HOMES: [&str; 2] = [
 
 /// The files outside the homes that name a target variant, and why: each makes targets of
 /// one kind, or reads the one kind its surface is about.
-const TARGET_MAKERS: [(&str, &str); 7] = [
+const TARGET_MAKERS: [(&str, &str); 8] = [
     (
         "crates/apscheduler-import/src/convert.rs",
         "imports AutoGPT's graph executions",
@@ -194,6 +194,10 @@ const TARGET_MAKERS: [(&str, &str); 7] = [
     (
         "services/scheduler/src/api/views.rs",
         "AutoGPT's job info shows a graph execution's fields",
+    ),
+    (
+        "services/scheduler/src/farm/schedules.rs",
+        "the farm's schedules are device jobs",
     ),
 ];
 

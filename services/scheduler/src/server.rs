@@ -51,7 +51,7 @@ pub fn service(
         .route("/health_check_async", get(alive).post(alive))
         .route("/{method}", post(routes::call))
         .with_state(module.clone())
-        .merge(farm::routes(module.clone(), config)?)
+        .merge(farm::routes(app.clone(), config)?)
         .merge(console::routes());
     Ok(Service {
         module,
