@@ -9,12 +9,17 @@
 #![allow(clippy::too_many_arguments)]
 
 mod error;
+mod requests;
 mod target;
 mod types;
 mod values;
 mod watch;
 
 pub use error::{SchedulerError, codes};
+pub use requests::{
+    DEFAULT_LIMIT, MAX_ID_LEN, MAX_LIMIT, MAX_TAG_LEN, MAX_TAGS, NewSchedule, RunQuery,
+    ScheduleQuery, ScheduleUpdate, Valid, check_id, check_tags, page_limit,
+};
 pub use target::{
     DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
     RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, TargetData, WatchTarget, http_method,

@@ -1,77 +1,10 @@
 //! The general schedule API: any trigger, any target, for an owner.
 
 use chrono::{DateTime, Utc};
-use scheduler_api::{
-    Backfill, RunPage, RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun,
-    SchedulerApiClient, Target, TriggerSpec,
-};
+use scheduler_api::{Backfill, RunPage, Schedule, SchedulePage, ScheduleRun, SchedulerApiClient};
+pub use scheduler_api::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
 
 use crate::{Error, SchedulerClient};
-
-/// The arguments of `create_schedule`.
-#[derive(Debug, Clone)]
-pub struct NewSchedule {
-    /// `None` for an id made up by the scheduler.
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub owner: String,
-    /// `None` for `execution`.
-    pub jobstore: Option<String>,
-    pub trigger: TriggerSpec,
-    pub target: Target,
-    pub policy: Option<SchedulePolicy>,
-    pub tags: Vec<String>,
-    /// Replace a schedule of the same id (keeping its ledger) instead of failing.
-    pub replace_existing: bool,
-}
-
-impl NewSchedule {
-    /// A schedule of `owner` with the defaults: a new id, named by it, in `execution`.
-    pub fn new(owner: impl Into<String>, trigger: TriggerSpec, target: Target) -> Self {
-        NewSchedule {
-            id: None,
-            name: None,
-            owner: owner.into(),
-            jobstore: None,
-            trigger,
-            target,
-            policy: None,
-            tags: Vec::new(),
-            replace_existing: false,
-        }
-    }
-}
-
-/// The changes of `update_schedule`; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleUpdate {
-    pub name: Option<String>,
-    pub trigger: Option<TriggerSpec>,
-    pub target: Option<Target>,
-    pub policy: Option<SchedulePolicy>,
-    pub tags: Option<Vec<String>>,
-}
-
-/// The filters of `list_schedules`.
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleQuery {
-    pub owner: Option<String>,
-    pub target_type: Option<String>,
-    pub paused: Option<bool>,
-    pub tag: Option<String>,
-    pub jobstore: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
-/// The filters of `list_runs`.
-#[derive(Debug, Clone, Default)]
-pub struct RunQuery {
-    pub status: Option<RunStatus>,
-    pub since: Option<DateTime<Utc>>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
 
 impl SchedulerClient {
     pub async fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule, Error> {

@@ -5,8 +5,8 @@
 //! The rules: a schedule is its owner's; the admin token may act on any; a schedule declared
 //! in the configuration (owner `system`) is read-only, but the admin may run or backfill it;
 //! a schedule holding a watch's checks changes only through the watch; the runs of a deleted
-//! schedule are read by the owner they carry; a watch is its user's; no caller makes a
-//! schedule for `system`.
+//! schedule are read by the owner they carry; a watch is its user's. (That no caller makes a
+//! schedule for `system` is a check of the request itself, `scheduler_api::NewSchedule`.)
 
 use jobstore::{Schedule, Target};
 use jsonrpsee::Extensions;
@@ -92,16 +92,6 @@ pub(crate) fn owner(owner: &str, who: Who<'_>) -> Result<(), Denied> {
     }
 }
 
-/// Refuses a new schedule for the owner reserved to the configuration.
-pub(crate) fn new_owner(owner: &str) -> Result<(), SchedulerError> {
-    if owner == SYSTEM_OWNER {
-        return Err(SchedulerError::Value(format!(
-            "owner '{SYSTEM_OWNER}' is reserved for schedules declared in the configuration"
-        )));
-    }
-    Ok(())
-}
-
 impl Denied {
     /// The general API's refusal, about schedule `id`.
     pub(crate) fn of_schedule(self, id: &str) -> SchedulerError {
@@ -184,7 +174,6 @@ mod tests {
         assert_eq!(schedule(&s, admin, Access::Run), Ok(()));
         assert_eq!(schedule(&s, admin, Access::Change), Err(Denied::Declared));
         assert_eq!(runs_of_deleted(SYSTEM_OWNER, Who::owner("u1")), Ok(()));
-        assert!(new_owner(SYSTEM_OWNER).is_err());
     }
 
     #[test]

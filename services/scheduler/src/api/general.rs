@@ -11,45 +11,19 @@ use jobstore::{
 };
 use jsonrpsee::Extensions;
 use scheduler_api::{
-    Backfill, Origin, RunPage, SchedulePage, SchedulePolicy, SchedulerError, TriggerSpec,
+    Backfill, NewSchedule, Origin, RunPage, RunQuery, SchedulePage, SchedulePolicy, ScheduleQuery,
+    ScheduleUpdate, SchedulerError, TriggerSpec, Valid,
 };
 
 use crate::api::access::{self, Access, Who};
-use crate::api::runs::page_limit;
-use crate::api::schedules::check_id;
 use crate::api::views;
 use crate::app::{App, storage_error};
 use crate::targets::{self, kind_of};
 
-const MAX_TAGS: usize = 32;
-const MAX_TAG_LEN: usize = 64;
-const DEFAULT_LIMIT: u32 = 100;
 const DEFAULT_BACKFILL: u32 = 1000;
 const MAX_BACKFILL: u32 = 10_000;
 /// How many later milliseconds a run started by hand may move to when its instant is taken.
 const INSTANT_ATTEMPTS: i64 = 5;
-
-/// The fields of `create_schedule`.
-pub(crate) struct Create {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub owner: String,
-    pub jobstore: Option<String>,
-    pub trigger: TriggerSpec,
-    pub target: Target,
-    pub policy: Option<SchedulePolicy>,
-    pub tags: Option<Vec<String>>,
-    pub replace_existing: bool,
-}
-
-/// The fields of `update_schedule` that change something.
-pub(crate) struct Update {
-    pub name: Option<String>,
-    pub trigger: Option<TriggerSpec>,
-    pub target: Option<Target>,
-    pub policy: Option<SchedulePolicy>,
-    pub tags: Option<Vec<String>>,
-}
 
 /// A schedule as found, with the store it lives in.
 struct Found {
@@ -60,17 +34,12 @@ struct Found {
 pub(crate) async fn create(
     app: &App,
     extensions: &Extensions,
-    request: Create,
+    request: Valid<NewSchedule>,
 ) -> Result<scheduler_api::Schedule, SchedulerError> {
-    check_id("owner", &request.owner)?;
-    access::new_owner(&request.owner)?;
-    let id = match request.id {
-        Some(id) => {
-            check_id("id", &id)?;
-            id
-        }
-        None => uuid::Uuid::new_v4().to_string(),
-    };
+    let request = request.into_inner();
+    let id = request
+        .id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let jobstore = jobstore_name(request.jobstore.as_deref())?;
     let store = app.stores.get(jobstore).cloned().ok_or_else(|| {
         SchedulerError::Value(format!(
@@ -83,7 +52,6 @@ pub(crate) async fn create(
     let next_run_at = next_run(&trigger, now)?;
     check_target(app, &request.target).await?;
     let policy = merge_policy(Policy::default(), request.policy)?;
-    let tags = check_tags(request.tags.unwrap_or_default())?;
     let schedule = Schedule {
         name: request
             .name
@@ -94,7 +62,7 @@ pub(crate) async fn create(
         trigger,
         target: request.target,
         policy,
-        tags,
+        tags: request.tags,
         paused: false,
         paused_reason: None,
         next_run_at,
@@ -133,8 +101,9 @@ pub(crate) async fn update(
     extensions: &Extensions,
     id: &str,
     owner: &str,
-    update: Update,
+    update: Valid<ScheduleUpdate>,
 ) -> Result<scheduler_api::Schedule, SchedulerError> {
+    let update = update.into_inner();
     let found = owned(app, id, owner, extensions, Access::Change).await?;
     let mut schedule = found.schedule;
     if let Some(name) = update.name.filter(|n| !n.trim().is_empty()) {
@@ -157,7 +126,7 @@ pub(crate) async fn update(
         schedule.policy = merge_policy(schedule.policy, update.policy)?;
     }
     if let Some(tags) = update.tags {
-        schedule.tags = check_tags(tags)?;
+        schedule.tags = tags;
     }
     let stored = found
         .store
@@ -189,28 +158,12 @@ pub(crate) async fn get(
     ))
 }
 
-/// The filters of `list_schedules`.
-#[derive(Default)]
-pub(crate) struct Listing {
-    pub owner: Option<String>,
-    pub target_type: Option<String>,
-    pub paused: Option<bool>,
-    pub tag: Option<String>,
-    pub jobstore: Option<String>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
-pub(crate) async fn list(app: &App, listing: Listing) -> Result<SchedulePage, SchedulerError> {
-    let limit = page_limit(listing.limit, DEFAULT_LIMIT)?;
-    if let Some(kind) = &listing.target_type
-        && !Target::KINDS.contains(&kind.as_str())
-    {
-        return Err(SchedulerError::Value(format!(
-            "target_type '{kind}' is not one of {}",
-            Target::KINDS.join(", ")
-        )));
-    }
+pub(crate) async fn list(
+    app: &App,
+    listing: Valid<ScheduleQuery>,
+) -> Result<SchedulePage, SchedulerError> {
+    let limit = listing.page();
+    let listing = listing.into_inner();
     let stores: Vec<&Arc<dyn JobStore>> = match &listing.jobstore {
         Some(name) => {
             let name = jobstore_name(Some(name))?;
@@ -417,34 +370,15 @@ pub(super) async fn backfill(
     })
 }
 
-/// The filters of `list_runs`.
-pub(super) struct RunListing {
-    pub status: Option<scheduler_api::RunStatus>,
-    pub since: Option<DateTime<Utc>>,
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
-
 pub(super) async fn list_runs(
     app: &App,
     extensions: &Extensions,
     schedule_id: &str,
     owner: &str,
-    listing: RunListing,
+    listing: Valid<RunQuery>,
 ) -> Result<RunPage, SchedulerError> {
-    let limit = page_limit(listing.limit, DEFAULT_LIMIT)?;
-    let before = match &listing.cursor {
-        Some(cursor) => Some(
-            DateTime::parse_from_rfc3339(cursor)
-                .map_err(|_| {
-                    SchedulerError::Value(format!(
-                        "cursor '{cursor}' is not one list_runs gave out"
-                    ))
-                })?
-                .with_timezone(&Utc),
-        ),
-        None => None,
-    };
+    let limit = listing.page();
+    let before = listing.before()?;
     let store = ledger_of(app, schedule_id, owner, extensions).await?;
     let filter = RunFilter {
         status: listing.status,
@@ -623,27 +557,6 @@ fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
             "jobstore '{other}' is not one of execution, batched_notifications"
         ))),
     }
-}
-
-fn check_tags(tags: Vec<String>) -> Result<Vec<String>, SchedulerError> {
-    if tags.len() > MAX_TAGS {
-        return Err(SchedulerError::Value(format!(
-            "at most {MAX_TAGS} tags, got {}",
-            tags.len()
-        )));
-    }
-    let mut checked: Vec<String> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        if tag.trim().is_empty() || tag.len() > MAX_TAG_LEN {
-            return Err(SchedulerError::Value(format!(
-                "a tag is 1 to {MAX_TAG_LEN} bytes, got '{tag}'"
-            )));
-        }
-        if !checked.contains(&tag) {
-            checked.push(tag);
-        }
-    }
-    Ok(checked)
 }
 
 fn not_found(id: &str) -> SchedulerError {

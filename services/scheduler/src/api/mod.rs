@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, Registry, RunPage, RunStatus, Schedule, SchedulePage,
-    SchedulePolicy, ScheduleRun, SchedulerApiServer, SchedulerError, SchedulerStatus, Target,
-    TriggerSpec, Watch, WatchPage,
+    Backfill, GraphExecutionJobInfo, NewSchedule, Registry, RunPage, RunQuery, RunStatus, Schedule,
+    SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer,
+    SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage,
 };
 use serde_json::Value;
 
@@ -202,7 +202,7 @@ impl SchedulerApiServer for RpcHandler {
         tags: Option<Vec<String>>,
         replace_existing: Option<bool>,
     ) -> RpcResult<Schedule> {
-        let request = general::Create {
+        let request = NewSchedule {
             id,
             name,
             owner,
@@ -210,10 +210,10 @@ impl SchedulerApiServer for RpcHandler {
             trigger,
             target,
             policy,
-            tags,
+            tags: tags.unwrap_or_default(),
             replace_existing: replace_existing.unwrap_or(false),
         };
-        Ok(general::create(&self.app, extensions, request).await?)
+        Ok(general::create(&self.app, extensions, request.validate()?).await?)
     }
 
     async fn update_schedule(
@@ -227,13 +227,14 @@ impl SchedulerApiServer for RpcHandler {
         policy: Option<SchedulePolicy>,
         tags: Option<Vec<String>>,
     ) -> RpcResult<Schedule> {
-        let update = general::Update {
+        let update = ScheduleUpdate {
             name,
             trigger,
             target,
             policy,
             tags,
-        };
+        }
+        .validate()?;
         Ok(general::update(&self.app, extensions, &id, &owner, update).await?)
     }
 
@@ -256,7 +257,7 @@ impl SchedulerApiServer for RpcHandler {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<SchedulePage> {
-        let listing = general::Listing {
+        let listing = ScheduleQuery {
             owner,
             target_type,
             paused,
@@ -264,7 +265,8 @@ impl SchedulerApiServer for RpcHandler {
             jobstore,
             limit,
             cursor,
-        };
+        }
+        .validate()?;
         Ok(general::list(&self.app, listing).await?)
     }
 
@@ -327,12 +329,13 @@ impl SchedulerApiServer for RpcHandler {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<RunPage> {
-        let listing = general::RunListing {
+        let listing = RunQuery {
             status,
             since,
             limit,
             cursor,
-        };
+        }
+        .validate()?;
         Ok(general::list_runs(&self.app, extensions, &schedule_id, &owner, listing).await?)
     }
 

@@ -2,12 +2,11 @@
 
 use crate::api::access::{self, Who};
 use crate::api::views;
-use scheduler_api::{ScheduleRun, SchedulerError};
+use scheduler_api::{ScheduleRun, SchedulerError, page_limit};
 
 use crate::app::{App, storage_error};
 
 const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 1000;
 
 pub(super) async fn list(
     app: &App,
@@ -37,15 +36,4 @@ pub(super) async fn list(
             Ok(runs.iter().map(views::run).collect())
         }
     }
-}
-
-/// A listing's `limit`, `default` when absent, refused outside 1 to `MAX_LIMIT`.
-pub(super) fn page_limit(limit: Option<u32>, default: u32) -> Result<usize, SchedulerError> {
-    let limit = limit.unwrap_or(default);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(SchedulerError::Value(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
-    Ok(limit as usize)
 }

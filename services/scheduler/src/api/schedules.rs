@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
-use scheduler_api::{GraphExecutionJobInfo, GraphExecutionTarget, SchedulePolicy, SchedulerError};
+use scheduler_api::{
+    GraphExecutionJobInfo, GraphExecutionTarget, SchedulePolicy, SchedulerError, check_id,
+};
 use serde_json::Value;
 use triggers::TriggerKind;
 
@@ -14,9 +16,6 @@ use crate::app::{App, storage_error};
 
 /// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
 const DEFAULT_NAME: &str = "execute_graph";
-/// Identifiers longer than this are refused rather than stored.
-const MAX_ID_LEN: usize = 256;
-
 pub(super) struct AddRequest {
     pub user_id: String,
     pub graph_id: String,
@@ -192,19 +191,6 @@ pub(super) async fn owned_schedule(
         SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
     })?;
     Ok(schedule)
-}
-
-/// Refuses an empty identifier, or one longer than `MAX_ID_LEN` bytes, naming the field.
-pub(super) fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
-    if value.trim().is_empty() {
-        return Err(SchedulerError::Value(format!("{field} must not be empty")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(SchedulerError::Value(format!(
-            "{field} is longer than {MAX_ID_LEN} bytes"
-        )));
-    }
-    Ok(())
 }
 
 fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {

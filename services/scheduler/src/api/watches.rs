@@ -15,9 +15,8 @@ use scheduler_api::{
 use serde_json::Value;
 use triggers::{TriggerKind, TriggerSpec};
 
-use crate::api::runs::page_limit;
-use crate::api::schedules::check_id;
 use crate::app::{App, storage_error};
+use scheduler_api::{check_id, page_limit};
 
 /// The seed's defaults: a check every 30 s, 120 of them (about an hour).
 const DEFAULT_INTERVAL_SECS: i64 = 30;

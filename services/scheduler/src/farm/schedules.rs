@@ -10,7 +10,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use jsonrpsee::Extensions;
-use scheduler_api::{DeviceJobTarget, Schedule, ScheduleRun, Target, TriggerKind, TriggerSpec};
+use scheduler_api::{
+    DeviceJobTarget, NewSchedule, Schedule, ScheduleQuery, ScheduleRun, ScheduleUpdate, Target,
+    TriggerKind, TriggerSpec,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use service_kit::auth::Caller;
@@ -25,7 +28,7 @@ pub(super) fn routes() -> Router<Farm> {
         .route("/api/schedules/{id}/toggle", post(toggle))
         .route("/api/schedules/{id}/run-now", post(run_now))
 }
-use crate::api::general::{self, Create, Listing, Update};
+use crate::api::general;
 
 /// A schedule as the farm writes it.
 #[derive(Debug, Default, Deserialize)]
@@ -237,13 +240,14 @@ async fn list(State(farm): State<Farm>) -> Answer {
     let mut found = Vec::new();
     let mut cursor = None;
     loop {
-        let listing = Listing {
+        let listing = ScheduleQuery {
             owner: Some(farm.owner.clone()),
             target_type: Some("device_job".into()),
-            limit: Some(1000),
+            limit: Some(scheduler_api::MAX_LIMIT),
             cursor: cursor.take(),
-            ..Listing::default()
-        };
+            ..ScheduleQuery::default()
+        }
+        .validate()?;
         let page = general::list(&farm.app, listing).await?;
         found.extend(page.schedules.iter().filter_map(farm_view));
         cursor = page.next_cursor;
@@ -265,17 +269,12 @@ async fn create(
         let device = target.device.as_deref().unwrap_or("?");
         format!("{} on {device}", target.job_type)
     });
-    let request = Create {
-        id: None,
+    let request = NewSchedule {
         name: Some(name),
-        owner: farm.owner.clone(),
-        jobstore: None,
-        trigger,
-        target: Target::DeviceJob(target),
-        policy: None,
-        tags: Some(vec!["farm".into()]),
-        replace_existing: false,
-    };
+        tags: vec!["farm".into()],
+        ..NewSchedule::new(farm.owner.clone(), trigger, Target::DeviceJob(target))
+    }
+    .validate()?;
     let mut schedule = general::create(&farm.app, &as_caller(caller), request).await?;
     if given.enabled == Some(false) {
         schedule = farm.enable(caller, schedule, false).await?;
@@ -293,13 +292,13 @@ async fn update(
     let stored = farm.current(caller, &id).await?;
     let (trigger, target) = farm.plan(&given, Some(&stored))?;
     let changes_trigger = given.interval_minutes.is_some() || given.daily_times.is_some();
-    let update = Update {
+    let update = ScheduleUpdate {
         name: given.name.clone(),
         trigger: changes_trigger.then_some(trigger),
         target: Some(Target::DeviceJob(target)),
-        policy: None,
-        tags: None,
-    };
+        ..ScheduleUpdate::default()
+    }
+    .validate()?;
     let extensions = as_caller(caller);
     let mut schedule = general::update(&farm.app, &extensions, &id, &farm.owner, update).await?;
     if let Some(enabled) = given.enabled {
