@@ -189,25 +189,11 @@ impl Mapper {
                 timezone,
                 ..
             } => {
-                let micros = interval.num_microseconds().unwrap_or(i64::MAX);
-                if micros <= 0 || micros % 1_000_000 != 0 {
-                    return Err(format!(
-                        "the interval of {} s is not a whole number of seconds, which is all \
-                         this scheduler counts",
-                        micros as f64 / 1e6
-                    ));
+                let spec = interval_spec(*start_date, *end_date, *interval)?;
+                if let TriggerKind::Interval { every_secs, .. } = &spec.kind {
+                    facts.trigger = Some(format!("every {every_secs}s"));
                 }
-                let every_secs = (micros / 1_000_000) as u64;
-                facts.trigger = Some(format!("every {every_secs}s"));
                 facts.zone = timezone.iana().ok();
-                let spec = TriggerSpec {
-                    kind: TriggerKind::Interval {
-                        every_secs,
-                        anchor: Some(*start_date),
-                    },
-                    start_at: None,
-                    end_at: *end_date,
-                };
                 (spec, "UTC".to_string())
             }
             TriggerState::Date { run_date } => {
@@ -311,82 +297,13 @@ impl Mapper {
         job: &JobState,
         trigger: TriggerSpec,
     ) -> Result<Schedule, String> {
-        if !job.args.is_empty() {
-            return Err(format!(
-                "the job has {} positional arguments; execute_graph takes keyword arguments only",
-                job.args.len()
-            ));
-        }
-        let kwargs = &job.kwargs;
-        let text = |key: &str| -> Result<String, String> {
-            match kwargs.get(key) {
-                Some(Value::Str(s)) if !s.trim().is_empty() => Ok(s.clone()),
-                Some(other) => Err(format!(
-                    "argument {key} is a {}, not a non-empty string",
-                    other.describe()
-                )),
-                None => Err(format!("the job's arguments have no {key}")),
-            }
-        };
-        let user_id = text("user_id")?;
-        let graph_id = text("graph_id")?;
-        for (field, value) in [
-            ("id", &row.id),
-            ("user_id", &user_id),
-            ("graph_id", &graph_id),
-        ] {
-            if value.len() > 256 {
-                return Err(format!("{field} is longer than 256 bytes"));
-            }
-        }
-        let graph_version = kwargs
-            .get("graph_version")
-            .and_then(Value::as_int)
-            .ok_or("the job's arguments have no integer graph_version")?;
-        let object = |key: &str| -> Result<Map<String, Json>, String> {
-            match kwargs.get(key) {
-                None | Some(Value::None) => Ok(Map::new()),
-                Some(value) => {
-                    match to_json(value, 0).map_err(|e| format!("argument {key}: {e}"))? {
-                        Json::Object(map) => Ok(map),
-                        other => Err(format!("argument {key} is not a dict but {other}")),
-                    }
-                }
-            }
-        };
-        let input_data = object("input_data")?;
-        let input_credentials = object("input_credentials")?;
-        let misfire_grace_secs = match job.misfire_grace_time {
-            None => None,
-            Some(secs) if secs.is_finite() && secs >= 0.0 => Some(secs.ceil() as u64),
-            Some(secs) => return Err(format!("misfire_grace_time {secs} is not a duration")),
-        };
-        let jitter_secs = match &job.trigger {
-            TriggerState::Cron { jitter, .. } | TriggerState::Interval { jitter, .. } => {
-                jitter.map_or(0, |j| j.max(0.0).ceil() as u64)
-            }
-            TriggerState::Date { .. } => 0,
-        };
-        let policy = Policy {
-            coalesce: job.coalesce,
-            misfire_grace_secs,
-            jitter_secs,
-            ..Policy::default()
-        };
-        policy.validate()?;
+        let (owner, target) = graph_execution(row, job)?;
+        let policy = policy_of(job)?;
         let paused = row.next_run_time.is_none();
         let next_run_at = row
             .next_run_time
             .and_then(from_unix)
             .map(|at| at.trunc_subsecs(3));
-        let target = Target::GraphExecution(GraphExecutionTarget {
-            graph_id,
-            graph_version,
-            input_data: Json::Object(input_data),
-            input_credentials: Json::Object(input_credentials),
-        });
-        // The check every graph execution a caller adds passes.
-        target.validate(Origin::Api)?;
         Ok(Schedule {
             id: row.id.clone(),
             name: job
@@ -394,7 +311,7 @@ impl Mapper {
                 .clone()
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "execute_graph".into()),
-            owner: user_id,
+            owner,
             trigger,
             target,
             policy,
@@ -701,6 +618,105 @@ fn to_json(value: &Value, depth: usize) -> Result<Json, String> {
             }
             return Err(format!("an object of class {}", call.callable.describe()));
         }
+    })
+}
+
+/// The owner and the graph execution of an `execute_graph` job, from its keyword arguments,
+/// checked as every graph execution a caller adds is.
+fn graph_execution(row: &Row, job: &JobState) -> Result<(String, Target), String> {
+    if !job.args.is_empty() {
+        return Err(format!(
+            "the job has {} positional arguments; execute_graph takes keyword arguments only",
+            job.args.len()
+        ));
+    }
+    let kwargs = &job.kwargs;
+    let text = |key: &str| -> Result<String, String> {
+        match kwargs.get(key) {
+            Some(Value::Str(s)) if !s.trim().is_empty() => Ok(s.clone()),
+            Some(other) => Err(format!(
+                "argument {key} is a {}, not a non-empty string",
+                other.describe()
+            )),
+            None => Err(format!("the job's arguments have no {key}")),
+        }
+    };
+    let user_id = text("user_id")?;
+    let graph_id = text("graph_id")?;
+    for (field, value) in [
+        ("id", &row.id),
+        ("user_id", &user_id),
+        ("graph_id", &graph_id),
+    ] {
+        scheduler_api::check_id(field, value).map_err(|e| e.to_string())?;
+    }
+    let graph_version = kwargs
+        .get("graph_version")
+        .and_then(Value::as_int)
+        .ok_or("the job's arguments have no integer graph_version")?;
+    let object = |key: &str| -> Result<Map<String, Json>, String> {
+        match kwargs.get(key) {
+            None | Some(Value::None) => Ok(Map::new()),
+            Some(value) => match to_json(value, 0).map_err(|e| format!("argument {key}: {e}"))? {
+                Json::Object(map) => Ok(map),
+                other => Err(format!("argument {key} is not a dict but {other}")),
+            },
+        }
+    };
+    let target = Target::GraphExecution(GraphExecutionTarget {
+        graph_id,
+        graph_version,
+        input_data: Json::Object(object("input_data")?),
+        input_credentials: Json::Object(object("input_credentials")?),
+    });
+    target.validate(Origin::Api)?;
+    Ok((user_id, target))
+}
+
+/// The policy of a job: its coalescing, misfire grace time and jitter.
+fn policy_of(job: &JobState) -> Result<Policy, String> {
+    let misfire_grace_secs = match job.misfire_grace_time {
+        None => None,
+        Some(secs) if secs.is_finite() && secs >= 0.0 => Some(secs.ceil() as u64),
+        Some(secs) => return Err(format!("misfire_grace_time {secs} is not a duration")),
+    };
+    let jitter_secs = match &job.trigger {
+        TriggerState::Cron { jitter, .. } | TriggerState::Interval { jitter, .. } => {
+            jitter.map_or(0, |j| j.max(0.0).ceil() as u64)
+        }
+        TriggerState::Date { .. } => 0,
+    };
+    let policy = Policy {
+        coalesce: job.coalesce,
+        misfire_grace_secs,
+        jitter_secs,
+        ..Policy::default()
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// An APScheduler interval trigger: every whole number of seconds from its start date.
+fn interval_spec(
+    start_date: DateTime<Utc>,
+    end_date: Option<DateTime<Utc>>,
+    interval: TimeDelta,
+) -> Result<TriggerSpec, String> {
+    let micros = interval.num_microseconds().unwrap_or(i64::MAX);
+    if micros <= 0 || micros % 1_000_000 != 0 {
+        return Err(format!(
+            "the interval of {} s is not a whole number of seconds, which is all this \
+             scheduler counts",
+            micros as f64 / 1e6
+        ));
+    }
+    Ok(TriggerSpec {
+        kind: TriggerKind::Interval {
+            every_secs: (micros / 1_000_000) as u64,
+            anchor: Some(start_date),
+        },
+        start_at: None,
+        end_at: end_date,
     })
 }
 

@@ -80,41 +80,46 @@ pub fn text(report: &Report) -> String {
         }
         let _ = writeln!(out, "\n{title}:");
         for row in rows {
-            match outcome {
-                Outcome::Imported | Outcome::AlreadyPresent => {
-                    let _ = writeln!(
-                        out,
-                        "  {}  user {}  {}  next {} -> {}",
-                        row.id,
-                        row.user.as_deref().unwrap_or("-"),
-                        trigger(row),
-                        time(row.next_run_before, row.paused),
-                        time(row.next_run_after, row.paused),
-                    );
-                    for note in &row.notes {
-                        let _ = writeln!(out, "      note: {note}");
-                    }
-                }
-                Outcome::System => {
-                    let _ = writeln!(
-                        out,
-                        "  {}  {}  {}",
-                        row.id,
-                        row.func.as_deref().unwrap_or("?"),
-                        trigger(row)
-                    );
-                }
-                Outcome::SetAside => {
-                    let _ = writeln!(
-                        out,
-                        "  {}  user {}  {}",
-                        row.id,
-                        row.user.as_deref().unwrap_or("-"),
-                        row.reason.as_deref().unwrap_or("?")
-                    );
-                }
-            }
+            line(&mut out, outcome, row);
         }
     }
     out
+}
+
+/// One row of a section of [`text`].
+fn line(out: &mut String, outcome: Outcome, row: &RowReport) {
+    match outcome {
+        Outcome::Imported | Outcome::AlreadyPresent => {
+            let _ = writeln!(
+                out,
+                "  {}  user {}  {}  next {} -> {}",
+                row.id,
+                row.user.as_deref().unwrap_or("-"),
+                trigger(row),
+                time(row.next_run_before, row.paused),
+                time(row.next_run_after, row.paused),
+            );
+            for note in &row.notes {
+                let _ = writeln!(out, "      note: {note}");
+            }
+        }
+        Outcome::System => {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}",
+                row.id,
+                row.func.as_deref().unwrap_or("?"),
+                trigger(row)
+            );
+        }
+        Outcome::SetAside => {
+            let _ = writeln!(
+                out,
+                "  {}  user {}  {}",
+                row.id,
+                row.user.as_deref().unwrap_or("-"),
+                row.reason.as_deref().unwrap_or("?")
+            );
+        }
+    }
 }

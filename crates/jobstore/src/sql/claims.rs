@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::HashSet;
+
 use service_kit::on_db;
+use service_kit::sql::Conn;
 
 use super::{
     At, Kind, RUN_COLUMNS, SCHEDULE_COLUMNS, SqlStore, get, keys, run_from_row, schedule_from_row,
@@ -38,6 +41,13 @@ const ADVANCES: &[(&str, Kind)] = &[
     ("parked", Kind::Text),
 ];
 
+/// What a claim planned for the schedules it holds: their ledger rows, and how each moves on.
+struct Planned {
+    runs: Vec<RunRecord>,
+    /// A batch of [`ADVANCES`].
+    advances: Vec<serde_json::Value>,
+}
+
 impl SqlStore {
     /// A batch of the keys of ledger rows, for [`RUN_KEYS`].
     pub(super) fn run_keys<'a>(
@@ -50,6 +60,134 @@ impl SqlStore {
             .map(|(id, at)| serde_json::json!({"key_id": id, "key_time": d.instant(Some(at))}))
             .collect();
         d.batch(&rows)
+    }
+
+    /// The schedules due by `now` (and those due by `now + ahead` that may be claimed ahead),
+    /// earliest first, each with its id (read apart, so that a row that does not read as a
+    /// schedule is still known), held by this transaction.
+    async fn due(
+        &self,
+        conn: Conn<'_>,
+        now: DateTime<Utc>,
+        ahead: TimeDelta,
+        limit: usize,
+    ) -> Result<Vec<(String, Result<Schedule, StoreError>)>, StoreError> {
+        let d = self.dialect();
+        let select = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE {} AND next_run_at <= $3 \
+             AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
+            self.table(),
+            d.is_false("paused"),
+            d.skip_locked(),
+        );
+        let rows = on_db!(conn, rows, &select, At(now), limit as i64, At(now + ahead));
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            due.push((get(row, "id")?, schedule_from_row(row)));
+        }
+        Ok(due)
+    }
+
+    /// Plans the fire of each due schedule ([`plan_fire`]) with its runs in progress read in
+    /// one statement; a schedule that does not read is parked with the reason.
+    async fn plan(
+        &self,
+        conn: Conn<'_>,
+        due: Vec<(String, Result<Schedule, StoreError>)>,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+    ) -> Result<Planned, StoreError> {
+        let d = self.dialect();
+        let checked: Vec<&str> = due
+            .iter()
+            .filter(|(_, schedule)| schedule.as_ref().is_ok_and(needs_active))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let active = self.active_of(conn, &checked).await?;
+        let mut planned = Planned {
+            runs: Vec::new(),
+            advances: Vec::with_capacity(due.len()),
+        };
+        for (id, schedule) in due {
+            let (next_at, parked) = match schedule {
+                Ok(schedule) => {
+                    let active = active.get(&id).copied().unwrap_or_default();
+                    let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
+                    planned.runs.extend(plan.runs);
+                    (plan.next_run_at, plan.parked)
+                }
+                Err(error) => (None, Some(unreadable(&id, &error))),
+            };
+            planned.advances.push(serde_json::json!({
+                "key_id": id,
+                "next_at": d.instant(next_at),
+                "parked": parked,
+            }));
+        }
+        Ok(planned)
+    }
+
+    /// Writes what was planned: the ledger rows, each copying its owner, target and policy from
+    /// the schedule row it was planned from, and the schedules' next runs (a parked one, a
+    /// reason given, paused with the reason). Returns the keys of the rows written: an
+    /// occurrence already in the ledger is not written twice.
+    async fn write_planned(
+        &self,
+        mut conn: Conn<'_>,
+        planned: &Planned,
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<(String, DateTime<Utc>)>, StoreError> {
+        let d = self.dialect();
+        let rows: Vec<_> = planned
+            .runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key_id": r.schedule_id,
+                    "key_time": d.instant(Some(r.scheduled_time)),
+                    "status": r.status.as_str(),
+                    "detail": r.detail,
+                    "attempts": r.attempts,
+                    "claimed_at": d.instant(Some(r.claimed_at)),
+                    "lease_until": d.instant(r.lease_until),
+                    "finished_at": d.instant(r.finished_at),
+                })
+            })
+            .collect();
+        let insert = format!(
+            "INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
+             SELECT u.key_id, u.key_time, $2, s.owner, s.target, u.status, u.detail, \
+             u.attempts, u.claimed_at, u.lease_until, u.finished_at, s.policy, $3 \
+             FROM {} JOIN {} AS s ON s.id = u.key_id WHERE true \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time",
+            d.rows("$1", PLANNED),
+            self.table(),
+        );
+        let inserted: Vec<(String, At)> = on_db!(
+            conn.reborrow(),
+            fetch_all(String, At),
+            &insert,
+            d.batch(&rows)?,
+            self.jobstore.as_str(),
+            replica::id(),
+        );
+        let advance = format!(
+            "UPDATE {0} SET next_run_at = u.next_at, updated_at = $2, \
+             paused = (paused OR u.parked IS NOT NULL), \
+             paused_reason = coalesce(u.parked, paused_reason) \
+             FROM {1} WHERE {0}.id = u.key_id",
+            self.table(),
+            d.rows("$1", ADVANCES),
+        );
+        on_db!(
+            conn.reborrow(),
+            execute,
+            &advance,
+            d.batch(&planned.advances)?,
+            At(now)
+        );
+        Ok(keys(inserted))
     }
 }
 
@@ -90,107 +228,20 @@ impl Claims for SqlStore {
         limit: usize,
         lease: TimeDelta,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let d = self.dialect();
         let mut tx = self.write().await?;
         let now = at.resolve();
-        let select = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE {} AND next_run_at <= $3 \
-             AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
-            self.table(),
-            d.is_false("paused"),
-            d.skip_locked(),
-        );
-        let rows = on_db!(
-            tx.conn(),
-            rows,
-            &select,
-            At(now),
-            limit as i64,
-            At(now + ahead)
-        );
-        if rows.is_empty() {
+        let due = self.due(tx.conn(), now, ahead, limit).await?;
+        if due.is_empty() {
             return Ok(Vec::new());
         }
         // A handful of statements per batch, not per schedule: each statement is a round trip,
         // and this transaction holds the due rows (the file's write lock on SQLite).
-        let mut parsed: Vec<(String, Result<Schedule, StoreError>)> =
-            Vec::with_capacity(rows.len());
-        for row in &rows {
-            parsed.push((get(row, "id")?, schedule_from_row(row)));
-        }
-        let checked: Vec<&str> = parsed
-            .iter()
-            .filter(|(_, schedule)| schedule.as_ref().is_ok_and(needs_active))
-            .map(|(id, _)| id.as_str())
-            .collect();
-        let active = self.active_of(tx.conn(), &checked).await?;
-        let mut runs = Vec::new();
-        let mut advances = Vec::with_capacity(parsed.len());
-        for (id, schedule) in parsed {
-            let (next_at, parked) = match schedule {
-                Ok(schedule) => {
-                    let active = active.get(&id).copied().unwrap_or_default();
-                    let plan = plan_fire(self.jobstore, &schedule, now, lease, active);
-                    runs.extend(plan.runs);
-                    (plan.next_run_at, plan.parked)
-                }
-                Err(error) => (None, Some(unreadable(&id, &error))),
-            };
-            advances.push(serde_json::json!({
-                "key_id": id,
-                "next_at": d.instant(next_at),
-                "parked": parked,
-            }));
-        }
-
-        let planned: Vec<_> = runs
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "key_id": r.schedule_id,
-                    "key_time": d.instant(Some(r.scheduled_time)),
-                    "status": r.status.as_str(),
-                    "detail": r.detail,
-                    "attempts": r.attempts,
-                    "claimed_at": d.instant(Some(r.claimed_at)),
-                    "lease_until": d.instant(r.lease_until),
-                    "finished_at": d.instant(r.finished_at),
-                })
-            })
-            .collect();
-        let insert = format!(
-            "INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
-             SELECT u.key_id, u.key_time, $2, s.owner, s.target, u.status, u.detail, \
-             u.attempts, u.claimed_at, u.lease_until, u.finished_at, s.policy, $3 \
-             FROM {} JOIN {} AS s ON s.id = u.key_id WHERE true \
-             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
-             RETURNING schedule_id, scheduled_time",
-            d.rows("$1", PLANNED),
-            self.table(),
-        );
-        let inserted: Vec<(String, At)> = on_db!(
-            tx.conn(),
-            fetch_all(String, At),
-            &insert,
-            d.batch(&planned)?,
-            self.jobstore.as_str(),
-            replica::id(),
-        );
-        // The schedules move on to their next runs; a parked one (a reason given) is paused
-        // with the reason.
-        let advance = format!(
-            "UPDATE {0} SET next_run_at = u.next_at, updated_at = $2, \
-             paused = (paused OR u.parked IS NOT NULL), \
-             paused_reason = coalesce(u.parked, paused_reason) \
-             FROM {1} WHERE {0}.id = u.key_id",
-            self.table(),
-            d.rows("$1", ADVANCES),
-        );
-        on_db!(tx.conn(), execute, &advance, d.batch(&advances)?, At(now));
+        let planned = self.plan(tx.conn(), due, now, lease).await?;
+        let inserted = self.write_planned(tx.conn(), &planned, now).await?;
         tx.commit().await?;
-
-        let inserted = keys(inserted);
-        Ok(runs
+        let d = self.dialect();
+        Ok(planned
+            .runs
             .into_iter()
             .filter(|r| inserted.contains(&(r.schedule_id.clone(), d.stored(r.scheduled_time))))
             .collect())

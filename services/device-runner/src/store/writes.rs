@@ -65,41 +65,116 @@ impl Write {
         }
     }
 
-    pub(super) async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
-        Ok(match self {
-            Write::Insert(job) => {
+    /// Queues a job, or finds the one that took its idempotency key.
+    async fn insert(conn: Conn<'_>, job: &NewJob) -> Result<Written> {
+        let sql = format!(
+            "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
+             source, status, enqueued_at, checkpoint, requeued_from, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING {COLUMNS}"
+        );
+        let mut conn = conn;
+        let row = on_db!(conn.reborrow(), fetch_optional JobRow, &sql,
+            &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
+            job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
+            job.checkpoint.as_ref().map(Json), &job.requeued_from, &job.idempotency_key);
+        let (changed, row) = match row {
+            Some(row) => (true, Some(row)),
+            // The key is taken: the job that took it.
+            None => {
+                let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
+                (
+                    false,
+                    on_db!(conn, fetch_optional JobRow, &sql, &job.idempotency_key),
+                )
+            }
+        };
+        let row = row.ok_or_else(|| StoreError::Corrupt {
+            id: job.id.clone(),
+            reason: "insert returned no row".into(),
+        })?;
+        Ok(Written {
+            changed,
+            queued: Some(row.into_job()?),
+        })
+    }
+
+    /// Appends a result to a job's results.
+    async fn add_result(conn: Conn<'_>, id: &str, result: &Value) -> Result<Written> {
+        let rows = match conn {
+            Conn::Postgres(c) => sqlx::query(
+                "UPDATE jobs SET results = results || jsonb_build_array($2::jsonb) \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(Json(result))
+            .execute(c)
+            .await?
+            .rows_affected(),
+            Conn::Sqlite(c) => sqlx::query(
+                "UPDATE jobs SET results = json_insert(results, '$[#]', json(?2)) \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(Json(result))
+            .execute(c)
+            .await?
+            .rows_affected(),
+        };
+        Ok(Self::changed(rows))
+    }
+
+    /// Ends a job that has not ended, queueing its continuation when it is requeued.
+    async fn finish(
+        conn: Conn<'_>,
+        id: &str,
+        ending: &Ending,
+        requeue_as: Option<&str>,
+    ) -> Result<Written> {
+        let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, \
+                   signal = $5, error = $6, preempted_by = $7 \
+                   WHERE id = $1 AND status IN ('pending', 'running')";
+        let mut conn = conn;
+        let rows = on_db!(
+            conn.reborrow(),
+            execute,
+            sql,
+            id,
+            ending.status.as_str(),
+            millis(ending.ended_at),
+            ending.exit_code.map(i64::from),
+            ending.signal.map(i64::from),
+            &ending.error,
+            &ending.preempted_by
+        );
+        let queued = match requeue_as {
+            Some(new_id) if rows > 0 => {
                 let sql = format!(
-                    "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
-                     source, status, enqueued_at, checkpoint, requeued_from, idempotency_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
-                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                    "INSERT INTO jobs (id, device, job_type, params, priority, \
+                     max_duration_secs, source, status, enqueued_at, checkpoint, \
+                     requeued_from) \
+                     SELECT $2, device, job_type, params, priority, max_duration_secs, \
+                     source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
                      RETURNING {COLUMNS}"
                 );
-                let mut conn = conn;
-                let row = on_db!(conn.reborrow(), fetch_optional JobRow, &sql,
-                    &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
-                    job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
-                    job.checkpoint.as_ref().map(Json), &job.requeued_from, &job.idempotency_key);
-                let (changed, row) = match row {
-                    Some(row) => (true, Some(row)),
-                    // The key is taken: the job that took it.
-                    None => {
-                        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_key = $1");
-                        (
-                            false,
-                            on_db!(conn, fetch_optional JobRow, &sql, &job.idempotency_key),
-                        )
-                    }
-                };
-                let row = row.ok_or_else(|| StoreError::Corrupt {
-                    id: job.id.clone(),
-                    reason: "insert returned no row".into(),
-                })?;
-                Written {
-                    changed,
-                    queued: Some(row.into_job()?),
-                }
+                let queued = on_db!(conn.reborrow(), fetch_optional JobRow, &sql, id, new_id,
+                    millis(ending.ended_at));
+                let link = "UPDATE jobs SET continued_by = $2 WHERE id = $1";
+                on_db!(conn, execute, link, id, new_id);
+                queued.map(JobRow::into_job).transpose()?
             }
+            _ => None,
+        };
+        Ok(Written {
+            changed: rows > 0,
+            queued,
+        })
+    }
+
+    pub(super) async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
+        Ok(match self {
+            Write::Insert(job) => Self::insert(conn, job).await?,
             Write::Start { id, at, log_path } => {
                 let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3 \
                            WHERE id = $1 AND status = 'pending'";
@@ -123,29 +198,7 @@ impl Write {
                 let sql = "UPDATE jobs SET checkpoint = $2 WHERE id = $1";
                 Self::changed(on_db!(conn, execute, sql, id, Json(checkpoint)))
             }
-            Write::AddResult { id, result } => {
-                let rows = match conn {
-                    Conn::Postgres(c) => sqlx::query(
-                        "UPDATE jobs SET results = results || jsonb_build_array($2::jsonb) \
-                         WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(Json(result))
-                    .execute(c)
-                    .await?
-                    .rows_affected(),
-                    Conn::Sqlite(c) => sqlx::query(
-                        "UPDATE jobs SET results = json_insert(results, '$[#]', json(?2)) \
-                         WHERE id = ?1",
-                    )
-                    .bind(id)
-                    .bind(Json(result))
-                    .execute(c)
-                    .await?
-                    .rows_affected(),
-                };
-                Self::changed(rows)
-            }
+            Write::AddResult { id, result } => Self::add_result(conn, id, result).await?,
             Write::SetProgress { id, progress } => {
                 let sql =
                     "UPDATE jobs SET progress_percent = $2, progress_message = $3 WHERE id = $1";
@@ -162,46 +215,7 @@ impl Write {
                 id,
                 ending,
                 requeue_as,
-            } => {
-                let sql = "UPDATE jobs SET status = $2, ended_at = $3, exit_code = $4, \
-                           signal = $5, error = $6, preempted_by = $7 \
-                           WHERE id = $1 AND status IN ('pending', 'running')";
-                let mut conn = conn;
-                let rows = on_db!(
-                    conn.reborrow(),
-                    execute,
-                    sql,
-                    id,
-                    ending.status.as_str(),
-                    millis(ending.ended_at),
-                    ending.exit_code.map(i64::from),
-                    ending.signal.map(i64::from),
-                    &ending.error,
-                    &ending.preempted_by
-                );
-                let queued = match requeue_as {
-                    Some(new_id) if rows > 0 => {
-                        let sql = format!(
-                            "INSERT INTO jobs (id, device, job_type, params, priority, \
-                             max_duration_secs, source, status, enqueued_at, checkpoint, \
-                             requeued_from) \
-                             SELECT $2, device, job_type, params, priority, max_duration_secs, \
-                             source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
-                             RETURNING {COLUMNS}"
-                        );
-                        let queued = on_db!(conn.reborrow(), fetch_optional JobRow, &sql, id, new_id,
-                            millis(ending.ended_at));
-                        let link = "UPDATE jobs SET continued_by = $2 WHERE id = $1";
-                        on_db!(conn, execute, link, id, new_id);
-                        queued.map(JobRow::into_job).transpose()?
-                    }
-                    _ => None,
-                };
-                Written {
-                    changed: rows > 0,
-                    queued,
-                }
-            }
+            } => Self::finish(conn, id, ending, requeue_as.as_deref()).await?,
             Write::Cancel { id, at } => {
                 let sql = "UPDATE jobs SET status = 'cancelled', ended_at = $2, \
                            error = 'cancelled by kill_job' WHERE id = $1 AND status = 'pending'";

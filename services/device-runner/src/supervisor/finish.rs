@@ -46,35 +46,7 @@ impl Supervisor {
             .jobs
             .retain(|(id, _)| *id != running.job.id);
         let job = running.job;
-        let exit_code = status.and_then(|s| s.code());
-        let signal = status.and_then(|s| s.signal());
-        let (status_kind, error) = match &reason {
-            Some(reason) => (reason.status(), Some(reason.message())),
-            None => match (exit_code, signal) {
-                (Some(0), _) => (JobStatus::Completed, None),
-                (Some(code), _) => (JobStatus::Failed, Some(format!("exited with code {code}"))),
-                (None, Some(signal)) => (
-                    JobStatus::Failed,
-                    Some(format!(
-                        "killed by signal {signal} ({})",
-                        process::signal_name(signal)
-                    )),
-                ),
-                (None, None) => (JobStatus::Failed, Some("exit status unknown".into())),
-            },
-        };
-        let preempted_by = match &reason {
-            Some(StopReason::Preempted { by }) => Some(by.clone()),
-            _ => None,
-        };
-        let mut ending = Ending {
-            status: status_kind,
-            ended_at: Utc::now(),
-            exit_code,
-            signal,
-            error,
-            preempted_by,
-        };
+        let mut ending = ending_of(status, reason.as_ref());
         let store = &self.context.store;
         let requeue = match &reason {
             Some(StopReason::Preempted { .. }) => running.requeue,
@@ -90,20 +62,24 @@ impl Supervisor {
             },
             _ => false,
         };
-        if requeue && status_kind == JobStatus::Interrupted {
+        if requeue && ending.status == JobStatus::Interrupted {
             ending.error = Some(format!(
                 "{}; queued again to resume from its last checkpoint at the next start",
                 reason.as_ref().map(StopReason::message).unwrap_or_default()
             ));
         }
         record_end(store, &job.id, &ending, requeue).await;
-        telemetry::job_finished(&job.job_type, status_kind, Some(running.started.elapsed()));
+        telemetry::job_finished(
+            &job.job_type,
+            ending.status,
+            Some(running.started.elapsed()),
+        );
         self.context
             .logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job.id);
-        tracing::info!(job_id = %job.id, device = %self.serial, status = %status_kind, "job ended");
+        tracing::info!(job_id = %job.id, device = %self.serial, status = %ending.status, "job ended");
     }
 }
 
@@ -118,5 +94,38 @@ async fn record_end(store: &Store, job_id: &str, ending: &Ending, requeue: bool)
         }
         Ok(None) => {}
         Err(error) => tracing::error!(%error, job_id, "cannot record the end of a job"),
+    }
+}
+
+/// How a job ended: as `reason` says when it was stopped, else by its exit status.
+fn ending_of(status: Option<ExitStatus>, reason: Option<&StopReason>) -> Ending {
+    let exit_code = status.and_then(|s| s.code());
+    let signal = status.and_then(|s| s.signal());
+    let (status, error) = match reason {
+        Some(reason) => (reason.status(), Some(reason.message())),
+        None => match (exit_code, signal) {
+            (Some(0), _) => (JobStatus::Completed, None),
+            (Some(code), _) => (JobStatus::Failed, Some(format!("exited with code {code}"))),
+            (None, Some(signal)) => (
+                JobStatus::Failed,
+                Some(format!(
+                    "killed by signal {signal} ({})",
+                    process::signal_name(signal)
+                )),
+            ),
+            (None, None) => (JobStatus::Failed, Some("exit status unknown".into())),
+        },
+    };
+    let preempted_by = match reason {
+        Some(StopReason::Preempted { by }) => Some(by.clone()),
+        _ => None,
+    };
+    Ending {
+        status,
+        ended_at: Utc::now(),
+        exit_code,
+        signal,
+        error,
+        preempted_by,
     }
 }

@@ -131,21 +131,7 @@ impl Supervisor {
                 Event::Command(None) => return,
                 Event::Command(Some(Command::Wake)) | Event::Recheck => look_for_preemption = true,
                 Event::Command(Some(Command::Kill { job_id, reply })) => {
-                    let answer = match self.position(&job_id) {
-                        Some(at) => {
-                            self.stop(at, StopReason::Killed).await;
-                            match self.context.store.get(&job_id).await {
-                                Ok(Some(job)) => Ok(job),
-                                Ok(None) => Err(RunnerError::Runtime("job record vanished".into())),
-                                Err(error) => Err(crate::state::storage_error(error)),
-                            }
-                        }
-                        None => Err(RunnerError::Conflict(format!(
-                            "job {job_id} is not running on {}",
-                            self.serial
-                        ))),
-                    };
-                    let _ = reply.send(answer);
+                    let _ = reply.send(self.kill(&job_id).await);
                 }
                 Event::Command(Some(Command::Usable(usable, state))) => {
                     self.usable = usable;
@@ -169,6 +155,22 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// Stops a running job at an operator's word; the job as it is then.
+    async fn kill(&mut self, job_id: &str) -> Result<Job, RunnerError> {
+        let Some(at) = self.position(job_id) else {
+            return Err(RunnerError::Conflict(format!(
+                "job {job_id} is not running on {}",
+                self.serial
+            )));
+        };
+        self.stop(at, StopReason::Killed).await;
+        match self.context.store.get(job_id).await {
+            Ok(Some(job)) => Ok(job),
+            Ok(None) => Err(RunnerError::Runtime("job record vanished".into())),
+            Err(error) => Err(crate::state::storage_error(error)),
         }
     }
 
