@@ -5,8 +5,9 @@
 //! calling function's error type must convert from `sqlx::Error`.
 
 use sqlx::postgres::{PgConnection, PgRow, Postgres};
+use sqlx::query::{Query, QueryAs};
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteRow};
-use sqlx::{Decode, Type};
+use sqlx::{Database, Decode, Encode, Type};
 
 /// A connection of either backend, for [`on_db!`](crate::on_db).
 pub enum Conn<'c> {
@@ -52,6 +53,41 @@ impl Row {
     }
 }
 
+/// A query builder of either form (`sqlx::query`, `sqlx::query_as`) that takes one more value.
+pub trait Binder<'q, DB: Database>: Sized {
+    fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self;
+}
+
+impl<'q, DB: Database> Binder<'q, DB> for Query<'q, DB, <DB as Database>::Arguments<'q>> {
+    fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, DB: Database, O> Binder<'q, DB> for QueryAs<'q, DB, O, <DB as Database>::Arguments<'q>> {
+    fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+/// Values bound as as many parameters as each backend needs, after the others (`; spread` in
+/// [`on_db!`](crate::on_db)): a batch of rows is an array per column on PostgreSQL and one
+/// JSON document on SQLite.
+pub trait Spread {
+    fn spread_postgres<'q, B: Binder<'q, Postgres>>(self, query: B) -> B;
+    fn spread_sqlite<'q, B: Binder<'q, Sqlite>>(self, query: B) -> B;
+}
+
+impl<A: Spread, B: Spread> Spread for (A, B) {
+    fn spread_postgres<'q, Q: Binder<'q, Postgres>>(self, query: Q) -> Q {
+        self.1.spread_postgres(self.0.spread_postgres(query))
+    }
+
+    fn spread_sqlite<'q, Q: Binder<'q, Sqlite>>(self, query: Q) -> Q {
+        self.1.spread_sqlite(self.0.spread_sqlite(query))
+    }
+}
+
 /// `$1` → `?1`: SQLite's numbered placeholders. Only `$` followed by a digit is rewritten.
 pub fn sqlite_sql(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -68,9 +104,22 @@ pub fn sqlite_sql(sql: &str) -> String {
 
 /// Runs one query on a [`Conn`]. Forms: `fetch_all ROW`, `fetch_optional ROW`, `fetch_one ROW`
 /// (rows decoded as the type `ROW`), `rows`, `optional_row` (rows read by column name, see
-/// [`Row`]) and `execute` (rows affected), each followed by the SQL and the values to bind.
+/// [`Row`]) and `execute` (rows affected), each followed by the SQL and the values to bind;
+/// `fetch_all` and `execute` also take, after `;`, a [`Spread`] bound after the values.
 #[macro_export]
 macro_rules! on_db {
+    ($conn:expr, fetch_all $row:ty, $sql:expr $(, $bind:expr)* ; $spread:expr) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => $crate::sql::Spread::spread_postgres($spread, sqlx::query_as::<_, $row>($sql)$(.bind($bind))*).fetch_all(c).await?,
+            $crate::sql::Conn::Sqlite(c) => $crate::sql::Spread::spread_sqlite($spread, sqlx::query_as::<_, $row>(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*).fetch_all(c).await?,
+        }
+    };
+    ($conn:expr, execute, $sql:expr $(, $bind:expr)* ; $spread:expr) => {
+        match $conn {
+            $crate::sql::Conn::Postgres(c) => $crate::sql::Spread::spread_postgres($spread, sqlx::query($sql)$(.bind($bind))*).execute(c).await?.rows_affected(),
+            $crate::sql::Conn::Sqlite(c) => $crate::sql::Spread::spread_sqlite($spread, sqlx::query(&$crate::sql::sqlite_sql($sql))$(.bind($bind))*).execute(c).await?.rows_affected(),
+        }
+    };
     ($conn:expr, rows, $sql:expr $(, $bind:expr)* $(,)?) => {
         match $conn {
             $crate::sql::Conn::Postgres(c) => sqlx::query($sql)$(.bind($bind))*.fetch_all(c).await?

@@ -9,7 +9,8 @@ use service_kit::on_db;
 use service_kit::sql::Conn;
 
 use super::{
-    At, Kind, RUN_COLUMNS, SCHEDULE_COLUMNS, SqlStore, get, keys, run_from_row, schedule_from_row,
+    At, Batch, Kind, RUN_COLUMNS, SCHEDULE_COLUMNS, SqlStore, get, keys, run_from_row,
+    schedule_from_row,
 };
 use crate::model::{RunRecord, Schedule};
 use crate::plan::{earliest, needs_active, plan_fire, unreadable};
@@ -37,29 +38,33 @@ const PLANNED: &[(&str, Kind)] = &[
 /// schedule is parked.
 const ADVANCES: &[(&str, Kind)] = &[
     ("key_id", Kind::Text),
+    ("addr", Kind::Text),
     ("next_at", Kind::Instant),
     ("parked", Kind::Text),
 ];
+
+/// A schedule a claim holds: its id, the address of its row, and the schedule as it reads.
+struct Due {
+    id: String,
+    addr: String,
+    schedule: Result<Schedule, StoreError>,
+}
 
 /// What a claim planned for the schedules it holds: their ledger rows, and how each moves on.
 struct Planned {
     runs: Vec<RunRecord>,
     /// A batch of [`ADVANCES`].
-    advances: Vec<serde_json::Value>,
+    advances: Batch,
 }
 
 impl SqlStore {
     /// A batch of the keys of ledger rows, for [`RUN_KEYS`].
-    pub(super) fn run_keys<'a>(
-        &self,
-        runs: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>,
-    ) -> Result<String, StoreError> {
-        let d = self.dialect();
-        let rows: Vec<_> = runs
-            .into_iter()
-            .map(|(id, at)| serde_json::json!({"key_id": id, "key_time": d.instant(Some(at))}))
-            .collect();
-        d.batch(&rows)
+    pub(super) fn run_keys(runs: &[(String, DateTime<Utc>)]) -> Batch {
+        let mut batch = Batch::new(RUN_KEYS);
+        for (id, at) in runs {
+            batch.push([id.as_str().into(), (*at).into()]);
+        }
+        batch
     }
 
     /// The schedules due by `now` (and those due by `now + ahead` that may be claimed ahead),
@@ -71,11 +76,12 @@ impl SqlStore {
         now: DateTime<Utc>,
         ahead: TimeDelta,
         limit: usize,
-    ) -> Result<Vec<(String, Result<Schedule, StoreError>)>, StoreError> {
+    ) -> Result<Vec<Due>, StoreError> {
         let d = self.dialect();
         let select = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE {} AND next_run_at <= $3 \
+            "SELECT {} AS addr, {SCHEDULE_COLUMNS} FROM {} AS s WHERE {} AND next_run_at <= $3 \
              AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
+            d.address_text("s"),
             self.table(),
             d.is_false("paused"),
             d.skip_locked(),
@@ -83,7 +89,11 @@ impl SqlStore {
         let rows = on_db!(conn, rows, &select, At(now), limit as i64, At(now + ahead));
         let mut due = Vec::with_capacity(rows.len());
         for row in &rows {
-            due.push((get(row, "id")?, schedule_from_row(row)));
+            due.push(Due {
+                id: get(row, "id")?,
+                addr: get(row, "addr")?,
+                schedule: schedule_from_row(row),
+            });
         }
         Ok(due)
     }
@@ -93,22 +103,21 @@ impl SqlStore {
     async fn plan(
         &self,
         conn: Conn<'_>,
-        due: Vec<(String, Result<Schedule, StoreError>)>,
+        due: Vec<Due>,
         now: DateTime<Utc>,
         lease: TimeDelta,
     ) -> Result<Planned, StoreError> {
-        let d = self.dialect();
         let checked: Vec<&str> = due
             .iter()
-            .filter(|(_, schedule)| schedule.as_ref().is_ok_and(needs_active))
-            .map(|(id, _)| id.as_str())
+            .filter(|due| due.schedule.as_ref().is_ok_and(needs_active))
+            .map(|due| due.id.as_str())
             .collect();
         let active = self.active_of(conn, &checked).await?;
         let mut planned = Planned {
             runs: Vec::new(),
-            advances: Vec::with_capacity(due.len()),
+            advances: Batch::new(ADVANCES),
         };
-        for (id, schedule) in due {
+        for Due { id, addr, schedule } in due {
             let (next_at, parked) = match schedule {
                 Ok(schedule) => {
                     let active = active.get(&id).copied().unwrap_or_default();
@@ -118,11 +127,12 @@ impl SqlStore {
                 }
                 Err(error) => (None, Some(unreadable(&id, &error))),
             };
-            planned.advances.push(serde_json::json!({
-                "key_id": id,
-                "next_at": d.instant(next_at),
-                "parked": parked,
-            }));
+            planned.advances.push([
+                id.as_str().into(),
+                addr.as_str().into(),
+                next_at.into(),
+                parked.into(),
+            ]);
         }
         Ok(planned)
     }
@@ -134,58 +144,101 @@ impl SqlStore {
     async fn write_planned(
         &self,
         mut conn: Conn<'_>,
-        planned: &Planned,
+        runs: &[RunRecord],
+        advances: Batch,
         now: DateTime<Utc>,
     ) -> Result<HashSet<(String, DateTime<Utc>)>, StoreError> {
         let d = self.dialect();
-        let rows: Vec<_> = planned
-            .runs
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "key_id": r.schedule_id,
-                    "key_time": d.instant(Some(r.scheduled_time)),
-                    "status": r.status.as_str(),
-                    "detail": r.detail,
-                    "attempts": r.attempts,
-                    "claimed_at": d.instant(Some(r.claimed_at)),
-                    "lease_until": d.instant(r.lease_until),
-                    "finished_at": d.instant(r.finished_at),
-                })
-            })
-            .collect();
+        let mut batch = Batch::new(PLANNED);
+        for r in runs {
+            batch.push([
+                r.schedule_id.as_str().into(),
+                r.scheduled_time.into(),
+                r.status.as_str().into(),
+                r.detail.clone().into(),
+                i64::from(r.attempts).into(),
+                r.claimed_at.into(),
+                r.lease_until.into(),
+                r.finished_at.into(),
+            ]);
+        }
+        if d.chains_writes() {
+            return self.write_chained(conn, batch, advances, now).await;
+        }
         let insert = format!(
             "INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
-             SELECT u.key_id, u.key_time, $2, s.owner, s.target, u.status, u.detail, \
-             u.attempts, u.claimed_at, u.lease_until, u.finished_at, s.policy, $3 \
+             SELECT u.key_id, u.key_time, $1, s.owner, s.target, u.status, u.detail, \
+             u.attempts, u.claimed_at, u.lease_until, u.finished_at, s.policy, $2 \
              FROM {} JOIN {} AS s ON s.id = u.key_id WHERE true \
              ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
              RETURNING schedule_id, scheduled_time",
-            d.rows("$1", PLANNED),
+            d.rows(3, PLANNED),
             self.table(),
         );
         let inserted: Vec<(String, At)> = on_db!(
             conn.reborrow(),
             fetch_all(String, At),
             &insert,
-            d.batch(&rows)?,
             self.jobstore.as_str(),
-            replica::id(),
+            replica::id();
+            batch
         );
         let advance = format!(
-            "UPDATE {0} SET next_run_at = u.next_at, updated_at = $2, \
+            "UPDATE {0} SET next_run_at = u.next_at, updated_at = $1, \
              paused = (paused OR u.parked IS NOT NULL), \
              paused_reason = coalesce(u.parked, paused_reason) \
              FROM {1} WHERE {0}.id = u.key_id",
             self.table(),
-            d.rows("$1", ADVANCES),
+            d.rows(2, ADVANCES),
         );
         on_db!(
             conn.reborrow(),
             execute,
             &advance,
-            d.batch(&planned.advances)?,
-            At(now)
+            At(now);
+            advances
+        );
+        Ok(keys(inserted))
+    }
+
+    /// [`SqlStore::write_planned`] in one statement, where a write can feed another: the
+    /// schedules move on, found by the address of their rows (held since the claim read them),
+    /// and the rows they return are what the ledger rows copy.
+    async fn write_chained(
+        &self,
+        conn: Conn<'_>,
+        planned: Batch,
+        advances: Batch,
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<(String, DateTime<Utc>)>, StoreError> {
+        let d = self.dialect();
+        // $1 to $3 the values; then the columns of the advances, then those of the runs.
+        let first_advance = 4;
+        let first_run = first_advance + ADVANCES.len();
+        let sql = format!(
+            "WITH moved AS (UPDATE {} AS s SET next_run_at = a.next_at, updated_at = $1, \
+             paused = (s.paused OR a.parked IS NOT NULL), \
+             paused_reason = coalesce(a.parked, s.paused_reason) \
+             FROM {} WHERE {} AND s.id = a.key_id RETURNING s.id, s.owner, s.target, s.policy) \
+             INSERT INTO schedule_runs ({RUN_COLUMNS}, claimed_by) \
+             SELECT u.key_id, u.key_time, $2, m.owner, m.target, u.status, u.detail, \
+             u.attempts, u.claimed_at, u.lease_until, u.finished_at, m.policy, $3 \
+             FROM {} JOIN moved AS m ON m.id = u.key_id WHERE true \
+             ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
+             RETURNING schedule_id, scheduled_time",
+            self.table(),
+            d.rows_as(first_advance, ADVANCES, "a"),
+            d.at_address("s", "a.addr", &format!("${}", first_advance + 1)),
+            d.rows(first_run, PLANNED),
+        );
+        let inserted: Vec<(String, At)> = on_db!(
+            conn,
+            fetch_all(String, At),
+            &sql,
+            At(now),
+            self.jobstore.as_str(),
+            replica::id();
+            (advances, planned)
         );
         Ok(keys(inserted))
     }
@@ -236,12 +289,11 @@ impl Claims for SqlStore {
         }
         // A handful of statements per batch, not per schedule: each statement is a round trip,
         // and this transaction holds the due rows (the file's write lock on SQLite).
-        let planned = self.plan(tx.conn(), due, now, lease).await?;
-        let inserted = self.write_planned(tx.conn(), &planned, now).await?;
+        let Planned { runs, advances } = self.plan(tx.conn(), due, now, lease).await?;
+        let inserted = self.write_planned(tx.conn(), &runs, advances, now).await?;
         tx.commit().await?;
         let d = self.dialect();
-        Ok(planned
-            .runs
+        Ok(runs
             .into_iter()
             .filter(|r| inserted.contains(&(r.schedule_id.clone(), d.stored(r.scheduled_time))))
             .collect())
@@ -258,11 +310,11 @@ impl Claims for SqlStore {
             "SELECT r.schedule_id, r.scheduled_time FROM {} JOIN schedule_runs AS r \
              ON r.schedule_id = u.key_id AND r.scheduled_time = u.key_time \
              WHERE r.status = 'pending'",
-            self.dialect().rows("$1", RUN_KEYS)
+            self.dialect().rows(1, RUN_KEYS)
         );
-        let batch = self.run_keys(runs.iter().map(|(id, at)| (id.as_str(), *at)))?;
+        let batch = Self::run_keys(runs);
         let mut conn = self.reader().await?;
-        let pending: Vec<(String, At)> = on_db!(conn.conn(), fetch_all(String, At), &sql, batch);
+        let pending: Vec<(String, At)> = on_db!(conn.conn(), fetch_all(String, At), &sql; batch);
         Ok(pending.into_iter().map(|(id, at)| (id, at.0)).collect())
     }
 
@@ -342,17 +394,17 @@ impl Claims for SqlStore {
         // never waits on (or deadlocks with) the recording of outcomes.
         let d = self.dialect();
         let sql = format!(
-            "UPDATE schedule_runs SET lease_until = $2 \
+            "UPDATE schedule_runs SET lease_until = $1 \
              WHERE (schedule_id, scheduled_time) IN (SELECT s.schedule_id, s.scheduled_time \
              FROM schedule_runs AS s JOIN {} \
              ON s.schedule_id = u.key_id AND s.scheduled_time = u.key_time \
              WHERE s.status = 'pending'{})",
-            d.rows("$1", RUN_KEYS),
+            d.rows(2, RUN_KEYS),
             d.skip_locked_of("s"),
         );
-        let batch = self.run_keys(runs.iter().map(|(id, at)| (id.as_str(), *at)))?;
+        let batch = Self::run_keys(runs);
         let mut conn = self.writer().await?;
-        on_db!(conn.conn(), execute, &sql, batch, At(until));
+        on_db!(conn.conn(), execute, &sql, At(until); batch);
         Ok(())
     }
 }

@@ -3,15 +3,14 @@
 //! schedule gets its insertion order. Every query of the store is written once, in
 //! PostgreSQL's `$n` style, with these pieces spliced in.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
+use service_kit::sql::{Binder, Spread};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Type};
-
-use crate::store::StoreError;
 
 /// The SQL dialect of a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,7 @@ impl Kind {
     }
 }
 
-/// The columns of a batch of rows sent as one parameter.
+/// The columns of a [`Batch`], in order.
 pub(crate) type Columns = [(&'static str, Kind)];
 
 impl Dialect {
@@ -128,6 +127,32 @@ impl Dialect {
         }
     }
 
+    /// Whether one statement can feed a write into another (`WITH … UPDATE … RETURNING`):
+    /// PostgreSQL can; SQLite cannot.
+    pub(crate) fn chains_writes(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// The address of `alias`'s row as text, to find it again in the same transaction
+    /// without a lookup by key.
+    pub(crate) fn address_text(self, alias: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{alias}.ctid::text"),
+            Dialect::Sqlite => format!("CAST({alias}.rowid AS TEXT)"),
+        }
+    }
+
+    /// `alias`'s row is at the address in `column` of a batch, whose column of addresses is
+    /// bound as `param`.
+    pub(crate) fn at_address(self, alias: &str, column: &str, param: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(
+                "{alias}.ctid = ANY({param}::text[]::tid[]) AND {alias}.ctid = {column}::tid"
+            ),
+            Dialect::Sqlite => format!("{alias}.rowid = CAST({column} AS INTEGER)"),
+        }
+    }
+
     /// A row's physical address, for deleting a bounded batch found by a subquery.
     pub(crate) fn address(self) -> &'static str {
         match self {
@@ -149,36 +174,39 @@ impl Dialect {
         }
     }
 
-    /// The rows of the [`Rows`] bound as `param`, as a table `u` with these columns.
-    pub(crate) fn rows(self, param: &str, columns: &Columns) -> String {
+    /// The rows of the [`Batch`] bound from parameter `first` on (see [`Batch`]), as a table
+    /// `u` with these columns.
+    pub(crate) fn rows(self, first: usize, columns: &Columns) -> String {
+        self.rows_as(first, columns, "u")
+    }
+
+    /// [`Dialect::rows`] as a table named `alias`.
+    pub(crate) fn rows_as(self, first: usize, columns: &Columns, alias: &str) -> String {
+        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
         match self {
             Dialect::Postgres => {
-                let declared: Vec<String> = columns
+                let arrays: Vec<String> = columns
                     .iter()
-                    .map(|(name, kind)| format!("{name} {}", kind.postgres()))
+                    .enumerate()
+                    .map(|(i, (_, kind))| format!("${}::{}[]", first + i, kind.postgres()))
                     .collect();
                 format!(
-                    "json_to_recordset({param}::json) AS u({})",
-                    declared.join(", ")
+                    "UNNEST({}) AS {alias}({})",
+                    arrays.join(", "),
+                    names.join(", ")
                 )
             }
             Dialect::Sqlite => {
-                let read: Vec<String> = columns
+                let read: Vec<String> = names
                     .iter()
-                    .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                    .enumerate()
+                    .map(|(i, name)| format!("json_extract(value, '$[{i}]') AS {name}"))
                     .collect();
-                format!("(SELECT {} FROM json_each({param})) AS u", read.join(", "))
+                format!(
+                    "(SELECT {} FROM json_each(${first})) AS {alias}",
+                    read.join(", ")
+                )
             }
-        }
-    }
-
-    /// An instant as a field of [`Rows`]: PostgreSQL reads its text to the microsecond (as
-    /// it stores it), SQLite stores integer milliseconds.
-    pub(crate) fn instant(self, at: Option<DateTime<Utc>>) -> Value {
-        match (self, at) {
-            (_, None) => Value::Null,
-            (Dialect::Postgres, Some(at)) => at.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
-            (Dialect::Sqlite, Some(at)) => at.timestamp_millis().into(),
         }
     }
 
@@ -190,11 +218,140 @@ impl Dialect {
             Dialect::Sqlite => at.trunc_subsecs(3),
         }
     }
+}
 
-    /// A batch of rows (JSON objects with the fields of [`Dialect::rows`]'s columns) as the
-    /// one parameter that [`Dialect::rows`] reads.
-    pub(crate) fn batch(self, rows: &[Value]) -> Result<String, StoreError> {
-        serde_json::to_string(rows).map_err(|e| StoreError::corrupt("serialize", e))
+/// One value of a row of a [`Batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Text(Option<String>),
+    Int(i64),
+    Bool(bool),
+    Instant(Option<DateTime<Utc>>),
+    Json(Value),
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        Cell::Text(Some(text.to_string()))
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(text: Option<String>) -> Self {
+        Cell::Text(text)
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(n: i64) -> Self {
+        Cell::Int(n)
+    }
+}
+
+impl From<bool> for Cell {
+    fn from(b: bool) -> Self {
+        Cell::Bool(b)
+    }
+}
+
+impl From<DateTime<Utc>> for Cell {
+    fn from(at: DateTime<Utc>) -> Self {
+        Cell::Instant(Some(at))
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Cell {
+    fn from(at: Option<DateTime<Utc>>) -> Self {
+        Cell::Instant(at)
+    }
+}
+
+impl From<Value> for Cell {
+    fn from(value: Value) -> Self {
+        Cell::Json(value)
+    }
+}
+
+/// Rows sent as parameters and read back as a table by [`Dialect::rows`]: on PostgreSQL an
+/// array per column (`UNNEST`, each value in its binary form), on SQLite one JSON array of
+/// rows (`json_each`), instants in milliseconds. Bound after a query's other values (`; batch`
+/// in `on_db!`).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    columns: &'static Columns,
+    rows: Vec<Vec<Cell>>,
+}
+
+impl Batch {
+    pub(crate) fn new(columns: &'static Columns) -> Self {
+        Batch {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row, one cell per column in their order.
+    pub(crate) fn push<const N: usize>(&mut self, row: [Cell; N]) {
+        debug_assert_eq!(N, self.columns.len(), "a row has a cell per column");
+        self.rows.push(row.into());
+    }
+
+    /// The cells of column `i` as one array of its PostgreSQL type.
+    fn array<T>(&self, i: usize, cell: impl Fn(&Cell) -> Option<T>) -> Vec<Option<T>> {
+        self.rows.iter().map(|row| cell(&row[i])).collect()
+    }
+}
+
+impl Spread for Batch {
+    fn spread_postgres<'q, B: Binder<'q, Postgres>>(self, mut query: B) -> B {
+        for (i, (_, kind)) in self.columns.iter().enumerate() {
+            query = match kind {
+                Kind::Text => query.bind_value(self.array(i, |c| match c {
+                    Cell::Text(text) => text.clone(),
+                    _ => None,
+                })),
+                Kind::Int => query.bind_value(self.array(i, |c| match c {
+                    Cell::Int(n) => Some(*n),
+                    _ => None,
+                })),
+                Kind::Bool => query.bind_value(self.array(i, |c| match c {
+                    Cell::Bool(b) => Some(*b),
+                    _ => None,
+                })),
+                Kind::Instant => query.bind_value(self.array(i, |c| match c {
+                    Cell::Instant(at) => *at,
+                    _ => None,
+                })),
+                Kind::Json => query.bind_value(self.array(i, |c| match c {
+                    Cell::Json(value) => Some(value.clone()),
+                    _ => None,
+                })),
+            };
+        }
+        query
+    }
+
+    fn spread_sqlite<'q, B: Binder<'q, Sqlite>>(self, query: B) -> B {
+        let rows: Vec<Value> = self
+            .rows
+            .into_iter()
+            .map(|row| {
+                Value::Array(
+                    row.into_iter()
+                        .map(|cell| match cell {
+                            Cell::Text(text) => text.map_or(Value::Null, Value::from),
+                            Cell::Int(n) => n.into(),
+                            Cell::Bool(b) => b.into(),
+                            Cell::Instant(at) => {
+                                at.map_or(Value::Null, |at| at.timestamp_millis().into())
+                            }
+                            Cell::Json(value) => value,
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        query.bind_value(Value::Array(rows).to_string())
     }
 }
 
@@ -293,29 +450,28 @@ mod tests {
     fn rows_are_read_back_with_their_columns_on_each_backend() {
         let columns = [("id", Kind::Text), ("at", Kind::Instant)];
         assert_eq!(
-            Dialect::Postgres.rows("$1", &columns),
-            "json_to_recordset($1::json) AS u(id text, at timestamptz)"
+            Dialect::Postgres.rows(3, &columns),
+            "UNNEST($3::text[], $4::timestamptz[]) AS u(id, at)"
         );
         assert_eq!(
-            Dialect::Sqlite.rows("$1", &columns),
-            "(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.at') AS at \
-             FROM json_each($1)) AS u"
+            Dialect::Sqlite.rows(3, &columns),
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at \
+             FROM json_each($3)) AS u"
         );
     }
 
     #[test]
-    fn instants_keep_what_each_backend_stores() {
+    fn instants_are_compared_as_each_backend_keeps_them() {
         let at = DateTime::parse_from_rfc3339("2026-01-01T10:00:00.123456789Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            Dialect::Postgres.instant(Some(at)),
-            Value::from("2026-01-01T10:00:00.123456Z")
+            Dialect::Postgres.stored(at).to_rfc3339(),
+            "2026-01-01T10:00:00.123456+00:00"
         );
         assert_eq!(
-            Dialect::Sqlite.instant(Some(at)),
-            Value::from(at.timestamp_millis())
+            Dialect::Sqlite.stored(at).to_rfc3339(),
+            "2026-01-01T10:00:00.123+00:00"
         );
-        assert_eq!(Dialect::Sqlite.instant(None), Value::Null);
     }
 }

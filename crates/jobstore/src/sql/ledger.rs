@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use service_kit::on_db;
 use service_kit::sql::Conn;
 
-use super::{At, Kind, List, RUN_COLUMNS, SqlStore, keys, run_from_row, to_json};
+use super::{At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, run_from_row, to_json};
 use crate::model::{Overlap, RunFilter, RunOutcome, RunRecord, RunStatus};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
@@ -57,33 +57,29 @@ impl SqlStore {
              u.finished_at, u.policy FROM {} WHERE true \
              ON CONFLICT (schedule_id, scheduled_time) DO NOTHING \
              RETURNING schedule_id, scheduled_time",
-            d.rows("$1", RUNS)
+            d.rows(1, RUNS)
         );
         let mut inserted = Keys::with_capacity(runs.len());
         for chunk in runs.chunks(1000) {
-            let mut rows = Vec::with_capacity(chunk.len());
+            let mut batch = Batch::new(RUNS);
             for run in chunk {
-                rows.push(serde_json::json!({
-                    "key_id": run.schedule_id,
-                    "key_time": d.instant(Some(run.scheduled_time)),
-                    "jobstore": run.jobstore.as_str(),
-                    "owner": run.owner,
-                    "target": to_json(&run.target)?,
-                    "status": run.status.as_str(),
-                    "detail": run.detail,
-                    "attempts": run.attempts,
-                    "claimed_at": d.instant(Some(run.claimed_at)),
-                    "lease_until": d.instant(run.lease_until),
-                    "finished_at": d.instant(run.finished_at),
-                    "policy": to_json(&run.policy)?,
-                }));
+                batch.push([
+                    run.schedule_id.as_str().into(),
+                    run.scheduled_time.into(),
+                    run.jobstore.as_str().into(),
+                    run.owner.as_str().into(),
+                    to_json(&run.target)?.into(),
+                    run.status.as_str().into(),
+                    run.detail.clone().into(),
+                    i64::from(run.attempts).into(),
+                    run.claimed_at.into(),
+                    run.lease_until.into(),
+                    run.finished_at.into(),
+                    to_json(&run.policy)?.into(),
+                ]);
             }
-            let written: Vec<(String, At)> = on_db!(
-                conn.reborrow(),
-                fetch_all(String, At),
-                &sql,
-                d.batch(&rows)?
-            );
+            let written: Vec<(String, At)> =
+                on_db!(conn.reborrow(), fetch_all(String, At), &sql; batch);
             inserted.extend(keys(written));
         }
         Ok(inserted)
@@ -102,29 +98,23 @@ impl SqlStore {
              attempts = u.attempts, finished_at = u.finished_at, lease_until = NULL \
              FROM {} WHERE r.schedule_id = u.key_id AND r.scheduled_time = u.key_time \
              AND r.status = 'pending' RETURNING schedule_id, scheduled_time",
-            d.rows("$1", OUTCOMES)
+            d.rows(1, OUTCOMES)
         );
         let mut finished = Keys::with_capacity(outcomes.len());
         for chunk in outcomes.chunks(1000) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|o| {
-                    serde_json::json!({
-                        "key_id": o.schedule_id,
-                        "key_time": d.instant(Some(o.scheduled_time)),
-                        "status": o.status.as_str(),
-                        "detail": o.detail,
-                        "attempts": o.attempts,
-                        "finished_at": d.instant(Some(o.finished_at)),
-                    })
-                })
-                .collect();
-            let ended: Vec<(String, At)> = on_db!(
-                conn.reborrow(),
-                fetch_all(String, At),
-                &sql,
-                d.batch(&rows)?
-            );
+            let mut batch = Batch::new(OUTCOMES);
+            for o in chunk {
+                batch.push([
+                    o.schedule_id.as_str().into(),
+                    o.scheduled_time.into(),
+                    o.status.as_str().into(),
+                    o.detail.clone().into(),
+                    i64::from(o.attempts).into(),
+                    o.finished_at.into(),
+                ]);
+            }
+            let ended: Vec<(String, At)> =
+                on_db!(conn.reborrow(), fetch_all(String, At), &sql; batch);
             finished.extend(keys(ended));
         }
         Ok(finished)

@@ -32,7 +32,7 @@ mod retention;
 mod schedules;
 mod watches;
 
-pub(crate) use dialect::{At, Dialect, Kind, List};
+pub(crate) use dialect::{At, Batch, Dialect, Kind, List};
 
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
      paused_reason, next_run_at, created_at";

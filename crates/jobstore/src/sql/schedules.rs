@@ -6,7 +6,7 @@ use service_kit::on_db;
 use service_kit::sql::Conn;
 use sqlx::types::Json;
 
-use super::{At, Kind, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
+use super::{At, Batch, Kind, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
 use crate::model::{ListFilter, Schedule, StoreName};
 use crate::plan::needs_active;
 use crate::store::{Schedules, StoreError};
@@ -46,28 +46,28 @@ impl SqlStore {
              u.paused_reason, u.next_run_at, u.created_at, u.created_at, u.tags, \
              u.checks_overlap{seq_value} FROM {} WHERE true ON CONFLICT (id) DO NOTHING",
             self.table(),
-            d.rows("$1", NEW_SCHEDULES)
+            d.rows(1, NEW_SCHEDULES)
         );
         for chunk in schedules.chunks(5000) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for (n, s) in chunk.iter().enumerate() {
-                rows.push(serde_json::json!({
-                    "n": n + 1,
-                    "id": s.id,
-                    "name": s.name,
-                    "owner": s.owner,
-                    "trigger": to_json(&s.trigger)?,
-                    "target": to_json(&s.target)?,
-                    "policy": to_json(&s.policy)?,
-                    "paused": s.paused,
-                    "paused_reason": s.paused_reason,
-                    "next_run_at": d.instant(s.next_run_at),
-                    "created_at": d.instant(Some(s.created_at)),
-                    "tags": to_json(&s.tags)?,
-                    "checks_overlap": needs_active(s),
-                }));
+            let mut batch = Batch::new(NEW_SCHEDULES);
+            for (n, s) in (1_i64..).zip(chunk) {
+                batch.push([
+                    n.into(),
+                    s.id.as_str().into(),
+                    s.name.as_str().into(),
+                    s.owner.as_str().into(),
+                    to_json(&s.trigger)?.into(),
+                    to_json(&s.target)?.into(),
+                    to_json(&s.policy)?.into(),
+                    s.paused.into(),
+                    s.paused_reason.clone().into(),
+                    s.next_run_at.into(),
+                    s.created_at.into(),
+                    to_json(&s.tags)?.into(),
+                    needs_active(s).into(),
+                ]);
             }
-            let inserted = on_db!(conn.reborrow(), execute, &sql, d.batch(&rows)?);
+            let inserted = on_db!(conn.reborrow(), execute, &sql; batch);
             if inserted != chunk.len() as u64 {
                 let first = chunk.first().map(|s| s.id.clone()).unwrap_or_default();
                 return Err(StoreError::Conflict(if schedules.len() == 1 {

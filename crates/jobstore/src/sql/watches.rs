@@ -10,7 +10,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
-use super::{At, Kind, List, One, SqlStore, json, optional_instant, to_json};
+use super::{At, Batch, Kind, List, One, SqlStore, json, optional_instant, to_json};
 use crate::model::{RunOutcome, Schedule, StoreName};
 use crate::store::StoreError;
 use crate::watches::{
@@ -63,21 +63,21 @@ impl SqlStore {
             return Ok(());
         }
         let d = self.dialect();
-        let mut rows = Vec::with_capacity(watches.len());
+        let mut batch = Batch::new(CHANGED);
         for watch in watches {
-            rows.push(serde_json::json!({
-                "key_id": watch.id,
-                "status": watch.status.as_str(),
-                "body": to_json(watch)?,
-                "due": d.instant(delivery_due(watch)),
-            }));
+            batch.push([
+                watch.id.as_str().into(),
+                watch.status.as_str().into(),
+                to_json(watch)?.into(),
+                delivery_due(watch).into(),
+            ]);
         }
         let sql = format!(
             "UPDATE watches AS w SET status = u.status, body = u.body, delivery_due = u.due, \
              delivery_lease_until = NULL FROM {} WHERE w.id = u.key_id",
-            d.rows("$1", CHANGED)
+            d.rows(1, CHANGED)
         );
-        on_db!(conn.reborrow(), execute, &sql, d.batch(&rows)?);
+        on_db!(conn.reborrow(), execute, &sql; batch);
         let ended: Vec<&str> = watches
             .iter()
             .filter(|w| w.status != WatchStatus::Active)
