@@ -464,265 +464,23 @@ impl<'a> Machine<'a> {
         loop {
             self.at = self.pos;
             let opcode = self.byte()?;
-            match opcode {
-                // PROTO
-                0x80 => {
-                    let protocol = self.byte()?;
-                    if !(2..=5).contains(&protocol) {
-                        return Err(PickleError::Protocol(protocol));
-                    }
-                }
-                // FRAME: a length hint, nothing to do.
-                0x95 => {
-                    self.take(8)?;
-                }
-                b'.' => {
-                    let root = self.pop()?;
-                    return Ok((self.arena, root));
-                }
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let top = self.top()?;
-                    self.stack.push(top);
-                }
-                b'N' => self.push(Node::None)?,
-                0x88 => self.push(Node::Bool(true))?,
-                0x89 => self.push(Node::Bool(false))?,
-                b'K' => {
-                    let v = self.uint(1)?;
-                    self.push(Node::Int(v as i64))?;
-                }
-                b'M' => {
-                    let v = self.uint(2)?;
-                    self.push(Node::Int(v as i64))?;
-                }
-                b'J' => {
-                    let v = self.uint(4)? as u32 as i32;
-                    self.push(Node::Int(i64::from(v)))?;
-                }
-                // LONG1, LONG4: little-endian two's complement.
-                0x8a | 0x8b => {
-                    let len = self.length(if opcode == 0x8a { 1 } else { 4 })?;
-                    let bytes = self.take(len)?;
-                    self.push(long(bytes))?;
-                }
-                b'I' => {
-                    let line = self.line()?;
-                    let node = match line {
-                        "01" => Node::Bool(true),
-                        "00" => Node::Bool(false),
-                        other => Node::Int(
-                            other
-                                .trim()
-                                .parse()
-                                .map_err(|_| self.malformed(format!("INT '{other}'")))?,
-                        ),
-                    };
-                    self.push(node)?;
-                }
-                b'L' => {
-                    let line = self.line()?;
-                    let digits = line.trim().trim_end_matches('L');
-                    let value = digits
-                        .parse()
-                        .map_err(|_| self.malformed(format!("LONG '{line}'")))?;
-                    self.push(Node::Int(value))?;
-                }
-                b'G' => {
-                    let bytes = self.take(8)?;
-                    let mut array = [0u8; 8];
-                    array.copy_from_slice(bytes);
-                    self.push(Node::Float(f64::from_be_bytes(array)))?;
-                }
-                b'F' => {
-                    let line = self.line()?;
-                    let value = line
-                        .trim()
-                        .parse()
-                        .map_err(|_| self.malformed(format!("FLOAT '{line}'")))?;
-                    self.push(Node::Float(value))?;
-                }
-                // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-                0x8c | b'X' | 0x8d => {
-                    let width = match opcode {
-                        0x8c => 1,
-                        b'X' => 4,
-                        _ => 8,
-                    };
-                    let len = self.length(width)?;
-                    let bytes = self.take(len)?;
-                    let text = self.text(bytes)?;
-                    self.push(Node::Str(text))?;
-                }
-                // SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
-                b'C' | b'B' | 0x8e | 0x96 => {
-                    let width = match opcode {
-                        b'C' => 1,
-                        b'B' => 4,
-                        _ => 8,
-                    };
-                    let len = self.length(width)?;
-                    let bytes = self.take(len)?.to_vec();
-                    self.push(Node::Bytes(bytes))?;
-                }
-                // SHORT_BINSTRING, BINSTRING: Python 2 str, read as Latin-1.
-                b'U' | b'T' => {
-                    let len = self.length(if opcode == b'U' { 1 } else { 4 })?;
-                    let bytes = self.take(len)?;
-                    self.push(Node::Str(bytes.iter().map(|&b| char::from(b)).collect()))?;
-                }
-                b']' => self.push(Node::List(Vec::new()))?,
-                b')' => self.push(Node::Tuple(Vec::new()))?,
-                b'}' => self.push(Node::Dict(Vec::new()))?,
-                0x8f => self.push(Node::Set(Vec::new()))?,
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::List(items))?;
-                }
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Tuple(items))?;
-                }
-                // FROZENSET
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Set(items))?;
-                }
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Dict(Vec::new()))?;
-                    let dict = self.top()?;
-                    self.add_items(dict, &items)?;
-                }
-                0x85..=0x87 => {
-                    let n = usize::from(opcode - 0x84);
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    self.push(Node::Tuple(items))?;
-                }
-                b'a' => {
-                    let value = self.pop()?;
-                    let list = self.top()?;
-                    self.append(list, &[value])?;
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    let list = self.top()?;
-                    self.append(list, &items)?;
-                }
-                // ADDITEMS
-                0x90 => {
-                    let items = self.pop_mark()?;
-                    let set = self.top()?;
-                    self.append(set, &items)?;
-                }
-                b's' => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    let dict = self.top()?;
-                    self.add_items(dict, &[key, value])?;
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let dict = self.top()?;
-                    self.add_items(dict, &items)?;
-                }
-                b'c' => {
-                    let module = self.line()?.to_string();
-                    let name = self.line()?.to_string();
-                    self.push(Node::Global { module, name })?;
-                }
-                // STACK_GLOBAL
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (&self.arena.nodes[module], &self.arena.nodes[name]) {
-                        (Node::Str(module), Node::Str(name)) => {
-                            let (module, name) = (module.clone(), name.clone());
-                            self.push(Node::Global { module, name })?;
-                        }
-                        _ => return Err(self.malformed("STACK_GLOBAL without two strings")),
-                    }
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    self.push(call(callable, args, None, false))?;
-                }
-                // NEWOBJ
-                0x81 => {
-                    let args = self.pop()?;
-                    let class = self.pop()?;
-                    self.push(call(class, args, None, true))?;
-                }
-                // NEWOBJ_EX
-                0x92 => {
-                    let kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let class = self.pop()?;
-                    self.push(call(class, args, Some(kwargs), true))?;
-                }
-                b'b' => {
-                    let new_state = self.pop()?;
-                    let target = self.top()?;
-                    match &mut self.arena.nodes[target] {
-                        Node::Call { state, .. } => *state = Some(new_state),
-                        _ => return Err(self.malformed("BUILD on something that is not an object")),
-                    }
-                }
-                // MEMOIZE
-                0x94 => {
-                    let key = u32::try_from(self.memo.len())
-                        .map_err(|_| PickleError::TooMany(self.limits.max_nodes))?;
-                    self.memo_put(key)?;
-                }
-                b'q' => {
-                    let key = self.uint(1)? as u32;
-                    self.memo_put(key)?;
-                }
-                b'r' => {
-                    let key = self.uint(4)? as u32;
-                    self.memo_put(key)?;
-                }
-                b'p' => {
-                    let line = self.line()?;
-                    let key = line
-                        .parse()
-                        .map_err(|_| self.malformed(format!("PUT '{line}'")))?;
-                    self.memo_put(key)?;
-                }
-                b'h' => {
-                    let key = self.uint(1)?;
-                    self.memo_get(key)?;
-                }
-                b'j' => {
-                    let key = self.uint(4)?;
-                    self.memo_get(key)?;
-                }
-                b'g' => {
-                    let line = self.line()?;
-                    let key = line
-                        .parse()
-                        .map_err(|_| self.malformed(format!("GET '{line}'")))?;
-                    self.memo_get(key)?;
-                }
+            if opcode == b'.' {
+                let root = self.pop()?;
+                return Ok((self.arena, root));
+            }
+            let known = self.stack_op(opcode)?
+                || self.number(opcode)?
+                || self.string(opcode)?
+                || self.collection(opcode)?
+                || self.object(opcode)?
+                || self.memo(opcode)?;
+            if !known {
                 // Persistent ids, the extension registry, out-of-band buffers, INST and OBJ
                 // (protocol 0 and 1 classes), text strings: never written by APScheduler.
-                other => {
-                    return Err(PickleError::Opcode {
-                        opcode: other,
-                        at: self.at,
-                    });
-                }
+                return Err(PickleError::Opcode {
+                    opcode,
+                    at: self.at,
+                });
             }
             if self.stack.len() > self.limits.max_nodes {
                 return Err(PickleError::TooMany(self.limits.max_nodes));
@@ -731,6 +489,301 @@ impl<'a> Machine<'a> {
                 return Err(PickleError::TooDeep(self.limits.max_depth));
             }
         }
+    }
+
+    /// The protocol, framing and stack opcodes (marks, pops, dup). Returns whether `opcode` is one of them.
+    fn stack_op(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            // PROTO
+            0x80 => {
+                let protocol = self.byte()?;
+                if !(2..=5).contains(&protocol) {
+                    return Err(PickleError::Protocol(protocol));
+                }
+            }
+            // FRAME: a length hint, nothing to do.
+            0x95 => {
+                self.take(8)?;
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let top = self.top()?;
+                self.stack.push(top);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The opcodes that push `None`, a bool, an int or a float. Returns whether `opcode` is one of them.
+    fn number(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            b'N' => self.push(Node::None)?,
+            0x88 => self.push(Node::Bool(true))?,
+            0x89 => self.push(Node::Bool(false))?,
+            b'K' => {
+                let v = self.uint(1)?;
+                self.push(Node::Int(v as i64))?;
+            }
+            b'M' => {
+                let v = self.uint(2)?;
+                self.push(Node::Int(v as i64))?;
+            }
+            b'J' => {
+                let v = self.uint(4)? as u32 as i32;
+                self.push(Node::Int(i64::from(v)))?;
+            }
+            // LONG1, LONG4: little-endian two's complement.
+            0x8a | 0x8b => {
+                let len = self.length(if opcode == 0x8a { 1 } else { 4 })?;
+                let bytes = self.take(len)?;
+                self.push(long(bytes))?;
+            }
+            b'I' => {
+                let line = self.line()?;
+                let node = match line {
+                    "01" => Node::Bool(true),
+                    "00" => Node::Bool(false),
+                    other => Node::Int(
+                        other
+                            .trim()
+                            .parse()
+                            .map_err(|_| self.malformed(format!("INT '{other}'")))?,
+                    ),
+                };
+                self.push(node)?;
+            }
+            b'L' => {
+                let line = self.line()?;
+                let digits = line.trim().trim_end_matches('L');
+                let value = digits
+                    .parse()
+                    .map_err(|_| self.malformed(format!("LONG '{line}'")))?;
+                self.push(Node::Int(value))?;
+            }
+            b'G' => {
+                let bytes = self.take(8)?;
+                let mut array = [0u8; 8];
+                array.copy_from_slice(bytes);
+                self.push(Node::Float(f64::from_be_bytes(array)))?;
+            }
+            b'F' => {
+                let line = self.line()?;
+                let value = line
+                    .trim()
+                    .parse()
+                    .map_err(|_| self.malformed(format!("FLOAT '{line}'")))?;
+                self.push(Node::Float(value))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The opcodes that push a string or bytes. Returns whether `opcode` is one of them.
+    fn string(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
+            0x8c | b'X' | 0x8d => {
+                let width = match opcode {
+                    0x8c => 1,
+                    b'X' => 4,
+                    _ => 8,
+                };
+                let len = self.length(width)?;
+                let bytes = self.take(len)?;
+                let text = self.text(bytes)?;
+                self.push(Node::Str(text))?;
+            }
+            // SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
+            b'C' | b'B' | 0x8e | 0x96 => {
+                let width = match opcode {
+                    b'C' => 1,
+                    b'B' => 4,
+                    _ => 8,
+                };
+                let len = self.length(width)?;
+                let bytes = self.take(len)?.to_vec();
+                self.push(Node::Bytes(bytes))?;
+            }
+            // SHORT_BINSTRING, BINSTRING: Python 2 str, read as Latin-1.
+            b'U' | b'T' => {
+                let len = self.length(if opcode == b'U' { 1 } else { 4 })?;
+                let bytes = self.take(len)?;
+                self.push(Node::Str(bytes.iter().map(|&b| char::from(b)).collect()))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The opcodes that build lists, tuples, dicts and sets. Returns whether `opcode` is one of them.
+    fn collection(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            b']' => self.push(Node::List(Vec::new()))?,
+            b')' => self.push(Node::Tuple(Vec::new()))?,
+            b'}' => self.push(Node::Dict(Vec::new()))?,
+            0x8f => self.push(Node::Set(Vec::new()))?,
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Node::List(items))?;
+            }
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Node::Tuple(items))?;
+            }
+            // FROZENSET
+            0x91 => {
+                let items = self.pop_mark()?;
+                self.push(Node::Set(items))?;
+            }
+            b'd' => {
+                let items = self.pop_mark()?;
+                self.push(Node::Dict(Vec::new()))?;
+                let dict = self.top()?;
+                self.add_items(dict, &items)?;
+            }
+            0x85..=0x87 => {
+                let n = usize::from(opcode - 0x84);
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(Node::Tuple(items))?;
+            }
+            b'a' => {
+                let value = self.pop()?;
+                let list = self.top()?;
+                self.append(list, &[value])?;
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                let list = self.top()?;
+                self.append(list, &items)?;
+            }
+            // ADDITEMS
+            0x90 => {
+                let items = self.pop_mark()?;
+                let set = self.top()?;
+                self.append(set, &items)?;
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                let dict = self.top()?;
+                self.add_items(dict, &[key, value])?;
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                let dict = self.top()?;
+                self.add_items(dict, &items)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The opcodes that name a global, call it, or set an object's state. Returns whether `opcode` is one of them.
+    fn object(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            b'c' => {
+                let module = self.line()?.to_string();
+                let name = self.line()?.to_string();
+                self.push(Node::Global { module, name })?;
+            }
+            // STACK_GLOBAL
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (&self.arena.nodes[module], &self.arena.nodes[name]) {
+                    (Node::Str(module), Node::Str(name)) => {
+                        let (module, name) = (module.clone(), name.clone());
+                        self.push(Node::Global { module, name })?;
+                    }
+                    _ => return Err(self.malformed("STACK_GLOBAL without two strings")),
+                }
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                self.push(call(callable, args, None, false))?;
+            }
+            // NEWOBJ
+            0x81 => {
+                let args = self.pop()?;
+                let class = self.pop()?;
+                self.push(call(class, args, None, true))?;
+            }
+            // NEWOBJ_EX
+            0x92 => {
+                let kwargs = self.pop()?;
+                let args = self.pop()?;
+                let class = self.pop()?;
+                self.push(call(class, args, Some(kwargs), true))?;
+            }
+            b'b' => {
+                let new_state = self.pop()?;
+                let target = self.top()?;
+                match &mut self.arena.nodes[target] {
+                    Node::Call { state, .. } => *state = Some(new_state),
+                    _ => return Err(self.malformed("BUILD on something that is not an object")),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The memo's opcodes: store the top of the stack, or push what was stored. Returns whether `opcode` is one of them.
+    fn memo(&mut self, opcode: u8) -> Result<bool, PickleError> {
+        match opcode {
+            // MEMOIZE
+            0x94 => {
+                let key = u32::try_from(self.memo.len())
+                    .map_err(|_| PickleError::TooMany(self.limits.max_nodes))?;
+                self.memo_put(key)?;
+            }
+            b'q' => {
+                let key = self.uint(1)? as u32;
+                self.memo_put(key)?;
+            }
+            b'r' => {
+                let key = self.uint(4)? as u32;
+                self.memo_put(key)?;
+            }
+            b'p' => {
+                let line = self.line()?;
+                let key = line
+                    .parse()
+                    .map_err(|_| self.malformed(format!("PUT '{line}'")))?;
+                self.memo_put(key)?;
+            }
+            b'h' => {
+                let key = self.uint(1)?;
+                self.memo_get(key)?;
+            }
+            b'j' => {
+                let key = self.uint(4)?;
+                self.memo_get(key)?;
+            }
+            b'g' => {
+                let line = self.line()?;
+                let key = line
+                    .parse()
+                    .map_err(|_| self.malformed(format!("GET '{line}'")))?;
+                self.memo_get(key)?;
+            }
+
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
