@@ -39,6 +39,7 @@ pub use watches::{NewWatch, WatchQuery};
 
 pub use blocking::BlockingSchedulerClient;
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
+pub use scheduler_api::NewGraphSchedule;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -324,20 +325,6 @@ impl SchedulerClient {
         })
         .await
     }
-}
-
-/// The arguments of `add_graph_execution_schedule`.
-#[derive(Debug, Clone, Default)]
-pub struct NewGraphSchedule {
-    pub user_id: String,
-    pub graph_id: String,
-    pub graph_version: i64,
-    pub cron: String,
-    pub input_data: Value,
-    pub input_credentials: Option<Value>,
-    pub name: Option<String>,
-    pub user_timezone: Option<String>,
-    pub policy: Option<SchedulePolicy>,
 }
 
 /// Whether a failed call may succeed when sent again: the connection failed, not the request.

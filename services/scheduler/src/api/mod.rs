@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, NewSchedule, Registry, RunPage, RunQuery, RunStatus, Schedule,
-    SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer,
-    SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage,
+    Backfill, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule, Registry, RunPage, RunQuery,
+    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate,
+    SchedulerApiServer, SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage,
 };
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ impl SchedulerApiServer for RpcHandler {
         user_timezone: Option<String>,
         policy: Option<SchedulePolicy>,
     ) -> RpcResult<GraphExecutionJobInfo> {
-        let request = schedules::AddRequest {
+        let request = NewGraphSchedule {
             user_id,
             graph_id,
             graph_version,
@@ -78,7 +78,7 @@ impl SchedulerApiServer for RpcHandler {
             user_timezone,
             policy,
         };
-        Ok(schedules::add(&self.app, request).await?)
+        Ok(schedules::add(&self.app, request.validate()?).await?)
     }
 
     async fn delete_graph_execution_schedule(

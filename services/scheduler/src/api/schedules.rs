@@ -1,79 +1,32 @@
 //! Graph execution schedules: add, delete, list, pause, resume.
 
-use crate::api::access::{self, Access, Who};
-use crate::api::views;
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
 use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
 use scheduler_api::{
-    GraphExecutionJobInfo, GraphExecutionTarget, SchedulePolicy, SchedulerError, check_id,
+    GraphExecutionJobInfo, GraphExecutionTarget, NewGraphSchedule, SchedulerError, Valid,
 };
-use serde_json::Value;
-use triggers::TriggerKind;
 
+use crate::api::access::{self, Access, Who};
+use crate::api::views;
 use crate::app::{App, storage_error};
 
 /// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
 const DEFAULT_NAME: &str = "execute_graph";
-pub(super) struct AddRequest {
-    pub user_id: String,
-    pub graph_id: String,
-    pub graph_version: i64,
-    pub cron: String,
-    pub input_data: Value,
-    pub input_credentials: Option<Value>,
-    pub name: Option<String>,
-    pub user_timezone: Option<String>,
-    pub policy: Option<SchedulePolicy>,
-}
 
-/// AutoGPT's method takes only the policy fields APScheduler has (`coalesce`,
-/// `misfire_grace_secs`); the general policy's other fields belong to `create_schedule`, and
-/// are refused here rather than dropped.
-fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> {
-    let given = [
-        ("overlap", policy.overlap.is_some()),
-        ("jitter_secs", policy.jitter_secs.is_some()),
-        ("attempts", policy.attempts.is_some()),
-        ("backoff_ms", policy.backoff_ms.is_some()),
-    ];
-    match given.iter().find(|(_, set)| *set) {
-        Some((field, _)) => Err(SchedulerError::Value(format!(
-            "policy.{field} is not taken by add_graph_execution_schedule, whose policy holds \
-             only coalesce and misfire_grace_secs; use create_schedule for the general policy"
-        ))),
-        None => Ok(()),
-    }
-}
-
+/// `add_graph_execution_schedule`: stores the schedule, its first run the next fire after now.
 pub(super) async fn add(
     app: &App,
-    request: AddRequest,
+    request: Valid<NewGraphSchedule>,
 ) -> Result<GraphExecutionJobInfo, SchedulerError> {
-    check_id("user_id", &request.user_id)?;
-    check_id("graph_id", &request.graph_id)?;
-    let input_data = object_or_error("input_data", request.input_data)?;
-    let input_credentials = object_or_error(
-        "input_credentials",
-        request
-            .input_credentials
-            .unwrap_or_else(|| Value::Object(Default::default())),
-    )?;
-    let timezone = match request.user_timezone.as_deref().map(str::trim) {
-        None | Some("") => "UTC".to_string(),
-        Some(zone) => zone.to_string(),
-    };
-    let trigger = TriggerKind::Cron {
-        expression: request.cron.trim().to_string(),
-        timezone,
-    };
+    let trigger = request.trigger();
+    let request = request.into_inner();
     let compiled = trigger
         .compile()
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
     let now = Utc::now().trunc_subsecs(0);
     let requested = request.policy.unwrap_or_default();
-    refuse_general_policy(&requested)?;
     let policy = Policy {
         coalesce: requested.coalesce.unwrap_or(true),
         misfire_grace_secs: requested.misfire_grace_secs,
@@ -91,8 +44,8 @@ pub(super) async fn add(
         target: Target::GraphExecution(GraphExecutionTarget {
             graph_id: request.graph_id,
             graph_version: request.graph_version,
-            input_data,
-            input_credentials,
+            input_data: request.input_data,
+            input_credentials: request.input_credentials.unwrap_or_default(),
         }),
         policy,
         paused: false,
@@ -191,9 +144,4 @@ pub(super) async fn owned_schedule(
         SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
     })?;
     Ok(schedule)
-}
-
-fn object_or_error(field: &str, value: Value) -> Result<Value, SchedulerError> {
-    scheduler_api::check_object(field, &value).map_err(SchedulerError::Value)?;
-    Ok(value)
 }
