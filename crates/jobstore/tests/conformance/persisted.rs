@@ -4,17 +4,24 @@
 use super::watches::{checked, watch};
 use super::*;
 
-#[tokio::test]
-async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
+/// A SQLite file in a new directory and, when PostgreSQL is reachable, a new schema named after
+/// `name`, with what must live as long as they.
+async fn persisted_urls(name: &str) -> (Vec<DatabaseUrl>, (tempfile::TempDir, Option<PgSchema>)) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = DatabaseUrl::parse(&format!("sqlite://{}/s.db", dir.path().display())).unwrap();
-    let schema = PgSchema::create("reopen").await;
+    let schema = PgSchema::create(name).await;
     let mut urls = vec![sqlite];
     urls.extend(
         schema
             .as_ref()
             .map(|s| DatabaseUrl::parse(&s.url()).unwrap()),
     );
+    (urls, (dir, schema))
+}
+
+#[tokio::test]
+async fn persisted_stores_keep_schedules_and_ledger_across_reopen() {
+    let (urls, _kept) = persisted_urls("reopen").await;
     for url in urls {
         let db = jobstore::connect(&url, 2).await.unwrap();
         let store = jobstore::persisted(&db, StoreName::BatchedNotifications);
@@ -374,15 +381,7 @@ async fn a_sqlite_database_of_the_previous_store_reads_back_and_goes_on() {
 /// The same written and read by this revision, on both databases.
 #[tokio::test]
 async fn what_is_written_now_reads_back_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = DatabaseUrl::parse(&format!("sqlite://{}/s.db", dir.path().display())).unwrap();
-    let schema = PgSchema::create("fixture").await;
-    let mut urls = vec![sqlite];
-    urls.extend(
-        schema
-            .as_ref()
-            .map(|s| DatabaseUrl::parse(&s.url()).unwrap()),
-    );
+    let (urls, _kept) = persisted_urls("fixture").await;
     for url in urls {
         let db = jobstore::connect(&url, 2).await.unwrap();
         write_fixture(&db).await;
