@@ -296,34 +296,37 @@ impl Batch {
         self.rows.push(row.into());
     }
 
-    /// The cells of column `i` as one array of its PostgreSQL type.
-    fn array<T>(&self, i: usize, cell: impl Fn(&Cell) -> Option<T>) -> Vec<Option<T>> {
-        self.rows.iter().map(|row| cell(&row[i])).collect()
+    /// The cells of column `i`, taken out of the rows, as one array of its PostgreSQL type.
+    fn take_column<T>(&mut self, i: usize, cell: impl Fn(Cell) -> Option<T>) -> Vec<Option<T>> {
+        self.rows
+            .iter_mut()
+            .map(|row| cell(std::mem::replace(&mut row[i], Cell::Text(None))))
+            .collect()
     }
 }
 
 impl Spread for Batch {
-    fn spread_postgres<'q, B: Binder<'q, Postgres>>(self, mut query: B) -> B {
+    fn spread_postgres<'q, B: Binder<'q, Postgres>>(mut self, mut query: B) -> B {
         for (i, (_, kind)) in self.columns.iter().enumerate() {
             query = match kind {
-                Kind::Text => query.bind_value(self.array(i, |c| match c {
-                    Cell::Text(text) => text.clone(),
+                Kind::Text => query.bind_value(self.take_column(i, |c| match c {
+                    Cell::Text(text) => text,
                     _ => None,
                 })),
-                Kind::Int => query.bind_value(self.array(i, |c| match c {
-                    Cell::Int(n) => Some(*n),
+                Kind::Int => query.bind_value(self.take_column(i, |c| match c {
+                    Cell::Int(n) => Some(n),
                     _ => None,
                 })),
-                Kind::Bool => query.bind_value(self.array(i, |c| match c {
-                    Cell::Bool(b) => Some(*b),
+                Kind::Bool => query.bind_value(self.take_column(i, |c| match c {
+                    Cell::Bool(b) => Some(b),
                     _ => None,
                 })),
-                Kind::Instant => query.bind_value(self.array(i, |c| match c {
-                    Cell::Instant(at) => *at,
+                Kind::Instant => query.bind_value(self.take_column(i, |c| match c {
+                    Cell::Instant(at) => at,
                     _ => None,
                 })),
-                Kind::Json => query.bind_value(self.array(i, |c| match c {
-                    Cell::Json(value) => Some(value.clone()),
+                Kind::Json => query.bind_value(self.take_column(i, |c| match c {
+                    Cell::Json(value) => Some(value),
                     _ => None,
                 })),
             };
