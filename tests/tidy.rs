@@ -8,7 +8,8 @@
 //! - a target kind's variant is named only in its homes (its data in `scheduler-api`, its
 //!   behaviour in the scheduler's `targets/`), and where a surface makes targets of that kind;
 //! - the jobstore's SQL is written once for both databases: only `sql/dialect.rs` (where they
-//!   differ) and `sql/mod.rs` (their connections) pick one.
+//!   differ) and `sql/mod.rs` (their connections) pick one;
+//! - no file under a `tests` folder is hidden from git by `.gitignore`.
 //!
 //! That each OpenRPC document lists exactly what its service serves is checked by the
 //! services' own `openrpc` tests, against the running binary's `rpc.discover`.
@@ -472,4 +473,32 @@ fn the_circle_check_sees_grouped_and_nested_imports() {
     let mut acyclic = graph.clone();
     acyclic.get_mut("c").unwrap().clear();
     assert_eq!(find_cycle(&acyclic), None);
+}
+
+/// What the tests read from the tree is committed: a file under a `tests` folder that
+/// .gitignore hides passes here and is missing from a fresh clone (a database fixture once
+/// was).
+#[test]
+fn no_file_under_a_tests_folder_is_hidden_by_gitignore() {
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "--others", "--ignored", "--exclude-standard"])
+        .arg("--directory")
+        .current_dir(root())
+        .output()
+        .expect("git runs in the checkout");
+    assert!(
+        listed.status.success(),
+        "git ls-files failed: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let hidden: Vec<&str> = std::str::from_utf8(&listed.stdout)
+        .unwrap()
+        .lines()
+        .filter(|path| path.split('/').any(|part| part == "tests"))
+        .filter(|path| !path.contains("node_modules"))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "ignored by .gitignore, so a fresh clone lacks them: {hidden:?}"
+    );
 }
