@@ -17,8 +17,9 @@ mod watch;
 
 pub use error::{SchedulerError, codes};
 pub use requests::{
-    DEFAULT_LIMIT, MAX_ID_LEN, MAX_LIMIT, MAX_TAG_LEN, MAX_TAGS, NewGraphSchedule, NewSchedule,
-    RunQuery, ScheduleQuery, ScheduleUpdate, Valid, check_id, check_tags, page_limit,
+    DEFAULT_LIMIT, DEFAULT_WATCH_ATTEMPTS, DEFAULT_WATCH_INTERVAL_SECS, MAX_ID_LEN, MAX_LIMIT,
+    MAX_MESSAGE_LEN, MAX_TAG_LEN, MAX_TAGS, NewGraphSchedule, NewSchedule, NewWatch, RunQuery,
+    ScheduleQuery, ScheduleUpdate, Valid, WatchQuery, check_id, check_tags, page_limit,
 };
 pub use target::{
     DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,

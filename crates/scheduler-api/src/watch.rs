@@ -73,7 +73,18 @@ impl Check {
         Ok(check)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// The `check_config` this check is parsed from: its fields without the `job_type`.
+    pub fn config(&self) -> Value {
+        let mut config = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut config {
+            map.remove("job_type");
+        }
+        config
+    }
+
+    /// Checks the fields serde cannot: names not empty, a method and a status HTTP has, a
+    /// delay within [`MAX_DELAY_SECS`].
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             Check::PollModule {
                 module,

@@ -35,11 +35,10 @@ pub use scheduler_api::{
     SystemTaskTarget, WatchTarget,
 };
 use serde_json::Value;
-pub use watches::{NewWatch, WatchQuery};
 
 pub use blocking::BlockingSchedulerClient;
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
-pub use scheduler_api::NewGraphSchedule;
+pub use scheduler_api::{NewGraphSchedule, NewWatch, WatchQuery};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule, Registry, RunPage, RunQuery,
-    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate,
-    SchedulerApiServer, SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage,
+    Backfill, Check, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule, NewWatch, Registry,
+    RunPage, RunQuery, RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleQuery,
+    ScheduleRun, ScheduleUpdate, SchedulerApiServer, SchedulerError, SchedulerStatus, Target,
+    TriggerSpec, Watch, WatchPage, WatchQuery,
 };
 use serde_json::Value;
 
@@ -355,22 +356,23 @@ impl SchedulerApiServer for RpcHandler {
         platform_channel_id: Option<String>,
         platform_thread_id: Option<String>,
     ) -> RpcResult<Watch> {
-        let request = watches::AddWatch {
-            job_type,
-            check_config,
+        let check = Check::parse(&job_type, &check_config).map_err(SchedulerError::Value)?;
+        let request = NewWatch {
+            user_id,
+            check,
             on_success_message,
             on_failure_message,
-            on_complete,
+            on_complete: NewWatch::on_complete_from_wire(on_complete.as_deref())?,
             workflow_id,
-            interval_seconds,
-            max_attempts,
-            user_id,
+            interval_seconds: NewWatch::interval_from_wire(interval_seconds)?,
+            max_attempts: NewWatch::attempts_from_wire(max_attempts)?,
             conversation_id,
             platform,
             platform_channel_id,
             platform_thread_id,
-        };
-        Ok(watches::add(&self.app, request).await?)
+        }
+        .validate()?;
+        Ok(watches::add(&self.app, request, check_config).await?)
     }
 
     async fn list_watches(
@@ -381,16 +383,15 @@ impl SchedulerApiServer for RpcHandler {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<WatchPage> {
-        let page = watches::list(
-            &self.app,
-            status_filter,
+        let query = WatchQuery {
+            status: WatchQuery::status_from_wire(status_filter.as_deref())?,
             user_id,
             workflow_id,
             limit,
             cursor,
-        )
-        .await?;
-        Ok(page)
+        }
+        .validate()?;
+        Ok(watches::list(&self.app, query).await?)
     }
 
     async fn cancel_watch(&self, job_id: String) -> RpcResult<Watch> {

@@ -1,49 +1,10 @@
-//! The requests of the general schedule API, declared once: the service acts on them, the
-//! typed clients send them and schedctl builds them. Each has a `validate` that checks what
-//! can be checked without the service's state (identifiers, tags, the trigger, the target's
-//! fields, limits) and returns a [`Valid`] value, the only form the service acts on; what
-//! depends on its state (the configured endpoints, the jobstores it serves, who owns what) the
-//! service checks after.
-
-use std::ops::Deref;
+//! The general API's schedules: `create_schedule`, `update_schedule`, `list_schedules`,
+//! `list_runs`.
 
 use chrono::{DateTime, Utc};
 
-use serde_json::Value;
-use triggers::TriggerKind;
-
-use crate::{
-    Origin, RunStatus, SYSTEM_OWNER, SchedulePolicy, SchedulerError, Target, TriggerSpec,
-    check_object,
-};
-
-/// The longest identifier (an id, an owner) in bytes.
-pub const MAX_ID_LEN: usize = 256;
-/// The most tags a schedule has, and the longest tag in bytes.
-pub const MAX_TAGS: usize = 32;
-pub const MAX_TAG_LEN: usize = 64;
-/// The largest page of a listing.
-pub const MAX_LIMIT: u32 = 1000;
-/// The page of a listing when no `limit` is given.
-pub const DEFAULT_LIMIT: u32 = 100;
-
-/// A request that passed its `validate`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Valid<T>(T);
-
-impl<T> Valid<T> {
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T> Deref for Valid<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
+use super::{DEFAULT_LIMIT, Valid, check_id, check_tags, page_limit};
+use crate::{Origin, RunStatus, SYSTEM_OWNER, SchedulePolicy, SchedulerError, Target, TriggerSpec};
 
 /// `create_schedule`.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,124 +156,6 @@ impl RunQuery {
     }
 }
 
-/// AutoGPT's `add_graph_execution_schedule`: a cron schedule that runs a graph for a user.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewGraphSchedule {
-    pub user_id: String,
-    pub graph_id: String,
-    pub graph_version: i64,
-    pub cron: String,
-    pub input_data: Value,
-    /// `None` for `{}`.
-    pub input_credentials: Option<Value>,
-    pub name: Option<String>,
-    /// An IANA zone; `None` (or blank) for UTC.
-    pub user_timezone: Option<String>,
-    /// Only `coalesce` and `misfire_grace_secs`, the policy APScheduler has.
-    pub policy: Option<SchedulePolicy>,
-}
-
-impl NewGraphSchedule {
-    /// Checks the ids, that the inputs are objects (credentials default to `{}`), that the
-    /// cron expression compiles in its zone, and that the policy holds only what AutoGPT's
-    /// method takes.
-    pub fn validate(mut self) -> Result<Valid<Self>, SchedulerError> {
-        check_id("user_id", &self.user_id)?;
-        check_id("graph_id", &self.graph_id)?;
-        check_object("input_data", &self.input_data).map_err(SchedulerError::Value)?;
-        let credentials = self
-            .input_credentials
-            .take()
-            .unwrap_or_else(|| Value::Object(Default::default()));
-        check_object("input_credentials", &credentials).map_err(SchedulerError::Value)?;
-        self.input_credentials = Some(credentials);
-        self.trigger()
-            .compile()
-            .map_err(|e| SchedulerError::Value(e.to_string()))?;
-        if let Some(policy) = &self.policy {
-            refuse_general_policy(policy)?;
-        }
-        Ok(Valid(self))
-    }
-
-    /// The cron trigger in the user's zone.
-    pub fn trigger(&self) -> TriggerKind {
-        let timezone = match self.user_timezone.as_deref().map(str::trim) {
-            None | Some("") => "UTC".to_string(),
-            Some(zone) => zone.to_string(),
-        };
-        TriggerKind::Cron {
-            expression: self.cron.trim().to_string(),
-            timezone,
-        }
-    }
-}
-
-/// AutoGPT's method takes only the policy fields APScheduler has (`coalesce`,
-/// `misfire_grace_secs`); the general policy's other fields belong to `create_schedule`, and
-/// are refused here rather than dropped.
-fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> {
-    let given = [
-        ("overlap", policy.overlap.is_some()),
-        ("jitter_secs", policy.jitter_secs.is_some()),
-        ("attempts", policy.attempts.is_some()),
-        ("backoff_ms", policy.backoff_ms.is_some()),
-    ];
-    match given.iter().find(|(_, set)| *set) {
-        Some((field, _)) => Err(SchedulerError::Value(format!(
-            "policy.{field} is not taken by add_graph_execution_schedule, whose policy holds \
-             only coalesce and misfire_grace_secs; use create_schedule for the general policy"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Refuses an empty identifier, or one longer than [`MAX_ID_LEN`] bytes, naming the field.
-pub fn check_id(field: &str, value: &str) -> Result<(), SchedulerError> {
-    if value.trim().is_empty() {
-        return Err(SchedulerError::Value(format!("{field} must not be empty")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(SchedulerError::Value(format!(
-            "{field} is longer than {MAX_ID_LEN} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// A listing's `limit`, `default` when absent, refused outside 1 to [`MAX_LIMIT`].
-pub fn page_limit(limit: Option<u32>, default: u32) -> Result<usize, SchedulerError> {
-    let limit = limit.unwrap_or(default);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(SchedulerError::Value(format!(
-            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        )));
-    }
-    Ok(limit as usize)
-}
-
-/// At most [`MAX_TAGS`] tags of 1 to [`MAX_TAG_LEN`] bytes, each once, in the order given.
-pub fn check_tags(tags: Vec<String>) -> Result<Vec<String>, SchedulerError> {
-    if tags.len() > MAX_TAGS {
-        return Err(SchedulerError::Value(format!(
-            "at most {MAX_TAGS} tags, got {}",
-            tags.len()
-        )));
-    }
-    let mut checked: Vec<String> = Vec::with_capacity(tags.len());
-    for tag in tags {
-        if tag.trim().is_empty() || tag.len() > MAX_TAG_LEN {
-            return Err(SchedulerError::Value(format!(
-                "a tag is 1 to {MAX_TAG_LEN} bytes, got '{tag}'"
-            )));
-        }
-        if !checked.contains(&tag) {
-            checked.push(tag);
-        }
-    }
-    Ok(checked)
-}
-
 /// A trigger that compiles, as it would be stored now (an interval anchored).
 fn check_trigger(trigger: &TriggerSpec) -> Result<(), SchedulerError> {
     trigger
@@ -325,6 +168,7 @@ fn check_trigger(trigger: &TriggerSpec) -> Result<(), SchedulerError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{MAX_LIMIT, MAX_TAGS};
     use super::*;
     use triggers::TriggerKind;
 
