@@ -19,7 +19,8 @@ use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::daemon::{
-    Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, stub_executor,
+    Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, received_by,
+    stub_executor,
 };
 
 pub(crate) struct Options {
@@ -145,14 +146,7 @@ async fn bench_replicas(
     if Utc::now() + TimeDelta::seconds(2) > due_at {
         bail!("starting {replicas} replicas took too long for the 15 s lead");
     }
-    let deadline = Instant::now() + Duration::from_secs(120) + (due_at - Utc::now()).to_std()?;
-    while received.lock().unwrap().len() < due && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let calls = received.lock().unwrap().clone();
-    if calls.len() < due {
-        bail!("only {} of {due} occurrences were dispatched", calls.len());
-    }
+    let calls = received_by(&received, due, due_at).await?;
     let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
     let took = (last - due_at).to_std().unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -189,38 +183,9 @@ async fn bench_backend(
     // 2. A burst: `due` of `schedules` in the same second.
     let db = fresh_db(backend, dir.path(), "burst").await?;
     let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
-    let seed_started = Instant::now();
-    let lead = TimeDelta::seconds(20);
-    let due_at = (Utc::now() + lead).trunc_subsecs(0);
-    seed(&database, options.schedules, options.due, due_at).await?;
-    eprintln!(
-        "seeded {} schedules in {:.1} s; {} due at {due_at}",
-        options.schedules,
-        seed_started.elapsed().as_secs_f64(),
-        options.due
-    );
-    if Utc::now() + TimeDelta::seconds(5) > due_at {
-        bail!("seeding took too long for the {lead} lead");
-    }
+    let due_at = seed_burst(&database, options).await?;
     let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
-    let deadline = Instant::now()
-        + Duration::from_secs(120)
-        + (due_at - Utc::now()).to_std().unwrap_or_default();
-    loop {
-        let count = received.lock().unwrap().len();
-        if count >= options.due || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let calls = received.lock().unwrap().clone();
-    if calls.len() < options.due {
-        bail!(
-            "only {} of {} due schedules were dispatched",
-            calls.len(),
-            options.due
-        );
-    }
+    let calls = received_by(&received, options.due, due_at).await?;
     let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
     let mut lags: Vec<TimeDelta> = calls
         .iter()
@@ -256,6 +221,25 @@ async fn bench_backend(
         idle_cpu_percent,
         peak_rss_mib,
     })
+}
+
+/// Seeds `options.schedules` schedules, `options.due` of them due in the same second 20 s
+/// from now; returns that second.
+async fn seed_burst(database: &Database, options: &Options) -> anyhow::Result<DateTime<Utc>> {
+    let seed_started = Instant::now();
+    let lead = TimeDelta::seconds(20);
+    let due_at = (Utc::now() + lead).trunc_subsecs(0);
+    seed(database, options.schedules, options.due, due_at).await?;
+    eprintln!(
+        "seeded {} schedules in {:.1} s; {} due at {due_at}",
+        options.schedules,
+        seed_started.elapsed().as_secs_f64(),
+        options.due
+    );
+    if Utc::now() + TimeDelta::seconds(5) > due_at {
+        bail!("seeding took too long for the {lead} lead");
+    }
+    Ok(due_at)
 }
 
 async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {

@@ -208,6 +208,29 @@ fn clock_ticks() -> anyhow::Result<f64> {
 /// Every call the stub accepted: (scheduled time, when it arrived).
 pub(crate) type Received = Arc<Mutex<Vec<(DateTime<Utc>, DateTime<Utc>)>>>;
 
+/// Waits until `count` calls have arrived at a stub executor (for up to two minutes after
+/// `due_at`, when they were due) and returns them.
+pub(crate) async fn received_by(
+    received: &Received,
+    count: usize,
+    due_at: DateTime<Utc>,
+) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
+    let deadline = std::time::Instant::now()
+        + Duration::from_secs(120)
+        + (due_at - Utc::now()).to_std().unwrap_or_default();
+    while received.lock().unwrap().len() < count && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = received.lock().unwrap().clone();
+    if calls.len() < count {
+        bail!(
+            "only {} of {count} due occurrences were dispatched",
+            calls.len()
+        );
+    }
+    Ok(calls)
+}
+
 /// A stand-in execution service (and backend) on loopback that accepts every call and notes
 /// when it came: JSON-RPC at `/`, one call or a batch, and HTTP requests at `/job`, whose
 /// `X-Scheduled-Time` header says which occurrence they are.

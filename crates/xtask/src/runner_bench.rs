@@ -185,131 +185,45 @@ async fn bench_backend(
     let db = fresh_db(backend, dir.path(), "runner").await?;
     let logs = dir.path().join("logs");
     let config = dir.path().join("device-runner.toml");
-    let mut toml = format!(
-        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\n\n[job_types.module]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\nruns_on = \"pool:modules\"\n\n[[pools]]\nname = \"modules\"\nconcurrency = {}\n",
-        options.pool_concurrency
-    );
-    for device in 0..options.devices {
-        toml.push_str(&format!("\n[[devices]]\nserial = \"{}\"\n", serial(device)));
-    }
-    std::fs::write(&config, toml)?;
+    std::fs::write(&config, runner_config(&logs, job, options))?;
     let daemon = Daemon::start_runner(binary, dir.path(), &config, &db.url).await?;
     let client = DeviceRunnerClient::new(&daemon.url())?;
 
-    // 1. Hold every device.
+    // 1 and 2: every device held, then the queues filled behind them.
     let gate = dir.path().join("gate");
-    for device in 0..options.devices {
-        enqueue(&client, serial(device), json!({"gate": gate})).await?;
-    }
-    wait_until(&client, Duration::from_secs(60), |running, _| {
-        running == options.devices
-    })
-    .await
-    .context("waiting for every device to run its holding job")?;
-
-    // 2. Enqueue calls per second, filling the queues.
+    hold_devices(&client, &gate, options).await?;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..options.clients {
-        let client = client.clone();
-        let (clients, devices, job_ms) = (options.clients, options.devices, options.job_ms);
-        let count = options.queued / clients + usize::from(worker < options.queued % clients);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..count {
-                let device = (i * clients + worker) % devices;
-                enqueue(&client, serial(device), json!({"sleep_ms": job_ms})).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    let (devices, job_ms) = (options.devices, options.job_ms);
+    from_clients(
+        &client,
+        options.clients,
+        options.queued,
+        move |client, i| async move {
+            let params = json!({"sleep_ms": job_ms});
+            enqueue(&client, serial(i % devices), params).await
+        },
+    )
+    .await?;
     let enqueues_per_second = options.queued as f64 / started.elapsed().as_secs_f64();
     eprintln!("enqueue: {enqueues_per_second:.0} calls/s");
 
-    // 3. Open the gate; the queues drain.
-    let cpu_before = daemon.cpu_seconds()?;
-    std::fs::write(&gate, "")?;
-    let opened = Instant::now();
-    let expected_drain =
-        Duration::from_millis(options.job_ms * (options.queued / options.devices + 1) as u64);
-    wait_until(
-        &client,
-        expected_drain * 3 + Duration::from_secs(60),
-        |r, p| r == 0 && p == 0,
-    )
-    .await
-    .context("waiting for the queues to drain")?;
-    let drain = opened.elapsed();
-    let cpu_per_job_ms = (daemon.cpu_seconds()? - cpu_before) * 1000.0 / options.queued as f64;
-    eprintln!(
-        "drained in {:.1} s; runner CPU {cpu_per_job_ms:.2} ms per job",
-        drain.as_secs_f64()
-    );
+    // 3 and 4: the queues drained; then single jobs on idle devices.
+    let (drain, cpu_per_job_ms) = drain(&client, &daemon, &gate, options).await?;
     let after_exit = between_jobs(&logs, options.devices)?;
-
-    // 4. Idle devices: from the enqueue call to the process running.
-    let mut enqueued_at = Vec::new();
-    for i in 0..options.samples {
-        let before = unix_nanos();
-        let id = enqueue(&client, serial(i % options.devices), json!({"sleep_ms": 0})).await?;
-        enqueued_at.push((id, before));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    wait_until(&client, Duration::from_secs(60), |r, p| r == 0 && p == 0)
-        .await
-        .context("waiting for the sampled jobs")?;
-    let mut after_enqueue = Vec::new();
-    for (id, before) in enqueued_at {
-        let run = client.rpc().get_run(id.clone()).await?;
-        let log = std::fs::read_to_string(run.log_path.as_deref().unwrap_or_default())
-            .with_context(|| format!("reading the log of job {id}"))?;
-        let (Some(started), _) = stamps(&log) else {
-            bail!("job {id} printed no start stamp: {log}");
-        };
-        after_enqueue.push(started - before);
-    }
+    let after_enqueue = after_enqueue(&client, options).await?;
 
     // 5. Through the scheduler: one schedule per device, all due in the same second.
-    let end_to_end_ahead = end_to_end(
-        backend,
-        scheduler,
-        dir.path(),
-        &daemon,
-        &client,
-        options,
-        "2s",
-    )
-    .await?;
-    let end_to_end = end_to_end(
-        backend,
-        scheduler,
-        dir.path(),
-        &daemon,
-        &client,
-        options,
-        "0s",
-    )
-    .await?;
+    let through =
+        |lookahead| end_to_end(backend, scheduler, dir.path(), &daemon, options, lookahead);
+    let end_to_end_ahead = through("2s").await?;
+    let end_to_end = through("0s").await?;
 
     // 6. A pool fed from the concurrent clients.
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..options.clients {
-        let client = client.clone();
-        let count = options.pool_jobs / options.clients
-            + usize::from(worker < options.pool_jobs % options.clients);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..count {
-                enqueue_to(&client, None, "module", json!({"sleep_ms": 0})).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    from_clients(&client, options.clients, options.pool_jobs, |client, _| async move {
+        enqueue_to(&client, None, "module", json!({"sleep_ms": 0})).await
+    })
+    .await?;
     wait_until(&client, Duration::from_secs(600), |r, p| r == 0 && p == 0)
         .await
         .context("waiting for the pool to drain")?;
@@ -330,12 +244,131 @@ async fn bench_backend(
         drain,
         cpu_per_job_ms,
         after_exit,
-        after_enqueue: Latencies::of(after_enqueue),
+        after_enqueue,
         end_to_end,
         end_to_end_ahead,
         pool_jobs_per_second,
         peak_rss_mib,
     })
+}
+
+/// The runner's configuration: `bench` jobs on the devices, `module` jobs in a pool, no adb.
+fn runner_config(logs: &Path, job: &Path, options: &Options) -> String {
+    let mut toml = format!(
+        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\n\n[job_types.module]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\nruns_on = \"pool:modules\"\n\n[[pools]]\nname = \"modules\"\nconcurrency = {}\n",
+        options.pool_concurrency
+    );
+    for device in 0..options.devices {
+        toml.push_str(&format!("\n[[devices]]\nserial = \"{}\"\n", serial(device)));
+    }
+    toml
+}
+
+/// Gives every device a job that runs until `gate` exists.
+async fn hold_devices(
+    client: &DeviceRunnerClient,
+    gate: &Path,
+    options: &Options,
+) -> anyhow::Result<()> {
+    for device in 0..options.devices {
+        enqueue(client, serial(device), json!({"gate": gate})).await?;
+    }
+    wait_until(client, Duration::from_secs(60), |running, _| {
+        running == options.devices
+    })
+    .await
+    .context("waiting for every device to run its holding job")
+}
+
+/// Makes `total` calls from `clients` concurrent tasks, call `i` made by `call(client, i)`.
+async fn from_clients<F, Fut>(
+    client: &DeviceRunnerClient,
+    clients: usize,
+    total: usize,
+    call: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(DeviceRunnerClient, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<String>> + Send,
+{
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let (client, call) = (client.clone(), call.clone());
+        let count = total / clients + usize::from(worker < total % clients);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..count {
+                call(client.clone(), i * clients + worker).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Opens the gate and waits for the queues to drain: how long it took, and the runner's CPU
+/// per job in milliseconds.
+async fn drain(
+    client: &DeviceRunnerClient,
+    daemon: &Daemon,
+    gate: &Path,
+    options: &Options,
+) -> anyhow::Result<(Duration, f64)> {
+    let cpu_before = daemon.cpu_seconds()?;
+    std::fs::write(gate, "")?;
+    let opened = Instant::now();
+    let expected_drain =
+        Duration::from_millis(options.job_ms * (options.queued / options.devices + 1) as u64);
+    wait_until(
+        client,
+        expected_drain * 3 + Duration::from_secs(60),
+        |r, p| r == 0 && p == 0,
+    )
+    .await
+    .context("waiting for the queues to drain")?;
+    let drain = opened.elapsed();
+    let cpu_per_job_ms = (daemon.cpu_seconds()? - cpu_before) * 1000.0 / options.queued as f64;
+    eprintln!(
+        "drained in {:.1} s; runner CPU {cpu_per_job_ms:.2} ms per job",
+        drain.as_secs_f64()
+    );
+    Ok((drain, cpu_per_job_ms))
+}
+
+/// With the devices idle, `options.samples` single jobs, one every 20 ms: from the enqueue call
+/// to the job's process running.
+async fn after_enqueue(
+    client: &DeviceRunnerClient,
+    options: &Options,
+) -> anyhow::Result<Latencies> {
+    let mut enqueued_at = Vec::new();
+    for i in 0..options.samples {
+        let before = unix_nanos();
+        let id = enqueue(client, serial(i % options.devices), json!({"sleep_ms": 0})).await?;
+        enqueued_at.push((id, before));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(client, Duration::from_secs(60), |r, p| r == 0 && p == 0)
+        .await
+        .context("waiting for the sampled jobs")?;
+    let mut latencies = Vec::new();
+    for (id, before) in enqueued_at {
+        let run = client.rpc().get_run(id).await?;
+        latencies.push(started(&run)? - before);
+    }
+    Ok(Latencies::of(latencies))
+}
+
+/// When a job's process started, from the stamp it printed.
+fn started(run: &device_runner_client::Job) -> anyhow::Result<i64> {
+    let log = std::fs::read_to_string(run.log_path.as_deref().unwrap_or_default())
+        .with_context(|| format!("reading the log of job {}", run.id))?;
+    match stamps(&log) {
+        (Some(started), _) => Ok(started),
+        _ => bail!("job {} printed no start stamp: {log}", run.id),
+    }
 }
 
 /// Queues a `bench` job on `device`.
@@ -374,12 +407,13 @@ async fn enqueue_to(
 /// Starts the scheduler on `backend` with the runner as `[device_runners.farm]`, gives each
 /// device a `device_job` schedule due in the same second, and measures from that second to
 /// each job's `started` stamp.
+/// From the due second of one `device_job` schedule per device to each job's process running,
+/// through the release scheduler on `backend` with `engine.lookahead = lookahead`.
 async fn end_to_end(
     backend: &'static str,
     scheduler: &Path,
     dir: &Path,
     runner: &Daemon,
-    client: &DeviceRunnerClient,
     options: &Options,
     lookahead: &str,
 ) -> anyhow::Result<Latencies> {
@@ -403,62 +437,21 @@ async fn end_to_end(
     let schedules = scheduler_client::SchedulerClient::new(daemon.client_config())?;
     let due = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(5);
     for device in 0..options.devices {
-        let target = scheduler_client::Target::DeviceJob(scheduler_client::DeviceJobTarget {
-            runner: "farm".into(),
-            device: Some(serial(device)),
-            pool: None,
-            job_type: "bench".into(),
-            params: json!({"sleep_ms": 0})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            priority: 5,
-            max_duration: None,
-        });
-        let trigger = scheduler_client::TriggerKind::Once { at: due }.into();
-        let mut new = scheduler_client::NewSchedule::new("bench", trigger, target);
+        let mut new = device_schedule(device, due);
         new.id = Some(format!("e2e-{lookahead}-{device}"));
         schedules.create_schedule(new).await?;
     }
     if Utc::now() + TimeDelta::seconds(1) > due {
         bail!("creating the schedules took too long for the 5 s lead");
     }
-    let key_of = |device: usize| {
-        let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        format!("e2e-{lookahead}-{device}@{at}")
-    };
+    let client = DeviceRunnerClient::new(&runner.url())?;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut latencies = Vec::new();
     for device in 0..options.devices {
-        let key = key_of(device);
-        let job = loop {
-            let runs = client
-                .rpc()
-                .list_runs(
-                    Some(serial(device)),
-                    Some("completed".into()),
-                    None,
-                    Some(20),
-                    None,
-                )
-                .await?;
-            if let Some(job) = runs
-                .into_iter()
-                .find(|j| j.idempotency_key.as_deref() == Some(key.as_str()))
-            {
-                break job;
-            }
-            if Instant::now() > deadline {
-                bail!("the job of {key} did not complete within a minute");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let log = std::fs::read_to_string(job.log_path.as_deref().unwrap_or_default())
-            .with_context(|| format!("reading the log of job {}", job.id))?;
-        let (Some(started), _) = stamps(&log) else {
-            bail!("job {} printed no start stamp: {log}", job.id);
-        };
-        latencies.push(started - due.timestamp_nanos_opt().unwrap_or_default());
+        let key = format!("e2e-{lookahead}-{device}@{at}");
+        let job = completed(&client, device, &key, deadline).await?;
+        latencies.push(started(&job)? - due.timestamp_nanos_opt().unwrap_or_default());
     }
     daemon.stop()?;
     drop(db);
@@ -468,6 +461,58 @@ async fn end_to_end(
         figures.p50, figures.p99
     );
     Ok(figures)
+}
+
+/// A schedule that runs a `bench` job on `device` once, at `due`.
+fn device_schedule(
+    device: usize,
+    due: chrono::DateTime<chrono::Utc>,
+) -> scheduler_client::NewSchedule {
+    let target = scheduler_client::Target::DeviceJob(scheduler_client::DeviceJobTarget {
+        runner: "farm".into(),
+        device: Some(serial(device)),
+        pool: None,
+        job_type: "bench".into(),
+        params: json!({"sleep_ms": 0})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        priority: 5,
+        max_duration: None,
+    });
+    let trigger = scheduler_client::TriggerKind::Once { at: due }.into();
+    scheduler_client::NewSchedule::new("bench", trigger, target)
+}
+
+/// Polls `device`'s completed runs until the one with idempotency key `key` is among them.
+async fn completed(
+    client: &DeviceRunnerClient,
+    device: usize,
+    key: &str,
+    deadline: Instant,
+) -> anyhow::Result<device_runner_client::Job> {
+    loop {
+        let runs = client
+            .rpc()
+            .list_runs(
+                Some(serial(device)),
+                Some("completed".into()),
+                None,
+                Some(20),
+                None,
+            )
+            .await?;
+        if let Some(job) = runs
+            .into_iter()
+            .find(|j| j.idempotency_key.as_deref() == Some(key))
+        {
+            return Ok(job);
+        }
+        if Instant::now() > deadline {
+            bail!("the job of {key} did not complete within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `get_status` until `done(running, pending)` holds.

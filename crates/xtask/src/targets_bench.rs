@@ -18,7 +18,7 @@ use triggers::{TriggerKind, TriggerSpec};
 
 use crate::bench::{graph_execution, seed_targets};
 use crate::daemon::{
-    Daemon, Received, build_release, flag_pairs, fresh_db, parse_backends, percentile,
+    Daemon, Received, build_release, flag_pairs, fresh_db, parse_backends, percentile, received_by,
     stub_executor,
 };
 
@@ -303,7 +303,7 @@ async fn bench_burst(
     if Utc::now() + TimeDelta::seconds(2) > due_at {
         bail!("seeding and starting took too long for the 15 s lead");
     }
-    let calls = wait_for(&received, options.due, due_at).await?;
+    let calls = received_by(&received, options.due, due_at).await?;
     let scrape = reqwest::get(format!("{}/metrics", daemon.url()))
         .await?
         .text()
@@ -335,28 +335,6 @@ async fn bench_burst(
         claiming,
         recording,
     })
-}
-
-/// Waits until `count` calls arrived (or two minutes past `due_at`).
-async fn wait_for(
-    received: &Received,
-    count: usize,
-    due_at: DateTime<Utc>,
-) -> anyhow::Result<Vec<(DateTime<Utc>, DateTime<Utc>)>> {
-    let deadline = Instant::now()
-        + Duration::from_secs(120)
-        + (due_at - Utc::now()).to_std().unwrap_or_default();
-    while received.lock().unwrap().len() < count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let calls = received.lock().unwrap().clone();
-    if calls.len() < count {
-        bail!(
-            "only {} of {count} occurrences were dispatched",
-            calls.len()
-        );
-    }
-    Ok(calls)
 }
 
 /// `firing` schedules every second, measured for a while with a small ledger, then with

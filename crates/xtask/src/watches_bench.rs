@@ -109,15 +109,54 @@ async fn bench(
         Daemon::start_with(binary, dir.path(), &db.url, "http://127.0.0.1:9/", &env).await?;
     let client = SchedulerClient::new(daemon.client_config())?;
 
-    // Add the watches from 16 callers; each one's first check is a second after it is added.
     let started = Instant::now();
+    let anchors = add_watches(&client, options.watches).await?;
+    let added_per_sec = options.watches as f64 / started.elapsed().as_secs_f64();
+
+    tokio::time::sleep(Duration::from_secs(options.warmup)).await;
+    let from = Utc::now();
+    let cpu_before = daemon.cpu_seconds()?;
+    tokio::time::sleep(Duration::from_secs(options.window)).await;
+    let until = Utc::now();
+    let cpu = daemon.cpu_seconds()? - cpu_before;
+    daemon.stop()?;
+
+    let window: Vec<(usize, DateTime<Utc>)> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, at)| *at >= from && *at < until)
+        .copied()
+        .collect();
+    let lags = lags(&window, &anchors);
+    let seconds = (until - from).num_milliseconds() as f64 / 1000.0;
+    let lag = |p: f64| percentile(&lags, p).to_std().unwrap_or_default();
+    Ok(Figures {
+        attempts_per_sec: window.len() as f64 / seconds,
+        p50: lag(0.5),
+        p99: lag(0.99),
+        max: lags
+            .last()
+            .and_then(|l| l.to_std().ok())
+            .unwrap_or_default(),
+        cpu_percent: 100.0 * cpu / seconds,
+        added_per_sec,
+    })
+}
+
+/// Adds `count` watches from 16 callers, each polling the stub module every second with its
+/// index as `n`; returns when each one's checks are due from (its first check, a second after
+/// it was added).
+async fn add_watches(
+    client: &SchedulerClient,
+    count: usize,
+) -> anyhow::Result<HashMap<usize, DateTime<Utc>>> {
     let anchors = Arc::new(Mutex::new(HashMap::new()));
-    let callers = 16.min(options.watches.max(1));
+    let callers = 16.min(count.max(1));
     let mut adders = Vec::new();
     for caller in 0..callers {
         let client = client.clone();
         let anchors = anchors.clone();
-        let count = options.watches;
         adders.push(tokio::spawn(async move {
             for n in (caller..count).step_by(callers) {
                 let check = Check::PollModule {
@@ -143,25 +182,16 @@ async fn bench(
     for adder in adders {
         adder.await??;
     }
-    let added_per_sec = options.watches as f64 / started.elapsed().as_secs_f64();
-
-    tokio::time::sleep(Duration::from_secs(options.warmup)).await;
-    let from = Utc::now();
-    let cpu_before = daemon.cpu_seconds()?;
-    tokio::time::sleep(Duration::from_secs(options.window)).await;
-    let until = Utc::now();
-    let cpu = daemon.cpu_seconds()? - cpu_before;
-    daemon.stop()?;
-
     let anchors = anchors.lock().unwrap().clone();
-    let window: Vec<(usize, DateTime<Utc>)> = calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, at)| *at >= from && *at < until)
-        .copied()
-        .collect();
-    // Each check's lag behind the latest due time of its watch at or before it (anchor + k s).
+    Ok(anchors)
+}
+
+/// Each check's lag behind the latest due time of its watch at or before it (anchor + k s),
+/// sorted.
+fn lags(
+    window: &[(usize, DateTime<Utc>)],
+    anchors: &HashMap<usize, DateTime<Utc>>,
+) -> Vec<TimeDelta> {
     let mut lags: Vec<TimeDelta> = window
         .iter()
         .filter_map(|(n, at)| {
@@ -171,19 +201,7 @@ async fn bench(
         })
         .collect();
     lags.sort();
-    let seconds = (until - from).num_milliseconds() as f64 / 1000.0;
-    let lag = |p: f64| percentile(&lags, p).to_std().unwrap_or_default();
-    Ok(Figures {
-        attempts_per_sec: window.len() as f64 / seconds,
-        p50: lag(0.5),
-        p99: lag(0.99),
-        max: lags
-            .last()
-            .and_then(|l| l.to_std().ok())
-            .unwrap_or_default(),
-        cpu_percent: 100.0 * cpu / seconds,
-        added_per_sec,
-    })
+    lags
 }
 
 /// A JSON-RPC module on loopback whose every answer is `{"state": "running"}`; it notes each
