@@ -70,16 +70,6 @@ impl Dialect {
         }
     }
 
-    /// A JSON array column holds the text `param`.
-    pub(crate) fn holds(self, column: &str, param: &str) -> String {
-        match self {
-            Dialect::Postgres => format!("{column} ? {param}"),
-            Dialect::Sqlite => {
-                format!("EXISTS (SELECT 1 FROM json_each({column}) WHERE value = {param})")
-            }
-        }
-    }
-
     /// `expression` is one of the [`List`] bound as `param`.
     pub(crate) fn in_list(self, expression: &str, param: &str) -> String {
         match self {

@@ -100,6 +100,63 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// The query of a listing, with the page's start and size. Only the filters given are
+    /// conditions (a condition that holds when its filter is absent, `$1 IS NULL OR …`, keeps
+    /// the planner from the index of the filter that is there), so a page walks an index in id
+    /// order: the tag's in `schedule_tags`, the owner's, the target kind's, or the paused
+    /// flag's (migration 0007). The parameters are always bound in the same order:
+    /// owner, graph id, target kind, paused, tag, page start, page size, jobstore.
+    fn listing(&self, filter: &ListFilter) -> (String, Option<String>, i64) {
+        let d = self.dialect();
+        let (after, limit) = match &filter.page {
+            Some(page) => (page.after_id.clone(), page.limit as i64),
+            None => (None, i64::MAX),
+        };
+        let (from, id) = match filter.tag {
+            Some(_) => (
+                format!(
+                    "schedule_tags t JOIN {} s ON s.id = t.schedule_id \
+                     WHERE t.jobstore = $8 AND t.tag = $5",
+                    self.table()
+                ),
+                "t.schedule_id",
+            ),
+            None => (format!("{} WHERE true", self.table()), "id"),
+        };
+        let mut conditions = String::new();
+        let mut and = |condition: String| {
+            conditions.push_str(" AND ");
+            conditions.push_str(&condition);
+        };
+        if filter.owner.is_some() {
+            and("owner = $1".into());
+        }
+        if filter.graph_id.is_some() {
+            and(format!("{} = $2", d.json_text("target", "graph_id")));
+        }
+        if filter.target_type.is_some() {
+            and(format!("{} = $3", d.json_text("target", "type")));
+        }
+        if filter.paused.is_some() {
+            and("paused = $4".into());
+        }
+        if !filter.include_inactive {
+            and(format!(
+                "{} AND next_run_at IS NOT NULL",
+                d.is_false("paused")
+            ));
+        }
+        if after.is_some() {
+            and(format!("{id} > $6"));
+        }
+        let order = if filter.page.is_some() { id } else { "seq" };
+        let sql =
+            format!("SELECT {SCHEDULE_COLUMNS} FROM {from}{conditions} ORDER BY {order} LIMIT $7");
+        (sql, after, limit)
+    }
+}
+
 #[async_trait]
 impl Schedules for SqlStore {
     fn jobstore(&self) -> StoreName {
@@ -159,25 +216,7 @@ impl Schedules for SqlStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
-        let d = self.dialect();
-        let (order, after, limit) = match &filter.page {
-            Some(page) => ("id", page.after_id.clone(), page.limit as i64),
-            None => ("seq", None, i64::MAX),
-        };
-        let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM {} WHERE ($1 IS NULL OR owner = $1) \
-             AND ($2 IS NULL OR {} = $2) \
-             AND ($3 OR ({} AND next_run_at IS NOT NULL)) \
-             AND ($4 IS NULL OR {} = $4) \
-             AND ($5 IS NULL OR paused = $5) \
-             AND ($6 IS NULL OR {}) \
-             AND ($7 IS NULL OR id > $7) ORDER BY {order} LIMIT $8",
-            self.table(),
-            d.json_text("target", "graph_id"),
-            d.is_false("paused"),
-            d.json_text("target", "type"),
-            d.holds("tags", "$6"),
-        );
+        let (sql, after, limit) = self.listing(filter);
         let mut conn = self.reader().await?;
         let rows = on_db!(
             conn.conn(),
@@ -185,12 +224,12 @@ impl Schedules for SqlStore {
             &sql,
             &filter.owner,
             &filter.graph_id,
-            filter.include_inactive,
             &filter.target_type,
             filter.paused,
             &filter.tag,
             &after,
             limit,
+            self.jobstore.as_str(),
         );
         rows.iter().map(schedule_from_row).collect()
     }

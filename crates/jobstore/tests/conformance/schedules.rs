@@ -223,6 +223,49 @@ async fn listing_pages_by_id_with_filters(store: Arc<dyn JobStore>) {
     );
 }
 
+/// A listing by tag follows what the schedules carry now: a replace that changes the tags, a
+/// delete, and a page that starts after a cursor.
+async fn a_tags_listing_follows_replace_and_delete(store: Arc<dyn JobStore>) {
+    for id in ["t1", "t2", "t3"] {
+        let mut s = http_schedule(id, Overlap::Skip, "2026-01-01T10:00:00Z");
+        s.tags = vec!["old".into(), "all".into()];
+        store.insert(&s).await.unwrap();
+    }
+    let tagged = |tag: &str, after: Option<&str>| ListFilter {
+        tag: Some(tag.into()),
+        include_inactive: true,
+        page: Some(Page {
+            after_id: after.map(String::from),
+            limit: 10,
+        }),
+        ..ListFilter::default()
+    };
+    let ids = |found: Vec<Schedule>| found.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    let mut moved = store.get("t2").await.unwrap().unwrap();
+    moved.tags = vec!["new".into(), "all".into()];
+    store.replace(&moved).await.unwrap().unwrap();
+    store.delete("t3").await.unwrap().unwrap();
+    assert_eq!(ids(store.list(&tagged("old", None)).await.unwrap()), ["t1"]);
+    assert_eq!(ids(store.list(&tagged("new", None)).await.unwrap()), ["t2"]);
+    assert_eq!(
+        ids(store.list(&tagged("all", Some("t1"))).await.unwrap()),
+        ["t2"]
+    );
+    let unpaged = ListFilter {
+        page: None,
+        owner: Some("u1".into()),
+        ..tagged("all", None)
+    };
+    assert_eq!(ids(store.list(&unpaged).await.unwrap()), ["t1", "t2"]);
+    assert!(
+        store
+            .list(&tagged("nobody's", None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     insert_get_and_conflict,
     insert_many_is_all_or_nothing,
@@ -230,4 +273,5 @@ test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     delete_returns_the_schedule_and_keeps_its_history,
     replace_changes_in_place_and_keeps_the_ledger,
     listing_pages_by_id_with_filters,
+    a_tags_listing_follows_replace_and_delete,
 ]);
