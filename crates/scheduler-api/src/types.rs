@@ -236,7 +236,9 @@ pub struct JobstoreStatus {
     pub name: String,
     /// `postgres`, `sqlite` or `memory`.
     pub backend: String,
-    /// How many schedules it holds; null when the store cannot be read.
+    /// How many schedules it holds, as counted at most 10 s before (a count is made again in
+    /// the background, so a call never waits for a count of a large table after the first);
+    /// null when the store cannot be read.
     pub schedules: Option<u64>,
     /// Its earliest next run, or lease expiry of a run in flight.
     pub next_run_time: Option<DateTime<Utc>>,

@@ -36,6 +36,8 @@ pub struct App {
     pub engine_stopped: watch::Receiver<Option<String>>,
     /// Due work overdue beyond this makes `/ready` fail: the engine is stuck.
     pub max_overdue: TimeDelta,
+    /// The last count of each jobstore's schedules, for `get_scheduler_status`.
+    pub counts: Arc<crate::api::Counts>,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
             auth: Auth::new(&config.auth),
             engine_stopped,
             max_overdue: TimeDelta::from_std(config.engine.max_overdue).unwrap_or(TimeDelta::MAX),
+            counts: Arc::default(),
         }))
     }
 
