@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
 use jobstore::{Database, DatabaseUrl, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
-use scheduler_client::{NewGraphSchedule, SchedulerClient};
+use scheduler_client::{NewGraphSchedule, ScheduleQuery, SchedulerClient};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
@@ -72,6 +72,17 @@ struct Figures {
     lag_p99: Duration,
     idle_cpu_percent: f64,
     peak_rss_mib: f64,
+    reads: Reads,
+}
+
+/// Medians of single calls among the stored schedules.
+struct Reads {
+    /// `list_schedules {owner, limit: 100}`, an owner holding one in 1,000 of them.
+    list_owner: Duration,
+    /// `get_scheduler_status`.
+    status: Duration,
+    /// One `add_graph_execution_schedule`.
+    add: Duration,
 }
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
@@ -86,13 +97,13 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| backend | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | peak RSS |",
+        "| backend | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | peak RSS | list_schedules by owner p50 | get_scheduler_status p50 | one add p50 |",
         options.due
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for f in results {
         println!(
-            "| {} | {:.0} | {:.2} s | {} | {} ms | {} ms | {:.2} % | {:.1} MiB |",
+            "| {} | {:.0} | {:.2} s | {} | {} ms | {} ms | {:.2} % | {:.1} MiB | {:.1} ms | {:.1} ms | {:.1} ms |",
             f.backend,
             f.adds_per_second,
             f.last_dispatch_after.as_secs_f64(),
@@ -100,7 +111,10 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             f.lag_p50.as_millis(),
             f.lag_p99.as_millis(),
             f.idle_cpu_percent,
-            f.peak_rss_mib
+            f.peak_rss_mib,
+            f.reads.list_owner.as_secs_f64() * 1000.0,
+            f.reads.status.as_secs_f64() * 1000.0,
+            f.reads.add.as_secs_f64() * 1000.0,
         );
     }
     println!(
@@ -138,7 +152,7 @@ async fn bench_replicas(
     let db = fresh_db("postgres", dir.path(), "replicas").await?;
     let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
     let due_at = (Utc::now() + TimeDelta::seconds(15)).trunc_subsecs(0);
-    seed(&database, due, due, due_at).await?;
+    seed(&database, due, due_at).await?;
     let mut daemons = Vec::new();
     for _ in 0..replicas {
         daemons.push(Daemon::start(binary, dir.path(), &db.url, &executor_url).await?);
@@ -200,6 +214,7 @@ async fn bench_backend(
     let idle = Duration::from_secs(10);
     tokio::time::sleep(idle).await;
     let idle_cpu_percent = (daemon.cpu_seconds()? - cpu_before) / idle.as_secs_f64() * 100.0;
+    let reads = measure_reads(&daemon).await?;
     let peak_rss_mib = daemon.peak_rss_mib()?;
     daemon.stop()?;
     let recorded = count_dispatched(&database).await?;
@@ -220,26 +235,66 @@ async fn bench_backend(
         lag_p99: lag(0.99),
         idle_cpu_percent,
         peak_rss_mib,
+        reads,
     })
 }
 
-/// Seeds `options.schedules` schedules, `options.due` of them due in the same second 20 s
-/// from now; returns that second.
+/// Seeds `options.schedules` schedules: first those not due, then `options.due` due in the
+/// same second 20 s from then; returns that second.
 async fn seed_burst(database: &Database, options: &Options) -> anyhow::Result<DateTime<Utc>> {
     let seed_started = Instant::now();
+    let due = options.due;
+    seed_idle(database, due, options.schedules - due).await?;
     let lead = TimeDelta::seconds(20);
     let due_at = (Utc::now() + lead).trunc_subsecs(0);
-    seed(database, options.schedules, options.due, due_at).await?;
+    seed(database, due, due_at).await?;
     eprintln!(
-        "seeded {} schedules in {:.1} s; {} due at {due_at}",
+        "seeded {} schedules in {:.1} s; {due} due at {due_at}",
         options.schedules,
         seed_started.elapsed().as_secs_f64(),
-        options.due
     );
     if Utc::now() + TimeDelta::seconds(5) > due_at {
-        bail!("seeding took too long for the {lead} lead");
+        bail!("seeding the {due} due schedules took too long for the {lead} lead");
     }
     Ok(due_at)
+}
+
+/// Single calls one after another, each kind 50 times: the medians.
+async fn measure_reads(daemon: &Daemon) -> anyhow::Result<Reads> {
+    let client = SchedulerClient::new(daemon.client_config())?;
+    let mut list = Vec::new();
+    let mut status = Vec::new();
+    let mut add = Vec::new();
+    for i in 0..50 {
+        let query = ScheduleQuery {
+            owner: Some(format!("user{}", i * 17 % 1000)),
+            limit: Some(100),
+            ..ScheduleQuery::default()
+        };
+        let started = Instant::now();
+        let page = client.list_schedules(query).await?;
+        list.push(started.elapsed());
+        if page.schedules.is_empty() {
+            bail!("user{} has no schedules to list", i * 17 % 1000);
+        }
+        let started = Instant::now();
+        client.get_scheduler_status().await?;
+        status.push(started.elapsed());
+        let started = Instant::now();
+        client
+            .add_graph_execution_schedule(new_graph_schedule(1_000_000 + i))
+            .await?;
+        add.push(started.elapsed());
+    }
+    let median = |mut samples: Vec<Duration>| {
+        samples.sort();
+        percentile(&samples, 0.5)
+    };
+    Ok(Reads {
+        list_owner: median(list),
+        status: median(status),
+        add: median(add),
+    })
 }
 
 async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
@@ -251,16 +306,9 @@ async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
         let count = total / workers + usize::from(worker < total % workers);
         tasks.push(tokio::spawn(async move {
             for i in 0..count {
-                client
-                    .add_graph_execution_schedule(NewGraphSchedule {
-                        user_id: format!("user{worker}"),
-                        graph_id: format!("graph{i}"),
-                        graph_version: 1,
-                        cron: "0 9 * * 1".into(),
-                        input_data: json!({"text": "benchmark"}),
-                        ..Default::default()
-                    })
-                    .await?;
+                let mut new = new_graph_schedule(i);
+                new.user_id = format!("user{worker}");
+                client.add_graph_execution_schedule(new).await?;
             }
             anyhow::Ok(())
         }));
@@ -271,15 +319,21 @@ async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Stores `total` schedules of graph executions: `due` of them with a yearly cron whose next
-/// fire is `due_at`, the rest at 00:00 on New Year's Day.
-async fn seed(
-    database: &Database,
-    total: usize,
-    due: usize,
-    due_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    seed_targets(database, total, due, due_at, &graph_execution).await
+/// AutoGPT's add of graph `i`, every Monday at 09:00, by `user0`.
+fn new_graph_schedule(i: usize) -> NewGraphSchedule {
+    NewGraphSchedule {
+        user_id: "user0".into(),
+        graph_id: format!("graph{i}"),
+        graph_version: 1,
+        cron: "0 9 * * 1".into(),
+        input_data: json!({"text": "benchmark"}),
+        ..Default::default()
+    }
+}
+
+/// Stores `due` schedules of graph executions with a yearly cron whose next fire is `due_at`.
+async fn seed(database: &Database, due: usize, due_at: DateTime<Utc>) -> anyhow::Result<()> {
+    seed_targets(database, due, due_at, &graph_execution).await
 }
 
 /// A graph execution target, the `i`th.
@@ -292,58 +346,77 @@ pub(crate) fn graph_execution(i: usize) -> Target {
     })
 }
 
-/// [`seed`] with the `i`th schedule's target made by `target`.
+/// Stores `due` schedules that fire at `due_at` (a cron expression of that second), the
+/// `i`th with the target `target(i)`.
 pub(crate) async fn seed_targets(
     database: &Database,
-    total: usize,
     due: usize,
     due_at: DateTime<Utc>,
     target: &dyn Fn(usize) -> Target,
 ) -> anyhow::Result<()> {
-    let store = jobstore::persisted(database, StoreName::Execution);
-    let now = Utc::now().trunc_subsecs(0);
-    let due_cron = format!(
-        "{} {} {} {} {} *",
-        due_at.second(),
-        due_at.minute(),
-        due_at.hour(),
-        due_at.day(),
-        due_at.month()
-    );
+    let due_trigger = TriggerSpec::from(TriggerKind::Cron {
+        expression: format!(
+            "{} {} {} {} {} *",
+            due_at.second(),
+            due_at.minute(),
+            due_at.hour(),
+            due_at.day(),
+            due_at.month()
+        ),
+        timezone: "UTC".into(),
+    });
+    let check = due_trigger.compile()?.next_after(Utc::now());
+    if check != Some(due_at) {
+        bail!("seeding cron does not fire at {due_at}: {check:?}");
+    }
+    let schedules = (0..due).map(|i| seeded(i, due_trigger.clone(), Some(due_at), target(i)));
+    insert_in_batches(database, schedules).await
+}
+
+/// Stores `count` schedules that fire next new year, numbered from `from`: the stored crowd a
+/// burst is due among.
+async fn seed_idle(database: &Database, from: usize, count: usize) -> anyhow::Result<()> {
     let new_year = TriggerSpec::from(TriggerKind::Cron {
         expression: "0 0 1 1 *".into(),
         timezone: "UTC".into(),
     });
-    let new_year_at = new_year.compile()?.next_after(now);
-    let due_trigger = TriggerSpec::from(TriggerKind::Cron {
-        expression: due_cron,
-        timezone: "UTC".into(),
-    });
-    let check = due_trigger.compile()?.next_after(now);
-    if check != Some(due_at) {
-        bail!("seeding cron does not fire at {due_at}: {check:?}");
+    let next = new_year.compile()?.next_after(Utc::now());
+    let schedules =
+        (from..from + count).map(|i| seeded(i, new_year.clone(), next, graph_execution(i)));
+    insert_in_batches(database, schedules).await
+}
+
+/// The `i`th seeded schedule, owned by one of 1,000 users.
+fn seeded(
+    i: usize,
+    trigger: TriggerSpec,
+    next_run_at: Option<DateTime<Utc>>,
+    target: Target,
+) -> Schedule {
+    Schedule {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: "execute_graph".into(),
+        owner: format!("user{}", i % 1000),
+        trigger,
+        target,
+        policy: Policy::default(),
+        paused: false,
+        tags: Vec::new(),
+        paused_reason: None,
+        next_run_at,
+        created_at: Utc::now().trunc_subsecs(0),
     }
+}
+
+async fn insert_in_batches(
+    database: &Database,
+    schedules: impl Iterator<Item = Schedule>,
+) -> anyhow::Result<()> {
+    let store = jobstore::persisted(database, StoreName::Execution);
     let mut batch = Vec::with_capacity(10_000);
-    for i in 0..total {
-        let is_due = i < due;
-        batch.push(Schedule {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: "execute_graph".into(),
-            owner: format!("user{}", i % 1000),
-            trigger: if is_due {
-                due_trigger.clone()
-            } else {
-                new_year.clone()
-            },
-            target: target(i),
-            policy: Policy::default(),
-            paused: false,
-            tags: Vec::new(),
-            paused_reason: None,
-            next_run_at: if is_due { Some(due_at) } else { new_year_at },
-            created_at: now,
-        });
-        if batch.len() == 10_000 {
+    for schedule in schedules {
+        batch.push(schedule);
+        if batch.len() == batch.capacity() {
             store.insert_many(&batch).await?;
             batch.clear();
         }

@@ -289,7 +289,7 @@ async fn bench_burst(
         Burst::Http => &http,
         _ => &graph_execution,
     };
-    seed_targets(&database, options.due, options.due, due_at, target).await?;
+    seed_targets(&database, options.due, due_at, target).await?;
     let batch = options.batch.to_string();
     let endpoint = executor_url.trim_end_matches('/').to_string();
     let lookahead = format!("{lookahead}s");
