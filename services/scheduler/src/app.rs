@@ -37,7 +37,7 @@ pub struct App {
     /// Due work overdue beyond this makes `/ready` fail: the engine is stuck.
     pub max_overdue: TimeDelta,
     /// The last count of each jobstore's schedules, for `get_scheduler_status`.
-    pub counts: Arc<crate::api::Counts>,
+    pub counts: Arc<crate::stores::Counts>,
 }
 
 impl App {

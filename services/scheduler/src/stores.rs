@@ -1,7 +1,8 @@
 //! The jobstores this process serves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jobstore::{JobStore, StoreName, WatchStore};
 
@@ -46,5 +47,68 @@ impl Stores {
     pub fn active(&self, leading: bool) -> impl Iterator<Item = &Arc<dyn JobStore>> {
         self.all()
             .filter(move |store| leading || store.backend() != "memory")
+    }
+}
+
+/// How old a jobstore's count of schedules may be when it is shown. Counting a million rows
+/// takes about 100 ms on PostgreSQL, so a status call does not count: it shows the last count,
+/// and a count older than this is made again in the background.
+const COUNT_FOR: Duration = Duration::from_secs(10);
+
+/// The last count of each jobstore's schedules.
+#[derive(Default)]
+pub struct Counts(Mutex<HashMap<StoreName, Counted>>);
+
+#[derive(Clone, Copy)]
+struct Counted {
+    schedules: u64,
+    at: Instant,
+    /// Whether a count is being made now.
+    counting: bool,
+}
+
+impl Counts {
+    /// The jobstore's count of schedules, counted now the first time and at most
+    /// [`COUNT_FOR`] before otherwise; `None` when it cannot be counted.
+    pub(crate) async fn of(self: &Arc<Self>, store: &Arc<dyn JobStore>) -> Option<u64> {
+        let name = store.jobstore();
+        let last = self.0.lock().unwrap().get(&name).copied();
+        match last {
+            None => self.count(store).await,
+            Some(last) if last.at.elapsed() < COUNT_FOR || last.counting => Some(last.schedules),
+            Some(last) => {
+                if let Some(entry) = self.0.lock().unwrap().get_mut(&name) {
+                    entry.counting = true;
+                }
+                let (counts, store) = (self.clone(), store.clone());
+                tokio::spawn(async move { counts.count(&store).await });
+                Some(last.schedules)
+            }
+        }
+    }
+
+    async fn count(&self, store: &Arc<dyn JobStore>) -> Option<u64> {
+        let counted = store.count().await;
+        let mut counts = self.0.lock().unwrap();
+        match counted {
+            Ok(schedules) => {
+                let at = Instant::now();
+                let counting = false;
+                counts.insert(
+                    store.jobstore(),
+                    Counted {
+                        schedules,
+                        at,
+                        counting,
+                    },
+                );
+                Some(schedules)
+            }
+            Err(error) => {
+                tracing::warn!(%error, jobstore = store.jobstore().as_str(), "status: cannot count schedules");
+                counts.remove(&store.jobstore());
+                None
+            }
+        }
     }
 }

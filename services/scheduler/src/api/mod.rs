@@ -8,8 +8,6 @@ mod registry;
 mod runs;
 mod schedules;
 mod status;
-
-pub(crate) use status::Counts;
 mod system;
 mod views;
 mod watches;
