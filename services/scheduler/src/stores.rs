@@ -71,18 +71,24 @@ impl Counts {
     /// The jobstore's count of schedules, counted now the first time and at most
     /// [`COUNT_FOR`] before otherwise; `None` when it cannot be counted.
     pub(crate) async fn of(self: &Arc<Self>, store: &Arc<dyn JobStore>) -> Option<u64> {
-        let name = store.jobstore();
-        let last = self.0.lock().unwrap().get(&name).copied();
-        match last {
+        // Looked at and marked under one lock, so that two calls that find the count stale
+        // start one recount, not two.
+        let shown = {
+            let mut counts = self.0.lock().unwrap();
+            counts.get_mut(&store.jobstore()).map(|last| {
+                let stale = last.at.elapsed() >= COUNT_FOR && !last.counting;
+                last.counting |= stale;
+                (last.schedules, stale)
+            })
+        };
+        match shown {
             None => self.count(store).await,
-            Some(last) if last.at.elapsed() < COUNT_FOR || last.counting => Some(last.schedules),
-            Some(last) => {
-                if let Some(entry) = self.0.lock().unwrap().get_mut(&name) {
-                    entry.counting = true;
+            Some((schedules, stale)) => {
+                if stale {
+                    let (counts, store) = (self.clone(), store.clone());
+                    tokio::spawn(async move { counts.count(&store).await });
                 }
-                let (counts, store) = (self.clone(), store.clone());
-                tokio::spawn(async move { counts.count(&store).await });
-                Some(last.schedules)
+                Some(schedules)
             }
         }
     }
