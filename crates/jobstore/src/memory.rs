@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
-use crate::plan::{Active, admitted, earliest, needs_active, plan_fire};
+use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
 use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
 use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
 use scheduler_api::{CheckResult, Watch, WatchStatus};
@@ -136,11 +136,18 @@ impl State {
             .is_some_and(|(_, schedule)| needs_active(schedule))
     }
 
-    /// Deletes a schedule's runs claimed ahead of their time and not yet due.
-    fn unclaim_ahead(&mut self, schedule_id: &str, now: DateTime<Utc>) {
+    /// Deletes a schedule's runs claimed ahead of their time and not yet due; the earliest of
+    /// their times.
+    fn unclaim_ahead(&mut self, schedule_id: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut earliest: Option<DateTime<Utc>> = None;
         self.runs.retain(|(id, at), run| {
-            !(id == schedule_id && *at > now && run.status == RunStatus::Pending)
+            let ahead = id == schedule_id && *at > now && run.status == RunStatus::Pending;
+            if ahead {
+                earliest = Some(earliest.map_or(*at, |e| e.min(*at)));
+            }
+            !ahead
         });
+        earliest
     }
 
     /// Ends a pending ledger row as `outcome` says; says whether it was pending.
@@ -250,10 +257,20 @@ impl Schedules for MemoryStore {
             .map(|(_, s)| s.clone()))
     }
 
-    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
+    async fn replace(
+        &self,
+        schedule: &Schedule,
+        keeps_next: bool,
+    ) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
+        if !state.schedules.contains_key(&schedule.id) {
+            return Ok(None);
+        }
+        let given_back = state.unclaim_ahead(&schedule.id, Utc::now());
+        let next_run_at = replanned(schedule, keeps_next, given_back);
         Ok(state.update(&schedule.id, |current| Schedule {
             created_at: current.created_at,
+            next_run_at,
             ..schedule.clone()
         }))
     }

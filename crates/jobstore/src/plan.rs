@@ -87,6 +87,25 @@ pub fn needs_active(schedule: &Schedule) -> bool {
     schedule.target.has_duration() && schedule.policy.overlap != Overlap::AllowAll
 }
 
+/// The next run of a replacement `schedule` whose runs claimed ahead of their time were given
+/// back, the earliest at `given_back`: that one when the replacement `keeps_next` (its trigger
+/// did not change) and is not paused, so that the runs are claimed again as the schedule now
+/// is; the replacement's own next run otherwise.
+pub fn replanned(
+    schedule: &Schedule,
+    keeps_next: bool,
+    given_back: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match given_back {
+        Some(earliest) if keeps_next && !schedule.paused => Some(
+            schedule
+                .next_run_at
+                .map_or(earliest, |next| next.min(earliest)),
+        ),
+        _ => schedule.next_run_at,
+    }
+}
+
 /// When a store next has work for an engine claiming `ahead` of time: the next run of a
 /// schedule that is claimed only once `due`, `ahead` before the next run of one that may be
 /// `claimable` ahead, or the expiry of a pending run's `lease`.

@@ -74,8 +74,16 @@ pub trait Schedules: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
 
     /// Replaces a schedule in place (everything but its id and creation time) and returns it
-    /// as stored; `None` when there is no such schedule. Its ledger rows stay.
-    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError>;
+    /// as stored; `None` when there is no such schedule. Its ledger rows stay, but for the runs
+    /// claimed ahead of their time and not yet due: they are given back (deleted, and never
+    /// run as the schedule was), and when the replacement `keeps_next` (its trigger did not
+    /// change) the earliest of them is its next run again, claimed anew as it now is
+    /// ([`crate::plan::replanned`]).
+    async fn replace(
+        &self,
+        schedule: &Schedule,
+        keeps_next: bool,
+    ) -> Result<Option<Schedule>, StoreError>;
 
     /// Schedules matching `filter`: oldest first, or in id order for a page.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError>;

@@ -175,7 +175,9 @@ pub struct ExecutorConfig {
     #[serde(with = "duration")]
     pub retry_delay: Duration,
     /// Graph executions due together are sent as JSON-RPC batch requests of up to this many
-    /// `add_graph_execution` calls (1: one request per call).
+    /// `add_graph_execution` calls (1: one request per call). An execution service that
+    /// answers a batch request as a service without batches does is sent one call per request
+    /// from then on.
     pub batch: u32,
 }
 
@@ -191,8 +193,8 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How far ahead of their time due occurrences are claimed (`0s`: only once due). The
     /// claim's database work then happens before the due second, and a large burst goes out
-    /// on time; each run is still dispatched at its time, and not at all if its schedule is
-    /// paused or deleted meanwhile. Schedules whose overlap policy looks at their runs in
+    /// on time; each run is still dispatched at its time, not at all if its schedule is
+    /// paused or deleted meanwhile, and as the schedule now is if it is updated meanwhile. Schedules whose overlap policy looks at their runs in
     /// progress (`rpc` and `http` targets, unless `allow_all`) are claimed only once due.
     #[serde(with = "duration")]
     pub lookahead: Duration,
@@ -217,7 +219,7 @@ impl Default for ExecutorConfig {
             timeout: Duration::from_secs(30),
             retries: 3,
             retry_delay: Duration::from_secs(1),
-            batch: 1,
+            batch: 100,
         }
     }
 }
@@ -256,7 +258,7 @@ impl Default for EngineConfig {
             batch_size: 500,
             dispatch_concurrency: 256,
             lease: Duration::from_secs(30),
-            lookahead: Duration::ZERO,
+            lookahead: Duration::from_secs(2),
             max_sleep: Duration::from_secs(60),
             leader_poll: Duration::from_secs(1),
             max_overdue: Duration::from_secs(300),

@@ -261,7 +261,7 @@ async fn ensure(
         replacement.trigger = existing.trigger.clone();
         replacement.next_run_at = existing.next_run_at;
     }
-    store.replace(&replacement).await?;
+    store.replace(&replacement, same_trigger && healthy).await?;
     tracing::info!(schedule_id = %id, next_run_at = ?replacement.next_run_at, kept_next_run = same_trigger && healthy, "declared schedule changed; replaced in place");
     Ok(None)
 }

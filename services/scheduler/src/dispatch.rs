@@ -42,8 +42,8 @@ impl Dispatcher {
             .pool_max_idle_per_host(512)
             .build()?;
         let targets = Targets {
-            executor: Endpoint::new(http.clone(), "execution service", &executor.url),
-            executor_batch: executor.batch.max(1) as usize,
+            executor: Endpoint::new(http.clone(), "execution service", &executor.url)
+                .with_batch(executor.batch),
             tasks: TaskRunner::new(&config.system_tasks, http),
             outbound: Arc::new(Outbound::new(
                 &config.endpoints,

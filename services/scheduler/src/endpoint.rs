@@ -1,7 +1,7 @@
 //! A JSON-RPC 2.0 service over HTTP POST, as the targets and the system tasks call them, and
 //! how a failed attempt is told apart: worth retrying, or refused.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -44,6 +44,11 @@ pub struct Endpoint {
     /// Sent as a bearer token, when set.
     token: Option<String>,
     next_id: AtomicU64,
+    /// Calls per JSON-RPC batch request (1: one request per call).
+    batch: usize,
+    /// Cleared when the service answers a batch request with something other than a batch
+    /// answer: it does not take batches, and its calls go one per request from then on.
+    takes_batches: AtomicBool,
 }
 
 impl Endpoint {
@@ -54,12 +59,29 @@ impl Endpoint {
             url: url.to_string(),
             token: None,
             next_id: AtomicU64::new(1),
+            batch: 1,
+            takes_batches: AtomicBool::new(true),
         }
     }
 
     /// The same service, called with `Authorization: Bearer <token>`.
     pub fn with_token(self, token: Option<String>) -> Self {
         Endpoint { token, ..self }
+    }
+
+    /// The same service, sent calls due together as JSON-RPC batch requests of up to `size`
+    /// calls (1: one request per call).
+    pub fn with_batch(self, size: u32) -> Self {
+        Endpoint {
+            batch: size.max(1) as usize,
+            ..self
+        }
+    }
+
+    /// How many calls one batch request carries: `None` when calls go one per request, as
+    /// configured or because the service answered a batch as a service without batches does.
+    pub fn batch(&self) -> Option<usize> {
+        (self.batch > 1 && self.takes_batches.load(Ordering::Relaxed)).then_some(self.batch)
     }
 
     /// Calls `method` with named `params` and returns its result.
@@ -97,15 +119,13 @@ impl Endpoint {
             })
             .collect();
         let (status, text) = self.post(&Value::Array(body)).await?;
-        if !status.is_success() {
+        if is_retryable(status) {
             return Err(self.unreachable(format!("HTTP {status}: {}", excerpt(&text))));
         }
-        let answers: Vec<Value> = serde_json::from_str(&text).map_err(|e| {
-            self.unreachable(format!(
-                "the answer to a batch is not a JSON array ({e}): {}",
-                excerpt(&text)
-            ))
-        })?;
+        let answers = match serde_json::from_str::<Vec<Value>>(&text) {
+            Ok(answers) if status.is_success() => answers,
+            _ => return Err(self.without_batches(status, &text)),
+        };
         let mut by_id: std::collections::HashMap<u64, Value> = answers
             .into_iter()
             .filter_map(|answer| Some((answer.get("id")?.as_u64()?, answer)))
@@ -118,6 +138,20 @@ impl Endpoint {
                 None => Err(self.unreachable("the batch answer left this call out".into())),
             })
             .collect())
+    }
+
+    /// Notes that the service does not take batch requests (it refused one, or answered it
+    /// with something other than an array, as a JSON-RPC service without batches answers
+    /// `Invalid Request`): its calls go one per request from now on. The error is the batch's,
+    /// so that each of its calls is sent again alone.
+    fn without_batches(&self, status: reqwest::StatusCode, text: &str) -> DispatchError {
+        let answer = excerpt(text);
+        if self.takes_batches.swap(false, Ordering::Relaxed) {
+            tracing::warn!(service = %self.service, %status, answer, "a JSON-RPC batch request was not answered as a batch; calls to this service go one per request from now on");
+        }
+        self.unreachable(format!(
+            "a batch request was answered HTTP {status}: {answer}"
+        ))
     }
 
     /// POSTs `body` with the token; the status and the body of the answer.

@@ -81,8 +81,6 @@ struct Named {
     token: Option<String>,
     http: reqwest::Client,
     rpc: Endpoint,
-    /// Calls per JSON-RPC batch request (1: no batching).
-    batch: usize,
 }
 
 /// Where the outbound targets go.
@@ -120,7 +118,8 @@ impl Outbound {
                 .pool_max_idle_per_host(512)
                 .build()?;
             let rpc = Endpoint::new(http.clone(), format!("endpoint '{name}'"), &config.url)
-                .with_token(config.token.clone());
+                .with_token(config.token.clone())
+                .with_batch(config.batch);
             named.insert(
                 name.clone(),
                 Named {
@@ -128,7 +127,6 @@ impl Outbound {
                     token: config.token.clone(),
                     http,
                     rpc,
-                    batch: config.batch.max(1) as usize,
                 },
             );
         }
@@ -147,11 +145,6 @@ impl Outbound {
                 .build()?,
             redis,
         })
-    }
-
-    /// How many calls a JSON-RPC batch request to endpoint `name` carries.
-    pub fn batch(&self, name: &str) -> Option<usize> {
-        self.endpoints.get(name).map(|named| named.batch)
     }
 
     /// The JSON-RPC service of endpoint `name`.

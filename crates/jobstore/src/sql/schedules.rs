@@ -8,7 +8,7 @@ use sqlx::types::Json;
 
 use super::{At, Batch, Kind, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
 use crate::model::{ListFilter, Schedule, StoreName};
-use crate::plan::needs_active;
+use crate::plan::{needs_active, replanned};
 use crate::store::{Schedules, StoreError};
 
 /// The columns of a batch of new schedules; `n` numbers them from 1.
@@ -81,22 +81,22 @@ impl SqlStore {
     }
 
     /// Deletes a schedule's runs claimed ahead of their time and not yet due, so that they do
-    /// not run.
+    /// not run; the earliest of their times.
     pub(super) async fn unclaim_ahead(
         &self,
         conn: Conn<'_>,
         schedule_id: &str,
-    ) -> Result<(), StoreError> {
-        on_db!(
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let given_back: Vec<(At,)> = on_db!(
             conn,
-            execute,
+            fetch_all One<At>,
             "DELETE FROM schedule_runs WHERE schedule_id = $1 AND jobstore = $2 \
-             AND status = 'pending' AND scheduled_time > $3",
+             AND status = 'pending' AND scheduled_time > $3 RETURNING scheduled_time",
             schedule_id,
             self.jobstore.as_str(),
             At(Utc::now())
         );
-        Ok(())
+        Ok(given_back.into_iter().map(|(at,)| at.0).min())
     }
 }
 
@@ -187,16 +187,22 @@ impl Schedules for SqlStore {
         row.as_ref().map(schedule_from_row).transpose()
     }
 
-    async fn replace(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
+    async fn replace(
+        &self,
+        schedule: &Schedule,
+        keeps_next: bool,
+    ) -> Result<Option<Schedule>, StoreError> {
         let sql = format!(
             "UPDATE {} SET name = $2, owner = $3, trigger = $4, target = $5, policy = $6, \
              tags = $7, paused = $8, paused_reason = $9, next_run_at = $10, updated_at = $11, \
              checks_overlap = $12 WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}",
             self.table()
         );
-        let mut conn = self.writer().await?;
+        let mut tx = self.write().await?;
+        let given_back = self.unclaim_ahead(tx.conn(), &schedule.id).await?;
+        let next_run_at = replanned(schedule, keeps_next, given_back);
         let row = on_db!(
-            conn.conn(),
+            tx.conn(),
             optional_row,
             &sql,
             &schedule.id,
@@ -208,10 +214,11 @@ impl Schedules for SqlStore {
             Json(&schedule.tags),
             schedule.paused,
             &schedule.paused_reason,
-            schedule.next_run_at.map(At),
+            next_run_at.map(At),
             At(Utc::now()),
             needs_active(schedule),
         );
+        tx.commit().await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 

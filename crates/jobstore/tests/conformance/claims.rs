@@ -518,7 +518,7 @@ async fn claims_ahead_only_what_overlap_cannot_stop(store: Arc<dyn JobStore>) {
     }
     // A replacement that makes overlap apply keeps it from being claimed ahead.
     let changed = http_schedule("changed", Overlap::BufferOne, &in_secs(3));
-    store.replace(&changed).await.unwrap().unwrap();
+    store.replace(&changed, false).await.unwrap().unwrap();
 
     // "graph" and "allow" may go ahead (5 s before their due instant); "skip" only once due.
     assert_eq!(
@@ -593,6 +593,59 @@ async fn claims_ahead_only_what_overlap_cannot_stop(store: Arc<dyn JobStore>) {
     );
 }
 
+/// A replacement gives back what was claimed ahead of the schedule and is not yet due: with
+/// the same trigger, the occurrence is the next run again and is claimed anew as the schedule
+/// now is; with another trigger, the next run is the one the replacement gives.
+async fn a_replacement_gives_back_runs_claimed_ahead(store: Arc<dyn JobStore>) {
+    use chrono::SubsecRound;
+    // An hour ahead of the real clock: the runs claimed ahead are not yet due by it.
+    let base = Utc::now().trunc_subsecs(3) + TimeDelta::hours(1);
+    let due_at = base + TimeDelta::seconds(2);
+    let ahead = TimeDelta::seconds(5);
+    for id in ["kept", "retimed"] {
+        let mut row = schedule(id, "u1", "g1", None);
+        row.next_run_at = Some(due_at);
+        store.insert(&row).await.unwrap();
+    }
+    assert_eq!(store.claim(base, ahead, 100, LEASE).await.unwrap().len(), 2);
+    let claimed_next = store.get("kept").await.unwrap().unwrap().next_run_at;
+    assert!(
+        claimed_next.is_some_and(|next| next > due_at),
+        "{claimed_next:?}"
+    );
+
+    let mut kept = store.get("kept").await.unwrap().unwrap();
+    kept.target = schedule("kept", "u1", "g2", None).target;
+    let stored = store.replace(&kept, true).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_run_at,
+        Some(due_at),
+        "given back and planned again"
+    );
+    let mut retimed = store.get("retimed").await.unwrap().unwrap();
+    let later = due_at + TimeDelta::hours(3);
+    retimed.next_run_at = Some(later);
+    let stored = store.replace(&retimed, false).await.unwrap().unwrap();
+    assert_eq!(
+        stored.next_run_at,
+        Some(later),
+        "the replacement's own next run"
+    );
+    assert_eq!(statuses(&store, "kept").await, Vec::new());
+    assert_eq!(statuses(&store, "retimed").await, Vec::new());
+
+    let again = store.claim(base, ahead, 100, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        (again[0].schedule_id.as_str(), again[0].scheduled_time),
+        ("kept", due_at)
+    );
+    match &again[0].target {
+        Target::GraphExecution(graph) => assert_eq!(graph.graph_id, "g2"),
+        other => panic!("{other:?}"),
+    }
+}
+
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     claim_advances_from_the_scheduled_instant,
     claim_takes_the_earliest_first_up_to_the_limit,
@@ -608,4 +661,5 @@ test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     concurrent_claims_take_each_occurrence_once,
     sub_millisecond_instants_are_claimed_and_recorded_at_milliseconds,
     claims_ahead_only_what_overlap_cannot_stop,
+    a_replacement_gives_back_runs_claimed_ahead,
 ]);

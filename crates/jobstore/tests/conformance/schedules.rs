@@ -116,7 +116,7 @@ async fn replace_changes_in_place_and_keeps_the_ledger(store: Arc<dyn JobStore>)
     changed.policy.jitter_secs = 5;
     changed.next_run_at = Some(at("2026-02-01T00:00:00Z"));
     changed.created_at = at("2030-01-01T00:00:00Z");
-    let stored = store.replace(&changed).await.unwrap().unwrap();
+    let stored = store.replace(&changed, false).await.unwrap().unwrap();
     assert_eq!(stored.created_at, original.created_at, "creation time kept");
     assert_eq!(
         (
@@ -147,7 +147,7 @@ async fn replace_changes_in_place_and_keeps_the_ledger(store: Arc<dyn JobStore>)
     );
     let mut missing = changed.clone();
     missing.id = "nope".into();
-    assert_eq!(store.replace(&missing).await.unwrap(), None);
+    assert_eq!(store.replace(&missing, false).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 1);
 }
 
@@ -243,7 +243,7 @@ async fn a_tags_listing_follows_replace_and_delete(store: Arc<dyn JobStore>) {
     let ids = |found: Vec<Schedule>| found.into_iter().map(|s| s.id).collect::<Vec<_>>();
     let mut moved = store.get("t2").await.unwrap().unwrap();
     moved.tags = vec!["new".into(), "all".into()];
-    store.replace(&moved).await.unwrap().unwrap();
+    store.replace(&moved, false).await.unwrap().unwrap();
     store.delete("t3").await.unwrap().unwrap();
     assert_eq!(ids(store.list(&tagged("old", None)).await.unwrap()), ["t1"]);
     assert_eq!(ids(store.list(&tagged("new", None)).await.unwrap()), ["t2"]);

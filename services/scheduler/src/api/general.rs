@@ -79,7 +79,10 @@ pub(crate) async fn create(
                     jobstore.as_str()
                 )));
             }
-            let replaced = store.replace(&schedule).await.map_err(storage_error)?;
+            let replaced = store
+                .replace(&schedule, false)
+                .await
+                .map_err(storage_error)?;
             replaced.ok_or_else(|| not_found(&id))?
         }
         Some(_) => return Err(already_exists(&id)),
@@ -106,6 +109,7 @@ pub(crate) async fn update(
     let update = update.into_inner();
     let found = owned(app, id, owner, extensions, Access::Change).await?;
     let mut schedule = found.schedule;
+    let keeps_next = update.trigger.is_none();
     if let Some(name) = update.name.filter(|n| !n.trim().is_empty()) {
         schedule.name = name;
     }
@@ -130,7 +134,7 @@ pub(crate) async fn update(
     }
     let stored = found
         .store
-        .replace(&schedule)
+        .replace(&schedule, keeps_next)
         .await
         .map_err(storage_error)?
         .ok_or_else(|| not_found(id))?;

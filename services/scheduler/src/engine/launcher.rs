@@ -3,7 +3,7 @@
 //! come (jittered, or claimed ahead). A dispatch that panics fails its run and parks its
 //! schedule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use jobstore::{RunOutcome, RunRecord, RunStatus, StoreName};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{InFlight, lock, per_store, until};
+use super::{InFlight, RunKey, key_of, lock, per_store, until};
 use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
 use crate::targets::Ended;
@@ -34,6 +34,8 @@ pub(super) struct Launcher {
     /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
     /// moment. They are in flight (their leases are renewed) but hold no dispatch slot.
     held: BTreeMap<DateTime<Utc>, Vec<RunRecord>>,
+    /// The moment of each held run, by its key.
+    held_keys: HashMap<RunKey, DateTime<Utc>>,
 }
 
 impl Launcher {
@@ -54,6 +56,7 @@ impl Launcher {
             outcomes,
             tasks: JoinSet::new(),
             held: BTreeMap::new(),
+            held_keys: HashMap::new(),
         }
     }
 
@@ -93,18 +96,36 @@ impl Launcher {
         let now = Utc::now();
         let mut ready = Vec::with_capacity(runs.len());
         for run in runs {
-            if !self.take_off(&run) {
+            // A run claimed again while it is held (its schedule was updated, which gave the
+            // claim back) takes the held one's place, so that it goes as its schedule now is.
+            if !self.take_off(&run) && !self.unhold(&run) {
                 continue;
             }
             // Every replica computes the same moment from the run's key.
             let goes_at = run.goes_at();
             if goes_at > now {
+                self.held_keys.insert(key_of(&run), goes_at);
                 self.held.entry(goes_at).or_default().push(run);
             } else {
                 ready.push(run);
             }
         }
         self.launch(ready).await;
+    }
+
+    /// Takes the held run with `run`'s key out of the held ones; false when none is held.
+    fn unhold(&mut self, run: &RunRecord) -> bool {
+        let key = key_of(run);
+        let Some(goes_at) = self.held_keys.remove(&key) else {
+            return false;
+        };
+        if let Some(runs) = self.held.get_mut(&goes_at) {
+            runs.retain(|held| key_of(held) != key);
+            if runs.is_empty() {
+                self.held.remove(&goes_at);
+            }
+        }
+        true
     }
 
     /// How long until the first held run's moment.
@@ -131,12 +152,15 @@ impl Launcher {
             .into_values()
             .flatten()
             .collect();
+        for run in &due {
+            self.held_keys.remove(&key_of(run));
+        }
         let (ahead, mut ready): (Vec<_>, Vec<_>) = due
             .into_iter()
             .partition(|run| run.scheduled_time > run.claimed_at);
         let keyed = ahead
             .iter()
-            .map(|run| (run.jobstore, (run.schedule_id.clone(), run.scheduled_time)))
+            .map(|run| (run.jobstore, key_of(run)))
             .collect();
         let mut confirmed = std::collections::HashSet::new();
         let mut unknown = Vec::new();
@@ -154,7 +178,7 @@ impl Launcher {
             }
         }
         for run in ahead {
-            let key = (run.schedule_id.clone(), run.scheduled_time);
+            let key = key_of(&run);
             if confirmed.contains(&key) || unknown.contains(&run.jobstore) {
                 ready.push(run);
             } else {
@@ -166,7 +190,7 @@ impl Launcher {
     }
 
     /// Dispatches runs taken off: those a batched JSON-RPC service takes in batches of up to
-    /// its size, the others one by one.
+    /// its size (a call left alone goes as a plain request), the others one by one.
     async fn launch(&mut self, runs: Vec<RunRecord>) {
         let mut batches: Vec<(String, usize, Vec<RunRecord>)> = Vec::new();
         for run in runs {
@@ -188,8 +212,11 @@ impl Launcher {
                 self.start_batch(full).await;
             }
         }
-        for (_, _, rest) in batches {
-            if !rest.is_empty() {
+        for (_, _, mut rest) in batches {
+            // A call due alone goes as a plain request, as it would unbatched.
+            if rest.len() == 1 {
+                self.start(rest.remove(0)).await;
+            } else if !rest.is_empty() {
                 self.start_batch(rest).await;
             }
         }
@@ -198,7 +225,7 @@ impl Launcher {
     /// Marks a run in flight; false when it already is here (a lease we took over from
     /// ourselves: reclaiming it only extended the lease).
     fn take_off(&self, run: &RunRecord) -> bool {
-        let key = (run.schedule_id.clone(), run.scheduled_time);
+        let key = key_of(run);
         let mut flying = lock(&self.in_flight);
         if flying.contains_key(&key) {
             return false;

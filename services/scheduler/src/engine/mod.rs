@@ -31,6 +31,11 @@ use leases::{release_unfinished, renew_leases};
 use outcomes::start_recorder;
 
 type RunKey = (String, DateTime<Utc>);
+
+/// A run's key: its schedule and its scheduled time.
+fn key_of(run: &RunRecord) -> RunKey {
+    (run.schedule_id.clone(), run.scheduled_time)
+}
 /// The waits of the backoff while passes fail; `None` while they succeed.
 type Failing = Option<Box<dyn Iterator<Item = Duration> + Send>>;
 /// The runs dispatched and not yet recorded, with their jobstores.

@@ -1,5 +1,6 @@
 //! The `graph_execution` target: AutoGPT's `add_graph_execution` on the execution service, for
-//! the schedule's owner, in batch requests when `executor.batch` is over 1.
+//! the schedule's owner, in batch requests when `executor.batch` is over 1 and
+//! the service takes them.
 
 use async_trait::async_trait;
 use chrono::SecondsFormat;
@@ -13,7 +14,8 @@ use crate::endpoint::DispatchError;
 #[async_trait]
 impl Kind for GraphExecutionTarget {
     fn batch(&self, targets: &Targets) -> Option<(String, usize)> {
-        (targets.executor_batch > 1).then(|| ("executor".to_string(), targets.executor_batch))
+        let size = targets.executor.batch()?;
+        Some(("executor".to_string(), size))
     }
 
     fn call<'a>(

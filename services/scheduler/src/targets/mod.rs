@@ -106,8 +106,6 @@ pub(crate) fn check(
 pub struct Targets {
     /// The execution service of `graph_execution` targets.
     pub executor: Endpoint,
-    /// Graph executions per batch request to the execution service (1: no batching).
-    pub executor_batch: usize,
     /// The services of `system_task` targets.
     pub tasks: TaskRunner,
     /// The endpoints and the Redis of `rpc`, `http` and `redis_publish` targets.

@@ -23,7 +23,7 @@ impl Kind for RpcTarget {
 
     fn batch(&self, targets: &Targets) -> Option<(String, usize)> {
         let name = self.endpoint.as_ref()?;
-        let size = targets.outbound.batch(name).filter(|size| *size > 1)?;
+        let size = targets.outbound.rpc_service(name).ok()?.batch()?;
         Some((format!("endpoint {name}"), size))
     }
 

@@ -225,3 +225,74 @@ async fn paused_schedules_do_not_fire_until_resumed() {
     })
     .await;
 }
+
+/// Registers `count` graph schedules that fire every two seconds, on the same instants, and
+/// waits until the stub accepted `calls` calls with distinct keys.
+async fn many_due_together(stub: &StubExecutor, daemon: &Daemon, count: usize, calls: usize) {
+    let client = daemon.client();
+    for i in 0..count {
+        let graph = format!("g{i}");
+        client
+            .add_graph_execution_schedule(graph_schedule("u1", &graph, "*/2 * * * * *"))
+            .await
+            .unwrap();
+    }
+    test_support::wait_until("the calls", Duration::from_secs(30), || async {
+        let mut keys: Vec<String> = stub
+            .calls()
+            .iter()
+            .map(|c| c.params["idempotency_key"].to_string())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        (keys.len() >= calls)
+            .then_some(())
+            .ok_or(format!("{} of {calls} calls", keys.len()))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graph_executions_due_together_go_as_one_batch_request_by_default() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::Accept).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    many_due_together(&stub, &daemon, 12, 36).await;
+    let batches = stub.batches();
+    assert!(
+        batches.iter().any(|&size| size >= 2),
+        "occurrences due together went as JSON-RPC batches: {batches:?}"
+    );
+    assert!(batches.iter().all(|&size| size <= 100), "{batches:?}");
+    let (requests, calls) = stub.requests_and_calls();
+    assert!(
+        requests < calls,
+        "fewer requests ({requests}) than calls ({calls})"
+    );
+}
+
+#[tokio::test]
+async fn an_execution_service_without_batches_is_sent_one_call_per_request_after_its_first_refusal()
+{
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let stub = StubExecutor::start(Answer::NoBatches).await;
+    let daemon = Daemon::start(&db, &stub.url).await;
+    many_due_together(&stub, &daemon, 12, 36).await;
+    assert_eq!(stub.batches(), Vec::<usize>::new());
+    // Every call arrived alone; one batch request was tried, answered `Invalid Request`, and
+    // its calls were sent again one by one. After that, no batch was tried again.
+    let (requests, calls) = stub.requests_and_calls();
+    assert_eq!(
+        requests,
+        calls + 1,
+        "one batch request in all:\n{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("calls to this service go one per request from now on")
+            .count(),
+        1,
+        "{log}"
+    );
+}

@@ -408,7 +408,7 @@ async fn jitter_delays_each_occurrence_by_its_own_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_claimed_ahead_go_at_their_time_unless_paused_meanwhile() {
+async fn runs_claimed_ahead_go_at_their_time_unless_paused_meanwhile_and_as_updated_meanwhile() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
@@ -424,10 +424,11 @@ async fn runs_claimed_ahead_go_at_their_time_unless_paused_meanwhile() {
         overlap: Some(Overlap::AllowAll),
         ..SchedulePolicy::default()
     };
-    // "go" and "stop" may be claimed ahead; "skip" (overlap skip) only once due.
+    // "go", "stop" and "move" may be claimed ahead; "skip" (overlap skip) only once due.
     for (id, policy) in [
         ("go", Some(allow_all)),
         ("stop", Some(allow_all)),
+        ("move", Some(allow_all)),
         ("skip", None),
     ] {
         let mut new = NewSchedule::new("alice", once(at), http(&format!("/{id}")));
@@ -435,45 +436,66 @@ async fn runs_claimed_ahead_go_at_their_time_unless_paused_meanwhile() {
         new.policy = policy;
         client.create_schedule(new).await.unwrap();
     }
-    // "stop" is claimed about 10 s before its time, and paused while it waits.
-    test_support::wait_until("stop claimed ahead", Duration::from_secs(10), || {
-        let client = client.clone();
-        async move {
-            let page = client
-                .list_runs("stop", "alice", RunQuery::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            match page.runs.first() {
-                Some(run) if run.status == RunStatus::Pending => Ok(()),
-                other => Err(format!("{other:?}")),
+    // "stop" and "move" are claimed about 10 s before their time; while they wait, "stop" is
+    // paused and "move" gets another target.
+    for id in ["stop", "move"] {
+        test_support::wait_until("claimed ahead", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                let page = client
+                    .list_runs(id, "alice", RunQuery::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match page.runs.first() {
+                    Some(run) if run.status == RunStatus::Pending => Ok(()),
+                    other => Err(format!("{id}: {other:?}")),
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
+    }
     assert!(Utc::now() < at, "claimed ahead of its time");
     client
         .pause_schedule("stop", "alice", Some("not today".into()))
         .await
         .unwrap();
+    let update = ScheduleUpdate {
+        target: Some(http("/moved")),
+        ..ScheduleUpdate::default()
+    };
+    let moved = client
+        .update_schedule("move", "alice", update)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.next_run_time.map(|next| next.with_timezone(&Utc)),
+        Some(at),
+        "the run claimed ahead is given back: the occurrence is the next run again"
+    );
 
-    for path in ["/go", "/skip"] {
+    for path in ["/go", "/skip", "/moved"] {
         let calls = backend.wait_for(path, 1, Duration::from_secs(30)).await;
         assert!(
             calls[0].received_at >= at,
             "{path} sent at {} before its time {at}",
             calls[0].received_at
         );
+        let id = if path == "/moved" { "move" } else { &path[1..] };
         assert_eq!(
             calls[0].header("idempotency-key"),
-            Some(key(&path[1..], at).as_str())
+            Some(key(id, at).as_str())
         );
     }
-    for id in ["go", "skip"] {
+    for id in ["go", "skip", "move"] {
         let runs = settled_runs(&client, id, "alice", 1, Duration::from_secs(10)).await;
         assert_eq!(runs[0].status, RunStatus::Dispatched, "{id}: {runs:?}");
     }
     // "go" went at its time, so the engine looked at "stop" then too: it let it be.
     assert!(backend.requests("/stop").is_empty());
+    assert!(
+        backend.requests("/move").is_empty(),
+        "the run claimed ahead went as the schedule is now"
+    );
     let stopped = client
         .list_runs("stop", "alice", RunQuery::default())
         .await

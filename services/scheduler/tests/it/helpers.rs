@@ -221,6 +221,9 @@ pub(crate) enum Answer {
     Refuse,
     /// Accept every call after this many milliseconds, as a busy executor would.
     AcceptAfter(u64),
+    /// Accept every call sent alone, and answer a batch request as a JSON-RPC server without
+    /// batches does (one `Invalid Request` error).
+    NoBatches,
 }
 
 #[derive(Default)]
@@ -228,6 +231,8 @@ struct StubState {
     calls: Vec<Call>,
     answer: Option<Answer>,
     attempts: usize,
+    /// The size of each batch request answered as a batch.
+    batches: Vec<usize>,
 }
 
 /// A stand-in for AutoGPT's execution service: a JSON-RPC server on loopback that records every
@@ -261,6 +266,17 @@ impl StubExecutor {
         self.state.lock().unwrap().attempts
     }
 
+    /// How many requests arrived and how many calls were accepted, at one instant.
+    pub(crate) fn requests_and_calls(&self) -> (usize, usize) {
+        let state = self.state.lock().unwrap();
+        (state.attempts, state.calls.len())
+    }
+
+    /// The size of each batch request the stub answered as a batch.
+    pub(crate) fn batches(&self) -> Vec<usize> {
+        self.state.lock().unwrap().batches.clone()
+    }
+
     /// Waits until at least `count` calls were accepted, or `timeout` passes.
     pub(crate) async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Call> {
         let deadline = Instant::now() + timeout;
@@ -292,6 +308,7 @@ pub(crate) async fn serve_on_loopback(
     (address, server)
 }
 
+/// Answers one request: a call, or a JSON-RPC 2.0 batch of calls each answered on its own.
 async fn stub_call(
     State(state): State<Arc<Mutex<StubState>>>,
     Json(request): Json<Value>,
@@ -304,26 +321,44 @@ async fn stub_call(
     }
     let mut state = state.lock().unwrap();
     state.attempts += 1;
-    assert_eq!(request["method"], "add_graph_execution");
     match state.answer.unwrap_or(Answer::Accept) {
         Answer::Unavailable(n) if n > 0 => {
             state.answer = Some(Answer::Unavailable(n - 1));
             (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response()
         }
-        Answer::Refuse => Json(json!({
-            "jsonrpc": "2.0", "id": request["id"],
-            "error": {"code": -32000, "message": "graph g-missing not found"}
+        // As a JSON-RPC server without batches answers one.
+        Answer::NoBatches if request.is_array() => Json(json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": {"code": -32600, "message": "Invalid Request"}
         }))
         .into_response(),
-        _ => {
-            state.calls.push(Call {
-                params: request["params"].clone(),
-                received_at: Utc::now(),
+        _ => match request.as_array() {
+            Some(calls) => {
+                state.batches.push(calls.len());
+                let answers = calls.iter().map(|call| state.answer_call(call)).collect();
+                Json(Value::Array(answers)).into_response()
+            }
+            None => Json(state.answer_call(&request)).into_response(),
+        },
+    }
+}
+
+impl StubState {
+    /// The answer to one `add_graph_execution` call, recorded when accepted.
+    fn answer_call(&mut self, request: &Value) -> Value {
+        assert_eq!(request["method"], "add_graph_execution");
+        if let Some(Answer::Refuse) = self.answer {
+            return json!({
+                "jsonrpc": "2.0", "id": request["id"],
+                "error": {"code": -32000, "message": "graph g-missing not found"}
             });
-            let id = format!("exec-{}", state.calls.len());
-            Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": id}}))
-                .into_response()
         }
+        self.calls.push(Call {
+            params: request["params"].clone(),
+            received_at: Utc::now(),
+        });
+        let id = format!("exec-{}", self.calls.len());
+        json!({"jsonrpc": "2.0", "id": request["id"], "result": {"id": id}})
     }
 }
 

@@ -60,7 +60,8 @@ async fn downtime_is_coalesced_into_one_late_run() {
         .unwrap();
     stub.wait_for(1, Duration::from_secs(10)).await;
     daemon.kill9();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Longer than the runs claimed ahead at the kill (`engine.lookahead`, 2 s) reach.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
 
     let daemon = Daemon::start(&db, &stub.url).await;
     let client = daemon.client();
