@@ -19,8 +19,8 @@ use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::daemon::{
-    Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile, received_by,
-    stub_executor,
+    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends,
+    percentile, received_by, stub_executor,
 };
 
 pub(crate) struct Options {
@@ -29,6 +29,8 @@ pub(crate) struct Options {
     due: usize,
     adds: usize,
     replicas: Vec<usize>,
+    /// Another revision's binary, measured first with its own defaults, side by side.
+    against: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -39,6 +41,7 @@ impl Options {
             due: 10_000,
             adds: 3_000,
             replicas: vec![1, 2, 3],
+            against: None,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -46,6 +49,7 @@ impl Options {
                 "--schedules" => options.schedules = value.parse()?,
                 "--due" => options.due = value.parse()?,
                 "--adds" => options.adds = value.parse()?,
+                "--against" => options.against = Some(against_binary(value)?),
                 "--replicas" => {
                     options.replicas = value
                         .split(',')
@@ -65,6 +69,7 @@ impl Options {
 
 struct Figures {
     backend: &'static str,
+    build: &'static str,
     adds_per_second: f64,
     last_dispatch_after: Duration,
     dispatched: usize,
@@ -92,19 +97,25 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .build()?;
     let mut results = Vec::new();
     for backend in &options.backends {
-        eprintln!("== {backend}");
-        results.push(runtime.block_on(bench_backend(backend, &binary, &options))?);
+        // With `--against`, that binary first, then this tree's, each with its defaults.
+        for (build, binary) in builds(options.against.as_deref(), &binary) {
+            eprintln!("== {backend}, {build}");
+            let mut figures = runtime.block_on(bench_backend(backend, binary, &options))?;
+            figures.build = build;
+            results.push(figures);
+        }
     }
     println!();
     println!(
-        "| backend | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | peak RSS | list_schedules by owner p50 | get_scheduler_status p50 | one add p50 |",
+        "| backend | build | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | peak RSS | list_schedules by owner p50 | get_scheduler_status p50 | one add p50 |",
         options.due
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in results {
         println!(
-            "| {} | {:.0} | {:.2} s | {} | {} ms | {} ms | {:.2} % | {:.1} MiB | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {} | {} | {:.0} | {:.2} s | {} | {} ms | {} ms | {:.2} % | {:.1} MiB | {:.1} ms | {:.1} ms | {:.1} ms |",
             f.backend,
+            f.build,
             f.adds_per_second,
             f.last_dispatch_after.as_secs_f64(),
             f.dispatched,
@@ -228,6 +239,7 @@ async fn bench_backend(
 
     Ok(Figures {
         backend,
+        build: "this tree",
         adds_per_second,
         last_dispatch_after: (last - due_at).to_std().unwrap_or_default(),
         dispatched: calls.len(),

@@ -66,6 +66,28 @@ pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
 }
 
 /// `--flag value` pairs, in order; a flag without its value is an error.
+/// The binary given to `--against`, checked to exist.
+pub(crate) fn against_binary(value: &str) -> anyhow::Result<PathBuf> {
+    let binary = PathBuf::from(value);
+    if !binary.is_file() {
+        bail!("--against {value}: no such binary");
+    }
+    Ok(binary)
+}
+
+/// The binaries a benchmark runs, labelled: `against`'s first when given, then this tree's.
+pub(crate) fn builds<'a>(
+    against: Option<&'a Path>,
+    this_tree: &'a Path,
+) -> Vec<(&'static str, &'a Path)> {
+    let mut builds = Vec::new();
+    if let Some(against) = against {
+        builds.push(("against", against));
+    }
+    builds.push(("this tree", this_tree));
+    builds
+}
+
 pub(crate) fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
     args.chunks(2)
         .map(|pair| match pair {

@@ -1,8 +1,9 @@
 //! `cargo xtask <task>`: automation beyond the README's two commands: benchmarks and the book.
 //!
 //! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
-//!   [--replicas 1,2,3]`:
-//!   the scheduler benchmark (see `bench.rs`).
+//!   [--replicas 1,2,3] [--against BINARY]`:
+//!   the scheduler benchmark (see `bench.rs`), side by side with another revision's binary
+//!   with `--against`.
 //! - `cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N]
 //!   [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N]
 //!   [--firing N] [--old-rows N]`: bursts of general targets and batched executions (side by
@@ -28,7 +29,7 @@ mod watches_bench;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3]
+const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3] [--against BINARY]
        cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]

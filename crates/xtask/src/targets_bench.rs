@@ -18,8 +18,8 @@ use triggers::{TriggerKind, TriggerSpec};
 
 use crate::bench::{graph_execution, seed_targets};
 use crate::daemon::{
-    Daemon, Received, build_release, flag_pairs, fresh_db, parse_backends, percentile, received_by,
-    stub_executor,
+    Daemon, Received, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends,
+    percentile, received_by, stub_executor,
 };
 
 pub(crate) struct Options {
@@ -70,13 +70,7 @@ impl Options {
                 }
                 "--firing" => options.firing = value.parse()?,
                 "--old-rows" => options.old_rows = value.parse()?,
-                "--against" => {
-                    let binary = std::path::PathBuf::from(value);
-                    if !binary.is_file() {
-                        bail!("--against {value}: no such binary");
-                    }
-                    options.against = Some(binary);
-                }
+                "--against" => options.against = Some(against_binary(value)?),
                 "--runs" => {
                     options.runs = value.parse()?;
                     if options.runs == 0 {
@@ -138,11 +132,7 @@ struct PruneFigures {
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("scheduler")?;
     // With `--against`, that binary's bursts run first in each turn, then this tree's.
-    let mut builds = Vec::new();
-    if let Some(against) = &options.against {
-        builds.push(("against", against.as_path()));
-    }
-    builds.push(("this tree", binary.as_path()));
+    let builds = builds(options.against.as_deref(), &binary);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -294,7 +284,7 @@ async fn bench_burst(
     let endpoint = executor_url.trim_end_matches('/').to_string();
     let lookahead = format!("{lookahead}s");
     let mut env: Vec<(&str, &str)> = match burst {
-        Burst::Graph => vec![],
+        Burst::Graph => vec![("SCHEDULER__EXECUTOR__BATCH", "1")],
         Burst::GraphBatched => vec![("SCHEDULER__EXECUTOR__BATCH", batch.as_str())],
         Burst::Http => vec![("SCHEDULER__ENDPOINTS__BENCH__URL", endpoint.as_str())],
     };
