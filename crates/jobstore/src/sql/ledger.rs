@@ -290,13 +290,19 @@ impl Ledger for SqlStore {
         schedule_id: &str,
         filter: &RunFilter,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1 \
-             AND ($3 IS NULL OR status = $3) \
-             AND ($4 IS NULL OR scheduled_time >= $4) \
-             AND ($5 IS NULL OR scheduled_time < $5) \
-             ORDER BY scheduled_time DESC LIMIT $2"
-        );
+        // Only the filters given are conditions, so that the time bounds are the range the
+        // primary key (schedule_id, scheduled_time) is walked over, newest first.
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1");
+        for (given, condition) in [
+            (filter.status.is_some(), " AND status = $3"),
+            (filter.since.is_some(), " AND scheduled_time >= $4"),
+            (filter.before.is_some(), " AND scheduled_time < $5"),
+        ] {
+            if given {
+                sql.push_str(condition);
+            }
+        }
+        sql.push_str(" ORDER BY scheduled_time DESC LIMIT $2");
         let mut conn = self.reader().await?;
         let rows = on_db!(
             conn.conn(),
