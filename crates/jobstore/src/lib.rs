@@ -26,6 +26,6 @@ pub use model::{
 };
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};
-pub use sql::SqlStore;
+pub use sql::{Plans, SqlStore};
 pub use store::{ClaimAt, Claims, JobStore, Ledger, Retention, Schedules, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

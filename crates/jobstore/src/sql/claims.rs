@@ -67,6 +67,35 @@ impl SqlStore {
         batch
     }
 
+    /// The query of [`SqlStore::due`]: `$1` now, `$2` the limit, `$3` now and the lookahead.
+    /// It reads the due index (the partial index of active schedules by next run).
+    pub(super) fn due_sql(&self) -> String {
+        let d = self.dialect();
+        format!(
+            "SELECT {} AS addr, {SCHEDULE_COLUMNS} FROM {} AS s WHERE {} AND next_run_at <= $3 \
+             AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
+            d.address_text("s"),
+            self.table(),
+            d.is_false("paused"),
+            d.skip_locked(),
+        )
+    }
+
+    /// The query of [`Claims::wakeup`]: `$1` the jobstore, `$2` now and the lookahead. Each
+    /// read off the due index: the first over the few rows due within the horizon, the second
+    /// from the start of the index, past those rows.
+    pub(super) fn wakeup_sql(&self) -> String {
+        format!(
+            "SELECT (SELECT next_run_at FROM {0} WHERE {1} AND checks_overlap \
+             AND next_run_at <= $2 ORDER BY next_run_at LIMIT 1), \
+             (SELECT next_run_at FROM {0} WHERE {1} AND next_run_at IS NOT NULL \
+             AND (NOT checks_overlap OR next_run_at > $2) ORDER BY next_run_at LIMIT 1), \
+             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending')",
+            self.table(),
+            self.dialect().is_false("paused"),
+        )
+    }
+
     /// The schedules due by `now` (and those due by `now + ahead` that may be claimed ahead),
     /// earliest first, each with its id (read apart, so that a row that does not read as a
     /// schedule is still known), held by this transaction.
@@ -77,15 +106,7 @@ impl SqlStore {
         ahead: TimeDelta,
         limit: usize,
     ) -> Result<Vec<Due>, StoreError> {
-        let d = self.dialect();
-        let select = format!(
-            "SELECT {} AS addr, {SCHEDULE_COLUMNS} FROM {} AS s WHERE {} AND next_run_at <= $3 \
-             AND (next_run_at <= $1 OR NOT checks_overlap) ORDER BY next_run_at LIMIT $2{}",
-            d.address_text("s"),
-            self.table(),
-            d.is_false("paused"),
-            d.skip_locked(),
-        );
+        let select = self.due_sql();
         let rows = on_db!(conn, rows, &select, At(now), limit as i64, At(now + ahead));
         let mut due = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -251,17 +272,7 @@ impl Claims for SqlStore {
         now: DateTime<Utc>,
         ahead: TimeDelta,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        // Each read off the due index: the first over the few rows due within the horizon,
-        // the second from the start of the index, past those rows.
-        let sql = format!(
-            "SELECT (SELECT next_run_at FROM {0} WHERE {1} AND checks_overlap \
-             AND next_run_at <= $2 ORDER BY next_run_at LIMIT 1), \
-             (SELECT next_run_at FROM {0} WHERE {1} AND next_run_at IS NOT NULL \
-             AND (NOT checks_overlap OR next_run_at > $2) ORDER BY next_run_at LIMIT 1), \
-             (SELECT min(lease_until) FROM schedule_runs WHERE jobstore = $1 AND status = 'pending')",
-            self.table(),
-            self.dialect().is_false("paused"),
-        );
+        let sql = self.wakeup_sql();
         let mut conn = self.reader().await?;
         let (due, claimable, lease): (Option<At>, Option<At>, Option<At>) = on_db!(
             conn.conn(),

@@ -62,6 +62,22 @@ impl Dialect {
         }
     }
 
+    /// `column` is true, written as each schema declares its partial indexes of true rows.
+    pub(crate) fn is_true(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => column.to_string(),
+            Dialect::Sqlite => format!("{column} = 1"),
+        }
+    }
+
+    /// How a query's plan is asked for, and the column each of its lines comes in.
+    pub(crate) fn explain(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Postgres => ("EXPLAIN", "QUERY PLAN"),
+            Dialect::Sqlite => ("EXPLAIN QUERY PLAN", "detail"),
+        }
+    }
+
     /// The text of a top-level field of a JSON column.
     pub(crate) fn json_text(self, column: &str, field: &str) -> String {
         match self {

@@ -28,11 +28,13 @@ use crate::store::StoreError;
 mod claims;
 mod dialect;
 mod ledger;
+mod plans;
 mod retention;
 mod schedules;
 mod watches;
 
 pub(crate) use dialect::{At, Batch, Dialect, Kind, List};
+pub use plans::Plans;
 
 const SCHEDULE_COLUMNS: &str = "id, name, owner, trigger, target, policy, tags, paused, \
      paused_reason, next_run_at, created_at";
