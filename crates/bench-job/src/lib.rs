@@ -1,6 +1,8 @@
-//! `xtask bench-job`: the job the device-runner benchmark queues. It prints when it started,
-//! waits for a gate file if its params name one, sleeps `sleep_ms`, prints when it exits, and
-//! exits. The stamps are Unix nanoseconds, read by the benchmark from the job's log.
+//! `bench-job`: the job the device-runner benchmark queues. It prints when it started, waits
+//! for a gate file if its params name one, sleeps `sleep_ms`, prints when it exits, and exits.
+//! The stamps are Unix nanoseconds, read by the benchmark ([`stamps`]) from the job's log. A
+//! program of its own, small, so that its start is a small part of what the benchmark
+//! measures (the xtask binary, which ran the jobs before, is about 100 MB).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,13 +11,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-pub(crate) fn unix_nanos() -> i64 {
+/// Now, in Unix nanoseconds.
+pub fn unix_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-pub(crate) fn run() -> ExitCode {
+/// The job: stamps, the gate, the sleep, stamps.
+pub fn run() -> ExitCode {
     let started = unix_nanos();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "started {started}");
@@ -37,7 +41,7 @@ pub(crate) fn run() -> ExitCode {
 }
 
 /// The `started` and `exiting` stamps of a job's log.
-pub(crate) fn stamps(log: &str) -> (Option<i64>, Option<i64>) {
+pub fn stamps(log: &str) -> (Option<i64>, Option<i64>) {
     let stamp = |prefix: &str| {
         log.lines()
             .find_map(|line| line.strip_prefix(prefix))

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
-use jobstore::{Database, DatabaseUrl, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
+use jobstore::{Database, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
 use scheduler_client::{NewGraphSchedule, ScheduleQuery, SchedulerClient};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::daemon::{
-    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends,
-    percentile, received_by, stub_executor,
+    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, migrated_by,
+    parse_backends, percentile, received_by, stub_executor,
 };
 
 pub(crate) struct Options {
@@ -161,7 +161,7 @@ async fn bench_replicas(
     let dir = tempfile::tempdir()?;
     let (executor_url, received) = stub_executor().await?;
     let db = fresh_db("postgres", dir.path(), "replicas").await?;
-    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
     let due_at = (Utc::now() + TimeDelta::seconds(15)).trunc_subsecs(0);
     seed(&database, due, due_at).await?;
     let mut daemons = Vec::new();
@@ -207,7 +207,7 @@ async fn bench_backend(
 
     // 2. A burst: `due` of `schedules` in the same second.
     let db = fresh_db(backend, dir.path(), "burst").await?;
-    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
     let due_at = seed_burst(&database, options).await?;
     let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
     let calls = received_by(&received, options.due, due_at).await?;
@@ -344,7 +344,11 @@ fn new_graph_schedule(i: usize) -> NewGraphSchedule {
 }
 
 /// Stores `due` schedules of graph executions with a yearly cron whose next fire is `due_at`.
-async fn seed(database: &Database, due: usize, due_at: DateTime<Utc>) -> anyhow::Result<()> {
+pub(crate) async fn seed(
+    database: &Database,
+    due: usize,
+    due_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
     seed_targets(database, due, due_at, &graph_execution).await
 }
 

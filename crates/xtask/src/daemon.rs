@@ -23,7 +23,25 @@ pub(crate) fn workspace_root() -> PathBuf {
 
 /// Builds the release binary of `package` (named as the package) and returns its path.
 pub(crate) fn build_release(package: &str) -> anyhow::Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` gave this process xtask's own package variables. A build script that
+    // watches one (ring's watches CARGO_MANIFEST_DIR) would see it change between this build
+    // and `cargo xtask`'s, and each would rebuild half the tree for the other.
+    for (name, _) in std::env::vars() {
+        let from_cargo_run = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE";
+        if from_cargo_run {
+            cargo.env_remove(name);
+        }
+    }
+    let status = cargo
         .args(["build", "--release", "-p", package])
         .current_dir(workspace_root())
         .status()?;
@@ -33,10 +51,33 @@ pub(crate) fn build_release(package: &str) -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release").join(package))
 }
 
+/// The database at `url` as `binary` migrates it, opened for seeding through the store without
+/// applying this tree's later migrations (another revision's binary refuses a database that
+/// has migrations it does not know).
+pub(crate) async fn migrated_by(
+    binary: &Path,
+    dir: &Path,
+    url: &str,
+    executor_url: &str,
+) -> anyhow::Result<jobstore::Database> {
+    Daemon::start(binary, dir, url, executor_url)
+        .await?
+        .stop()?;
+    let url = jobstore::DatabaseUrl::parse(url)?;
+    Ok(service_kit::database::open(&url, 4).await?)
+}
+
 /// A database for one measurement; the PostgreSQL schema is dropped afterwards.
 pub(crate) struct BenchDb {
     pub url: String,
     _schema: Option<test_support::PgSchema>,
+}
+
+impl BenchDb {
+    /// The PostgreSQL schema's name; `None` on SQLite.
+    pub(crate) fn schema(&self) -> Option<&str> {
+        self._schema.as_ref().map(test_support::PgSchema::name)
+    }
 }
 
 pub(crate) async fn fresh_db(backend: &str, dir: &Path, name: &str) -> anyhow::Result<BenchDb> {
@@ -65,7 +106,6 @@ pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// `--flag value` pairs, in order; a flag without its value is an error.
 /// The binary given to `--against`, checked to exist.
 pub(crate) fn against_binary(value: &str) -> anyhow::Result<PathBuf> {
     let binary = PathBuf::from(value);
@@ -88,6 +128,7 @@ pub(crate) fn builds<'a>(
     builds
 }
 
+/// `--flag value` pairs, in order; a flag without its value is an error.
 pub(crate) fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
     args.chunks(2)
         .map(|pair| match pair {

@@ -11,18 +11,20 @@
 //!   ledger prunes (see `targets_bench.rs`).
 //! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
 //!   [--job-ms N] [--samples N] [--clients N]`: the device-runner benchmark (see
-//!   `runner_bench.rs`); it runs `xtask bench-job` as every job.
+//!   `runner_bench.rs`); it runs the small `bench-job` program as every job.
 //! - `cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S]
 //!   [--window S]`: active watches checking a stub module every second (see `watches_bench.rs`).
 //! - `cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]`: the
 //!   console's schedules page and timeline in Chromium (see `console_bench.rs`).
+//! - `cargo xtask bench-peer [--due N]`: the same burst through APScheduler 3.11 as AutoGPT
+//!   configures it and through this scheduler, side by side (see `peer_bench.rs`).
 //! - `cargo xtask docs`: the book in `docs/`, into `target/book` (see `docs.rs`).
 
 mod bench;
-mod bench_job;
 mod console_bench;
 mod daemon;
 mod docs;
+mod peer_bench;
 mod runner_bench;
 mod targets_bench;
 mod watches_bench;
@@ -34,6 +36,7 @@ const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S]
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
+       cargo xtask bench-peer [--due N]
        cargo xtask docs";
 
 fn main() -> ExitCode {
@@ -52,8 +55,8 @@ fn main() -> ExitCode {
         Some("bench-console") => {
             console_bench::Options::parse(&args[1..]).and_then(console_bench::run)
         }
+        Some("bench-peer") => peer_bench::Options::parse(&args[1..]).and_then(peer_bench::run),
         Some("docs") => docs::run(),
-        Some("bench-job") => return bench_job::run(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -1,5 +1,5 @@
 //! The device-runner benchmark, run against the release binary over its real protocol, with
-//! `xtask bench-job` as every job (see `bench_job.rs`):
+//! the small `bench-job` program (crate `bench-job`) as every job:
 //!
 //! 1. every device (default 50) is given a job that holds it until a gate file appears;
 //! 2. `enqueue_job` calls per second from 32 concurrent clients, queueing `--queued` jobs
@@ -23,8 +23,8 @@ use anyhow::{Context, bail};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus};
 use serde_json::json;
 
-use crate::bench_job::{stamps, unix_nanos};
 use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile};
+use bench_job::{stamps, unix_nanos};
 
 pub(crate) struct Options {
     backends: Vec<&'static str>,
@@ -108,7 +108,7 @@ impl Latencies {
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let binary = build_release("device-runner")?;
     let scheduler = build_release("scheduler")?;
-    let job = std::env::current_exe().context("locating the xtask binary for the jobs")?;
+    let job = build_release("bench-job")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -255,7 +255,7 @@ async fn bench_backend(
 /// The runner's configuration: `bench` jobs on the devices, `module` jobs in a pool, no adb.
 fn runner_config(logs: &Path, job: &Path, options: &Options) -> String {
     let mut toml = format!(
-        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\n\n[job_types.module]\nargv = [{job:?}, \"bench-job\"]\nmax_duration = \"10m\"\nruns_on = \"pool:modules\"\n\n[[pools]]\nname = \"modules\"\nconcurrency = {}\n",
+        "log_dir = {logs:?}\n\n[adb]\nenabled = false\n\n[job_types.bench]\nargv = [{job:?}]\nmax_duration = \"10m\"\n\n[job_types.module]\nargv = [{job:?}]\nmax_duration = \"10m\"\nruns_on = \"pool:modules\"\n\n[[pools]]\nname = \"modules\"\nconcurrency = {}\n",
         options.pool_concurrency
     );
     for device in 0..options.devices {

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use jobstore::{Database, DatabaseUrl, HttpTarget, Policy, Schedule, StoreName, Target};
+use jobstore::{Database, HttpTarget, Policy, Schedule, StoreName, Target};
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::bench::{graph_execution, seed_targets};
 use crate::daemon::{
-    Daemon, Received, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends,
-    percentile, received_by, stub_executor,
+    Daemon, Received, against_binary, build_release, builds, flag_pairs, fresh_db, migrated_by,
+    parse_backends, percentile, received_by, stub_executor,
 };
 
 pub(crate) struct Options {
@@ -262,7 +262,7 @@ async fn bench_burst(
     let dir = tempfile::tempdir()?;
     let (executor_url, received) = stub_executor().await?;
     let db = fresh_db(backend, dir.path(), "burst").await?;
-    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
     let due_at = (Utc::now() + TimeDelta::seconds(15)).trunc_subsecs(0);
     let http = |_: usize| {
         Target::Http(HttpTarget {
@@ -337,7 +337,7 @@ async fn bench_prune(
     let dir = tempfile::tempdir()?;
     let (executor_url, received) = stub_executor().await?;
     let db = fresh_db(backend, dir.path(), "prune").await?;
-    let database = jobstore::connect(&DatabaseUrl::parse(&db.url)?, 4).await?;
+    let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
     let start = (Utc::now() + TimeDelta::seconds(5)).trunc_subsecs(0);
     seed_firing(&database, options.firing, start).await?;
     let env = [
