@@ -144,9 +144,9 @@ async fn peer_burst(python: &Path, script: &Path, due: usize) -> anyhow::Result<
     let db = fresh_db("postgres", dir.path(), "peer").await?;
     let schema = db.schema().context("a PostgreSQL schema")?.to_string();
     let url = test_support::base_url().replacen("postgres://", "postgresql+psycopg2://", 1);
-    // Storing a job through APScheduler takes a few milliseconds (a pickle, an INSERT and a
-    // commit each): the burst's second comes after them.
-    let lead = TimeDelta::seconds(20) + TimeDelta::milliseconds(6 * due as i64);
+    // Storing a job through APScheduler takes about a millisecond here (a pickle, an INSERT
+    // and a commit each): the burst's second comes well after them.
+    let lead = TimeDelta::seconds(15) + TimeDelta::milliseconds(3 * due as i64);
     let due_at = (Utc::now() + lead).trunc_subsecs(0);
     let mut child = tokio::process::Command::new(python)
         .arg(script)

@@ -21,7 +21,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import MetaData, create_engine, text
 
 POOL_SIZE = 3
 
@@ -55,6 +55,9 @@ def main():
     database_url, schema, executor, count, due = sys.argv[1:6]
     count, due = int(count), int(due)
     engine = lambda: create_engine(database_url, pool_size=POOL_SIZE, max_overflow=0)
+    # AutoGPT's schema exists before its scheduler starts (the backend's migrations make it).
+    with engine().begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=POOL_SIZE)},
         job_defaults={"coalesce": True, "max_instances": 1000, "misfire_grace_time": None},
