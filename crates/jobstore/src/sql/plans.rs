@@ -31,20 +31,9 @@ impl SqlStore {
         let due = on_db!(conn.conn(), rows, &due_sql, now, 500_i64, now);
         let wakeup_sql = format!("{explain} {}", self.wakeup_sql());
         let wakeup = on_db!(conn.conn(), rows, &wakeup_sql, self.jobstore.as_str(), now);
-        let (listing_sql, after, limit) = self.listing(filter);
-        let listing = on_db!(
-            conn.conn(),
-            rows,
-            &format!("{explain} {listing_sql}"),
-            &filter.owner,
-            &filter.graph_id,
-            &filter.target_type,
-            filter.paused,
-            &filter.tag,
-            &after,
-            limit,
-            self.jobstore.as_str(),
-        );
+        let listing = self
+            .listing_rows(conn.conn(), &format!("{explain} "), filter)
+            .await?;
         let text = |rows: Vec<Row>| -> Result<String, StoreError> {
             let lines = rows
                 .iter()

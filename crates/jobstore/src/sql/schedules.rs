@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use service_kit::on_db;
-use service_kit::sql::Conn;
+use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
 use super::{At, Batch, Kind, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
@@ -108,7 +108,31 @@ impl SqlStore {
     /// the paused ones' (migration 0008). The parameters are always bound in the same order:
     /// owner, graph id, target kind, paused (unused: the flag is written out), tag, page
     /// start, page size, jobstore.
-    pub(super) fn listing(&self, filter: &ListFilter) -> (String, Option<String>, i64) {
+    /// The rows of the listing with `filter`, its query run behind `prefix` (empty, or an
+    /// `EXPLAIN`).
+    pub(super) async fn listing_rows(
+        &self,
+        conn: Conn<'_>,
+        prefix: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<Row>, StoreError> {
+        let (sql, after, limit) = self.listing(filter);
+        Ok(on_db!(
+            conn,
+            rows,
+            &format!("{prefix}{sql}"),
+            &filter.owner,
+            &filter.graph_id,
+            &filter.target_type,
+            filter.paused,
+            &filter.tag,
+            &after,
+            limit,
+            self.jobstore.as_str(),
+        ))
+    }
+
+    fn listing(&self, filter: &ListFilter) -> (String, Option<String>, i64) {
         let d = self.dialect();
         let (after, limit) = match &filter.page {
             Some(page) => (page.after_id.clone(), page.limit as i64),
@@ -228,21 +252,8 @@ impl Schedules for SqlStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Schedule>, StoreError> {
-        let (sql, after, limit) = self.listing(filter);
         let mut conn = self.reader().await?;
-        let rows = on_db!(
-            conn.conn(),
-            rows,
-            &sql,
-            &filter.owner,
-            &filter.graph_id,
-            &filter.target_type,
-            filter.paused,
-            &filter.tag,
-            &after,
-            limit,
-            self.jobstore.as_str(),
-        );
+        let rows = self.listing_rows(conn.conn(), "", filter).await?;
         rows.iter().map(schedule_from_row).collect()
     }
 

@@ -46,41 +46,31 @@ impl Writer {
     }
 
     async fn commit(database: &Database, writes: &[&Write]) -> Result<Vec<Result<Written>>> {
-        let mut outcomes = Vec::with_capacity(writes.len());
         match database {
-            Database::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for write in writes {
-                    let mut savepoint = tx.begin().await?;
-                    let outcome = write.apply(Conn::Postgres(&mut savepoint)).await;
-                    Self::settle(savepoint, &outcome).await?;
-                    outcomes.push(outcome);
-                }
-                tx.commit().await?;
-            }
-            Database::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for write in writes {
-                    let mut savepoint = tx.begin().await?;
-                    let outcome = write.apply(Conn::Sqlite(&mut savepoint)).await;
-                    Self::settle(savepoint, &outcome).await?;
-                    outcomes.push(outcome);
-                }
-                tx.commit().await?;
-            }
+            Database::Postgres(pool) => Self::commit_on(pool, writes, |c| Conn::Postgres(c)).await,
+            Database::Sqlite(pool) => Self::commit_on(pool, writes, |c| Conn::Sqlite(c)).await,
         }
-        Ok(outcomes)
     }
 
-    /// Keeps a write's savepoint when it succeeded, and rolls it back when it failed.
-    async fn settle<DB: sqlx::Database>(
-        savepoint: sqlx::Transaction<'_, DB>,
-        outcome: &Result<Written>,
-    ) -> Result<()> {
-        match outcome {
-            Ok(_) => savepoint.commit().await?,
-            Err(_) => savepoint.rollback().await?,
+    /// One transaction of `writes` on `pool`, each in a savepoint kept when it succeeded and
+    /// rolled back when it failed; `conn` names the backend's connection for the writes.
+    async fn commit_on<DB: sqlx::Database>(
+        pool: &sqlx::Pool<DB>,
+        writes: &[&Write],
+        conn: for<'c> fn(&'c mut DB::Connection) -> Conn<'c>,
+    ) -> Result<Vec<Result<Written>>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut tx = pool.begin().await?;
+        for write in writes {
+            let mut savepoint = tx.begin().await?;
+            let outcome = write.apply(conn(&mut savepoint)).await;
+            match &outcome {
+                Ok(_) => savepoint.commit().await?,
+                Err(_) => savepoint.rollback().await?,
+            }
+            outcomes.push(outcome);
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(outcomes)
     }
 }
