@@ -1,12 +1,13 @@
 //! The runner's store: one `jobs` table holds the queues (pending), what runs, and the run
 //! history (finished). PostgreSQL or SQLite, opened through [`service_kit::database`], with
 //! embedded migrations per backend. [`rows`] maps the table to jobs, [`writes`] holds every
-//! change, [`writer`] the group-commit writer, [`queries`] the reads.
+//! change, [`writer`] is SQLite's group-commit writer, [`queries`] the reads.
 //!
 //! Each query is written once in PostgreSQL's `$n` placeholder style and run on either backend
-//! by [`service_kit::on_db!`]. Every change is a [`Write`], handed to the one writer task,
-//! which commits the writes waiting together (group commit), each in a savepoint of its own.
-//! Both backends store instants as UTC milliseconds so one row type reads both.
+//! by [`service_kit::on_db!`]. Every change
+//! is a [`Write`]: its own transaction on PostgreSQL, and on SQLite handed to the one writer
+//! task, which commits the writes waiting together (group commit). Both backends store
+//! instants as UTC milliseconds so one row type reads both.
 
 mod queries;
 mod rows;
@@ -19,6 +20,8 @@ use serde_json::Value;
 use service_kit::sql::Conn;
 use service_kit::{Database, DatabaseUrl};
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,12 +50,14 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Where writes go: the writer task, and the database it writes with (on SQLite, a pool of
-/// one connection apart from the reads').
+/// Where writes go.
 #[derive(Clone, Debug)]
-struct Writes {
-    writer: mpsc::UnboundedSender<(Write, Reply)>,
-    database: Database,
+enum Writes {
+    Postgres(PgPool),
+    Sqlite {
+        writer: mpsc::UnboundedSender<(Write, Reply)>,
+        pool: SqlitePool,
+    },
 }
 
 /// The open store.
@@ -82,19 +87,21 @@ impl Store {
     /// Opens the database (creating the file or schema) and applies the migrations.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store> {
         let reads = service_kit::database::open(url, max_connections).await?;
-        let database = match &reads {
+        let writes = match &reads {
             Database::Postgres(pool) => {
                 sqlx::migrate!("./migrations/postgres").run(pool).await?;
-                reads.clone()
+                Writes::Postgres(pool.clone())
             }
             Database::Sqlite(pool) => {
                 sqlx::migrate!("./migrations/sqlite").run(pool).await?;
-                service_kit::database::open(url, 1).await?
+                let Database::Sqlite(pool) = service_kit::database::open(url, 1).await? else {
+                    unreachable!("the same URL opens the same backend")
+                };
+                Writes::Sqlite {
+                    writer: Writer::spawn(pool.clone()),
+                    pool,
+                }
             }
-        };
-        let writes = Writes {
-            writer: Writer::spawn(database.clone()),
-            database,
         };
         Ok(Store { reads, writes })
     }
@@ -107,7 +114,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.reads.close().await;
-        self.writes.database.close().await;
+        if let Writes::Sqlite { pool, .. } = &self.writes {
+            pool.close().await;
+        }
     }
 
     pub(super) async fn reader(&self) -> Result<Reader> {
@@ -118,12 +127,21 @@ impl Store {
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .writer
-            .send((write, reply))
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        match &self.writes {
+            Writes::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let written = write.apply(Conn::Postgres(&mut tx)).await?;
+                tx.commit().await?;
+                Ok(written)
+            }
+            Writes::Sqlite { writer, .. } => {
+                let (reply, answer) = oneshot::channel();
+                writer
+                    .send((write, reply))
+                    .map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)?
+            }
+        }
     }
 
     /// Queues a job. With an idempotency key already stored, nothing is written and the job
