@@ -16,13 +16,17 @@ use chrono::{DateTime, TimeDelta, Utc};
 use scheduler_client::{Check, NewWatch, SchedulerClient};
 use serde_json::{Value, json};
 
-use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile};
+use crate::daemon::{
+    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends, percentile,
+};
 
 pub(crate) struct Options {
     backends: Vec<&'static str>,
     watches: usize,
     warmup: u64,
     window: u64,
+    /// Another revision's binary, measured first, side by side.
+    against: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -32,6 +36,7 @@ impl Options {
             watches: 10_000,
             warmup: 5,
             window: 20,
+            against: None,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -39,6 +44,7 @@ impl Options {
                 "--watches" => options.watches = value.parse()?,
                 "--warmup" => options.warmup = value.parse()?,
                 "--window" => options.window = value.parse()?,
+                "--against" => options.against = Some(against_binary(value)?),
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -68,19 +74,24 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
     for backend in &options.backends {
-        eprintln!("== {backend}: {} watches every second", options.watches);
-        let figures = runtime.block_on(bench(backend, &binary, &options))?;
-        rows.push((*backend, figures));
+        for (build, binary) in builds(options.against.as_deref(), &binary) {
+            eprintln!(
+                "== {backend}, {build}: {} watches every second",
+                options.watches
+            );
+            let figures = runtime.block_on(bench(backend, binary, &options))?;
+            rows.push((*backend, build, figures));
+        }
     }
     println!();
     println!(
-        "| backend | {} watches, interval 1 s: attempts/s | lag p50 | lag p99 | lag max | scheduler CPU | add_watch/s |",
+        "| backend | build | {} watches, interval 1 s: attempts/s | lag p50 | lag p99 | lag max | scheduler CPU | add_watch/s |",
         options.watches
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (backend, f) in rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (backend, build, f) in rows {
         println!(
-            "| {backend} | {:.0} | {} ms | {} ms | {} ms | {:.0} % | {:.0} |",
+            "| {backend} | {build} | {:.0} | {} ms | {} ms | {} ms | {:.0} % | {:.0} |",
             f.attempts_per_sec,
             f.p50.as_millis(),
             f.p99.as_millis(),
