@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use service_kit::on_db;
 use service_kit::sql::Conn;
 
-use super::{At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, run_from_row, to_json};
+use super::{
+    At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, push_given, run_from_row, to_json,
+};
 use crate::model::{Overlap, RunFilter, RunOutcome, RunRecord, RunStatus};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
@@ -293,15 +295,14 @@ impl Ledger for SqlStore {
         // Only the filters given are conditions, so that the time bounds are the range the
         // primary key (schedule_id, scheduled_time) is walked over, newest first.
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM schedule_runs WHERE schedule_id = $1");
-        for (given, condition) in [
-            (filter.status.is_some(), " AND status = $3"),
-            (filter.since.is_some(), " AND scheduled_time >= $4"),
-            (filter.before.is_some(), " AND scheduled_time < $5"),
-        ] {
-            if given {
-                sql.push_str(condition);
-            }
-        }
+        push_given(
+            &mut sql,
+            [
+                (filter.status.is_some(), " AND status = $3"),
+                (filter.since.is_some(), " AND scheduled_time >= $4"),
+                (filter.before.is_some(), " AND scheduled_time < $5"),
+            ],
+        );
         sql.push_str(" ORDER BY scheduled_time DESC LIMIT $2");
         let mut conn = self.reader().await?;
         let rows = on_db!(

@@ -252,6 +252,17 @@ fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
 /// A row of one column (a one-element tuple, which `on_db!`'s row type cannot spell).
 type One<T> = (T,);
 
+/// Appends to a query the conditions of the filters that were given (each with its fixed
+/// parameter number): a condition that holds when its filter is absent (`$1 IS NULL OR …`)
+/// would keep the planner from the index of the filter that is there.
+fn push_given<const N: usize>(sql: &mut String, conditions: [(bool, &str); N]) {
+    for (given, condition) in conditions {
+        if given {
+            sql.push_str(condition);
+        }
+    }
+}
+
 /// The keys of ledger rows as a statement returns them.
 fn keys(rows: Vec<(String, At)>) -> std::collections::HashSet<(String, DateTime<Utc>)> {
     rows.into_iter().map(|(id, at)| (id, at.0)).collect()

@@ -10,7 +10,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
-use super::{At, Batch, Kind, List, One, SqlStore, json, optional_instant, to_json};
+use super::{At, Batch, Kind, List, One, SqlStore, json, optional_instant, push_given, to_json};
 use crate::model::{RunOutcome, Schedule, StoreName};
 use crate::store::StoreError;
 use crate::watches::{
@@ -143,16 +143,15 @@ impl WatchStore for SqlStore {
     async fn watches(&self, filter: &WatchFilter) -> Result<Vec<Watch>, StoreError> {
         // Only the filters given are in the query, so that it reads the index that fits them.
         let mut sql = format!("{SELECT} WHERE TRUE");
-        for (given, condition) in [
-            (filter.status.is_some(), " AND w.status = $1"),
-            (filter.user_id.is_some(), " AND w.user_id = $2"),
-            (filter.workflow_id.is_some(), " AND w.workflow_id = $3"),
-            (filter.before_id.is_some(), " AND w.id < $4"),
-        ] {
-            if given {
-                sql.push_str(condition);
-            }
-        }
+        push_given(
+            &mut sql,
+            [
+                (filter.status.is_some(), " AND w.status = $1"),
+                (filter.user_id.is_some(), " AND w.user_id = $2"),
+                (filter.workflow_id.is_some(), " AND w.workflow_id = $3"),
+                (filter.before_id.is_some(), " AND w.id < $4"),
+            ],
+        );
         sql.push_str(" ORDER BY w.id DESC LIMIT $5");
         let mut conn = self.reader().await?;
         let rows = on_db!(
