@@ -263,9 +263,6 @@ impl Schedules for MemoryStore {
         keeps_next: bool,
     ) -> Result<Option<Schedule>, StoreError> {
         let mut state = self.state.lock().await;
-        if !state.schedules.contains_key(&schedule.id) {
-            return Ok(None);
-        }
         let given_back = state.unclaim_ahead(&schedule.id, Utc::now());
         let next_run_at = replanned(schedule, keeps_next, given_back);
         Ok(state.update(&schedule.id, |current| Schedule {

@@ -194,8 +194,9 @@ pub struct EngineConfig {
     /// How far ahead of their time due occurrences are claimed (`0s`: only once due). The
     /// claim's database work then happens before the due second, and a large burst goes out
     /// on time; each run is still dispatched at its time, not at all if its schedule is
-    /// paused or deleted meanwhile, and as the schedule now is if it is updated meanwhile. Schedules whose overlap policy looks at their runs in
-    /// progress (`rpc` and `http` targets, unless `allow_all`) are claimed only once due.
+    /// paused or deleted meanwhile, and as the schedule now is if it is updated meanwhile.
+    /// Schedules whose overlap policy looks at their runs in progress (`rpc` and `http`
+    /// targets, unless `allow_all`) are claimed only once due.
     #[serde(with = "duration")]
     pub lookahead: Duration,
     /// The longest the engine sleeps without re-reading the stores, as a guard against
