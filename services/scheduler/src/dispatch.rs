@@ -156,9 +156,16 @@ pub(crate) async fn follow(
 }
 
 /// Dispatches runs that share a batched JSON-RPC service ([`Dispatcher::batch_of`]) as one
-/// batch request; a call that fails in the batch is dispatched again alone, with the run's
-/// retries. Outcomes come in the order of `runs`.
-pub(crate) async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) -> Vec<RunOutcome> {
+/// batch request; what each call's answer comes to is its kind's ([`Kind::answered`]), and a
+/// call that failed in the batch is by default dispatched again alone, with the run's
+/// retries. Outcomes (and answers, as [`dispatch_run`] gives them) come in the order of
+/// `runs`.
+///
+/// [`Kind::answered`]: crate::targets::Kind::answered
+pub(crate) async fn dispatch_batch(
+    dispatcher: &Dispatcher,
+    runs: &[RunRecord],
+) -> Vec<(RunOutcome, Option<Value>)> {
     let started = Instant::now();
     let lags: Vec<Duration> = runs.iter().map(lag_of).collect();
     let results = dispatcher.send_batch(runs).await;
@@ -166,19 +173,19 @@ pub(crate) async fn dispatch_batch(dispatcher: &Dispatcher, runs: &[RunRecord]) 
         .iter()
         .zip(lags)
         .zip(results)
-        .map(|((run, lag), result)| async move {
-            match result {
-                Ok(value) => {
+        .map(|((run, lag), answer)| async move {
+            match kind_of(&run.target).answered(run, answer) {
+                Some(result) => {
                     telemetry::dispatch_started(run.jobstore.as_str(), lag);
                     let dispatched = Dispatched {
-                        result: Ok(value),
+                        result,
                         attempts: 1,
                     };
-                    conclude(run, dispatched, started, lag).0
+                    conclude(run, dispatched, started, lag)
                 }
-                Err(error) => {
-                    tracing::debug!(schedule_id = %run.schedule_id, %error, "a call failed in its batch; sending it alone");
-                    dispatch_run(dispatcher, run).await.0
+                None => {
+                    tracing::debug!(schedule_id = %run.schedule_id, "a call failed in its batch; sending it alone");
+                    dispatch_run(dispatcher, run).await
                 }
             }
         });

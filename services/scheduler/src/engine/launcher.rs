@@ -243,24 +243,25 @@ impl Launcher {
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
         self.tasks.spawn(async move {
-            let ended = match AssertUnwindSafe(dispatch_batch(&dispatcher, &runs))
+            let dispatched = AssertUnwindSafe(dispatch_batch(&dispatcher, &runs))
                 .catch_unwind()
-                .await
-            {
-                Ok(ended) => ended,
+                .await;
+            drop(permit);
+            match dispatched {
+                Ok(dispatched) => {
+                    for (run, (outcome, answer)) in runs.iter().zip(dispatched) {
+                        let ended = follow(&dispatcher, &stores, run, outcome, answer).await;
+                        let _ = outcomes.send((run.jobstore, ended));
+                    }
+                }
                 Err(panic) => {
                     let message = jobstore::plan::panic_message(&*panic);
-                    let mut parked = Vec::with_capacity(runs.len());
                     for run in &runs {
-                        parked.push(park_after_panic(&stores, run, &message).await);
+                        let parked = park_after_panic(&stores, run, &message).await;
+                        let _ = outcomes.send((run.jobstore, Ended::from(parked)));
                     }
-                    parked
                 }
-            };
-            for (run, outcome) in runs.iter().zip(ended) {
-                let _ = outcomes.send((run.jobstore, Ended::from(outcome)));
             }
-            drop(permit);
         });
     }
 

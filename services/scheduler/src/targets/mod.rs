@@ -63,6 +63,17 @@ pub(crate) trait Kind: Send + Sync {
         Err(DispatchError::Rejected("this target is not batched".into()))
     }
 
+    /// What a call's answer in a batch request comes to, as [`Kind::send`] would have
+    /// returned it; `None` sends the run again alone, with its retries. By default the answer
+    /// is the result, and a call that failed in its batch is sent again alone.
+    fn answered(
+        &self,
+        _run: &RunRecord,
+        answer: Result<Value, DispatchError>,
+    ) -> Option<Result<Value, DispatchError>> {
+        answer.ok().map(Ok)
+    }
+
     /// Sends one run (one attempt), returning the target's answer.
     async fn send(&self, run: &RunRecord, targets: &Targets) -> Result<Value, DispatchError>;
 

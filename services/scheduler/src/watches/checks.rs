@@ -6,7 +6,7 @@ use jobstore::{RunOutcome, RunRecord, RunStatus};
 use scheduler_api::{Check, CheckResult};
 use serde_json::{Value, json};
 
-use crate::endpoint::{error_chain, truncate};
+use crate::endpoint::{Endpoint, error_chain, truncate};
 
 use super::{Watches, link_local};
 
@@ -32,18 +32,7 @@ impl Watches {
             } => self.poll_url(url, method, *expected_status).await,
             Check::Delay { delay_seconds } => Ok((true, json!(delay_seconds))),
         };
-        let (success, value, error) = match made {
-            Ok((success, value)) => (success, Some(value), None),
-            Err(error) => (false, None, Some(error)),
-        };
-        CheckResult {
-            attempt: 0,
-            scheduled_time: run.scheduled_time,
-            checked_at: Utc::now().trunc_subsecs(3),
-            success,
-            value,
-            error,
-        }
+        found(run, made)
     }
 
     async fn poll_module(
@@ -62,10 +51,12 @@ impl Watches {
             .call(tool, Value::Object(args.clone()))
             .await
             .map_err(|error| error.to_string())?;
-        let value = field(&result, success_field)
-            .cloned()
-            .unwrap_or(Value::Null);
-        Ok((success_values.contains(&value), value))
+        Ok(judged(&result, success_field, success_values))
+    }
+
+    /// The JSON-RPC service of `module`, when it is configured.
+    pub(crate) fn module(&self, module: &str) -> Option<&Endpoint> {
+        self.modules.get(module)
     }
 
     async fn poll_url(
@@ -98,6 +89,33 @@ impl Watches {
         let status = response.status().as_u16();
         Ok((status == expected, json!(status)))
     }
+}
+
+/// What a check found, or why it could not be made, as its attempt's result.
+pub(crate) fn found(run: &RunRecord, made: Result<(bool, Value), String>) -> CheckResult {
+    let (success, value, error) = match made {
+        Ok((success, value)) => (success, Some(value), None),
+        Err(error) => (false, None, Some(error)),
+    };
+    CheckResult {
+        attempt: 0,
+        scheduled_time: run.scheduled_time,
+        checked_at: Utc::now().trunc_subsecs(3),
+        success,
+        value,
+        error,
+    }
+}
+
+/// Whether a module tool's `result` succeeded: the value at `success_field` is one of
+/// `success_values`. The value found goes along.
+pub(crate) fn judged(
+    result: &Value,
+    success_field: &str,
+    success_values: &[Value],
+) -> (bool, Value) {
+    let value = field(result, success_field).cloned().unwrap_or(Value::Null);
+    (success_values.contains(&value), value)
 }
 
 /// The value at a dotted path (`data.state`, `items.0.status`) of a JSON value.

@@ -18,6 +18,11 @@ pub struct ModuleConfig {
     /// Per-check timeout.
     #[serde(default = "default_check_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Checks due together are sent as JSON-RPC batch requests of up to this many calls (1:
+    /// one request per check). A module that answers a batch request as a service without
+    /// batches does is sent one call per request from then on.
+    #[serde(default = "default_module_batch")]
+    pub batch: u32,
 }
 
 impl ModuleConfig {
@@ -26,6 +31,9 @@ impl ModuleConfig {
         service_kit::config::check_http_url(&format!("modules.{name}.url"), &self.url)?;
         if self.timeout.is_zero() {
             anyhow::bail!("modules.{name}.timeout must be more than 0s");
+        }
+        if !(1..=1000).contains(&self.batch) {
+            anyhow::bail!("modules.{name}.batch must be 1 to 1000, got {}", self.batch);
         }
         Ok(())
     }
@@ -56,6 +64,10 @@ impl WatchesConfig {
 
 fn default_check_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_module_batch() -> u32 {
+    100
 }
 
 /// `[watches]`.
@@ -96,5 +108,23 @@ impl Default for WatchesConfig {
             core_attempts: 3,
             max_retry_delay: Duration::from_secs(60),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_batches_by_default_and_its_batch_is_checked() {
+        let module: ModuleConfig = toml::from_str("url = \"http://deployer:8010/\"").unwrap();
+        assert_eq!(module.batch, 100);
+        module.validate("deployer").unwrap();
+        let alone: ModuleConfig =
+            toml::from_str("url = \"http://deployer:8010/\"\nbatch = 1").unwrap();
+        alone.validate("deployer").unwrap();
+        let none = ModuleConfig { batch: 0, ..module };
+        let error = none.validate("deployer").unwrap_err().to_string();
+        assert_eq!(error, "modules.deployer.batch must be 1 to 1000, got 0");
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 use crate::endpoint::Endpoint;
 
-pub(crate) use checks::ledger_outcome;
+pub(crate) use checks::{found, judged, ledger_outcome};
 pub use config::{ModuleConfig, WatchesConfig};
 pub(crate) use delivery::deliver;
 
@@ -54,7 +54,8 @@ impl Watches {
         for (name, module) in modules {
             let http = reqwest::Client::builder().timeout(module.timeout).build()?;
             let endpoint = Endpoint::new(http, format!("module '{name}'"), &module.url)
-                .with_token(module.token.clone());
+                .with_token(module.token.clone())
+                .with_batch(module.batch);
             named.insert(name.clone(), endpoint);
         }
         let http = reqwest::Client::builder()

@@ -20,11 +20,15 @@ use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call, serve_on_lo
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A JSON-RPC module whose `status` tool answers `{"data": {"state": "running"}}` until it
-/// has been called `flip_after` times, then `"done"`; `broken` answers a JSON-RPC error.
+/// has been called `flip_after` times, then `"done"`; `broken` answers a JSON-RPC error. It
+/// answers batch requests, or (made [`StubModule::without_batches`]) refuses them as a
+/// JSON-RPC service without batches does.
 struct StubModule {
     url: String,
     calls: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Value>>>,
+    /// Each request's body, as it came.
+    requests: Arc<Mutex<Vec<Value>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -32,27 +36,40 @@ struct StubModule {
 struct ModuleState {
     calls: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<Mutex<Vec<Value>>>,
     flip_after: usize,
     /// When set, the state is "done" from this instant on, whatever the count.
     done_from: Option<std::time::Instant>,
+    batches: bool,
 }
 
 impl StubModule {
     async fn start(flip_after: usize) -> StubModule {
-        StubModule::serve(flip_after, None).await
+        StubModule::serve(flip_after, None, true).await
     }
 
     /// A module whose state is "done" from `instant` on.
     async fn done_from(instant: std::time::Instant) -> StubModule {
-        StubModule::serve(usize::MAX, Some(instant)).await
+        StubModule::serve(usize::MAX, Some(instant), true).await
     }
 
-    async fn serve(flip_after: usize, done_from: Option<std::time::Instant>) -> StubModule {
+    /// A module that answers a batch request `Invalid Request`, as one without batches does.
+    async fn without_batches() -> StubModule {
+        StubModule::serve(usize::MAX, None, false).await
+    }
+
+    async fn serve(
+        flip_after: usize,
+        done_from: Option<std::time::Instant>,
+        batches: bool,
+    ) -> StubModule {
         let state = ModuleState {
             calls: Arc::new(AtomicUsize::new(0)),
             seen: Arc::new(Mutex::new(Vec::new())),
+            requests: Arc::new(Mutex::new(Vec::new())),
             flip_after,
             done_from,
+            batches,
         };
         let app = axum::Router::new()
             .route("/", axum::routing::post(module_call))
@@ -62,8 +79,18 @@ impl StubModule {
             url: format!("http://{address}/"),
             calls: state.calls,
             seen: state.seen,
+            requests: state.requests,
             server,
         }
+    }
+
+    /// How many calls each request carried so far (1 for a plain request).
+    fn request_sizes(&self) -> Vec<usize> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|request| request.as_array().map_or(1, Vec::len))
+            .collect()
     }
 
     fn calls(&self) -> usize {
@@ -77,12 +104,23 @@ impl Drop for StubModule {
     }
 }
 
-async fn module_call(State(state): State<ModuleState>, Json(call): Json<Value>) -> Json<Value> {
+async fn module_call(State(state): State<ModuleState>, Json(request): Json<Value>) -> Json<Value> {
+    state.requests.lock().unwrap().push(request.clone());
+    Json(match request {
+        Value::Array(_) if !state.batches => json!({"jsonrpc": "2.0", "id": null,
+            "error": {"code": -32600, "message": "Invalid Request"}}),
+        Value::Array(calls) => calls.into_iter().map(|call| answer(&state, call)).collect(),
+        call => answer(&state, call),
+    })
+}
+
+/// The answer to one call.
+fn answer(state: &ModuleState, call: Value) -> Value {
     state.seen.lock().unwrap().push(call.clone());
     let id = call["id"].clone();
     if call["method"] == "broken" {
-        return Json(json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32000, "message": "deployer is down"}}));
+        return json!({"jsonrpc": "2.0", "id": id,
+            "error": {"code": -32000, "message": "deployer is down"}});
     }
     let count = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let done = state
@@ -93,7 +131,7 @@ async fn module_call(State(state): State<ModuleState>, Json(call): Json<Value>) 
     } else {
         "running"
     };
-    Json(json!({"jsonrpc": "2.0", "id": id, "result": {"data": {"state": status}}}))
+    json!({"jsonrpc": "2.0", "id": id, "result": {"data": {"state": status}}})
 }
 
 /// A Redis subscriber on `notifications:{platform}`.
@@ -594,6 +632,123 @@ async fn bad_watches_are_refused_naming_what_is_wrong_and_nothing_is_stored() {
 
 /// A completion is persisted before it is sent: killed while Redis is out of reach, the
 /// scheduler sends it once after its restart.
+/// Checks of one module due together go as one JSON-RPC batch request; a module that refuses
+/// a batch as a service without batches does gets its checks again one per request, and every
+/// later one too. The checks are made due together by a stop over their first due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modules_checks_due_together_share_a_batch_request_where_the_module_takes_them() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let batched = StubModule::start(usize::MAX).await;
+    let legacy = StubModule::without_batches().await;
+    let env = [
+        ("SCHEDULER__MODULES__DEPLOYER__URL", batched.url.as_str()),
+        ("SCHEDULER__MODULES__LEGACY__URL", legacy.url.as_str()),
+    ];
+    let mut first = daemon(&db, &env).await;
+    let client = first.client();
+    let platform = platform("batch");
+    let mut ids = Vec::new();
+    for module in ["deployer", "legacy"] {
+        for _ in 0..3 {
+            let mut check = poll_module();
+            if let Check::PollModule { module: named, .. } = &mut check {
+                *named = module.into();
+            }
+            let mut new = watch_of(&platform, check, "done");
+            new.interval_seconds = Some(3);
+            ids.push(client.add_watch(new).await.unwrap());
+        }
+    }
+    // A tool that answers an error in the batch: its check failed, and it is not asked again.
+    let mut broken = poll_module();
+    if let Check::PollModule { tool, .. } = &mut broken {
+        *tool = "broken".into();
+    }
+    let mut new = watch_of(&platform, broken, "never");
+    new.interval_seconds = Some(3);
+    new.max_attempts = Some(2);
+    let broken = client.add_watch(new).await.unwrap();
+    ids.push(broken.clone());
+    first.terminate();
+    assert_eq!(
+        batched.calls() + legacy.calls(),
+        0,
+        "stopped before any was due"
+    );
+    let last_due = ids.iter().filter_map(|w| w.next_run_at).max().unwrap();
+    let wait = (last_due - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+
+    let second = daemon(&db, &env).await;
+    let client = second.client();
+    // Every watch checks twice: its overdue check, then one more on its own time.
+    let watches =
+        test_support::wait_until("each watch checks twice", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                let page = client.list_watches(WatchQuery::default()).await;
+                let watches = page.map_err(|e| e.to_string())?.watches;
+                let attempts: Vec<u32> = watches.iter().map(|w| w.attempts).collect();
+                let ended = watches.iter().any(|w| w.status == WatchStatus::Failed);
+                if watches.len() == 7 && attempts.iter().all(|n| *n >= 2) && ended {
+                    Ok(watches)
+                } else {
+                    Err(format!("attempts {attempts:?}"))
+                }
+            }
+        })
+        .await;
+    for watch in watches.iter().filter(|w| w.id != broken.id) {
+        let last = watch.last_result.as_ref().unwrap();
+        assert_eq!(
+            (last.success, last.error.as_deref()),
+            (false, None),
+            "{watch:?}"
+        );
+        assert_eq!(last.value, Some(json!("running")), "{watch:?}");
+    }
+    let sizes = batched.request_sizes();
+    assert_eq!(
+        sizes[0], 4,
+        "the four overdue checks in one request: {sizes:?}"
+    );
+    let runs = client
+        .list_runs(&broken.id, "u1", RunQuery::default())
+        .await
+        .unwrap()
+        .runs;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in &runs {
+        assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+        assert!(
+            run.detail.as_deref().unwrap().contains("deployer is down"),
+            "{run:?}"
+        );
+    }
+    let asked = |method: &str| {
+        let seen = batched.seen.lock().unwrap();
+        seen.iter().filter(|call| call["method"] == method).count()
+    };
+    assert_eq!(asked("broken"), 2, "one call per attempt, none again alone");
+    let sent = batched.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        (sent["method"].clone(), sent["params"].clone()),
+        (json!("status"), json!({"deploy": "d-1"}))
+    );
+    let sizes = legacy.request_sizes();
+    assert_eq!(sizes[0], 3, "the batch it refused: {sizes:?}");
+    assert!(
+        sizes[1..].iter().all(|n| *n == 1),
+        "then one call per request: {sizes:?}"
+    );
+    assert!(legacy.calls() >= 6, "each check was made: {sizes:?}");
+    let warned = second
+        .log_text()
+        .matches("calls to this service go one per request from now on")
+        .count();
+    assert_eq!(warned, 1, "the refusal is logged once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_outlives_a_sigkill_and_is_sent_once_after_the_restart() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
