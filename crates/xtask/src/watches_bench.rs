@@ -27,6 +27,9 @@ pub(crate) struct Options {
     window: u64,
     /// Another revision's binary, measured first, side by side.
     against: Option<std::path::PathBuf>,
+    /// The module's `batch` settings to measure (`modules.bench.batch`); the default (100) is
+    /// left unset, so that a binary without the setting runs too.
+    module_batches: Vec<u32>,
 }
 
 impl Options {
@@ -37,6 +40,7 @@ impl Options {
             warmup: 5,
             window: 20,
             against: None,
+            module_batches: vec![DEFAULT_MODULE_BATCH],
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -45,6 +49,12 @@ impl Options {
                 "--warmup" => options.warmup = value.parse()?,
                 "--window" => options.window = value.parse()?,
                 "--against" => options.against = Some(against_binary(value)?),
+                "--module-batch" => {
+                    options.module_batches = value
+                        .split(',')
+                        .map(|size| size.trim().parse())
+                        .collect::<Result<_, _>>()?
+                }
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -54,6 +64,9 @@ impl Options {
         Ok(options)
     }
 }
+
+/// The scheduler's default `modules.<name>.batch`.
+const DEFAULT_MODULE_BATCH: u32 = 100;
 
 struct Figures {
     attempts_per_sec: f64,
@@ -75,23 +88,30 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for backend in &options.backends {
         for (build, binary) in builds(options.against.as_deref(), &binary) {
-            eprintln!(
-                "== {backend}, {build}: {} watches every second",
-                options.watches
-            );
-            let figures = runtime.block_on(bench(backend, binary, &options))?;
-            rows.push((*backend, build, figures));
+            for &batch in &options.module_batches {
+                // Another revision may not know the setting: it runs as it is configured
+                // by default.
+                if build == "against" && batch != DEFAULT_MODULE_BATCH {
+                    continue;
+                }
+                eprintln!(
+                    "== {backend}, {build}, module batch {batch}: {} watches every second",
+                    options.watches
+                );
+                let figures = runtime.block_on(bench(backend, binary, batch, &options))?;
+                rows.push((*backend, build, batch, figures));
+            }
         }
     }
     println!();
     println!(
-        "| backend | build | {} watches, interval 1 s: attempts/s | lag p50 | lag p99 | lag max | scheduler CPU | add_watch/s |",
+        "| backend | build | module batch | {} watches, interval 1 s: attempts/s | lag p50 | lag p99 | lag max | scheduler CPU | add_watch/s |",
         options.watches
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (backend, build, f) in rows {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (backend, build, batch, f) in rows {
         println!(
-            "| {backend} | {build} | {:.0} | {} ms | {} ms | {} ms | {:.0} % | {:.0} |",
+            "| {backend} | {build} | {batch} | {:.0} | {} ms | {} ms | {} ms | {:.0} % | {:.0} |",
             f.attempts_per_sec,
             f.p50.as_millis(),
             f.p99.as_millis(),
@@ -106,16 +126,21 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
 async fn bench(
     backend: &'static str,
     binary: &std::path::Path,
+    module_batch: u32,
     options: &Options,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let calls: Calls = Arc::default();
     let module_url = stub_module(calls.clone()).await?;
     let db = fresh_db(backend, dir.path(), "watches").await?;
-    let env = [
+    let batch = module_batch.to_string();
+    let mut env = vec![
         ("SCHEDULER__MODULES__BENCH__URL", module_url.as_str()),
         ("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379"),
     ];
+    if module_batch != DEFAULT_MODULE_BATCH {
+        env.push(("SCHEDULER__MODULES__BENCH__BATCH", batch.as_str()));
+    }
     let daemon =
         Daemon::start_with(binary, dir.path(), &db.url, "http://127.0.0.1:9/", &env).await?;
     let client = SchedulerClient::new(daemon.client_config())?;
@@ -216,7 +241,7 @@ fn lags(
 }
 
 /// A JSON-RPC module on loopback whose every answer is `{"state": "running"}`; it notes each
-/// call's `n` and arrival.
+/// call's `n` and arrival. It answers JSON-RPC batch requests, as a module may.
 async fn stub_module(calls: Calls) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/", listener.local_addr()?);
@@ -229,9 +254,18 @@ async fn stub_module(calls: Calls) -> anyhow::Result<String> {
     Ok(url)
 }
 
-async fn answer(State(calls): State<Calls>, Json(call): Json<Value>) -> Json<Value> {
-    if let Some(n) = call["params"]["n"].as_u64() {
-        calls.lock().unwrap().push((n as usize, Utc::now()));
-    }
-    Json(json!({"jsonrpc": "2.0", "id": call["id"], "result": {"state": "running"}}))
+/// Answers a call, or each call of a JSON-RPC batch request.
+async fn answer(State(calls): State<Calls>, Json(request): Json<Value>) -> Json<Value> {
+    let now = Utc::now();
+    let mut noted = calls.lock().unwrap();
+    let mut answer = |call: &Value| {
+        if let Some(n) = call["params"]["n"].as_u64() {
+            noted.push((n as usize, now));
+        }
+        json!({"jsonrpc": "2.0", "id": call["id"], "result": {"state": "running"}})
+    };
+    Json(match &request {
+        Value::Array(batch) => Value::Array(batch.iter().map(&mut answer).collect()),
+        call => answer(call),
+    })
 }
