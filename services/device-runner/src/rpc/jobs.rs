@@ -28,15 +28,25 @@ pub(super) struct Enqueue {
 const MAX_KEY_CHARS: usize = 256;
 
 pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
-    if let Some(key) = &request.idempotency_key {
+    let key = request.idempotency_key.clone();
+    if let Some(key) = &key {
         check_key(key)?;
+    }
+    let new = match checked(runner, request) {
+        Ok(new) => new,
         // A key seen before: the job it created, whatever has changed since (the device may
         // be gone); nothing is created.
-        if let Some(job) = runner.store.by_key(key).await.map_err(storage_error)? {
-            return Ok(job);
+        Err(refused) => {
+            let Some(key) = key else {
+                return Err(refused);
+            };
+            return match runner.store.by_key(&key).await.map_err(storage_error)? {
+                Some(job) => Ok(job),
+                None => Err(refused),
+            };
         }
-    }
-    let new = checked(runner, request)?;
+    };
+    // The insert finds the job of a key seen before itself, in the same statement's stead.
     let (job, created) = runner.store.insert(&new).await.map_err(storage_error)?;
     if created {
         tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");

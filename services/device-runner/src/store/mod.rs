@@ -128,6 +128,11 @@ impl Store {
 
     async fn write(&self, write: Write) -> Result<Written> {
         match &self.writes {
+            // A write of one statement commits by itself: no BEGIN and COMMIT to wait for.
+            Writes::Postgres(pool) if write.is_one_statement() => {
+                let mut conn = pool.acquire().await?;
+                write.apply(Conn::Postgres(&mut conn)).await
+            }
             Writes::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let written = write.apply(Conn::Postgres(&mut tx)).await?;

@@ -172,6 +172,19 @@ impl Write {
         })
     }
 
+    /// Whether the write is one statement, atomic without a transaction around it. An insert
+    /// whose idempotency key is taken reads the job that took it after its statement, a row
+    /// already committed, so it is one as well.
+    pub(super) fn is_one_statement(&self) -> bool {
+        !matches!(
+            self,
+            Write::Finish {
+                requeue_as: Some(_),
+                ..
+            }
+        )
+    }
+
     pub(super) async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
         Ok(match self {
             Write::Insert(job) => Self::insert(conn, job).await?,

@@ -61,6 +61,27 @@ async fn an_idempotency_key_enqueues_one_job_whatever_its_state(backend: Backend
     assert_eq!(again.status, JobStatus::Completed);
     assert_eq!(again.params, done.params);
     assert!(client.rpc().list_queue(None).await.unwrap().is_empty());
+    // It answers with its job even where the same call would now be refused; a new key
+    // with that call is refused.
+    let of_type = |key: &'static str| {
+        client.rpc().enqueue_job(
+            Some(DEVICE.into()),
+            "no-such-type".into(),
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(key.into()),
+            None,
+        )
+    };
+    assert_eq!(of_type("fire-1").await.unwrap().id, first.id);
+    let refused = of_type("fire-3").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("unknown job type 'no-such-type'"),
+        "{refused}"
+    );
     let runs = client
         .rpc()
         .list_runs(None, None, Some("quick".into()), None, None)
