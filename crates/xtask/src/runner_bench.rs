@@ -10,10 +10,14 @@
 //! 4. with the devices idle, `--samples` single enqueues (default 500), one every 20 ms: the
 //!    start latency from the enqueue call to the job's process running;
 //! 5. end to end with the release scheduler on the same backend: one `device_job` schedule per
-//!    device, all due in the same second; from that second to each job's process running;
+//!    device, all due in the same second; from that second to each job's process running,
+//!    over `--rounds` rounds (default 3) claiming ahead and as many claiming once due, with
+//!    where the time went;
 //! 6. a pool of `--pool-concurrency` (default 16) fed `--pool-jobs` short jobs (default
 //!    10,000) from the concurrent clients: jobs per second from the first enqueue to the last
 //!    job's end.
+//!
+//! `--against BINARY` measures another revision's device-runner first, side by side.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +27,9 @@ use anyhow::{Context, bail};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus};
 use serde_json::json;
 
-use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends, percentile};
+use crate::daemon::{
+    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends, percentile,
+};
 use bench_job::{stamps, unix_nanos};
 
 pub(crate) struct Options {
@@ -35,6 +41,10 @@ pub(crate) struct Options {
     clients: usize,
     pool_concurrency: usize,
     pool_jobs: usize,
+    /// Rounds of the end-to-end measurement, their samples pooled.
+    rounds: usize,
+    /// Another revision's device-runner binary, measured first, side by side.
+    against: Option<PathBuf>,
 }
 
 impl Options {
@@ -48,6 +58,8 @@ impl Options {
             clients: 32,
             pool_concurrency: 16,
             pool_jobs: 10_000,
+            rounds: 3,
+            against: None,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -59,11 +71,20 @@ impl Options {
                 "--clients" => options.clients = value.parse()?,
                 "--pool-concurrency" => options.pool_concurrency = value.parse()?,
                 "--pool-jobs" => options.pool_jobs = value.parse()?,
+                "--rounds" => options.rounds = value.parse()?,
+                "--against" => options.against = Some(against_binary(value)?),
                 other => bail!("unknown option '{other}'"),
             }
         }
-        if options.devices == 0 || options.clients == 0 || options.pool_concurrency == 0 {
-            bail!("--devices, --clients and --pool-concurrency must be at least 1");
+        if [
+            options.devices,
+            options.clients,
+            options.pool_concurrency,
+            options.rounds,
+        ]
+        .contains(&0)
+        {
+            bail!("--devices, --clients, --pool-concurrency and --rounds must be at least 1");
         }
         Ok(options)
     }
@@ -71,6 +92,7 @@ impl Options {
 
 struct Figures {
     backend: &'static str,
+    build: &'static str,
     enqueues_per_second: f64,
     drain: Duration,
     cpu_per_job_ms: f64,
@@ -114,20 +136,26 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .build()?;
     let mut results = Vec::new();
     for backend in &options.backends {
-        eprintln!("== {backend}");
-        let run = bench_backend(backend, &binary, &scheduler, &job, &options);
-        results.push(runtime.block_on(run)?);
+        for (build, binary) in builds(options.against.as_deref(), &binary) {
+            eprintln!("== {backend}, {build}");
+            let run = bench_backend(backend, binary, &scheduler, &job, &options);
+            results.push(Figures {
+                build,
+                ..runtime.block_on(run)?
+            });
+        }
     }
     println!();
     println!(
-        "| backend | enqueue calls/s | {} jobs drained in | runner CPU per job | start after exit p50 / p99 / max | start after enqueue p50 / p99 / max | peak RSS |",
+        "| backend | build | enqueue calls/s | {} jobs drained in | runner CPU per job | start after exit p50 / p99 / max | start after enqueue p50 / p99 / max | peak RSS |",
         options.queued
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for f in &results {
         println!(
-            "| {} | {:.0} | {:.1} s | {:.2} ms | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} MiB |",
+            "| {} | {} | {:.0} | {:.1} s | {:.2} ms | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} / {:.1} / {:.1} ms (n={}) | {:.1} MiB |",
             f.backend,
+            f.build,
             f.enqueues_per_second,
             f.drain.as_secs_f64(),
             f.cpu_per_job_ms,
@@ -144,10 +172,10 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| backend | {} schedules due in one second: due → process running p50 / p99 / max | the same with engine.lookahead = 2s | pool of {}: {} jobs, jobs/s |",
+        "| backend | build | {} schedules due in one second: due → process running p50 / p99 / max | the same with engine.lookahead = 2s | pool of {}: {} jobs, jobs/s |",
         options.devices, options.pool_concurrency, options.pool_jobs
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for f in &results {
         let cell = |l: &Latencies| {
             format!(
@@ -156,16 +184,17 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             )
         };
         println!(
-            "| {} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {:.0} |",
             f.backend,
+            f.build,
             cell(&f.end_to_end),
             cell(&f.end_to_end_ahead),
             f.pool_jobs_per_second
         );
     }
     println!(
-        "\n({} devices; {} enqueue calls from {} concurrent clients; jobs of {} ms)",
-        options.devices, options.queued, options.clients, options.job_ms
+        "\n({} devices; {} enqueue calls from {} concurrent clients; jobs of {} ms; {} end-to-end rounds)",
+        options.devices, options.queued, options.clients, options.job_ms, options.rounds
     );
     Ok(())
 }
@@ -212,11 +241,22 @@ async fn bench_backend(
     let after_exit = between_jobs(&logs, options.devices)?;
     let after_enqueue = after_enqueue(&client, options).await?;
 
-    // 5. Through the scheduler: one schedule per device, all due in the same second.
-    let through =
-        |lookahead| end_to_end(backend, scheduler, dir.path(), &daemon, options, lookahead);
-    let end_to_end_ahead = through("2s").await?;
-    let end_to_end = through("0s").await?;
+    // 5. Through the scheduler: one schedule per device, all due in the same second, in
+    // rounds claiming ahead and claiming once due.
+    let (mut ahead, mut once_due) = (Through::default(), Through::default());
+    for round in 0..options.rounds {
+        let place = Place {
+            backend,
+            scheduler,
+            dir: dir.path(),
+            runner: &daemon,
+            options,
+        };
+        end_to_end(&place, "2s", round, &mut ahead).await?;
+        end_to_end(&place, "0s", round, &mut once_due).await?;
+    }
+    let end_to_end_ahead = ahead.figures("2s");
+    let end_to_end = once_due.figures("0s");
 
     // 6. A pool fed from the concurrent clients.
     let started = Instant::now();
@@ -232,7 +272,10 @@ async fn bench_backend(
 
     check_all_completed(
         &client,
-        options.devices * 3 + options.queued + options.samples + options.pool_jobs,
+        options.devices * (1 + 2 * options.rounds)
+            + options.queued
+            + options.samples
+            + options.pool_jobs,
     )
     .await?;
     let peak_rss_mib = daemon.peak_rss_mib()?;
@@ -240,6 +283,7 @@ async fn bench_backend(
     drop(db);
     Ok(Figures {
         backend,
+        build: "",
         enqueues_per_second,
         drain,
         cpu_per_job_ms,
@@ -404,31 +448,68 @@ async fn enqueue_to(
     Ok(job.id)
 }
 
-/// Starts the scheduler on `backend` with the runner as `[device_runners.farm]`, gives each
-/// device a `device_job` schedule due in the same second, and measures from that second to
-/// each job's `started` stamp.
-/// From the due second of one `device_job` schedule per device to each job's process running,
-/// through the release scheduler on `backend` with `engine.lookahead = lookahead`.
-async fn end_to_end(
+/// Where an end-to-end round runs: the release scheduler on `backend`, in `dir`, with the
+/// runner under test as `[device_runners.farm]`.
+struct Place<'a> {
     backend: &'static str,
-    scheduler: &Path,
-    dir: &Path,
-    runner: &Daemon,
-    options: &Options,
+    scheduler: &'a Path,
+    dir: &'a Path,
+    runner: &'a Daemon,
+    options: &'a Options,
+}
+
+/// End-to-end samples pooled over rounds, in nanoseconds: each job's due → process running,
+/// and where the time went: due → queued (the scheduler and its call), queued → marked
+/// started (the device's queue), marked started → the process's own stamp (the start's write
+/// and the spawn).
+#[derive(Default)]
+struct Through {
+    total: Vec<i64>,
+    legs: [Vec<i64>; 3],
+}
+
+impl Through {
+    /// The figures, with the legs printed.
+    fn figures(self, lookahead: &str) -> Latencies {
+        let figures = Latencies::of(self.total);
+        let [queued, picked, spawned] = self.legs.map(Latencies::of);
+        eprintln!(
+            "end to end (lookahead {lookahead}): due → running p50 {:.1} ms, p99 {:.1} ms \
+             (due → queued p50 {:.1} / p99 {:.1}; queued → marked started {:.1} / {:.1}; \
+             marked started → process {:.1} / {:.1})",
+            figures.p50,
+            figures.p99,
+            queued.p50,
+            queued.p99,
+            picked.p50,
+            picked.p99,
+            spawned.p50,
+            spawned.p99
+        );
+        figures
+    }
+}
+
+/// One round from the due second of one `device_job` schedule per device to each job's
+/// `started` stamp, through the release scheduler with `engine.lookahead = lookahead`.
+async fn end_to_end(
+    place: &Place<'_>,
     lookahead: &str,
-) -> anyhow::Result<Latencies> {
+    round: usize,
+    samples: &mut Through,
+) -> anyhow::Result<()> {
     use chrono::{SubsecRound, TimeDelta, Utc};
-    let name = format!("scheduler-{}", lookahead.trim_end_matches('s'));
-    let db = fresh_db(backend, dir, &name).await?;
-    let runner_url = runner.url();
+    let name = format!("scheduler-{}-{round}", lookahead.trim_end_matches('s'));
+    let db = fresh_db(place.backend, place.dir, &name).await?;
+    let runner_url = place.runner.url();
     let env = [
         ("SCHEDULER__DEVICE_RUNNERS__FARM__URL", runner_url.as_str()),
         ("SCHEDULER__DEVICE_RUNNERS__FARM__POLL", "200ms"),
         ("SCHEDULER__ENGINE__LOOKAHEAD", lookahead),
     ];
     let daemon = Daemon::start_with(
-        scheduler,
-        &dir.join(&name),
+        place.scheduler,
+        &place.dir.join(&name),
         &db.url,
         "http://127.0.0.1:9/",
         &env,
@@ -436,31 +517,33 @@ async fn end_to_end(
     .await?;
     let schedules = scheduler_client::SchedulerClient::new(daemon.client_config())?;
     let due = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(5);
-    for device in 0..options.devices {
+    let id = |device: usize| format!("e2e-{lookahead}-{round}-{device}");
+    let devices = place.options.devices;
+    for device in 0..devices {
         let mut new = device_schedule(device, due);
-        new.id = Some(format!("e2e-{lookahead}-{device}"));
+        new.id = Some(id(device));
         schedules.create_schedule(new).await?;
     }
     if Utc::now() + TimeDelta::seconds(1) > due {
         bail!("creating the schedules took too long for the 5 s lead");
     }
-    let client = DeviceRunnerClient::new(&runner.url())?;
+    let client = DeviceRunnerClient::new(&runner_url)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut latencies = Vec::new();
-    for device in 0..options.devices {
-        let key = format!("e2e-{lookahead}-{device}@{at}");
+    let nanos = |at: chrono::DateTime<Utc>| at.timestamp_nanos_opt().unwrap_or_default();
+    for device in 0..devices {
+        let key = format!("{}@{at}", id(device));
         let job = completed(&client, device, &key, deadline).await?;
-        latencies.push(started(&job)? - due.timestamp_nanos_opt().unwrap_or_default());
+        let stamp = started(&job)?;
+        let marked = nanos(job.started_at.unwrap_or(job.enqueued_at));
+        samples.total.push(stamp - nanos(due));
+        samples.legs[0].push(nanos(job.enqueued_at) - nanos(due));
+        samples.legs[1].push(marked - nanos(job.enqueued_at));
+        samples.legs[2].push(stamp - marked);
     }
     daemon.stop()?;
     drop(db);
-    let figures = Latencies::of(latencies);
-    eprintln!(
-        "end to end (lookahead {lookahead}): due → running p50 {:.1} ms, p99 {:.1} ms",
-        figures.p50, figures.p99
-    );
-    Ok(figures)
+    Ok(())
 }
 
 /// A schedule that runs a `bench` job on `device` once, at `due`.
