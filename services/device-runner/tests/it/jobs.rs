@@ -18,11 +18,21 @@ async fn enqueue_keyed(
     key: &str,
     params: serde_json::Value,
 ) -> Result<device_runner_client::Job, Error> {
+    enqueue_typed(client, "quick", key, params).await
+}
+
+/// Queues a job of `job_type` on the device with idempotency key `key`.
+async fn enqueue_typed(
+    client: &device_runner_client::DeviceRunnerClient,
+    job_type: &str,
+    key: &str,
+    params: serde_json::Value,
+) -> Result<device_runner_client::Job, Error> {
     client
         .rpc()
         .enqueue_job(
             Some(DEVICE.into()),
-            "quick".into(),
+            job_type.into(),
             Some(params),
             None,
             None,
@@ -63,19 +73,7 @@ async fn an_idempotency_key_enqueues_one_job_whatever_its_state(backend: Backend
     assert!(client.rpc().list_queue(None).await.unwrap().is_empty());
     // It answers with its job even where the same call would now be refused; a new key
     // with that call is refused.
-    let of_type = |key: &'static str| {
-        client.rpc().enqueue_job(
-            Some(DEVICE.into()),
-            "no-such-type".into(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some(key.into()),
-            None,
-        )
-    };
+    let of_type = |key: &'static str| enqueue_typed(&client, "no-such-type", key, json!({}));
     assert_eq!(of_type("fire-1").await.unwrap().id, first.id);
     let refused = of_type("fire-3").await.unwrap_err().to_string();
     assert!(
