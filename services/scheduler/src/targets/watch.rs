@@ -17,7 +17,7 @@ impl Kind for WatchTarget {
         let Check::PollModule { module, .. } = &self.check else {
             return None;
         };
-        let size = targets.watches.module(module)?.batch()?;
+        let size = targets.watches.module(module).ok()?.batch()?;
         Some((format!("module {module}"), size))
     }
 
@@ -34,9 +34,10 @@ impl Kind for WatchTarget {
                 "only a module's check is batched".into(),
             ));
         };
-        let service = targets.watches.module(module).ok_or_else(|| {
-            DispatchError::Rejected(format!("module '{module}' is no longer configured"))
-        })?;
+        let service = targets
+            .watches
+            .module(module)
+            .map_err(DispatchError::Rejected)?;
         Ok(Call {
             service,
             method: tool,

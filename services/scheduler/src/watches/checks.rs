@@ -43,20 +43,20 @@ impl Watches {
         success_field: &str,
         success_values: &[Value],
     ) -> Result<(bool, Value), String> {
-        let endpoint = self
-            .modules
-            .get(module)
-            .ok_or_else(|| format!("module '{module}' is no longer configured"))?;
-        let result = endpoint
+        let result = self
+            .module(module)?
             .call(tool, Value::Object(args.clone()))
             .await
             .map_err(|error| error.to_string())?;
         Ok(judged(&result, success_field, success_values))
     }
 
-    /// The JSON-RPC service of `module`, when it is configured.
-    pub(crate) fn module(&self, module: &str) -> Option<&Endpoint> {
-        self.modules.get(module)
+    /// The JSON-RPC service of `module`; an error when it is no longer configured (the
+    /// watch was added under another configuration).
+    pub(crate) fn module(&self, module: &str) -> Result<&Endpoint, String> {
+        self.modules
+            .get(module)
+            .ok_or_else(|| format!("module '{module}' is no longer configured"))
     }
 
     async fn poll_url(
