@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
 use crate::model::{
-    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
 use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
@@ -507,18 +507,15 @@ impl Ledger for MemoryStore {
         Ok(written)
     }
 
-    async fn annotate(
-        &self,
-        schedule_id: &str,
-        scheduled_time: DateTime<Utc>,
-        detail: &str,
-    ) -> Result<(), StoreError> {
+    async fn annotate(&self, notes: &[RunNote]) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        let key = (schedule_id.to_string(), scheduled_time);
-        if let Some(run) = state.runs.get_mut(&key)
-            && run.status == RunStatus::Pending
-        {
-            run.detail = Some(detail.to_string());
+        for note in notes {
+            let key = (note.schedule_id.clone(), note.scheduled_time);
+            if let Some(run) = state.runs.get_mut(&key)
+                && run.status == RunStatus::Pending
+            {
+                run.detail = Some(note.detail.clone());
+            }
         }
         Ok(())
     }

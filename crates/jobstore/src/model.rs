@@ -304,6 +304,15 @@ impl RunRecord {
     }
 }
 
+/// What a pending run waits for (the job a device runner queued for it), written into its
+/// detail ([`crate::Ledger::annotate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunNote {
+    pub schedule_id: String,
+    pub scheduled_time: DateTime<Utc>,
+    pub detail: String,
+}
+
 /// The end of a pending run, recorded after dispatch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::model::{
-    ListFilter, Overlap, RunFilter, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
 };
 
 /// Why a store operation failed.
@@ -237,14 +237,10 @@ pub trait Ledger: Send + Sync + 'static {
     async fn queue_runs(&self, runs: &[RunRecord], now: DateTime<Utc>)
     -> Result<usize, StoreError>;
 
-    /// Sets the detail of a run still pending (what it is waiting for, such as the job a
-    /// device runner queued for it); a run that has ended is left as it is.
-    async fn annotate(
-        &self,
-        schedule_id: &str,
-        scheduled_time: DateTime<Utc>,
-        detail: &str,
-    ) -> Result<(), StoreError>;
+    /// Sets the detail of each run still pending that a note names (what it is waiting for,
+    /// such as the job a device runner queued for it), in one statement per 1,000 notes; a
+    /// run that has ended is left as it is.
+    async fn annotate(&self, notes: &[RunNote]) -> Result<(), StoreError>;
 
     /// A schedule's ledger rows matching `filter`, newest scheduled time first.
     async fn runs(

@@ -14,8 +14,7 @@ use crate::autogpt::tasks::TaskRunner;
 use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::outbound::Outbound;
-use crate::stores::Stores;
-use crate::targets::{DeviceRunners, Ended, Followed, Targets, kind_of};
+use crate::targets::{DeviceRunners, Ended, Followed, Notes, Targets, kind_of};
 use crate::telemetry;
 use crate::watches::Watches;
 
@@ -141,14 +140,14 @@ pub(crate) async fn dispatch_run(
 /// What a run's dispatch comes to once its target is done with it ([`crate::targets::Kind::follow`]).
 pub(crate) async fn follow(
     dispatcher: &Dispatcher,
-    stores: &Stores,
+    notes: &Notes,
     run: &RunRecord,
     outcome: RunOutcome,
     answer: Option<Value>,
 ) -> Ended {
     let followed = Followed {
         targets: &dispatcher.targets,
-        stores,
+        notes,
         outcome,
         answer,
     };

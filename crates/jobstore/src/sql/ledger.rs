@@ -11,7 +11,7 @@ use service_kit::sql::Conn;
 use super::{
     At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, push_given, run_from_row, to_json,
 };
-use crate::model::{Overlap, RunFilter, RunOutcome, RunRecord, RunStatus};
+use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
 
@@ -39,6 +39,13 @@ const OUTCOMES: &[(&str, Kind)] = &[
     ("detail", Kind::Text),
     ("attempts", Kind::Int),
     ("finished_at", Kind::Instant),
+];
+
+/// The columns of a batch of notes on pending runs.
+const NOTES: &[(&str, Kind)] = &[
+    ("key_id", Kind::Text),
+    ("key_time", Kind::Instant),
+    ("detail", Kind::Text),
 ];
 
 /// The keys of ledger rows.
@@ -268,22 +275,28 @@ impl Ledger for SqlStore {
         Ok(written.len())
     }
 
-    async fn annotate(
-        &self,
-        schedule_id: &str,
-        scheduled_time: DateTime<Utc>,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.writer().await?;
-        on_db!(
-            conn.conn(),
-            execute,
-            "UPDATE schedule_runs SET detail = $3 \
-             WHERE schedule_id = $1 AND scheduled_time = $2 AND status = 'pending'",
-            schedule_id,
-            At(scheduled_time),
-            detail
+    async fn annotate(&self, notes: &[RunNote]) -> Result<(), StoreError> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE schedule_runs AS r SET detail = u.detail FROM {} \
+             WHERE r.schedule_id = u.key_id AND r.scheduled_time = u.key_time \
+             AND r.status = 'pending'",
+            self.dialect().rows(1, NOTES)
         );
+        let mut conn = self.writer().await?;
+        for chunk in notes.chunks(1000) {
+            let mut batch = Batch::new(NOTES);
+            for note in chunk {
+                batch.push([
+                    note.schedule_id.as_str().into(),
+                    note.scheduled_time.into(),
+                    note.detail.as_str().into(),
+                ]);
+            }
+            on_db!(conn.conn(), execute, &sql; batch);
+        }
         Ok(())
     }
 

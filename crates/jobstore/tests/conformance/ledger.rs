@@ -378,30 +378,57 @@ async fn queued_runs_start_one_after_another(store: Arc<dyn JobStore>) {
     );
 }
 
-async fn a_pending_run_can_be_annotated_and_an_ended_one_cannot(store: Arc<dyn JobStore>) {
-    store
-        .insert(&schedule("a", "u1", "g1", Some("2026-01-01T10:00:00Z")))
-        .await
-        .unwrap();
-    let runs = store
+async fn pending_runs_can_be_annotated_together_and_an_ended_one_cannot(store: Arc<dyn JobStore>) {
+    for id in ["a", "b"] {
+        store
+            .insert(&schedule(id, "u1", "g1", Some("2026-01-01T10:00:00Z")))
+            .await
+            .unwrap();
+    }
+    let mut runs = store
         .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
         .await
         .unwrap();
-    let run = &runs[0];
+    runs.sort_by(|x, y| x.schedule_id.cmp(&y.schedule_id));
+    let note = |run: &RunRecord, detail: &str| RunNote {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        detail: detail.into(),
+    };
+    let (a, b) = (&runs[0], &runs[1]);
     store
-        .annotate(&run.schedule_id, run.scheduled_time, "job j1 queued")
+        .annotate(&[note(a, "job j1 queued"), note(b, "job j2 queued")])
         .await
         .unwrap();
-    let listed = store.runs("a", &RunFilter::latest(10)).await.unwrap();
-    assert_eq!(listed[0].detail.as_deref(), Some("job j1 queued"));
-    store.finish_runs(&[ended(run)]).await.unwrap();
+    let detail = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let listed = store.runs(id, &RunFilter::latest(10)).await.unwrap();
+            (listed[0].status, listed[0].detail.clone())
+        }
+    };
+    assert_eq!(
+        detail("a").await,
+        (RunStatus::Pending, Some("job j1 queued".into()))
+    );
+    assert_eq!(
+        detail("b").await,
+        (RunStatus::Pending, Some("job j2 queued".into()))
+    );
+    store.finish_runs(&[ended(a)]).await.unwrap();
     store
-        .annotate(&run.schedule_id, run.scheduled_time, "too late")
+        .annotate(&[note(a, "too late"), note(b, "job j2 running")])
         .await
         .unwrap();
-    let listed = store.runs("a", &RunFilter::latest(10)).await.unwrap();
-    assert_eq!(listed[0].status, RunStatus::Dispatched);
-    assert_eq!(listed[0].detail, None, "the outcome's detail stays");
+    assert_eq!(
+        detail("a").await,
+        (RunStatus::Dispatched, None),
+        "the outcome's detail stays"
+    );
+    assert_eq!(
+        detail("b").await,
+        (RunStatus::Pending, Some("job j2 running".into()))
+    );
 }
 
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
@@ -414,5 +441,5 @@ test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     runs_are_filtered_by_status_and_time,
     runs_started_by_hand_follow_the_overlap_policy,
     queued_runs_start_one_after_another,
-    a_pending_run_can_be_annotated_and_an_ended_one_cannot,
+    pending_runs_can_be_annotated_together_and_an_ended_one_cannot,
 ]);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
-    DatabaseUrl, JobStore, ListFilter, MemoryStore, Overlap, Page, Policy, RunFilter, RunOutcome,
-    RunRecord, RunStatus, Schedule, StoreError, StoreName, Target,
+    DatabaseUrl, JobStore, ListFilter, MemoryStore, Overlap, Page, Policy, RunFilter, RunNote,
+    RunOutcome, RunRecord, RunStatus, Schedule, StoreError, StoreName, Target,
 };
 use jobstore::{GraphExecutionTarget, HttpTarget, WatchTarget};
 use jobstore::{Sent, WatchFilter, WatchStore};

@@ -198,10 +198,12 @@ async fn write_fixture(db: &jobstore::Database) {
         .claim_due(at("2026-01-01T10:01:00Z"), 10, LEASE)
         .await
         .unwrap();
-    store
-        .annotate("graph-1", second[0].scheduled_time, "queued as job 7")
-        .await
-        .unwrap();
+    let note = RunNote {
+        schedule_id: "graph-1".into(),
+        scheduled_time: second[0].scheduled_time,
+        detail: "queued as job 7".into(),
+    };
+    store.annotate(&[note]).await.unwrap();
 
     let http = http_schedule("http-1", Overlap::BufferOne, "2026-01-01T09:00:00Z");
     store.insert(&http).await.unwrap();

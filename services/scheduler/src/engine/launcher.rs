@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use super::{InFlight, RunKey, key_of, lock, per_store, until};
 use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
-use crate::targets::Ended;
+use crate::targets::{Ended, Notes};
 use crate::telemetry;
 
 pub(super) struct Launcher {
@@ -29,6 +29,8 @@ pub(super) struct Launcher {
     /// is released with the rest, to be followed again by the next process.
     stopping: watch::Receiver<bool>,
     outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
+    /// Where a run's progress is noted in the ledger ([`super::notes`]).
+    notes: Notes,
     /// The dispatches under way.
     tasks: JoinSet<()>,
     /// Runs whose moment has not come (claimed ahead of their time, or jittered), by that
@@ -46,6 +48,7 @@ impl Launcher {
         in_flight: InFlight,
         stopping: watch::Receiver<bool>,
         outcomes: mpsc::UnboundedSender<(StoreName, Ended)>,
+        notes: Notes,
     ) -> Self {
         Launcher {
             stores,
@@ -54,6 +57,7 @@ impl Launcher {
             in_flight,
             stopping,
             outcomes,
+            notes,
             tasks: JoinSet::new(),
             held: BTreeMap::new(),
             held_keys: HashMap::new(),
@@ -242,6 +246,7 @@ impl Launcher {
         let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
+        let notes = self.notes.clone();
         self.tasks.spawn(async move {
             let dispatched = AssertUnwindSafe(dispatch_batch(&dispatcher, &runs))
                 .catch_unwind()
@@ -250,7 +255,7 @@ impl Launcher {
             match dispatched {
                 Ok(dispatched) => {
                     for (run, (outcome, answer)) in runs.iter().zip(dispatched) {
-                        let ended = follow(&dispatcher, &stores, run, outcome, answer).await;
+                        let ended = follow(&dispatcher, &notes, run, outcome, answer).await;
                         let _ = outcomes.send((run.jobstore, ended));
                     }
                 }
@@ -273,6 +278,7 @@ impl Launcher {
         let dispatcher = self.dispatcher.clone();
         let outcomes = self.outcomes.clone();
         let stores = self.stores.clone();
+        let notes = self.notes.clone();
         let mut stopping = self.stopping.clone();
         self.tasks.spawn(async move {
             let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
@@ -285,7 +291,7 @@ impl Launcher {
                     tokio::select! {
                         // An outcome already there is recorded, stopping or not.
                         biased;
-                        outcome = follow(&dispatcher, &stores, &run, outcome, result) => outcome,
+                        outcome = follow(&dispatcher, &notes, &run, outcome, result) => outcome,
                         _ = stopping.wait_for(|stop| *stop) => return,
                     }
                 }

@@ -12,6 +12,7 @@
 mod backoff;
 mod launcher;
 mod leases;
+mod notes;
 mod outcomes;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use crate::stores::Stores;
 use crate::telemetry;
 use launcher::Launcher;
 use leases::{release_unfinished, renew_leases};
+use notes::start_notes;
 use outcomes::start_recorder;
 
 type RunKey = (String, DateTime<Utc>);
@@ -149,6 +151,7 @@ impl Engine {
             lease,
             self.config.lease / 3,
         ));
+        let (notes, noter) = start_notes(self.stores.clone());
         let (stopping, stop_rx) = watch::channel(false);
         let mut launcher = Launcher::new(
             Arc::new(self.stores.clone()),
@@ -157,6 +160,7 @@ impl Engine {
             in_flight.clone(),
             stop_rx,
             outcomes,
+            notes,
         );
 
         if self.exclusive {
@@ -202,6 +206,10 @@ impl Engine {
             recorder.abort();
         }
         renewer.abort();
+        // The notes sent are written, when there is time left (they are only for show).
+        if tokio::time::timeout_at(deadline, noter).await.is_err() {
+            tracing::debug!("shutdown deadline reached before every note was written");
+        }
         release_unfinished(&self.stores, &in_flight).await;
         stopped_by_itself.map_or(Ok(()), Err)
     }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use device_runner_api::{Job, JobStatus, RunnerError};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
-use jobstore::{RunOutcome, RunRecord, RunStatus};
+use jobstore::{RunNote, RunOutcome, RunRecord, RunStatus};
 use scheduler_api::DeviceJobTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -115,15 +115,13 @@ impl Kind for DeviceJobTarget {
             });
         };
         tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %runner, job_id, "device job queued; following it until it ends");
-        // The ledger shows the job while it runs; only the outcome is essential, so a failure
-        // here is logged and the run goes on.
-        if let Some(store) = followed.stores.get(run.jobstore) {
-            let waiting = format!("job {job_id} queued on device runner '{runner}'");
-            let noted = store.annotate(&run.schedule_id, run.scheduled_time, &waiting);
-            if let Err(error) = noted.await {
-                tracing::warn!(%error, job_id, "cannot note the device job in the ledger");
-            }
-        }
+        // The ledger shows the job while it runs, noted with the others queued meanwhile.
+        let note = RunNote {
+            schedule_id: run.schedule_id.clone(),
+            scheduled_time: run.scheduled_time,
+            detail: format!("job {job_id} queued on device runner '{runner}'"),
+        };
+        let _ = followed.notes.send((run.jobstore, note));
         let (status, detail) = match followed.targets.devices.ended(runner, job_id).await {
             Ok(job) => outcome_of(&job),
             Err(error) => (RunStatus::Failed, format!("job {job_id}: {error}")),

@@ -22,14 +22,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jobstore::{RunOutcome, RunRecord, Target};
+use jobstore::{RunNote, RunOutcome, RunRecord, Target};
 use scheduler_api::CheckResult;
 use serde_json::Value;
 
 use crate::autogpt::tasks::TaskRunner;
 use crate::endpoint::{DispatchError, Endpoint};
 use crate::outbound::Outbound;
-use crate::stores::Stores;
 use crate::watches::Watches;
 
 /// What a target kind does.
@@ -178,11 +177,15 @@ impl Call<'_> {
     }
 }
 
-/// What [`Kind::follow`] has to go on: the targets, the stores (to note progress in the
-/// ledger), and the dispatch's outcome and answer.
+/// Where a run's progress is sent to be noted in the ledger, with the others noted meanwhile
+/// (the engine's notes writer).
+pub(crate) type Notes = tokio::sync::mpsc::UnboundedSender<(jobstore::StoreName, RunNote)>;
+
+/// What [`Kind::follow`] has to go on: the targets, where to note progress in the ledger, and
+/// the dispatch's outcome and answer.
 pub(crate) struct Followed<'a> {
     pub targets: &'a Targets,
-    pub stores: &'a Stores,
+    pub notes: &'a Notes,
     pub outcome: RunOutcome,
     pub answer: Option<Value>,
 }
