@@ -10,9 +10,9 @@
 //!   side with another revision's binary with `--against`), and the dispatch lag while the
 //!   ledger prunes (see `targets_bench.rs`).
 //! - `cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N]
-//!   [--job-ms N] [--samples N] [--clients N] [--rounds N] [--against BINARY]`: the
-//!   device-runner benchmark (see
-//!   `runner_bench.rs`); it runs the small `bench-job` program as every job.
+//!   [--job-ms N] [--samples N] [--clients N] [--rounds N] [--against BINARY]
+//!   [--against-scheduler BINARY]`: the device-runner benchmark (see `runner_bench.rs`); it
+//!   runs the small `bench-job` program as every job.
 //! - `cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S]
 //!   [--window S] [--against BINARY] [--module-batch 100,1]`: active watches checking a stub
 //!   module every second, with the module's `batch` settings given (see `watches_bench.rs`).
@@ -35,7 +35,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3] [--against BINARY]
        cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N] [--firing N] [--old-rows N]
-       cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N] [--rounds N] [--against BINARY]
+       cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N] [--rounds N] [--against BINARY] [--against-scheduler BINARY]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S] [--against BINARY] [--module-batch 100,1]
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
        cargo xtask bench-peer [--due N]

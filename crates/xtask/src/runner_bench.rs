@@ -17,7 +17,9 @@
 //!    10,000) from the concurrent clients: jobs per second from the first enqueue to the last
 //!    job's end.
 //!
-//! `--against BINARY` measures another revision's device-runner first, side by side.
+//! `--against BINARY` measures another revision's device-runner first, side by side, and
+//! `--against-scheduler BINARY` another revision's scheduler in that first run's end-to-end
+//! rounds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus}
 use serde_json::json;
 
 use crate::daemon::{
-    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, parse_backends, percentile,
+    Daemon, against_binary, build_release, flag_pairs, fresh_db, parse_backends, percentile,
 };
 use bench_job::{stamps, unix_nanos};
 
@@ -45,6 +47,8 @@ pub(crate) struct Options {
     rounds: usize,
     /// Another revision's device-runner binary, measured first, side by side.
     against: Option<PathBuf>,
+    /// Another revision's scheduler binary, for the end-to-end rounds of that first run.
+    against_scheduler: Option<PathBuf>,
 }
 
 impl Options {
@@ -60,6 +64,7 @@ impl Options {
             pool_jobs: 10_000,
             rounds: 3,
             against: None,
+            against_scheduler: None,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -73,6 +78,7 @@ impl Options {
                 "--pool-jobs" => options.pool_jobs = value.parse()?,
                 "--rounds" => options.rounds = value.parse()?,
                 "--against" => options.against = Some(against_binary(value)?),
+                "--against-scheduler" => options.against_scheduler = Some(against_binary(value)?),
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -135,10 +141,19 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut results = Vec::new();
+    // The first run, with --against or --against-scheduler, is another revision's runner and
+    // scheduler (this tree's where only the other is given).
+    let mut builds = Vec::new();
+    if options.against.is_some() || options.against_scheduler.is_some() {
+        let runner = options.against.as_deref().unwrap_or(&binary);
+        let scheduler = options.against_scheduler.as_deref().unwrap_or(&scheduler);
+        builds.push(("against", runner, scheduler));
+    }
+    builds.push(("this tree", &binary, &scheduler));
     for backend in &options.backends {
-        for (build, binary) in builds(options.against.as_deref(), &binary) {
+        for &(build, binary, scheduler) in &builds {
             eprintln!("== {backend}, {build}");
-            let run = bench_backend(backend, binary, &scheduler, &job, &options);
+            let run = bench_backend(backend, binary, scheduler, &job, &options);
             results.push(Figures {
                 build,
                 ..runtime.block_on(run)?
