@@ -6,8 +6,8 @@
 //!
 //! The parts: this module holds the loop ([`Engine::run`], one [`Engine::pass`] over the stores
 //! at a time); [`launcher`] dispatches what a pass claimed; [`outcomes`] records how runs
-//! ended; [`leases`] renews and releases the leases of runs in flight; [`backoff`] is the one
-//! backoff of what is tried again.
+//! ended; [`notes`] writes what runs in progress wait for, in batches; [`leases`] renews and
+//! releases the leases of runs in flight; [`backoff`] is the one backoff of what is tried again.
 
 mod backoff;
 mod launcher;
