@@ -3,7 +3,9 @@
 //! 1. `add_graph_execution_schedule` calls per second from 32 concurrent clients;
 //! 2. with N stored schedules (default 100,000), D of them (default 10,000) due in the same
 //!    second: the time from that second until the last reaches a stub executor on loopback, and
-//!    the p50/p99 lag of each dispatch behind its scheduled time;
+//!    the p50/p99 lag of each dispatch behind its scheduled time. They are seeded through the
+//!    API from 32 concurrent callers (`--seed api`, the default), or straight into the store in
+//!    batches (`--seed store`, faster, for a quick look);
 //! 3. CPU used while idle (10 s with nothing due) and the peak RSS;
 //! 4. on PostgreSQL, with 1, 2 and 3 replicas (`--replicas`) on one database: D occurrences due
 //!    in the same second, dispatched occurrences per second from that second until the last one
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use chrono::{DateTime, Datelike, SubsecRound, TimeDelta, Timelike, Utc};
 use jobstore::{Database, GraphExecutionTarget, Policy, Schedule, StoreName, Target};
-use scheduler_client::{NewGraphSchedule, ScheduleQuery, SchedulerClient};
+use scheduler_client::{NewGraphSchedule, NewSchedule, ScheduleQuery, SchedulerClient};
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
@@ -31,6 +33,16 @@ pub(crate) struct Options {
     replicas: Vec<usize>,
     /// Another revision's binary, measured first with its own defaults, side by side.
     against: Option<std::path::PathBuf>,
+    seed: Seed,
+}
+
+/// How the burst's stored schedules are seeded.
+#[derive(Clone, Copy, PartialEq)]
+enum Seed {
+    /// Through the API, as a user adds them.
+    Api,
+    /// Straight into the store, in batches.
+    Store,
 }
 
 impl Options {
@@ -42,6 +54,7 @@ impl Options {
             adds: 3_000,
             replicas: vec![1, 2, 3],
             against: None,
+            seed: Seed::Api,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -50,6 +63,13 @@ impl Options {
                 "--due" => options.due = value.parse()?,
                 "--adds" => options.adds = value.parse()?,
                 "--against" => options.against = Some(against_binary(value)?),
+                "--seed" => {
+                    options.seed = match value {
+                        "api" => Seed::Api,
+                        "store" => Seed::Store,
+                        other => bail!("--seed must be api or store, got '{other}'"),
+                    }
+                }
                 "--replicas" => {
                     options.replicas = value
                         .split(',')
@@ -207,9 +227,20 @@ async fn bench_backend(
 
     // 2. A burst: `due` of `schedules` in the same second.
     let db = fresh_db(backend, dir.path(), "burst").await?;
-    let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
-    let due_at = seed_burst(&database, options).await?;
-    let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+    let (daemon, database, due_at) = match options.seed {
+        Seed::Store => {
+            let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
+            let due_at = seed_burst(&database, options).await?;
+            let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+            (daemon, database, due_at)
+        }
+        Seed::Api => {
+            let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+            let due_at = seed_through_api(&daemon, options).await?;
+            let url = jobstore::DatabaseUrl::parse(&db.url)?;
+            (daemon, service_kit::database::open(&url, 4).await?, due_at)
+        }
+    };
     let calls = received_by(&received, options.due, due_at).await?;
     let last = calls.iter().map(|(_, at)| *at).max().unwrap_or(due_at);
     let mut lags: Vec<TimeDelta> = calls
@@ -271,6 +302,79 @@ async fn seed_burst(database: &Database, options: &Options) -> anyhow::Result<Da
     Ok(due_at)
 }
 
+/// Seeds through the API, as users add schedules: the crowd from 32 concurrent callers, then
+/// the `due` ones due in the same second, far enough ahead for the rate the crowd was added
+/// at; returns that second.
+async fn seed_through_api(daemon: &Daemon, options: &Options) -> anyhow::Result<DateTime<Utc>> {
+    let due = options.due;
+    let crowd = options.schedules - due;
+    let new_year = TriggerSpec::from(TriggerKind::Cron {
+        expression: "0 0 1 1 *".into(),
+        timezone: "UTC".into(),
+    });
+    let took = from_callers(daemon, crowd, move |client, i| {
+        let trigger = new_year.clone();
+        async move {
+            let new = NewSchedule::new(owner(due + i), trigger, graph_execution(due + i));
+            client.create_schedule(new).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let rate = if crowd > 0 {
+        crowd as f64 / took.as_secs_f64()
+    } else {
+        500.0
+    };
+    // Twice the time the due ones take at that rate, and 5 s more.
+    let lead = TimeDelta::seconds((2.0 * due as f64 / rate.max(100.0)).ceil() as i64 + 5);
+    let due_at = (Utc::now() + lead).trunc_subsecs(0);
+    let trigger = fires_at(due_at)?;
+    from_callers(daemon, due, move |client, i| {
+        let trigger = trigger.clone();
+        async move {
+            let new = NewSchedule::new(owner(i), trigger, graph_execution(i));
+            client.create_schedule(new).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    eprintln!(
+        "seeded {crowd} schedules through the API in {:.1} s ({rate:.0}/s); {due} due at {due_at}",
+        took.as_secs_f64()
+    );
+    if Utc::now() + TimeDelta::seconds(1) > due_at {
+        bail!("adding the {due} due schedules took too long for the {lead} lead");
+    }
+    Ok(due_at)
+}
+
+/// Calls `call(client, i)` for each `i` below `total`, from 32 concurrent callers; how long
+/// they took.
+async fn from_callers<F, Fut>(daemon: &Daemon, total: usize, call: F) -> anyhow::Result<Duration>
+where
+    F: Fn(SchedulerClient, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    const CALLERS: usize = 32;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let client = SchedulerClient::new(daemon.client_config())?;
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (caller..total).step_by(CALLERS) {
+                call(client.clone(), i).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
 /// Single calls one after another, each kind 50 times: the medians.
 async fn measure_reads(daemon: &Daemon) -> anyhow::Result<Reads> {
     let client = SchedulerClient::new(daemon.client_config())?;
@@ -310,25 +414,14 @@ async fn measure_reads(daemon: &Daemon) -> anyhow::Result<Reads> {
 }
 
 async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
-    let workers = 32;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let client = SchedulerClient::new(daemon.client_config())?;
-        let count = total / workers + usize::from(worker < total % workers);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..count {
-                let mut new = new_graph_schedule(i);
-                new.user_id = format!("user{worker}");
-                client.add_graph_execution_schedule(new).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let took = from_callers(daemon, total, |client, i| async move {
+        let mut new = new_graph_schedule(i);
+        new.user_id = format!("user{}", i % 32);
+        client.add_graph_execution_schedule(new).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(total as f64 / took.as_secs_f64())
 }
 
 /// AutoGPT's add of graph `i`, every Monday at 09:00, by `user0`.
@@ -370,7 +463,14 @@ pub(crate) async fn seed_targets(
     due_at: DateTime<Utc>,
     target: &dyn Fn(usize) -> Target,
 ) -> anyhow::Result<()> {
-    let due_trigger = TriggerSpec::from(TriggerKind::Cron {
+    let due_trigger = fires_at(due_at)?;
+    let schedules = (0..due).map(|i| seeded(i, due_trigger.clone(), Some(due_at), target(i)));
+    insert_in_batches(database, schedules).await
+}
+
+/// A yearly cron expression of the second `due_at`, checked to fire next at it.
+fn fires_at(due_at: DateTime<Utc>) -> anyhow::Result<TriggerSpec> {
+    let trigger = TriggerSpec::from(TriggerKind::Cron {
         expression: format!(
             "{} {} {} {} {} *",
             due_at.second(),
@@ -381,12 +481,16 @@ pub(crate) async fn seed_targets(
         ),
         timezone: "UTC".into(),
     });
-    let check = due_trigger.compile()?.next_after(Utc::now());
+    let check = trigger.compile()?.next_after(Utc::now());
     if check != Some(due_at) {
         bail!("seeding cron does not fire at {due_at}: {check:?}");
     }
-    let schedules = (0..due).map(|i| seeded(i, due_trigger.clone(), Some(due_at), target(i)));
-    insert_in_batches(database, schedules).await
+    Ok(trigger)
+}
+
+/// The owner of the `i`th seeded schedule: one of 1,000 users.
+fn owner(i: usize) -> String {
+    format!("user{}", i % 1000)
 }
 
 /// Stores `count` schedules that fire next new year, numbered from `from`: the stored crowd a
@@ -412,7 +516,7 @@ fn seeded(
     Schedule {
         id: uuid::Uuid::new_v4().to_string(),
         name: "execute_graph".into(),
-        owner: format!("user{}", i % 1000),
+        owner: owner(i),
         trigger,
         target,
         policy: Policy::default(),
