@@ -242,15 +242,28 @@ impl Daemon {
 
     /// Peak resident set size in MiB (VmHWM).
     pub(crate) fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        self.memory_mib("VmHWM")
+    }
+
+    /// The resident set now, in MiB.
+    pub(crate) fn rss_mib(&self) -> anyhow::Result<f64> {
+        self.memory_mib("VmRSS")
+    }
+
+    /// A `/proc/<pid>/status` figure in kB, in MiB.
+    fn memory_mib(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let line = status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .context("no VmHWM")?;
+            .find(|l| {
+                l.strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .with_context(|| format!("no {field}"))?;
         let kib: f64 = line
             .split_whitespace()
             .nth(1)
-            .context("VmHWM value")?
+            .with_context(|| format!("{field} value"))?
             .parse()?;
         Ok(kib / 1024.0)
     }
