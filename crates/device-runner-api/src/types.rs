@@ -157,6 +157,10 @@ pub struct DeviceInfo {
     pub usable: bool,
     /// Whether it is listed in the configuration (else discovered through adb).
     pub configured: bool,
+    /// What it offers, as configured (`[[devices]] tags`); none for a phone adb found that
+    /// the configuration does not list, and for a pool.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// One device's line in `get_status`.

@@ -45,6 +45,34 @@ pub struct DeviceConfig {
     pub serial: String,
     #[serde(default)]
     pub label: Option<String>,
+    /// What the phone offers, for placing jobs by what they need (`["tiktok", "android-13",
+    /// "sim"]`): letters, digits, `.`, `_` and `-`, up to 64 each.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl DeviceConfig {
+    /// Checks `[[devices]]`' tags, naming the device and the tag at fault.
+    fn check_tags(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for tag in &self.tags {
+            let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+            if tag.is_empty() || tag.len() > 64 || !tag.bytes().all(allowed) {
+                bail!(
+                    "devices: serial {}: tag '{tag}' must be 1 to 64 letters, digits, '.', '_' \
+                     or '-'",
+                    self.serial
+                );
+            }
+            if !seen.insert(tag) {
+                bail!(
+                    "devices: serial {}: tag '{tag}' is listed twice",
+                    self.serial
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A pool: up to `concurrency` of its jobs run at once, in priority then FIFO order.
@@ -224,6 +252,7 @@ impl ServiceConfig for Config {
                     device.serial
                 );
             }
+            device.check_tags()?;
         }
         let mut pools = std::collections::HashSet::new();
         for pool in &self.pools {
@@ -313,6 +342,7 @@ mod tests {
 [[devices]]
 serial = "A1"
 label = "phone 1"
+tags = ["tiktok", "android-13"]
 [job_types.crawl]
 max_duration = "20m"
 [job_types.custom]
@@ -346,6 +376,7 @@ max_duration = "1m"
         );
         assert_eq!(config.job_types["custom"].argv[0], "sh");
         assert_eq!(config.devices[0].label.as_deref(), Some("phone 1"));
+        assert_eq!(config.devices[0].tags, ["tiktok", "android-13"]);
     }
 
     #[test]
@@ -361,6 +392,14 @@ max_duration = "1m"
             (
                 "[[devices]]\nserial = \"A\"\n[[devices]]\nserial = \"A\"",
                 "listed twice",
+            ),
+            (
+                "[[devices]]\nserial = \"A\"\ntags = [\"sim card\"]",
+                "devices: serial A: tag 'sim card' must be 1 to 64 letters",
+            ),
+            (
+                "[[devices]]\nserial = \"A\"\ntags = [\"sim\", \"sim\"]",
+                "devices: serial A: tag 'sim' is listed twice",
             ),
         ] {
             let file = dir.path().join("bad.toml");

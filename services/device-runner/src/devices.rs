@@ -61,6 +61,7 @@ pub fn add_pool(runner: &Arc<RunnerState>, pool: &PoolConfig) {
         state: "pool".into(),
         usable: true,
         configured: true,
+        tags: Vec::new(),
     };
     add_queue(runner, info, pool.concurrency as usize);
 }
@@ -164,6 +165,7 @@ fn apply_state(runner: &Arc<RunnerState>, serial: &str, state: &str, model: Opti
                 state: state.to_string(),
                 usable,
                 configured: false,
+                tags: Vec::new(),
             },
         ),
         Some(info) if info.state == state => {}

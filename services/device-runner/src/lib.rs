@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 state: device_state.into(),
                 usable,
                 configured: true,
+                tags: device.tags.clone(),
             },
         );
     }

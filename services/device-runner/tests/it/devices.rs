@@ -54,9 +54,14 @@ async fn adb_discovers_phones_and_a_phone_that_disappears_ends_its_job_as_device
         Some("phone 1"),
         "the configured label wins"
     );
+    assert_eq!(phone.tags, ["tiktok", "sim"], "its configured tags");
     let discovered = devices.iter().find(|d| d.serial == "NEW1").unwrap();
     assert!(discovered.usable && !discovered.configured);
     assert_eq!(discovered.label.as_deref(), Some("Galaxy"));
+    assert!(discovered.tags.is_empty(), "{discovered:?}");
+    let status = client.rpc().get_status().await.unwrap();
+    let listed = status.devices.iter().find(|d| d.device.serial == DEVICE);
+    assert_eq!(listed.unwrap().device.tags, ["tiktok", "sim"]);
     assert!(!devices.iter().find(|d| d.serial == "BAD1").unwrap().usable);
 
     let job = runner.enqueue("long", 5).await;

@@ -153,7 +153,7 @@ impl Runner {
 
     fn prepare(dir: PathBuf, db_url: String, extra: &str) -> Runner {
         let config = format!(
-            "{extra}\nlog_dir = \"{}\"\nlog_cap_bytes = 65536\n\n[[devices]]\nserial = \"{DEVICE}\"\nlabel = \"phone 1\"\n{JOB_TYPES}",
+            "{extra}\nlog_dir = \"{}\"\nlog_cap_bytes = 65536\n\n[[devices]]\nserial = \"{DEVICE}\"\nlabel = \"phone 1\"\ntags = [\"tiktok\", \"sim\"]\n{JOB_TYPES}",
             dir.join("logs").display()
         );
         Runner {
