@@ -75,9 +75,11 @@ admin_token = "a"
 
 /// The same for the device runner.
 const RUNNER_EVERY_KEY: &str = r#"
+name = "host-1"
 [[devices]]
 serial = "P1"
 label = "phone"
+tags = ["sim"]
 [[pools]]
 name = "modules"
 concurrency = 2

@@ -176,6 +176,9 @@ pub struct DeviceStatus {
 /// The answer of `get_status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunnerStatus {
+    /// The runner's name (`name`, by default the host name).
+    #[serde(default)]
+    pub name: String,
     pub started_at: DateTime<Utc>,
     pub uptime_secs: f64,
     /// The uptime as people read it: `"2h 15m"`, `"3d 4h"`, `"45s"`.

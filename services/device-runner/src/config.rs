@@ -16,6 +16,10 @@ use service_kit::config::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The runner's name, as it reports it (a farm has a runner per host); unset: the host
+    /// name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// How long a job runs before a job of higher priority may preempt it.
     #[serde(with = "duration")]
     pub preempt_grace: Duration,
@@ -72,6 +76,18 @@ impl DeviceConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The name the runner reports: `name`, or the host name.
+    pub fn runner_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .unwrap_or_else(|| "device-runner".into())
+        })
     }
 }
 
@@ -186,6 +202,7 @@ pub fn default_job_types() -> BTreeMap<String, JobTypeConfig> {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            name: None,
             preempt_grace: Duration::from_secs(90),
             kill_grace: Duration::from_secs(5),
             log_cap_bytes: 10 * 1024 * 1024,
@@ -238,6 +255,11 @@ impl ServiceConfig for Config {
     service_kit::shared_sections!();
 
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.len() > 128)
+        {
+            bail!("name must be 1 to 128 characters, got '{name}'");
+        }
         let mut serials = std::collections::HashSet::new();
         for device in &self.devices {
             if device.serial.trim().is_empty() {
@@ -339,6 +361,7 @@ mod tests {
         std::fs::write(
             &file,
             r#"preempt_grace = "2s"
+name = "host-a"
 [[devices]]
 serial = "A1"
 label = "phone 1"
@@ -357,6 +380,7 @@ max_duration = "1m"
         };
         let env = vec![("DEVICE_RUNNER__KILL_GRACE".to_string(), "1s".to_string())];
         let config = load_from::<Config>(&overrides, &env).unwrap();
+        assert_eq!(config.runner_name(), "host-a");
         assert_eq!(config.preempt_grace, Duration::from_secs(2));
         assert_eq!(
             config.kill_grace,
@@ -401,6 +425,7 @@ max_duration = "1m"
                 "[[devices]]\nserial = \"A\"\ntags = [\"sim\", \"sim\"]",
                 "devices: serial A: tag 'sim' is listed twice",
             ),
+            ("name = \" \"", "name must be 1 to 128 characters"),
         ] {
             let file = dir.path().join("bad.toml");
             std::fs::write(&file, text).unwrap();

@@ -49,6 +49,8 @@ pub type LogFollowers = Arc<Mutex<HashMap<String, watch::Receiver<LogProgress>>>
 pub struct RunnerState {
     pub config: Arc<Config>,
     pub store: Store,
+    /// The name it reports ([`Config::runner_name`]), read once at start.
+    pub name: String,
     pub started_at: DateTime<Utc>,
     pub devices: RwLock<BTreeMap<String, DeviceEntry>>,
     /// Logs being written, for followers; finished logs are read from their files.
@@ -60,6 +62,7 @@ pub struct RunnerState {
 impl RunnerState {
     pub fn new(config: Arc<Config>, store: Store) -> Arc<RunnerState> {
         Arc::new(RunnerState {
+            name: config.runner_name(),
             config,
             store,
             started_at: Utc::now(),

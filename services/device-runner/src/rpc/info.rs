@@ -66,6 +66,7 @@ pub(super) async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerE
     let now = Utc::now();
     let uptime = (now - runner.started_at).to_std().unwrap_or_default();
     Ok(RunnerStatus {
+        name: runner.name.clone(),
         started_at: runner.started_at,
         uptime_secs: uptime.as_millis() as f64 / 1000.0,
         uptime: readable_uptime(uptime),

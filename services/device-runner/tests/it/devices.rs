@@ -62,6 +62,9 @@ async fn adb_discovers_phones_and_a_phone_that_disappears_ends_its_job_as_device
     let status = client.rpc().get_status().await.unwrap();
     let listed = status.devices.iter().find(|d| d.device.serial == DEVICE);
     assert_eq!(listed.unwrap().device.tags, ["tiktok", "sim"]);
+    // Without a name of its own, the runner reports the host's.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(status.name, host.trim());
     assert!(!devices.iter().find(|d| d.serial == "BAD1").unwrap().usable);
 
     let job = runner.enqueue("long", 5).await;
