@@ -99,9 +99,7 @@ impl ServiceConfig for Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         check_http_url("executor.url", &self.executor.url)?;
-        if !(1..=1000).contains(&self.executor.batch) {
-            bail!("executor.batch must be 1 to 1000");
-        }
+        crate::endpoint::check_batch("executor.batch", self.executor.batch)?;
         self.system_tasks.validate()?;
         self.engine.validate()?;
         for (name, endpoint) in &self.endpoints {

@@ -35,6 +35,18 @@ impl std::fmt::Display for DispatchError {
     }
 }
 
+/// The most calls one JSON-RPC batch request may carry, as configured.
+const MAX_BATCH: u32 = 1000;
+
+/// Checks a configured batch size (`key` names the setting): 1 (one request per call) to
+/// [`MAX_BATCH`].
+pub(crate) fn check_batch(key: &str, size: u32) -> anyhow::Result<()> {
+    if !(1..=MAX_BATCH).contains(&size) {
+        anyhow::bail!("{key} must be 1 to {MAX_BATCH}, got {size}");
+    }
+    Ok(())
+}
+
 /// A JSON-RPC 2.0 service over HTTP POST, one attempt per call.
 pub struct Endpoint {
     http: reqwest::Client,

@@ -38,9 +38,7 @@ impl EndpointConfig {
         if self.timeout.is_zero() {
             anyhow::bail!("endpoints.{name}.timeout must be more than 0s");
         }
-        if !(1..=1000).contains(&self.batch) {
-            anyhow::bail!("endpoints.{name}.batch must be 1 to 1000");
-        }
+        crate::endpoint::check_batch(&format!("endpoints.{name}.batch"), self.batch)?;
         Ok(())
     }
 }

@@ -32,9 +32,7 @@ impl ModuleConfig {
         if self.timeout.is_zero() {
             anyhow::bail!("modules.{name}.timeout must be more than 0s");
         }
-        if !(1..=1000).contains(&self.batch) {
-            anyhow::bail!("modules.{name}.batch must be 1 to 1000, got {}", self.batch);
-        }
+        crate::endpoint::check_batch(&format!("modules.{name}.batch"), self.batch)?;
         Ok(())
     }
 }
