@@ -39,15 +39,9 @@ async fn record_outcomes(
     watch_ended: Arc<Watches>,
 ) {
     const MAX_BATCH: usize = 1000;
-    while let Some(first) = incoming.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match incoming.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        for (store, ended) in per_store(&stores, batch) {
+    let mut batch = Vec::new();
+    while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        for (store, ended) in per_store(&stores, std::mem::take(&mut batch)) {
             let mut outcomes = Vec::with_capacity(ended.len());
             let mut attempts = Vec::new();
             for Ended { outcome, check } in ended {
