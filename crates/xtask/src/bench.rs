@@ -21,7 +21,7 @@ use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
 use crate::daemon::{
-    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, migrated_by,
+    Daemon, against_binary, build_release, builds, flag_pairs, fresh_db, from_callers, migrated_by,
     parse_backends, percentile, received_by, stub_executor,
 };
 
@@ -86,6 +86,9 @@ impl Options {
         Ok(options)
     }
 }
+
+/// The concurrent callers that add schedules.
+const CALLERS: usize = 32;
 
 struct Figures {
     backend: &'static str,
@@ -320,13 +323,14 @@ async fn seed_burst(database: &Database, options: &Options) -> anyhow::Result<Da
 /// the `due` ones due in the same second, far enough ahead for the rate the crowd was added
 /// at; returns that second.
 async fn seed_through_api(daemon: &Daemon, options: &Options) -> anyhow::Result<DateTime<Utc>> {
+    let client = SchedulerClient::new(daemon.client_config())?;
     let due = options.due;
     let crowd = options.schedules - due;
     let new_year = TriggerSpec::from(TriggerKind::Cron {
         expression: "0 0 1 1 *".into(),
         timezone: "UTC".into(),
     });
-    let took = from_callers(daemon, crowd, move |client, i| {
+    let took = from_callers(&client, CALLERS, crowd, move |client, i| {
         let trigger = new_year.clone();
         async move {
             let new = NewSchedule::new(owner(due + i), trigger, graph_execution(due + i));
@@ -344,7 +348,7 @@ async fn seed_through_api(daemon: &Daemon, options: &Options) -> anyhow::Result<
     let lead = TimeDelta::seconds((2.0 * due as f64 / rate.max(100.0)).ceil() as i64 + 5);
     let due_at = (Utc::now() + lead).trunc_subsecs(0);
     let trigger = fires_at(due_at)?;
-    from_callers(daemon, due, move |client, i| {
+    from_callers(&client, CALLERS, due, move |client, i| {
         let trigger = trigger.clone();
         async move {
             let new = NewSchedule::new(owner(i), trigger, graph_execution(i));
@@ -361,32 +365,6 @@ async fn seed_through_api(daemon: &Daemon, options: &Options) -> anyhow::Result<
         bail!("adding the {due} due schedules took too long for the {lead} lead");
     }
     Ok(due_at)
-}
-
-/// Calls `call(client, i)` for each `i` below `total`, from 32 concurrent callers; how long
-/// they took.
-async fn from_callers<F, Fut>(daemon: &Daemon, total: usize, call: F) -> anyhow::Result<Duration>
-where
-    F: Fn(SchedulerClient, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    const CALLERS: usize = 32;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
-        let client = SchedulerClient::new(daemon.client_config())?;
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (caller..total).step_by(CALLERS) {
-                call(client.clone(), i).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(started.elapsed())
 }
 
 /// Single calls one after another, each kind 50 times: the medians.
@@ -428,7 +406,8 @@ async fn measure_reads(daemon: &Daemon) -> anyhow::Result<Reads> {
 }
 
 async fn measure_adds(daemon: &Daemon, total: usize) -> anyhow::Result<f64> {
-    let took = from_callers(daemon, total, |client, i| async move {
+    let client = SchedulerClient::new(daemon.client_config())?;
+    let took = from_callers(&client, CALLERS, total, |client, i| async move {
         let mut new = new_graph_schedule(i);
         new.user_id = format!("user{}", i % 32);
         client.add_graph_execution_schedule(new).await?;

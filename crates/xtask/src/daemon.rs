@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Json;
@@ -354,4 +354,35 @@ async fn accept_http(
         .and_then(|v| v.to_str().ok());
     note(&received, scheduled, Utc::now());
     "ok"
+}
+
+/// Makes `total` calls from `callers` concurrent tasks, call `i` made by `call(client, i)`
+/// with a clone of `client`; how long they all took.
+pub(crate) async fn from_callers<C, T, F, Fut>(
+    client: &C,
+    callers: usize,
+    total: usize,
+    call: F,
+) -> anyhow::Result<Duration>
+where
+    C: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let (client, call) = (client.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (caller..total).step_by(callers) {
+                call(client.clone(), i).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
 }

@@ -30,7 +30,8 @@ use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, JobStatus}
 use serde_json::json;
 
 use crate::daemon::{
-    Daemon, against_binary, build_release, flag_pairs, fresh_db, parse_backends, percentile,
+    Daemon, against_binary, build_release, flag_pairs, fresh_db, from_callers, parse_backends,
+    percentile,
 };
 use bench_job::{stamps, unix_nanos};
 
@@ -238,7 +239,7 @@ async fn bench_backend(
     hold_devices(&client, &gate, options).await?;
     let started = Instant::now();
     let (devices, job_ms) = (options.devices, options.job_ms);
-    from_clients(
+    from_callers(
         &client,
         options.clients,
         options.queued,
@@ -275,7 +276,7 @@ async fn bench_backend(
 
     // 6. A pool fed from the concurrent clients.
     let started = Instant::now();
-    from_clients(&client, options.clients, options.pool_jobs, |client, _| async move {
+    from_callers(&client, options.clients, options.pool_jobs, |client, _| async move {
         enqueue_to(&client, None, "module", json!({"sleep_ms": 0})).await
     })
     .await?;
@@ -337,34 +338,6 @@ async fn hold_devices(
     })
     .await
     .context("waiting for every device to run its holding job")
-}
-
-/// Makes `total` calls from `clients` concurrent tasks, call `i` made by `call(client, i)`.
-async fn from_clients<F, Fut>(
-    client: &DeviceRunnerClient,
-    clients: usize,
-    total: usize,
-    call: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(DeviceRunnerClient, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<String>> + Send,
-{
-    let mut tasks = Vec::new();
-    for worker in 0..clients {
-        let (client, call) = (client.clone(), call.clone());
-        let count = total / clients + usize::from(worker < total % clients);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..count {
-                call(client.clone(), i * clients + worker).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
 }
 
 /// Opens the gate and waits for the queues to drain: how long it took, and the runner's CPU
