@@ -93,6 +93,14 @@ requeue_on_preempt = false
 runs_on = "pool:modules"
 [adb]
 enabled = false
+[health]
+poll = "30s"
+min_battery = 20
+max_temperature = 42.0
+stop_above_temperature = 45.0
+quarantine_after = 3
+recovery = "reboot"
+recovery_timeout = "5m"
 [auth]
 token = "t"
 admin_token = "a"

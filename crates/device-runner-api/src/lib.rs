@@ -10,8 +10,8 @@ mod types;
 
 pub use error::{RunnerError, codes};
 pub use types::{
-    DeviceInfo, DeviceStatus, DeviceTimeline, Job, JobStatus, JobTypeInfo, LogChunk, PoolStatus,
-    Progress, RunnerStatus, TimelineEntry,
+    DeviceEvent, DeviceHealth, DeviceInfo, DeviceStatus, DeviceTimeline, Job, JobStatus,
+    JobTypeInfo, LogChunk, PoolStatus, Progress, Quarantine, RunnerStatus, TimelineEntry,
 };
 
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
@@ -67,6 +67,12 @@ pub trait DeviceRunnerApi {
     #[method(name = "kill_job", param_kind = map)]
     async fn kill_job(&self, id: String) -> RpcResult<Job>;
 
+    /// Cancels a job only while it is pending (`cancelled`), atomically: a job that has
+    /// started or ended is left as it is and the call fails with a conflict. What a scheduler
+    /// uses to take back a job it placed, to place it elsewhere.
+    #[method(name = "cancel_job", param_kind = map)]
+    async fn cancel_job(&self, id: String) -> RpcResult<Job>;
+
     /// Queues a finished run again with the same device, type, parameters and priority.
     #[method(name = "restart_run", param_kind = map)]
     async fn restart_run(&self, run_id: String) -> RpcResult<Job>;
@@ -113,6 +119,28 @@ pub trait DeviceRunnerApi {
     /// The devices from the configuration and from adb.
     #[method(name = "list_devices", param_kind = map)]
     async fn list_devices(&self) -> RpcResult<Vec<DeviceInfo>>;
+
+    /// Takes a phone out of service: it starts no new job (its running job goes on) until
+    /// `release_device`. Kept across restarts. Admin.
+    #[method(name = "quarantine_device", param_kind = map)]
+    async fn quarantine_device(
+        &self,
+        serial: String,
+        reason: Option<String>,
+    ) -> RpcResult<DeviceInfo>;
+
+    /// Ends a phone's quarantine. Admin.
+    #[method(name = "release_device", param_kind = map)]
+    async fn release_device(&self, serial: String) -> RpcResult<DeviceInfo>;
+
+    /// A phone's history (quarantines, releases, reboots), newest first; `limit` 1-1000,
+    /// default 100.
+    #[method(name = "get_device_history", param_kind = map)]
+    async fn get_device_history(
+        &self,
+        serial: String,
+        limit: Option<i64>,
+    ) -> RpcResult<Vec<DeviceEvent>>;
 
     /// The configured job types.
     #[method(name = "list_job_types", param_kind = map)]

@@ -143,6 +143,10 @@ pub struct Job {
     /// interrupted by a restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_by: Option<String>,
+    /// Why a pending job does not start although its turn has come: its phone is outside a
+    /// health gate or quarantined (`battery 12 % < 20 %`). Cleared when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A phone as the runner sees it.
@@ -161,6 +165,54 @@ pub struct DeviceInfo {
     /// the configuration does not list, and for a pool.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// What adb last told of the phone (every `health.poll`); none before the first read, for
+    /// a phone adb does not list, and without adb.
+    #[serde(default)]
+    pub health: Option<DeviceHealth>,
+    /// Set while the phone is out of service: it takes no new job.
+    #[serde(default)]
+    pub quarantine: Option<Quarantine>,
+    /// Why it starts no new job now, when it does not although it is usable: quarantined, or
+    /// outside a health gate (`temperature 44.5 °C > 42.0 °C`).
+    #[serde(default)]
+    pub held: Option<String>,
+}
+
+/// What adb tells of a phone (`getprop`, `dumpsys battery`), read every `health.poll`. A fact
+/// adb did not give is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    /// `ro.product.model`.
+    pub model: Option<String>,
+    /// `ro.build.version.release`.
+    pub android_version: Option<String>,
+    /// 0 to 100.
+    pub battery_percent: Option<u8>,
+    /// Whether the battery is charging (or full on power).
+    pub charging: Option<bool>,
+    /// The battery's temperature.
+    pub temperature_celsius: Option<f64>,
+    pub read_at: DateTime<Utc>,
+}
+
+/// Why and since when a phone is out of service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub since: DateTime<Utc>,
+    pub reason: String,
+    /// `operator` (`quarantine_device`) or `failures` (`health.quarantine_after` jobs in a row
+    /// failed, timed out or lost their device).
+    pub by: String,
+}
+
+/// A step in a phone's history: `quarantined`, `released`, `reboot`, `online`,
+/// `recovery_failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceEvent {
+    pub serial: String,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
 }
 
 /// One device's line in `get_status`.

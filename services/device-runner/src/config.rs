@@ -37,6 +37,7 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub job_types: BTreeMap<String, JobTypeConfig>,
     pub adb: AdbConfig,
+    pub health: HealthConfig,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -155,6 +156,90 @@ pub struct AdbConfig {
     pub debounce: u32,
 }
 
+/// Phones' health: how often their facts are read from adb, the gates a phone must be inside
+/// to start a job (each off until set), and quarantine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each online phone's model, Android version, battery and temperature are read.
+    #[serde(with = "duration")]
+    pub poll: Duration,
+    /// A phone whose battery is below this percentage starts no job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_battery: Option<u8>,
+    /// A phone whose battery is hotter than this (°C) starts no job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_temperature: Option<f64>,
+    /// A phone hotter than this (°C) has its running job stopped (`interrupted`, queued again
+    /// from its checkpoint when its type resumes), and starts none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_above_temperature: Option<f64>,
+    /// After this many jobs in a row failed, timed out or lost their device, a phone is
+    /// quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine_after: Option<u32>,
+    /// What the runner does for a phone quarantined after failures: `none` (an operator
+    /// releases it) or `reboot` (reboot it, wait until it is back and inside its gates,
+    /// release it).
+    pub recovery: Recovery,
+    /// How long a reboot may take to bring a phone back before the recovery gives up (the
+    /// phone stays quarantined).
+    #[serde(with = "duration")]
+    pub recovery_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    None,
+    Reboot,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            poll: Duration::from_secs(30),
+            min_battery: None,
+            max_temperature: None,
+            stop_above_temperature: None,
+            quarantine_after: None,
+            recovery: Recovery::None,
+            recovery_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl HealthConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.poll.is_zero() || self.recovery_timeout.is_zero() {
+            bail!("health.poll and health.recovery_timeout must be more than 0");
+        }
+        if self.min_battery.is_some_and(|b| b > 100) {
+            bail!("health.min_battery must be 0 to 100 (a percentage)");
+        }
+        for (key, limit) in [
+            ("max_temperature", self.max_temperature),
+            ("stop_above_temperature", self.stop_above_temperature),
+        ] {
+            if limit.is_some_and(|t| !t.is_finite() || !(-40.0..=150.0).contains(&t)) {
+                bail!("health.{key} must be a temperature in °C between -40 and 150");
+            }
+        }
+        if let (Some(start), Some(stop)) = (self.max_temperature, self.stop_above_temperature)
+            && stop < start
+        {
+            bail!(
+                "health.stop_above_temperature ({stop}) must not be below health.max_temperature \
+                 ({start}): a job would be stopped at a temperature it may start at"
+            );
+        }
+        if self.quarantine_after == Some(0) {
+            bail!("health.quarantine_after must be at least 1 (leave it out to turn it off)");
+        }
+        Ok(())
+    }
+}
+
 fn default_cwd() -> PathBuf {
     PathBuf::from(".")
 }
@@ -212,6 +297,7 @@ impl Default for Config {
             pools: Vec::new(),
             job_types: default_job_types(),
             adb: AdbConfig::default(),
+            health: HealthConfig::default(),
             server: ServerConfig::new(device_runner_api::DEFAULT_PORT, 1024 * 1024),
             database: DatabaseConfig::new("sqlite://./data/device-runner.db", 8),
             auth: AuthConfig::default(),
@@ -324,7 +410,7 @@ impl ServiceConfig for Config {
         if self.adb.debounce == 0 || self.adb.poll_interval.is_zero() {
             bail!("adb.debounce and adb.poll_interval must be more than 0");
         }
-        Ok(())
+        self.health.validate()
     }
 }
 

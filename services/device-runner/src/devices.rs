@@ -48,8 +48,33 @@ pub fn adb_binary(enabled: Option<bool>, path: &str) -> Option<PathBuf> {
     }
 }
 
+/// A phone as it is registered: known by the configuration or by adb, with no facts yet, in
+/// the quarantine stored for it, if any.
+pub fn phone(
+    runner: &RunnerState,
+    serial: &str,
+    label: Option<String>,
+    state: &str,
+    configured: bool,
+    tags: Vec<String>,
+) -> DeviceInfo {
+    let quarantine = runner.stored_quarantine(serial);
+    DeviceInfo {
+        serial: serial.to_string(),
+        label,
+        state: state.to_string(),
+        usable: matches!(state, "device" | "configured"),
+        configured,
+        tags,
+        health: None,
+        held: crate::health::held(quarantine.as_ref(), None),
+        quarantine,
+    }
+}
+
 /// Registers a device and starts its supervisor.
 pub fn add_device(runner: &Arc<RunnerState>, info: DeviceInfo) {
+    crate::telemetry::device_quarantined(&info.serial, info.quarantine.is_some());
     add_queue(runner, info, 1);
 }
 
@@ -62,6 +87,9 @@ pub fn add_pool(runner: &Arc<RunnerState>, pool: &PoolConfig) {
         usable: true,
         configured: true,
         tags: Vec::new(),
+        health: None,
+        quarantine: None,
+        held: None,
     };
     add_queue(runner, info, pool.concurrency as usize);
 }
@@ -74,15 +102,9 @@ fn add_queue(runner: &Arc<RunnerState>, info: DeviceInfo, slots: usize) {
         store: runner.store.clone(),
         config: runner.config.clone(),
         logs: runner.logs.clone(),
+        quarantine_notices: runner.quarantine_notices.clone(),
     };
-    let supervisor = Supervisor::new(
-        context,
-        info.serial.clone(),
-        slots,
-        info.usable,
-        receiver,
-        Arc::clone(&running),
-    );
+    let supervisor = Supervisor::new(context, &info, slots, receiver, Arc::clone(&running));
     tracing::info!(serial = %info.serial, state = %info.state, usable = info.usable, slots, "queue registered");
     runner
         .devices
@@ -92,6 +114,7 @@ fn add_queue(runner: &Arc<RunnerState>, info: DeviceInfo, slots: usize) {
             info.serial.clone(),
             DeviceEntry {
                 info,
+                gate: None,
                 commands,
                 running,
             },
@@ -159,14 +182,7 @@ fn apply_state(runner: &Arc<RunnerState>, serial: &str, state: &str, model: Opti
         None if state == "absent" => {}
         None => add_device(
             runner,
-            DeviceInfo {
-                serial: serial.to_string(),
-                label: model,
-                state: state.to_string(),
-                usable,
-                configured: false,
-                tags: Vec::new(),
-            },
+            phone(runner, serial, model, state, false, Vec::new()),
         ),
         Some(info) if info.state == state => {}
         Some(_) => {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod health;
 pub mod output;
 pub mod process;
 pub mod recover;
@@ -16,7 +17,6 @@ pub mod telemetry;
 use std::sync::Arc;
 
 use anyhow::Context;
-use device_runner_api::DeviceInfo;
 use service_kit::DatabaseUrl;
 use tokio::sync::oneshot;
 
@@ -44,30 +44,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let adb = devices::adb_binary(config.adb.enabled, &config.adb.path);
     let grace = config.server.shutdown_timeout;
     let state = RunnerState::new(Arc::new(config), store.clone());
+    let quarantines = store
+        .quarantines()
+        .await
+        .context("reading the quarantined devices")?;
+    state.keep_stored_quarantines(quarantines.into_iter().collect());
     for device in &state.config.devices {
-        let (device_state, usable) = match adb {
-            Some(_) => ("absent", false),
-            None => ("configured", true),
+        let device_state = if adb.is_some() {
+            "absent"
+        } else {
+            "configured"
         };
-        devices::add_device(
+        let info = devices::phone(
             &state,
-            DeviceInfo {
-                serial: device.serial.clone(),
-                label: device.label.clone(),
-                state: device_state.into(),
-                usable,
-                configured: true,
-                tags: device.tags.clone(),
-            },
+            &device.serial,
+            device.label.clone(),
+            device_state,
+            true,
+            device.tags.clone(),
         );
+        devices::add_device(&state, info);
     }
     for pool in &state.config.pools {
         devices::add_pool(&state, pool);
     }
     let (trigger, shutdown) = service_kit::shutdown::channel();
-    if let Some(adb) = adb {
+    if let Some(adb) = &adb {
         tracing::info!(adb = %adb.display(), "watching adb for devices");
-        tokio::spawn(devices::watch_adb(state.clone(), adb, shutdown.clone()));
+        tokio::spawn(devices::watch_adb(
+            state.clone(),
+            adb.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(notices) = state.take_quarantine_notices() {
+        tokio::spawn(health::watch(state.clone(), adb, notices, shutdown.clone()));
     }
     tracing::info!(%addr, database = %url.redacted(), devices = state.config.devices.len(), "device-runner listening");
 

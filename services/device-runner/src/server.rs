@@ -1,5 +1,6 @@
 //! The device runner on [`service_kit::serve`]: its API, the rules its calls follow (every
-//! method but `health_check` needs the token, `kill_job` and `restart_run` the admin token,
+//! method but `health_check` needs the token, `kill_job`, `restart_run`, `quarantine_device`
+//! and `release_device` the admin token,
 //! log subscriptions only over WebSocket), readiness (the database answers) and the gauges
 //! brought up to date for each scrape.
 
@@ -36,7 +37,12 @@ pub fn rpc_module(state: Arc<RunnerState>) -> anyhow::Result<RpcModule<()>> {
 pub fn call_rules(accepting: Accepting) -> CallRules {
     CallRules {
         open_methods: vec!["health_check"],
-        admin_methods: vec!["kill_job", "restart_run"],
+        admin_methods: vec![
+            "kill_job",
+            "restart_run",
+            "quarantine_device",
+            "release_device",
+        ],
         websocket_only: vec!["subscribe_logs", "unsubscribe_logs"],
         named_unsubscribe: vec!["unsubscribe_logs"],
         accepting,

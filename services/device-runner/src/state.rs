@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use device_runner_api::{DeviceInfo, Job, RunnerError};
+use device_runner_api::{DeviceInfo, Job, Quarantine, RunnerError};
 use service_kit::subscriptions::Accepting;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,6 +25,12 @@ pub enum Command {
     },
     /// The device became usable or not (from adb).
     Usable(bool, String),
+    /// The phone is outside a health gate (why), or inside them all (`None`).
+    Gate(Option<String>),
+    /// The phone was quarantined, or released (`None`).
+    Quarantine(Option<Quarantine>),
+    /// The phone is too hot to go on: stop its running job.
+    Overheat(String),
     /// Stop the running job as `interrupted` and end.
     Shutdown(oneshot::Sender<()>),
 }
@@ -39,6 +45,8 @@ pub struct RunningView {
 /// A device or a pool and the handle of its supervisor.
 pub struct DeviceEntry {
     pub info: DeviceInfo,
+    /// The health gate it is outside of, from its last facts.
+    pub gate: Option<String>,
     pub commands: mpsc::UnboundedSender<Command>,
     pub running: Arc<Mutex<RunningView>>,
 }
@@ -57,11 +65,21 @@ pub struct RunnerState {
     pub logs: LogFollowers,
     /// Log subscriptions being accepted, so an unsubscribe that follows at once ends them.
     pub accepting: Accepting,
+    /// Where supervisors tell of a phone they quarantined after failures in a row.
+    pub quarantine_notices: mpsc::UnboundedSender<(String, Quarantine)>,
+    notices: Mutex<Option<mpsc::UnboundedReceiver<(String, Quarantine)>>>,
+    /// Quarantines stored for phones not registered yet (adb has not listed them since the
+    /// start), applied when they are.
+    stored_quarantines: Mutex<HashMap<String, Quarantine>>,
 }
 
 impl RunnerState {
     pub fn new(config: Arc<Config>, store: Store) -> Arc<RunnerState> {
+        let (quarantine_notices, notices) = mpsc::unbounded_channel();
         Arc::new(RunnerState {
+            quarantine_notices,
+            notices: Mutex::new(Some(notices)),
+            stored_quarantines: Mutex::default(),
             name: config.runner_name(),
             config,
             store,
@@ -83,6 +101,39 @@ impl RunnerState {
     pub fn device_info(&self, device: &str) -> Option<DeviceInfo> {
         let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
         devices.get(device).map(|entry| entry.info.clone())
+    }
+
+    /// What supervisors tell of the phones they quarantine; taken once, by the health task.
+    pub fn take_quarantine_notices(&self) -> Option<mpsc::UnboundedReceiver<(String, Quarantine)>> {
+        self.notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Keeps the quarantines read from the store at start, for phones registered later.
+    pub fn keep_stored_quarantines(&self, quarantines: HashMap<String, Quarantine>) {
+        *self
+            .stored_quarantines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = quarantines;
+    }
+
+    /// The stored quarantine of a phone being registered, if it has one.
+    pub fn stored_quarantine(&self, serial: &str) -> Option<Quarantine> {
+        self.stored_quarantines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(serial)
+    }
+
+    /// The phones in quarantine.
+    pub fn quarantined(&self) -> Vec<(String, Quarantine)> {
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices
+            .values()
+            .filter_map(|entry| Some((entry.info.serial.clone(), entry.info.quarantine.clone()?)))
+            .collect()
     }
 }
 

@@ -9,7 +9,10 @@
 //! - `device_runner_running_jobs{device}`: jobs running (0 or 1 on a phone), as of the last
 //!   scrape;
 //! - `device_runner_process_kills_total{signal}`: signals delivered to job process groups
-//!   (`SIGTERM` to stop, `SIGKILL` when the grace ran out or to clear what a job left).
+//!   (`SIGTERM` to stop, `SIGKILL` when the grace ran out or to clear what a job left);
+//! - `device_runner_device_battery_percent{device}`, `device_runner_device_temperature_celsius{device}`:
+//!   a phone's battery as adb last told it (from the first read on);
+//! - `device_runner_device_quarantined{device}`: 1 while a phone is quarantined, else 0.
 //!
 //! [`register`] creates at start every series whose labels the configuration tells (each job
 //! type with each final status, each device and pool, each signal), so each reads 0 from the
@@ -17,7 +20,7 @@
 
 use std::time::Duration;
 
-use device_runner_api::JobStatus;
+use device_runner_api::{DeviceHealth, JobStatus};
 use metrics::{counter, gauge, histogram};
 
 use crate::config::{Config, pool_queue};
@@ -76,6 +79,35 @@ pub fn describe() {
         "device_runner_process_kills_total",
         "Signals delivered to job process groups, by signal."
     );
+    metrics::describe_gauge!(
+        "device_runner_device_battery_percent",
+        "A phone's battery level, as adb last told it."
+    );
+    metrics::describe_gauge!(
+        "device_runner_device_temperature_celsius",
+        "A phone's battery temperature in degrees Celsius, as adb last told it."
+    );
+    metrics::describe_gauge!(
+        "device_runner_device_quarantined",
+        "1 while a phone is quarantined, else 0."
+    );
+}
+
+/// A phone's facts, as just read.
+pub fn device_health(device: &str, health: &DeviceHealth) {
+    if let Some(level) = health.battery_percent {
+        gauge!("device_runner_device_battery_percent", "device" => device.to_string())
+            .set(f64::from(level));
+    }
+    if let Some(temperature) = health.temperature_celsius {
+        gauge!("device_runner_device_temperature_celsius", "device" => device.to_string())
+            .set(temperature);
+    }
+}
+
+pub fn device_quarantined(device: &str, quarantined: bool) {
+    gauge!("device_runner_device_quarantined", "device" => device.to_string())
+        .set(if quarantined { 1.0 } else { 0.0 });
 }
 
 pub fn job_started(job_type: &str, waited: Duration) {

@@ -43,20 +43,37 @@ pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
     command.spawn()
 }
 
-/// The output of `adb devices -l`, within 10 seconds (the process is killed after that).
+/// The output of `adb devices -l`.
 pub async fn adb_devices(adb: &Path) -> std::io::Result<String> {
+    run_adb(adb, &["devices", "-l"]).await
+}
+
+/// What `getprop` and `dumpsys battery` tell of a phone, in one `adb shell`: lines
+/// `model=…` and `android=…`, then the battery's dump.
+pub async fn adb_facts(adb: &Path, serial: &str) -> std::io::Result<String> {
+    let script = "echo model=$(getprop ro.product.model); \
+                  echo android=$(getprop ro.build.version.release); dumpsys battery";
+    run_adb(adb, &["-s", serial, "shell", script]).await
+}
+
+/// Asks a phone to reboot.
+pub async fn adb_reboot(adb: &Path, serial: &str) -> std::io::Result<String> {
+    run_adb(adb, &["-s", serial, "reboot"]).await
+}
+
+/// Runs adb with `args` and returns its output, within 10 seconds (the process is killed
+/// after that).
+async fn run_adb(adb: &Path, args: &[&str]) -> std::io::Result<String> {
+    let what = format!("adb {}", args.join(" "));
     let output = tokio::time::timeout(
         Duration::from_secs(10),
-        Command::new(adb)
-            .args(["devices", "-l"])
-            .kill_on_drop(true)
-            .output(),
+        Command::new(adb).args(args).kill_on_drop(true).output(),
     )
     .await
-    .map_err(|_| std::io::Error::other("adb devices -l took over 10 s"))??;
+    .map_err(|_| std::io::Error::other(format!("{what} took over 10 s")))??;
     if !output.status.success() {
         return Err(std::io::Error::other(format!(
-            "adb devices -l failed: {}",
+            "{what} failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }

@@ -230,6 +230,28 @@ pub(super) async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerEr
     }
 }
 
+/// Cancels a job only while it is pending: the store's write changes it only in that state,
+/// so a job that starts at the same moment is left running and the call is refused.
+pub(super) async fn cancel(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
+    let job = find(runner, id).await?;
+    if job.status == JobStatus::Pending
+        && runner
+            .store
+            .cancel(id, Utc::now())
+            .await
+            .map_err(storage_error)?
+    {
+        tracing::info!(job_id = id, "pending job cancelled");
+        runner.send(&job.device, Command::Wake);
+        return find(runner, id).await;
+    }
+    let now = find(runner, id).await?;
+    Err(RunnerError::Conflict(format!(
+        "job {id} is no longer pending ({}); only a pending job is cancelled",
+        now.status
+    )))
+}
+
 /// Queues an ended run again with its device or pool, type, parameters and priority;
 /// `from_checkpoint` also hands it its last checkpoint (`resume_job`), else it starts afresh
 /// (`restart_run`).

@@ -9,12 +9,14 @@ mod runs;
 use std::sync::Arc;
 
 use device_runner_api::{
-    DeviceInfo, DeviceRunnerApiServer, DeviceTimeline, Job, JobTypeInfo, LogChunk, RunnerStatus,
+    DeviceEvent, DeviceInfo, DeviceRunnerApiServer, DeviceTimeline, Job, JobTypeInfo, LogChunk,
+    RunnerStatus,
 };
 use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use serde_json::Value;
 
+use crate::health;
 use crate::state::RunnerState;
 
 pub struct RpcHandler {
@@ -114,6 +116,10 @@ impl DeviceRunnerApiServer for RpcHandler {
         Ok(jobs::kill(&self.runner, &id).await?)
     }
 
+    async fn cancel_job(&self, id: String) -> RpcResult<Job> {
+        Ok(jobs::cancel(&self.runner, &id).await?)
+    }
+
     async fn restart_run(&self, run_id: String) -> RpcResult<Job> {
         Ok(jobs::requeue(&self.runner, &run_id, false).await?)
     }
@@ -168,6 +174,26 @@ impl DeviceRunnerApiServer for RpcHandler {
 
     async fn list_devices(&self) -> RpcResult<Vec<DeviceInfo>> {
         Ok(info::devices(&self.runner))
+    }
+
+    async fn quarantine_device(
+        &self,
+        serial: String,
+        reason: Option<String>,
+    ) -> RpcResult<DeviceInfo> {
+        Ok(health::quarantine(&self.runner, &serial, reason).await?)
+    }
+
+    async fn release_device(&self, serial: String) -> RpcResult<DeviceInfo> {
+        Ok(health::release(&self.runner, &serial, "released by an operator").await?)
+    }
+
+    async fn get_device_history(
+        &self,
+        serial: String,
+        limit: Option<i64>,
+    ) -> RpcResult<Vec<DeviceEvent>> {
+        Ok(health::history(&self.runner, &serial, limit).await?)
     }
 
     async fn list_job_types(&self) -> RpcResult<Vec<JobTypeInfo>> {

@@ -15,7 +15,7 @@ mod writer;
 mod writes;
 
 use chrono::{DateTime, Utc};
-use device_runner_api::{Job, Progress};
+use device_runner_api::{DeviceEvent, Job, Progress, Quarantine};
 use serde_json::Value;
 use service_kit::sql::Conn;
 use service_kit::{Database, DatabaseUrl};
@@ -246,5 +246,42 @@ impl Store {
     pub async fn cancel(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
         let write = Write::Cancel { id: id.into(), at };
         Ok(self.write(write).await?.changed)
+    }
+
+    /// Writes on a device's pending jobs why they wait (`None`: they no longer do).
+    pub async fn set_waiting(&self, device: &str, reason: Option<&str>) -> Result<()> {
+        let write = Write::Waiting {
+            device: device.into(),
+            reason: reason.map(str::to_string),
+        };
+        self.write(write).await.map(drop)
+    }
+
+    /// Puts a phone in quarantine (kept from the first time while it lasts), recorded in its
+    /// history.
+    pub async fn quarantine(&self, serial: &str, quarantine: &Quarantine) -> Result<()> {
+        let write = Write::Quarantine {
+            serial: serial.into(),
+            at: quarantine.since,
+            reason: quarantine.reason.clone(),
+            by: quarantine.by.clone(),
+        };
+        self.write(write).await.map(drop)
+    }
+
+    /// Ends a phone's quarantine, recorded in its history with `message`. False when it was
+    /// not quarantined.
+    pub async fn release(&self, serial: &str, at: DateTime<Utc>, message: &str) -> Result<bool> {
+        let write = Write::Release {
+            serial: serial.into(),
+            at,
+            message: message.into(),
+        };
+        Ok(self.write(write).await?.changed)
+    }
+
+    /// Records a step in a phone's history.
+    pub async fn record_event(&self, event: DeviceEvent) -> Result<()> {
+        self.write(Write::Event(event)).await.map(drop)
     }
 }

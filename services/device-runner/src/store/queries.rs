@@ -1,10 +1,10 @@
 //! The reads: queues, running jobs, history, the timeline.
 
 use chrono::{DateTime, Utc};
-use device_runner_api::{Job, JobStatus};
+use device_runner_api::{DeviceEvent, Job, JobStatus, Quarantine};
 use service_kit::on_db;
 
-use super::rows::{COLUMNS, JobRow, RunFilter, into_jobs, millis};
+use super::rows::{COLUMNS, JobRow, RunFilter, instant, into_jobs, millis};
 use super::{Result, Store};
 use crate::process::ProcessIdentity;
 
@@ -92,5 +92,70 @@ impl Store {
         );
         let mut reader = self.reader().await?;
         into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, millis(since)))
+    }
+
+    /// The phones in quarantine, as stored.
+    pub async fn quarantines(&self) -> Result<Vec<(String, Quarantine)>> {
+        let sql = "SELECT serial, quarantined_at, quarantine_reason, quarantined_by FROM devices \
+                   WHERE quarantined_at IS NOT NULL ORDER BY serial";
+        let mut reader = self.reader().await?;
+        let rows = on_db!(
+            reader.conn(),
+            fetch_all(String, i64, Option<String>, Option<String>),
+            sql
+        );
+        Ok(rows
+            .into_iter()
+            .map(|(serial, since, reason, by)| {
+                let quarantine = Quarantine {
+                    since: instant(since),
+                    reason: reason.unwrap_or_default(),
+                    by: by.unwrap_or_else(|| "operator".into()),
+                };
+                (serial, quarantine)
+            })
+            .collect())
+    }
+
+    /// Whether the last `count` jobs of `device` that ended on their own since it was last
+    /// released (completed, failed, timed out or lost their device; a job killed, cancelled,
+    /// preempted or interrupted tells nothing of the phone) all failed.
+    pub async fn failed_in_a_row(&self, device: &str, count: u32) -> Result<bool> {
+        let sql = "SELECT status FROM jobs WHERE device = $1 AND ended_at IS NOT NULL \
+                   AND ended_at > coalesce((SELECT released_at FROM devices WHERE serial = $1), -1) \
+                   AND status IN ('completed', 'failed', 'timeout', 'device_lost') \
+                   ORDER BY ended_at DESC, seq DESC LIMIT $2";
+        let mut reader = self.reader().await?;
+        let statuses = on_db!(
+            reader.conn(),
+            fetch_all(String,),
+            sql,
+            device,
+            i64::from(count)
+        );
+        Ok(statuses.len() == count as usize && statuses.iter().all(|(s,)| s != "completed"))
+    }
+
+    /// A phone's history, newest first.
+    pub async fn device_history(&self, serial: &str, limit: i64) -> Result<Vec<DeviceEvent>> {
+        let sql = "SELECT at, kind, message FROM device_events WHERE serial = $1 \
+                   ORDER BY seq DESC LIMIT $2";
+        let mut reader = self.reader().await?;
+        let rows = on_db!(
+            reader.conn(),
+            fetch_all(i64, String, String),
+            sql,
+            serial,
+            limit
+        );
+        Ok(rows
+            .into_iter()
+            .map(|(at, kind, message)| DeviceEvent {
+                serial: serial.into(),
+                at: instant(at),
+                kind,
+                message,
+            })
+            .collect())
     }
 }

@@ -50,7 +50,7 @@ pub struct RunFilter {
 pub(super) const COLUMNS: &str = "seq, id, device, job_type, params, priority, max_duration_secs, source, status, \
      enqueued_at, started_at, ended_at, pid, pgid, proc_start_ticks, boot_id, exit_code, signal, \
      error, log_path, preempted_by, requeued_from, checkpoint, results, progress_percent, \
-     progress_message, idempotency_key, continued_by";
+     progress_message, idempotency_key, continued_by, waiting";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct JobRow {
@@ -83,13 +83,14 @@ pub(super) struct JobRow {
     progress_message: Option<String>,
     idempotency_key: Option<String>,
     continued_by: Option<String>,
+    waiting: Option<String>,
 }
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-fn instant(ms: i64) -> DateTime<Utc> {
+pub(super) fn instant(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
@@ -153,6 +154,7 @@ impl JobRow {
                 .map(str::to_string),
             idempotency_key: self.idempotency_key,
             continued_by: self.continued_by,
+            waiting: self.waiting,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Every change to the store, each one atomic step, applied on a connection of either backend.
 
 use chrono::{DateTime, Utc};
-use device_runner_api::{Job, Progress};
+use device_runner_api::{DeviceEvent, Job, Progress};
 use serde_json::Value;
 use service_kit::on_db;
 use service_kit::sql::Conn;
@@ -48,6 +48,27 @@ pub(super) enum Write {
         id: String,
         at: DateTime<Utc>,
     },
+    /// Writes why a device's pending jobs wait (or, with `None`, that they no longer do).
+    Waiting {
+        device: String,
+        reason: Option<String>,
+    },
+    /// Puts a phone in quarantine (or changes why it is) and records it in its history.
+    Quarantine {
+        serial: String,
+        at: DateTime<Utc>,
+        reason: String,
+        by: String,
+    },
+    /// Ends a phone's quarantine and records it in its history; not changed when it was not
+    /// quarantined.
+    Release {
+        serial: String,
+        at: DateTime<Utc>,
+        message: String,
+    },
+    /// A step in a phone's history.
+    Event(DeviceEvent),
 }
 
 /// What a write did: whether it changed a row, and the job it queued, if any.
@@ -181,16 +202,86 @@ impl Write {
             Write::Finish {
                 requeue_as: Some(_),
                 ..
-            }
+            } | Write::Quarantine { .. }
+                | Write::Release { .. }
         )
+    }
+
+    async fn event(conn: Conn<'_>, event: &DeviceEvent) -> Result<()> {
+        let sql = "INSERT INTO device_events (serial, at, kind, message) VALUES ($1, $2, $3, $4)";
+        on_db!(
+            conn,
+            execute,
+            sql,
+            &event.serial,
+            millis(event.at),
+            &event.kind,
+            &event.message
+        );
+        Ok(())
+    }
+
+    async fn quarantine(
+        conn: Conn<'_>,
+        serial: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+        by: &str,
+    ) -> Result<Written> {
+        let sql = "INSERT INTO devices (serial, quarantined_at, quarantine_reason, quarantined_by) \
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO UPDATE SET \
+                   quarantined_at = coalesce(devices.quarantined_at, excluded.quarantined_at), \
+                   quarantine_reason = excluded.quarantine_reason, \
+                   quarantined_by = excluded.quarantined_by";
+        let mut conn = conn;
+        on_db!(
+            conn.reborrow(),
+            execute,
+            sql,
+            serial,
+            millis(at),
+            reason,
+            by
+        );
+        let event = DeviceEvent {
+            serial: serial.into(),
+            at,
+            kind: "quarantined".into(),
+            message: format!("{reason} (by {by})"),
+        };
+        Self::event(conn, &event).await?;
+        Ok(Self::changed(1))
+    }
+
+    async fn release(
+        conn: Conn<'_>,
+        serial: &str,
+        at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<Written> {
+        let sql = "UPDATE devices SET quarantined_at = NULL, quarantine_reason = NULL, \
+                   quarantined_by = NULL, released_at = $2 \
+                   WHERE serial = $1 AND quarantined_at IS NOT NULL";
+        let mut conn = conn;
+        let rows = on_db!(conn.reborrow(), execute, sql, serial, millis(at));
+        if rows > 0 {
+            let event = DeviceEvent {
+                serial: serial.into(),
+                at,
+                kind: "released".into(),
+                message: message.into(),
+            };
+            Self::event(conn, &event).await?;
+        }
+        Ok(Self::changed(rows))
     }
 
     pub(super) async fn apply(&self, conn: Conn<'_>) -> Result<Written> {
         Ok(match self {
             Write::Insert(job) => Self::insert(conn, job).await?,
             Write::Start { id, at, log_path } => {
-                let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3 \
-                           WHERE id = $1 AND status = 'pending'";
+                let sql = "UPDATE jobs SET status = 'running', started_at = $2, log_path = $3, \
+                           waiting = NULL WHERE id = $1 AND status = 'pending'";
                 Self::changed(on_db!(conn, execute, sql, id, millis(*at), log_path))
             }
             Write::RecordProcess { id, process } => {
@@ -233,6 +324,26 @@ impl Write {
                 let sql = "UPDATE jobs SET status = 'cancelled', ended_at = $2, \
                            error = 'cancelled by kill_job' WHERE id = $1 AND status = 'pending'";
                 Self::changed(on_db!(conn, execute, sql, id, millis(*at)))
+            }
+            Write::Waiting { device, reason } => {
+                let sql = "UPDATE jobs SET waiting = $2 WHERE device = $1 AND status = 'pending' \
+                           AND waiting IS DISTINCT FROM $2";
+                Self::changed(on_db!(conn, execute, sql, device, reason))
+            }
+            Write::Quarantine {
+                serial,
+                at,
+                reason,
+                by,
+            } => Self::quarantine(conn, serial, *at, reason, by).await?,
+            Write::Release {
+                serial,
+                at,
+                message,
+            } => Self::release(conn, serial, *at, message).await?,
+            Write::Event(event) => {
+                Self::event(conn, event).await?;
+                Self::changed(1)
             }
         })
     }

@@ -7,7 +7,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use chrono::Utc;
-use device_runner_api::JobStatus;
+use device_runner_api::{JobStatus, Quarantine};
 
 use super::stop::StopReason;
 use super::{Running, Supervisor};
@@ -51,15 +51,18 @@ impl Supervisor {
         let requeue = match &reason {
             Some(StopReason::Preempted { .. }) => running.requeue,
             // A deploy must not lose what a crash keeps: like a restart after SIGKILL, the
-            // next start resumes the job from its last checkpoint.
-            Some(StopReason::Shutdown) => match store.get(&job.id).await {
-                Ok(Some(stored)) => crate::recover::resumes(&self.context.config, &stored),
-                Ok(None) => false,
-                Err(error) => {
-                    tracing::error!(%error, job_id = %job.id, "cannot read the job's checkpoint");
-                    false
+            // next start resumes the job from its last checkpoint. So does a job stopped
+            // because its phone overheated, once the phone is cool again.
+            Some(StopReason::Shutdown | StopReason::Overheated(_)) => {
+                match store.get(&job.id).await {
+                    Ok(Some(stored)) => crate::recover::resumes(&self.context.config, &stored),
+                    Ok(None) => false,
+                    Err(error) => {
+                        tracing::error!(%error, job_id = %job.id, "cannot read the job's checkpoint");
+                        false
+                    }
                 }
-            },
+            }
             _ => false,
         };
         if requeue && ending.status == JobStatus::Interrupted {
@@ -69,6 +72,9 @@ impl Supervisor {
             ));
         }
         record_end(store, &job.id, &ending, requeue).await;
+        if counts_against_the_phone(ending.status) {
+            self.quarantine_after_failures().await;
+        }
         telemetry::job_finished(
             &job.job_type,
             ending.status,
@@ -80,6 +86,63 @@ impl Supervisor {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job.id);
         tracing::info!(job_id = %job.id, device = %self.serial, status = %ending.status, "job ended");
+    }
+}
+
+/// Whether a job that ended so counts toward `health.quarantine_after`.
+fn counts_against_the_phone(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Failed | JobStatus::Timeout | JobStatus::DeviceLost
+    )
+}
+
+impl Supervisor {
+    /// Quarantines its phone when its last `health.quarantine_after` jobs all failed: stored,
+    /// held here at once so nothing more starts, and told to the health task.
+    async fn quarantine_after_failures(&mut self) {
+        let Some(count) = self.context.config.health.quarantine_after else {
+            return;
+        };
+        if self.slots > 1 || self.serial.starts_with(crate::config::POOL_PREFIX) {
+            return;
+        }
+        if self.quarantine.is_some() {
+            return;
+        }
+        match self
+            .context
+            .store
+            .failed_in_a_row(&self.serial, count)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::error!(%error, device = %self.serial, "cannot count the phone's failures");
+                return;
+            }
+        }
+        let quarantine = Quarantine {
+            since: Utc::now(),
+            reason: format!("{count} jobs in a row failed, timed out or lost the device"),
+            by: crate::health::BY_FAILURES.into(),
+        };
+        if let Err(error) = self
+            .context
+            .store
+            .quarantine(&self.serial, &quarantine)
+            .await
+        {
+            tracing::error!(%error, device = %self.serial, "cannot quarantine the phone");
+            return;
+        }
+        self.quarantine = Some(quarantine.clone());
+        self.write_waiting().await;
+        let _ = self
+            .context
+            .quarantine_notices
+            .send((self.serial.clone(), quarantine));
     }
 }
 

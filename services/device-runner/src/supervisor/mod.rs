@@ -15,7 +15,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use device_runner_api::{Job, RunnerError};
+use device_runner_api::{DeviceInfo, Job, Quarantine, RunnerError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -33,6 +33,8 @@ pub struct Context {
     pub store: Store,
     pub config: Arc<Config>,
     pub logs: LogFollowers,
+    /// Where a phone quarantined after failures is told of (to the health task).
+    pub quarantine_notices: mpsc::UnboundedSender<(String, Quarantine)>,
 }
 
 struct Running {
@@ -55,6 +57,9 @@ pub struct Supervisor {
     /// How many of its jobs run at once: 1 on a device.
     slots: usize,
     usable: bool,
+    /// The health gate it is outside of.
+    gate: Option<String>,
+    quarantine: Option<Quarantine>,
     commands: mpsc::UnboundedReceiver<Command>,
     view: Arc<Mutex<RunningView>>,
     running: Vec<Running>,
@@ -63,17 +68,18 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(
         context: Context,
-        serial: String,
+        info: &DeviceInfo,
         slots: usize,
-        usable: bool,
         commands: mpsc::UnboundedReceiver<Command>,
         view: Arc<Mutex<RunningView>>,
     ) -> Self {
         Supervisor {
             context,
-            serial,
+            serial: info.serial.clone(),
             slots: slots.max(1),
-            usable,
+            usable: info.usable,
+            gate: None,
+            quarantine: info.quarantine.clone(),
             commands,
             view,
             running: Vec::new(),
@@ -82,6 +88,25 @@ impl Supervisor {
 
     fn full(&self) -> bool {
         self.running.len() >= self.slots
+    }
+
+    /// Why it starts no new job although its device is usable: quarantined, or outside a
+    /// health gate.
+    fn held(&self) -> Option<String> {
+        crate::health::held(self.quarantine.as_ref(), self.gate.as_deref())
+    }
+
+    /// Writes why its pending jobs wait, or that they no longer do.
+    async fn write_waiting(&self) {
+        let held = self.held();
+        if let Err(error) = self
+            .context
+            .store
+            .set_waiting(&self.serial, held.as_deref())
+            .await
+        {
+            tracing::error!(%error, device = %self.serial, "cannot record why its jobs wait");
+        }
     }
 
     /// Where job `job_id` is among the running ones.
@@ -94,11 +119,14 @@ impl Supervisor {
         // grace ended: a job just started is the queue's first, so nothing waits above it.
         let mut look_for_preemption = false;
         let mut preempt_at = None;
+        if self.held().is_some() {
+            self.write_waiting().await;
+        }
         loop {
             if !self.full() {
                 // A free slot: what waits starts, nothing needs preempting.
                 preempt_at = None;
-                if self.usable {
+                if self.usable && self.held().is_none() {
                     self.start_next().await;
                 }
             }
@@ -129,7 +157,26 @@ impl Supervisor {
             };
             match event {
                 Event::Command(None) => return,
-                Event::Command(Some(Command::Wake)) | Event::Recheck => look_for_preemption = true,
+                Event::Command(Some(Command::Wake)) | Event::Recheck => {
+                    look_for_preemption = true;
+                    // A job queued while it is held is told why it waits.
+                    if self.held().is_some() {
+                        self.write_waiting().await;
+                    }
+                }
+                Event::Command(Some(Command::Gate(gate))) => {
+                    self.gate = gate;
+                    self.write_waiting().await;
+                }
+                Event::Command(Some(Command::Quarantine(quarantine))) => {
+                    self.quarantine = quarantine;
+                    self.write_waiting().await;
+                }
+                Event::Command(Some(Command::Overheat(reason))) => {
+                    while !self.running.is_empty() {
+                        self.stop(0, StopReason::Overheated(reason.clone())).await;
+                    }
+                }
                 Event::Command(Some(Command::Kill { job_id, reply })) => {
                     let _ = reply.send(self.kill(&job_id).await);
                 }

@@ -12,9 +12,13 @@ use crate::process;
 pub(super) enum StopReason {
     Timeout(Duration),
     Killed,
-    Preempted { by: String },
+    Preempted {
+        by: String,
+    },
     DeviceLost(String),
     Shutdown,
+    /// Hotter than `health.stop_above_temperature` (the reason says how hot).
+    Overheated(String),
 }
 
 impl StopReason {
@@ -24,7 +28,7 @@ impl StopReason {
             StopReason::Killed => JobStatus::Killed,
             StopReason::Preempted { .. } => JobStatus::Preempted,
             StopReason::DeviceLost(_) => JobStatus::DeviceLost,
-            StopReason::Shutdown => JobStatus::Interrupted,
+            StopReason::Shutdown | StopReason::Overheated(_) => JobStatus::Interrupted,
         }
     }
 
@@ -38,6 +42,7 @@ impl StopReason {
             StopReason::Preempted { by } => format!("preempted by job {by} of higher priority"),
             StopReason::DeviceLost(state) => format!("the device disappeared ({state})"),
             StopReason::Shutdown => "the runner shut down".into(),
+            StopReason::Overheated(reason) => reason.clone(),
         }
     }
 }

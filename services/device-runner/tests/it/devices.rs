@@ -1,24 +1,10 @@
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use device_runner_client::{DeviceRunnerApiClient, JobStatus};
 
-use crate::helpers::{DEVICE, Runner, group_members};
+use crate::helpers::{DEVICE, Runner, fake_adb, group_members};
 
 const SOON: Duration = Duration::from_secs(10);
-
-/// A fake `adb` that lists what `devices.txt` beside it says.
-fn fake_adb(dir: &std::path::Path, devices: &str) -> std::path::PathBuf {
-    let adb = dir.join("adb");
-    std::fs::write(
-        &adb,
-        "#!/bin/sh\necho 'List of devices attached'\ncat \"$(dirname \"$0\")/devices.txt\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&adb, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.join("devices.txt"), devices).unwrap();
-    adb
-}
 
 #[tokio::test]
 async fn adb_discovers_phones_and_a_phone_that_disappears_ends_its_job_as_device_lost() {

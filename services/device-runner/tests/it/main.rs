@@ -2,6 +2,7 @@
 //! JSON-RPC, with small shell programs standing in for the phone bots.
 
 mod devices;
+mod health;
 mod helpers;
 mod hostile;
 mod jobs;

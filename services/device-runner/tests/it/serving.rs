@@ -63,6 +63,8 @@ async fn every_method_but_health_check_needs_the_token_and_kill_needs_the_admin_
     let message = refused(user.rpc().kill_job(job.id.clone()).await);
     assert!(message.contains("admin token"), "{message}");
     refused(user.rpc().restart_run(job.id.clone()).await);
+    refused(user.rpc().quarantine_device(DEVICE.into(), None).await);
+    refused(user.rpc().release_device(DEVICE.into()).await);
 
     // The user's log subscription works over WebSocket with the token, and not without it.
     let mut follower = user.follow_logs(&job.id, 0).await.unwrap();

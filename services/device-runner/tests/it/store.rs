@@ -230,6 +230,85 @@ async fn conformance(store: Store) {
     }
     assert_eq!(stored, 99, "all but the duplicate id");
     assert_eq!(store.queue(Some("P4")).await.unwrap().len(), 99);
+
+    // Why a phone's pending jobs wait: written on each, and cleared.
+    let waits = |reason: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let queue = store.queue(Some("P4")).await.unwrap();
+            queue.iter().all(|j| j.waiting.as_deref() == reason)
+        }
+    };
+    store
+        .set_waiting("P4", Some("battery 12 % < 20 %"))
+        .await
+        .unwrap();
+    assert!(waits(Some("battery 12 % < 20 %")).await);
+    store.set_waiting("P4", None).await.unwrap();
+    assert!(waits(None).await);
+
+    // Failures in a row: a completed job breaks the run, a killed one tells nothing.
+    for (id, status) in [
+        ("f1", JobStatus::Failed),
+        ("f2", JobStatus::Completed),
+        ("f3", JobStatus::Timeout),
+        ("f4", JobStatus::DeviceLost),
+        ("f5", JobStatus::Killed),
+    ] {
+        store.insert(&new_job(id, "P5", 5)).await.unwrap();
+        assert!(store.finish(id, &ending(status)).await.unwrap());
+    }
+    assert!(store.failed_in_a_row("P5", 2).await.unwrap());
+    assert!(!store.failed_in_a_row("P5", 3).await.unwrap());
+    assert!(
+        !store.failed_in_a_row("P6", 1).await.unwrap(),
+        "no jobs, no failures"
+    );
+
+    // Quarantine and release, kept with their history.
+    let quarantine = device_runner_client::Quarantine {
+        since: Utc::now() - TimeDelta::minutes(5),
+        reason: "2 jobs in a row failed".into(),
+        by: "failures".into(),
+    };
+    store.quarantine("P5", &quarantine).await.unwrap();
+    let again = device_runner_client::Quarantine {
+        since: Utc::now(),
+        reason: "cracked screen".into(),
+        by: "operator".into(),
+    };
+    store.quarantine("P5", &again).await.unwrap();
+    let stored = store.quarantines().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, "P5");
+    assert_eq!(stored[0].1.reason, "cracked screen");
+    assert_eq!(
+        stored[0].1.since.timestamp_millis(),
+        quarantine.since.timestamp_millis(),
+        "a quarantine keeps its start"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(
+        store
+            .release("P5", Utc::now(), "released by an operator")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.release("P5", Utc::now(), "again").await.unwrap(),
+        "not quarantined"
+    );
+    assert!(store.quarantines().await.unwrap().is_empty());
+    assert!(
+        !store.failed_in_a_row("P5", 1).await.unwrap(),
+        "failures are counted afresh from the release"
+    );
+    let history = store.device_history("P5", 10).await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["released", "quarantined", "quarantined"]);
+    assert_eq!(history[0].message, "released by an operator");
+    assert_eq!(history[2].message, "2 jobs in a row failed (by failures)");
+    assert_eq!(store.device_history("P5", 1).await.unwrap().len(), 1);
     store.close().await;
 }
 
