@@ -267,7 +267,14 @@ async fn an_operator_goes_through_the_console() {
     let tick = loop {
         let runs = runner
             .rpc()
-            .list_runs(Some("P1".into()), None, Some("tick".into()), None, None)
+            .list_runs(
+                Some("P1".into()),
+                None,
+                Some("tick".into()),
+                None,
+                None,
+                None,
+            )
             .await
             .unwrap();
         if let Some(run) = runs.into_iter().find(|r| r.ended_at.is_some()) {

@@ -49,6 +49,7 @@ url = "http://127.0.0.1:1"
 token = "t"
 timeout = "1s"
 poll = "1s"
+admin_token = "a"
 [farm]
 runner = "NAME"
 [redis]

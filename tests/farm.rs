@@ -94,6 +94,8 @@ impl Farm {
             runner: "farm".into(),
             device,
             pool,
+            select: None,
+            moves: 0,
             job_type: job_type.into(),
             params: Map::new(),
             priority: 5,
@@ -137,7 +139,7 @@ impl Farm {
         let mut jobs = self
             .runner()
             .rpc()
-            .list_runs(None, None, None, Some(1000), None)
+            .list_runs(None, None, None, Some(1000), None, None)
             .await
             .unwrap();
         jobs.retain(|job| job.source.as_deref() == Some(format!("schedule {id}").as_str()));
@@ -570,6 +572,8 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
         runner: "farm".into(),
         device: Some("NO-SUCH-PHONE".into()),
         pool: None,
+        select: None,
+        moves: 0,
         job_type: "crawl".into(),
         params: Map::new(),
         priority: 5,

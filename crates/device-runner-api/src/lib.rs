@@ -82,7 +82,8 @@ pub trait DeviceRunnerApi {
     async fn get_status(&self) -> RpcResult<RunnerStatus>;
 
     /// Finished runs, newest first, filtered by device, status and job type; `before` (a run
-    /// id) pages back from that run. `limit` is 1-1000, default 50.
+    /// id) pages back from that run, `ended_before` from an instant (for a caller merging the
+    /// runs of several runners). `limit` is 1-1000, default 50.
     #[method(name = "list_runs", param_kind = map)]
     async fn list_runs(
         &self,
@@ -91,6 +92,7 @@ pub trait DeviceRunnerApi {
         job_type: Option<String>,
         limit: Option<i64>,
         before: Option<String>,
+        ended_before: Option<chrono::DateTime<chrono::Utc>>,
     ) -> RpcResult<Vec<Job>>;
 
     /// One job or run, with its results and last checkpoint.

@@ -223,6 +223,9 @@ pub struct DeviceStatus {
     pub running: Option<Job>,
     pub pid: Option<i32>,
     pub pending: u64,
+    /// When its last job ended.
+    #[serde(default)]
+    pub last_ended_at: Option<DateTime<Utc>>,
 }
 
 /// The answer of `get_status`.

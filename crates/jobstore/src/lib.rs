@@ -20,9 +20,9 @@ pub mod watches;
 pub use connect::{connect, migrate, persisted, watches};
 pub use memory::MemoryStore;
 pub use model::{
-    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter, Origin, Overlap,
-    Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunNote, RunOutcome, RunRecord,
-    RunStatus, Schedule, StoreName, SystemTaskTarget, Target, WatchTarget, http_method,
+    DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter,
+    Origin, Overlap, Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunNote, RunOutcome,
+    RunRecord, RunStatus, Schedule, StoreName, SystemTaskTarget, Target, WatchTarget, http_method,
 };
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};

@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+    Target,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
 use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
@@ -518,6 +519,27 @@ impl Ledger for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn place(
+        &self,
+        run: &RunRecord,
+        placed: &Target,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let key = (run.schedule_id.clone(), run.scheduled_time);
+        match state.runs.get_mut(&key) {
+            Some(stored)
+                if stored.status == RunStatus::Pending
+                    && stored.target.placement() == run.target.placement() =>
+            {
+                stored.target = placed.clone();
+                stored.detail = Some(detail.to_string());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn runs(

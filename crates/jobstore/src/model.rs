@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 pub use scheduler_api::{
-    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
-    RedisPublishTarget, RpcTarget, RunStatus, SystemTaskTarget, Target, WatchTarget, http_method,
+    DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin,
+    Overlap, RedisPublishTarget, RpcTarget, RunStatus, SystemTaskTarget, Target, WatchTarget,
+    http_method,
 };
 use serde::{Deserialize, Serialize};
 use triggers::TriggerSpec;
@@ -71,9 +72,27 @@ pub struct Policy {
     /// default (`executor.retry_delay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// How long an occurrence of a device job placed by tags waits for a phone to take it
+    /// before it fails with the reason; `None` for the default,
+    /// [`Policy::DEFAULT_PLACEMENT_TIMEOUT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_timeout_secs: Option<u64>,
 }
 
 impl Policy {
+    /// How long an occurrence waits for a phone by default: ten minutes.
+    pub const DEFAULT_PLACEMENT_TIMEOUT_SECS: u64 = 600;
+    /// The longest wait for a phone: one day.
+    pub const MAX_PLACEMENT_TIMEOUT_SECS: u64 = 86_400;
+
+    /// How long an occurrence waits for a phone.
+    pub fn placement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.placement_timeout_secs
+                .unwrap_or(Self::DEFAULT_PLACEMENT_TIMEOUT_SECS),
+        )
+    }
+
     /// The longest misfire grace accepted: 100 years, longer than any outage; `None` is the
     /// way to say "no limit".
     pub const MAX_MISFIRE_GRACE_SECS: u64 = triggers::MAX_INTERVAL_SECS;
@@ -118,6 +137,14 @@ impl Policy {
                 Self::MAX_BACKOFF_MS
             ));
         }
+        if let Some(secs) = self.placement_timeout_secs
+            && !(1..=Self::MAX_PLACEMENT_TIMEOUT_SECS).contains(&secs)
+        {
+            return Err(format!(
+                "policy.placement_timeout_secs must be 1 to {} (one day), got {secs}",
+                Self::MAX_PLACEMENT_TIMEOUT_SECS
+            ));
+        }
         Ok(())
     }
 
@@ -148,6 +175,7 @@ impl Default for Policy {
             jitter_secs: 0,
             attempts: None,
             backoff_ms: None,
+            placement_timeout_secs: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
+    Target,
 };
 
 /// Why a store operation failed.
@@ -241,6 +242,17 @@ pub trait Ledger: Send + Sync + 'static {
     /// such as the job a device runner queued for it), in one statement per 1,000 notes; a
     /// run that has ended is left as it is.
     async fn annotate(&self, notes: &[RunNote]) -> Result<(), StoreError>;
+
+    /// Records where a pending run goes (a device job placed by tags): its row's target becomes
+    /// `placed` and its detail `detail`, only if the row is still pending and placed as
+    /// `run.target` says (compare and set, so two deliveries never place one run twice).
+    /// False, writing nothing, otherwise.
+    async fn place(
+        &self,
+        run: &RunRecord,
+        placed: &Target,
+        detail: &str,
+    ) -> Result<bool, StoreError>;
 
     /// A schedule's ledger rows matching `filter`, newest scheduled time first.
     async fn runs(

@@ -46,6 +46,28 @@ pub(crate) enum DeviceCommand {
     /// Stop a running job (SIGTERM, then SIGKILL) or take a pending one off the queue.
     #[command(after_help = "Example:\n  schedctl device kill 0193c0de-…")]
     Kill { job_id: String },
+    /// Take a phone out of service: it takes no new job until released. Through the scheduler
+    /// (admin token) with --runner, else on the device runner (its admin token).
+    #[command(
+        after_help = "Examples:\n  schedctl device quarantine R58M123 --runner host-2 --reason 'cracked screen'\n  \
+        schedctl device quarantine R58M123 --runner-token $RUNNER_ADMIN_TOKEN"
+    )]
+    Quarantine {
+        serial: String,
+        /// The runner, by its name in the scheduler's [device_runners.<name>].
+        #[arg(long)]
+        runner: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End a phone's quarantine.
+    #[command(after_help = "Example:\n  schedctl device release R58M123 --runner host-2")]
+    Release {
+        serial: String,
+        /// The runner, by its name in the scheduler's [device_runners.<name>].
+        #[arg(long)]
+        runner: Option<String>,
+    },
     /// Queue a job on a phone or in a pool.
     #[command(
         after_help = "Example:\n  schedctl device enqueue --type engage --device R58M123 \
@@ -101,6 +123,17 @@ fn jobs_table(jobs: &[Job]) -> String {
 }
 
 pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(), Failure> {
+    match command {
+        DeviceCommand::Quarantine {
+            serial,
+            runner,
+            reason,
+        } => return crate::fleet::set_quarantine(context, serial, runner, Some(reason)).await,
+        DeviceCommand::Release { serial, runner } => {
+            return crate::fleet::set_quarantine(context, serial, runner, None).await;
+        }
+        _ => {}
+    }
     let runner = context.runner()?;
     let rpc = runner.rpc();
     match command {
@@ -122,7 +155,7 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
             limit,
         } => {
             let jobs = rpc
-                .list_runs(device, status, job_type, Some(limit), None)
+                .list_runs(device, status, job_type, Some(limit), None, None)
                 .await
                 .map_err(device_runner_client::Error::from)?;
             match context.format {
@@ -140,6 +173,9 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
                 Format::Json => json(&job),
                 Format::Table => print!("{}", jobs_table(std::slice::from_ref(&job))),
             }
+        }
+        DeviceCommand::Quarantine { .. } | DeviceCommand::Release { .. } => {
+            unreachable!("handled above")
         }
         DeviceCommand::Enqueue {
             job_type,

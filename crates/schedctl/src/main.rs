@@ -3,6 +3,7 @@
 //! reached), 2 bad usage.
 
 mod devices;
+mod fleet;
 mod output;
 mod schedules;
 mod system;
@@ -20,6 +21,8 @@ const EXAMPLES: &str = "Examples:
       --target '{\"type\": \"rpc\", \"endpoint\": \"backend\", \"method\": \"cleanup\"}'
   schedctl cron next '0 9 * * mon-fri' --tz Asia/Makassar --count 3
   schedctl device logs <job-id> -f
+  schedctl fleet --tag tiktok
+  schedctl device quarantine R58M123 --runner host-2 --reason 'cracked screen'
   schedctl -o json watch list --status active";
 
 /// Operate the scheduler and its device runners.
@@ -82,6 +85,8 @@ enum Command {
     /// Phones, pools, the queue, runs and logs of the device runner.
     #[command(subcommand)]
     Device(devices::DeviceCommand),
+    /// Every runner's phones, as the scheduler follows them: state, health, quarantine.
+    Fleet(fleet::FleetArgs),
     /// An agent's watches.
     #[command(subcommand)]
     Watch(system::WatchCommand),
@@ -221,6 +226,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => schedules::runs(&context, args).await,
             Command::Cron(command) => schedules::cron(&context, command).await,
             Command::Device(command) => devices::run(&context, command).await,
+            Command::Fleet(args) => fleet::fleet(&context, args).await,
             Command::Watch(command) => system::watch(&context, command).await,
             Command::System(command) => system::system(&context, command).await,
             Command::ImportApscheduler {

@@ -152,6 +152,10 @@ pub(crate) struct CreateArgs {
     /// {"type": "http", "endpoint": "backend", "path": "/x"}, {"type": "device_job", …}.
     #[arg(long, value_name = "JSON")]
     pub(crate) target: String,
+    /// Place each occurrence of a device_job target on a phone of the fleet that carries
+    /// these tags: tags=tiktok,sim; and runner=NAME (repeat the flag) for one runner's phones.
+    #[arg(long, value_name = "tags=T1,T2|runner=NAME")]
+    pub(crate) select: Vec<String>,
     /// The policy as JSON: {"overlap": "skip", "jitter_secs": 30, "misfire_grace_secs": 60}.
     #[arg(long, value_name = "JSON")]
     pub(crate) policy: Option<String>,
@@ -280,6 +284,39 @@ pub(crate) enum CronCommand {
     },
 }
 
+/// `target` (a `device_job`) placed by the selector of `--select tags=T1,T2 --select
+/// runner=NAME`.
+fn with_select(target: &mut Value, select: &[String]) -> Result<(), Failure> {
+    let Some(fields) = target.as_object_mut().filter(|t| t["type"] == "device_job") else {
+        return Err(Failure::usage(
+            "--select goes with a device_job --target: {\"type\": \"device_job\", \"job_type\": …}",
+        ));
+    };
+    let mut tags = Vec::new();
+    let mut runner = None;
+    for part in select.iter().map(|p| p.trim()) {
+        match part.split_once('=') {
+            Some(("tags", list)) => tags.extend(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            ),
+            Some(("runner", name)) => runner = Some(name.trim().to_string()),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--select '{part}': give tags=T1,T2 (and --select runner=NAME for one runner)"
+                )));
+            }
+        }
+    }
+    if tags.is_empty() {
+        return Err(Failure::usage("--select names no tags: give tags=T1,T2"));
+    }
+    fields.insert("select".into(), json!({"tags": tags, "runner": runner}));
+    Ok(())
+}
+
 fn parse_json(flag: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text).map_err(|e| Failure::usage(format!("{flag} is not JSON: {e}")))
 }
@@ -314,6 +351,11 @@ pub(crate) fn trigger_text(trigger: &TriggerSpec) -> String {
 fn target_text(target: &Target) -> String {
     let value = serde_json::to_value(target).unwrap_or_default();
     let kind = value["type"].as_str().unwrap_or("?");
+    if let Some(tags) = value["select"]["tags"].as_array() {
+        let tags: Vec<&str> = tags.iter().filter_map(Value::as_str).collect();
+        let job_type = value["job_type"].as_str().unwrap_or("?");
+        return format!("{kind} on tags {} {job_type}", tags.join(","));
+    }
     let detail = [
         "endpoint", "runner", "device", "pool", "method", "path", "channel", "graph_id",
         "job_type", "task",
@@ -417,7 +459,13 @@ async fn create(
             "a trigger is needed: --cron, --interval, --daily-times, --once or --trigger",
         )
     })?;
-    let mut new = NewSchedule::new(args.owner, trigger, parse("--target", &args.target)?);
+    let mut target = parse_json("--target", &args.target)?;
+    if !args.select.is_empty() {
+        with_select(&mut target, &args.select)?;
+    }
+    let target =
+        serde_json::from_value(target).map_err(|e| Failure::usage(format!("--target: {e}")))?;
+    let mut new = NewSchedule::new(args.owner, trigger, target);
     new.id = args.id;
     new.name = args.name;
     new.jobstore = args.jobstore;

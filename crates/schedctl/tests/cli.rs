@@ -22,6 +22,7 @@ kill_grace = "1s"
 [[devices]]
 serial = "P1"
 label = "Pixel one"
+tags = ["sim", "tiktok"]
 
 [job_types.tick]
 argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
@@ -306,6 +307,65 @@ async fn schedules_runs_and_cron_through_schedctl() {
     assert_eq!(code, 0);
     assert!(table.contains("dispatched"), "{table}");
 
+    // A device job placed by tags: run now, it goes to the phone that carries them.
+    let anyphone = r#"{"type": "device_job", "job_type": "tick"}"#;
+    let created = services
+        .json(&[
+            "schedule",
+            "create",
+            "--owner",
+            "alice",
+            "--id",
+            "anyphone",
+            "--interval",
+            "3600",
+            "--target",
+            anyphone,
+            "--select",
+            "tags=sim,tiktok",
+            "--select",
+            "runner=farm",
+        ])
+        .await;
+    assert_eq!(
+        created["target"]["select"],
+        json!({"tags": ["sim", "tiktok"], "runner": "farm"})
+    );
+    let (_, table, _) = services
+        .ctl(&["schedule", "list", "--owner", "alice"])
+        .await;
+    assert!(
+        table.contains("device_job on tags sim,tiktok tick"),
+        "{table}"
+    );
+    services
+        .json(&["schedule", "trigger", "anyphone", "--owner", "alice"])
+        .await;
+    wait_until(
+        "the placed run dispatched",
+        Duration::from_secs(20),
+        || async {
+            let runs = services
+                .json(&["runs", "anyphone", "--owner", "alice"])
+                .await;
+            let run = &runs["runs"][0];
+            if run["status"] == "dispatched" && run["placement"]["device"] == "P1" {
+                Ok(())
+            } else {
+                Err(runs.to_string())
+            }
+        },
+    )
+    .await;
+    for select in [["--select", "tags="], ["--select", "phones=x"]] {
+        let mut args = vec!["schedule", "create", "--owner", "alice", "--interval", "60"];
+        args.extend(["--target", anyphone]);
+        args.extend(select);
+        let (code, _, stderr) = services.ctl(&args).await;
+        assert_eq!(code, 2, "{select:?}: {stderr}");
+        assert!(stderr.contains("--select"), "{stderr}");
+    }
+
     // The 03:30 (Paris) of the day before yesterday, backfilled once, then again: nothing twice.
     let start = (chrono::Utc::now() - chrono::TimeDelta::days(2))
         .format("%Y-%m-%dT00:00:00Z")
@@ -445,6 +505,47 @@ async fn devices_watches_and_the_system_through_schedctl() {
         .await;
     assert_eq!(code, 2, "{stderr}");
 
+    // The fleet as the scheduler follows it, and a quarantine on the runner and back.
+    let fleet = services.json(&["fleet", "--tag", "sim"]).await;
+    assert_eq!(fleet["runners"][0]["name"], "farm");
+    assert_eq!(fleet["runners"][0]["reachable"], true);
+    assert_eq!(fleet["phones"][0]["serial"], "P1");
+    assert_eq!(fleet["phones"][0]["tags"], json!(["sim", "tiktok"]));
+    let none = services.json(&["fleet", "--tag", "ios"]).await;
+    assert_eq!(none["phones"], json!([]));
+    let quarantined = services
+        .json(&["device", "quarantine", "P1", "--reason", "cracked screen"])
+        .await;
+    assert_eq!(quarantined["quarantine"]["reason"], "cracked screen");
+    wait_until(
+        "P1 quarantined in the fleet",
+        Duration::from_secs(20),
+        || async {
+            let fleet = services.json(&["fleet", "--state", "quarantined"]).await;
+            match fleet["phones"].as_array().map(Vec::len) {
+                Some(1) => Ok(()),
+                _ => Err(fleet.to_string()),
+            }
+        },
+    )
+    .await;
+    let (code, table, _) = services.ctl(&["fleet"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("quarantined") && table.contains("cracked screen"),
+        "{table}"
+    );
+    let released = services.json(&["device", "release", "P1"]).await;
+    assert_eq!(released["quarantine"], Value::Null);
+    // Through the scheduler it needs the runner's admin token, which this one is not given.
+    let (code, _, stderr) = services
+        .ctl(&["device", "quarantine", "P1", "--runner", "farm"])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("admin_token"), "{stderr}");
+    let (code, _, stderr) = services.ctl(&["fleet", "--state", "asleep"]).await;
+    assert_eq!(code, 2, "{stderr}");
+
     // Watches: one cancelled by id, one with its workflow.
     let client = services.client();
     let delay = || Check::Delay {
@@ -535,6 +636,9 @@ fn every_subcommand_has_help_with_an_example() {
         &["device", "logs"],
         &["device", "kill"],
         &["device", "enqueue"],
+        &["device", "quarantine"],
+        &["device", "release"],
+        &["fleet"],
         &["watch", "list"],
         &["watch", "cancel"],
         &["watch", "cancel-workflow"],

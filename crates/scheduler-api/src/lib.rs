@@ -9,6 +9,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod error;
+mod fleet;
 mod requests;
 mod target;
 mod types;
@@ -16,19 +17,22 @@ mod values;
 mod watch;
 
 pub use error::{SchedulerError, codes};
+pub use fleet::{Fleet, FleetPhone, FleetRunner, PhoneState, RunningJob};
 pub use requests::{
     DEFAULT_LIMIT, DEFAULT_WATCH_ATTEMPTS, DEFAULT_WATCH_INTERVAL_SECS, MAX_ID_LEN, MAX_LIMIT,
     MAX_MESSAGE_LEN, MAX_TAG_LEN, MAX_TAGS, NewGraphSchedule, NewSchedule, NewWatch, RunQuery,
     ScheduleQuery, ScheduleUpdate, Valid, WatchQuery, check_id, check_tags, page_limit,
 };
 pub use target::{
-    DeviceJobTarget, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin, Overlap,
-    RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, TargetData, WatchTarget, http_method,
+    DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin,
+    Overlap, RedisPublishTarget, RpcTarget, SystemTaskTarget, Target, TargetData, WatchTarget,
+    http_method,
 };
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    Backfill, GraphExecutionJobInfo, JobstoreStatus, Registry, RegistryEntry, RunPage, RunStatus,
-    Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
+    Backfill, GraphExecutionJobInfo, JobstoreStatus, Placement, Registry, RegistryEntry, RunPage,
+    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus,
+    SystemTaskEntry,
 };
 pub use values::{check_object, json_kind};
 pub use watch::{
@@ -45,8 +49,10 @@ use serde_json::Value;
 pub const DEFAULT_PORT: u16 = 8003;
 
 /// The methods only the admin token may call (when tokens are configured).
-pub const ADMIN_METHODS: [&str; 6] = [
+pub const ADMIN_METHODS: [&str; 8] = [
     "get_registry",
+    "quarantine_device",
+    "release_device",
     "execute_process_existing_batches",
     "execute_process_weekly_summary",
     "execute_report_late_executions",
@@ -57,6 +63,10 @@ pub const ADMIN_METHODS: [&str; 6] = [
 /// The methods of the general schedule API. Their parameters that do not parse (an unknown
 /// trigger or target kind, a negative jitter) are answered with `ValueError`, like every
 /// other bad value.
+/// The methods of the fleet; their parameters that do not parse (an unknown state) are
+/// answered with `ValueError`.
+pub const FLEET_METHODS: [&str; 3] = ["list_fleet", "quarantine_device", "release_device"];
+
 pub const GENERAL_METHODS: [&str; 10] = [
     "create_schedule",
     "update_schedule",
@@ -342,4 +352,30 @@ pub trait SchedulerApi {
     /// Cancels every active watch of a workflow; returns how many it cancelled.
     #[method(name = "cancel_workflow", param_kind = map)]
     async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64>;
+
+    /// Every phone of every device runner (`[device_runners.<name>]`) with its runner, state,
+    /// health, quarantine, running job and queue length, filtered by runner, by tags (a phone
+    /// carrying every one) and by state; and every runner, a runner that does not answer shown
+    /// unreachable with when it was last seen.
+    #[method(name = "list_fleet", param_kind = map)]
+    async fn list_fleet(
+        &self,
+        runner: Option<String>,
+        tags: Option<Vec<String>>,
+        state: Option<PhoneState>,
+    ) -> RpcResult<Fleet>;
+
+    /// Takes a phone of a runner out of service (the runner's `quarantine_device`): it takes
+    /// no new job, and the jobs placed on it by tags are moved to other phones. Admin.
+    #[method(name = "quarantine_device", param_kind = map, with_extensions)]
+    async fn quarantine_device(
+        &self,
+        runner: String,
+        serial: String,
+        reason: Option<String>,
+    ) -> RpcResult<FleetPhone>;
+
+    /// Ends a phone's quarantine (the runner's `release_device`). Admin.
+    #[method(name = "release_device", param_kind = map, with_extensions)]
+    async fn release_device(&self, runner: String, serial: String) -> RpcResult<FleetPhone>;
 }

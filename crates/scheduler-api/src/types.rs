@@ -56,6 +56,10 @@ pub struct SchedulePolicy {
     /// service's `executor.retry_delay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// How long an occurrence of a `device_job` placed by tags (`select`) waits for a phone
+    /// before it fails with the reason (1-86400 seconds, default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_timeout_secs: Option<u64>,
 }
 
 impl Serialize for SchedulePolicy {
@@ -70,7 +74,7 @@ impl<'de> Deserialize<'de> for SchedulePolicy {
         let fields = Map::<String, Value>::deserialize(deserializer).map_err(|error| {
             D::Error::custom(format!(
                 "policy must be an object {{coalesce, misfire_grace_secs, overlap, jitter_secs, \
-                 attempts, backoff_ms}}: {error}"
+                 attempts, backoff_ms, placement_timeout_secs}}: {error}"
             ))
         })?;
         SchedulePolicy::deserialize(Value::Object(fields.clone())).map_err(|error| {
@@ -153,6 +157,18 @@ pub struct ScheduleRun {
     pub finished_at: Option<DateTime<Utc>>,
     /// Sent to the target with the dispatch: `<schedule_id>@<scheduled_time>`.
     pub idempotency_key: String,
+    /// Where an occurrence of a `device_job` that selects by tags was placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// The phone an occurrence was placed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub runner: String,
+    pub device: String,
+    /// How often its job was taken back from a quarantined phone and placed again.
+    pub moves: u32,
 }
 
 /// A schedule of the general API: any trigger, any target.
@@ -166,8 +182,8 @@ pub struct Schedule {
     pub jobstore: String,
     pub trigger: TriggerSpec,
     pub target: Target,
-    /// The policy in effect: every field set except `attempts` and `backoff_ms` when they
-    /// follow the service's defaults.
+    /// The policy in effect: every field set except `attempts`, `backoff_ms` and
+    /// `placement_timeout_secs` when they follow the service's defaults.
     pub policy: SchedulePolicy,
     pub tags: Vec<String>,
     pub paused: bool,

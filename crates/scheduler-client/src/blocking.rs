@@ -212,4 +212,23 @@ impl BlockingSchedulerClient {
         self.runtime
             .block_on(self.client.cancel_workflow(workflow_id))
     }
+
+    pub fn list_fleet(&self, query: crate::FleetQuery) -> Result<crate::Fleet, Error> {
+        self.runtime.block_on(self.client.list_fleet(query))
+    }
+
+    pub fn quarantine_device(
+        &self,
+        runner: &str,
+        serial: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::FleetPhone, Error> {
+        self.runtime
+            .block_on(self.client.quarantine_device(runner, serial, reason))
+    }
+
+    pub fn release_device(&self, runner: &str, serial: &str) -> Result<crate::FleetPhone, Error> {
+        self.runtime
+            .block_on(self.client.release_device(runner, serial))
+    }
 }

@@ -13,6 +13,7 @@
 //! ```
 
 mod blocking;
+mod fleet;
 mod general;
 mod watches;
 
@@ -23,20 +24,21 @@ use backon::{ExponentialBuilder, Retryable};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 pub use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, JobstoreStatus, Overlap, Registry, RegistryEntry, RunPage,
-    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerApiClient,
+    Backfill, GraphExecutionJobInfo, JobstoreStatus, Overlap, Placement, Registry, RegistryEntry,
+    RunPage, RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerApiClient,
     SchedulerError, SchedulerStatus, SystemTaskEntry, Target, TriggerKind, TriggerSpec,
 };
 pub use scheduler_api::{
     Check, CheckResult, Delivery, DeliveryState, OnComplete, Watch, WatchPage, WatchStatus,
 };
 pub use scheduler_api::{
-    DeviceJobTarget, GraphExecutionTarget, HttpTarget, RedisPublishTarget, RpcTarget,
-    SystemTaskTarget, WatchTarget,
+    DeviceJobTarget, DeviceSelector, GraphExecutionTarget, HttpTarget, RedisPublishTarget,
+    RpcTarget, SystemTaskTarget, WatchTarget,
 };
 use serde_json::Value;
 
 pub use blocking::BlockingSchedulerClient;
+pub use fleet::{Fleet, FleetPhone, FleetQuery, FleetRunner, PhoneState, RunningJob};
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
 pub use scheduler_api::{NewGraphSchedule, NewWatch, WatchQuery};
 

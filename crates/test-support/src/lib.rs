@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod db_proxy;
 pub mod hostile;
 mod matrix;
+pub mod phones;
 mod stack;
 
 pub use daemon::{Daemon, Launch, built_binary, free_port, wait_until};

@@ -140,17 +140,9 @@ async fn scheduler_on(dir: &Path, runner: &Daemon, env: &[(String, String)]) -> 
 
 /// An `adb` that lists `serials` as attached devices.
 fn fake_adb(dir: &Path, serials: &[String]) -> PathBuf {
-    let adb = dir.join("adb");
-    std::fs::write(
-        &adb,
-        format!(
-            "#!/bin/sh\nprintf 'List of devices attached\\n'\n\
-             for serial in {}; do printf '%s\\tdevice model:Fake\\n' $serial; done\n",
-            serials.join(" ")
-        ),
-    )
-    .expect("the fake adb is written");
-    std::fs::set_permissions(&adb, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("the fake adb is executable");
-    adb
+    let listing: String = serials
+        .iter()
+        .map(|serial| format!("{serial}\tdevice model:Fake\n"))
+        .collect();
+    crate::phones::fake_adb(dir, &listing)
 }

@@ -543,6 +543,8 @@ fn device_schedule(
         runner: "farm".into(),
         device: Some(serial(device)),
         pool: None,
+        select: None,
+        moves: 0,
         job_type: "bench".into(),
         params: json!({"sleep_ms": 0})
             .as_object()
@@ -570,6 +572,7 @@ async fn completed(
                 Some("completed".into()),
                 None,
                 Some(20),
+                None,
                 None,
             )
             .await?;
@@ -639,7 +642,7 @@ async fn check_all_completed(client: &DeviceRunnerClient, expected: usize) -> an
     loop {
         let page = client
             .rpc()
-            .list_runs(None, None, None, Some(1000), before.clone())
+            .list_runs(None, None, None, Some(1000), before.clone(), None)
             .await?;
         if let Some(other) = page.iter().find(|run| run.status != JobStatus::Completed) {
             bail!("run {} ended {}: {:?}", other.id, other.status, other.error);

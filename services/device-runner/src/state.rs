@@ -40,6 +40,9 @@ pub enum Command {
 #[derive(Debug, Clone, Default)]
 pub struct RunningView {
     pub jobs: Vec<(String, i32)>,
+    /// When its last job ended (from the store at start, then as they end): a scheduler
+    /// placing a job gives it to the phone idle the longest among equals.
+    pub last_ended: Option<DateTime<Utc>>,
 }
 
 /// A device or a pool and the handle of its supervisor.

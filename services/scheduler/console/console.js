@@ -529,6 +529,11 @@ async function schedulePage(id, query) {
   live(async () => { if (!document.activeElement || !body.contains(document.activeElement)) await load(); });
 }
 
+// A device's name with its runner's, when the farm has several runners.
+function onRunner(name, runner, status) {
+  return runner && (status.runners || []).length > 1 ? `${name} · ${runner}` : name;
+}
+
 // Devices and pools, and the queue.
 async function devicesPage(query) {
   const filter = h("input", {id: "queue-filter", placeholder: "phone, pool or job type", value: query.get("q") || "", "aria-label": "Filter the queue"});
@@ -552,17 +557,85 @@ async function devicesPage(query) {
   const load = async () => {
     const status = await rest("/api/scheduler/status");
     cards.replaceChildren(
-      ...status.devices.map((d) => card(d.label ? `${d.serial} (${d.label})` : d.serial, d.state, d.running ? [d.running] : [], d.pending)),
-      ...status.pools.map((p) => card(`pool:${p.name}`, `${p.running.length}/${p.concurrency} running`, p.running, p.pending)));
+      ...status.devices.map((d) => card(onRunner(d.label ? `${d.serial} (${d.label})` : d.serial, d.runner, status), d.state, d.running ? [d.running] : [], d.pending)),
+      ...status.pools.map((p) => card(onRunner(`pool:${p.name}`, p.runner, status), `${p.running.length}/${p.concurrency} running`, p.running, p.pending)));
     const jobs = await rest("/api/scheduler/queue");
     const q = filter.value.toLowerCase();
     const rows = jobs.filter((j) => !q || `${j.device} ${j.job_type}`.toLowerCase().includes(q)).map((j) => h("tr", {},
-      h("td", {}, j.device), h("td", {}, j.job_type), h("td", {}, j.priority), h("td", {}, when(j.enqueued_at)),
+      h("td", {}, j.device, j.runner ? h("div", {class: "muted"}, j.runner) : null), h("td", {}, j.job_type), h("td", {}, j.priority), h("td", {}, when(j.enqueued_at)),
       h("td", {}, h("button", {class: "secondary", onclick: kill(j)}, "Remove"))));
     queue.replaceChildren(table(["Queue", "Job type", "Priority", "Enqueued", ""], rows, "Nothing waits."));
   };
   filter.addEventListener("input", () => load().catch(() => {}));
   try { await load(); } catch (error) { showError(cards, error); }
+  live(load);
+}
+
+// The fleet: every runner and its phones, their health and quarantine.
+const PHONE_STATES = ["idle", "busy", "held", "quarantined", "offline", "unreachable"];
+function phoneBadge(state) {
+  const kind = {idle: "ok", busy: "ok", held: "warn", quarantined: "bad", offline: "idle", unreachable: "bad"}[state] || "idle";
+  return h("span", {class: `status s-${kind}`}, state);
+}
+
+async function fleetPage(query) {
+  const tags = h("input", {id: "fleet-tags", placeholder: "tiktok, sim", value: query.get("tags") || "", "aria-label": "Phones carrying these tags"});
+  const stateFilter = h("select", {id: "fleet-state", "aria-label": "State"}, h("option", {value: ""}, "any"),
+    ...PHONE_STATES.map((s) => h("option", {value: s, selected: query.get("state") === s}, s)));
+  const filters = h("form", {class: "filters"}, h("label", {}, "Tags", tags), h("label", {}, "State", stateFilter),
+    h("button", {type: "submit"}, "Filter"));
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/fleet?${new URLSearchParams(Object.entries({tags: tags.value, state: stateFilter.value}).filter(([, v]) => v))}`;
+  });
+  const runners = h("div", {class: "grid", id: "runners"});
+  const phones = h("div", {id: "phones"});
+  page("Fleet", filters, runners, h("h2", {}, "Phones"), phones);
+  const act = (phone, quarantine) => async () => {
+    let params = {runner: phone.runner, serial: phone.serial};
+    if (quarantine) {
+      const reason = prompt(`Why is ${phone.serial} quarantined?`, "");
+      if (reason === null) return;
+      params = {...params, reason: reason || null};
+    }
+    try {
+      await rpc(quarantine ? "quarantine_device" : "release_device", params, {admin: true});
+      toast(`${phone.serial} ${quarantine ? "quarantined" : "released"}`);
+      load();
+    } catch (error) { toast(`${error.type}: ${error.message}`, true); }
+  };
+  const load = async () => {
+    const params = {};
+    const wanted = tags.value.split(",").map((t) => t.trim()).filter(Boolean);
+    if (wanted.length) params.tags = wanted;
+    if (stateFilter.value) params.state = stateFilter.value;
+    const fleet = await rpc("list_fleet", params);
+    runners.replaceChildren(...fleet.runners.map((r) => h("div", {class: "card", "data-runner": r.name},
+      h("strong", {}, r.name), " ", r.reports_as && r.reports_as !== r.name ? h("span", {class: "muted"}, r.reports_as) : null, " ",
+      h("span", {class: `status s-${r.reachable ? "ok" : "bad"}`}, r.reachable ? "reachable" : "unreachable"),
+      h("div", {class: "muted"}, `${r.phones} phones · seen ${r.last_seen ? relative(r.last_seen) : "never"}`),
+      r.error ? h("div", {class: "s-bad"}, r.error) : null)));
+    const rows = fleet.phones.map((p) => {
+      const health = p.health || {};
+      const battery = health.battery_percent == null ? "–" : `${health.battery_percent} %${health.charging ? " ⚡" : ""}`;
+      const temperature = health.temperature_celsius == null ? "–" : `${health.temperature_celsius.toFixed(1)} °C`;
+      const why = p.quarantine ? `${p.quarantine.reason} (by ${p.quarantine.by}, ${relative(p.quarantine.since)})` : p.held || "";
+      return h("tr", {"data-phone": `${p.runner}/${p.serial}`},
+        h("td", {}, h("strong", {}, p.serial), p.label ? h("div", {class: "muted"}, p.label) : null,
+          health.model ? h("div", {class: "muted"}, `${health.model}, Android ${health.android_version || "?"}`) : null),
+        h("td", {}, p.runner),
+        h("td", {}, p.tags.map((t) => h("span", {class: "tag"}, t))),
+        h("td", {}, phoneBadge(p.state), why ? h("div", {class: "muted"}, why) : null),
+        h("td", {}, battery), h("td", {}, temperature),
+        h("td", {}, p.running ? h("a", {href: `#/logs/${encodeURIComponent(p.running.id)}`}, p.running.job_type) : h("span", {class: "muted"}, "–")),
+        h("td", {}, String(p.queued)),
+        h("td", {}, p.state === "unreachable" ? null : p.quarantine
+          ? h("button", {class: "secondary", onclick: act(p, false)}, "Release")
+          : h("button", {class: "danger", onclick: act(p, true)}, "Quarantine")));
+    });
+    phones.replaceChildren(table(["Phone", "Runner", "Tags", "State", "Battery", "Temperature", "Running", "Queued", ""], rows, "No phone matches."));
+  };
+  try { await load(); } catch (error) { showError(phones, error); }
   live(load);
 }
 
@@ -608,7 +681,7 @@ async function timelinePage() {
           "aria-label": text, "data-job": run.job_id});
       });
       return h("div", {class: "tl-row"},
-        h("div", {class: "tl-label", title: phone.serial}, phone.label || phone.serial),
+        h("div", {class: "tl-label", title: phone.runner ? `${phone.serial} on ${phone.runner}` : phone.serial}, phone.label || phone.serial),
         h("div", {class: "tl-track", style: `height:${6 + Math.max(laneEnds.length, 1) * LANE - 2}px`}, bars));
     });
     // One set of listeners for every bar: hover shows the run, a click opens its log.
@@ -654,7 +727,7 @@ async function runsPage(query) {
     const runs = await rest(`/api/scheduler/history?${params}`);
     body.replaceChildren(table(["Job", "Phone", "Status", "Started", "Duration", "Exit code", "Error"], runs.map((r) => h("tr", {},
       h("td", {}, h("a", {href: `#/logs/${encodeURIComponent(r.id)}`}, r.job_type), h("div", {class: "muted mono"}, r.id)),
-      h("td", {}, r.device), h("td", {}, statusBadge(r.status)), h("td", {}, when(r.started_at)),
+      h("td", {}, r.device, r.runner ? h("div", {class: "muted"}, r.runner) : null), h("td", {}, statusBadge(r.status)), h("td", {}, when(r.started_at)),
       h("td", {}, duration(r.duration_secs)), h("td", {}, r.exit_code ?? "–"), h("td", {}, r.error || "–"))), "No runs."));
   };
   try { await load(); } catch (error) { showError(body, error); }
@@ -814,6 +887,7 @@ async function route() {
     if (parts[0] === "schedules" && parts[1] === "edit") return await scheduleForm(await rpc("get_schedule", {id: parts[2], owner: query.get("owner") || ""}));
     if (parts[0] === "schedule") return await schedulePage(parts[1], query);
     if (parts[0] === "devices") return await devicesPage(query);
+    if (parts[0] === "fleet") return await fleetPage(query);
     if (parts[0] === "timeline") return await timelinePage();
     if (parts[0] === "runs") return await runsPage(query);
     if (parts[0] === "logs") return await logsPage(parts[1]);

@@ -49,6 +49,7 @@ impl App {
         tasks: Vec<DeclaredTask>,
         engine_stopped: watch::Receiver<Option<String>>,
     ) -> anyhow::Result<Arc<Self>> {
+        let dispatcher = Arc::new(Dispatcher::new(config, &stores)?);
         Ok(Arc::new(App {
             stores,
             wake: Arc::new(Notify::new()),
@@ -56,7 +57,7 @@ impl App {
             started_at_utc: Utc::now(),
             leader,
             database,
-            dispatcher: Arc::new(Dispatcher::new(config)?),
+            dispatcher,
             tasks,
             lease: config.engine.lease_delta(),
             auth: Auth::new(&config.auth),

@@ -138,8 +138,10 @@ impl ServiceConfig for Config {
             }
         }
         for runner in self.device_runners.values_mut() {
-            if runner.token.is_some() {
-                runner.token = Some(REDACTED.into());
+            for token in [&mut runner.token, &mut runner.admin_token] {
+                if token.is_some() {
+                    *token = Some(REDACTED.into());
+                }
             }
         }
         for module in self.modules.values_mut() {

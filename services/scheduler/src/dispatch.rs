@@ -14,6 +14,7 @@ use crate::autogpt::tasks::TaskRunner;
 use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::outbound::Outbound;
+use crate::stores::Stores;
 use crate::targets::{DeviceRunners, Ended, Followed, Notes, Targets, kind_of};
 use crate::telemetry;
 use crate::watches::Watches;
@@ -34,7 +35,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, stores: &Stores) -> anyhow::Result<Self> {
         let executor = &config.executor;
         let http = reqwest::Client::builder()
             .timeout(executor.timeout)
@@ -49,7 +50,7 @@ impl Dispatcher {
                 &config.redis,
                 executor.timeout,
             )?),
-            devices: DeviceRunners::new(&config.device_runners)?,
+            devices: DeviceRunners::new(&config.device_runners, stores.clone())?,
             watches: Arc::new(Watches::new(&config.modules, &config.watches)?),
             configured: config.configured(),
         };

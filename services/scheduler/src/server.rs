@@ -62,6 +62,7 @@ pub fn service(
                 methods: [
                     scheduler_api::GENERAL_METHODS.as_slice(),
                     scheduler_api::WATCH_METHODS.as_slice(),
+                    scheduler_api::FLEET_METHODS.as_slice(),
                 ]
                 .concat(),
                 code: scheduler_api::codes::VALUE_ERROR,

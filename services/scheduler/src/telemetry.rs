@@ -54,7 +54,7 @@ const ENDED: [RunStatus; 4] = [
 ];
 
 /// The engine's store calls timed by `scheduler_store_operation_seconds`.
-const STORE_OPERATIONS: [&str; 11] = [
+const STORE_OPERATIONS: [&str; 13] = [
     "claim_due",
     "reclaim_expired",
     "take_over",
@@ -66,6 +66,8 @@ const STORE_OPERATIONS: [&str; 11] = [
     "prune_finished",
     "over_keep",
     "trim_runs",
+    "annotate",
+    "place",
 ];
 
 /// The retention's rules, by which `scheduler_ledger_rows_deleted_total` counts.

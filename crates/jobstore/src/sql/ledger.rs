@@ -1,6 +1,7 @@
 //! The run ledger: recording outcomes, runs written outside a claim, and the runs of a
 //! schedule waiting for the one in progress.
 
+use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use service_kit::sql::Conn;
 use super::{
     At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, push_given, run_from_row, to_json,
 };
-use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus};
+use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Target};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
 
@@ -298,6 +299,31 @@ impl Ledger for SqlStore {
             on_db!(conn.conn(), execute, &sql; batch);
         }
         Ok(())
+    }
+
+    async fn place(
+        &self,
+        run: &RunRecord,
+        placed: &Target,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE schedule_runs SET target = $1, placement = $3, detail = $4 \
+                   WHERE schedule_id = $5 AND scheduled_time = $6 AND status = 'pending' \
+                   AND coalesce(placement, '') = $2";
+        let before = run.target.placement().unwrap_or_default();
+        let mut conn = self.writer().await?;
+        let rows = on_db!(
+            conn.conn(),
+            execute,
+            sql,
+            Json(placed),
+            &before,
+            placed.placement(),
+            detail,
+            &run.schedule_id,
+            At(run.scheduled_time)
+        );
+        Ok(rows == 1)
     }
 
     async fn runs(

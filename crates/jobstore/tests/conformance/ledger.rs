@@ -431,6 +431,79 @@ async fn pending_runs_can_be_annotated_together_and_an_ended_one_cannot(store: A
     );
 }
 
+async fn a_run_is_placed_once_and_its_row_keeps_where_it_went(store: Arc<dyn JobStore>) {
+    let mut s = schedule("d", "u1", "g1", Some("2026-01-01T10:00:00Z"));
+    let select = jobstore::DeviceSelector {
+        tags: vec!["tiktok".into()],
+        runner: None,
+    };
+    let chosen = |runner: &str, device: &str, moves: u32| {
+        Target::DeviceJob(jobstore::DeviceJobTarget {
+            runner: runner.into(),
+            device: Some(device.into()),
+            pool: None,
+            select: Some(select.clone()),
+            moves,
+            job_type: "crawl".into(),
+            params: Default::default(),
+            priority: 5,
+            max_duration: None,
+        })
+    };
+    // The schedule's target selects; it names no runner or phone.
+    s.target = chosen("", "", 0);
+    if let Target::DeviceJob(job) = &mut s.target {
+        job.device = None;
+    }
+    store.insert(&s).await.unwrap();
+    let run = store
+        .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(run.target.placement(), None);
+    let first = chosen("r1", "P1", 0);
+    assert!(store.place(&run, &first, "placed on r1/P1").await.unwrap());
+    // A second delivery that read the row before the placement cannot place it elsewhere.
+    let elsewhere = chosen("r2", "P9", 0);
+    assert!(
+        !store
+            .place(&run, &elsewhere, "placed on r2/P9")
+            .await
+            .unwrap()
+    );
+    let stored = store
+        .runs("d", &RunFilter::latest(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(stored.target, first, "the row keeps the first placement");
+    assert_eq!(stored.target.placement().as_deref(), Some("r1/P1#0"));
+    assert_eq!(stored.detail.as_deref(), Some("placed on r1/P1"));
+    // Moved from the row as it is now: it goes.
+    let moved = chosen("r2", "P9", 1);
+    assert!(
+        store
+            .place(&stored, &moved, "moved to r2/P9")
+            .await
+            .unwrap()
+    );
+    let stored = store
+        .runs("d", &RunFilter::latest(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(stored.target, moved);
+    // An ended run is not placed.
+    store.finish_runs(&[ended(&stored)]).await.unwrap();
+    assert!(
+        !store
+            .place(&stored, &chosen("r3", "P3", 2), "late")
+            .await
+            .unwrap()
+    );
+}
+
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     outcomes_are_recorded_once,
     hand_started_runs_are_recorded_once,
@@ -442,4 +515,5 @@ test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     runs_started_by_hand_follow_the_overlap_policy,
     queued_runs_start_one_after_another,
     pending_runs_can_be_annotated_together_and_an_ended_one_cannot,
+    a_run_is_placed_once_and_its_row_keeps_where_it_went,
 ]);

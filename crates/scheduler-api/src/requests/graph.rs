@@ -68,6 +68,10 @@ fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> 
         ("jitter_secs", policy.jitter_secs.is_some()),
         ("attempts", policy.attempts.is_some()),
         ("backoff_ms", policy.backoff_ms.is_some()),
+        (
+            "placement_timeout_secs",
+            policy.placement_timeout_secs.is_some(),
+        ),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((field, _)) => Err(SchedulerError::Value(format!(

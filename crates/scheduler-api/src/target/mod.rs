@@ -16,7 +16,7 @@ mod rpc;
 mod system_task;
 mod watch;
 
-pub use device_job::DeviceJobTarget;
+pub use device_job::{DeviceJobTarget, DeviceSelector};
 pub use graph_execution::GraphExecutionTarget;
 pub use http::{ExpectedStatus, HttpTarget, http_method};
 pub use redis_publish::RedisPublishTarget;
@@ -116,6 +116,17 @@ impl Target {
     }
 
     /// The graph this target runs, for filtering listings.
+    /// Where an occurrence placed by tags went, as the ledger keys it (`runner/serial#moves`);
+    /// `None` for every other target.
+    pub fn placement(&self) -> Option<String> {
+        match self {
+            Target::DeviceJob(job) => job
+                .placed()
+                .map(|(runner, device)| format!("{runner}/{device}#{}", job.moves)),
+            _ => None,
+        }
+    }
+
     pub fn graph_id(&self) -> Option<&str> {
         match self {
             Target::GraphExecution(graph) => Some(&graph.graph_id),

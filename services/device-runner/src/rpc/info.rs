@@ -60,6 +60,7 @@ pub(super) async fn status(runner: &RunnerState) -> Result<RunnerStatus, RunnerE
                 running: running.into_iter().next(),
                 pid: view.jobs.first().map(|(_, pid)| *pid),
                 pending,
+                last_ended_at: view.last_ended,
             }),
         }
     }

@@ -8,6 +8,7 @@ mod runs;
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use device_runner_api::{
     DeviceEvent, DeviceInfo, DeviceRunnerApiServer, DeviceTimeline, Job, JobTypeInfo, LogChunk,
     RunnerStatus,
@@ -135,6 +136,7 @@ impl DeviceRunnerApiServer for RpcHandler {
         job_type: Option<String>,
         limit: Option<i64>,
         before: Option<String>,
+        ended_before: Option<DateTime<Utc>>,
     ) -> RpcResult<Vec<Job>> {
         let query = runs::RunsQuery {
             device,
@@ -142,6 +144,7 @@ impl DeviceRunnerApiServer for RpcHandler {
             job_type,
             limit,
             before,
+            ended_before,
         };
         Ok(runs::list(&self.runner, query).await?)
     }

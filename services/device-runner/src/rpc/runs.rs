@@ -13,6 +13,7 @@ pub(super) struct RunsQuery {
     pub job_type: Option<String>,
     pub limit: Option<i64>,
     pub before: Option<String>,
+    pub ended_before: Option<chrono::DateTime<Utc>>,
 }
 
 pub(super) async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<Job>, RunnerError> {
@@ -42,6 +43,7 @@ pub(super) async fn list(runner: &RunnerState, query: RunsQuery) -> Result<Vec<J
         status,
         job_type: query.job_type,
         before: query.before,
+        ended_before: query.ended_before,
         limit,
     };
     runner.store.runs(&filter).await.map_err(storage_error)

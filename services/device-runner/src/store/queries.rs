@@ -75,12 +75,14 @@ impl Store {
              AND device = coalesce($1, device) AND status = coalesce($2, status) \
              AND job_type = coalesce($3, job_type) \
              AND (coalesce($4, '') = '' OR (ended_at, seq) < (SELECT ended_at, seq FROM jobs WHERE id = $4)) \
+             AND ended_at < coalesce($6, ended_at + 1) \
              ORDER BY ended_at DESC, seq DESC LIMIT $5"
         );
         let mut reader = self.reader().await?;
         into_jobs(
             on_db!(reader.conn(), fetch_all JobRow, &sql, &filter.device,
-            filter.status.map(JobStatus::as_str), &filter.job_type, &filter.before, filter.limit),
+            filter.status.map(JobStatus::as_str), &filter.job_type, &filter.before, filter.limit,
+            filter.ended_before.map(millis)),
         )
     }
 
@@ -92,6 +94,15 @@ impl Store {
         );
         let mut reader = self.reader().await?;
         into_jobs(on_db!(reader.conn(), fetch_all JobRow, &sql, millis(since)))
+    }
+
+    /// When the last job of `device` ended.
+    pub async fn last_ended(&self, device: &str) -> Result<Option<DateTime<Utc>>> {
+        let sql = "SELECT max(ended_at) FROM jobs WHERE device = $1 AND ended_at IS NOT NULL";
+        let mut reader = self.reader().await?;
+        type Last = (Option<i64>,);
+        let (last,) = on_db!(reader.conn(), fetch_one Last, sql, device);
+        Ok(last.map(instant))
     }
 
     /// The phones in quarantine, as stored.

@@ -44,6 +44,8 @@ pub struct RunFilter {
     pub status: Option<JobStatus>,
     pub job_type: Option<String>,
     pub before: Option<String>,
+    /// Only runs that ended before this instant.
+    pub ended_before: Option<DateTime<Utc>>,
     pub limit: i64,
 }
 

@@ -40,11 +40,11 @@ impl Supervisor {
             // A process outside the group still holds the pipes.
             pump.abort();
         }
-        self.view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .jobs
-            .retain(|(id, _)| *id != running.job.id);
+        {
+            let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            view.jobs.retain(|(id, _)| *id != running.job.id);
+            view.last_ended = Some(Utc::now());
+        }
         let job = running.job;
         let mut ending = ending_of(status, reason.as_ref());
         let store = &self.context.store;

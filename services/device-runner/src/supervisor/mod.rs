@@ -119,6 +119,17 @@ impl Supervisor {
         // grace ended: a job just started is the queue's first, so nothing waits above it.
         let mut look_for_preemption = false;
         let mut preempt_at = None;
+        match self.context.store.last_ended(&self.serial).await {
+            Ok(last) => {
+                self.view
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_ended = last
+            }
+            Err(error) => {
+                tracing::warn!(%error, device = %self.serial, "cannot read when its last job ended")
+            }
+        }
         if self.held().is_some() {
             self.write_waiting().await;
         }

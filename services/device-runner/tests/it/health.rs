@@ -7,16 +7,12 @@ use std::time::{Duration, Instant};
 
 use device_runner_client::{DeviceInfo, DeviceRunnerApiClient, JobStatus};
 
-use crate::helpers::{DEVICE, Runner, TestDb, battery_facts, fake_adb};
+use crate::helpers::{DEVICE, Runner, TestDb, fake_adb};
 
 const SOON: Duration = Duration::from_secs(15);
 
 fn set_facts(dir: &Path, level: u8, tenths_of_degree: i32) {
-    let path = dir.join(format!("facts-{DEVICE}.txt"));
-    // Written whole, then renamed, so adb never reads half a file.
-    let partial = dir.join("facts.partial");
-    std::fs::write(&partial, battery_facts(level, tenths_of_degree)).unwrap();
-    std::fs::rename(partial, path).unwrap();
+    crate::helpers::set_facts(dir, DEVICE, level, f64::from(tenths_of_degree) / 10.0);
 }
 
 fn adb_settings(adb: &Path) -> String {

@@ -107,48 +107,7 @@ name = "modules"
 concurrency = 2
 "#;
 
-/// A fake `adb` in `dir`: `devices` lists what `devices.txt` beside it says; `-s SERIAL
-/// shell …` answers what `facts-SERIAL.txt` says (as `getprop` and `dumpsys battery` would);
-/// `-s SERIAL reboot` appends the serial to `reboots.txt` and takes the phone off the listing
-/// for a second, as a reboot does.
-pub(crate) fn fake_adb(dir: &Path, devices: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let adb = dir.join("adb");
-    std::fs::write(
-        &adb,
-        r#"#!/bin/sh
-dir="$(dirname "$0")"
-if [ "$1" = "-s" ]; then
-  case "$3" in
-    shell) exec cat "$dir/facts-$2.txt" ;;
-    reboot)
-      echo "$2" >> "$dir/reboots.txt"
-      cp "$dir/devices.txt" "$dir/devices.before-reboot"
-      grep -v "^$2[[:space:]]" "$dir/devices.before-reboot" > "$dir/devices.txt"
-      (sleep 1; cp "$dir/devices.before-reboot" "$dir/devices.txt") > /dev/null 2>&1 &
-      exit 0 ;;
-  esac
-  echo "fake adb: unknown command $3" >&2
-  exit 1
-fi
-echo 'List of devices attached'
-cat "$dir/devices.txt"
-"#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&adb, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(dir.join("devices.txt"), devices).unwrap();
-    adb
-}
-
-/// What the fake adb answers for a phone's facts: `dumpsys battery` as Android prints it.
-pub(crate) fn battery_facts(level: u8, tenths_of_degree: i32) -> String {
-    format!(
-        "model=Pixel 7\nandroid=14\nCurrent Battery Service state:\n  AC powered: false\n  \
-         USB powered: true\n  status: 2\n  level: {level}\n  scale: 100\n  \
-         temperature: {tenths_of_degree}\n"
-    )
-}
+pub(crate) use test_support::phones::{fake_adb, set_facts};
 
 impl Runner {
     /// Starts a runner on SQLite with one configured device and the test job types; `extra` is

@@ -82,7 +82,7 @@ async fn an_idempotency_key_enqueues_one_job_whatever_its_state(backend: Backend
     );
     let runs = client
         .rpc()
-        .list_runs(None, None, Some("quick".into()), None, None)
+        .list_runs(None, None, Some("quick".into()), None, None, None)
         .await
         .unwrap();
     assert_eq!(runs.len(), 1, "{runs:#?}");
@@ -365,7 +365,7 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
     let error = Error::from(
         client
             .rpc()
-            .list_runs(None, Some("sleeping".into()), None, None, None)
+            .list_runs(None, Some("sleeping".into()), None, None, None, None)
             .await
             .unwrap_err(),
     );
@@ -377,7 +377,7 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
     assert!(
         client
             .rpc()
-            .list_runs(None, None, None, None, None)
+            .list_runs(None, None, None, None, None, None)
             .await
             .unwrap()
             .is_empty()
@@ -418,7 +418,7 @@ async fn a_missing_program_is_a_recorded_failure_and_the_queue_goes_on() {
     let runs = runner
         .client()
         .rpc()
-        .list_runs(None, None, None, None, None)
+        .list_runs(None, None, None, None, None, None)
         .await
         .unwrap();
     assert_eq!(runs.len(), 3);
@@ -426,14 +426,14 @@ async fn a_missing_program_is_a_recorded_failure_and_the_queue_goes_on() {
     let failed_only = runner
         .client()
         .rpc()
-        .list_runs(None, Some("failed".into()), None, None, None)
+        .list_runs(None, Some("failed".into()), None, None, None, None)
         .await
         .unwrap();
     assert_eq!(failed_only.len(), 1);
     let older = runner
         .client()
         .rpc()
-        .list_runs(None, None, None, None, Some(runs[0].id.clone()))
+        .list_runs(None, None, None, None, Some(runs[0].id.clone()), None)
         .await
         .unwrap();
     assert_eq!(older.len(), 2);

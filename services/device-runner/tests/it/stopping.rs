@@ -42,7 +42,7 @@ async fn a_higher_priority_job_preempts_after_the_grace_and_requeues_with_its_ch
     let finished = runner
         .client()
         .rpc()
-        .list_runs(None, None, None, None, None)
+        .list_runs(None, None, None, None, None, None)
         .await
         .unwrap();
     assert_eq!(finished.len(), 2, "the preempted run and the quick one");

@@ -157,6 +157,21 @@ async fn conformance(store: Store) {
         older.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
         ["d", "b"]
     );
+    let ended_before = |at| {
+        let store = store.clone();
+        async move {
+            let filter = RunFilter {
+                ended_before: Some(at),
+                limit: 50,
+                ..Default::default()
+            };
+            store.runs(&filter).await.unwrap().len()
+        }
+    };
+    let latest = all.iter().filter_map(|j| j.ended_at).max().unwrap();
+    let earliest = all.iter().filter_map(|j| j.ended_at).min().unwrap();
+    assert_eq!(ended_before(latest + TimeDelta::milliseconds(1)).await, 3);
+    assert_eq!(ended_before(earliest).await, 0, "strictly before");
     let other_device = store
         .runs(&RunFilter {
             device: Some("P2".into()),

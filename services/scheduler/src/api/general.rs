@@ -537,6 +537,7 @@ fn merge_policy(base: Policy, given: Option<SchedulePolicy>) -> Result<Policy, S
         jitter_secs: given.jitter_secs.unwrap_or(base.jitter_secs),
         attempts: given.attempts.or(base.attempts),
         backoff_ms: given.backoff_ms.or(base.backoff_ms),
+        placement_timeout_secs: given.placement_timeout_secs.or(base.placement_timeout_secs),
     };
     policy.validate().map_err(SchedulerError::Value)?;
     Ok(policy)

@@ -3,6 +3,7 @@
 
 mod access;
 mod cron;
+mod fleet;
 pub(crate) mod general;
 mod registry;
 mod runs;
@@ -18,10 +19,10 @@ use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, Check, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule, NewWatch, Registry,
-    RunPage, RunQuery, RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleQuery,
-    ScheduleRun, ScheduleUpdate, SchedulerApiServer, SchedulerError, SchedulerStatus, Target,
-    TriggerSpec, Watch, WatchPage, WatchQuery,
+    Backfill, Check, Fleet, FleetPhone, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule,
+    NewWatch, PhoneState, Registry, RunPage, RunQuery, RunStatus, Schedule, SchedulePage,
+    SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer, SchedulerError,
+    SchedulerStatus, Target, TriggerSpec, Watch, WatchPage, WatchQuery,
 };
 use serde_json::Value;
 
@@ -400,5 +401,39 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64> {
         Ok(watches::cancel_workflow(&self.app, &workflow_id).await?)
+    }
+
+    async fn list_fleet(
+        &self,
+        runner: Option<String>,
+        tags: Option<Vec<String>>,
+        state: Option<PhoneState>,
+    ) -> RpcResult<Fleet> {
+        Ok(fleet::list(&self.app, runner, tags, state).await?)
+    }
+
+    async fn quarantine_device(
+        &self,
+        extensions: &Extensions,
+        runner: String,
+        serial: String,
+        reason: Option<String>,
+    ) -> RpcResult<FleetPhone> {
+        let quarantine = Some(reason);
+        let method = "quarantine_device";
+        Ok(
+            fleet::set_quarantine(&self.app, extensions, method, &runner, &serial, quarantine)
+                .await?,
+        )
+    }
+
+    async fn release_device(
+        &self,
+        extensions: &Extensions,
+        runner: String,
+        serial: String,
+    ) -> RpcResult<FleetPhone> {
+        let method = "release_device";
+        Ok(fleet::set_quarantine(&self.app, extensions, method, &runner, &serial, None).await?)
     }
 }

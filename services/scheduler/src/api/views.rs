@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use jobstore::{GraphExecutionTarget, RunRecord, Schedule, StoreName, Target};
 use scheduler_api::{
-    GraphExecutionJobInfo, SYSTEM_OWNER, SchedulePolicy, ScheduleRun, SchedulerError, TriggerKind,
+    GraphExecutionJobInfo, Placement, SYSTEM_OWNER, SchedulePolicy, ScheduleRun, SchedulerError,
+    TriggerKind,
 };
 
 /// How many fire times a schedule shows.
@@ -46,6 +47,7 @@ pub(crate) fn schedule(
             jitter_secs: Some(policy.jitter_secs),
             attempts: policy.attempts,
             backoff_ms: policy.backoff_ms,
+            placement_timeout_secs: policy.placement_timeout_secs,
         },
         tags: schedule.tags.clone(),
         paused: schedule.paused,
@@ -73,6 +75,14 @@ pub(crate) fn run(run: &RunRecord) -> ScheduleRun {
         claimed_at: run.claimed_at,
         finished_at: run.finished_at,
         idempotency_key: run.idempotency_key(),
+        placement: match &run.target {
+            Target::DeviceJob(job) => job.placed().map(|(runner, device)| Placement {
+                runner: runner.to_string(),
+                device: device.to_string(),
+                moves: job.moves,
+            }),
+            _ => None,
+        },
     }
 }
 

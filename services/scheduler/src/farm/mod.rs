@@ -1,11 +1,14 @@
 //! The phone farm's REST API, served on the scheduler's port: `/api/schedules` (its recurring
 //! device jobs, with the farm's field names) as thin routes over the general schedule API's
 //! handlers, called with typed values ([`schedules`]), and `/api/scheduler/*` forwarded to the
-//! farm's device runner ([`runner`]). Auth is the rest of the API's.
+//! device runners ([`runner`]): every runner's status, queue, history and timeline merged,
+//! each device and job with its runner, and a job's routes sent to the runner that has it.
+//! Auth is the rest of the API's.
 //!
 //! A farm schedule is a general schedule of owner `farm.owner` whose target is a `device_job`
-//! on `farm.runner`: `interval_minutes` is an `interval` trigger, `daily_times` a `daily_times`
-//! trigger in `farm.timezone`, `enabled = false` a paused schedule.
+//! on the runner that has its phone (`farm.runner` when set), or placed by tags on any
+//! (`"device": "any"`): `interval_minutes` is an `interval` trigger, `daily_times` a
+//! `daily_times` trigger in `farm.timezone`, `enabled = false` a paused schedule.
 
 mod runner;
 mod schedules;
@@ -28,31 +31,30 @@ struct Farm {
     app: Arc<App>,
     owner: String,
     timezone: String,
-    /// The runner's name and a client for it; `None` without a device runner.
-    runner: Option<(String, DeviceRunnerClient)>,
+    /// Every device runner, by name, `farm.runner` (the default) first.
+    runners: Vec<(String, DeviceRunnerClient)>,
+    /// `farm.runner`, or the only runner.
+    default: Option<String>,
 }
 
 /// The farm's routes, calling the general API's handlers of `app`.
 pub(crate) fn routes(app: Arc<App>, config: &Config) -> anyhow::Result<Router> {
     let farm = &config.farm;
-    let runner = match farm.runner_name(config) {
-        Some(name) => {
-            let runner = &config.device_runners[name];
-            let client = DeviceRunnerClient::with_options(
-                &runner.url,
-                runner.timeout,
-                runner.token.as_deref(),
-            )
-            .map_err(|e| anyhow::anyhow!("device_runners.{name}: {e}"))?;
-            Some((name.to_string(), client))
-        }
-        None => None,
-    };
+    let default = farm.runner_name(config).map(str::to_string);
+    let mut runners = Vec::new();
+    for (name, runner) in &config.device_runners {
+        let client =
+            DeviceRunnerClient::with_options(&runner.url, runner.timeout, runner.token.as_deref())
+                .map_err(|e| anyhow::anyhow!("device_runners.{name}: {e}"))?;
+        runners.push((name.clone(), client));
+    }
+    runners.sort_by_key(|(name, _)| Some(name) != default.as_ref());
     let state = Farm {
         app,
         owner: farm.owner.clone(),
         timezone: farm.timezone.clone(),
-        runner,
+        runners,
+        default,
     };
     Ok(Router::new()
         .merge(schedules::routes())
@@ -92,13 +94,48 @@ impl From<SchedulerError> for Refusal {
 }
 
 impl Farm {
-    fn runner(&self) -> Result<&(String, DeviceRunnerClient), Refusal> {
-        self.runner.as_ref().ok_or_else(|| {
-            error(
+    /// Every runner, `farm.runner` first; refused when there is none.
+    fn runners(&self) -> Result<&[(String, DeviceRunnerClient)], Refusal> {
+        if self.runners.is_empty() {
+            return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no device runner: configure [device_runners.<name>] (and farm.runner when \
-                 there are several)",
-            )
-        })
+                "no device runner: configure [device_runners.<name>]",
+            ));
+        }
+        Ok(&self.runners)
+    }
+
+    /// The runner a schedule for phone `serial` goes to: `farm.runner` (or the only runner),
+    /// else the one whose phones include it.
+    async fn runner_of_phone(&self, serial: &str) -> Result<String, Refusal> {
+        self.runners()?;
+        if let Some(name) = &self.default {
+            return Ok(name.clone());
+        }
+        let fleet = &self.app.dispatcher.targets.devices.fleet;
+        let fleet = fleet.view(None, &[], None).await;
+        let owners: Vec<&str> = fleet
+            .phones
+            .iter()
+            .filter(|phone| phone.serial == serial)
+            .map(|phone| phone.runner.as_str())
+            .collect();
+        match owners.as_slice() {
+            [runner] => Ok(runner.to_string()),
+            [] => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "device '{serial}' is on none of the device runners that answer; set \
+                     farm.runner, or use \"device\": \"any\" with tags"
+                ),
+            )),
+            several => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "device '{serial}' is on several device runners ({}): set farm.runner",
+                    several.join(", ")
+                ),
+            )),
+        }
     }
 }

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset, Utc};
 use jsonrpsee::Extensions;
 use scheduler_api::{
-    DeviceJobTarget, NewSchedule, Schedule, ScheduleQuery, ScheduleRun, ScheduleUpdate, Target,
-    TriggerKind, TriggerSpec,
+    DeviceJobTarget, DeviceSelector, NewSchedule, Schedule, ScheduleQuery, ScheduleRun,
+    ScheduleUpdate, Target, TriggerKind, TriggerSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -36,7 +36,10 @@ use crate::api::general;
 struct FarmSchedule {
     name: Option<String>,
     job_type: Option<String>,
+    /// A phone's serial, or `any` with `tags`: each run on a phone of any runner that carries
+    /// them.
     device: Option<String>,
+    tags: Option<Vec<String>>,
     interval_minutes: Option<u64>,
     daily_times: Option<Vec<String>>,
     params: Option<Map<String, Value>>,
@@ -52,6 +55,8 @@ struct FarmView {
     name: String,
     job_type: String,
     device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
     interval_minutes: Option<u64>,
     daily_times: Option<Vec<String>>,
     params: Map<String, Value>,
@@ -62,6 +67,9 @@ struct FarmView {
     last_run: Option<ScheduleRun>,
     created_at: DateTime<Utc>,
 }
+
+/// The farm's word for a schedule whose runs go to any phone with its `tags`.
+const ANY: &str = "any";
 
 /// The farm's whole-number fields and the values each takes (a job runs at most 30 days on
 /// the runner; priorities are the runner's 1 to 5).
@@ -119,7 +127,11 @@ fn farm_view(schedule: &Schedule) -> Option<FarmView> {
         id: schedule.id.clone(),
         name: schedule.name.clone(),
         job_type: job.job_type.clone(),
-        device: job.device.clone(),
+        device: match &job.select {
+            Some(_) => Some(ANY.into()),
+            None => job.device.clone(),
+        },
+        tags: job.select.as_ref().map(|select| select.tags.clone()),
         interval_minutes,
         daily_times,
         params: job.params.clone(),
@@ -147,12 +159,12 @@ fn as_caller(caller: Caller) -> Extensions {
 impl Farm {
     /// The trigger and target of `given`, over `current` (a farm schedule as stored) for an
     /// update.
-    fn plan(
+    async fn plan(
         &self,
         given: &FarmSchedule,
         current: Option<&Schedule>,
     ) -> Result<(TriggerSpec, DeviceJobTarget), Refusal> {
-        let (runner, _) = self.runner()?;
+        self.runners()?;
         let bad = |message: &str| error(StatusCode::BAD_REQUEST, message);
         let trigger = match (&given.interval_minutes, &given.daily_times) {
             (Some(_), Some(_)) => {
@@ -180,15 +192,49 @@ impl Farm {
             .clone()
             .or_else(|| old.map(|job| job.job_type.clone()))
             .ok_or_else(|| bad("job_type is required"))?;
+        let old_place = old.map(|job| match &job.select {
+            Some(select) => (ANY.to_string(), Some(select.tags.clone())),
+            None => (job.device.clone().unwrap_or_default(), None),
+        });
         let device = given
             .device
             .clone()
-            .or_else(|| old.and_then(|job| job.device.clone()))
+            .or_else(|| old_place.as_ref().map(|(device, _)| device.clone()))
             .ok_or_else(|| bad("device is required"))?;
+        let tags = given
+            .tags
+            .clone()
+            .or_else(|| old_place.and_then(|(_, tags)| tags));
+        let (runner, device, select) = match (device.as_str(), tags) {
+            (ANY, Some(tags)) => (
+                String::new(),
+                None,
+                Some(DeviceSelector { tags, runner: None }),
+            ),
+            (ANY, None) => return Err(bad("device \"any\" needs tags: the phones it may run on")),
+            (_, Some(_)) => {
+                return Err(bad(
+                    "tags go with device \"any\"; a named device needs none",
+                ));
+            }
+            (_, None) => {
+                // An update keeps the runner of a phone that stays.
+                let kept = old
+                    .filter(|job| job.device.as_deref() == Some(device.as_str()))
+                    .map(|job| job.runner.clone());
+                let runner = match kept {
+                    Some(runner) if !runner.is_empty() => runner,
+                    _ => self.runner_of_phone(&device).await?,
+                };
+                (runner, Some(device), None)
+            }
+        };
         let target = DeviceJobTarget {
-            runner: runner.clone(),
-            device: Some(device),
+            runner,
+            device,
             pool: None,
+            select,
+            moves: 0,
             job_type,
             params: given
                 .params
@@ -264,7 +310,7 @@ async fn create(
     text: axum::body::Bytes,
 ) -> Answer {
     let given = body(&text)?;
-    let (trigger, target) = farm.plan(&given, None)?;
+    let (trigger, target) = farm.plan(&given, None).await?;
     let name = given.name.clone().unwrap_or_else(|| {
         let device = target.device.as_deref().unwrap_or("?");
         format!("{} on {device}", target.job_type)
@@ -290,7 +336,7 @@ async fn update(
 ) -> Answer {
     let given = body(&text)?;
     let stored = farm.current(caller, &id).await?;
-    let (trigger, target) = farm.plan(&given, Some(&stored))?;
+    let (trigger, target) = farm.plan(&given, Some(&stored)).await?;
     let changes_trigger = given.interval_minutes.is_some() || given.daily_times.is_some();
     let update = ScheduleUpdate {
         name: given.name.clone(),

@@ -113,7 +113,8 @@ async fn required_params_in_the_document_are_required_by_the_server() {
         // The general API answers unparsable params with ValueError naming the field, like
         // every other bad value; the AutoGPT methods keep JSON-RPC's "Invalid params".
         let general = scheduler_api::GENERAL_METHODS.contains(&name)
-            || scheduler_api::WATCH_METHODS.contains(&name);
+            || scheduler_api::WATCH_METHODS.contains(&name)
+            || scheduler_api::FLEET_METHODS.contains(&name);
         let code = if general { 4000 } else { -32602 };
         let invalid = reply["error"]["code"] == code;
         assert_eq!(invalid, required, "{name}: called with no params: {reply}");
