@@ -712,3 +712,151 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
     shot(&browser, "timeline-close-runs").await;
     browser.close().await.unwrap();
 }
+
+/// Every runner's job types and gates for the fleet page.
+const FLEET_RUNNER: &str = r#"
+[health]
+poll = "100ms"
+max_temperature = 42.0
+
+[job_types.tick]
+argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
+max_duration = "1m"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_page_shows_every_runner_and_quarantines_a_phone() {
+    let _turn = ONE_BROWSER.lock().await;
+    let mut fleet = test_support::fleet::FleetStack::builder()
+        .host("r1", &[("A1", &["tiktok"]), ("A2", &["tiktok", "sim"])])
+        .host("r2", &[("B1", &["insta"])])
+        .runner_config(FLEET_RUNNER)
+        .scheduler_env("SCHEDULER__AUTH__TOKEN", TOKEN)
+        .scheduler_env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+        .start()
+        .await;
+    fleet.host("r1").facts("A2", 64, 45.0);
+    let driver = Driver::start().await;
+    let browser = driver.browser(1280, 800).await;
+    let base = format!("http://127.0.0.1:{}", fleet.scheduler_port());
+
+    browser.goto(&format!("{base}/ui/#/fleet")).await.unwrap();
+    until(
+        &browser,
+        "the token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    fill(&browser, "#token-input", TOKEN).await;
+    click(&browser, "#token-form button[type=submit]").await;
+    let row =
+        |phone: &str| format!("document.querySelector('tr[data-phone=\"{phone}\"]')?.innerText");
+    until(
+        &browser,
+        "both runners",
+        "document.querySelectorAll('#runners .card').length === 2",
+    )
+    .await;
+    let hot = until(
+        &browser,
+        "A2 held for its temperature",
+        &format!("{0} && {0}.includes('45.0 °C >') && {0}", row("r1/A2")),
+    )
+    .await;
+    let hot = hot.as_str().unwrap();
+    assert!(
+        hot.contains("held") && hot.contains("64 %") && hot.contains("sim"),
+        "{hot}"
+    );
+    until(
+        &browser,
+        "B1 idle",
+        &format!("{0} && {0}.includes('idle')", row("r2/B1")),
+    )
+    .await;
+    shot(&browser, "fleet").await;
+
+    // Filtered by tag: only the phone that carries it.
+    fill(&browser, "#fleet-tags", "sim").await;
+    click(&browser, "form.filters button[type=submit]").await;
+    until(
+        &browser,
+        "one phone with the tag",
+        "document.querySelectorAll('#phones tr[data-phone]').length === 1",
+    )
+    .await;
+    browser.goto(&format!("{base}/ui/#/fleet")).await.unwrap();
+    until(
+        &browser,
+        "every phone again",
+        "document.querySelectorAll('#phones tr[data-phone]').length === 3",
+    )
+    .await;
+
+    // Quarantined from the page: the reason asked, then the admin token.
+    click(
+        &browser,
+        "tr[data-phone=\"r2/B1\"] button[data-action=quarantine]",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.get_alert_text().await.is_err() {
+        assert!(Instant::now() < deadline, "no prompt for the reason");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.send_alert_text("cracked screen").await.unwrap();
+    browser.accept_alert().await.unwrap();
+    until(
+        &browser,
+        "the admin token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    fill(&browser, "#token-input", ADMIN).await;
+    click(&browser, "#token-form button[type=submit]").await;
+    until(
+        &browser,
+        "B1 quarantined",
+        &format!(
+            "{0} && {0}.includes('quarantined') && {0}.includes('cracked screen')",
+            row("r2/B1")
+        ),
+    )
+    .await;
+    shot(&browser, "fleet-quarantined").await;
+    click(
+        &browser,
+        "tr[data-phone=\"r2/B1\"] button[data-action=release]",
+    )
+    .await;
+    until(
+        &browser,
+        "B1 released",
+        &format!("{0} && {0}.includes('idle')", row("r2/B1")),
+    )
+    .await;
+
+    // A runner that stops answering is shown so, its phones as last seen.
+    fleet
+        .hosts
+        .get_mut("r2")
+        .unwrap()
+        .daemon
+        .as_mut()
+        .unwrap()
+        .kill9();
+    until(
+        &browser,
+        "r2 unreachable",
+        "document.querySelector('[data-runner=\"r2\"]')?.innerText.includes('unreachable')",
+    )
+    .await;
+    until(
+        &browser,
+        "B1 unreachable",
+        &format!("{0} && {0}.includes('unreachable')", row("r2/B1")),
+    )
+    .await;
+    shot(&browser, "fleet-unreachable").await;
+    browser.close().await.unwrap();
+}

@@ -4,7 +4,6 @@
 //! select phones by tags.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
@@ -14,14 +13,21 @@ use scheduler_client::{
     RunQuery, RunStatus, ScheduleRun, SchedulerClient, Target, TriggerKind,
 };
 use serde_json::Map;
-use test_support::phones::{fake_adb, set_facts};
-use test_support::{Daemon, DbProxy, Launch, built_binary, wait_until};
+use test_support::fleet::{FleetStack, Host, RUNNER_ADMIN};
+use test_support::wait_until;
 
-const RUNNER_TOKEN: &str = "runner-user-token";
-const RUNNER_ADMIN: &str = "runner-admin-token";
 const SOON: Duration = Duration::from_secs(30);
 
-const JOB_TYPES: &str = r#"
+/// Every runner's gates and quarantine, and the job types the tests run.
+const RUNNER_CONFIG: &str = r#"
+[health]
+poll = "100ms"
+min_battery = 20
+max_temperature = 42.0
+quarantine_after = 3
+recovery = "reboot"
+recovery_timeout = "30s"
+
 [job_types.quick]
 argv = ["sh", "-c", "echo ran on $ANDROID_SERIAL"]
 max_duration = "1m"
@@ -38,177 +44,54 @@ max_duration = "1m"
 /// A phone: its serial and tags.
 type Phone<'a> = (&'a str, &'a [&'a str]);
 
-/// A host: a device runner and its fake phones.
-struct Host {
-    name: String,
-    dir: PathBuf,
-    daemon: Option<Daemon>,
-    port: u16,
+/// A host's runner, with its admin token.
+fn runner(host: &Host) -> DeviceRunnerClient {
+    DeviceRunnerClient::with_options(&host.url(), Duration::from_secs(30), Some(RUNNER_ADMIN))
+        .unwrap()
 }
 
-impl Host {
-    /// Writes the host's configuration and adb, its phones (serial, tags) cool and charged.
-    fn prepare(root: &Path, name: &str, phones: &[Phone<'_>]) -> Host {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let listing: String = phones
-            .iter()
-            .map(|(serial, _)| format!("{serial}\tdevice\n"))
-            .collect();
-        let adb = fake_adb(&dir, &listing);
-        let mut config = format!(
-            "name = \"host-{name}\"\nkill_grace = \"1s\"\nlog_dir = \"{}\"\n\n\
-             [adb]\nenabled = true\npath = \"{}\"\npoll_interval = \"100ms\"\ndebounce = 1\n\n\
-             [health]\npoll = \"100ms\"\nmin_battery = 20\nmax_temperature = 42.0\n\
-             quarantine_after = 3\nrecovery = \"reboot\"\nrecovery_timeout = \"30s\"\n\n\
-             [auth]\ntoken = \"{RUNNER_TOKEN}\"\nadmin_token = \"{RUNNER_ADMIN}\"\n{JOB_TYPES}",
-            dir.join("logs").display(),
-            adb.display()
-        );
-        for (serial, tags) in phones {
-            set_facts(&dir, serial, 80, 30.0);
-            let tags: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
-            config.push_str(&format!(
-                "\n[[devices]]\nserial = \"{serial}\"\ntags = [{}]\n",
-                tags.join(", ")
-            ));
-        }
-        std::fs::write(dir.join("device-runner.toml"), config).unwrap();
-        Host {
-            name: name.into(),
-            dir,
-            daemon: None,
-            port: 0,
-        }
-    }
-
-    /// Starts its runner, on the port it had when it is started again.
-    async fn start(&mut self) {
-        let db = format!("sqlite://{}/runner.db", self.dir.display());
-        let mut launch = Launch::new(built_binary("device-runner"), self.dir.join("process"))
-            .arg("--config")
-            .arg(self.dir.join("device-runner.toml"))
-            .args(["--database-url", &db])
-            .graceful_drop(true);
-        if self.port != 0 {
-            launch = launch.port(self.port);
-        }
-        let daemon = launch
-            .start()
-            .await
-            .unwrap_or_else(|message| panic!("runner {} did not start: {message}", self.name));
-        self.port = daemon.port;
-        self.daemon = Some(daemon);
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn client(&self) -> DeviceRunnerClient {
-        DeviceRunnerClient::with_options(&self.url(), Duration::from_secs(30), Some(RUNNER_ADMIN))
-            .unwrap()
-    }
-
-    fn facts(&self, serial: &str, level: u8, celsius: f64) {
-        set_facts(&self.dir, serial, level, celsius);
-    }
-
-    /// Every job of the runner (queued, running or ended), newest first.
-    async fn jobs(&self) -> Vec<Job> {
-        let rpc = self.client();
-        let mut jobs = rpc.rpc().list_queue(None).await.unwrap();
-        let status = rpc.rpc().get_status().await.unwrap();
-        jobs.extend(status.running_jobs);
-        jobs.extend(
-            rpc.rpc()
-                .list_runs(None, None, None, Some(1000), None, None)
-                .await
-                .unwrap(),
-        );
-        jobs
-    }
+/// Every job of a host's runner (queued, running or ended).
+async fn jobs_on(host: &Host) -> Vec<Job> {
+    let rpc = runner(host);
+    let mut jobs = rpc.rpc().list_queue(None).await.unwrap();
+    let status = rpc.rpc().get_status().await.unwrap();
+    jobs.extend(status.running_jobs);
+    let ended = rpc
+        .rpc()
+        .list_runs(None, None, None, Some(1000), None, None);
+    jobs.extend(ended.await.unwrap());
+    jobs
 }
 
 /// The hosts and the scheduler that follows them.
 struct Farm {
-    _root: tempfile::TempDir,
-    hosts: BTreeMap<String, Host>,
-    /// Relays in front of the runners a test cuts off from the scheduler.
-    proxies: BTreeMap<String, DbProxy>,
-    scheduler_dir: PathBuf,
-    scheduler: Option<Daemon>,
+    stack: FleetStack,
 }
 
 impl Farm {
     /// Starts `hosts` (name, phones with their tags) and a scheduler following them; the
     /// scheduler reaches those named in `relayed` through a relay a test can hold.
     async fn start(hosts: &[(&str, &[Phone<'_>])], relayed: &[&str]) -> Farm {
-        let root = tempfile::tempdir().unwrap();
-        let mut started = BTreeMap::new();
-        let mut proxies = BTreeMap::new();
+        let mut builder = FleetStack::builder().runner_config(RUNNER_CONFIG);
         for (name, phones) in hosts {
-            let mut host = Host::prepare(root.path(), name, phones);
-            host.start().await;
-            if relayed.contains(name) {
-                proxies.insert(name.to_string(), DbProxy::start(&host.url()).await);
-            }
-            started.insert(name.to_string(), host);
+            builder = builder.host(name, phones);
         }
-        let mut farm = Farm {
-            scheduler_dir: root.path().join("scheduler"),
-            _root: root,
-            hosts: started,
-            proxies,
-            scheduler: None,
-        };
-        farm.start_scheduler().await;
-        farm
-    }
-
-    async fn start_scheduler(&mut self) {
-        let db = format!("sqlite://{}/scheduler.db", self.scheduler_dir.display());
-        let mut launch = Launch::new(built_binary("scheduler"), &self.scheduler_dir)
-            .args([
-                "--database-url",
-                &db,
-                "--executor-url",
-                "http://127.0.0.1:9/",
-            ])
-            .env("SCHEDULER__LOG__LEVEL", "info");
-        for (name, host) in &self.hosts {
-            let url = match self.proxies.get(name) {
-                Some(proxy) => proxy.url(&host.url()),
-                None => host.url(),
-            };
-            let key = |field: &str| {
-                format!(
-                    "SCHEDULER__DEVICE_RUNNERS__{}__{field}",
-                    name.to_uppercase()
-                )
-            };
-            launch = launch
-                .env(&key("URL"), &url)
-                .env(&key("TOKEN"), RUNNER_TOKEN)
-                .env(&key("ADMIN_TOKEN"), RUNNER_ADMIN)
-                .env(&key("POLL"), "200ms")
-                .env(&key("TIMEOUT"), "20s");
+        for name in relayed {
+            builder = builder.relayed(name);
         }
-        let daemon = launch
-            .start()
-            .await
-            .unwrap_or_else(|message| panic!("the scheduler did not start: {message}"));
-        self.scheduler = Some(daemon);
+        Farm {
+            stack: builder.start().await,
+        }
     }
 
     fn host(&self, name: &str) -> &Host {
-        &self.hosts[name]
+        self.stack.host(name)
     }
 
     fn client(&self) -> SchedulerClient {
         SchedulerClient::new(ClientConfig {
             host: "127.0.0.1".into(),
-            port: self.scheduler.as_ref().expect("the scheduler runs").port,
+            port: self.stack.scheduler_port(),
             timeout: Duration::from_secs(30),
             retries: 2,
             retry_delay: Duration::from_millis(50),
@@ -218,10 +101,7 @@ impl Farm {
     }
 
     fn log(&self) -> String {
-        self.scheduler
-            .as_ref()
-            .map(Daemon::log_text)
-            .unwrap_or_default()
+        self.stack.scheduler_log()
     }
 
     /// A schedule whose one occurrence at `at` runs `job_type` on a phone with `tags` (of
@@ -306,11 +186,11 @@ impl Farm {
     async fn jobs_of(&self, id: &str) -> Vec<(String, Job)> {
         let source = format!("schedule {id}");
         let mut found = Vec::new();
-        for (name, host) in &self.hosts {
+        for (name, host) in &self.stack.hosts {
             if host.daemon.is_none() {
                 continue;
             }
-            for job in host.jobs().await {
+            for job in jobs_on(host).await {
                 if job.source.as_deref() == Some(source.as_str()) {
                     found.push((name.clone(), job));
                 }
@@ -448,9 +328,7 @@ async fn failures_quarantine_a_phone_a_reboot_brings_it_back_and_placed_jobs_mov
         farm.run_of(&id, |r| r.status == RunStatus::Failed).await;
     }
     let history = wait_until("F1's recovery", SOON, || async {
-        let history = farm
-            .host("r1")
-            .client()
+        let history = runner(farm.host("r1"))
             .rpc()
             .get_device_history("F1".into(), None)
             .await
@@ -473,9 +351,7 @@ async fn failures_quarantine_a_phone_a_reboot_brings_it_back_and_placed_jobs_mov
     farm.host("r2").facts("Q2", 80, 44.0);
     farm.phone("r2", "Q2", |p| p.state == PhoneState::Held)
         .await;
-    let blocker = farm
-        .host("r1")
-        .client()
+    let blocker = runner(farm.host("r1"))
         .rpc()
         .enqueue_job(
             Some("Q1".into()),
@@ -542,9 +418,7 @@ async fn failures_quarantine_a_phone_a_reboot_brings_it_back_and_placed_jobs_mov
         ])
     );
     // The blocker, not placed by the scheduler, keeps running on the quarantined phone.
-    let still = farm
-        .host("r1")
-        .client()
+    let still = runner(farm.host("r1"))
         .rpc()
         .get_run(blocker.id.clone())
         .await
@@ -569,7 +443,7 @@ async fn a_scheduler_killed_between_placement_and_enqueue_runs_the_occurrence_on
     farm.phone("r1", "X1", |p| p.state == PhoneState::Idle)
         .await;
     // From now on r1 takes the scheduler's calls and does not answer them.
-    farm.proxies["r1"].hold();
+    farm.stack.proxies["r1"].hold();
     let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(1);
     farm.create("pinned", at, &["pin"], None, "quick").await;
     let placed = farm
@@ -580,13 +454,11 @@ async fn a_scheduler_killed_between_placement_and_enqueue_runs_the_occurrence_on
         })
         .await;
     assert_eq!(placed.status, RunStatus::Pending);
-    farm.scheduler.as_mut().unwrap().kill9();
+    farm.stack.scheduler.as_mut().unwrap().kill9();
 
     // Now Y1 is free and X1 busy: a new choice would be Y1.
     farm.host("r2").facts("Y1", 80, 30.0);
-    let busy = farm
-        .host("r1")
-        .client()
+    let busy = runner(farm.host("r1"))
         .rpc()
         .enqueue_job(
             Some("X1".into()),
@@ -601,8 +473,8 @@ async fn a_scheduler_killed_between_placement_and_enqueue_runs_the_occurrence_on
         )
         .await
         .unwrap();
-    farm.proxies["r1"].restore();
-    farm.start_scheduler().await;
+    farm.stack.proxies["r1"].restore();
+    farm.stack.start_scheduler().await;
     // The restarted scheduler delivers it to X1, with the same key: it waits there.
     let queued = wait_until("the pinned job queued on X1", SOON, || async {
         let jobs = farm.jobs_of("pinned").await;
@@ -616,8 +488,7 @@ async fn a_scheduler_killed_between_placement_and_enqueue_runs_the_occurrence_on
         queued.idempotency_key.as_deref(),
         Some(placed.idempotency_key.as_str())
     );
-    farm.host("r1")
-        .client()
+    runner(farm.host("r1"))
         .rpc()
         .kill_job(busy.id)
         .await
@@ -655,7 +526,7 @@ async fn a_killed_runner_shows_unreachable_gets_no_placements_and_runs_its_queue
     assert_eq!(behind.placement.unwrap().device, "K3");
     farm.phone("r3", "K3", |p| p.queued == 1).await;
 
-    let r3 = farm.hosts.get_mut("r3").unwrap();
+    let r3 = farm.stack.hosts.get_mut("r3").unwrap();
     r3.daemon.as_mut().unwrap().kill9();
     let gone = farm
         .phone("r3", "K3", |p| p.state == PhoneState::Unreachable)
@@ -681,7 +552,7 @@ async fn a_killed_runner_shows_unreachable_gets_no_placements_and_runs_its_queue
     assert_eq!(elsewhere.placement.unwrap().runner, "r1");
 
     // Back, r3 runs what was queued on it, once.
-    farm.hosts.get_mut("r3").unwrap().start().await;
+    farm.stack.hosts.get_mut("r3").unwrap().start().await;
     let run = farm
         .run_of("behind", |r| r.status == RunStatus::Dispatched)
         .await;
@@ -692,4 +563,192 @@ async fn a_killed_runner_shows_unreachable_gets_no_placements_and_runs_its_queue
         (jobs[0].0.as_str(), jobs[0].1.status),
         ("r3", JobStatus::Completed)
     );
+}
+
+/// A JSON request to the scheduler's farm routes: its status and body.
+async fn farm_call(
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_rest_api_places_any_phone_and_covers_every_runner() {
+    use reqwest::Method;
+    use serde_json::json;
+    let farm = Farm::start(
+        &[
+            ("r1", &[("A1", &["tiktok"])]),
+            ("r2", &[("B1", &["tiktok", "sim"]), ("B2", &["insta"])]),
+        ],
+        &[],
+    )
+    .await;
+    farm.phone("r2", "B2", |p| p.state == PhoneState::Idle)
+        .await;
+    let base = format!("http://127.0.0.1:{}", farm.stack.scheduler_port());
+
+    // "any" with tags: placed per run; a named phone goes to the runner that has it.
+    let (status, created) = farm_call(
+        Method::POST,
+        format!("{base}/api/schedules"),
+        Some(
+            json!({"name": "any sim", "job_type": "quick", "device": "any", "tags": ["sim"],
+                    "interval_minutes": 60}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["device"].clone(), created["tags"].clone()),
+        (json!("any"), json!(["sim"]))
+    );
+    let (status, named) = farm_call(
+        Method::POST,
+        format!("{base}/api/schedules"),
+        Some(json!({"name": "on B2", "job_type": "quick", "device": "B2", "interval_minutes": 60})),
+    )
+    .await;
+    assert_eq!(status, 201, "{named}");
+    for (body, field) in [
+        (
+            json!({"job_type": "quick", "device": "any", "interval_minutes": 5}),
+            "tags",
+        ),
+        (
+            json!({"job_type": "quick", "device": "A1", "tags": ["x"], "interval_minutes": 5}),
+            "tags",
+        ),
+        (
+            json!({"job_type": "quick", "device": "Z9", "interval_minutes": 5}),
+            "Z9",
+        ),
+    ] {
+        let (status, refused) =
+            farm_call(Method::POST, format!("{base}/api/schedules"), Some(body)).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["error"].as_str().unwrap().contains(field),
+            "{refused}"
+        );
+    }
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, _) = farm_call(
+        Method::POST,
+        format!("{base}/api/schedules/{id}/run-now"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let named_id = named["id"].as_str().unwrap().to_string();
+    let (status, _) = farm_call(
+        Method::POST,
+        format!("{base}/api/schedules/{named_id}/run-now"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let placed = farm
+        .run_of(&id, |r| r.status == RunStatus::Dispatched)
+        .await;
+    assert_eq!(placed.placement.unwrap().device, "B1");
+    farm.run_of(&named_id, |r| r.status == RunStatus::Dispatched)
+        .await;
+    let on_b2 = farm.jobs_of(&named_id).await;
+    assert_eq!(
+        (on_b2[0].0.as_str(), on_b2[0].1.device.as_str()),
+        ("r2", "B2")
+    );
+
+    // The runner routes cover every runner, each device and job with its runner.
+    let (status, merged) =
+        farm_call(Method::GET, format!("{base}/api/scheduler/status"), None).await;
+    assert_eq!(status, 200, "{merged}");
+    let devices: Vec<(String, String)> = merged["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["runner"].as_str().unwrap().into(),
+                d["serial"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("r1".into(), "A1".into()),
+            ("r2".into(), "B1".into()),
+            ("r2".into(), "B2".into())
+        ]
+    );
+    assert_eq!(merged["runners"].as_array().unwrap().len(), 2);
+    let (_, history) = farm_call(
+        Method::GET,
+        format!("{base}/api/scheduler/history?limit=10"),
+        None,
+    )
+    .await;
+    let ran: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran.len(), 2, "{history}");
+    assert!(ran.contains(&"B1") && ran.contains(&"B2"), "{history}");
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["runner"] == "r2")
+    );
+    // A job's log, found on the runner that has it; paging on from it reaches the other run.
+    let first = history[0]["id"].as_str().unwrap();
+    let (status, log) = farm_call(
+        Method::GET,
+        format!("{base}/api/scheduler/history/{first}/logs"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{log}");
+    assert!(log["data"].as_str().unwrap().contains("ran on B"), "{log}");
+    let (_, older) = farm_call(
+        Method::GET,
+        format!("{base}/api/scheduler/history?limit=10&before={first}"),
+        None,
+    )
+    .await;
+    assert_eq!(older.as_array().unwrap().len(), 1, "{older}");
+    assert_eq!(older[0]["id"], history[1]["id"]);
+    let (status, _) = farm_call(
+        Method::GET,
+        format!("{base}/api/scheduler/history/nope/logs"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, timeline) =
+        farm_call(Method::GET, format!("{base}/api/scheduler/timeline"), None).await;
+    let lanes: Vec<&str> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["runner"].as_str().unwrap())
+        .collect();
+    assert_eq!(lanes, ["r1", "r2", "r2"]);
 }

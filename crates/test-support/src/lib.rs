@@ -10,6 +10,7 @@
 
 pub mod daemon;
 pub mod db_proxy;
+pub mod fleet;
 pub mod hostile;
 mod matrix;
 pub mod phones;

@@ -613,7 +613,7 @@ async function fleetPage(query) {
     runners.replaceChildren(...fleet.runners.map((r) => h("div", {class: "card", "data-runner": r.name},
       h("strong", {}, r.name), " ", r.reports_as && r.reports_as !== r.name ? h("span", {class: "muted"}, r.reports_as) : null, " ",
       h("span", {class: `status s-${r.reachable ? "ok" : "bad"}`}, r.reachable ? "reachable" : "unreachable"),
-      h("div", {class: "muted"}, `${r.phones} phones · seen ${r.last_seen ? relative(r.last_seen) : "never"}`),
+      h("div", {class: "muted"}, `${r.phones} phone${r.phones === 1 ? "" : "s"} · seen ${r.last_seen ? relative(r.last_seen) : "never"}`),
       r.error ? h("div", {class: "s-bad"}, r.error) : null)));
     const rows = fleet.phones.map((p) => {
       const health = p.health || {};
@@ -630,8 +630,8 @@ async function fleetPage(query) {
         h("td", {}, p.running ? h("a", {href: `#/logs/${encodeURIComponent(p.running.id)}`}, p.running.job_type) : h("span", {class: "muted"}, "–")),
         h("td", {}, String(p.queued)),
         h("td", {}, p.state === "unreachable" ? null : p.quarantine
-          ? h("button", {class: "secondary", onclick: act(p, false)}, "Release")
-          : h("button", {class: "danger", onclick: act(p, true)}, "Quarantine")));
+          ? h("button", {class: "secondary", "data-action": "release", onclick: act(p, false)}, "Release")
+          : h("button", {class: "secondary", "data-action": "quarantine", onclick: act(p, true)}, "Quarantine")));
     });
     phones.replaceChildren(table(["Phone", "Runner", "Tags", "State", "Battery", "Temperature", "Running", "Queued", ""], rows, "No phone matches."));
   };

@@ -131,11 +131,11 @@ impl Fleet {
                         .retain(|mark| mark.queued_at.is_none_or(|at| at > asked_at));
                 }
                 Ok(Err(error)) => {
-                    let error = device_runner_client::Error::from(error);
+                    let error = with_causes(&device_runner_client::Error::from(error));
                     if seen.error.is_none() {
                         tracing::warn!(runner = name, %error, "device runner does not answer; its phones get no new placements");
                     }
-                    seen.error = Some(error.to_string());
+                    seen.error = Some(error);
                 }
                 Err(_) => {
                     if seen.error.is_none() {
@@ -287,6 +287,20 @@ impl Fleet {
             lock(&side.seen).placed.retain(|m| m.id != choice.mark);
         }
     }
+}
+
+/// An error with what caused it, as people read it (`… : Connection refused (os error 111)`).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Where a phone stands, from its runner's answer.
