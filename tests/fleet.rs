@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient, Job, JobStatus};
 use scheduler_client::{
     ClientConfig, DeviceJobTarget, DeviceSelector, FleetPhone, FleetQuery, NewSchedule, PhoneState,
-    RunQuery, RunStatus, ScheduleRun, SchedulerClient, Target, TriggerKind,
+    RunQuery, RunStatus, SchedulePolicy, ScheduleRun, SchedulerClient, Target, TriggerKind,
 };
 use serde_json::Map;
 use test_support::fleet::{FleetStack, Host, RUNNER_ADMIN};
@@ -292,11 +292,20 @@ async fn selector_schedules_spread_over_the_matching_phones_and_wait_out_their_g
     for id in ["hot", "flat"] {
         let run = farm
             .run_of(id, |r| {
-                r.status == RunStatus::Pending && r.placement.is_none()
+                r.status == RunStatus::Pending
+                    && r.detail
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with("waiting for a phone"))
             })
             .await;
         assert_eq!(run.scheduled_time, at);
+        assert!(run.placement.is_none());
     }
+    let hot = farm.run_of("hot", |r| r.detail.is_some()).await;
+    assert_eq!(
+        hot.detail.as_deref(),
+        Some("waiting for a phone: no phone with tags [sim] is available: 1 above 42.0 °C")
+    );
     // It waits: no job anywhere until the phones recover.
     assert!(farm.jobs_of("hot").await.is_empty());
     assert!(farm.jobs_of("flat").await.is_empty());
@@ -309,6 +318,36 @@ async fn selector_schedules_spread_over_the_matching_phones_and_wait_out_their_g
     // A2 runs its two long jobs first; the placed one waits in its queue.
     let hot = farm.run_of("hot", |r| r.placement.is_some()).await;
     assert_eq!(hot.placement.unwrap().device, "A2");
+
+    // No phone for it: it waits its placement timeout, then fails saying why.
+    let nowhere = Target::DeviceJob(DeviceJobTarget {
+        runner: String::new(),
+        device: None,
+        pool: None,
+        select: Some(DeviceSelector {
+            tags: vec!["ios".into()],
+            runner: None,
+        }),
+        moves: 0,
+        job_type: "quick".into(),
+        params: Map::new(),
+        priority: 5,
+        max_duration: None,
+    });
+    let mut new = NewSchedule::new("farm", TriggerKind::Once { at: soon() }.into(), nowhere);
+    new.id = Some("nowhere".into());
+    new.policy = Some(SchedulePolicy {
+        placement_timeout_secs: Some(1),
+        ..SchedulePolicy::default()
+    });
+    farm.client().create_schedule(new).await.unwrap();
+    let failed = farm
+        .run_of("nowhere", |r| r.status == RunStatus::Failed)
+        .await;
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("no phone carries tags [ios]")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

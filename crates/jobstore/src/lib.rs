@@ -22,7 +22,8 @@ pub use memory::MemoryStore;
 pub use model::{
     DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter,
     Origin, Overlap, Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunNote, RunOutcome,
-    RunRecord, RunStatus, Schedule, StoreName, SystemTaskTarget, Target, WatchTarget, http_method,
+    RunPlacement, RunRecord, RunStatus, Schedule, StoreName, SystemTaskTarget, Target, WatchTarget,
+    http_method,
 };
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
 use crate::model::{
-    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
-    Target,
+    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
+    Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
 use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
@@ -521,25 +521,25 @@ impl Ledger for MemoryStore {
         Ok(())
     }
 
-    async fn place(
-        &self,
-        run: &RunRecord,
-        placed: &Target,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
+    async fn place(&self, placements: &[RunPlacement]) -> Result<Vec<bool>, StoreError> {
         let mut state = self.state.lock().await;
-        let key = (run.schedule_id.clone(), run.scheduled_time);
-        match state.runs.get_mut(&key) {
-            Some(stored)
-                if stored.status == RunStatus::Pending
-                    && stored.target.placement() == run.target.placement() =>
-            {
-                stored.target = placed.clone();
-                stored.detail = Some(detail.to_string());
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(placements
+            .iter()
+            .map(|p| {
+                let key = (p.schedule_id.clone(), p.scheduled_time);
+                match state.runs.get_mut(&key) {
+                    Some(stored)
+                        if stored.status == RunStatus::Pending
+                            && stored.target.placement() == p.expected =>
+                    {
+                        stored.target = p.target.clone();
+                        stored.detail = Some(p.detail.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect())
     }
 
     async fn runs(

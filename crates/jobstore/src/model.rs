@@ -341,6 +341,18 @@ pub struct RunNote {
     pub detail: String,
 }
 
+/// Where a pending run goes, to write to its ledger row ([`crate::Ledger::place`]): the placed
+/// target, if the row is still placed as `expected` says (`placement()` of the target it was
+/// read with; `None` before the first placement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlacement {
+    pub schedule_id: String,
+    pub scheduled_time: DateTime<Utc>,
+    pub expected: Option<String>,
+    pub target: Target,
+    pub detail: String,
+}
+
 /// The end of a pending run, recorded after dispatch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {

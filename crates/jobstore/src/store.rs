@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::model::{
-    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Schedule, StoreName,
-    Target,
+    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
+    Schedule, StoreName,
 };
 
 /// Why a store operation failed.
@@ -243,16 +243,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// run that has ended is left as it is.
     async fn annotate(&self, notes: &[RunNote]) -> Result<(), StoreError>;
 
-    /// Records where a pending run goes (a device job placed by tags): its row's target becomes
-    /// `placed` and its detail `detail`, only if the row is still pending and placed as
-    /// `run.target` says (compare and set, so two deliveries never place one run twice).
-    /// False, writing nothing, otherwise.
-    async fn place(
-        &self,
-        run: &RunRecord,
-        placed: &Target,
-        detail: &str,
-    ) -> Result<bool, StoreError>;
+    /// Records where pending runs go (device jobs placed by tags), in one statement per 1,000:
+    /// each row's target becomes the placed one and its detail the placement's, only if the
+    /// row is still pending and placed as expected (compare and set, so two deliveries never
+    /// place one run twice). Whether each was written, in order.
+    async fn place(&self, placements: &[RunPlacement]) -> Result<Vec<bool>, StoreError>;
 
     /// A schedule's ledger rows matching `filter`, newest scheduled time first.
     async fn runs(

@@ -20,12 +20,16 @@
 //!   console's schedules page and timeline in Chromium (see `console_bench.rs`).
 //! - `cargo xtask bench-peer [--due N]`: the same burst through APScheduler 3.11 as AutoGPT
 //!   configures it and through this scheduler, side by side (see `peer_bench.rs`).
+//! - `cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N]
+//!   [--schedules N] [--rounds N] [--poll 2s]`: occurrences placed by tags over several device runners,
+//!   beside the same burst naming its phones (see `fleet_bench.rs`).
 //! - `cargo xtask docs`: the book in `docs/`, into `target/book` (see `docs.rs`).
 
 mod bench;
 mod console_bench;
 mod daemon;
 mod docs;
+mod fleet_bench;
 mod peer_bench;
 mod runner_bench;
 mod targets_bench;
@@ -39,6 +43,7 @@ const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S] [--against BINARY] [--module-batch 100,1]
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
        cargo xtask bench-peer [--due N]
+       cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N] [--schedules N] [--rounds N] [--poll 2s]
        cargo xtask docs";
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Some("bench-console") => {
             console_bench::Options::parse(&args[1..]).and_then(console_bench::run)
         }
+        Some("bench-fleet") => fleet_bench::Options::parse(&args[1..]).and_then(fleet_bench::run),
         Some("bench-peer") => peer_bench::Options::parse(&args[1..]).and_then(peer_bench::run),
         Some("docs") => docs::run(),
         _ => {

@@ -114,15 +114,15 @@ struct Figures {
 }
 
 /// Start latencies in milliseconds.
-struct Latencies {
-    count: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
+pub(crate) struct Latencies {
+    pub(crate) count: usize,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
 impl Latencies {
-    fn of(mut nanos: Vec<i64>) -> Latencies {
+    pub(crate) fn of(mut nanos: Vec<i64>) -> Latencies {
         nanos.sort_unstable();
         let ms = |n: i64| n as f64 / 1e6;
         Latencies {
@@ -271,8 +271,8 @@ async fn bench_backend(
         end_to_end(&place, "2s", round, &mut ahead).await?;
         end_to_end(&place, "0s", round, &mut once_due).await?;
     }
-    let end_to_end_ahead = ahead.figures("2s");
-    let end_to_end = once_due.figures("0s");
+    let end_to_end_ahead = ahead.figures("lookahead 2s");
+    let end_to_end = once_due.figures("lookahead 0s");
 
     // 6. A pool fed from the concurrent clients.
     let started = Instant::now();
@@ -451,18 +451,35 @@ struct Place<'a> {
 /// started (the device's queue), marked started → the process's own stamp (the start's write
 /// and the spawn).
 #[derive(Default)]
-struct Through {
+pub(crate) struct Through {
     total: Vec<i64>,
     legs: [Vec<i64>; 3],
 }
 
 impl Through {
+    /// Adds the sample of a job due at `due`, from its record and the stamp it printed.
+    pub(crate) fn add(
+        &mut self,
+        due: chrono::DateTime<chrono::Utc>,
+        job: &device_runner_client::Job,
+    ) -> anyhow::Result<()> {
+        let nanos =
+            |at: chrono::DateTime<chrono::Utc>| at.timestamp_nanos_opt().unwrap_or_default();
+        let stamp = started(job)?;
+        let marked = nanos(job.started_at.unwrap_or(job.enqueued_at));
+        self.total.push(stamp - nanos(due));
+        self.legs[0].push(nanos(job.enqueued_at) - nanos(due));
+        self.legs[1].push(marked - nanos(job.enqueued_at));
+        self.legs[2].push(stamp - marked);
+        Ok(())
+    }
+
     /// The figures, with the legs printed.
-    fn figures(self, lookahead: &str) -> Latencies {
+    pub(crate) fn figures(self, lookahead: &str) -> Latencies {
         let figures = Latencies::of(self.total);
         let [queued, picked, spawned] = self.legs.map(Latencies::of);
         eprintln!(
-            "end to end (lookahead {lookahead}): due → running p50 {:.1} ms, p99 {:.1} ms \
+            "end to end ({lookahead}): due → running p50 {:.1} ms, p99 {:.1} ms \
              (due → queued p50 {:.1} / p99 {:.1}; queued → marked started {:.1} / {:.1}; \
              marked started → process {:.1} / {:.1})",
             figures.p50,
@@ -518,16 +535,10 @@ async fn end_to_end(
     let client = DeviceRunnerClient::new(&runner_url)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let nanos = |at: chrono::DateTime<Utc>| at.timestamp_nanos_opt().unwrap_or_default();
     for device in 0..devices {
         let key = format!("{}@{at}", id(device));
         let job = completed(&client, device, &key, deadline).await?;
-        let stamp = started(&job)?;
-        let marked = nanos(job.started_at.unwrap_or(job.enqueued_at));
-        samples.total.push(stamp - nanos(due));
-        samples.legs[0].push(nanos(job.enqueued_at) - nanos(due));
-        samples.legs[1].push(marked - nanos(job.enqueued_at));
-        samples.legs[2].push(stamp - marked);
+        samples.add(due, &job)?;
     }
     daemon.stop()?;
     drop(db);

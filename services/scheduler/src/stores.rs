@@ -42,6 +42,22 @@ impl Stores {
         StoreName::ALL.iter().filter_map(|j| self.by_name.get(j))
     }
 
+    /// Items grouped by the store they belong to, in the order of [`StoreName::ALL`]; stores
+    /// with nothing, or not served here, are left out.
+    pub(crate) fn per_store<T>(
+        &self,
+        items: Vec<(StoreName, T)>,
+    ) -> Vec<(&Arc<dyn JobStore>, Vec<T>)> {
+        let mut groups: Vec<_> = self.all().map(|store| (store, Vec::new())).collect();
+        for (jobstore, item) in items {
+            if let Some((_, group)) = groups.iter_mut().find(|(s, _)| s.jobstore() == jobstore) {
+                group.push(item);
+            }
+        }
+        groups.retain(|(_, group)| !group.is_empty());
+        groups
+    }
+
     /// The stores a replica fires: the persisted ones always, the in-memory ones only while it
     /// leads.
     pub fn active(&self, leading: bool) -> impl Iterator<Item = &Arc<dyn JobStore>> {

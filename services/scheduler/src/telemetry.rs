@@ -16,6 +16,8 @@
 //! - `scheduler_leader`: 1 while this replica leads;
 //! - `scheduler_database_up`: 1 while the engine's last store call succeeded;
 //! - `scheduler_dispatches_in_flight`;
+//! - `scheduler_placement_seconds`: per occurrence of a device job placed by tags, the time to
+//!   choose its phone and write the choice to the ledger;
 //! - `scheduler_oldest_overdue_seconds`: how long the oldest due occurrence has waited (0 when
 //!   none waits), as of the last `/ready` or `/metrics` request.
 //!
@@ -95,6 +97,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     for rule in PRUNE_RULES {
         counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(0);
     }
+    let _registered = histogram!("scheduler_placement_seconds");
     Ok(handle)
 }
 
@@ -149,6 +152,12 @@ fn describe() {
         "Latency of the engine's store calls."
     );
     metrics::describe_gauge!("scheduler_leader", "1 while this replica leads.");
+    metrics::describe_histogram!(
+        "scheduler_placement_seconds",
+        metrics::Unit::Seconds,
+        "Per occurrence of a device job placed by tags: choosing its phone and writing the \
+         choice to the ledger."
+    );
     metrics::describe_counter!(
         "scheduler_ledger_rows_deleted_total",
         "Run ledger rows deleted by the retention: by age (ledger.retention) or by count \
@@ -225,6 +234,11 @@ pub(crate) fn pruned(rule: &'static str, rows: u64) {
     if rows > 0 {
         counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(rows);
     }
+}
+
+/// An occurrence was placed on a phone, in `took`.
+pub(crate) fn placed(took: Duration) {
+    histogram!("scheduler_placement_seconds").record(took.as_secs_f64());
 }
 
 pub(crate) fn store_operation(operation: &'static str, took: Duration) {

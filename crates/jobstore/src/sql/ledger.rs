@@ -1,7 +1,6 @@
 //! The run ledger: recording outcomes, runs written outside a claim, and the runs of a
 //! schedule waiting for the one in progress.
 
-use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -12,7 +11,7 @@ use service_kit::sql::Conn;
 use super::{
     At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, push_given, run_from_row, to_json,
 };
-use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Target};
+use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
 
@@ -46,6 +45,17 @@ const OUTCOMES: &[(&str, Kind)] = &[
 const NOTES: &[(&str, Kind)] = &[
     ("key_id", Kind::Text),
     ("key_time", Kind::Instant),
+    ("detail", Kind::Text),
+];
+
+/// The columns of a batch of placements: the row's key, the placement it must have, and the
+/// placed target with its placement and detail.
+const PLACEMENTS: &[(&str, Kind)] = &[
+    ("key_id", Kind::Text),
+    ("key_time", Kind::Instant),
+    ("expected", Kind::Text),
+    ("target", Kind::Json),
+    ("placement", Kind::Text),
     ("detail", Kind::Text),
 ];
 
@@ -301,29 +311,38 @@ impl Ledger for SqlStore {
         Ok(())
     }
 
-    async fn place(
-        &self,
-        run: &RunRecord,
-        placed: &Target,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        let sql = "UPDATE schedule_runs SET target = $1, placement = $3, detail = $4 \
-                   WHERE schedule_id = $5 AND scheduled_time = $6 AND status = 'pending' \
-                   AND coalesce(placement, '') = $2";
-        let before = run.target.placement().unwrap_or_default();
-        let mut conn = self.writer().await?;
-        let rows = on_db!(
-            conn.conn(),
-            execute,
-            sql,
-            Json(placed),
-            &before,
-            placed.placement(),
-            detail,
-            &run.schedule_id,
-            At(run.scheduled_time)
+    async fn place(&self, placements: &[RunPlacement]) -> Result<Vec<bool>, StoreError> {
+        let sql = format!(
+            "UPDATE schedule_runs AS r SET target = u.target, placement = u.placement, \
+             detail = u.detail FROM {} \
+             WHERE r.schedule_id = u.key_id AND r.scheduled_time = u.key_time \
+             AND r.status = 'pending' AND coalesce(r.placement, '') = u.expected \
+             RETURNING schedule_id, scheduled_time",
+            self.dialect().rows(1, PLACEMENTS)
         );
-        Ok(rows == 1)
+        let mut placed = Keys::with_capacity(placements.len());
+        let mut conn = self.writer().await?;
+        for chunk in placements.chunks(1000) {
+            let mut batch = Batch::new(PLACEMENTS);
+            for p in chunk {
+                batch.push([
+                    p.schedule_id.as_str().into(),
+                    p.scheduled_time.into(),
+                    p.expected.clone().unwrap_or_default().as_str().into(),
+                    to_json(&p.target)?.into(),
+                    p.target.placement().into(),
+                    p.detail.as_str().into(),
+                ]);
+            }
+            let written: Vec<(String, At)> =
+                on_db!(conn.conn(), fetch_all(String, At), &sql; batch);
+            placed.extend(keys(written));
+        }
+        let d = self.dialect();
+        Ok(placements
+            .iter()
+            .map(|p| placed.contains(&(p.schedule_id.clone(), d.stored(p.scheduled_time))))
+            .collect())
     }
 
     async fn runs(

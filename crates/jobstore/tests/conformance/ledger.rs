@@ -431,8 +431,9 @@ async fn pending_runs_can_be_annotated_together_and_an_ended_one_cannot(store: A
     );
 }
 
-async fn a_run_is_placed_once_and_its_row_keeps_where_it_went(store: Arc<dyn JobStore>) {
-    let mut s = schedule("d", "u1", "g1", Some("2026-01-01T10:00:00Z"));
+async fn runs_are_placed_once_together_and_their_rows_keep_where_they_went(
+    store: Arc<dyn JobStore>,
+) {
     let select = jobstore::DeviceSelector {
         tags: vec!["tiktok".into()],
         runner: None,
@@ -450,58 +451,81 @@ async fn a_run_is_placed_once_and_its_row_keeps_where_it_went(store: Arc<dyn Job
             max_duration: None,
         })
     };
-    // The schedule's target selects; it names no runner or phone.
-    s.target = chosen("", "", 0);
-    if let Target::DeviceJob(job) = &mut s.target {
-        job.device = None;
+    for id in ["d", "e"] {
+        let mut s = schedule(id, "u1", "g1", Some("2026-01-01T10:00:00Z"));
+        // The schedule's target selects; it names no runner or phone.
+        s.target = chosen("", "", 0);
+        if let Target::DeviceJob(job) = &mut s.target {
+            job.device = None;
+        }
+        store.insert(&s).await.unwrap();
     }
-    store.insert(&s).await.unwrap();
-    let run = store
+    let mut runs = store
         .claim_due(at("2026-01-01T10:00:00Z"), 10, LEASE)
         .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(run.target.placement(), None);
-    let first = chosen("r1", "P1", 0);
-    assert!(store.place(&run, &first, "placed on r1/P1").await.unwrap());
-    // A second delivery that read the row before the placement cannot place it elsewhere.
-    let elsewhere = chosen("r2", "P9", 0);
-    assert!(
-        !store
-            .place(&run, &elsewhere, "placed on r2/P9")
-            .await
-            .unwrap()
-    );
-    let stored = store
-        .runs("d", &RunFilter::latest(1))
+        .unwrap();
+    runs.sort_by(|x, y| x.schedule_id.cmp(&y.schedule_id));
+    assert_eq!(runs[0].target.placement(), None);
+    let placement = |run: &RunRecord, target: Target| RunPlacement {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        expected: run.target.placement(),
+        detail: format!("placed as {}", target.placement().unwrap()),
+        target,
+    };
+    let (d, e) = (&runs[0], &runs[1]);
+    let written = store
+        .place(&[
+            placement(d, chosen("r1", "P1", 0)),
+            placement(e, chosen("r2", "P2", 0)),
+        ])
         .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(stored.target, first, "the row keeps the first placement");
-    assert_eq!(stored.target.placement().as_deref(), Some("r1/P1#0"));
-    assert_eq!(stored.detail.as_deref(), Some("placed on r1/P1"));
-    // Moved from the row as it is now: it goes.
-    let moved = chosen("r2", "P9", 1);
-    assert!(
-        store
-            .place(&stored, &moved, "moved to r2/P9")
-            .await
-            .unwrap()
-    );
-    let stored = store
-        .runs("d", &RunFilter::latest(1))
+        .unwrap();
+    assert_eq!(written, [true, true]);
+    // A second delivery that read the rows before the placements cannot place them elsewhere.
+    let again = store
+        .place(&[placement(d, chosen("r2", "P9", 0))])
         .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(stored.target, moved);
+        .unwrap();
+    assert_eq!(again, [false]);
+    let stored = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .runs(id, &RunFilter::latest(1))
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    let d_row = stored("d").await;
+    assert_eq!(
+        d_row.target,
+        chosen("r1", "P1", 0),
+        "the row keeps the first placement"
+    );
+    assert_eq!(d_row.target.placement().as_deref(), Some("r1/P1#0"));
+    assert_eq!(d_row.detail.as_deref(), Some("placed as r1/P1#0"));
+    // Moved from the row as it is now: it goes; in the same batch, a stale one does not.
+    let written = store
+        .place(&[
+            placement(&d_row, chosen("r2", "P9", 1)),
+            placement(e, chosen("r3", "P3", 0)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, [true, false]);
+    assert_eq!(stored("d").await.target, chosen("r2", "P9", 1));
+    assert_eq!(stored("e").await.target, chosen("r2", "P2", 0));
     // An ended run is not placed.
-    store.finish_runs(&[ended(&stored)]).await.unwrap();
-    assert!(
-        !store
-            .place(&stored, &chosen("r3", "P3", 2), "late")
-            .await
-            .unwrap()
-    );
+    let e_row = stored("e").await;
+    store.finish_runs(&[ended(&e_row)]).await.unwrap();
+    let late = store
+        .place(&[placement(&e_row, chosen("r3", "P3", 1))])
+        .await
+        .unwrap();
+    assert_eq!(late, [false]);
+    assert!(store.place(&[]).await.unwrap().is_empty());
 }
 
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
@@ -515,5 +539,5 @@ test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
     runs_started_by_hand_follow_the_overlap_policy,
     queued_runs_start_one_after_another,
     pending_runs_can_be_annotated_together_and_an_ended_one_cannot,
-    a_run_is_placed_once_and_its_row_keeps_where_it_went,
+    runs_are_placed_once_together_and_their_rows_keep_where_they_went,
 ]);

@@ -11,7 +11,7 @@ use jobstore::{
     DatabaseUrl, JobStore, ListFilter, MemoryStore, Overlap, Page, Policy, RunFilter, RunNote,
     RunOutcome, RunRecord, RunStatus, Schedule, StoreError, StoreName, Target,
 };
-use jobstore::{GraphExecutionTarget, HttpTarget, WatchTarget};
+use jobstore::{GraphExecutionTarget, HttpTarget, RunPlacement, WatchTarget};
 use jobstore::{Sent, WatchFilter, WatchStore};
 use scheduler_api::{Check, CheckResult, DeliveryState, OnComplete, Watch, WatchStatus};
 use serde_json::json;

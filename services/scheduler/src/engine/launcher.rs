@@ -14,7 +14,7 @@ use jobstore::{RunOutcome, RunRecord, RunStatus, StoreName};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{InFlight, RunKey, key_of, lock, per_store, until};
+use super::{InFlight, RunKey, key_of, lock, until};
 use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
 use crate::stores::Stores;
 use crate::targets::{Ended, Notes};
@@ -168,7 +168,7 @@ impl Launcher {
             .collect();
         let mut confirmed = std::collections::HashSet::new();
         let mut unknown = Vec::new();
-        for (store, keys) in per_store(&self.stores, keyed) {
+        for (store, keys) in self.stores.per_store(keyed) {
             let started = Instant::now();
             let pending = store.still_pending(&keys).await;
             telemetry::store_operation("still_pending", started.elapsed());

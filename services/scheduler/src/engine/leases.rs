@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use jobstore::StoreName;
 
-use super::{InFlight, RunKey, lock, per_store};
+use super::{InFlight, RunKey, lock};
 use crate::stores::Stores;
 use crate::telemetry;
 
@@ -21,7 +21,7 @@ pub(super) async fn release_unfinished(stores: &Stores, in_flight: &InFlight) {
         .map(|(key, jobstore)| (jobstore, key))
         .collect();
     let now = Utc::now();
-    for (store, keys) in per_store(stores, left) {
+    for (store, keys) in stores.per_store(left) {
         let jobstore = store.jobstore();
         match tokio::time::timeout(RELEASE_TIMEOUT, store.set_leases(&keys, now)).await {
             Ok(Ok(())) => tracing::warn!(
@@ -60,7 +60,7 @@ pub(super) async fn renew_leases(
             .map(|(key, jobstore)| (*jobstore, key.clone()))
             .collect();
         let until = Utc::now() + lease;
-        for (store, keys) in per_store(&stores, held) {
+        for (store, keys) in stores.per_store(held) {
             let started = Instant::now();
             let renewed = store.set_leases(&keys, until).await;
             telemetry::store_operation("set_leases", started.elapsed());

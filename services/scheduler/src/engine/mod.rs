@@ -425,19 +425,6 @@ where
     }
 }
 
-/// Items grouped by the store they belong to, in the order of [`StoreName::ALL`]; stores with
-/// nothing, or not served here, are left out.
-fn per_store<T>(stores: &Stores, items: Vec<(StoreName, T)>) -> Vec<(&Arc<dyn JobStore>, Vec<T>)> {
-    let mut groups: Vec<_> = stores.all().map(|store| (store, Vec::new())).collect();
-    for (jobstore, item) in items {
-        if let Some((_, group)) = groups.iter_mut().find(|(s, _)| s.jobstore() == jobstore) {
-            group.push(item);
-        }
-    }
-    groups.retain(|(_, group)| !group.is_empty());
-    groups
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()

@@ -10,7 +10,6 @@ use jobstore::{RunNote, StoreName};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::per_store;
 use crate::stores::Stores;
 use crate::targets::Notes;
 use crate::telemetry;
@@ -27,7 +26,7 @@ pub(super) fn start_notes(stores: Stores) -> (Notes, JoinHandle<()>) {
 async fn write_notes(stores: Stores, mut incoming: mpsc::UnboundedReceiver<(StoreName, RunNote)>) {
     let mut batch = Vec::new();
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        for (store, notes) in per_store(&stores, std::mem::take(&mut batch)) {
+        for (store, notes) in stores.per_store(std::mem::take(&mut batch)) {
             let started = Instant::now();
             let written = store.annotate(&notes).await;
             telemetry::store_operation("annotate", started.elapsed());

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::backoff::until_done;
-use super::{InFlight, lock, per_store};
+use super::{InFlight, lock};
 use crate::stores::Stores;
 use crate::targets::Ended;
 use crate::telemetry;
@@ -41,7 +41,7 @@ async fn record_outcomes(
     const MAX_BATCH: usize = 1000;
     let mut batch = Vec::new();
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        for (store, ended) in per_store(&stores, std::mem::take(&mut batch)) {
+        for (store, ended) in stores.per_store(std::mem::take(&mut batch)) {
             let mut outcomes = Vec::with_capacity(ended.len());
             let mut attempts = Vec::new();
             for Ended { outcome, check } in ended {

@@ -59,8 +59,10 @@ struct Mark {
 }
 
 /// How a phone ranks for a placement, lowest first: its queued and running jobs (with those
-/// placed here since its runner last answered), then when its last job ended (never first).
-type Rank = (u64, Option<DateTime<Utc>>);
+/// placed here since its runner last answered), then the second its last job ended (never
+/// first), then its runner's queued and running jobs, so that phones alike are taken on every
+/// host in turn rather than host after host.
+type Rank = (u64, Option<i64>, u64);
 
 /// A phone chosen for an occurrence. Its load counts the occurrence until the runner's next
 /// answer does ([`Fleet::queued`], [`Fleet::dropped`]).
@@ -230,6 +232,15 @@ impl Fleet {
             for mark in &seen.placed {
                 *placed.entry(mark.serial.as_str()).or_default() += 1;
             }
+            let load = |device: &DeviceStatus| {
+                device.pending
+                    + u64::from(device.running.is_some())
+                    + placed
+                        .get(device.device.serial.as_str())
+                        .copied()
+                        .unwrap_or(0)
+            };
+            let host_load: u64 = devices.iter().map(load).sum();
             for device in devices {
                 let info = &device.device;
                 if !select.tags.iter().all(|tag| info.tags.contains(tag)) {
@@ -245,10 +256,8 @@ impl Fleet {
                     *unavailable.entry(why_not(state, device)).or_default() += 1;
                     continue;
                 }
-                let load = device.pending
-                    + u64::from(device.running.is_some())
-                    + placed.get(info.serial.as_str()).copied().unwrap_or(0);
-                let key = (load, device.last_ended_at);
+                let ended = device.last_ended_at.map(|at| at.timestamp());
+                let key = (load(device), ended, host_load);
                 let better = best.as_ref().is_none_or(|(best_key, _, _)| key < *best_key);
                 if better {
                     best = Some((key, name.clone(), info.serial.clone()));
@@ -499,6 +508,35 @@ mod tests {
             moved,
             "no phone with tags [sim] is available: 1 being moved from"
         );
+    }
+
+    #[tokio::test]
+    async fn phones_alike_are_taken_on_every_host_in_turn() {
+        let alike = fleet(vec![
+            (
+                "h1",
+                Some(status(
+                    (0..3)
+                        .map(|i| device(&format!("X{i}"), &["t"], 0))
+                        .collect(),
+                )),
+            ),
+            (
+                "h2",
+                Some(status(
+                    (0..3)
+                        .map(|i| device(&format!("Y{i}"), &["t"], 0))
+                        .collect(),
+                )),
+            ),
+        ]);
+        let mut hosts = Vec::new();
+        for _ in 0..4 {
+            let choice = alike.choose(&select(&["t"], None), None).await.unwrap();
+            alike.queued(&choice);
+            hosts.push(choice.runner);
+        }
+        assert_eq!(hosts, ["h1", "h2", "h1", "h2"]);
     }
 
     #[tokio::test]

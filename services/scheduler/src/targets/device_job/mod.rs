@@ -13,6 +13,7 @@
 //! taken back (`cancel_job`, which only a pending job passes) and placed again elsewhere.
 
 mod fleet;
+mod ledger;
 mod placement;
 
 pub(crate) use fleet::{Choice, Fleet};
@@ -26,7 +27,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use device_runner_api::{Job, JobStatus, RunnerError};
 use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
-use jobstore::{JobStore, RunFilter, RunNote, RunOutcome, RunRecord, RunStatus, Target};
+use jobstore::{
+    JobStore, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus, Target,
+};
 use scheduler_api::DeviceJobTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -278,6 +281,8 @@ pub struct DeviceRunners {
     pub(crate) fleet: Arc<Fleet>,
     /// The ledger, where an occurrence's placement is written before its job is queued.
     ledger: Stores,
+    /// The writer of placements.
+    placements: ledger::Placements,
 }
 
 /// Who waits for a job's end: and whether they want to hear of it waiting on a quarantined
@@ -344,6 +349,7 @@ impl DeviceRunners {
         Ok(DeviceRunners {
             runners,
             fleet: Arc::new(Fleet::new(followed)),
+            placements: ledger::Placements::new(ledger.clone()),
             ledger,
         })
     }
@@ -415,6 +421,7 @@ impl DeviceRunners {
         let Some(select) = &job.select else {
             return Ok(Ok((job.clone(), None)));
         };
+        let placing = std::time::Instant::now();
         let choice = match self.fleet.choose(select, moved_from).await {
             Ok(choice) => choice,
             Err(reason) => return Ok(Err(reason)),
@@ -436,15 +443,16 @@ impl DeviceRunners {
                 choice.serial, choice.runner
             ),
         };
-        let mut current = run.clone();
-        current.target = Target::DeviceJob(job.clone());
-        let started = std::time::Instant::now();
-        let written = store
-            .place(&current, &Target::DeviceJob(placed.clone()), &detail)
-            .await;
-        crate::telemetry::store_operation("place", started.elapsed());
-        match written {
+        let placement = RunPlacement {
+            schedule_id: run.schedule_id.clone(),
+            scheduled_time: run.scheduled_time,
+            expected: Target::DeviceJob(job.clone()).placement(),
+            target: Target::DeviceJob(placed.clone()),
+            detail,
+        };
+        match self.placements.write(run.jobstore, placement).await {
             Ok(true) => {
+                crate::telemetry::placed(placing.elapsed());
                 tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, runner = %choice.runner, device = %choice.serial, moves = placed.moves, "device job placed");
                 Ok(Ok((placed, Some(choice))))
             }

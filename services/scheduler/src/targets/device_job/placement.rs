@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jobstore::{RunOutcome, RunRecord, RunStatus};
+use jobstore::{RunNote, RunOutcome, RunRecord, RunStatus};
 use scheduler_api::DeviceJobTarget;
 use serde_json::Value;
 
@@ -45,6 +45,12 @@ pub(super) async fn follow(
     let (mut placed, mut queued) = match answer.get(WAITING).and_then(Value::as_str) {
         Some(reason) => {
             tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "no phone can take the occurrence yet; it waits for one");
+            let note = RunNote {
+                schedule_id: run.schedule_id.clone(),
+                scheduled_time: run.scheduled_time,
+                detail: format!("waiting for a phone: {reason}"),
+            };
+            let _ = notes.send((run.jobstore, note));
             let deadline =
                 run.scheduled_time + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
             match place_when_free(devices, job, run, None, deadline).await {
@@ -71,6 +77,8 @@ pub(super) async fn follow(
                 return end(status, with_moves(&moves, detail));
             }
         };
+        // The job that waits: the one queued, or the one that continues it.
+        let id = waiting.id.clone();
         tracing::info!(schedule_id = %run.schedule_id, job_id = %id, runner = %from.0, device = %from.1, waiting = ?waiting.waiting, "its phone was quarantined; taking the job back to place it elsewhere");
         match devices.take_back(&from.0, &id).await {
             Ok(true) => {}
