@@ -9,7 +9,7 @@ use std::sync::Arc;
 use device_runner_api::DeviceInfo;
 use tokio::sync::mpsc;
 
-use crate::config::{POOL_PREFIX, PoolConfig, pool_queue};
+use crate::config::{PoolConfig, pool_queue};
 use crate::state::{Command, DeviceEntry, RunnerState};
 use crate::supervisor::{self, Supervisor};
 
@@ -149,15 +149,7 @@ pub async fn watch_adb(
             .into_iter()
             .map(|(serial, state, model)| (serial, (state, model)))
             .collect();
-        let known: Vec<String> = runner
-            .devices
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|queue| !queue.starts_with(POOL_PREFIX))
-            .cloned()
-            .collect();
-        for serial in known {
+        for serial in runner.phones().into_iter().map(|phone| phone.serial) {
             seen.entry(serial)
                 .or_insert_with(|| ("absent".into(), None));
         }

@@ -150,12 +150,10 @@ pub async fn watch(
 /// Reads every online phone's facts, then applies what they tell.
 async fn read_all(runner: &Arc<RunnerState>, adb: &Path) {
     let online: Vec<String> = runner
-        .devices
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .filter(|entry| entry.info.state == "device" && !entry.info.serial.starts_with(POOL_PREFIX))
-        .map(|entry| entry.info.serial.clone())
+        .phones()
+        .into_iter()
+        .filter(|phone| phone.state == "device")
+        .map(|phone| phone.serial)
         .collect();
     let mut reads = futures::stream::iter(online)
         .map(|serial| async move {
@@ -292,14 +290,7 @@ fn phone(runner: &RunnerState, serial: &str) -> Result<DeviceInfo, RunnerError> 
     match runner.device_info(serial) {
         Some(info) if !serial.starts_with(POOL_PREFIX) => Ok(info),
         _ => {
-            let known: Vec<String> = runner
-                .devices
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .filter(|s| !s.starts_with(POOL_PREFIX))
-                .cloned()
-                .collect();
+            let known: Vec<String> = runner.phones().into_iter().map(|p| p.serial).collect();
             Err(RunnerError::Value(format!(
                 "unknown device '{serial}' (known: {})",
                 if known.is_empty() {

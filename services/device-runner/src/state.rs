@@ -101,6 +101,16 @@ impl RunnerState {
             .is_some_and(|entry| entry.commands.send(command).is_ok())
     }
 
+    /// Every phone (not the pools), in serial order.
+    pub fn phones(&self) -> Vec<DeviceInfo> {
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices
+            .values()
+            .filter(|entry| !entry.info.serial.starts_with(crate::config::POOL_PREFIX))
+            .map(|entry| entry.info.clone())
+            .collect()
+    }
+
     pub fn device_info(&self, device: &str) -> Option<DeviceInfo> {
         let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
         devices.get(device).map(|entry| entry.info.clone())

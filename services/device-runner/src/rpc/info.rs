@@ -98,12 +98,7 @@ fn readable_uptime(uptime: std::time::Duration) -> String {
 }
 
 pub(super) fn devices(runner: &RunnerState) -> Vec<DeviceInfo> {
-    let devices = runner.devices.read().unwrap_or_else(|e| e.into_inner());
-    devices
-        .values()
-        .filter(|entry| !entry.info.serial.starts_with(POOL_PREFIX))
-        .map(|entry| entry.info.clone())
-        .collect()
+    runner.phones()
 }
 
 pub(super) fn job_types(runner: &RunnerState) -> Vec<JobTypeInfo> {

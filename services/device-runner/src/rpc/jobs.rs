@@ -194,20 +194,11 @@ pub(super) async fn list_queue(
 pub(super) async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     let job = find(runner, id).await?;
     match job.status {
-        JobStatus::Pending => {
-            if runner
-                .store
-                .cancel(id, Utc::now())
-                .await
-                .map_err(storage_error)?
-            {
-                tracing::info!(job_id = id, "pending job cancelled");
-                runner.send(&job.device, Command::Wake);
-                return find(runner, id).await;
-            }
+        JobStatus::Pending => match cancel_if_pending(runner, &job).await? {
+            Some(cancelled) => Ok(cancelled),
             // It started meanwhile: stop it.
-            Box::pin(kill(runner, id)).await
-        }
+            None => Box::pin(kill(runner, id)).await,
+        },
         JobStatus::Running => {
             let (reply, answer) = oneshot::channel();
             let command = Command::Kill {
@@ -230,20 +221,30 @@ pub(super) async fn kill(runner: &RunnerState, id: &str) -> Result<Job, RunnerEr
     }
 }
 
+/// Cancels `job` if it is still pending (the store's write changes it only in that state): the
+/// job as it is then, or `None` when it had left the queue meanwhile.
+async fn cancel_if_pending(runner: &RunnerState, job: &Job) -> Result<Option<Job>, RunnerError> {
+    let cancelled = runner
+        .store
+        .cancel(&job.id, Utc::now())
+        .await
+        .map_err(storage_error)?;
+    if !cancelled {
+        return Ok(None);
+    }
+    tracing::info!(job_id = %job.id, "pending job cancelled");
+    runner.send(&job.device, Command::Wake);
+    find(runner, &job.id).await.map(Some)
+}
+
 /// Cancels a job only while it is pending: the store's write changes it only in that state,
 /// so a job that starts at the same moment is left running and the call is refused.
 pub(super) async fn cancel(runner: &RunnerState, id: &str) -> Result<Job, RunnerError> {
     let job = find(runner, id).await?;
     if job.status == JobStatus::Pending
-        && runner
-            .store
-            .cancel(id, Utc::now())
-            .await
-            .map_err(storage_error)?
+        && let Some(cancelled) = cancel_if_pending(runner, &job).await?
     {
-        tracing::info!(job_id = id, "pending job cancelled");
-        runner.send(&job.device, Command::Wake);
-        return find(runner, id).await;
+        return Ok(cancelled);
     }
     let now = find(runner, id).await?;
     Err(RunnerError::Conflict(format!(
