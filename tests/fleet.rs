@@ -50,6 +50,23 @@ fn runner(host: &Host) -> DeviceRunnerClient {
         .unwrap()
 }
 
+/// A long job queued on a phone directly, not by the scheduler.
+async fn long_job(host: &Host, serial: &str) -> Job {
+    let rpc = runner(host);
+    let queued = rpc.rpc().enqueue_job(
+        Some(serial.into()),
+        "long".into(),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    );
+    queued.await.unwrap()
+}
+
 /// Every job of a host's runner (queued, running or ended).
 async fn jobs_on(host: &Host) -> Vec<Job> {
     let rpc = runner(host);
@@ -390,21 +407,7 @@ async fn failures_quarantine_a_phone_a_reboot_brings_it_back_and_placed_jobs_mov
     farm.host("r2").facts("Q2", 80, 44.0);
     farm.phone("r2", "Q2", |p| p.state == PhoneState::Held)
         .await;
-    let blocker = runner(farm.host("r1"))
-        .rpc()
-        .enqueue_job(
-            Some("Q1".into()),
-            "long".into(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let blocker = long_job(farm.host("r1"), "Q1").await;
     farm.phone("r1", "Q1", |p| {
         p.running.as_ref().is_some_and(|j| j.id == blocker.id)
     })
@@ -497,21 +500,7 @@ async fn a_scheduler_killed_between_placement_and_enqueue_runs_the_occurrence_on
 
     // Now Y1 is free and X1 busy: a new choice would be Y1.
     farm.host("r2").facts("Y1", 80, 30.0);
-    let busy = runner(farm.host("r1"))
-        .rpc()
-        .enqueue_job(
-            Some("X1".into()),
-            "long".into(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let busy = long_job(farm.host("r1"), "X1").await;
     farm.stack.proxies["r1"].restore();
     farm.stack.start_scheduler().await;
     // The restarted scheduler delivers it to X1, with the same key: it waits there.

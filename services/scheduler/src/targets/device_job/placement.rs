@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{DeviceRunners, Follow, WAITING, follow_job, job_id};
 use crate::endpoint::DispatchError;
-use crate::targets::{Ended, Followed};
+use crate::targets::{Ended, Followed, Notes};
 
 /// How long a wait for a phone sleeps at most between two looks at the fleet.
 const LOOK_AGAIN: Duration = Duration::from_secs(5);
@@ -43,21 +43,10 @@ pub(super) async fn follow(
     };
     let timeout = run.policy.placement_timeout();
     let (mut placed, mut queued) = match answer.get(WAITING).and_then(Value::as_str) {
-        Some(reason) => {
-            tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "no phone can take the occurrence yet; it waits for one");
-            let note = RunNote {
-                schedule_id: run.schedule_id.clone(),
-                scheduled_time: run.scheduled_time,
-                detail: format!("waiting for a phone: {reason}"),
-            };
-            let _ = notes.send((run.jobstore, note));
-            let deadline =
-                run.scheduled_time + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
-            match place_when_free(devices, job, run, None, deadline).await {
-                Ok(placed) => placed,
-                Err(detail) => return end(RunStatus::Failed, detail),
-            }
-        }
+        Some(reason) => match wait_for_phone(devices, notes, job, run, reason).await {
+            Ok(placed) => placed,
+            Err(detail) => return end(RunStatus::Failed, detail),
+        },
         None => (placed_by(job, &answer), answer),
     };
     let mut moves = Vec::new();
@@ -113,6 +102,27 @@ pub(super) async fn follow(
             }
         }
     }
+}
+
+/// Waits for a phone to take an occurrence no phone could take when it was sent (`reason`),
+/// saying so in its ledger row, until its scheduled time plus its placement timeout; the
+/// placed target and its job, or why none came.
+async fn wait_for_phone(
+    devices: &DeviceRunners,
+    notes: &Notes,
+    job: &DeviceJobTarget,
+    run: &RunRecord,
+    reason: &str,
+) -> Result<(DeviceJobTarget, Value), String> {
+    tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "no phone can take the occurrence yet; it waits for one");
+    let note = RunNote {
+        schedule_id: run.schedule_id.clone(),
+        scheduled_time: run.scheduled_time,
+        detail: format!("waiting for a phone: {reason}"),
+    };
+    let _ = notes.send((run.jobstore, note));
+    let timeout = TimeDelta::from_std(run.policy.placement_timeout()).unwrap_or(TimeDelta::MAX);
+    place_when_free(devices, job, run, None, run.scheduled_time + timeout).await
 }
 
 /// The target as placed by the send whose answer this is (the job, its runner and moves).
