@@ -145,16 +145,7 @@ async fn bench_backend(
     options: &Options,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
-    let mut runners = Vec::new();
-    for r in 0..options.runners {
-        let home = dir.path().join(runner_name(r));
-        std::fs::create_dir_all(&home)?;
-        let config = home.join("device-runner.toml");
-        std::fs::write(&config, runner_config(&home.join("logs"), job, r, options))?;
-        let db = format!("sqlite://{}/runner.db", home.display());
-        let daemon = Daemon::start_runner(runner, &home, &config, &db).await?;
-        runners.push(daemon);
-    }
+    let runners = start_runners(runner, job, dir.path(), options).await?;
     let db = fresh_db(backend, dir.path(), "scheduler").await?;
     let urls: Vec<String> = runners.iter().map(Daemon::url).collect();
     let mut env = Vec::new();
@@ -235,6 +226,25 @@ async fn bench_backend(
         named,
         placement_ms,
     })
+}
+
+/// Starts `--runners` release device runners, each on a SQLite file of its own.
+async fn start_runners(
+    binary: &Path,
+    job: &Path,
+    dir: &Path,
+    options: &Options,
+) -> anyhow::Result<Vec<Daemon>> {
+    let mut runners = Vec::new();
+    for r in 0..options.runners {
+        let home = dir.join(runner_name(r));
+        std::fs::create_dir_all(&home)?;
+        let config = home.join("device-runner.toml");
+        std::fs::write(&config, runner_config(&home.join("logs"), job, r, options))?;
+        let db = format!("sqlite://{}/runner.db", home.display());
+        runners.push(Daemon::start_runner(binary, &home, &config, &db).await?);
+    }
+    Ok(runners)
 }
 
 /// The runner's configuration: `bench` jobs on its phones, every one tagged `bench`, no adb.

@@ -69,18 +69,12 @@ pub(super) async fn follow(
         // The job that waits: the one queued, or the one that continues it.
         let id = waiting.id.clone();
         tracing::info!(schedule_id = %run.schedule_id, job_id = %id, runner = %from.0, device = %from.1, waiting = ?waiting.waiting, "its phone was quarantined; taking the job back to place it elsewhere");
-        match devices.take_back(&from.0, &id).await {
-            Ok(true) => {}
-            taken => {
-                // It started meanwhile (or the runner cannot be asked): it stays where it is.
-                if let Err(error) = taken {
-                    tracing::warn!(%error, job_id = %id, "cannot take the job back; following it where it is");
-                }
-                let (status, detail) = follow_job(run, targets, notes, &from.0, &id, false)
-                    .await
-                    .settled();
-                return end(status, with_moves(&moves, detail));
-            }
+        if !taken_back(devices, &from.0, &id).await {
+            // It started meanwhile (or the runner cannot be asked): it stays where it is.
+            let (status, detail) = follow_job(run, targets, notes, &from.0, &id, false)
+                .await
+                .settled();
+            return end(status, with_moves(&moves, detail));
         }
         let deadline = Utc::now() + TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
         let moved_from = Some((from.0.as_str(), from.1.as_str()));
@@ -123,6 +117,17 @@ async fn wait_for_phone(
     let _ = notes.send((run.jobstore, note));
     let timeout = TimeDelta::from_std(run.policy.placement_timeout()).unwrap_or(TimeDelta::MAX);
     place_when_free(devices, job, run, None, run.scheduled_time + timeout).await
+}
+
+/// Whether job `id` was taken back from runner `runner` (cancelled while still pending).
+async fn taken_back(devices: &DeviceRunners, runner: &str, id: &str) -> bool {
+    match devices.take_back(runner, id).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            tracing::warn!(%error, job_id = %id, "cannot take the job back; following it where it is");
+            false
+        }
+    }
 }
 
 /// The target as placed by the send whose answer this is (the job, its runner and moves).
