@@ -9,9 +9,12 @@
 //!
 //! The placement's cost per occurrence is `scheduler_placement_seconds` (choosing the phone and
 //! writing the choice to the ledger), and the scheduler's CPU per occurrence in each burst.
+//!
+//! `--against BINARY` (a device runner) and `--against-scheduler BINARY` measure another
+//! revision beside this tree: both stacks run side by side, their rounds in turn.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -22,7 +25,9 @@ use scheduler_client::{
 };
 use serde_json::json;
 
-use crate::daemon::{Daemon, build_release, flag_pairs, fresh_db, parse_backends};
+use crate::daemon::{
+    BenchDb, Daemon, against_binary, build_release, flag_pairs, fresh_db, parse_backends,
+};
 use crate::runner_bench::{Latencies, Through};
 
 pub(crate) struct Options {
@@ -34,6 +39,10 @@ pub(crate) struct Options {
     /// `[device_runners.<name>] poll`: how often the scheduler asks each runner about its
     /// jobs and phones.
     poll: String,
+    /// Another revision's device runner, measured beside this tree's.
+    against: Option<PathBuf>,
+    /// Another revision's scheduler, measured beside this tree's.
+    against_scheduler: Option<PathBuf>,
 }
 
 impl Options {
@@ -45,6 +54,8 @@ impl Options {
             schedules: 200,
             rounds: 3,
             poll: "2s".into(),
+            against: None,
+            against_scheduler: None,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -54,6 +65,8 @@ impl Options {
                 "--schedules" => options.schedules = value.parse()?,
                 "--rounds" => options.rounds = value.parse()?,
                 "--poll" => options.poll = value.to_string(),
+                "--against" => options.against = Some(against_binary(value)?),
+                "--against-scheduler" => options.against_scheduler = Some(against_binary(value)?),
                 other => bail!("unknown option '{other}'"),
             }
         }
@@ -82,10 +95,18 @@ struct Burst {
 
 struct Figures {
     backend: &'static str,
+    build: &'static str,
     placed: Burst,
     named: Burst,
     /// Mean of `scheduler_placement_seconds`, in milliseconds.
     placement_ms: f64,
+}
+
+/// The binaries of one build measured: a device runner and a scheduler.
+struct Build<'a> {
+    name: &'static str,
+    runner: &'a Path,
+    scheduler: &'a Path,
 }
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
@@ -95,18 +116,32 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // With --against or --against-scheduler, another revision's runner and scheduler (this
+    // tree's where only the other is given) run beside this tree's, their rounds in turn.
+    let mut builds = Vec::new();
+    if options.against.is_some() || options.against_scheduler.is_some() {
+        builds.push(Build {
+            name: "against",
+            runner: options.against.as_deref().unwrap_or(&runner),
+            scheduler: options.against_scheduler.as_deref().unwrap_or(&scheduler),
+        });
+    }
+    builds.push(Build {
+        name: "this tree",
+        runner: &runner,
+        scheduler: &scheduler,
+    });
     let mut results = Vec::new();
     for backend in &options.backends {
         eprintln!("== {backend}");
-        results
-            .push(runtime.block_on(bench_backend(backend, &runner, &scheduler, &job, &options))?);
+        results.extend(runtime.block_on(bench_backend(backend, &builds, &job, &options))?);
     }
     println!();
     println!(
-        "| backend | {} schedules due in one second, over {} runners × {} phones | due → process running p50 / p99 / max | scheduler CPU per occurrence | most jobs on one phone |",
+        "| backend | build | {} schedules due in one second, over {} runners × {} phones | due → process running p50 / p99 / max | scheduler CPU per occurrence | most jobs on one phone |",
         options.schedules, options.runners, options.phones
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for f in &results {
         for (what, burst) in [
             (
@@ -117,8 +152,15 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         ] {
             let l = &burst.latency;
             println!(
-                "| {} | {what} | {:.1} / {:.1} / {:.1} ms (n={}) | {:.2} ms | {} |",
-                f.backend, l.p50, l.p99, l.max, l.count, burst.cpu_ms, burst.most_on_a_phone
+                "| {} | {} | {what} | {:.1} / {:.1} / {:.1} ms (n={}) | {:.2} ms | {} |",
+                f.backend,
+                f.build,
+                l.p50,
+                l.p99,
+                l.max,
+                l.count,
+                burst.cpu_ms,
+                burst.most_on_a_phone
             );
         }
     }
@@ -130,102 +172,167 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
 }
 
 fn serial(runner: usize, phone: usize) -> String {
-    format!("R{runner}P{phone:03}")
+    format!("r{runner}-p{phone:02}")
 }
 
 fn runner_name(runner: usize) -> String {
     format!("r{runner}")
 }
 
-async fn bench_backend(
-    backend: &'static str,
-    runner: &Path,
-    scheduler: &Path,
-    job: &Path,
-    options: &Options,
-) -> anyhow::Result<Figures> {
-    let dir = tempfile::tempdir()?;
-    let runners = start_runners(runner, job, dir.path(), options).await?;
-    let db = fresh_db(backend, dir.path(), "scheduler").await?;
-    let urls: Vec<String> = runners.iter().map(Daemon::url).collect();
-    let mut env = Vec::new();
-    for (r, url) in urls.iter().enumerate() {
-        let key = |field: &str| format!("SCHEDULER__DEVICE_RUNNERS__R{r}__{field}");
-        env.push((key("URL"), url.clone()));
-        env.push((key("POLL"), options.poll.clone()));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let daemon = Daemon::start_with(
-        scheduler,
-        &dir.path().join("scheduler"),
-        &db.url,
-        "http://127.0.0.1:9/",
-        &env,
-    )
-    .await?;
-    let client = SchedulerClient::new(daemon.client_config())?;
-    // The fleet is followed from its first use on.
-    let fleet = client.list_fleet(FleetQuery::default()).await?;
-    let phones = fleet.phones.len();
-    if phones != options.runners * options.phones {
-        bail!("the fleet shows {phones} phones");
-    }
-    let clients: Vec<DeviceRunnerClient> = urls
-        .iter()
-        .map(|url| DeviceRunnerClient::new(url))
-        .collect::<Result<_, _>>()?;
+/// One build's device runners and the scheduler following them, on `backend`.
+struct Stack {
+    build: &'static str,
+    runners: Vec<Daemon>,
+    daemon: Daemon,
+    client: SchedulerClient,
+    clients: Vec<DeviceRunnerClient>,
+    placed: (Collecting, Through),
+    named: (Collecting, Through),
+    _db: BenchDb,
+    _dir: tempfile::TempDir,
+}
 
-    let (mut placed, mut named) = (Collecting::default(), Collecting::default());
-    let (mut placed_through, mut named_through) = (Through::default(), Through::default());
-    for round in 0..options.rounds {
-        for (by_tags, through, burst) in [
-            (true, &mut placed_through, &mut placed),
-            (false, &mut named_through, &mut named),
-        ] {
+impl Stack {
+    async fn start(
+        backend: &'static str,
+        build: &Build<'_>,
+        job: &Path,
+        options: &Options,
+    ) -> anyhow::Result<Stack> {
+        let dir = tempfile::tempdir()?;
+        let runners = start_runners(build.runner, job, dir.path(), options).await?;
+        let db = fresh_db(backend, dir.path(), "scheduler").await?;
+        let urls: Vec<String> = runners.iter().map(Daemon::url).collect();
+        let mut env = Vec::new();
+        for (r, url) in urls.iter().enumerate() {
+            let key = |field: &str| format!("SCHEDULER__DEVICE_RUNNERS__R{r}__{field}");
+            env.push((key("URL"), url.clone()));
+            env.push((key("POLL"), options.poll.clone()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let daemon = Daemon::start_with(
+            build.scheduler,
+            &dir.path().join("scheduler"),
+            &db.url,
+            "http://127.0.0.1:9/",
+            &env,
+        )
+        .await?;
+        let client = SchedulerClient::new(daemon.client_config())?;
+        // The fleet is followed from its first use on.
+        let fleet = client.list_fleet(FleetQuery::default()).await?;
+        let phones = fleet.phones.len();
+        if phones != options.runners * options.phones {
+            bail!("the fleet shows {phones} phones");
+        }
+        let clients = urls
+            .iter()
+            .map(|url| DeviceRunnerClient::new(url))
+            .collect::<Result<_, _>>()?;
+        Ok(Stack {
+            build: build.name,
+            runners,
+            daemon,
+            client,
+            clients,
+            placed: Default::default(),
+            named: Default::default(),
+            _db: db,
+            _dir: dir,
+        })
+    }
+
+    /// One round: a burst placed by tags, then one naming its phones.
+    async fn round(&mut self, round: usize, options: &Options) -> anyhow::Result<()> {
+        for by_tags in [true, false] {
             let kind = if by_tags { "placed" } else { "named" };
             let prefix = format!("{kind}{round}");
-            let due = create_burst(&client, options, &prefix, by_tags).await?;
+            let due = create_burst(&self.client, options, &prefix, by_tags).await?;
             // The scheduler's CPU from the schedules stored to the jobs ended.
-            let cpu = daemon.cpu_seconds()?;
-            let (most, jobs) = burst_ended(&clients, options, &prefix, due).await?;
-            let spent = daemon.cpu_seconds()? - cpu;
+            let cpu = self.daemon.cpu_seconds()?;
+            let (most, jobs) = burst_ended(&self.clients, options, &prefix, due).await?;
+            let spent = self.daemon.cpu_seconds()? - cpu;
+            let (burst, through) = if by_tags {
+                &mut self.placed
+            } else {
+                &mut self.named
+            };
             burst.cpu.push(spent * 1000.0 / options.schedules as f64);
             burst.most_on_a_phone = burst.most_on_a_phone.max(most);
             for (due, job) in jobs {
                 through.add(due, &job)?;
             }
         }
+        Ok(())
     }
-    let placed = placed.into_burst(placed_through.figures("placed by tags"));
-    let named = named.into_burst(named_through.figures("naming their phones"));
-    let metrics = reqwest::get(format!("{}/metrics", daemon.url()))
-        .await?
-        .text()
-        .await?;
-    let sample = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_default()
-    };
-    let count = sample("scheduler_placement_seconds_count");
-    let placement_ms = if count > 0.0 {
-        sample("scheduler_placement_seconds_sum") / count * 1000.0
-    } else {
-        0.0
-    };
-    eprintln!("placement: {placement_ms:.2} ms per occurrence over {count} placements");
-    daemon.stop()?;
-    for runner in runners {
-        runner.stop()?;
+
+    /// The figures of its rounds; stops it.
+    async fn figures(self, backend: &'static str) -> anyhow::Result<Figures> {
+        let label = |what: &str| format!("{what}, {}", self.build);
+        let placed = self
+            .placed
+            .0
+            .into_burst(self.placed.1.figures(&label("placed by tags")));
+        let named = self
+            .named
+            .0
+            .into_burst(self.named.1.figures(&label("naming their phones")));
+        let metrics = reqwest::get(format!("{}/metrics", self.daemon.url()))
+            .await?
+            .text()
+            .await?;
+        let sample = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or_default()
+        };
+        let count = sample("scheduler_placement_seconds_count");
+        let placement_ms = if count > 0.0 {
+            sample("scheduler_placement_seconds_sum") / count * 1000.0
+        } else {
+            0.0
+        };
+        eprintln!(
+            "placement ({}): {placement_ms:.2} ms per occurrence over {count} placements",
+            self.build
+        );
+        self.daemon.stop()?;
+        for runner in self.runners {
+            runner.stop()?;
+        }
+        Ok(Figures {
+            backend,
+            build: self.build,
+            placed,
+            named,
+            placement_ms,
+        })
     }
-    drop(db);
-    Ok(Figures {
-        backend,
-        placed,
-        named,
-        placement_ms,
-    })
+}
+
+/// Every build's stack started side by side, their rounds taken in turn so that each build
+/// meets the machine as it is at the same moments.
+async fn bench_backend(
+    backend: &'static str,
+    builds: &[Build<'_>],
+    job: &Path,
+    options: &Options,
+) -> anyhow::Result<Vec<Figures>> {
+    let mut stacks = Vec::new();
+    for build in builds {
+        stacks.push(Stack::start(backend, build, job, options).await?);
+    }
+    for round in 0..options.rounds {
+        for stack in &mut stacks {
+            stack.round(round, options).await?;
+        }
+    }
+    let mut figures = Vec::new();
+    for stack in stacks {
+        figures.push(stack.figures(backend).await?);
+    }
+    Ok(figures)
 }
 
 /// Starts `--runners` release device runners, each on a SQLite file of its own.
@@ -387,5 +494,33 @@ impl Collecting {
             cpu_ms,
             most_on_a_phone: self.most_on_a_phone,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn another_build_is_taken_only_when_its_binary_exists() {
+        let options = parse(&[]).unwrap();
+        assert!(options.against.is_none() && options.against_scheduler.is_none());
+        let here = std::env::current_exe().unwrap();
+        let options = parse(&["--against", here.to_str().unwrap(), "--rounds", "2"]).unwrap();
+        assert_eq!(options.against.as_deref(), Some(here.as_path()));
+        assert_eq!(options.rounds, 2);
+        let error = parse(&["--against-scheduler", "/no/such/scheduler"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("/no/such/scheduler"), "{error}");
+        let error = parse(&["--rounds", "0"]).err().unwrap().to_string();
+        assert!(error.contains("at least 1"), "{error}");
+        let error = parse(&["--speed", "9"]).err().unwrap().to_string();
+        assert!(error.contains("--speed"), "{error}");
     }
 }

@@ -21,8 +21,9 @@
 //! - `cargo xtask bench-peer [--due N]`: the same burst through APScheduler 3.11 as AutoGPT
 //!   configures it and through this scheduler, side by side (see `peer_bench.rs`).
 //! - `cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N]
-//!   [--schedules N] [--rounds N] [--poll 2s]`: occurrences placed by tags over several device runners,
-//!   beside the same burst naming its phones (see `fleet_bench.rs`).
+//!   [--schedules N] [--rounds N] [--poll 2s] [--against BINARY] [--against-scheduler BINARY]`:
+//!   occurrences placed by tags over several device runners, beside the same burst naming its
+//!   phones (see `fleet_bench.rs`).
 //! - `cargo xtask docs`: the book in `docs/`, into `target/book` (see `docs.rs`).
 
 mod bench;
@@ -43,7 +44,7 @@ const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S] [--against BINARY] [--module-batch 100,1]
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
        cargo xtask bench-peer [--due N]
-       cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N] [--schedules N] [--rounds N] [--poll 2s]
+       cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N] [--schedules N] [--rounds N] [--poll 2s] [--against BINARY] [--against-scheduler BINARY]
        cargo xtask docs";
 
 fn main() -> ExitCode {
