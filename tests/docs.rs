@@ -44,6 +44,7 @@ url = "http://127.0.0.1:1"
 token = "t"
 timeout = "1s"
 batch = 1
+signing_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 [device_runners.NAME]
 url = "http://127.0.0.1:1"
 token = "t"

@@ -133,8 +133,10 @@ impl ServiceConfig for Config {
 
     fn redact(&mut self) {
         for endpoint in self.endpoints.values_mut() {
-            if endpoint.token.is_some() {
-                endpoint.token = Some(REDACTED.into());
+            for secret in [&mut endpoint.token, &mut endpoint.signing_secret] {
+                if secret.is_some() {
+                    *secret = Some(REDACTED.into());
+                }
             }
         }
         for runner in self.device_runners.values_mut() {

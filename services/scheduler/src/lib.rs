@@ -11,6 +11,7 @@ mod endpoint;
 mod engine;
 mod outbound;
 mod retention;
+mod signing;
 mod targets;
 
 // The surfaces: the JSON-RPC API and its server, and the integrations over it.

@@ -11,6 +11,7 @@ use service_kit::config::duration;
 use tokio::sync::OnceCell;
 
 use crate::endpoint::{DispatchError, Endpoint};
+use crate::signing::SigningKey;
 
 /// A service targets call, named in `[endpoints.<name>]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub struct EndpointConfig {
     /// calls (1: one request per call).
     #[serde(default = "one")]
     pub batch: u32,
+    /// `whsec_…`: every `http` request to it is signed as Standard Webhooks says
+    /// ([`crate::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
 }
 
 impl EndpointConfig {
@@ -39,7 +44,16 @@ impl EndpointConfig {
             anyhow::bail!("endpoints.{name}.timeout must be more than 0s");
         }
         crate::endpoint::check_batch(&format!("endpoints.{name}.batch"), self.batch)?;
+        self.signing_key(name)?;
         Ok(())
+    }
+
+    /// The key of `signing_secret`, when it has one.
+    fn signing_key(&self, name: &str) -> anyhow::Result<Option<SigningKey>> {
+        self.signing_secret
+            .as_deref()
+            .map(|secret| SigningKey::parse(&format!("endpoints.{name}.signing_secret"), secret))
+            .transpose()
     }
 }
 
@@ -77,6 +91,7 @@ pub struct RedisConfig {
 struct Named {
     url: String,
     token: Option<String>,
+    signing: Option<SigningKey>,
     http: reqwest::Client,
     rpc: Endpoint,
 }
@@ -100,6 +115,8 @@ pub struct Address<'a> {
     pub service: String,
     pub url: &'a str,
     pub token: Option<&'a str>,
+    /// How its `http` requests are signed, when they are.
+    pub signing: Option<&'a SigningKey>,
     pub http: &'a reqwest::Client,
 }
 
@@ -123,6 +140,7 @@ impl Outbound {
                 Named {
                     url: config.url.trim_end_matches('/').to_string(),
                     token: config.token.clone(),
+                    signing: config.signing_key(name)?,
                     http,
                     rpc,
                 },
@@ -169,6 +187,7 @@ impl Outbound {
                     service: format!("endpoint '{name}'"),
                     url: &named.url,
                     token: named.token.as_deref(),
+                    signing: named.signing.as_ref(),
                     http: &named.http,
                 })
             }
@@ -176,6 +195,7 @@ impl Outbound {
                 service: url.to_string(),
                 url,
                 token: None,
+                signing: None,
                 http: &self.raw,
             }),
             (None, None) => Err(DispatchError::Rejected(

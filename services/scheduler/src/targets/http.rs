@@ -1,6 +1,7 @@
 //! The `http` target: a request to a path on a configured endpoint (or, in a declared
-//! schedule, a raw URL) with the `Idempotency-Key` and `X-Scheduled-Time` headers; an answer
-//! outside `expected_status` is a failure, worth retrying when it is a server error or 429.
+//! schedule, a raw URL) with the `Idempotency-Key` and `X-Scheduled-Time` headers, signed when
+//! its endpoint has a `signing_secret` ([`crate::signing`]); an answer outside
+//! `expected_status` is a failure, worth retrying when it is a server error or 429.
 
 use async_trait::async_trait;
 use jobstore::{ExpectedStatus, RunRecord, http_method};
@@ -44,8 +45,22 @@ impl Kind for HttpTarget {
         if let Some(token) = address.token {
             request = request.bearer_auth(token);
         }
-        if !self.body.is_null() {
-            request = request.json(&self.body);
+        // The body is sent as the bytes signed.
+        let body = match &self.body {
+            Value::Null => Vec::new(),
+            body => {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                serde_json::to_vec(body).map_err(|e| DispatchError::Rejected(e.to_string()))?
+            }
+        };
+        if let Some(key) = address.signing {
+            let now = chrono::Utc::now().timestamp();
+            for (name, value) in key.headers(&run.idempotency_key(), now, &body) {
+                request = request.header(name, value);
+            }
+        }
+        if !body.is_empty() {
+            request = request.body(body);
         }
         let service = &address.service;
         let response = request.send().await.map_err(|e| {

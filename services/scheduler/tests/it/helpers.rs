@@ -479,6 +479,8 @@ pub(crate) struct BackendRequest {
     pub path: String,
     pub headers: std::collections::HashMap<String, String>,
     pub body: Value,
+    /// The body as it came, byte for byte.
+    pub raw_body: Vec<u8>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -590,6 +592,7 @@ async fn backend_request(
             path: path.clone(),
             headers,
             body: body.clone(),
+            raw_body: bytes.to_vec(),
             received_at: Utc::now(),
         });
         let running = state.running.entry(path.clone()).or_default();

@@ -17,6 +17,7 @@ mod outage;
 mod replicas;
 mod restart;
 mod router;
+mod signing;
 mod startup;
 mod system_tasks;
 mod watches;
