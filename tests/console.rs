@@ -197,6 +197,16 @@ async fn an_operator_goes_through_the_console() {
     )
     .await;
     assert!(error.as_str().unwrap().contains("61"), "{error}");
+    // H is previewed as it becomes for the id typed in the form.
+    fill(&browser, "input[name=expression]", "H H(0-7) * * *").await;
+    until(
+        &browser,
+        "five previewed fire times of an H expression",
+        "document.querySelectorAll('#preview li').length === 5 && \
+         document.getElementById('preview-words').textContent.includes(\"chosen by the schedule's id\")",
+    )
+    .await;
+    shot(&browser, "schedule-form-hashed").await;
     fill(&browser, "input[name=expression]", "0 9 * * 1-5").await;
     fill(&browser, "input[name=timezone]", "Europe/Paris").await;
     until(
@@ -207,8 +217,9 @@ async fn an_operator_goes_through_the_console() {
     .await;
     let words = until(
         &browser,
-        "the plain words",
-        "document.getElementById('preview-words').textContent",
+        "the plain words of the expression and zone typed last",
+        "document.getElementById('preview-words').textContent.includes('Europe/Paris') && \
+         document.getElementById('preview-words').textContent",
     )
     .await;
     assert_eq!(words, "at 09:00 on Monday to Friday, Europe/Paris");

@@ -263,7 +263,7 @@ fn plan(
     let rows = Rows::new(jobstore, schedule, now, lease);
     let now = rows.now;
     let exact_due = schedule.next_run_at.unwrap_or(now);
-    let trigger = match schedule.trigger.compile() {
+    let trigger = match schedule.trigger.compile_for(&schedule.id) {
         Ok(trigger) => trigger,
         Err(error) => {
             // A stored trigger that no longer compiles (say, a zone removed from the tz

@@ -271,7 +271,7 @@ pub(crate) struct RunsArgs {
 pub(crate) enum CronCommand {
     /// The next fire times of an expression, computed by the scheduler.
     #[command(
-        after_help = "Example:\n  schedctl cron next '0 9 * * mon-fri' --tz Europe/Paris --count 5"
+        after_help = "Examples:\n  schedctl cron next '0 9 * * mon-fri' --tz Europe/Paris --count 5\n  schedctl cron next 'H H(0-7) * * *' --hash-key nightly-report"
     )]
     Next {
         expression: String,
@@ -281,6 +281,9 @@ pub(crate) enum CronCommand {
         /// How many (default 5).
         #[arg(long, default_value_t = 5)]
         count: u32,
+        /// The id of the schedule the expression is for: what its `H` fields become there.
+        #[arg(long)]
+        hash_key: Option<String>,
     },
 }
 
@@ -664,10 +667,11 @@ pub(crate) async fn cron(context: &Context, command: CronCommand) -> Result<(), 
         expression,
         tz,
         count,
+        hash_key,
     } = command;
     let times = context
         .scheduler()?
-        .next_fire_times(&expression, tz, None, Some(count))
+        .next_fire_times(&expression, tz, None, Some(count), hash_key)
         .await?;
     match context.format {
         Format::Json => json(&times),

@@ -166,7 +166,9 @@ pub trait SchedulerApi {
 
     /// The next `count` (1-1000, default 5) fire times of a cron expression in a time zone,
     /// strictly after `after` (RFC 3339; default now), as RFC 3339 instants in UTC. The list
-    /// stops at the end of year 9999, so it may hold fewer than `count`.
+    /// stops at the end of year 9999, so it may hold fewer than `count`. An expression with
+    /// `H` fields needs `hash_key`, the id of the schedule it is for: `H` becomes what it
+    /// becomes in that schedule.
     #[method(name = "next_fire_times", param_kind = map)]
     async fn next_fire_times(
         &self,
@@ -174,6 +176,7 @@ pub trait SchedulerApi {
         timezone: Option<String>,
         after: Option<String>,
         count: Option<u32>,
+        hash_key: Option<String>,
     ) -> RpcResult<Vec<String>>;
 
     /// Runs the `process_existing_batches` system task now with the given keyword arguments

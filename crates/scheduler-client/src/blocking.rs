@@ -99,9 +99,12 @@ impl BlockingSchedulerClient {
         timezone: Option<String>,
         after: Option<String>,
         count: Option<u32>,
+        hash_key: Option<String>,
     ) -> Result<Vec<String>, Error> {
-        self.runtime
-            .block_on(self.client.next_fire_times(cron, timezone, after, count))
+        self.runtime.block_on(
+            self.client
+                .next_fire_times(cron, timezone, after, count, hash_key),
+        )
     }
 
     pub fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {

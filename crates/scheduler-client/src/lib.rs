@@ -273,11 +273,20 @@ impl SchedulerClient {
         timezone: Option<String>,
         after: Option<String>,
         count: Option<u32>,
+        hash_key: Option<String>,
     ) -> Result<Vec<String>, Error> {
         let cron = cron.to_string();
         self.call(|rpc| {
-            let (cron, timezone, after) = (cron.clone(), timezone.clone(), after.clone());
-            async move { rpc.next_fire_times(cron, timezone, after, count).await }
+            let (cron, timezone, after, hash_key) = (
+                cron.clone(),
+                timezone.clone(),
+                after.clone(),
+                hash_key.clone(),
+            );
+            async move {
+                rpc.next_fire_times(cron, timezone, after, count, hash_key)
+                    .await
+            }
         })
         .await
     }

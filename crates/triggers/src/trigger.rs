@@ -227,8 +227,18 @@ impl<'de> Deserialize<'de> for TriggerSpec {
 
 impl TriggerSpec {
     /// Validates the description and compiles it. Instants are kept to whole milliseconds,
-    /// the finest precision every store keeps.
+    /// the finest precision every store keeps. A cron `H` is refused: it needs the
+    /// schedule's id ([`TriggerSpec::compile_for`]).
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
+        self.compile_keyed(None)
+    }
+
+    /// Compiles the trigger of schedule `id`: a cron `H` is chosen by a hash of it.
+    pub fn compile_for(&self, id: &str) -> Result<Trigger, TriggerError> {
+        self.compile_keyed(Some(id))
+    }
+
+    fn compile_keyed(&self, key: Option<&str>) -> Result<Trigger, TriggerError> {
         let start_at = self
             .start_at
             .map(|at| within_range("start_at", at).map(|at| at.trunc_subsecs(3)))
@@ -246,7 +256,7 @@ impl TriggerSpec {
             });
         }
         Ok(Trigger {
-            rule: self.kind.compile_rule()?,
+            rule: self.kind.compile_rule(key)?,
             start_at,
             end_at,
         })
@@ -278,23 +288,24 @@ impl TriggerSpec {
 }
 
 impl TriggerKind {
-    /// Validates and compiles the kind alone, with no window.
+    /// Validates and compiles the kind alone, with no window (a cron `H` is refused).
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
         Ok(Trigger {
-            rule: self.compile_rule()?,
+            rule: self.compile_rule(None)?,
             start_at: None,
             end_at: None,
         })
     }
 
-    fn compile_rule(&self) -> Result<Rule, TriggerError> {
+    fn compile_rule(&self, key: Option<&str>) -> Result<Rule, TriggerError> {
         match self {
             TriggerKind::Cron {
                 expression,
                 timezone,
-            } => Ok(Rule::Cron(CronSchedule::parse(
+            } => Ok(Rule::Cron(CronSchedule::parse_keyed(
                 expression,
                 parse_timezone(timezone)?,
+                key,
             )?)),
             TriggerKind::Interval { every_secs, anchor } => {
                 if *every_secs == 0 {

@@ -244,8 +244,9 @@ function describeCron(expression, zone) {
   if (dow !== "*") days.push(`on ${listWords(dow, DAYS, DAY_NAMES)}`);
   if (dom !== "*") days.push(`on day ${listWords(dom)} of the month`);
   if (month !== "*") days.push(`in ${listWords(month, MONTHS, MONTH_NAMES)}`);
-  return [time, ...(days.length ? [days.join(dow !== "*" && dom !== "*" ? " or " : " ")] : []), zone]
+  const words = [time, ...(days.length ? [days.join(dow !== "*" && dom !== "*" ? " or " : " ")] : []), zone]
     .filter(Boolean).join(", ").replace(/, (on|in) /g, " $1 ").replace(/^(.*?) (on|in) /, "$1 $2 ");
+  return parts.some((f) => f.startsWith("H")) ? `${words} (H: chosen by the schedule's id)` : words;
 }
 
 function describeTrigger(trigger) {
@@ -431,7 +432,9 @@ async function scheduleForm(existing) {
       return;
     }
     try {
-      const times = await rpc("next_fire_times", {cron: tr.expression, timezone: tr.timezone, count: 5});
+      // An H field becomes a value chosen by the schedule's id: the one given, if any.
+      const hashKey = (existing ? existing.id : values().id) || undefined;
+      const times = await rpc("next_fire_times", {cron: tr.expression, timezone: tr.timezone, count: 5, hash_key: hashKey});
       list.replaceChildren(...times.map((at) => h("li", {}, absolute(at, tr.timezone), " ",
         h("span", {class: "muted"}, `(${absolute(at)} here, ${relative(at)})`))));
     } catch (error) {

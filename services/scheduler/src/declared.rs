@@ -75,7 +75,7 @@ impl ScheduleDeclaration {
         self.trigger
             .clone()
             .anchored(Utc::now())
-            .compile()
+            .compile_for(&self.id)
             .context("trigger")?;
         targets::check(&self.target, Origin::Configuration, &context.configured)
             .map_err(anyhow::Error::msg)?;
@@ -182,7 +182,7 @@ pub(crate) fn declared(
     schedule.trigger = trigger.clone().anchored(now);
     schedule.next_run_at = schedule
         .trigger
-        .compile()
+        .compile_for(&schedule.id)
         .ok()
         .and_then(|trigger| trigger.next_after(now));
     Declared {

@@ -52,7 +52,7 @@ impl NewSchedule {
         if let Some(id) = &self.id {
             check_id("id", id)?;
         }
-        check_trigger(&self.trigger)?;
+        check_trigger(&self.trigger, self.id.as_deref())?;
         self.target
             .validate(Origin::Api)
             .map_err(SchedulerError::Value)?;
@@ -76,7 +76,7 @@ impl ScheduleUpdate {
     /// Checks the trigger, the target's fields and the tags (deduplicated) that are given.
     pub fn validate(mut self) -> Result<Valid<Self>, SchedulerError> {
         if let Some(trigger) = &self.trigger {
-            check_trigger(trigger)?;
+            check_trigger(trigger, None)?;
         }
         if let Some(target) = &self.target {
             target
@@ -156,12 +156,14 @@ impl RunQuery {
     }
 }
 
-/// A trigger that compiles, as it would be stored now (an interval anchored).
-fn check_trigger(trigger: &TriggerSpec) -> Result<(), SchedulerError> {
+/// A trigger that compiles, as it would be stored now (an interval anchored). A cron `H` is
+/// chosen from the schedule's `id`; where that is not known yet, the expression's form alone
+/// is checked here, and its values when it is stored.
+fn check_trigger(trigger: &TriggerSpec, id: Option<&str>) -> Result<(), SchedulerError> {
     trigger
         .clone()
         .anchored(Utc::now())
-        .compile()
+        .compile_for(id.unwrap_or_default())
         .map(|_| ())
         .map_err(|e| SchedulerError::Value(format!("trigger: {e}")))
 }

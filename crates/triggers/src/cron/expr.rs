@@ -27,8 +27,14 @@ pub struct CronExpr {
 }
 
 impl CronExpr {
-    /// Parses an expression of 5 or 6 fields, or one of the `@` macros.
+    /// Parses an expression of 5 or 6 fields, or one of the `@` macros; an `H` is refused.
     pub fn parse(text: &str) -> Result<Self, CronError> {
+        CronExpr::parse_keyed(text, None)
+    }
+
+    /// Parses an expression whose `H` fields are chosen by a hash of `key`, the id of the
+    /// schedule it belongs to (with no key, an `H` is refused).
+    pub fn parse_keyed(text: &str, key: Option<&str>) -> Result<Self, CronError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(CronError::Empty);
@@ -46,12 +52,12 @@ impl CronExpr {
         };
         let expr = CronExpr {
             source: trimmed.to_string(),
-            seconds: Field::Second.parse(second)?,
-            minutes: Field::Minute.parse(rest[0])?,
-            hours: Field::Hour.parse(rest[1])?,
-            days_of_month: Field::DayOfMonth.parse(rest[2])?,
-            months: Field::Month.parse(rest[3])?,
-            days_of_week: Field::DayOfWeek.parse(rest[4])?,
+            seconds: Field::Second.parse(second, key)?,
+            minutes: Field::Minute.parse(rest[0], key)?,
+            hours: Field::Hour.parse(rest[1], key)?,
+            days_of_month: Field::DayOfMonth.parse(rest[2], key)?,
+            months: Field::Month.parse(rest[3], key)?,
+            days_of_week: Field::DayOfWeek.parse(rest[4], key)?,
             dom_restricted: !rest[2].starts_with('*'),
             dow_restricted: !rest[4].starts_with('*'),
             hour_wildcard: rest[1].starts_with('*'),

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use sha2::{Digest, Sha256};
+
 use super::CronError;
 
 /// One field of a cron expression, with its bounds and names.
@@ -31,6 +33,17 @@ impl fmt::Display for Field {
             Field::DayOfWeek => "day-of-week",
         })
     }
+}
+
+/// The number an `H` of `field` is chosen by: the first 8 bytes of SHA-256 over the key and
+/// the field's name, the same on every machine, in every release.
+fn hash_of(key: &str, field: Field) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update([0])
+        .chain_update(field.to_string().as_bytes())
+        .finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("a digest of 32 bytes"))
 }
 
 impl Field {
@@ -78,19 +91,29 @@ impl Field {
         lo + (value - lo) % self.width()
     }
 
+    /// The values `H` alone chooses among: the whole field, but days of the month only up to
+    /// the 28th, which every month has.
+    fn hashed_bounds(self) -> (u32, u32) {
+        match self {
+            Field::DayOfMonth => (1, 28),
+            _ => (self.bounds().0, self.last()),
+        }
+    }
+
     /// Parses the field's text into a bit set: bit `v` is set when value `v` is allowed.
-    pub(crate) fn parse(self, text: &str) -> Result<u64, CronError> {
+    /// `key` is what an `H` is hashed from (a schedule's id); without one an `H` is refused.
+    pub(crate) fn parse(self, text: &str, key: Option<&str>) -> Result<u64, CronError> {
         if text.is_empty() {
             return Err(CronError::field(self, "is empty"));
         }
         let mut bits = 0u64;
         for item in text.split(',') {
-            bits |= self.parse_item(item)?;
+            bits |= self.parse_item(item, key)?;
         }
         Ok(bits)
     }
 
-    fn parse_item(self, item: &str) -> Result<u64, CronError> {
+    fn parse_item(self, item: &str, key: Option<&str>) -> Result<u64, CronError> {
         if item.is_empty() {
             return Err(CronError::field(self, "has an empty list item"));
         }
@@ -98,6 +121,9 @@ impl Field {
             Some((range, step)) => (range, Some(self.parse_step(step)?)),
             None => (item, None),
         };
+        if range.starts_with('H') {
+            return self.parse_hashed(range, step, key);
+        }
         let (start, end) = if range == "*" {
             (self.bounds().0, self.last())
         } else if let Some((a, b)) = range.split_once('-') {
@@ -120,6 +146,54 @@ impl Field {
         while value <= end {
             bits |= 1 << self.normalize(value);
             value += step.unwrap_or(1);
+        }
+        Ok(bits)
+    }
+
+    /// `H`, `H(a-b)`, `H/n` or `H(a-b)/n`: Jenkins' hash spread. One value of the range (or
+    /// one offset of the step) chosen by a hash of `key` and the field, so that schedules
+    /// written alike spread over the range, each always at the same place.
+    fn parse_hashed(
+        self,
+        range: &str,
+        step: Option<u32>,
+        key: Option<&str>,
+    ) -> Result<u64, CronError> {
+        let (lo, hi) = if range == "H" {
+            self.hashed_bounds()
+        } else {
+            let inner = range
+                .strip_prefix("H(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .and_then(|inner| inner.split_once('-'))
+                .ok_or_else(|| {
+                    CronError::field(self, format!("'{range}' is neither H nor H(first-last)"))
+                })?;
+            let (lo, hi) = (self.parse_value(inner.0)?, self.parse_value(inner.1)?);
+            if lo > hi {
+                return Err(CronError::field(
+                    self,
+                    format!("the range of '{range}' ends before it starts"),
+                ));
+            }
+            (lo, hi)
+        };
+        let Some(key) = key else {
+            return Err(CronError::field(
+                self,
+                "H is chosen by the id of the schedule it is for, and there is none here (next_fire_times takes it as hash_key)",
+            ));
+        };
+        let hash = hash_of(key, self);
+        let span = hi - lo + 1;
+        let Some(step) = step else {
+            return Ok(1 << self.normalize(lo + (hash % u64::from(span)) as u32));
+        };
+        let mut value = lo + (hash % u64::from(step.min(span))) as u32;
+        let mut bits = 0u64;
+        while value <= hi {
+            bits |= 1 << self.normalize(value);
+            value += step;
         }
         Ok(bits)
     }

@@ -1,7 +1,9 @@
 //! The cron dialect.
 //!
 //! Five fields (`minute hour day-of-month month day-of-week`) or six with a leading seconds
-//! field; `*`, lists, ranges, steps, names and wrap-around ranges; the usual `@` macros.
+//! field; `*`, lists, ranges, steps, names and wrap-around ranges; the usual `@` macros; and
+//! Jenkins' `H` (`H`, `H(a-b)`, `H/n`, `H(a-b)/n`): a value chosen by a hash of the
+//! schedule's id, so that schedules written alike do not all fire at once.
 //! Day-of-month and day-of-week combine as in cronie: when both are restricted either may
 //! match, and a field that begins with `*` counts as unrestricted. [`CronSchedule`] applies the
 //! expression in an IANA time zone with cronie's daylight-saving policy.

@@ -28,9 +28,17 @@ impl CronSchedule {
         CronSchedule { expr, zone }
     }
 
-    /// Parses `expression` and binds it to `zone`.
+    /// Parses `expression` and binds it to `zone`; an `H` is refused.
     pub fn parse(expression: &str, zone: Tz) -> Result<Self, CronError> {
-        Ok(CronSchedule::new(CronExpr::parse(expression)?, zone))
+        CronSchedule::parse_keyed(expression, zone, None)
+    }
+
+    /// Parses `expression`, its `H` fields chosen by a hash of `key`, and binds it to `zone`.
+    pub fn parse_keyed(expression: &str, zone: Tz, key: Option<&str>) -> Result<Self, CronError> {
+        Ok(CronSchedule::new(
+            CronExpr::parse_keyed(expression, key)?,
+            zone,
+        ))
     }
 
     pub fn expr(&self) -> &CronExpr {

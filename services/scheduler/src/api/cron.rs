@@ -12,6 +12,7 @@ pub(super) fn next_fire_times(
     timezone: Option<&str>,
     after: Option<&str>,
     count: Option<u32>,
+    hash_key: Option<&str>,
 ) -> Result<Vec<String>, SchedulerError> {
     let count = count.unwrap_or(DEFAULT_COUNT);
     if !(1..=MAX_COUNT).contains(&count) {
@@ -21,7 +22,7 @@ pub(super) fn next_fire_times(
     }
     let zone = parse_timezone(timezone.unwrap_or("UTC"))
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
-    let schedule = CronSchedule::parse(cron, zone)
+    let schedule = CronSchedule::parse_keyed(cron, zone, hash_key)
         .map_err(|e| SchedulerError::Value(format!("invalid cron expression: {e}")))?;
     let mut cursor = match after {
         None => Utc::now(),

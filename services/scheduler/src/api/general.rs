@@ -49,7 +49,7 @@ pub(crate) async fn create(
     })?;
     let now = Utc::now().trunc_subsecs(0);
     let trigger = request.trigger.anchored(now);
-    let next_run_at = next_run(&trigger, now)?;
+    let next_run_at = next_run(&trigger, &id, now)?;
     check_target(app, &request.target).await?;
     let policy = merge_policy(Policy::default(), request.policy)?;
     let schedule = Schedule {
@@ -116,7 +116,7 @@ pub(crate) async fn update(
     if let Some(trigger) = update.trigger {
         let now = Utc::now().trunc_subsecs(0);
         let trigger = trigger.anchored(now);
-        let next = next_run(&trigger, now)?;
+        let next = next_run(&trigger, id, now)?;
         schedule.trigger = trigger;
         if !schedule.paused {
             schedule.next_run_at = next;
@@ -250,7 +250,11 @@ pub(crate) async fn set_paused(
     let (paused, reason, next_run_at) = match pause {
         Some(reason) => (true, reason, None),
         // Resuming fires from now on: what was missed while paused is not caught up.
-        None => (false, None, next_run(&found.schedule.trigger, Utc::now())?),
+        None => (
+            false,
+            None,
+            next_run(&found.schedule.trigger, id, Utc::now())?,
+        ),
     };
     let stored = found
         .store
@@ -328,7 +332,7 @@ pub(super) async fn backfill(
     let schedule = &found.schedule;
     let trigger = schedule
         .trigger
-        .compile()
+        .compile_for(&schedule.id)
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
     let mut occurrences = Vec::new();
     let mut cursor = start.trunc_subsecs(3) - TimeDelta::milliseconds(1);
@@ -543,13 +547,14 @@ fn merge_policy(base: Policy, given: Option<SchedulePolicy>) -> Result<Policy, S
     Ok(policy)
 }
 
-/// The next fire of a trigger after `now`, once it compiles.
+/// The next fire after `now` of the trigger of schedule `id`, once it compiles.
 fn next_run(
     trigger: &TriggerSpec,
+    id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, SchedulerError> {
     let compiled = trigger
-        .compile()
+        .compile_for(id)
         .map_err(|e| SchedulerError::Value(format!("trigger: {e}")))?;
     Ok(compiled.next_after(now))
 }

@@ -137,12 +137,14 @@ impl SchedulerApiServer for RpcHandler {
         timezone: Option<String>,
         after: Option<String>,
         count: Option<u32>,
+        hash_key: Option<String>,
     ) -> RpcResult<Vec<String>> {
         Ok(cron::next_fire_times(
             &cron,
             timezone.as_deref(),
             after.as_deref(),
             count,
+            hash_key.as_deref(),
         )?)
     }
 

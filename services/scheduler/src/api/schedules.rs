@@ -115,7 +115,7 @@ pub(super) async fn set_paused(
     } else {
         let trigger = schedule
             .trigger
-            .compile()
+            .compile_for(&schedule.id)
             .map_err(|e| SchedulerError::Value(e.to_string()))?;
         trigger.next_after(Utc::now())
     };

@@ -24,7 +24,7 @@ pub(crate) fn schedule(
     if let (false, Some(first), Ok(trigger)) = (
         schedule.paused,
         schedule.next_run_at,
-        schedule.trigger.compile(),
+        schedule.trigger.compile_for(&schedule.id),
     ) {
         let mut at = Some(first);
         while let Some(next) = at.filter(|_| upcoming.len() < UPCOMING) {

@@ -486,6 +486,7 @@ async fn next_fire_times_numbers_sunday_0_and_monday_1() {
             None,
             Some("2026-11-21T00:00:00Z".into()),
             Some(2),
+            None,
         )
         .await
         .unwrap();
@@ -496,6 +497,7 @@ async fn next_fire_times_numbers_sunday_0_and_monday_1() {
             Some("America/New_York".into()),
             Some("2026-11-21T00:00:00Z".into()),
             Some(1),
+            None,
         )
         .await
         .unwrap();

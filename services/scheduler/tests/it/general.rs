@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Timelike, Utc};
 use futures::StreamExt;
 use scheduler_client::{
     Error, NewSchedule, Overlap, RunQuery, RunStatus, SchedulePolicy, ScheduleQuery,
@@ -1153,4 +1153,76 @@ async fn occurrences_due_together_go_as_json_rpc_batches_and_a_failed_call_goes_
         "only the call refused in its batch goes again, alone"
     );
     assert_eq!(alone[0]["params"]["idempotency_key"], key("b05", at));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_fields_are_chosen_by_the_schedule_id_and_stay_across_a_restart() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let backend = StubBackend::start().await;
+    let mut daemon = daemon_for(&db, &backend).await;
+    let client = daemon.client();
+    let expression = "H H(0-7) * * *";
+    let cron = |id: Option<&str>| {
+        let trigger = TriggerKind::Cron {
+            expression: expression.into(),
+            timezone: "UTC".into(),
+        };
+        let mut new = NewSchedule::new("alice", trigger.into(), http("/nightly"));
+        new.id = id.map(str::to_string);
+        new
+    };
+    let mut created = Vec::new();
+    for id in [Some("nightly-a"), Some("nightly-b"), None] {
+        created.push(client.create_schedule(cron(id)).await.unwrap());
+    }
+    for schedule in &created {
+        // What next_fire_times says the expression becomes for this id is what it does.
+        let first = schedule.next_fire_times[0];
+        let shown = client
+            .next_fire_times(
+                expression,
+                None,
+                Some((first - TimeDelta::seconds(1)).to_rfc3339()),
+                Some(5),
+                Some(schedule.id.clone()),
+            )
+            .await
+            .unwrap();
+        let fires: Vec<String> = schedule
+            .next_fire_times
+            .iter()
+            .map(|at| {
+                at.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Secs, true)
+            })
+            .collect();
+        assert_eq!(shown, fires, "{}", schedule.id);
+        let first = first.with_timezone(&Utc);
+        assert!(first.hour() <= 7, "{}: {first}", schedule.id);
+        assert_eq!(first.second(), 0);
+    }
+    let without_key = client
+        .next_fire_times(expression, None, None, Some(1), None)
+        .await;
+    assert!(
+        matches!(&without_key, Err(Error::Scheduler(SchedulerError::Value(m))) if m.contains("minute") && m.contains("hash_key")),
+        "{without_key:?}"
+    );
+
+    daemon.terminate();
+    let daemon = daemon_for(&db, &backend).await;
+    let client = daemon.client();
+    for schedule in &created {
+        let again = client.get_schedule(&schedule.id, "alice").await.unwrap();
+        assert_eq!(
+            again.next_run_time, schedule.next_run_time,
+            "{}",
+            schedule.id
+        );
+        assert_eq!(
+            again.next_fire_times, schedule.next_fire_times,
+            "{}",
+            schedule.id
+        );
+    }
 }

@@ -329,6 +329,7 @@ async fn next_fire_times_stop_at_the_end_of_year_9999() {
             Some("America/Havana".into()),
             None,
             Some(1000),
+            None,
         )
         .await
         .unwrap();
@@ -338,6 +339,7 @@ async fn next_fire_times_stop_at_the_end_of_year_9999() {
             None,
             Some("9999-12-25T00:00:00Z".into()),
             Some(100),
+            None,
         )
         .await
         .unwrap();
