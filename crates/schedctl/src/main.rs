@@ -5,6 +5,7 @@
 mod devices;
 mod fleet;
 mod output;
+mod preview;
 mod schedules;
 mod system;
 
@@ -22,6 +23,7 @@ const EXAMPLES: &str = "Examples:
   schedctl cron next '0 9 * * mon-fri' --tz Asia/Makassar --count 3
   schedctl device logs <job-id> -f
   schedctl fleet --tag tiktok
+  schedctl preview --next 24h
   schedctl device quarantine R58M123 --runner host-2 --reason 'cracked screen'
   schedctl -o json watch list --status active";
 
@@ -87,6 +89,9 @@ enum Command {
     Device(devices::DeviceCommand),
     /// Every runner's phones, as the scheduler follows them: state, health, quarantine.
     Fleet(fleet::FleetArgs),
+    /// What will fire: every occurrence of the active schedules over the next hours, and the
+    /// busiest minutes.
+    Preview(preview::PreviewArgs),
     /// An agent's watches.
     #[command(subcommand)]
     Watch(system::WatchCommand),
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             Command::Cron(command) => schedules::cron(&context, command).await,
             Command::Device(command) => devices::run(&context, command).await,
             Command::Fleet(args) => fleet::fleet(&context, args).await,
+            Command::Preview(args) => preview::preview(&context, args).await,
             Command::Watch(command) => system::watch(&context, command).await,
             Command::System(command) => system::system(&context, command).await,
             Command::ImportApscheduler {

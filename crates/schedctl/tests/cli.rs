@@ -167,6 +167,16 @@ async fn schedules_runs_and_cron_through_schedctl() {
     let (code, _, stderr) = services.ctl(&["cron", "next", "H * * * *"]).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("hash_key"), "{stderr}");
+    // What will fire: the preview's totals, and a window too long named.
+    let preview = services.json(&["preview", "--next", "2h"]).await;
+    assert!(preview["total"].is_u64(), "{preview}");
+    assert!(preview["busiest"].is_array(), "{preview}");
+    let (code, table, _) = services.ctl(&["preview", "--next", "90m"]).await;
+    assert_eq!(code, 0);
+    assert!(table.contains("occurrences in"), "{table}");
+    let (code, _, stderr) = services.ctl(&["preview", "--next", "8d"]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("at most 7 days"), "{stderr}");
     let (code, table, _) = services
         .ctl(&["cron", "next", "0 9 * * *", "--count", "2"])
         .await;

@@ -30,9 +30,9 @@ pub use target::{
 };
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    Backfill, GraphExecutionJobInfo, JobstoreStatus, Placement, Registry, RegistryEntry, RunPage,
-    RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus,
-    SystemTaskEntry,
+    Backfill, FirePreview, GraphExecutionJobInfo, JobstoreStatus, MinuteCount, Placement,
+    PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule, SchedulePage,
+    SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 pub use values::{check_object, json_kind};
 pub use watch::{
@@ -67,7 +67,7 @@ pub const ADMIN_METHODS: [&str; 8] = [
 /// answered with `ValueError`.
 pub const FLEET_METHODS: [&str; 3] = ["list_fleet", "quarantine_device", "release_device"];
 
-pub const GENERAL_METHODS: [&str; 10] = [
+pub const GENERAL_METHODS: [&str; 11] = [
     "create_schedule",
     "update_schedule",
     "get_schedule",
@@ -78,6 +78,7 @@ pub const GENERAL_METHODS: [&str; 10] = [
     "trigger_schedule",
     "backfill_schedule",
     "list_runs",
+    "preview_fires",
 ];
 
 /// The methods of watches, an agent's monitoring jobs. Like the general methods, their
@@ -262,6 +263,21 @@ pub trait SchedulerApi {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<SchedulePage>;
+
+    /// Every occurrence of every active schedule (of `owner`, with `tag`, in `jobstore`) due
+    /// in `[from, to]` (RFC 3339, at most 7 days apart), in time order, the first `limit`
+    /// (1-10000, default 10000), with how many fall due in each minute and the busiest
+    /// minutes. A window of more than 1,000,000 occurrences is refused: narrow it.
+    #[method(name = "preview_fires", param_kind = map)]
+    async fn preview_fires(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        owner: Option<String>,
+        tag: Option<String>,
+        jobstore: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<FirePreview>;
 
     /// Deletes a schedule and returns it as it was; its runs stay in the ledger.
     #[method(name = "delete_schedule", param_kind = map, with_extensions)]

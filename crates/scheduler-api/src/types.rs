@@ -204,6 +204,40 @@ pub struct Schedule {
     pub last_run: Option<ScheduleRun>,
 }
 
+/// `preview_fires`: what falls due in a window, and where the bursts are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirePreview {
+    /// The occurrences in time order (then by schedule id), the first `limit` of them.
+    pub fires: Vec<PreviewFire>,
+    /// How many occurrences the window holds in all, listed or not.
+    pub total: u64,
+    /// Whether `fires` stops at `limit` before the window's end.
+    pub truncated: bool,
+    /// Each minute of the window that has occurrences, in time order, with how many.
+    pub per_minute: Vec<MinuteCount>,
+    /// The busiest minutes, the most occurrences first (up to 10).
+    pub busiest: Vec<MinuteCount>,
+}
+
+/// One occurrence `preview_fires` foresees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewFire {
+    pub at: DateTime<Utc>,
+    pub schedule_id: String,
+    pub name: String,
+    pub owner: String,
+    pub jobstore: String,
+    /// Its target's kind (`http`, `device_job`, ...).
+    pub target_type: String,
+}
+
+/// How many occurrences fall due in the minute that starts at `minute`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    pub minute: DateTime<Utc>,
+    pub count: u64,
+}
+
 /// One page of `list_schedules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulePage {

@@ -216,6 +216,16 @@ impl BlockingSchedulerClient {
             .block_on(self.client.cancel_workflow(workflow_id))
     }
 
+    pub fn preview_fires(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        query: crate::PreviewQuery,
+    ) -> Result<crate::FirePreview, Error> {
+        self.runtime
+            .block_on(self.client.preview_fires(from, to, query))
+    }
+
     pub fn list_fleet(&self, query: crate::FleetQuery) -> Result<crate::Fleet, Error> {
         self.runtime.block_on(self.client.list_fleet(query))
     }

@@ -15,6 +15,7 @@
 mod blocking;
 mod fleet;
 mod general;
+mod preview;
 mod watches;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use serde_json::Value;
 pub use blocking::BlockingSchedulerClient;
 pub use fleet::{Fleet, FleetPhone, FleetQuery, FleetRunner, PhoneState, RunningJob};
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
+pub use preview::{FirePreview, MinuteCount, PreviewFire, PreviewQuery};
 pub use scheduler_api::{NewGraphSchedule, NewWatch, WatchQuery};
 
 /// Why a call failed.

@@ -559,7 +559,7 @@ fn next_run(
     Ok(compiled.next_after(now))
 }
 
-fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
+pub(super) fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
     match name.unwrap_or("execution") {
         "execution" => Ok(StoreName::Execution),
         "batched_notifications" => Ok(StoreName::BatchedNotifications),

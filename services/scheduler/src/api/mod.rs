@@ -5,6 +5,7 @@ mod access;
 mod cron;
 mod fleet;
 pub(crate) mod general;
+mod preview;
 mod registry;
 mod runs;
 mod schedules;
@@ -19,10 +20,10 @@ use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, Check, Fleet, FleetPhone, GraphExecutionJobInfo, NewGraphSchedule, NewSchedule,
-    NewWatch, PhoneState, Registry, RunPage, RunQuery, RunStatus, Schedule, SchedulePage,
-    SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer, SchedulerError,
-    SchedulerStatus, Target, TriggerSpec, Watch, WatchPage, WatchQuery,
+    Backfill, Check, FirePreview, Fleet, FleetPhone, GraphExecutionJobInfo, NewGraphSchedule,
+    NewSchedule, NewWatch, PhoneState, Registry, RunPage, RunQuery, RunStatus, Schedule,
+    SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer,
+    SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage, WatchQuery,
 };
 use serde_json::Value;
 
@@ -249,6 +250,26 @@ impl SchedulerApiServer for RpcHandler {
         owner: String,
     ) -> RpcResult<Schedule> {
         Ok(general::get(&self.app, extensions, &id, &owner).await?)
+    }
+
+    async fn preview_fires(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        owner: Option<String>,
+        tag: Option<String>,
+        jobstore: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<FirePreview> {
+        let window = preview::Window {
+            from,
+            to,
+            owner,
+            tag,
+            jobstore,
+            limit,
+        };
+        Ok(preview::preview_fires(&self.app, window).await?)
     }
 
     async fn list_schedules(

@@ -14,6 +14,7 @@ mod hostile;
 mod observability;
 mod openrpc;
 mod outage;
+mod preview;
 mod replicas;
 mod restart;
 mod router;
