@@ -147,6 +147,18 @@ async fn click(browser: &Client, css: &str) {
     button.click().await.unwrap();
 }
 
+/// Waits for the console's token dialog and gives it `token`.
+async fn give_token(browser: &Client, token: &str) {
+    until(
+        browser,
+        "the token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    fill(browser, "#token-input", token).await;
+    click(browser, "#token-form button[type=submit]").await;
+}
+
 async fn fill(browser: &Client, css: &str, text: &str) {
     let field = browser.find(Locator::Css(css)).await.expect(css);
     field.clear().await.unwrap();
@@ -169,14 +181,7 @@ async fn an_operator_goes_through_the_console() {
         .goto(&format!("{base}/ui/#/schedules/new"))
         .await
         .unwrap();
-    until(
-        &browser,
-        "the token dialog",
-        "document.getElementById('token-dialog').open",
-    )
-    .await;
-    fill(&browser, "#token-input", TOKEN).await;
-    click(&browser, "#token-form button[type=submit]").await;
+    give_token(&browser, TOKEN).await;
 
     // The form: a validation error from the API at its field, then the preview.
     until(
@@ -477,14 +482,7 @@ async fn an_operator_goes_through_the_console() {
     )
     .await;
     click(&browser, "#admin-registry").await;
-    until(
-        &browser,
-        "the admin token dialog",
-        "document.getElementById('token-dialog').open",
-    )
-    .await;
-    fill(&browser, "#token-input", ADMIN).await;
-    click(&browser, "#token-form button[type=submit]").await;
+    give_token(&browser, ADMIN).await;
     until(
         &browser,
         "the system tasks",
@@ -552,14 +550,7 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
         .await
         .unwrap();
     for wrong in ["wrong-one", "wrong-two"] {
-        until(
-            &browser,
-            "the token dialog",
-            "document.getElementById('token-dialog').open",
-        )
-        .await;
-        fill(&browser, "#token-input", wrong).await;
-        click(&browser, "#token-form button[type=submit]").await;
+        give_token(&browser, wrong).await;
         let why = until(
             &browser,
             "the refusal said at the prompt",
@@ -752,14 +743,7 @@ async fn the_fleet_page_shows_every_runner_and_quarantines_a_phone() {
     let base = format!("http://127.0.0.1:{}", fleet.scheduler_port());
 
     browser.goto(&format!("{base}/ui/#/fleet")).await.unwrap();
-    until(
-        &browser,
-        "the token dialog",
-        "document.getElementById('token-dialog').open",
-    )
-    .await;
-    fill(&browser, "#token-input", TOKEN).await;
-    click(&browser, "#token-form button[type=submit]").await;
+    give_token(&browser, TOKEN).await;
     let row =
         |phone: &str| format!("document.querySelector('tr[data-phone=\"{phone}\"]')?.innerText");
     until(
@@ -817,14 +801,7 @@ async fn the_fleet_page_shows_every_runner_and_quarantines_a_phone() {
     }
     browser.send_alert_text("cracked screen").await.unwrap();
     browser.accept_alert().await.unwrap();
-    until(
-        &browser,
-        "the admin token dialog",
-        "document.getElementById('token-dialog').open",
-    )
-    .await;
-    fill(&browser, "#token-input", ADMIN).await;
-    click(&browser, "#token-form button[type=submit]").await;
+    give_token(&browser, ADMIN).await;
     until(
         &browser,
         "B1 quarantined",
