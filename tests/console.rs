@@ -712,6 +712,62 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
     .await;
     assert_eq!(reachable, json!(true));
     shot(&browser, "timeline-close-runs").await;
+
+    // What will fire over the next 24 h: every minute's bar, and the minutes on the hour and
+    // the half hour, where both schedules fall due, named busiest.
+    for (id, expression) in [
+        ("preview-every", "* * * * *"),
+        ("preview-half", "*/30 * * * *"),
+    ] {
+        let trigger: scheduler_client::TriggerSpec =
+            serde_json::from_value(json!({"type": "cron", "expression": expression})).unwrap();
+        let target: scheduler_client::Target = serde_json::from_value(
+            json!({"type": "redis_publish", "channel": "console-preview", "message": {}}),
+        )
+        .unwrap();
+        let mut new = scheduler_client::NewSchedule::new("ops", trigger, target);
+        new.id = Some(id.into());
+        new.tags = vec!["preview".into()];
+        client.create_schedule(new).await.unwrap();
+    }
+    browser
+        .goto(&format!("{base}/ui/#/preview?tag=preview"))
+        .await
+        .unwrap();
+    let bars = until(
+        &browser,
+        "a bar for every minute of the next 24 h",
+        "document.querySelectorAll('.preview-bar').length >= 1440 && \
+         document.querySelectorAll('.preview-bar').length",
+    )
+    .await;
+    assert!(bars.as_u64().unwrap() <= 1441, "{bars}");
+    let busiest = until(
+        &browser,
+        "the busiest minutes named",
+        "[...document.querySelectorAll('#preview-busiest tr[data-minute]')]\
+         .map((r) => [new Date(r.dataset.minute).getUTCMinutes(), r.cells[1].innerText])",
+    )
+    .await;
+    let busiest = busiest.as_array().unwrap();
+    assert_eq!(busiest.len(), 10, "{busiest:?}");
+    for minute in busiest {
+        assert!(
+            [json!(0), json!(30)].contains(&minute[0]) && minute[1] == "2",
+            "{busiest:?}"
+        );
+    }
+    let summary = until(
+        &browser,
+        "the summary",
+        "document.getElementById('preview-summary').textContent",
+    )
+    .await;
+    assert!(
+        summary.as_str().unwrap().contains("the busiest has 2"),
+        "{summary}"
+    );
+    shot(&browser, "preview").await;
     browser.close().await.unwrap();
 }
 

@@ -642,6 +642,56 @@ async function fleetPage(query) {
   live(load);
 }
 
+// What will fire over the next 24 h: a bar per minute that has occurrences, the busiest
+// minutes named, and the first occurrences listed.
+const PREVIEW_HOURS = 24;
+const PREVIEW_LISTED = 20;
+async function previewPage(query) {
+  const owner = h("input", {id: "preview-owner", value: query.get("owner") || "", "aria-label": "Owner"});
+  const tag = h("input", {id: "preview-tag", value: query.get("tag") || "", "aria-label": "Tag"});
+  const filters = h("form", {class: "filters"}, h("label", {}, "Owner", owner), h("label", {}, "Tag", tag),
+    h("button", {type: "submit"}, "Filter"));
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/preview?${new URLSearchParams(Object.entries({owner: owner.value, tag: tag.value}).filter(([, v]) => v))}`;
+  });
+  const summary = h("p", {id: "preview-summary", class: "muted"});
+  const chart = h("div", {class: "card preview-chart", id: "preview-chart", role: "img", "aria-label": "Occurrences per minute over the next 24 hours"});
+  const axis = h("div", {class: "preview-axis"});
+  const busiest = h("div", {id: "preview-busiest"});
+  const fires = h("div", {id: "preview-fires"});
+  page("What will fire", filters, summary, chart, axis, h("h2", {}, "The busiest minutes"), busiest,
+    h("h2", {}, "The first occurrences"), fires);
+  const load = async () => {
+    const from = new Date();
+    const to = new Date(from.getTime() + PREVIEW_HOURS * 3600 * 1000);
+    const params = {from: from.toISOString(), to: to.toISOString(), limit: PREVIEW_LISTED};
+    if (owner.value) params.owner = owner.value;
+    if (tag.value) params.tag = tag.value;
+    const preview = await rpc("preview_fires", params);
+    const span = to.getTime() - from.getTime();
+    const most = Math.max(1, ...preview.per_minute.map((m) => m.count));
+    summary.textContent = `${preview.total} occurrence${preview.total === 1 ? "" : "s"} in the next ${PREVIEW_HOURS} h, ` +
+      `in ${preview.per_minute.length} minute${preview.per_minute.length === 1 ? "" : "s"}; the busiest has ${preview.busiest.length ? preview.busiest[0].count : 0}.`;
+    chart.replaceChildren(...preview.per_minute.map((m) => {
+      const left = Math.max(0, (new Date(m.minute).getTime() - from.getTime()) / span * 100);
+      return h("div", {class: "preview-bar", title: `${absolute(m.minute)}: ${m.count}`,
+        style: `left: ${left.toFixed(3)}%; height: ${(m.count / most * 100).toFixed(1)}%`});
+    }));
+    axis.replaceChildren(...[0, 6, 12, 18, 24].map((hours) =>
+      h("span", {}, absolute(new Date(from.getTime() + hours * 3600 * 1000)).slice(12, 17))));
+    busiest.replaceChildren(table(["Minute", "Occurrences"], preview.busiest.map((m) =>
+      h("tr", {"data-minute": m.minute}, h("td", {}, `${absolute(m.minute)} `, h("span", {class: "muted"}, `(${relative(m.minute)})`)),
+        h("td", {}, String(m.count)))), "Nothing falls due in the next 24 h."));
+    fires.replaceChildren(table(["At", "Schedule", "Owner", "Target"], preview.fires.map((f) =>
+      h("tr", {}, h("td", {}, absolute(f.at)),
+        h("td", {}, h("a", {href: `#/schedule/${encodeURIComponent(f.schedule_id)}?owner=${encodeURIComponent(f.owner)}`}, f.name)),
+        h("td", {}, f.owner), h("td", {}, f.target_type))), "Nothing falls due in the next 24 h."));
+  };
+  try { await load(); } catch (error) { showError(busiest, error); }
+  live(load);
+}
+
 // The last 24 h per phone, bars coloured by job type.
 const PALETTE = ["#2457c5", "#1e7f4f", "#b3261e", "#9a6400", "#7b3fb0", "#00838f", "#c2185b", "#5d6d00", "#6d4c41", "#3949ab"];
 function colour(type, types) {
@@ -892,6 +942,7 @@ async function route() {
     if (parts[0] === "devices") return await devicesPage(query);
     if (parts[0] === "fleet") return await fleetPage(query);
     if (parts[0] === "timeline") return await timelinePage();
+    if (parts[0] === "preview") return await previewPage(query);
     if (parts[0] === "runs") return await runsPage(query);
     if (parts[0] === "logs") return await logsPage(parts[1]);
     if (parts[0] === "watches") return await watchesPage(query);
