@@ -128,6 +128,38 @@ pub(crate) fn builds<'a>(
     builds
 }
 
+/// The binaries of one build of the device-runner benchmarks: a device runner and a scheduler.
+pub(crate) struct RunnerBuild<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) runner: &'a Path,
+    pub(crate) scheduler: &'a Path,
+}
+
+/// The builds a device-runner benchmark runs: with `--against` or `--against-scheduler`,
+/// another revision's runner and scheduler first (this tree's where only the other is given),
+/// then this tree's.
+pub(crate) fn runner_builds<'a>(
+    against: Option<&'a Path>,
+    against_scheduler: Option<&'a Path>,
+    runner: &'a Path,
+    scheduler: &'a Path,
+) -> Vec<RunnerBuild<'a>> {
+    let mut builds = Vec::new();
+    if against.is_some() || against_scheduler.is_some() {
+        builds.push(RunnerBuild {
+            name: "against",
+            runner: against.unwrap_or(runner),
+            scheduler: against_scheduler.unwrap_or(scheduler),
+        });
+    }
+    builds.push(RunnerBuild {
+        name: "this tree",
+        runner,
+        scheduler,
+    });
+    builds
+}
+
 /// `--flag value` pairs, in order; a flag without its value is an error.
 pub(crate) fn flag_pairs(args: &[String]) -> anyhow::Result<Vec<(&str, &str)>> {
     args.chunks(2)

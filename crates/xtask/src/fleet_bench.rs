@@ -26,7 +26,8 @@ use scheduler_client::{
 use serde_json::json;
 
 use crate::daemon::{
-    BenchDb, Daemon, against_binary, build_release, flag_pairs, fresh_db, parse_backends,
+    BenchDb, Daemon, RunnerBuild, against_binary, build_release, flag_pairs, fresh_db,
+    parse_backends, runner_builds,
 };
 use crate::runner_bench::{Latencies, Through};
 
@@ -102,13 +103,6 @@ struct Figures {
     placement_ms: f64,
 }
 
-/// The binaries of one build measured: a device runner and a scheduler.
-struct Build<'a> {
-    name: &'static str,
-    runner: &'a Path,
-    scheduler: &'a Path,
-}
-
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let runner = build_release("device-runner")?;
     let scheduler = build_release("scheduler")?;
@@ -116,21 +110,13 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // With --against or --against-scheduler, another revision's runner and scheduler (this
-    // tree's where only the other is given) run beside this tree's, their rounds in turn.
-    let mut builds = Vec::new();
-    if options.against.is_some() || options.against_scheduler.is_some() {
-        builds.push(Build {
-            name: "against",
-            runner: options.against.as_deref().unwrap_or(&runner),
-            scheduler: options.against_scheduler.as_deref().unwrap_or(&scheduler),
-        });
-    }
-    builds.push(Build {
-        name: "this tree",
-        runner: &runner,
-        scheduler: &scheduler,
-    });
+    // Another revision's stack, when given, runs beside this tree's, their rounds in turn.
+    let builds = runner_builds(
+        options.against.as_deref(),
+        options.against_scheduler.as_deref(),
+        &runner,
+        &scheduler,
+    );
     let mut results = Vec::new();
     for backend in &options.backends {
         eprintln!("== {backend}");
@@ -195,7 +181,7 @@ struct Stack {
 impl Stack {
     async fn start(
         backend: &'static str,
-        build: &Build<'_>,
+        build: &RunnerBuild<'_>,
         job: &Path,
         options: &Options,
     ) -> anyhow::Result<Stack> {
@@ -315,7 +301,7 @@ impl Stack {
 /// meets the machine as it is at the same moments.
 async fn bench_backend(
     backend: &'static str,
-    builds: &[Build<'_>],
+    builds: &[RunnerBuild<'_>],
     job: &Path,
     options: &Options,
 ) -> anyhow::Result<Vec<Figures>> {

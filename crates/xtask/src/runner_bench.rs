@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::daemon::{
     Daemon, against_binary, build_release, flag_pairs, fresh_db, from_callers, parse_backends,
-    percentile,
+    percentile, runner_builds,
 };
 use bench_job::{stamps, unix_nanos};
 
@@ -142,21 +142,18 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut results = Vec::new();
-    // The first run, with --against or --against-scheduler, is another revision's runner and
-    // scheduler (this tree's where only the other is given).
-    let mut builds = Vec::new();
-    if options.against.is_some() || options.against_scheduler.is_some() {
-        let runner = options.against.as_deref().unwrap_or(&binary);
-        let scheduler = options.against_scheduler.as_deref().unwrap_or(&scheduler);
-        builds.push(("against", runner, scheduler));
-    }
-    builds.push(("this tree", &binary, &scheduler));
+    let builds = runner_builds(
+        options.against.as_deref(),
+        options.against_scheduler.as_deref(),
+        &binary,
+        &scheduler,
+    );
     for backend in &options.backends {
-        for &(build, binary, scheduler) in &builds {
-            eprintln!("== {backend}, {build}");
-            let run = bench_backend(backend, binary, scheduler, &job, &options);
+        for build in &builds {
+            eprintln!("== {backend}, {}", build.name);
+            let run = bench_backend(backend, build.runner, build.scheduler, &job, &options);
             results.push(Figures {
-                build,
+                build: build.name,
                 ..runtime.block_on(run)?
             });
         }

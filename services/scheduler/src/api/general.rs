@@ -168,13 +168,7 @@ pub(crate) async fn list(
 ) -> Result<SchedulePage, SchedulerError> {
     let limit = listing.page();
     let listing = listing.into_inner();
-    let stores: Vec<&Arc<dyn JobStore>> = match &listing.jobstore {
-        Some(name) => {
-            let name = jobstore_name(Some(name))?;
-            app.stores.get(name).into_iter().collect()
-        }
-        None => app.stores.all().collect(),
-    };
+    let stores = stores_named(app, listing.jobstore.as_deref())?;
     let filter = ListFilter {
         owner: listing.owner,
         include_inactive: true,
@@ -559,7 +553,22 @@ fn next_run(
     Ok(compiled.next_after(now))
 }
 
-pub(super) fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
+/// The store a listing names, or every store when it names none.
+pub(super) fn stores_named<'a>(
+    app: &'a App,
+    jobstore: Option<&str>,
+) -> Result<Vec<&'a Arc<dyn JobStore>>, SchedulerError> {
+    Ok(match jobstore {
+        Some(name) => app
+            .stores
+            .get(jobstore_name(Some(name))?)
+            .into_iter()
+            .collect(),
+        None => app.stores.all().collect(),
+    })
+}
+
+fn jobstore_name(name: Option<&str>) -> Result<StoreName, SchedulerError> {
     match name.unwrap_or("execution") {
         "execution" => Ok(StoreName::Execution),
         "batched_notifications" => Ok(StoreName::BatchedNotifications),

@@ -2,13 +2,12 @@
 //! their triggers as the engine computes them, and how many fall due in each minute.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use jobstore::{JobStore, ListFilter, Page, Schedule};
+use jobstore::{ListFilter, Page, Schedule};
 use scheduler_api::{FirePreview, MinuteCount, PreviewFire, SchedulerError};
 
-use crate::api::general::jobstore_name;
+use crate::api::general::stores_named;
 use crate::app::{App, storage_error};
 
 const DEFAULT_LIMIT: u32 = 10_000;
@@ -53,14 +52,7 @@ pub(crate) async fn preview_fires(
             "a preview covers at most 7 days; from {from} to {to} is longer"
         )));
     }
-    let stores: Vec<&Arc<dyn JobStore>> = match &window.jobstore {
-        Some(name) => app
-            .stores
-            .get(jobstore_name(Some(name))?)
-            .into_iter()
-            .collect(),
-        None => app.stores.all().collect(),
-    };
+    let stores = stores_named(app, window.jobstore.as_deref())?;
     let mut preview = Collected::new(limit as usize);
     for store in stores {
         // Active schedules only (not paused, with a next run), a page at a time.

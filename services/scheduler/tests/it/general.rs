@@ -13,7 +13,7 @@ use scheduler_client::{
 use scheduler_client::{HttpTarget, RedisPublishTarget, RpcTarget};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call};
+use crate::helpers::{Backend, Daemon, StubBackend, TestDb, http_post, raw_call};
 
 const TOKEN: &str = "backend-secret";
 
@@ -38,15 +38,7 @@ fn once(at: DateTime<Utc>) -> TriggerSpec {
 }
 
 fn http(path: &str) -> Target {
-    Target::Http(HttpTarget {
-        endpoint: Some("backend".into()),
-        url: None,
-        method: "POST".into(),
-        path: path.into(),
-        headers: Default::default(),
-        body: Value::Null,
-        expected_status: "2xx".into(),
-    })
+    http_post("backend", path, Value::Null)
 }
 
 /// A whole second a little ahead, so the schedule is stored before it falls due.

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use chrono::{DateTime, Utc};
-use scheduler_client::{ClientConfig, NewGraphSchedule, SchedulerClient};
+use scheduler_client::{ClientConfig, HttpTarget, NewGraphSchedule, SchedulerClient, Target};
 use serde_json::{Value, json};
 use test_support::PgSchema;
 
@@ -649,4 +649,17 @@ pub(crate) async fn raw_call(daemon: &Daemon, method: &str, params: Value) -> Va
         .json()
         .await
         .unwrap()
+}
+
+/// An `http` target: a POST of `body` (null: none) to `path` on configured endpoint `endpoint`.
+pub(crate) fn http_post(endpoint: &str, path: &str, body: Value) -> Target {
+    Target::Http(HttpTarget {
+        endpoint: Some(endpoint.into()),
+        url: None,
+        method: "POST".into(),
+        path: path.into(),
+        headers: Default::default(),
+        body,
+        expected_status: "2xx".into(),
+    })
 }

@@ -1,24 +1,10 @@
 //! `preview_fires`: what the active schedules will fire in a window, and where the bursts are.
 
 use chrono::{DurationRound, TimeDelta, Utc};
-use scheduler_client::{
-    Error, HttpTarget, NewSchedule, PreviewQuery, SchedulerError, Target, TriggerKind,
-};
+use scheduler_client::{Error, NewSchedule, PreviewQuery, SchedulerError, TriggerKind};
 use serde_json::Value;
 
-use crate::helpers::{Backend, Daemon, TestDb};
-
-fn http() -> Target {
-    Target::Http(HttpTarget {
-        endpoint: Some("backend".into()),
-        url: None,
-        method: "POST".into(),
-        path: "/".into(),
-        headers: Default::default(),
-        body: Value::Null,
-        expected_status: "2xx".into(),
-    })
-}
+use crate::helpers::{Backend, Daemon, TestDb, http_post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preview_lists_every_occurrence_of_the_window_and_counts_each_minute() {
@@ -58,7 +44,11 @@ async fn the_preview_lists_every_occurrence_of_the_window_and_counts_each_minute
         ),
     ];
     for (id, owner, trigger, tags) in schedules {
-        let mut new = NewSchedule::new(owner, trigger.into(), http());
+        let mut new = NewSchedule::new(
+            owner,
+            trigger.into(),
+            http_post("backend", "/", Value::Null),
+        );
         new.id = Some(id.into());
         new.tags = tags;
         client.create_schedule(new).await.unwrap();

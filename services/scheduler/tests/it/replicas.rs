@@ -12,7 +12,9 @@ use jobstore::{
 use serde_json::json;
 use triggers::{TriggerKind, TriggerSpec};
 
-use crate::helpers::{Answer, Backend, Daemon, StubBackend, StubExecutor, TestDb, free_port};
+use crate::helpers::{
+    Answer, Backend, Daemon, StubBackend, StubExecutor, TestDb, free_port, http_post,
+};
 
 /// Engine settings that make a takeover quick enough for a test.
 const FAST: &[(&str, &str)] = &[
@@ -78,17 +80,7 @@ async fn http_targets_are_delivered_once_across_replicas_while_one_is_killed() {
     backend.answer("/job", 200, Duration::from_millis(20));
     let url = backend.url.clone();
     let env = [("SCHEDULER__ENDPOINTS__BACKEND__URL", url.as_str())];
-    let target = |i: usize| {
-        Target::Http(HttpTarget {
-            endpoint: Some("backend".into()),
-            url: None,
-            method: "POST".into(),
-            path: "/job".into(),
-            headers: Default::default(),
-            body: json!({"n": i}),
-            expected_status: "2xx".into(),
-        })
-    };
+    let target = |i: usize| http_post("backend", "/job", json!({"n": i}));
     let receiver = Receiver::Backend(backend, "/job");
     deliver_once_across_a_kill(receiver, "http://127.0.0.1:9/", &env, 1_000, target).await;
 }

@@ -5,25 +5,13 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, SubsecRound, TimeDelta, Utc};
-use scheduler_client::{HttpTarget, NewSchedule, Target, TriggerKind};
+use scheduler_client::{NewSchedule, TriggerKind};
 use serde_json::json;
 use standardwebhooks::Webhook;
 
-use crate::helpers::{Backend, BackendRequest, Daemon, StubBackend, TestDb};
+use crate::helpers::{Backend, BackendRequest, Daemon, StubBackend, TestDb, http_post};
 
 const SECRET: &str = "whsec_vYQ5K9cnvaudqVlw5K3mr2kYEG2suqRGkbyJPNul+wE=";
-
-fn http(endpoint: &str, path: &str, body: serde_json::Value) -> Target {
-    Target::Http(HttpTarget {
-        endpoint: Some(endpoint.into()),
-        url: None,
-        method: "POST".into(),
-        path: path.into(),
-        headers: Default::default(),
-        body,
-        expected_status: "2xx".into(),
-    })
-}
 
 /// The headers of `request` as the verifier takes them.
 fn header_map(request: &BackendRequest) -> http::HeaderMap {
@@ -51,9 +39,12 @@ async fn deliveries_to_a_signing_endpoint_verify_with_the_standard_library() {
     let at = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
     let body = json!({"report": "daily", "note": "é ✓", "n": 1});
     for (id, target) in [
-        ("signed", http("hooks", "/signed", body.clone())),
-        ("signed-empty", http("hooks", "/signed-empty", json!(null))),
-        ("plain", http("plain", "/plain", body.clone())),
+        ("signed", http_post("hooks", "/signed", body.clone())),
+        (
+            "signed-empty",
+            http_post("hooks", "/signed-empty", json!(null)),
+        ),
+        ("plain", http_post("plain", "/plain", body.clone())),
     ] {
         let mut new = NewSchedule::new("alice", TriggerKind::Once { at }.into(), target);
         new.id = Some(id.into());
