@@ -73,6 +73,17 @@ tags = ["t"]
 [auth]
 token = "t"
 admin_token = "a"
+
+[[auth.clients]]
+name = "agnt"
+token = "c"
+owners = ["agnt", "user-*"]
+admin = false
+
+[[auth.clients]]
+name = "ops"
+token_file = "@DIR@/ops.token"
+admin = true
 "#;
 
 /// The same for the device runner.
@@ -106,6 +117,17 @@ recovery_timeout = "5m"
 [auth]
 token = "t"
 admin_token = "a"
+
+[[auth.clients]]
+name = "agnt"
+token = "c"
+owners = ["agnt", "user-*"]
+admin = false
+
+[[auth.clients]]
+name = "ops"
+token_file = "@DIR@/ops.token"
+admin = true
 "#;
 
 /// The sections whose keys are names of the operator's.
@@ -185,6 +207,8 @@ fn documented(section: &str) -> BTreeSet<String> {
 fn read_keys<C: ServiceConfig + Serialize>(every_key: &str) -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("every-key.toml");
+    std::fs::write(dir.path().join("ops.token"), "o\n").unwrap();
+    let every_key = every_key.replace("@DIR@", dir.path().to_str().unwrap());
     std::fs::write(&file, every_key).unwrap();
     let overrides = Overrides {
         config_file: Some(file),

@@ -7,6 +7,7 @@ pub use scheduler_api::{
     http_method,
 };
 use serde::{Deserialize, Serialize};
+use service_kit::auth::Owners;
 use triggers::TriggerSpec;
 
 /// The name of one of the AutoGPT scheduler's jobstores (a [`JobStore`](crate::JobStore) is
@@ -206,6 +207,8 @@ pub struct Schedule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     pub owner: Option<String>,
+    /// Only schedules whose owner is within these (a scoped client's listing).
+    pub owners: Option<Owners>,
     pub graph_id: Option<String>,
     /// Paused schedules and those with no next run are left out unless this is set.
     pub include_inactive: bool,
@@ -232,6 +235,10 @@ impl ListFilter {
         self.owner
             .as_ref()
             .is_none_or(|owner| *owner == schedule.owner)
+            && self
+                .owners
+                .as_ref()
+                .is_none_or(|owners| owners.allows(&schedule.owner))
             && self
                 .graph_id
                 .as_deref()

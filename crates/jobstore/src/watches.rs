@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use scheduler_api::{CheckResult, Delivery, DeliveryState, Watch, WatchStatus};
 use serde_json::Value;
+use service_kit::auth::Owners;
 
 use crate::model::RunOutcome;
 use crate::store::StoreError;
@@ -21,6 +22,8 @@ use crate::store::StoreError;
 pub struct WatchFilter {
     pub status: Option<WatchStatus>,
     pub user_id: Option<String>,
+    /// Only watches whose user is within these (a scoped client's listing).
+    pub users: Option<Owners>,
     pub workflow_id: Option<String>,
     pub before_id: Option<String>,
     pub limit: usize,
@@ -33,6 +36,10 @@ impl WatchFilter {
                 .user_id
                 .as_ref()
                 .is_none_or(|user| &watch.user_id == user)
+            && self
+                .users
+                .as_ref()
+                .is_none_or(|users| users.allows(&watch.user_id))
             && self
                 .workflow_id
                 .as_ref()

@@ -107,7 +107,7 @@ pub trait SchedulerApi {
     /// Adds a cron schedule that runs a graph for a user. `cron` has 5 fields (or 6 with
     /// seconds) and is evaluated in `user_timezone` (an IANA name; UTC when absent). `policy`
     /// overrides the misfire defaults (coalesce, no grace limit).
-    #[method(name = "add_graph_execution_schedule", param_kind = map)]
+    #[method(name = "add_graph_execution_schedule", param_kind = map, with_extensions)]
     async fn add_graph_execution_schedule(
         &self,
         user_id: String,
@@ -122,7 +122,7 @@ pub trait SchedulerApi {
     ) -> RpcResult<GraphExecutionJobInfo>;
 
     /// Deletes a schedule owned by `user_id` and returns it as it was.
-    #[method(name = "delete_graph_execution_schedule", param_kind = map)]
+    #[method(name = "delete_graph_execution_schedule", param_kind = map, with_extensions)]
     async fn delete_graph_execution_schedule(
         &self,
         schedule_id: String,
@@ -131,7 +131,7 @@ pub trait SchedulerApi {
 
     /// Lists schedules, optionally only one graph's or one user's. Paused schedules are left
     /// out unless `include_paused` is true (they have no `next_run_time`).
-    #[method(name = "get_graph_execution_schedules", param_kind = map)]
+    #[method(name = "get_graph_execution_schedules", param_kind = map, with_extensions)]
     async fn get_graph_execution_schedules(
         &self,
         graph_id: Option<String>,
@@ -140,7 +140,7 @@ pub trait SchedulerApi {
     ) -> RpcResult<Vec<GraphExecutionJobInfo>>;
 
     /// Pauses a schedule owned by `user_id`: no occurrence fires until it is resumed.
-    #[method(name = "pause_execution_schedule", param_kind = map)]
+    #[method(name = "pause_execution_schedule", param_kind = map, with_extensions)]
     async fn pause_execution_schedule(
         &self,
         schedule_id: String,
@@ -148,7 +148,7 @@ pub trait SchedulerApi {
     ) -> RpcResult<bool>;
 
     /// Resumes a paused schedule; its next run is the first occurrence after now.
-    #[method(name = "resume_execution_schedule", param_kind = map)]
+    #[method(name = "resume_execution_schedule", param_kind = map, with_extensions)]
     async fn resume_execution_schedule(
         &self,
         schedule_id: String,
@@ -157,7 +157,7 @@ pub trait SchedulerApi {
 
     /// The occurrences of a schedule from the run ledger, newest first (`limit` 1-1000,
     /// default 50). Works for deleted schedules too, as long as their history exists.
-    #[method(name = "get_schedule_runs", param_kind = map)]
+    #[method(name = "get_schedule_runs", param_kind = map, with_extensions)]
     async fn get_schedule_runs(
         &self,
         schedule_id: String,
@@ -252,7 +252,7 @@ pub trait SchedulerApi {
     async fn get_schedule(&self, id: String, owner: String) -> RpcResult<Schedule>;
 
     /// Schedules in id order, `limit` (1-1000, default 100) at a time from `cursor`.
-    #[method(name = "list_schedules", param_kind = map)]
+    #[method(name = "list_schedules", param_kind = map, with_extensions)]
     async fn list_schedules(
         &self,
         owner: Option<String>,
@@ -268,7 +268,7 @@ pub trait SchedulerApi {
     /// in `[from, to]` (RFC 3339, at most 7 days apart), in time order, the first `limit`
     /// (1-10000, default 10000), with how many fall due in each minute and the busiest
     /// minutes. A window of more than 1,000,000 occurrences is refused: narrow it.
-    #[method(name = "preview_fires", param_kind = map)]
+    #[method(name = "preview_fires", param_kind = map, with_extensions)]
     async fn preview_fires(
         &self,
         from: DateTime<Utc>,
@@ -333,7 +333,7 @@ pub trait SchedulerApi {
     /// watch completes once, as `on_complete` says (`notify`, the default, or
     /// `resume_conversation`). The first check is one interval after now (for `delay`, after
     /// the delay).
-    #[method(name = "add_watch", param_kind = map)]
+    #[method(name = "add_watch", param_kind = map, with_extensions)]
     async fn add_watch(
         &self,
         job_type: String,
@@ -353,7 +353,7 @@ pub trait SchedulerApi {
 
     /// Watches, newest first, `limit` (1-1000, default 100) at a time from `cursor`;
     /// `status_filter` is `active`, `completed`, `failed` or `cancelled`.
-    #[method(name = "list_watches", param_kind = map)]
+    #[method(name = "list_watches", param_kind = map, with_extensions)]
     async fn list_watches(
         &self,
         status_filter: Option<String>,
@@ -365,11 +365,11 @@ pub trait SchedulerApi {
 
     /// Cancels an active watch and returns it; it sends nothing. A watch that has ended is
     /// returned as it is (its status says so).
-    #[method(name = "cancel_watch", param_kind = map)]
+    #[method(name = "cancel_watch", param_kind = map, with_extensions)]
     async fn cancel_watch(&self, job_id: String) -> RpcResult<Watch>;
 
     /// Cancels every active watch of a workflow; returns how many it cancelled.
-    #[method(name = "cancel_workflow", param_kind = map)]
+    #[method(name = "cancel_workflow", param_kind = map, with_extensions)]
     async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64>;
 
     /// Every phone of every device runner (`[device_runners.<name>]`) with its runner, state,

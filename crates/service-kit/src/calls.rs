@@ -259,11 +259,11 @@ impl<S> Calls<S> {
         let extensions = request.extensions();
         let caller = extensions
             .get::<Caller>()
-            .copied()
+            .cloned()
             .unwrap_or(Caller::Anonymous);
         let denied = if self.rules.open_methods.contains(&method) {
             None
-        } else if let Err(message) = self.auth.check_any(caller) {
+        } else if let Err(message) = self.auth.check_any(&caller) {
             Some(message)
         } else if self.rules.admin_methods.contains(&method) {
             self.auth.check_admin(method, extensions).err()
@@ -343,8 +343,9 @@ mod tests {
         let auth = Auth::new(&AuthConfig {
             token: token.map(str::to_string),
             admin_token: Some("admin".into()),
-            disabled: false,
-        });
+            ..AuthConfig::default()
+        })
+        .unwrap();
         Calls {
             inner: (),
             rules: Arc::new(rules),
@@ -431,6 +432,13 @@ mod tests {
     #[test]
     fn methods_are_refused_by_caller() {
         let calls = calls(Some("user"));
+        let bearer = |token: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            let value = format!("Bearer {token}").parse().unwrap();
+            headers.insert(axum::http::header::AUTHORIZATION, value);
+            calls.auth.identify(&headers)
+        };
+        let (user, admin) = (bearer("user"), bearer("admin"));
         let as_caller = |method: &str, caller: Caller| {
             let mut call = request(method, "{}");
             call.extensions_mut().insert(caller);
@@ -441,11 +449,11 @@ mod tests {
             as_caller("list_queue", Caller::Anonymous),
             Some(UNAUTHORIZED)
         );
-        assert_eq!(as_caller("list_queue", Caller::User), None);
-        assert_eq!(as_caller("kill_job", Caller::User), Some(UNAUTHORIZED));
-        assert_eq!(as_caller("kill_job", Caller::Admin), None);
+        assert_eq!(as_caller("list_queue", user.clone()), None);
+        assert_eq!(as_caller("kill_job", user.clone()), Some(UNAUTHORIZED));
+        assert_eq!(as_caller("kill_job", admin), None);
         let mut over_http = request("subscribe_logs", "{}");
-        over_http.extensions_mut().insert(Caller::User);
+        over_http.extensions_mut().insert(user);
         over_http.extensions_mut().insert(OverHttp);
         assert_eq!(
             calls.refusal(&over_http).map(|e| e.code()),

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{AuthConfig, ClientConfig};
 use crate::database::DatabaseUrl;
 
 /// What the loader needs to know of a service's configuration struct.
@@ -104,41 +105,6 @@ impl DatabaseConfig {
             url: url.to_string(),
             max_connections,
         }
-    }
-}
-
-/// Who may call. Tokens travel as `Authorization: Bearer <token>`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// When set, everything but the probes needs this token (or the admin token).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// The token for admin methods. When only `token` is set, admin methods are refused to
-    /// everyone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_token: Option<String>,
-    /// Serve without any token even when listening beyond loopback.
-    pub disabled: bool,
-}
-
-impl AuthConfig {
-    /// Tokens are not empty, and a server listening beyond loopback has one (or says it wants
-    /// none with `auth.disabled = true`).
-    pub fn validate(&self, host: IpAddr) -> anyhow::Result<()> {
-        for (key, token) in [("token", &self.token), ("admin_token", &self.admin_token)] {
-            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                bail!("auth.{key} must not be empty; leave it out to set no token");
-            }
-        }
-        if !self.disabled && self.token.is_none() && !host.is_loopback() {
-            bail!(
-                "server.host is {host}, beyond loopback, and auth.token is not set: set \
-                 auth.token (and auth.admin_token), or auth.disabled = true to serve without \
-                 authentication"
-            );
-        }
-        Ok(())
     }
 }
 
@@ -279,7 +245,11 @@ fn validate_shared<C: ServiceConfig>(config: &C) -> anyhow::Result<()> {
 pub fn to_toml<C: ServiceConfig + Clone>(config: &C) -> anyhow::Result<String> {
     let mut shown = config.clone();
     let auth = shown.auth_mut();
-    for token in [&mut auth.token, &mut auth.admin_token] {
+    let clients = auth.clients.iter_mut().map(|client| &mut client.token);
+    for token in [&mut auth.token, &mut auth.admin_token]
+        .into_iter()
+        .chain(clients)
+    {
         if token.is_some() {
             *token = Some(REDACTED.into());
         }
@@ -434,6 +404,23 @@ mod tests {
             ("[log]\nlevel = \"info,[[\"\n", "log.level"),
             ("[server]\nhost = \"0.0.0.0\"\n", "beyond loopback"),
             ("[auth]\ntoken = \" \"\n", "auth.token must not be empty"),
+            (
+                "[[auth.clients]]\nname = \"user\"\ntoken = \"t\"\nowners = [\"*\"]\n",
+                "the name 'user' is reserved",
+            ),
+            (
+                "[[auth.clients]]\nname = \"agnt\"\nowners = [\"agnt\"]\n",
+                "give token or token_file",
+            ),
+            (
+                "[[auth.clients]]\nname = \"agnt\"\ntoken = \"t\"\nowners = [\"a*b\"]\n",
+                "owner pattern 'a*b'",
+            ),
+            (
+                "[[auth.clients]]\nname = \"agnt\"\ntoken_file = \"/nonexistent/t\"\n\
+                 owners = [\"agnt\"]\n",
+                "token_file /nonexistent/t: cannot be read",
+            ),
         ] {
             let (_dir, overrides) = file(text);
             let error = format!("{:#}", load_from::<Demo>(&overrides, &[]).unwrap_err());
@@ -450,11 +437,12 @@ mod tests {
     #[test]
     fn shown_configuration_hides_secrets() {
         let (_dir, overrides) = file(
-            "secret = \"s3\"\n[auth]\ntoken = \"user-token\"\nadmin_token = \"admin-token\"\n",
+            "secret = \"s3\"\n[auth]\ntoken = \"user-token\"\nadmin_token = \"admin-token\"\n\
+             [[auth.clients]]\nname = \"agnt\"\ntoken = \"agnt-token\"\nowners = [\"agnt\"]\n",
         );
         let demo: Demo = load_from(&overrides, &[]).unwrap();
         let shown = to_toml(&demo).unwrap();
-        for secret in ["user-token", "admin-token", "s3\""] {
+        for secret in ["user-token", "admin-token", "agnt-token", "s3\""] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains(REDACTED), "{shown}");

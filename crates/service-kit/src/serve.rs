@@ -152,6 +152,7 @@ pub async fn serve<H: Health>(
     service: Service<H>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let reloads = tokio::spawn(reload_on_hangup(service.auth.clone()));
     let Routed { router, rpc } = router(settings, service);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
@@ -159,7 +160,29 @@ pub async fn serve<H: Health>(
             let _ = rpc.stop();
         })
         .await?;
+    reloads.abort();
     Ok(())
+}
+
+/// Reads the clients' token files again on each SIGHUP, so that tokens rotate without a
+/// restart; a reload that fails keeps the tokens there were, and says why in the log.
+async fn reload_on_hangup(auth: Auth) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: tokens reload only on restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match auth.reload() {
+            Ok(tokens) => tracing::info!(tokens, "SIGHUP: the clients' tokens were read again"),
+            Err(error) => tracing::error!(
+                "SIGHUP: the clients' tokens were not reloaded, the previous ones stay: {error:#}"
+            ),
+        }
+    }
 }
 
 /// `/health_check`: the process is up and serving.

@@ -60,7 +60,7 @@ pub async fn serve(
     let service = Service {
         module: rpc_module(state.clone())?,
         rules: call_rules(state.accepting.clone()),
-        auth: Auth::new(&state.config.auth),
+        auth: Auth::new(&state.config.auth)?,
         routes: axum::Router::new(),
         open_routes: Vec::new(),
         metrics,

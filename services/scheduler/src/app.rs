@@ -60,7 +60,7 @@ impl App {
             dispatcher,
             tasks,
             lease: config.engine.lease_delta(),
-            auth: Auth::new(&config.auth),
+            auth: Auth::new(&config.auth)?,
             engine_stopped,
             max_overdue: TimeDelta::from_std(config.engine.max_overdue).unwrap_or(TimeDelta::MAX),
             counts: Arc::default(),

@@ -118,6 +118,15 @@ impl ServiceConfig for Config {
         self.watches.validate()?;
         self.ledger.validate()?;
         self.farm.validate(self)?;
+        for client in &self.auth.clients {
+            if client.owners.is_empty() && !client.admin {
+                bail!(
+                    "auth.clients '{}': owners is empty: list the owners it may act for \
+                     (\"*\" for every owner)",
+                    client.name
+                );
+            }
+        }
         let context = crate::declared::Checks {
             configured: self.configured(),
             taken: self
@@ -431,6 +440,20 @@ mod tests {
         .unwrap_err();
         assert!(
             format!("{error:#}").contains("invalid duration 'soon'"),
+            "{error:#}"
+        );
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "[[auth.clients]]\nname = \"agnt\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let unscoped = Overrides {
+            config_file: Some(dir.path().join("bad.toml")),
+            ..Default::default()
+        };
+        let error = load_from::<Config>(&unscoped, &[]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("auth.clients 'agnt': owners is empty"),
             "{error:#}"
         );
         let error = load_from::<Config>(

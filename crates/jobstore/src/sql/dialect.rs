@@ -94,6 +94,23 @@ impl Dialect {
         }
     }
 
+    /// `expression` is one of the names bound as `names` or starts with one of the prefixes
+    /// bound as `prefixes`, both [`List`]s: an owner within a client's
+    /// [`Owners`](service_kit::auth::Owners).
+    pub(crate) fn in_owners(self, expression: &str, names: &str, prefixes: &str) -> String {
+        let starts = match self {
+            Dialect::Postgres => format!(
+                "EXISTS (SELECT 1 FROM unnest({prefixes}) AS p(value) \
+                 WHERE left({expression}, length(p.value)) = p.value)"
+            ),
+            Dialect::Sqlite => format!(
+                "EXISTS (SELECT 1 FROM json_each({prefixes}) AS p \
+                 WHERE substr({expression}, 1, length(p.value)) = p.value)"
+            ),
+        };
+        format!("({} OR {starts})", self.in_list(expression, names))
+    }
+
     /// Locks the rows a `SELECT` finds, skipping those another transaction holds. SQLite's
     /// write transactions hold the whole file (`BEGIN IMMEDIATE`), so there is nothing to add.
     pub(crate) fn skip_locked(self) -> &'static str {
@@ -424,6 +441,18 @@ pub(crate) struct List(pub(crate) Vec<String>);
 impl List {
     pub(crate) fn of<'a>(items: impl IntoIterator<Item = &'a str>) -> List {
         List(items.into_iter().map(str::to_string).collect())
+    }
+
+    /// The names and the prefixes of a scope of owners, for [`Dialect::in_owners`] (two empty
+    /// lists when there is none).
+    pub(crate) fn owners(owners: Option<&service_kit::auth::Owners>) -> (List, List) {
+        match owners {
+            Some(owners) => (
+                List::of(owners.names().iter().map(String::as_str)),
+                List::of(owners.prefixes().iter().map(String::as_str)),
+            ),
+            None => (List(Vec::new()), List(Vec::new())),
+        }
     }
 }
 

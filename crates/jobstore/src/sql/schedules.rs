@@ -6,7 +6,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
-use super::{At, Batch, Kind, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
+use super::{At, Batch, Kind, List, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
 use crate::model::{ListFilter, Schedule, StoreName};
 use crate::plan::{needs_active, replanned};
 use crate::store::{Schedules, StoreError};
@@ -107,7 +107,7 @@ impl SqlStore {
     /// order: the tag's in `schedule_tags`, the owner's, the target kind's (migration 0007), or
     /// the paused ones' (migration 0008). The parameters are always bound in the same order:
     /// owner, graph id, target kind, paused (unused: the flag is written out), tag, page
-    /// start, page size, jobstore.
+    /// start, page size, jobstore, the names and the prefixes of a client's owners.
     /// The rows of the listing with `filter`, its query run behind `prefix` (empty, or an
     /// `EXPLAIN`).
     pub(super) async fn listing_rows(
@@ -117,6 +117,7 @@ impl SqlStore {
         filter: &ListFilter,
     ) -> Result<Vec<Row>, StoreError> {
         let (sql, after, limit) = self.listing(filter);
+        let (names, prefixes) = List::owners(filter.owners.as_ref());
         Ok(on_db!(
             conn,
             rows,
@@ -129,6 +130,8 @@ impl SqlStore {
             &after,
             limit,
             self.jobstore.as_str(),
+            names,
+            prefixes,
         ))
     }
 
@@ -156,6 +159,9 @@ impl SqlStore {
         };
         if filter.owner.is_some() {
             and("owner = $1".into());
+        }
+        if filter.owners.is_some() {
+            and(d.in_owners("owner", "$9", "$10"));
         }
         if filter.graph_id.is_some() {
             and(format!("{} = $2", d.json_text("target", "graph_id")));

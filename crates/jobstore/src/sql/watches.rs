@@ -152,6 +152,11 @@ impl WatchStore for SqlStore {
                 (filter.before_id.is_some(), " AND w.id < $4"),
             ],
         );
+        if filter.users.is_some() {
+            sql.push_str(" AND ");
+            sql.push_str(&self.dialect().in_owners("w.user_id", "$6", "$7"));
+        }
+        let (names, prefixes) = List::owners(filter.users.as_ref());
         sql.push_str(" ORDER BY w.id DESC LIMIT $5");
         let mut conn = self.reader().await?;
         let rows = on_db!(
@@ -163,6 +168,8 @@ impl WatchStore for SqlStore {
             &filter.workflow_id,
             &filter.before_id,
             filter.limit as i64,
+            names,
+            prefixes,
         );
         rows.iter().map(watch_from_row).collect()
     }

@@ -15,6 +15,7 @@ use jobstore::{GraphExecutionTarget, HttpTarget, RunPlacement, WatchTarget};
 use jobstore::{Sent, WatchFilter, WatchStore};
 use scheduler_api::{Check, CheckResult, DeliveryState, OnComplete, Watch, WatchStatus};
 use serde_json::json;
+use service_kit::auth::Owners;
 use test_support::{Backend, PgSchema};
 use triggers::{TriggerKind, TriggerSpec};
 

@@ -77,6 +77,31 @@ async fn list_filters_by_owner_graph_and_activity(store: Arc<dyn JobStore>) {
         ..Default::default()
     };
     assert!(store.list(&nobody).await.unwrap().is_empty());
+    let scope = |patterns: &[&str]| {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        Some(Owners::parse(&patterns).unwrap())
+    };
+    let within = |owners| ListFilter {
+        owners,
+        include_inactive: true,
+        ..Default::default()
+    };
+    let found = store.list(&within(scope(&["u2"]))).await.unwrap();
+    assert_eq!(ids(found), ["b"], "a client's owners, by name");
+    let found = store.list(&within(scope(&["u*"]))).await.unwrap();
+    assert_eq!(ids(found), ["a", "b", "c", "p"], "by prefix");
+    let found = store.list(&within(scope(&["u1", "x*"]))).await.unwrap();
+    assert_eq!(ids(found), ["a", "c", "p"], "names and prefixes");
+    let found = store.list(&within(scope(&["U*", "u"]))).await.unwrap();
+    assert!(ids(found).is_empty(), "a prefix is matched case and all");
+    let paged = ListFilter {
+        page: Some(Page {
+            after_id: Some("a".into()),
+            limit: 1,
+        }),
+        ..within(scope(&["u1"]))
+    };
+    assert_eq!(ids(store.list(&paged).await.unwrap()), ["c"], "and paged");
 }
 
 async fn delete_returns_the_schedule_and_keeps_its_history(store: Arc<dyn JobStore>) {

@@ -236,6 +236,20 @@ async fn watches_are_cancelled_one_by_one_or_by_workflow((store, watches): WithW
         ..all.clone()
     };
     assert_eq!(listed(of_u1).await, ["w4", "w3"]);
+    let scope = |patterns: &[&str]| {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        Some(Owners::parse(&patterns).unwrap())
+    };
+    let of_u2s = WatchFilter {
+        users: scope(&["u2*"]),
+        ..all.clone()
+    };
+    assert_eq!(listed(of_u2s).await, ["w6", "w5"], "a prefix");
+    let of_named = WatchFilter {
+        users: scope(&["u1", "u9"]),
+        ..all.clone()
+    };
+    assert_eq!(listed(of_named).await, ["w4", "w3"], "names");
     let of_wf = WatchFilter {
         workflow_id: Some("wf".into()),
         status: Some(WatchStatus::Cancelled),

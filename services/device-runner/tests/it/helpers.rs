@@ -218,6 +218,11 @@ impl Runner {
             .unwrap_or_default()
     }
 
+    /// The process id of the process running now.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.as_ref().expect("running").pid()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub(crate) fn kill_9(&mut self) {
         if let Some(process) = self.process.as_mut() {

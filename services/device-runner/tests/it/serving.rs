@@ -84,6 +84,53 @@ async fn every_method_but_health_check_needs_the_token_and_kill_needs_the_admin_
     assert_eq!(get(&runner, "/metrics", Some(USER)).await.0, 200);
 }
 
+/// `[[auth.clients]]` works on the runner as on the scheduler: each token names a client, an
+/// admin client calls the admin methods, and a client's token file is read again on SIGHUP.
+#[tokio::test]
+async fn configured_clients_call_by_their_tokens_which_rotate_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ops.token");
+    std::fs::write(&file, "ops-token-1\n").unwrap();
+    let clients = format!(
+        "auth = {{ clients = [\
+         {{ name = \"ops\", token_file = \"{}\", admin = true }}, \
+         {{ name = \"farm-bot\", token = \"farm-bot-token\", owners = [\"farm\"] }}] }}",
+        file.display()
+    );
+    let runner = Runner::start(&clients).await;
+    refused(runner.client().rpc().list_queue(None).await);
+    let bot = runner.client_with_token("farm-bot-token");
+    bot.rpc().list_queue(None).await.unwrap();
+    let message = refused(bot.rpc().kill_job("nope".into()).await);
+    assert!(message.contains("admin token"), "{message}");
+    let ops = runner.client_with_token("ops-token-1");
+    match ops.rpc().kill_job("nope".into()).await.map_err(Error::from) {
+        Err(Error::Runner(RunnerError::NotFound(_))) => {}
+        other => panic!("the admin client's kill_job of no job: {other:?}"),
+    }
+
+    // Rotation: the new token is written, SIGHUP, and only the new one is taken.
+    std::fs::write(&file, "ops-token-2\n").unwrap();
+    let pid = nix::unistd::Pid::from_raw(runner.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let rotated = runner.client_with_token("ops-token-2");
+    wait_until(
+        "the new token is taken",
+        Duration::from_secs(10),
+        || async {
+            rotated
+                .rpc()
+                .list_queue(None)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    refused(ops.rpc().list_queue(None).await);
+    assert!(runner.log().contains("SIGHUP"), "{}", runner.log());
+}
+
 async fn runner_wait_running(
     runner: &Runner,
     client: &device_runner_client::DeviceRunnerClient,

@@ -15,7 +15,7 @@ use scheduler_api::{
     ScheduleUpdate, SchedulerError, TriggerSpec, Valid,
 };
 
-use crate::api::access::{self, Access, Who};
+use crate::api::access::{self, Access, Denied, Who};
 use crate::api::views;
 use crate::app::{App, storage_error};
 use crate::targets::{self, kind_of};
@@ -37,6 +37,9 @@ pub(crate) async fn create(
     request: Valid<NewSchedule>,
 ) -> Result<scheduler_api::Schedule, SchedulerError> {
     let request = request.into_inner();
+    let caller = access::caller_of(extensions);
+    access::acting_for(&request.owner, caller)
+        .map_err(|_| Denied::out_of_scope(&request.owner, caller))?;
     let id = request
         .id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -164,13 +167,16 @@ pub(crate) async fn get(
 
 pub(crate) async fn list(
     app: &App,
+    extensions: &Extensions,
     listing: Valid<ScheduleQuery>,
 ) -> Result<SchedulePage, SchedulerError> {
     let limit = listing.page();
     let listing = listing.into_inner();
+    let owners = access::listing_scope_naming(listing.owner.as_deref(), extensions)?;
     let stores = stores_named(app, listing.jobstore.as_deref())?;
     let filter = ListFilter {
         owner: listing.owner,
+        owners,
         include_inactive: true,
         target_type: listing.target_type,
         paused: listing.paused,
@@ -454,6 +460,8 @@ async fn ledger_of(
     owner: &str,
     extensions: &Extensions,
 ) -> Result<Arc<dyn JobStore>, SchedulerError> {
+    let caller = access::caller_of(extensions);
+    access::acting_for(owner, caller).map_err(|_| Denied::out_of_scope(owner, caller))?;
     if let Some(found) = find(app, id).await? {
         authorize(&found.schedule, owner, extensions, Access::Read)?;
         return Ok(found.store);
@@ -464,8 +472,9 @@ async fn ledger_of(
         None => None,
     };
     if let Some(watch) = watch {
-        access::owner(&watch.user_id, who).map_err(|_| {
-            SchedulerError::NotAuthorized(format!("watch '{id}' belongs to another user"))
+        access::owner(&watch.user_id, who).map_err(|denied| match denied {
+            Denied::OutOfScope => Denied::out_of_scope(owner, who.caller),
+            _ => SchedulerError::NotAuthorized(format!("watch '{id}' belongs to another user")),
         })?;
         return Ok(app.execution()?.clone());
     }
@@ -477,10 +486,11 @@ async fn ledger_of(
         let Some(run) = newest.first() else {
             continue;
         };
-        access::runs_of_deleted(&run.owner, who).map_err(|_| {
-            SchedulerError::NotAuthorized(format!(
+        access::runs_of_deleted(&run.owner, who).map_err(|denied| match denied {
+            Denied::OutOfScope => Denied::out_of_scope(owner, who.caller),
+            _ => SchedulerError::NotAuthorized(format!(
                 "the runs of deleted schedule '{id}' belong to another owner"
-            ))
+            )),
         })?;
         return Ok(store.clone());
     }
@@ -495,6 +505,9 @@ async fn owned(
     extensions: &Extensions,
     access: Access,
 ) -> Result<Found, SchedulerError> {
+    // An owner the client may not act for is refused whether the schedule exists or not.
+    let caller = access::caller_of(extensions);
+    access::acting_for(owner, caller).map_err(|_| Denied::out_of_scope(owner, caller))?;
     let found = find(app, id).await?.ok_or_else(|| not_found(id))?;
     authorize(&found.schedule, owner, extensions, access)?;
     Ok(found)
@@ -507,8 +520,8 @@ fn authorize(
     extensions: &Extensions,
     access: Access,
 ) -> Result<(), SchedulerError> {
-    access::schedule(schedule, Who::of(owner, extensions), access)
-        .map_err(|denied| denied.of_schedule(&schedule.id))
+    let who = Who::of(owner, extensions);
+    access::schedule(schedule, who, access).map_err(|denied| denied.of_schedule(&schedule.id, who))
 }
 
 /// Checks a target given through the API: its fields, the services it names (configured

@@ -60,6 +60,7 @@ impl SchedulerApiServer for RpcHandler {
     #[allow(clippy::too_many_arguments)]
     async fn add_graph_execution_schedule(
         &self,
+        extensions: &Extensions,
         user_id: String,
         graph_id: String,
         graph_version: i64,
@@ -81,25 +82,28 @@ impl SchedulerApiServer for RpcHandler {
             user_timezone,
             policy,
         };
-        Ok(schedules::add(&self.app, request.validate()?).await?)
+        Ok(schedules::add(&self.app, extensions, request.validate()?).await?)
     }
 
     async fn delete_graph_execution_schedule(
         &self,
+        extensions: &Extensions,
         schedule_id: String,
         user_id: String,
     ) -> RpcResult<GraphExecutionJobInfo> {
-        Ok(schedules::delete(&self.app, &schedule_id, &user_id).await?)
+        Ok(schedules::delete(&self.app, extensions, &schedule_id, &user_id).await?)
     }
 
     async fn get_graph_execution_schedules(
         &self,
+        extensions: &Extensions,
         graph_id: Option<String>,
         user_id: Option<String>,
         include_paused: Option<bool>,
     ) -> RpcResult<Vec<GraphExecutionJobInfo>> {
         Ok(schedules::list(
             &self.app,
+            extensions,
             graph_id,
             user_id,
             include_paused.unwrap_or(false),
@@ -109,27 +113,30 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn pause_execution_schedule(
         &self,
+        extensions: &Extensions,
         schedule_id: String,
         user_id: String,
     ) -> RpcResult<bool> {
-        Ok(schedules::set_paused(&self.app, &schedule_id, &user_id, true).await?)
+        Ok(schedules::set_paused(&self.app, extensions, &schedule_id, &user_id, true).await?)
     }
 
     async fn resume_execution_schedule(
         &self,
+        extensions: &Extensions,
         schedule_id: String,
         user_id: String,
     ) -> RpcResult<bool> {
-        Ok(schedules::set_paused(&self.app, &schedule_id, &user_id, false).await?)
+        Ok(schedules::set_paused(&self.app, extensions, &schedule_id, &user_id, false).await?)
     }
 
     async fn get_schedule_runs(
         &self,
+        extensions: &Extensions,
         schedule_id: String,
         user_id: String,
         limit: Option<u32>,
     ) -> RpcResult<Vec<ScheduleRun>> {
-        Ok(runs::list(&self.app, &schedule_id, &user_id, limit).await?)
+        Ok(runs::list(&self.app, extensions, &schedule_id, &user_id, limit).await?)
     }
 
     async fn next_fire_times(
@@ -254,6 +261,7 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn preview_fires(
         &self,
+        extensions: &Extensions,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         owner: Option<String>,
@@ -269,11 +277,12 @@ impl SchedulerApiServer for RpcHandler {
             jobstore,
             limit,
         };
-        Ok(preview::preview_fires(&self.app, window).await?)
+        Ok(preview::preview_fires(&self.app, extensions, window).await?)
     }
 
     async fn list_schedules(
         &self,
+        extensions: &Extensions,
         owner: Option<String>,
         target_type: Option<String>,
         paused: Option<bool>,
@@ -292,7 +301,7 @@ impl SchedulerApiServer for RpcHandler {
             cursor,
         }
         .validate()?;
-        Ok(general::list(&self.app, listing).await?)
+        Ok(general::list(&self.app, extensions, listing).await?)
     }
 
     async fn delete_schedule(
@@ -366,6 +375,7 @@ impl SchedulerApiServer for RpcHandler {
 
     async fn add_watch(
         &self,
+        extensions: &Extensions,
         job_type: String,
         check_config: Value,
         on_success_message: String,
@@ -396,11 +406,12 @@ impl SchedulerApiServer for RpcHandler {
             platform_thread_id,
         }
         .validate()?;
-        Ok(watches::add(&self.app, request, check_config).await?)
+        Ok(watches::add(&self.app, extensions, request, check_config).await?)
     }
 
     async fn list_watches(
         &self,
+        extensions: &Extensions,
         status_filter: Option<String>,
         user_id: Option<String>,
         workflow_id: Option<String>,
@@ -415,15 +426,19 @@ impl SchedulerApiServer for RpcHandler {
             cursor,
         }
         .validate()?;
-        Ok(watches::list(&self.app, query).await?)
+        Ok(watches::list(&self.app, extensions, query).await?)
     }
 
-    async fn cancel_watch(&self, job_id: String) -> RpcResult<Watch> {
-        Ok(watches::cancel(&self.app, &job_id).await?)
+    async fn cancel_watch(&self, extensions: &Extensions, job_id: String) -> RpcResult<Watch> {
+        Ok(watches::cancel(&self.app, extensions, &job_id).await?)
     }
 
-    async fn cancel_workflow(&self, workflow_id: String) -> RpcResult<u64> {
-        Ok(watches::cancel_workflow(&self.app, &workflow_id).await?)
+    async fn cancel_workflow(
+        &self,
+        extensions: &Extensions,
+        workflow_id: String,
+    ) -> RpcResult<u64> {
+        Ok(watches::cancel_workflow(&self.app, extensions, &workflow_id).await?)
     }
 
     async fn list_fleet(

@@ -7,6 +7,9 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use jobstore::{ListFilter, Page, Schedule};
 use scheduler_api::{FirePreview, MinuteCount, PreviewFire, SchedulerError};
 
+use jsonrpsee::Extensions;
+
+use crate::api::access;
 use crate::api::general::stores_named;
 use crate::app::{App, storage_error};
 
@@ -33,6 +36,7 @@ pub(crate) struct Window {
 
 pub(crate) async fn preview_fires(
     app: &App,
+    extensions: &Extensions,
     window: Window,
 ) -> Result<FirePreview, SchedulerError> {
     let limit = window.limit.unwrap_or(DEFAULT_LIMIT);
@@ -52,6 +56,7 @@ pub(crate) async fn preview_fires(
             "a preview covers at most 7 days; from {from} to {to} is longer"
         )));
     }
+    let owners = access::listing_scope_naming(window.owner.as_deref(), extensions)?;
     let stores = stores_named(app, window.jobstore.as_deref())?;
     let mut preview = Collected::new(limit as usize);
     for store in stores {
@@ -60,6 +65,7 @@ pub(crate) async fn preview_fires(
         loop {
             let filter = ListFilter {
                 owner: window.owner.clone(),
+                owners: owners.clone(),
                 tag: window.tag.clone(),
                 page: Some(Page {
                     after_id: after_id.take(),

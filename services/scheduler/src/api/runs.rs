@@ -1,5 +1,7 @@
 //! The run ledger as the API shows it.
 
+use jsonrpsee::Extensions;
+
 use crate::api::access::{self, Who};
 use crate::api::views;
 use scheduler_api::{ScheduleRun, SchedulerError, page_limit};
@@ -10,6 +12,7 @@ const DEFAULT_LIMIT: u32 = 50;
 
 pub(super) async fn list(
     app: &App,
+    extensions: &Extensions,
     schedule_id: &str,
     user_id: &str,
     limit: Option<u32>,
@@ -30,8 +33,12 @@ pub(super) async fn list(
             "Job #{schedule_id} not found."
         ))),
         Some(owner) => {
-            access::owner(&owner, Who::owner(user_id)).map_err(|_| {
-                SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
+            let who = Who::owner(user_id, extensions);
+            access::owner(&owner, who).map_err(|denied| match denied {
+                access::Denied::OutOfScope => access::Denied::out_of_scope(user_id, who.caller),
+                _ => {
+                    SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
+                }
             })?;
             Ok(runs.iter().map(views::run).collect())
         }

@@ -8,6 +8,8 @@ use scheduler_api::{
     GraphExecutionJobInfo, GraphExecutionTarget, NewGraphSchedule, SchedulerError, Valid,
 };
 
+use jsonrpsee::Extensions;
+
 use crate::api::access::{self, Access, Who};
 use crate::api::views;
 use crate::app::{App, storage_error};
@@ -18,10 +20,14 @@ const DEFAULT_NAME: &str = "execute_graph";
 /// `add_graph_execution_schedule`: stores the schedule, its first run the next fire after now.
 pub(super) async fn add(
     app: &App,
+    extensions: &Extensions,
     request: Valid<NewGraphSchedule>,
 ) -> Result<GraphExecutionJobInfo, SchedulerError> {
     let trigger = request.trigger();
     let request = request.into_inner();
+    let caller = access::caller_of(extensions);
+    access::acting_for(&request.user_id, caller)
+        .map_err(|_| access::Denied::out_of_scope(&request.user_id, caller))?;
     let compiled = trigger
         .compile()
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
@@ -63,11 +69,12 @@ pub(super) async fn add(
 
 pub(super) async fn delete(
     app: &App,
+    extensions: &Extensions,
     schedule_id: &str,
     user_id: &str,
 ) -> Result<GraphExecutionJobInfo, SchedulerError> {
     let store = app.execution()?;
-    let schedule = owned_schedule(store, schedule_id, user_id).await?;
+    let schedule = owned_schedule(store, schedule_id, Who::owner(user_id, extensions)).await?;
     let deleted = store.delete(schedule_id).await.map_err(storage_error)?;
     let deleted = deleted.unwrap_or(schedule);
     app.wake.notify_one();
@@ -77,12 +84,15 @@ pub(super) async fn delete(
 
 pub(super) async fn list(
     app: &App,
+    extensions: &Extensions,
     graph_id: Option<String>,
     user_id: Option<String>,
     include_paused: bool,
 ) -> Result<Vec<GraphExecutionJobInfo>, SchedulerError> {
+    let owners = access::listing_scope_naming(user_id.as_deref(), extensions)?;
     let filter = ListFilter {
         owner: user_id,
+        owners,
         graph_id,
         include_inactive: include_paused,
         ..ListFilter::default()
@@ -101,12 +111,13 @@ pub(super) async fn list(
 
 pub(super) async fn set_paused(
     app: &App,
+    extensions: &Extensions,
     schedule_id: &str,
     user_id: &str,
     paused: bool,
 ) -> Result<bool, SchedulerError> {
     let store = app.execution()?;
-    let schedule = owned_schedule(store, schedule_id, user_id).await?;
+    let schedule = owned_schedule(store, schedule_id, Who::owner(user_id, extensions)).await?;
     if schedule.paused == paused {
         return Ok(true);
     }
@@ -128,11 +139,11 @@ pub(super) async fn set_paused(
     Ok(true)
 }
 
-/// The schedule, after checking that it exists and belongs to `user_id`.
+/// The schedule, after checking that it exists and belongs to the user `who` acts for.
 pub(super) async fn owned_schedule(
     store: &Arc<dyn JobStore>,
     schedule_id: &str,
-    user_id: &str,
+    who: Who<'_>,
 ) -> Result<Schedule, SchedulerError> {
     let schedule = store
         .get(schedule_id)
@@ -140,8 +151,9 @@ pub(super) async fn owned_schedule(
         .map_err(storage_error)?
         .filter(|s| s.target.graph_id().is_some() && s.owner != scheduler_api::SYSTEM_OWNER)
         .ok_or_else(|| SchedulerError::NotFound(format!("Job #{schedule_id} not found.")))?;
-    access::schedule(&schedule, Who::owner(user_id), Access::Change).map_err(|_| {
-        SchedulerError::NotAuthorized("User ID does not match the job's user ID".into())
+    access::schedule(&schedule, who, Access::Change).map_err(|denied| match denied {
+        access::Denied::OutOfScope => access::Denied::out_of_scope(who.owner, who.caller),
+        _ => SchedulerError::NotAuthorized("User ID does not match the job's user ID".into()),
     })?;
     Ok(schedule)
 }

@@ -15,6 +15,9 @@ use scheduler_api::{
 use serde_json::Value;
 use triggers::{TriggerKind, TriggerSpec};
 
+use jsonrpsee::Extensions;
+
+use crate::api::access::{self, Denied};
 use crate::app::{App, storage_error};
 
 fn store(app: &App) -> Result<Arc<dyn WatchStore>, SchedulerError> {
@@ -28,9 +31,13 @@ fn store(app: &App) -> Result<Arc<dyn WatchStore>, SchedulerError> {
 /// `check_config` as the caller wrote it.
 pub(super) async fn add(
     app: &App,
+    extensions: &Extensions,
     request: Valid<NewWatch>,
     check_config: Value,
 ) -> Result<Watch, SchedulerError> {
+    let caller = access::caller_of(extensions);
+    access::acting_for(&request.user_id, caller)
+        .map_err(|_| Denied::out_of_scope(&request.user_id, caller))?;
     admit(app, &request)?;
     let store = store(app)?;
     let (interval, max_attempts) = (request.interval(), request.attempts());
@@ -135,12 +142,18 @@ fn admit(app: &App, request: &NewWatch) -> Result<(), SchedulerError> {
     Ok(())
 }
 
-pub(super) async fn list(app: &App, query: Valid<WatchQuery>) -> Result<WatchPage, SchedulerError> {
+pub(super) async fn list(
+    app: &App,
+    extensions: &Extensions,
+    query: Valid<WatchQuery>,
+) -> Result<WatchPage, SchedulerError> {
     let limit = query.page();
     let query = query.into_inner();
+    let users = access::listing_scope_naming(query.user_id.as_deref(), extensions)?;
     let filter = WatchFilter {
         status: query.status,
         user_id: query.user_id,
+        users,
         workflow_id: query.workflow_id,
         before_id: query.cursor,
         limit,
@@ -155,9 +168,26 @@ pub(super) async fn list(app: &App, query: Valid<WatchQuery>) -> Result<WatchPag
     })
 }
 
-pub(super) async fn cancel(app: &App, job_id: &str) -> Result<Watch, SchedulerError> {
+pub(super) async fn cancel(
+    app: &App,
+    extensions: &Extensions,
+    job_id: &str,
+) -> Result<Watch, SchedulerError> {
     check_id("job_id", job_id)?;
-    let watch = store(app)?
+    let store = store(app)?;
+    let caller = access::caller_of(extensions);
+    if access::listing_scope(caller).is_some() {
+        let watch = store.watch(job_id).await.map_err(storage_error)?;
+        if let Some(watch) = watch {
+            access::acting_for(&watch.user_id, caller).map_err(|_| {
+                SchedulerError::NotAuthorized(format!(
+                    "watch '{job_id}' belongs to a user client '{}' may not act for",
+                    caller.name()
+                ))
+            })?;
+        }
+    }
+    let watch = store
         .cancel_watch(job_id, Utc::now())
         .await
         .map_err(storage_error)?
@@ -166,9 +196,32 @@ pub(super) async fn cancel(app: &App, job_id: &str) -> Result<Watch, SchedulerEr
     Ok(watch)
 }
 
-pub(super) async fn cancel_workflow(app: &App, workflow_id: &str) -> Result<u64, SchedulerError> {
+pub(super) async fn cancel_workflow(
+    app: &App,
+    extensions: &Extensions,
+    workflow_id: &str,
+) -> Result<u64, SchedulerError> {
     check_id("workflow_id", workflow_id)?;
-    let cancelled = store(app)?
+    let store = store(app)?;
+    let caller = access::caller_of(extensions);
+    if access::listing_scope(caller).is_some() {
+        // A scoped client cancels a workflow only when every watch of it is its owners'.
+        let active = WatchFilter {
+            workflow_id: Some(workflow_id.to_string()),
+            status: Some(WatchStatus::Active),
+            limit: usize::MAX >> 1,
+            ..WatchFilter::default()
+        };
+        let watches = store.watches(&active).await.map_err(storage_error)?;
+        if let Some(other) = watches.iter().find(|w| !caller.may_act_for(&w.user_id)) {
+            return Err(SchedulerError::NotAuthorized(format!(
+                "workflow '{workflow_id}' has watch '{}' of a user client '{}' may not act for",
+                other.id,
+                caller.name()
+            )));
+        }
+    }
+    let cancelled = store
         .cancel_workflow(workflow_id, Utc::now())
         .await
         .map_err(storage_error)?;

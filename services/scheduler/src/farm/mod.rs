@@ -3,7 +3,7 @@
 //! handlers, called with typed values ([`schedules`]), and `/api/scheduler/*` forwarded to the
 //! device runners ([`runner`]): every runner's status, queue, history and timeline merged,
 //! each device and job with its runner, and a job's routes sent to the runner that has it.
-//! Auth is the rest of the API's.
+//! Auth is the rest of the API's; a client must be allowed to act for `farm.owner`.
 //!
 //! A farm schedule is a general schedule of owner `farm.owner` whose target is a `device_job`
 //! on the runner that has its phone (`farm.runner` when set), or placed by tags on any
@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use device_runner_client::DeviceRunnerClient;
 use scheduler_api::{SchedulerError, codes};
 use serde_json::{Value, json};
+use service_kit::auth::Caller;
 
 use crate::app::App;
 use crate::config::Config;
@@ -56,10 +57,30 @@ pub(crate) fn routes(app: Arc<App>, config: &Config) -> anyhow::Result<Router> {
         runners,
         default,
     };
+    let owner: Arc<str> = state.owner.as_str().into();
     Ok(Router::new()
         .merge(schedules::routes())
         .merge(runner::routes())
-        .with_state(state))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(owner, farm_clients)))
+}
+
+/// The farm's API is the farm owner's: a client whose owners leave it out gets 403 on every
+/// route (its schedules, and the runners' queues, logs and history).
+async fn farm_clients(
+    axum::extract::State(owner): axum::extract::State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = request.extensions().get::<Caller>();
+    if let Some(caller) = caller.filter(|caller| !caller.may_act_for(&owner)) {
+        let message = format!(
+            "client '{}' may not act for owner '{owner}', whose the farm's API is",
+            caller.name()
+        );
+        return error(StatusCode::FORBIDDEN, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// An answer: 2xx with JSON, or a [`Refusal`].

@@ -257,7 +257,7 @@ impl Farm {
     /// then.
     async fn enable(
         &self,
-        caller: Caller,
+        calls: &Extensions,
         schedule: Schedule,
         enabled: bool,
     ) -> Result<Schedule, Refusal> {
@@ -265,13 +265,12 @@ impl Farm {
             return Ok(schedule);
         }
         let pause = (!enabled).then(|| Some("disabled".to_string()));
-        let extensions = as_caller(caller);
-        Ok(general::set_paused(&self.app, &extensions, &schedule.id, &self.owner, pause).await?)
+        Ok(general::set_paused(&self.app, calls, &schedule.id, &self.owner, pause).await?)
     }
 
     /// Farm schedule `id` as stored (any other schedule is not found).
-    async fn current(&self, caller: Caller, id: &str) -> Result<Schedule, Refusal> {
-        let schedule = general::get(&self.app, &as_caller(caller), id, &self.owner).await?;
+    async fn current(&self, calls: &Extensions, id: &str) -> Result<Schedule, Refusal> {
+        let schedule = general::get(&self.app, calls, id, &self.owner).await?;
         if device_job(&schedule).is_none() {
             return Err(error(
                 StatusCode::NOT_FOUND,
@@ -282,7 +281,8 @@ impl Farm {
     }
 }
 
-async fn list(State(farm): State<Farm>) -> Answer {
+async fn list(State(farm): State<Farm>, Extension(caller): Extension<Caller>) -> Answer {
+    let calls = &as_caller(caller);
     let mut found = Vec::new();
     let mut cursor = None;
     loop {
@@ -294,7 +294,7 @@ async fn list(State(farm): State<Farm>) -> Answer {
             ..ScheduleQuery::default()
         }
         .validate()?;
-        let page = general::list(&farm.app, listing).await?;
+        let page = general::list(&farm.app, calls, listing).await?;
         found.extend(page.schedules.iter().filter_map(farm_view));
         cursor = page.next_cursor;
         if cursor.is_none() {
@@ -309,6 +309,7 @@ async fn create(
     Extension(caller): Extension<Caller>,
     text: axum::body::Bytes,
 ) -> Answer {
+    let calls = &as_caller(caller);
     let given = body(&text)?;
     let (trigger, target) = farm.plan(&given, None).await?;
     let name = given.name.clone().unwrap_or_else(|| {
@@ -321,9 +322,9 @@ async fn create(
         ..NewSchedule::new(farm.owner.clone(), trigger, Target::DeviceJob(target))
     }
     .validate()?;
-    let mut schedule = general::create(&farm.app, &as_caller(caller), request).await?;
+    let mut schedule = general::create(&farm.app, calls, request).await?;
     if given.enabled == Some(false) {
-        schedule = farm.enable(caller, schedule, false).await?;
+        schedule = farm.enable(calls, schedule, false).await?;
     }
     shown(StatusCode::CREATED, &schedule)
 }
@@ -334,8 +335,9 @@ async fn update(
     Path(id): Path<String>,
     text: axum::body::Bytes,
 ) -> Answer {
+    let calls = &as_caller(caller);
     let given = body(&text)?;
-    let stored = farm.current(caller, &id).await?;
+    let stored = farm.current(calls, &id).await?;
     let (trigger, target) = farm.plan(&given, Some(&stored)).await?;
     let changes_trigger = given.interval_minutes.is_some() || given.daily_times.is_some();
     let update = ScheduleUpdate {
@@ -345,10 +347,9 @@ async fn update(
         ..ScheduleUpdate::default()
     }
     .validate()?;
-    let extensions = as_caller(caller);
-    let mut schedule = general::update(&farm.app, &extensions, &id, &farm.owner, update).await?;
+    let mut schedule = general::update(&farm.app, calls, &id, &farm.owner, update).await?;
     if let Some(enabled) = given.enabled {
-        schedule = farm.enable(caller, schedule, enabled).await?;
+        schedule = farm.enable(calls, schedule, enabled).await?;
     }
     shown(StatusCode::OK, &schedule)
 }
@@ -358,8 +359,9 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    farm.current(caller, &id).await?;
-    let deleted = general::delete(&farm.app, &as_caller(caller), &id, &farm.owner).await?;
+    let calls = &as_caller(caller);
+    farm.current(calls, &id).await?;
+    let deleted = general::delete(&farm.app, calls, &id, &farm.owner).await?;
     Ok((
         StatusCode::OK,
         Json(json!({"deleted": farm_view(&deleted)})),
@@ -371,9 +373,10 @@ async fn toggle(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    let stored = farm.current(caller, &id).await?;
+    let calls = &as_caller(caller);
+    let stored = farm.current(calls, &id).await?;
     let enabled = stored.paused;
-    let schedule = farm.enable(caller, stored, enabled).await?;
+    let schedule = farm.enable(calls, stored, enabled).await?;
     shown(StatusCode::OK, &schedule)
 }
 
@@ -382,7 +385,8 @@ async fn run_now(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Answer {
-    farm.current(caller, &id).await?;
-    let run = general::trigger(&farm.app, &as_caller(caller), &id, &farm.owner).await?;
+    let calls = &as_caller(caller);
+    farm.current(calls, &id).await?;
+    let run = general::trigger(&farm.app, calls, &id, &farm.owner).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(run))))
 }
