@@ -904,3 +904,93 @@ async fn the_fleet_page_shows_every_runner_and_quarantines_a_phone() {
     shot(&browser, "fleet-unreachable").await;
     browser.close().await.unwrap();
 }
+
+/// A schedule naming an exclusion calendar shows the calendar with its dates and lists no
+/// upcoming fire on them; the System page lists every calendar.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedules_calendar_is_shown_and_its_dates_left_out() {
+    let _turn = ONE_BROWSER.lock().await;
+    let services = Stack::builder(RUNNER_CONFIG)
+        .scheduler_env("SCHEDULER__AUTH__TOKEN", TOKEN)
+        .scheduler_env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+        .scheduler_file(
+            "[calendars.weekdays-off]\nzone = \"Europe/Berlin\"\nweekdays = [\"mon\", \"tue\"]\n\n\
+             [calendars.holidays]\nzone = \"Europe/Berlin\"\n\
+             dates = [\"2030-12-24..2030-12-26\", \"2030-12-31\"]\n",
+        )
+        .start()
+        .await;
+    let client = SchedulerClient::new(ClientConfig {
+        host: "127.0.0.1".into(),
+        port: services.scheduler.port,
+        timeout: Duration::from_secs(30),
+        retries: 1,
+        retry_delay: Duration::from_millis(50),
+        token: Some(TOKEN.into()),
+    })
+    .unwrap();
+    let trigger: scheduler_client::TriggerSpec = serde_json::from_value(json!({
+        "type": "daily_times", "times": ["09:00"], "timezone": "Europe/Berlin",
+        "exclude": ["weekdays-off", "holidays"],
+    }))
+    .unwrap();
+    let target: scheduler_client::Target = serde_json::from_value(
+        json!({"type": "device_job", "runner": "farm", "device": "P2", "job_type": "tick"}),
+    )
+    .unwrap();
+    let mut new = scheduler_client::NewSchedule::new("ops", trigger, target);
+    new.id = Some("office-hours".into());
+    client.create_schedule(new).await.unwrap();
+
+    let driver = Driver::start().await;
+    let browser = driver.browser(1280, 900).await;
+    let base = services.scheduler.url();
+    browser
+        .goto(&format!("{base}/ui/#/schedule/office-hours?owner=ops"))
+        .await
+        .unwrap();
+    give_token(&browser, TOKEN).await;
+    let skips = until(
+        &browser,
+        "the calendars the schedule skips",
+        "document.getElementById('skips')?.innerText.includes('holidays') && \
+         document.getElementById('skips').innerText",
+    )
+    .await;
+    let skips = skips.as_str().unwrap();
+    assert!(
+        skips.contains("weekdays-off (Europe/Berlin): mon, tue")
+            && skips.contains("holidays (Europe/Berlin): 2030-12-24..2030-12-26, 2030-12-31"),
+        "{skips}"
+    );
+    // The upcoming fires fall on none of the excluded weekdays, in Berlin.
+    let days = until(
+        &browser,
+        "the upcoming fires",
+        "[...document.querySelectorAll('ol.preview li')].length === 5 && \
+         [...document.querySelectorAll('ol.preview li')].map((li) => li.innerText)",
+    )
+    .await;
+    let upcoming = client.get_schedule("office-hours", "ops").await.unwrap();
+    assert_eq!(upcoming.next_fire_times.len(), 5, "{days}");
+    for at in &upcoming.next_fire_times {
+        // Shown in the schedule's zone, Berlin.
+        let day = at.format("%a").to_string();
+        assert!(!["Mon", "Tue"].contains(&day.as_str()), "{at} is a {day}");
+    }
+    shot(&browser, "schedule-calendars").await;
+
+    browser.goto(&format!("{base}/ui/#/system")).await.unwrap();
+    let listed = until(
+        &browser,
+        "the calendars on the System page",
+        "document.getElementById('calendars')?.innerText.includes('weekdays-off') && \
+         document.getElementById('calendars').innerText",
+    )
+    .await;
+    assert!(
+        listed.as_str().unwrap().contains("2030-12-24..2030-12-26"),
+        "{listed}"
+    );
+    browser.close().await.unwrap();
+}

@@ -22,6 +22,10 @@ fn book() -> PathBuf {
 /// A scheduler configuration that sets every key, optional ones included. Unknown keys are
 /// refused by the loader, so this file cannot name a key the scheduler does not read.
 const SCHEDULER_EVERY_KEY: &str = r#"
+[calendars.holidays]
+zone = "Europe/Berlin"
+dates = ["2026-12-25", "2026-12-31..2027-01-01"]
+weekdays = ["sun"]
 [system_tasks]
 notification_manager_url = "http://127.0.0.1:1/"
 database_manager_url = "http://127.0.0.1:1/"
@@ -131,7 +135,13 @@ admin = true
 "#;
 
 /// The sections whose keys are names of the operator's.
-const NAMED: [&str; 4] = ["endpoints", "device_runners", "modules", "job_types"];
+const NAMED: [&str; 5] = [
+    "endpoints",
+    "device_runners",
+    "modules",
+    "job_types",
+    "calendars",
+];
 
 /// The keys whose values are free-form (a map of variables, a trigger, a target): documented
 /// as one key, not key by key.

@@ -174,6 +174,7 @@ impl Mapper {
                     },
                     start_at: *start_date,
                     end_at: *end_date,
+                    exclude: Vec::new(),
                 };
                 if let Some(hours) = hours(fields)
                     && let Some(note) = self.dst_note(&zone, &hours)
@@ -206,6 +207,7 @@ impl Mapper {
                     kind: TriggerKind::Once { at: *run_date },
                     start_at: None,
                     end_at: None,
+                    exclude: Vec::new(),
                 };
                 (spec, "UTC".to_string())
             }
@@ -717,6 +719,7 @@ fn interval_spec(
         },
         start_at: None,
         end_at: end_date,
+        exclude: Vec::new(),
     })
 }
 

@@ -293,7 +293,13 @@ fn plan(
     };
     let fire_at = occurrence.trunc_subsecs(3);
     let lateness = now.signed_duration_since(fire_at);
+    // On a date an exclusion calendar names, the occurrence is accounted for, not run.
+    let excluded = trigger.excluded_by(occurrence);
     match schedule.policy.misfire_grace_secs.and_then(grace) {
+        _ if excluded.is_some() => {
+            let detail = excluded.map(|calendar| format!("calendar {calendar}"));
+            runs.push(rows.row(fire_at, RunStatus::Skipped, detail));
+        }
         Some(grace) if lateness > grace => {
             let detail = format!(
                 "missed: started {}s late, beyond the misfire grace of {}s",
@@ -515,5 +521,38 @@ mod tests {
                 .contains("grace of 10s")
         );
         assert_eq!(plan.next_run_at, Some(at("2026-01-01T00:01:00Z")));
+    }
+
+    #[test]
+    fn an_occurrence_on_an_excluded_date_is_skipped_naming_the_calendar() {
+        let weekends = triggers::Calendar::new("weekends", "UTC", &[], &["sat".into()]).unwrap();
+        triggers::Calendars::new([weekends]).install();
+        let mut trigger = cron("0 9 * * *");
+        trigger.exclude = vec!["weekends".into()];
+        // 2026-01-03 is a Saturday.
+        let s = schedule(trigger, Policy::default(), "2026-01-03T09:00:00Z");
+        let plan = plan_fire(
+            StoreName::Execution,
+            &s,
+            at("2026-01-03T09:00:00Z"),
+            TimeDelta::seconds(30),
+            Active::default(),
+        );
+        assert_eq!(plan.runs.len(), 1);
+        assert_eq!(plan.runs[0].status, RunStatus::Skipped);
+        assert_eq!(plan.runs[0].detail.as_deref(), Some("calendar weekends"));
+        assert_eq!(plan.next_run_at, Some(at("2026-01-04T09:00:00Z")));
+        let sunday = Schedule {
+            next_run_at: Some(at("2026-01-04T09:00:00Z")),
+            ..s
+        };
+        let plan = plan_fire(
+            StoreName::Execution,
+            &sunday,
+            at("2026-01-04T09:00:00Z"),
+            TimeDelta::seconds(30),
+            Active::default(),
+        );
+        assert_eq!(plan.runs[0].status, RunStatus::Pending);
     }
 }

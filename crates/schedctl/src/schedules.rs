@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use scheduler_client::{
-    NewSchedule, RunQuery, RunStatus, Schedule, SchedulePolicy, ScheduleQuery, ScheduleUpdate,
-    SchedulerClient, Target, TriggerSpec,
+    FireTimesQuery, NewSchedule, RunQuery, RunStatus, Schedule, SchedulePolicy, ScheduleQuery,
+    ScheduleUpdate, SchedulerClient, Target, TriggerSpec,
 };
 use serde_json::{Value, json};
 
@@ -284,6 +284,9 @@ pub(crate) enum CronCommand {
         /// The id of the schedule the expression is for: what its `H` fields become there.
         #[arg(long)]
         hash_key: Option<String>,
+        /// A calendar whose dates are left out (`[calendars.<name>]`); repeat for more.
+        #[arg(long)]
+        exclude: Vec<String>,
     },
 }
 
@@ -668,10 +671,18 @@ pub(crate) async fn cron(context: &Context, command: CronCommand) -> Result<(), 
         tz,
         count,
         hash_key,
+        exclude,
     } = command;
+    let query = FireTimesQuery {
+        timezone: tz,
+        count: Some(count),
+        hash_key,
+        exclude: (!exclude.is_empty()).then_some(exclude),
+        ..FireTimesQuery::default()
+    };
     let times = context
         .scheduler()?
-        .next_fire_times(&expression, tz, None, Some(count), hash_key)
+        .next_fire_times(&expression, query)
         .await?;
     match context.format {
         Format::Json => json(&times),

@@ -30,8 +30,8 @@ pub use target::{
 };
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    Backfill, FirePreview, GraphExecutionJobInfo, JobstoreStatus, MinuteCount, Placement,
-    PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule, SchedulePage,
+    Backfill, CalendarView, FirePreview, GraphExecutionJobInfo, JobstoreStatus, MinuteCount,
+    Placement, PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule, SchedulePage,
     SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 pub use values::{check_object, json_kind};
@@ -169,7 +169,8 @@ pub trait SchedulerApi {
     /// strictly after `after` (RFC 3339; default now), as RFC 3339 instants in UTC. The list
     /// stops at the end of year 9999, so it may hold fewer than `count`. An expression with
     /// `H` fields needs `hash_key`, the id of the schedule it is for: `H` becomes what it
-    /// becomes in that schedule.
+    /// becomes in that schedule. `exclude` names calendars (`[calendars.<name>]`) whose dates
+    /// are left out, as a trigger naming them skips them.
     #[method(name = "next_fire_times", param_kind = map)]
     async fn next_fire_times(
         &self,
@@ -178,7 +179,13 @@ pub trait SchedulerApi {
         after: Option<String>,
         count: Option<u32>,
         hash_key: Option<String>,
+        exclude: Option<Vec<String>>,
     ) -> RpcResult<Vec<String>>;
+
+    /// The exclusion calendars of the configuration: the local dates, ranges of dates and
+    /// weekdays on which the occurrences of a trigger naming one are skipped.
+    #[method(name = "list_calendars", param_kind = map)]
+    async fn list_calendars(&self) -> RpcResult<Vec<CalendarView>>;
 
     /// Runs the `process_existing_batches` system task now with the given keyword arguments
     /// (`{"notification_types": [...]}`) and returns its result. Admin only, as are all

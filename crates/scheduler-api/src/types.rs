@@ -238,6 +238,18 @@ pub struct MinuteCount {
     pub count: u64,
 }
 
+/// An exclusion calendar (`[calendars.<name>]`), as `list_calendars` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarView {
+    pub name: String,
+    /// The IANA zone its dates are local to.
+    pub zone: String,
+    /// Dates (`2026-12-25`) and ranges (`2026-12-24..2026-12-26`, both ends included).
+    pub dates: Vec<String>,
+    /// Days of the week, `mon` … `sun`.
+    pub weekdays: Vec<String>,
+}
+
 /// One page of `list_schedules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulePage {

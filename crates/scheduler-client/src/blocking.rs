@@ -7,8 +7,9 @@ use scheduler_api::{
 use serde_json::Value;
 
 use crate::{
-    ClientConfig, Error, NewGraphSchedule, NewSchedule, NewWatch, Registry, RunQuery,
-    ScheduleQuery, ScheduleUpdate, SchedulerClient, SchedulerStatus, Watch, WatchPage, WatchQuery,
+    CalendarView, ClientConfig, Error, FireTimesQuery, NewGraphSchedule, NewSchedule, NewWatch,
+    Registry, RunQuery, ScheduleQuery, ScheduleUpdate, SchedulerClient, SchedulerStatus, Watch,
+    WatchPage, WatchQuery,
 };
 
 /// The same calls as [`SchedulerClient`], each blocking the calling thread. It owns a small
@@ -93,18 +94,13 @@ impl BlockingSchedulerClient {
             .block_on(self.client.get_schedule_runs(schedule_id, user_id, limit))
     }
 
-    pub fn next_fire_times(
-        &self,
-        cron: &str,
-        timezone: Option<String>,
-        after: Option<String>,
-        count: Option<u32>,
-        hash_key: Option<String>,
-    ) -> Result<Vec<String>, Error> {
-        self.runtime.block_on(
-            self.client
-                .next_fire_times(cron, timezone, after, count, hash_key),
-        )
+    pub fn next_fire_times(&self, cron: &str, query: FireTimesQuery) -> Result<Vec<String>, Error> {
+        self.runtime
+            .block_on(self.client.next_fire_times(cron, query))
+    }
+
+    pub fn list_calendars(&self) -> Result<Vec<CalendarView>, Error> {
+        self.runtime.block_on(self.client.list_calendars())
     }
 
     pub fn get_scheduler_status(&self) -> Result<SchedulerStatus, Error> {

@@ -39,6 +39,23 @@ pub use scheduler_api::{
 use serde_json::Value;
 
 pub use blocking::BlockingSchedulerClient;
+pub use scheduler_api::CalendarView;
+
+/// What `next_fire_times` is asked beyond the expression; each field left out takes the
+/// server's default (UTC, now, 5, no `H` key, no calendar).
+#[derive(Debug, Clone, Default)]
+pub struct FireTimesQuery {
+    /// The IANA zone the expression is evaluated in.
+    pub timezone: Option<String>,
+    /// Fire times strictly after this RFC 3339 instant.
+    pub after: Option<String>,
+    /// How many, 1 to 1000.
+    pub count: Option<u32>,
+    /// The schedule id an `H` field is chosen by.
+    pub hash_key: Option<String>,
+    /// Calendars whose dates are left out.
+    pub exclude: Option<Vec<String>>,
+}
 pub use fleet::{Fleet, FleetPhone, FleetQuery, FleetRunner, PhoneState, RunningJob};
 pub use general::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
 pub use preview::{FirePreview, MinuteCount, PreviewFire, PreviewQuery};
@@ -269,28 +286,27 @@ impl SchedulerClient {
         .await
     }
 
+    /// The next fire times of a cron expression, as `query` asks.
     pub async fn next_fire_times(
         &self,
         cron: &str,
-        timezone: Option<String>,
-        after: Option<String>,
-        count: Option<u32>,
-        hash_key: Option<String>,
+        query: FireTimesQuery,
     ) -> Result<Vec<String>, Error> {
         let cron = cron.to_string();
         self.call(|rpc| {
-            let (cron, timezone, after, hash_key) = (
-                cron.clone(),
-                timezone.clone(),
-                after.clone(),
-                hash_key.clone(),
-            );
+            let (cron, q) = (cron.clone(), query.clone());
             async move {
-                rpc.next_fire_times(cron, timezone, after, count, hash_key)
+                rpc.next_fire_times(cron, q.timezone, q.after, q.count, q.hash_key, q.exclude)
                     .await
             }
         })
         .await
+    }
+
+    /// The exclusion calendars of the configuration.
+    pub async fn list_calendars(&self) -> Result<Vec<CalendarView>, Error> {
+        self.call(|rpc| async move { rpc.list_calendars().await })
+            .await
     }
 
     /// The replica's state: uptime, leadership, jobstores with counts and next runs.

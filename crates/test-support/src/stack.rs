@@ -14,6 +14,8 @@ pub struct StackBuilder {
     runner_config: String,
     fake_phones: Vec<String>,
     scheduler_env: Vec<(String, String)>,
+    /// The scheduler's `scheduler.toml`, when it has one.
+    scheduler_file: Option<String>,
 }
 
 /// The device runner and the scheduler, on files in a directory of their own that goes away
@@ -33,6 +35,7 @@ impl Stack {
         StackBuilder {
             runner_config: runner_config.to_string(),
             fake_phones: Vec::new(),
+            scheduler_file: None,
             scheduler_env: vec![
                 (
                     "SCHEDULER__DEVICE_RUNNERS__FARM__POLL".into(),
@@ -75,6 +78,12 @@ impl StackBuilder {
         self
     }
 
+    /// The scheduler's configuration file (what the environment cannot say, such as lists).
+    pub fn scheduler_file(mut self, toml: &str) -> Self {
+        self.scheduler_file = Some(toml.to_string());
+        self
+    }
+
     /// Starts the runner, then the scheduler.
     pub async fn start(self) -> Stack {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -92,6 +101,13 @@ impl StackBuilder {
         }
         std::fs::write(dir.path().join("device-runner.toml"), config)
             .expect("the runner's configuration is written");
+        if let Some(toml) = &self.scheduler_file {
+            // The scheduler reads `scheduler.toml` in its working directory.
+            let own = dir.path().join("scheduler");
+            std::fs::create_dir_all(&own).expect("the scheduler's directory is made");
+            std::fs::write(own.join("scheduler.toml"), toml)
+                .expect("the scheduler's configuration is written");
+        }
         let runner = runner_on(dir.path(), None).await;
         let scheduler = scheduler_on(dir.path(), &runner, &self.scheduler_env).await;
         Stack {

@@ -4,6 +4,9 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::calendar::{Calendar, Calendars};
 use crate::cron::{CronError, CronSchedule};
 
 /// How many missed occurrences are counted one by one when coalescing before the count is
@@ -39,6 +42,8 @@ pub struct TriggerSpec {
     pub start_at: Option<DateTime<Utc>>,
     /// No fire after this instant.
     pub end_at: Option<DateTime<Utc>>,
+    /// The calendars whose dates its occurrences are skipped on (see [`crate::calendar`]).
+    pub exclude: Vec<String>,
 }
 
 /// When a trigger fires, without its window.
@@ -73,6 +78,9 @@ pub enum TriggerKind {
 /// The most times one `daily_times` trigger may list; denser schedules are cron or interval
 /// triggers.
 pub const MAX_DAILY_TIMES: usize = 100;
+
+/// The most excluded days in a row [`Trigger::next_included_after`] looks past: 100 years.
+pub const MAX_EXCLUDED_DAYS: u32 = 100 * 366;
 
 /// The longest interval accepted: 100 years.
 pub const MAX_INTERVAL_SECS: u64 = 100 * 366 * 86_400;
@@ -111,6 +119,8 @@ pub enum TriggerError {
     Unanchored,
     #[error("end_at {end_at} is before start_at {start_at}")]
     Window { start_at: String, end_at: String },
+    #[error("exclude: calendar '{name}' is not configured ({known})")]
+    UnknownCalendar { name: String, known: String },
 }
 
 /// Parses an IANA time zone name.
@@ -126,6 +136,7 @@ pub struct Trigger {
     rule: Rule,
     start_at: Option<DateTime<Utc>>,
     end_at: Option<DateTime<Utc>>,
+    exclude: Vec<Arc<Calendar>>,
 }
 
 impl From<CronSchedule> for Trigger {
@@ -134,6 +145,7 @@ impl From<CronSchedule> for Trigger {
             rule: Rule::Cron(schedule),
             start_at: None,
             end_at: None,
+            exclude: Vec::new(),
         }
     }
 }
@@ -168,12 +180,15 @@ impl From<TriggerKind> for TriggerSpec {
             kind,
             start_at: None,
             end_at: None,
+            exclude: Vec::new(),
         }
     }
 }
 
 /// The fields of the window, which every kind may carry.
 const WINDOW_FIELDS: [&str; 2] = ["start_at", "end_at"];
+/// The field naming the calendars a trigger skips the dates of, which every kind may carry.
+const EXCLUDE_FIELD: &str = "exclude";
 
 impl Serialize for TriggerSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -183,7 +198,8 @@ impl Serialize for TriggerSpec {
             return Err(S::Error::custom("a trigger kind serializes to an object"));
         };
         let window = [self.start_at, self.end_at];
-        let count = fields.len() + window.iter().flatten().count();
+        let excludes = !self.exclude.is_empty();
+        let count = fields.len() + window.iter().flatten().count() + usize::from(excludes);
         let mut map = serializer.serialize_map(Some(count))?;
         for (key, value) in &fields {
             map.serialize_entry(key, value)?;
@@ -192,6 +208,9 @@ impl Serialize for TriggerSpec {
             if let Some(at) = at {
                 map.serialize_entry(name, &at)?;
             }
+        }
+        if excludes {
+            map.serialize_entry(EXCLUDE_FIELD, &self.exclude)?;
         }
         map.end()
     }
@@ -214,6 +233,15 @@ impl<'de> Deserialize<'de> for TriggerSpec {
                 *slot = Some(at);
             }
         }
+        let exclude = match fields.remove(EXCLUDE_FIELD).filter(|v| !v.is_null()) {
+            Some(value) => serde_json::from_value::<Vec<String>>(value).map_err(|error| {
+                D::Error::custom(format!(
+                    "trigger.exclude must be a list of calendar names such as [\"holidays\"]: \
+                     {error}"
+                ))
+            })?,
+            None => Vec::new(),
+        };
         let kind = TriggerKind::deserialize(serde_json::Value::Object(fields))
             .map_err(|error| D::Error::custom(format!("trigger: {error}")))?;
         let [start_at, end_at] = window;
@@ -221,6 +249,7 @@ impl<'de> Deserialize<'de> for TriggerSpec {
             kind,
             start_at,
             end_at,
+            exclude,
         })
     }
 }
@@ -230,12 +259,37 @@ impl TriggerSpec {
     /// the finest precision every store keeps. A cron `H` is refused: it needs the
     /// schedule's id ([`TriggerSpec::compile_for`]).
     pub fn compile(&self) -> Result<Trigger, TriggerError> {
-        self.compile_keyed(None)
+        self.compile_with(None, &Calendars::installed())
     }
 
     /// Compiles the trigger of schedule `id`: a cron `H` is chosen by a hash of it.
     pub fn compile_for(&self, id: &str) -> Result<Trigger, TriggerError> {
-        self.compile_keyed(Some(id))
+        self.compile_with(Some(id), &Calendars::installed())
+    }
+
+    /// Compiles the trigger (of schedule `key`, when given) against `calendars` rather than
+    /// the installed ones: what checks a configuration before it is installed.
+    pub fn compile_with(
+        &self,
+        key: Option<&str>,
+        calendars: &Calendars,
+    ) -> Result<Trigger, TriggerError> {
+        let mut exclude: Vec<Arc<Calendar>> = Vec::with_capacity(self.exclude.len());
+        for name in &self.exclude {
+            let calendar = calendars
+                .get(name)
+                .ok_or_else(|| TriggerError::UnknownCalendar {
+                    name: name.clone(),
+                    known: calendars.names(),
+                })?;
+            if !exclude.contains(calendar) {
+                exclude.push(calendar.clone());
+            }
+        }
+        Ok(Trigger {
+            exclude,
+            ..self.compile_keyed(key)?
+        })
     }
 
     fn compile_keyed(&self, key: Option<&str>) -> Result<Trigger, TriggerError> {
@@ -259,6 +313,7 @@ impl TriggerSpec {
             rule: self.kind.compile_rule(key)?,
             start_at,
             end_at,
+            exclude: Vec::new(),
         })
     }
 
@@ -294,6 +349,7 @@ impl TriggerKind {
             rule: self.compile_rule(None)?,
             start_at: None,
             end_at: None,
+            exclude: Vec::new(),
         })
     }
 
@@ -411,6 +467,32 @@ impl Trigger {
         self.rule
             .next_after(from)
             .filter(|at| self.end_at.is_none_or(|end| *at <= end))
+    }
+
+    /// The calendar that excludes the occurrence at `at`, when one does: the occurrence is
+    /// recorded `skipped` with the reason `calendar <name>` instead of running.
+    pub fn excluded_by(&self, at: DateTime<Utc>) -> Option<&str> {
+        self.exclude
+            .iter()
+            .find(|calendar| calendar.excludes(at))
+            .map(|calendar| calendar.name())
+    }
+
+    /// The first fire strictly after `after` that no calendar of the trigger excludes: what
+    /// will run. `None` as for [`Trigger::next_after`], or when its calendars exclude more than
+    /// [`MAX_EXCLUDED_DAYS`] days in a row of its fires.
+    pub fn next_included_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut cursor = after;
+        for _ in 0..MAX_EXCLUDED_DAYS {
+            let at = self.next_after(cursor)?;
+            let Some(calendar) = self.exclude.iter().find(|c| c.excludes(at)) else {
+                return Some(at);
+            };
+            // The rest of that local day is excluded too: go on from its end.
+            let day_after = calendar.day_after(at)?;
+            cursor = (day_after - TimeDelta::milliseconds(1)).max(at);
+        }
+        None
     }
 
     /// The zone whose offset fire times are shown in.

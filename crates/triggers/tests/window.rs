@@ -21,6 +21,7 @@ fn windowed(kind: TriggerKind, start: Option<&str>, end: Option<&str>) -> Trigge
         kind,
         start_at: start.map(at),
         end_at: end.map(at),
+        exclude: Vec::new(),
     }
 }
 

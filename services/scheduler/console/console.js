@@ -359,6 +359,7 @@ async function schedulesPage(query) {
 // Create and edit: a form with a live preview and the API's messages at their fields.
 function fieldFor(message) {
   const m = message.toLowerCase();
+  if (m.includes("exclude") || m.includes("calendar")) return "exclude";
   if (m.includes("zone")) return "timezone";
   if (m.includes("cron") || m.includes("expression")) return "expression";
   if (m.includes("daily_times") || m.includes("times")) return "times";
@@ -387,6 +388,7 @@ async function scheduleForm(existing) {
     field("Every (seconds)", "every_secs", h("input", {name: "every_secs", type: "number", min: "1", value: t.every_secs || ""})),
     field("Daily times (HH:MM, comma-separated)", "times", h("input", {name: "times", value: (t.times || []).join(",")})),
     field("Once at (RFC 3339)", "at", h("input", {name: "at", value: t.at || ""})),
+    field("Skip the dates of calendars (comma-separated)", "exclude", h("input", {name: "exclude", value: (t.exclude || []).join(",")})),
     field("Tags (comma-separated)", "tags", h("input", {name: "tags", value: existing ? (existing.tags || []).join(",") : ""})),
     field("Target (JSON)", "target", h("textarea", {name: "target"}, JSON.stringify(existing ? existing.target
       : {type: "rpc", endpoint: "backend", method: "cleanup", params: {}}, null, 2))),
@@ -401,11 +403,14 @@ async function scheduleForm(existing) {
   const values = () => formValues(form);
   const trigger = () => {
     const v = values();
+    const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+    // What the form does not edit (the window) is kept as it was.
+    const kept = {start_at: t.start_at, end_at: t.end_at, exclude: list(v.exclude || "")};
     switch (v.type) {
-      case "cron": return {type: "cron", expression: v.expression, timezone: v.timezone || "UTC"};
-      case "interval": return {type: "interval", every_secs: Number(v.every_secs)};
-      case "daily_times": return {type: "daily_times", times: v.times.split(",").map((x) => x.trim()).filter(Boolean), timezone: v.timezone || "UTC"};
-      default: return {type: "once", at: v.at};
+      case "cron": return {type: "cron", expression: v.expression, timezone: v.timezone || "UTC", ...kept};
+      case "interval": return {type: "interval", every_secs: Number(v.every_secs), ...kept};
+      case "daily_times": return {type: "daily_times", times: list(v.times), timezone: v.timezone || "UTC", ...kept};
+      default: return {type: "once", at: v.at, ...kept};
     }
   };
   const clearErrors = () => form.querySelectorAll(".field-error").forEach((e) => { e.textContent = ""; });
@@ -434,7 +439,7 @@ async function scheduleForm(existing) {
     try {
       // An H field becomes a value chosen by the schedule's id: the one given, if any.
       const hashKey = (existing ? existing.id : values().id) || undefined;
-      const times = await rpc("next_fire_times", {cron: tr.expression, timezone: tr.timezone, count: 5, hash_key: hashKey});
+      const times = await rpc("next_fire_times", {cron: tr.expression, timezone: tr.timezone, count: 5, hash_key: hashKey, exclude: tr.exclude});
       list.replaceChildren(...times.map((at) => h("li", {}, absolute(at, tr.timezone), " ",
         h("span", {class: "muted"}, `(${absolute(at)} here, ${relative(at)})`))));
     } catch (error) {
@@ -475,6 +480,14 @@ async function schedulePage(id, query) {
   const load = async () => {
     const s = await rpc("get_schedule", {id, owner});
     const runs = await rpc("list_runs", {schedule_id: id, owner, limit: 50});
+    const excluded = (s.trigger && s.trigger.exclude) || [];
+    const calendars = excluded.length ? await rpc("list_calendars", {}) : [];
+    const skips = excluded.map((name) => {
+      const c = calendars.find((c) => c.name === name);
+      const days = c ? [...c.dates, ...c.weekdays].join(", ") : "";
+      return h("div", {class: "calendar"}, h("strong", {}, name),
+        c ? ` (${c.zone}): ${days || "no date yet"}` : " (not configured: its occurrences cannot be planned)");
+    });
     document.querySelector("h1").textContent = s.name || s.id;
     const reason = h("input", {id: "pause-reason", placeholder: "reason (kept and shown)", "aria-label": "Pause reason"});
     const act = async (label, call) => {
@@ -508,6 +521,7 @@ async function schedulePage(id, query) {
       h("dt", {}, "Id"), h("dd", {class: "mono"}, s.id),
       h("dt", {}, "Owner"), h("dd", {}, s.owner),
       h("dt", {}, "Trigger"), h("dd", {}, describeTrigger(s.trigger), " ", h("code", {}, triggerExpression(s.trigger))),
+      h("dt", {}, "Skips the dates of"), h("dd", {id: "skips"}, ...(skips.length ? skips : ["–"])),
       h("dt", {}, "Target"), h("dd", {}, h("code", {}, JSON.stringify(s.target))),
       h("dt", {}, "Policy"), h("dd", {}, h("code", {}, JSON.stringify(s.policy))),
       h("dt", {}, "State"), h("dd", {}, s.paused ? statusBadge("paused") : statusBadge("active"), s.paused_reason ? ` ${s.paused_reason}` : ""),
@@ -877,11 +891,13 @@ async function systemPage() {
   const status = h("div", {class: "card", id: "status"});
   const figures = h("div", {class: "grid", id: "figures"});
   const registry = h("div", {id: "registry"});
+  const calendars = h("div", {id: "calendars"});
   const tasks = h("div", {class: "actions", id: "tasks"}, TASKS.map((task) => h("button", {class: "secondary", onclick: async () => {
     try { const result = await rpc(`execute_${task}`, {}, {admin: true}); toast(`${task}: ${JSON.stringify(result)}`); }
     catch (error) { toast(`${error.type}: ${error.message}`, true); }
   }}, `Run ${task}`)));
-  page("System", status, figures, h("h2", {}, "Run a system task now (admin)"), tasks, h("h2", {}, "Registry"), registry);
+  page("System", status, figures, h("h2", {}, "Run a system task now (admin)"), tasks,
+    h("h2", {}, "Exclusion calendars"), calendars, h("h2", {}, "Registry"), registry);
   const load = async () => {
     const s = await rpc("get_scheduler_status", {});
     status.replaceChildren(h("dl", {class: "kv"},
@@ -896,6 +912,10 @@ async function systemPage() {
     const lagSum = metricSum(metrics, "scheduler_dispatch_lag_seconds_sum");
     const lagCount = metricSum(metrics, "scheduler_dispatch_lag_seconds_count");
     const overdue = metricSum(metrics, "scheduler_oldest_overdue_seconds");
+    calendars.replaceChildren(table(["Calendar", "Zone", "Excluded dates", "Excluded weekdays"],
+      (await rpc("list_calendars", {})).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.zone),
+        h("td", {}, c.dates.join(", ") || "–"), h("td", {}, c.weekdays.join(", ") || "–"))),
+      "No calendars: [calendars.<name>] in the configuration declares one."));
     figures.replaceChildren(...[["Fires", fires], ["Dispatch failures", failures],
       ["Mean lag", lagCount ? `${((lagSum / lagCount) * 1000).toFixed(0)} ms` : "–"], ["Oldest overdue", `${overdue.toFixed(1)} s`]]
       .map(([label, value]) => h("div", {class: "card"}, h("div", {class: "muted"}, label), h("strong", {}, value))));

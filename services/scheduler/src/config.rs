@@ -14,6 +14,7 @@ use service_kit::config::{
 };
 
 pub use crate::autogpt::tasks::{SystemTasksConfig, TaskDeclaration};
+pub use crate::calendars::CalendarConfig;
 use crate::declared::ScheduleDeclaration;
 pub use crate::outbound::{EndpointConfig, RedisConfig};
 use crate::retention::LedgerConfig;
@@ -47,6 +48,9 @@ pub struct Config {
     /// removed when no longer declared, read-only through the API.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleDeclaration>,
+    /// Exclusion calendars, by name (`[calendars.holidays] dates = ["2026-12-25"]`): a
+    /// trigger naming one (`exclude = ["holidays"]`) skips its dates.
+    pub calendars: BTreeMap<String, CalendarConfig>,
     /// The run ledger's retention.
     pub ledger: LedgerConfig,
     pub auth: AuthConfig,
@@ -79,6 +83,7 @@ impl Default for Config {
             modules: BTreeMap::new(),
             watches: WatchesConfig::default(),
             schedules: Vec::new(),
+            calendars: BTreeMap::new(),
             ledger: LedgerConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -127,8 +132,13 @@ impl ServiceConfig for Config {
                 );
             }
         }
+        for name in self.calendars.keys() {
+            check_name("calendars", name)?;
+        }
+        let calendars = crate::calendars::of(&self.calendars)?;
         let context = crate::declared::Checks {
             configured: self.configured(),
+            calendars,
             taken: self
                 .system_tasks
                 .declarations()

@@ -24,6 +24,8 @@ pub(crate) struct Checks {
     pub configured: Configured,
     /// Ids already declared elsewhere (the system tasks').
     pub taken: Vec<String>,
+    /// The calendars triggers may name.
+    pub calendars: triggers::Calendars,
 }
 
 /// One `[[schedules]]` entry. Its target may name a configured endpoint or, unlike the API, a
@@ -75,7 +77,7 @@ impl ScheduleDeclaration {
         self.trigger
             .clone()
             .anchored(Utc::now())
-            .compile_for(&self.id)
+            .compile_with(Some(&self.id), &context.calendars)
             .context("trigger")?;
         targets::check(&self.target, Origin::Configuration, &context.configured)
             .map_err(anyhow::Error::msg)?;

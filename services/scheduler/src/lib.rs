@@ -5,6 +5,7 @@
 //! JSON-RPC API ([`api`]) and the AutoGPT routes ([`autogpt`]) on one port.
 
 // The core: when (the engine) and what (the targets), over the jobstores.
+mod calendars;
 mod declared;
 mod dispatch;
 mod endpoint;
@@ -49,6 +50,8 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before any trigger is compiled: the calendars they may name.
+    calendars::of(&config.calendars)?.install();
     let opened = Opened::open(&config).await?;
     let running = start(&config, &opened).await?;
     let stopped = running.until_stopped().await;

@@ -336,7 +336,8 @@ pub(super) async fn backfill(
         .map_err(|e| SchedulerError::Value(e.to_string()))?;
     let mut occurrences = Vec::new();
     let mut cursor = start.trunc_subsecs(3) - TimeDelta::milliseconds(1);
-    while let Some(at) = trigger.next_after(cursor).filter(|at| *at <= end) {
+    // A backfill runs what the schedule would have run: not the dates its calendars exclude.
+    while let Some(at) = trigger.next_included_after(cursor).filter(|at| *at <= end) {
         if occurrences.len() as u32 == max {
             return Err(SchedulerError::Value(format!(
                 "the range holds more than max = {max} occurrences; narrow it or raise max \

@@ -146,14 +146,20 @@ impl SchedulerApiServer for RpcHandler {
         after: Option<String>,
         count: Option<u32>,
         hash_key: Option<String>,
+        exclude: Option<Vec<String>>,
     ) -> RpcResult<Vec<String>> {
-        Ok(cron::next_fire_times(
-            &cron,
-            timezone.as_deref(),
-            after.as_deref(),
+        let asked = cron::FireTimes {
+            timezone,
+            after,
             count,
-            hash_key.as_deref(),
-        )?)
+            hash_key,
+            exclude: exclude.unwrap_or_default(),
+        };
+        Ok(cron::next_fire_times(&cron, asked)?)
+    }
+
+    async fn list_calendars(&self) -> RpcResult<Vec<scheduler_api::CalendarView>> {
+        Ok(crate::calendars::views())
     }
 
     async fn execute_process_existing_batches(

@@ -120,7 +120,8 @@ impl Collected {
             return Ok(());
         };
         let mut cursor = from.max(next) - TimeDelta::milliseconds(1);
-        while let Some(at) = trigger.next_after(cursor).filter(|at| *at <= to) {
+        // What will run: an occurrence on a date a calendar excludes is left out.
+        while let Some(at) = trigger.next_included_after(cursor).filter(|at| *at <= to) {
             self.total += 1;
             if self.total > MAX_TOTAL {
                 return Err(SchedulerError::Value(format!(

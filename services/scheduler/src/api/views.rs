@@ -26,10 +26,14 @@ pub(crate) fn schedule(
         schedule.next_run_at,
         schedule.trigger.compile_for(&schedule.id),
     ) {
-        let mut at = Some(first);
+        // What will run: an occurrence on a date a calendar excludes is left out.
+        let mut at = match trigger.excluded_by(first) {
+            None => Some(first),
+            Some(_) => trigger.next_included_after(first),
+        };
         while let Some(next) = at.filter(|_| upcoming.len() < UPCOMING) {
             upcoming.push(next.with_timezone(&zone).fixed_offset());
-            at = trigger.next_after(next);
+            at = trigger.next_included_after(next);
         }
     }
     let policy = &schedule.policy;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use jsonrpsee::core::client::ClientT;
 use jsonrpsee::rpc_params;
-use scheduler_client::{Error, SchedulerError};
+use scheduler_client::{Error, FireTimesQuery, SchedulerError};
 use serde_json::{Value, json};
 
 use crate::helpers::{Answer, Backend, Daemon, StubExecutor, TestDb, graph_schedule};
@@ -483,10 +483,11 @@ async fn next_fire_times_numbers_sunday_0_and_monday_1() {
     let monday = client
         .next_fire_times(
             "0 9 * * 1",
-            None,
-            Some("2026-11-21T00:00:00Z".into()),
-            Some(2),
-            None,
+            FireTimesQuery {
+                after: Some("2026-11-21T00:00:00Z".into()),
+                count: Some(2),
+                ..FireTimesQuery::default()
+            },
         )
         .await
         .unwrap();
@@ -494,10 +495,12 @@ async fn next_fire_times_numbers_sunday_0_and_monday_1() {
     let sunday = client
         .next_fire_times(
             "0 9 * * 0",
-            Some("America/New_York".into()),
-            Some("2026-11-21T00:00:00Z".into()),
-            Some(1),
-            None,
+            FireTimesQuery {
+                timezone: Some("America/New_York".into()),
+                after: Some("2026-11-21T00:00:00Z".into()),
+                count: Some(1),
+                ..FireTimesQuery::default()
+            },
         )
         .await
         .unwrap();

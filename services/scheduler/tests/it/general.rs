@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Timelike, Utc};
 use futures::StreamExt;
 use scheduler_client::{
-    Error, NewSchedule, Overlap, RunQuery, RunStatus, SchedulePolicy, ScheduleQuery,
-    ScheduleUpdate, SchedulerClient, SchedulerError, Target, TriggerKind, TriggerSpec,
+    Error, FireTimesQuery, NewSchedule, Overlap, RunQuery, RunStatus, SchedulePolicy,
+    ScheduleQuery, ScheduleUpdate, SchedulerClient, SchedulerError, Target, TriggerKind,
+    TriggerSpec,
 };
 use scheduler_client::{HttpTarget, RedisPublishTarget, RpcTarget};
 use serde_json::{Value, json};
@@ -299,6 +300,7 @@ async fn overlap_skips_buffers_one_or_allows_all_with_a_slow_target() {
             },
             start_at: None,
             end_at: Some(first + TimeDelta::seconds(3)),
+            exclude: Vec::new(),
         };
         let mut new = NewSchedule::new("alice", trigger, http(&path));
         new.id = Some(policy.into());
@@ -1173,10 +1175,12 @@ async fn h_fields_are_chosen_by_the_schedule_id_and_stay_across_a_restart() {
         let shown = client
             .next_fire_times(
                 expression,
-                None,
-                Some((first - TimeDelta::seconds(1)).to_rfc3339()),
-                Some(5),
-                Some(schedule.id.clone()),
+                FireTimesQuery {
+                    after: Some((first - TimeDelta::seconds(1)).to_rfc3339()),
+                    count: Some(5),
+                    hash_key: Some(schedule.id.clone()),
+                    ..FireTimesQuery::default()
+                },
             )
             .await
             .unwrap();
@@ -1194,7 +1198,13 @@ async fn h_fields_are_chosen_by_the_schedule_id_and_stay_across_a_restart() {
         assert_eq!(first.second(), 0);
     }
     let without_key = client
-        .next_fire_times(expression, None, None, Some(1), None)
+        .next_fire_times(
+            expression,
+            FireTimesQuery {
+                count: Some(1),
+                ..FireTimesQuery::default()
+            },
+        )
         .await;
     assert!(
         matches!(&without_key, Err(Error::Scheduler(SchedulerError::Value(m))) if m.contains("minute") && m.contains("hash_key")),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{DatabaseUrl, GraphExecutionTarget, JobStore, Policy, Schedule, StoreName, Target};
 use scheduler_api::RunStatus;
-use scheduler_client::{Error, SchedulePolicy, SchedulerError};
+use scheduler_client::{Error, FireTimesQuery, SchedulePolicy, SchedulerError};
 use serde_json::{Value, json};
 use triggers::{TriggerKind, TriggerSpec};
 
@@ -326,20 +326,22 @@ async fn next_fire_times_stop_at_the_end_of_year_9999() {
     let leap_days = client
         .next_fire_times(
             "0 0 29 2 */7",
-            Some("America/Havana".into()),
-            None,
-            Some(1000),
-            None,
+            FireTimesQuery {
+                timezone: Some("America/Havana".into()),
+                count: Some(1000),
+                ..FireTimesQuery::default()
+            },
         )
         .await
         .unwrap();
     let near_the_end = client
         .next_fire_times(
             "0 0 * * *",
-            None,
-            Some("9999-12-25T00:00:00Z".into()),
-            Some(100),
-            None,
+            FireTimesQuery {
+                after: Some("9999-12-25T00:00:00Z".into()),
+                count: Some(100),
+                ..FireTimesQuery::default()
+            },
         )
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 mod api;
 mod apscheduler;
 mod auth;
+mod calendars;
 mod clients;
 mod compat;
 mod declared;
