@@ -654,7 +654,7 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
     let finished = until(
         &browser,
         "the run's finished time",
-        "[...document.querySelectorAll('main table tr')].filter((r) => r.cells[0]?.tagName === 'TD')\
+        "[...document.querySelectorAll('#runs table tr')].filter((r) => r.cells[0]?.tagName === 'TD')\
          .map((r) => r.cells[2].innerText).find((t) => t !== '–')",
     )
     .await;
@@ -978,6 +978,25 @@ async fn a_schedules_calendar_is_shown_and_its_dates_left_out() {
         let day = at.format("%a").to_string();
         assert!(!["Mon", "Tue"].contains(&day.as_str()), "{at} is a {day}");
     }
+    // Its history: pausing it here is recorded, by the token's client, through JSON-RPC.
+    fill(&browser, "#pause-reason", "audit").await;
+    click(&browser, "#pause").await;
+    let history = until(
+        &browser,
+        "the pause in the schedule's history",
+        "[...document.querySelectorAll('#history tr')].filter((r) => r.cells[0]?.tagName === 'TD')\
+         .length === 2 && document.getElementById('history').innerText",
+    )
+    .await;
+    let history = history.as_str().unwrap();
+    assert!(
+        history.contains("create") && history.contains("user") && history.contains("jsonrpc"),
+        "{history}"
+    );
+    assert!(
+        history.contains(r#"paused_reason: null → "audit""#),
+        "{history}"
+    );
     shot(&browser, "schedule-calendars").await;
 
     browser.goto(&format!("{base}/ui/#/system")).await.unwrap();

@@ -377,6 +377,29 @@ async fn the_farm_rest_api_answers_the_seed_examples() {
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
+    // The audit log names the route: the farm's REST API, by a caller without a token here.
+    let history: Value = http
+        .post(format!("{base}/"))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "list_changes",
+                      "params": {"schedule_id": id}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let logged = &history["result"]["changes"];
+    assert_eq!(logged.as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(
+        (
+            &logged[0]["action"],
+            &logged[0]["actor"],
+            &logged[0]["route"]
+        ),
+        (&json!("create"), &json!("anonymous"), &json!("farm")),
+        "{history}"
+    );
+    assert_eq!(logged[0]["changes"]["name"]["after"], "Daily cat crawl");
     for (field, expected) in [
         ("name", json!("Daily cat crawl")),
         ("job_type", json!("crawl")),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jobstore::{DatabaseUrl, JobStore, MemoryStore, SoleProcess, StoreName};
+use jobstore::{ChangeLog, DatabaseUrl, JobStore, MemoryStore, SoleProcess, StoreName};
 
 use crate::import::{ImportError, Options, Report, run};
 use crate::pickle::Limits;
@@ -50,7 +50,7 @@ pub async fn import_into(args: &ImportArgs, target: &DatabaseUrl) -> Result<Stri
         }
         _ => None,
     };
-    let store = open(target, jobstore, args.dry_run)
+    let (store, log) = open(target, jobstore, args.dry_run)
         .await
         .map_err(|e| ImportError::Target(format!("opening {}: {e}", target.redacted())))?;
     let options = Options {
@@ -60,22 +60,32 @@ pub async fn import_into(args: &ImportArgs, target: &DatabaseUrl) -> Result<Stri
         dry_run: args.dry_run,
         limits: Limits::default(),
     };
-    let report = run(&options, store.as_ref(), chrono::Utc::now()).await?;
+    let report = run(&options, store.as_ref(), log.as_deref(), chrono::Utc::now()).await?;
     if let Some(path) = &args.report {
         write(path, &report)?;
     }
     Ok(crate::report::text(&report))
 }
 
+/// The store to import into, and its database's audit log (none for a dry run).
 async fn open(
     url: &DatabaseUrl,
     jobstore: StoreName,
     dry_run: bool,
-) -> Result<Arc<dyn JobStore>, jobstore::StoreError> {
+) -> Result<(Arc<dyn JobStore>, Option<Arc<dyn ChangeLog>>), jobstore::StoreError> {
     if !dry_run {
         let db = jobstore::connect(url, 2).await?;
-        return Ok(jobstore::persisted(&db, jobstore));
+        let log = jobstore::change_log(&db);
+        return Ok((jobstore::persisted(&db, jobstore), Some(log)));
     }
+    Ok((dry_store(url, jobstore).await?, None))
+}
+
+/// What a dry run compares with: the store as it is, or an empty one.
+async fn dry_store(
+    url: &DatabaseUrl,
+    jobstore: StoreName,
+) -> Result<Arc<dyn JobStore>, jobstore::StoreError> {
     let empty = || -> Arc<dyn JobStore> { Arc::new(MemoryStore::new(jobstore)) };
     if let DatabaseUrl::Sqlite { path } = url
         && !path.exists()

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use jobstore::{JobStore, Schedule, StoreError, StoreName};
+use jobstore::{Change, ChangeLog, JobStore, Schedule, StoreError, StoreName};
 use serde::Serialize;
 use service_kit::DatabaseUrl;
 use sqlx::{ConnectOptions, Connection, Row as _};
@@ -95,6 +95,7 @@ const BATCH: usize = 500;
 pub async fn run(
     options: &Options,
     store: &dyn JobStore,
+    log: Option<&dyn ChangeLog>,
     now: DateTime<Utc>,
 ) -> Result<Report, ImportError> {
     let (source, rows) = read(options).await?;
@@ -135,12 +136,16 @@ pub async fn run(
         for batch in pending.chunks(BATCH) {
             let schedules: Vec<Schedule> = batch.iter().map(|(_, s)| s.clone()).collect();
             match store.insert_many(&schedules).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    for schedule in &schedules {
+                        record(log, schedule, options.jobstore, now).await?;
+                    }
+                }
                 // Someone stored one of them meanwhile: go one by one.
                 Err(StoreError::Conflict(_)) => {
                     for (index, schedule) in batch {
                         match store.insert(schedule).await {
-                            Ok(()) => {}
+                            Ok(()) => record(log, schedule, options.jobstore, now).await?,
                             Err(StoreError::Conflict(_)) => {
                                 report.rows[*index].outcome = Outcome::AlreadyPresent;
                             }
@@ -154,6 +159,30 @@ pub async fn run(
     }
     report.counts = count(&report.rows);
     Ok(report)
+}
+
+/// Writes an imported schedule into the audit log (actor and route `import`).
+async fn record(
+    log: Option<&dyn ChangeLog>,
+    schedule: &Schedule,
+    jobstore: StoreName,
+    now: DateTime<Utc>,
+) -> Result<(), ImportError> {
+    let Some(log) = log else {
+        return Ok(());
+    };
+    let change = Change {
+        seq: 0,
+        at: now,
+        jobstore,
+        schedule_id: schedule.id.clone(),
+        owner: schedule.owner.clone(),
+        actor: "import".into(),
+        route: "import".into(),
+        action: "import".into(),
+        changes: Change::diff(None, Some(schedule)),
+    };
+    Ok(log.record_change(&change).await?)
 }
 
 fn line(id: &str, facts: Facts) -> RowReport {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use service_kit::{Database, DatabaseUrl};
 
+use crate::changes::ChangeLog;
 use crate::model::StoreName;
 use crate::sql::SqlStore;
 use crate::store::{JobStore, StoreError};
@@ -28,6 +29,11 @@ pub async fn migrate(database: &Database) -> Result<(), StoreError> {
 
 /// The watches on a migrated database, beside the `execution` jobstore's schedules.
 pub fn watches(database: &Database) -> Arc<dyn WatchStore> {
+    Arc::new(SqlStore::new(database, StoreName::Execution))
+}
+
+/// The audit log of a migrated database.
+pub fn change_log(database: &Database) -> Arc<dyn ChangeLog> {
     Arc::new(SqlStore::new(database, StoreName::Execution))
 }
 

@@ -7,6 +7,7 @@
 //! What a fire does with a due schedule (coalescing, grace, the next run time) is decided once,
 //! in [`plan`], so every backend applies the same policy inside its own claim transaction.
 
+pub mod changes;
 mod connect;
 mod memory;
 mod model;
@@ -17,7 +18,8 @@ mod sql;
 mod store;
 pub mod watches;
 
-pub use connect::{connect, migrate, persisted, watches};
+pub use changes::{Change, ChangeFilter, ChangeLog};
+pub use connect::{change_log, connect, migrate, persisted, watches};
 pub use memory::MemoryStore;
 pub use model::{
     DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, ListFilter,

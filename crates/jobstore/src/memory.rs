@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
+use crate::changes::{Change, ChangeFilter, ChangeLog};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
     Schedule, StoreName,
@@ -36,6 +37,8 @@ struct State {
     /// Watches by id, and the leases of the completions being sent.
     watches: BTreeMap<String, Watch>,
     delivery_leases: HashMap<String, DateTime<Utc>>,
+    /// The audit log, oldest first.
+    changes: Vec<Change>,
 }
 
 impl State {
@@ -612,6 +615,43 @@ impl Retention for MemoryStore {
             state.runs.remove(key);
         }
         Ok(oldest_first.len() as u64)
+    }
+}
+
+#[async_trait]
+impl ChangeLog for MemoryStore {
+    async fn record_change(&self, change: &Change) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let seq = state.changes.last().map_or(1, |last| last.seq + 1);
+        state.changes.push(Change {
+            seq,
+            ..change.clone()
+        });
+        Ok(())
+    }
+
+    async fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .changes
+            .iter()
+            .rev()
+            .filter(|change| filter.accepts(change))
+            .take(filter.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn prune_changes(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let old = state
+            .changes
+            .iter()
+            .take(limit)
+            .take_while(|change| change.at < before)
+            .count();
+        state.changes.drain(..old);
+        Ok(old as u64)
     }
 }
 

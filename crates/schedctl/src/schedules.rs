@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use scheduler_client::{
-    FireTimesQuery, NewSchedule, RunQuery, RunStatus, Schedule, SchedulePolicy, ScheduleQuery,
-    ScheduleUpdate, SchedulerClient, Target, TriggerSpec,
+    ChangeQuery, FireTimesQuery, NewSchedule, RunQuery, RunStatus, Schedule, ScheduleChange,
+    SchedulePolicy, ScheduleQuery, ScheduleUpdate, SchedulerClient, Target, TriggerSpec,
 };
 use serde_json::{Value, json};
 
@@ -51,6 +51,19 @@ pub(crate) enum ScheduleCommand {
     /// Delete a schedule (its ledger stays as history).
     #[command(after_help = "Example:\n  schedctl schedule delete nightly --owner alice")]
     Delete(ScheduleRef),
+    /// Who changed a schedule, when, through which route, and what changed (the audit log).
+    #[command(after_help = "Example:\n  schedctl schedule history nightly --limit 20")]
+    History(HistoryArgs),
+}
+
+/// `schedule history`.
+#[derive(Args, Debug)]
+pub(crate) struct HistoryArgs {
+    /// The schedule's (or watch's) id.
+    pub(crate) id: String,
+    /// How many changes, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
 }
 
 /// A schedule by id and owner.
@@ -450,8 +463,51 @@ pub(crate) async fn run(context: &Context, command: ScheduleCommand) -> Result<(
                 Format::Table => println!("deleted {}", schedule.id),
             }
         }
+        ScheduleCommand::History(args) => {
+            let query = ChangeQuery {
+                schedule_id: Some(args.id.clone()),
+                limit: Some(args.limit),
+                ..ChangeQuery::default()
+            };
+            let page = client.list_changes(query).await?;
+            match context.format {
+                Format::Json => json(&page.changes),
+                Format::Table if page.changes.is_empty() => {
+                    println!("no change of '{}' in the audit log", args.id)
+                }
+                Format::Table => print!("{}", changes_table(&page.changes)),
+            }
+        }
     }
     Ok(())
+}
+
+/// The audit log's changes, one a line, with what changed in short.
+fn changes_table(changes: &[ScheduleChange]) -> String {
+    let mut table = Table::new(&["AT", "ACTION", "WHO", "ROUTE", "CHANGED"]);
+    for change in changes {
+        let changed = match &change.changes {
+            Value::Object(fields) => fields
+                .iter()
+                .map(
+                    |(field, pair)| match (pair.get("before"), pair.get("after")) {
+                        (Some(before), Some(after)) => format!("{field}: {before} -> {after}"),
+                        _ => format!("{field}: {pair}"),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        table.row(vec![
+            time(Some(&change.at)),
+            change.action.clone(),
+            change.actor.clone(),
+            change.route.clone(),
+            cut(&changed, 80),
+        ]);
+    }
+    table.render()
 }
 
 /// Creates a schedule from the flags, and prints it.

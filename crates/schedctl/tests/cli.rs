@@ -445,6 +445,26 @@ async fn schedules_runs_and_cron_through_schedctl() {
         .await;
     assert_eq!(resumed["paused"], false);
 
+    // Its history, newest first: the pause and the resume, who and through which route.
+    let (_, table, _) = services.ctl(&["schedule", "history", "nightly"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("AT") && lines[0].contains("WHO"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("resume") && lines[1].contains("jsonrpc"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("pause") && lines[2].contains(r#"paused_reason: null -> "phone repair""#),
+        "{table}"
+    );
+    let history = services
+        .json(&["schedule", "history", "nightly", "--limit", "2"])
+        .await;
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+
     // Another owner's token may not act on alice's schedule.
     let (code, _, stderr) = services
         .ctl_as(USER, &["schedule", "delete", "nightly", "--owner", "bob"])
@@ -664,6 +684,7 @@ fn every_subcommand_has_help_with_an_example() {
         &["schedule", "trigger"],
         &["schedule", "backfill"],
         &["schedule", "delete"],
+        &["schedule", "history"],
         &["runs"],
         &["cron", "next"],
         &["device", "status"],

@@ -30,9 +30,9 @@ pub use target::{
 };
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    Backfill, CalendarView, FirePreview, GraphExecutionJobInfo, JobstoreStatus, MinuteCount,
-    Placement, PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule, SchedulePage,
-    SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
+    Backfill, CalendarView, ChangePage, FirePreview, GraphExecutionJobInfo, JobstoreStatus,
+    MinuteCount, Placement, PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule,
+    ScheduleChange, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 pub use values::{check_object, json_kind};
 pub use watch::{
@@ -181,6 +181,20 @@ pub trait SchedulerApi {
         hash_key: Option<String>,
         exclude: Option<Vec<String>>,
     ) -> RpcResult<Vec<String>>;
+
+    /// The audit log, newest first: every change of a schedule or watch (create, update,
+    /// pause, resume, delete, trigger, backfill, declared sync, import, the engine parking
+    /// one) with when, who (the client's name), through which route and what changed. A
+    /// client sees the changes of its owners only. `cursor` is a page's `next_cursor`.
+    #[method(name = "list_changes", param_kind = map, with_extensions)]
+    async fn list_changes(
+        &self,
+        schedule_id: Option<String>,
+        owner: Option<String>,
+        since: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<ChangePage>;
 
     /// The exclusion calendars of the configuration: the local dates, ranges of dates and
     /// weekdays on which the occurrences of a trigger naming one are skipped.

@@ -238,6 +238,35 @@ pub struct MinuteCount {
     pub count: u64,
 }
 
+/// One change of a schedule or watch, as the audit log (`list_changes`) shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleChange {
+    /// Its place in the log; a page's cursor.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub jobstore: String,
+    pub schedule_id: String,
+    pub owner: String,
+    /// Who: the client's name (`[[auth.clients]]`, `user`, `admin`, `anonymous`), or
+    /// `engine`, `config`, `import` for the product itself.
+    pub actor: String,
+    /// Through which route: `jsonrpc`, `autogpt`, `farm`, or the actor's own for the product.
+    pub route: String,
+    /// `create`, `replace`, `update`, `pause`, `resume`, `delete`, `trigger`, `backfill`,
+    /// `sync`, `import`, `park`, `cancel`.
+    pub action: String,
+    /// What changed: `{"field": {"before": …, "after": …}}`, or what the action did.
+    pub changes: serde_json::Value,
+}
+
+/// One page of `list_changes`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangePage {
+    pub changes: Vec<ScheduleChange>,
+    /// Pass as `cursor` for the next (older) page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
 /// An exclusion calendar (`[calendars.<name>]`), as `list_calendars` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalendarView {

@@ -13,6 +13,7 @@
 //! ```
 
 mod blocking;
+mod changes;
 mod fleet;
 mod general;
 mod preview;
@@ -39,6 +40,7 @@ pub use scheduler_api::{
 use serde_json::Value;
 
 pub use blocking::BlockingSchedulerClient;
+pub use changes::{ChangePage, ChangeQuery, ScheduleChange};
 pub use scheduler_api::CalendarView;
 
 /// What `next_fire_times` is asked beyond the expression; each field left out takes the

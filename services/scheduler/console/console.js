@@ -480,6 +480,7 @@ async function schedulePage(id, query) {
   const load = async () => {
     const s = await rpc("get_schedule", {id, owner});
     const runs = await rpc("list_runs", {schedule_id: id, owner, limit: 50});
+    const history = await rpc("list_changes", {schedule_id: id, limit: 20});
     const excluded = (s.trigger && s.trigger.exclude) || [];
     const calendars = excluded.length ? await rpc("list_calendars", {}) : [];
     const skips = excluded.map((name) => {
@@ -538,8 +539,21 @@ async function schedulePage(id, query) {
         h("td", {}, when(r.finished_at, s.timezone)), h("td", {}, lag === null ? "–" : duration(lag)),
         h("td", {}, r.attempts), h("td", {class: "mono"}, r.detail || "–"));
     });
+    const short = (v) => { const text = JSON.stringify(v) ?? "null"; return text.length > 60 ? `${text.slice(0, 59)}…` : text; };
+    // A field that came into being (a created schedule's) reads as its value; a changed one as
+    // before → after.
+    const changed = (c) => Object.entries(c.changes || {})
+      .filter(([, pair]) => !(pair && typeof pair === "object" && pair.before === null && pair.after === null))
+      .map(([field, pair]) => {
+        if (!pair || typeof pair !== "object" || !("before" in pair)) return `${field}: ${short(pair)}`;
+        if (pair.before === null && ["create", "import", "sync"].includes(c.action)) return `${field} = ${short(pair.after)}`;
+        return `${field}: ${short(pair.before)} → ${short(pair.after)}`;
+      }).join("; ");
+    const changes = history.changes.map((c) => h("tr", {}, h("td", {}, when(c.at, s.timezone)), h("td", {}, c.action),
+      h("td", {}, c.actor), h("td", {}, c.route), h("td", {class: "mono"}, changed(c) || "–")));
     body.replaceChildren(actions, info, h("h2", {}, "Upcoming"), upcoming,
-      h("h2", {}, "Runs"), table(["Status", "Scheduled", "Finished", "Lag", "Attempts", "Detail"], rows, "No runs yet."),
+      h("h2", {}, "Runs"), h("div", {id: "runs"}, table(["Status", "Scheduled", "Finished", "Lag", "Attempts", "Detail"], rows, "No runs yet.")),
+      h("h2", {}, "History"), h("div", {id: "history"}, table(["When", "Action", "Who", "Route", "What changed"], changes, "No change recorded.")),
       h("h2", {}, "Backfill"), backfill);
   };
   try { await load(); } catch (error) { showError(body, error); }

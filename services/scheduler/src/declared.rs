@@ -14,6 +14,7 @@ use scheduler_api::{Origin, SYSTEM_OWNER};
 use serde::{Deserialize, Serialize};
 use triggers::{TriggerKind, TriggerSpec};
 
+use crate::audit::{self, Actor};
 use crate::autogpt::tasks::{DeclaredTask, OWNER, SystemTasksConfig};
 use crate::stores::Stores;
 use crate::targets::{self, Configured};
@@ -209,7 +210,7 @@ pub(crate) async fn sync(
             refused.insert(id.clone(), reason);
             continue;
         };
-        match ensure(store, declared).await? {
+        match ensure(stores, store, declared).await? {
             Some(reason) => {
                 tracing::error!(schedule_id = %id, %reason, "declared schedule not registered");
                 refused.insert(id.clone(), reason);
@@ -225,14 +226,18 @@ pub(crate) async fn sync(
 
 /// Adds or replaces one declared schedule; says why it cannot, or `None` once it is there.
 async fn ensure(
+    stores: &Stores,
     store: &Arc<dyn JobStore>,
     declared: &Declared,
 ) -> Result<Option<String>, StoreError> {
+    let config = Actor::product("config");
+    let jobstore = store.jobstore();
     let wanted = &declared.schedule;
     let id = &wanted.id;
     let Some(existing) = store.get(id).await? else {
         return match store.insert(wanted).await {
             Ok(()) => {
+                audit::schedule(stores, &config, "sync", jobstore, None, Some(wanted)).await;
                 tracing::info!(schedule_id = %id, jobstore = store.jobstore().as_str(), next_run_at = ?wanted.next_run_at, "declared schedule registered");
                 Ok(None)
             }
@@ -263,7 +268,9 @@ async fn ensure(
         replacement.trigger = existing.trigger.clone();
         replacement.next_run_at = existing.next_run_at;
     }
-    store.replace(&replacement, same_trigger && healthy).await?;
+    let stored = store.replace(&replacement, same_trigger && healthy).await?;
+    let after = stored.as_ref();
+    audit::schedule(stores, &config, "sync", jobstore, Some(&existing), after).await;
     tracing::info!(schedule_id = %id, next_run_at = ?replacement.next_run_at, kept_next_run = same_trigger && healthy, "declared schedule changed; replaced in place");
     Ok(None)
 }
@@ -292,7 +299,11 @@ async fn remove_undeclared(stores: &Stores, keep: &HashSet<String>) -> Result<()
     for store in stores.all() {
         for schedule in store.list(&filter).await? {
             if !keep.contains(&schedule.id) {
-                store.delete(&schedule.id).await?;
+                if let Some(deleted) = store.delete(&schedule.id).await? {
+                    let config = Actor::product("config");
+                    let jobstore = store.jobstore();
+                    audit::schedule(stores, &config, "sync", jobstore, Some(&deleted), None).await;
+                }
                 tracing::info!(schedule_id = %schedule.id, jobstore = store.jobstore().as_str(), "no longer declared (or disabled); its schedule is removed, its runs kept");
             }
         }

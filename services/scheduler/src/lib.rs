@@ -5,6 +5,7 @@
 //! JSON-RPC API ([`api`]) and the AutoGPT routes ([`autogpt`]) on one port.
 
 // The core: when (the engine) and what (the targets), over the jobstores.
+mod audit;
 mod calendars;
 mod declared;
 mod dispatch;
@@ -215,7 +216,8 @@ impl Opened {
             jobstore::persisted(&db, StoreName::BatchedNotifications),
             Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
         ])
-        .with_watches(jobstore::watches(&db));
+        .with_watches(jobstore::watches(&db))
+        .with_changes(jobstore::change_log(&db));
         Ok(Opened {
             url,
             sole,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use jobstore::{JobStore, StoreError};
+use jobstore::{ChangeLog, JobStore, StoreError};
 use serde::{Deserialize, Serialize};
 use service_kit::config::duration;
 use tokio::sync::watch;
@@ -87,7 +87,35 @@ pub(crate) async fn run(
                 tracing::warn!(%error, jobstore = store.jobstore().as_str(), "pruning the ledger failed; trying again at the next pass");
             }
         }
+        if let Some(log) = stores.changes() {
+            let pass = prune_changes(log.as_ref(), &config, &leader, &shutdown).await;
+            if let Err(error) = pass {
+                tracing::warn!(%error, "pruning the audit log failed; trying again at the next pass");
+            }
+        }
     }
+}
+
+/// One pass over the audit log: the changes older than the ledger's retention.
+async fn prune_changes(
+    log: &dyn ChangeLog,
+    config: &LedgerConfig,
+    leader: &watch::Receiver<bool>,
+    shutdown: &service_kit::Shutdown,
+) -> Result<(), StoreError> {
+    let batch = config.prune_batch as usize;
+    let retention = TimeDelta::from_std(config.retention).unwrap_or(TimeDelta::MAX);
+    let before = Utc::now().checked_sub_signed(retention).unwrap_or_default();
+    while *leader.borrow() && !shutdown.is_requested() {
+        let started = Instant::now();
+        let deleted = log.prune_changes(before, batch).await?;
+        telemetry::store_operation("prune_changes", started.elapsed());
+        if (deleted as usize) < batch {
+            break;
+        }
+        tokio::time::sleep(config.prune_pause).await;
+    }
+    Ok(())
 }
 
 /// One pass over one store: by age, then by count.

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jobstore::{JobStore, StoreName, WatchStore};
+use jobstore::{ChangeLog, JobStore, StoreName, WatchStore};
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
 pub struct Stores {
     by_name: HashMap<StoreName, Arc<dyn JobStore>>,
     watches: Option<Arc<dyn WatchStore>>,
+    changes: Option<Arc<dyn ChangeLog>>,
 }
 
 impl Stores {
@@ -18,6 +19,7 @@ impl Stores {
         Stores {
             by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
             watches: None,
+            changes: None,
         }
     }
 
@@ -26,6 +28,17 @@ impl Stores {
     pub fn with_watches(mut self, watches: Arc<dyn WatchStore>) -> Self {
         self.watches = Some(watches);
         self
+    }
+
+    /// These stores with the audit log (in the `execution` jobstore's database).
+    pub fn with_changes(mut self, changes: Arc<dyn ChangeLog>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// The audit log, when this process keeps one.
+    pub fn changes(&self) -> Option<Arc<dyn ChangeLog>> {
+        self.changes.clone()
     }
 
     pub fn get(&self, jobstore: StoreName) -> Option<&Arc<dyn JobStore>> {

@@ -56,7 +56,7 @@ const ENDED: [RunStatus; 4] = [
 ];
 
 /// The engine's store calls timed by `scheduler_store_operation_seconds`.
-const STORE_OPERATIONS: [&str; 13] = [
+const STORE_OPERATIONS: [&str; 14] = [
     "claim_due",
     "reclaim_expired",
     "take_over",
@@ -66,6 +66,7 @@ const STORE_OPERATIONS: [&str; 13] = [
     "finish_runs",
     "record_attempts",
     "prune_finished",
+    "prune_changes",
     "over_keep",
     "trim_runs",
     "annotate",

@@ -123,7 +123,16 @@ pub enum Caller {
 /// is configured, and then for every owner.
 static EVERY_OWNER: std::sync::LazyLock<Owners> = std::sync::LazyLock::new(Owners::all);
 
+/// The caller of a call that did not pass the token check (a call made inside the service).
+static INSIDE: Caller = Caller::Anonymous;
+
 impl Caller {
+    /// The caller a call's extensions carry ([`super::authenticate`] put it there), or an
+    /// anonymous one for a call made inside the service.
+    pub fn of(extensions: &jsonrpsee::Extensions) -> &Caller {
+        extensions.get::<Caller>().unwrap_or(&INSIDE)
+    }
+
     /// Whether the caller holds an admin token.
     pub fn is_admin(&self) -> bool {
         matches!(self, Caller::Client(client) if client.admin)

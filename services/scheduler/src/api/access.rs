@@ -25,12 +25,9 @@ pub(crate) struct Who<'a> {
     admin: bool,
 }
 
-/// The caller of a call that did not pass the token check (a call made inside the service).
-static INSIDE: Caller = Caller::Anonymous;
-
 /// The caller a call's extensions carry.
 pub(crate) fn caller_of(extensions: &Extensions) -> &Caller {
-    extensions.get::<Caller>().unwrap_or(&INSIDE)
+    Caller::of(extensions)
 }
 
 impl<'a> Who<'a> {

@@ -15,9 +15,12 @@ use scheduler_api::{
     ScheduleUpdate, SchedulerError, TriggerSpec, Valid,
 };
 
+use serde_json::json;
+
 use crate::api::access::{self, Access, Denied, Who};
 use crate::api::views;
 use crate::app::{App, storage_error};
+use crate::audit::{self, Actor};
 use crate::targets::{self, kind_of};
 
 const DEFAULT_BACKFILL: u32 = 1000;
@@ -72,6 +75,7 @@ pub(crate) async fn create(
         created_at: now,
     };
     let existing = find(app, &id).await?;
+    let mut replaced = None;
     let stored = match existing {
         Some(found) if request.replace_existing => {
             authorize(&found.schedule, &schedule.owner, extensions, Access::Change)?;
@@ -82,11 +86,13 @@ pub(crate) async fn create(
                     jobstore.as_str()
                 )));
             }
-            let replaced = store
+            let stored = store
                 .replace(&schedule, false)
                 .await
-                .map_err(storage_error)?;
-            replaced.ok_or_else(|| not_found(&id))?
+                .map_err(storage_error)?
+                .ok_or_else(|| not_found(&id))?;
+            replaced = Some(found.schedule);
+            stored
         }
         Some(_) => return Err(already_exists(&id)),
         None => {
@@ -98,6 +104,21 @@ pub(crate) async fn create(
         }
     };
     app.wake.notify_one();
+    let action = if replaced.is_some() {
+        "replace"
+    } else {
+        "create"
+    };
+    let actor = Actor::of(extensions);
+    audit::schedule(
+        &app.stores,
+        &actor,
+        action,
+        jobstore,
+        replaced.as_ref(),
+        Some(&stored),
+    )
+    .await;
     tracing::info!(schedule_id = %stored.id, owner = %stored.owner, target = stored.target.kind(), next_run_at = ?stored.next_run_at, "schedule created");
     Ok(views::schedule(&stored, jobstore, None))
 }
@@ -111,6 +132,7 @@ pub(crate) async fn update(
 ) -> Result<scheduler_api::Schedule, SchedulerError> {
     let update = update.into_inner();
     let found = owned(app, id, owner, extensions, Access::Change).await?;
+    let before = found.schedule.clone();
     let mut schedule = found.schedule;
     let keeps_next = update.trigger.is_none();
     if let Some(name) = update.name.filter(|n| !n.trim().is_empty()) {
@@ -142,6 +164,16 @@ pub(crate) async fn update(
         .map_err(storage_error)?
         .ok_or_else(|| not_found(id))?;
     app.wake.notify_one();
+    let (actor, jobstore) = (Actor::of(extensions), found.store.jobstore());
+    audit::schedule(
+        &app.stores,
+        &actor,
+        "update",
+        jobstore,
+        Some(&before),
+        Some(&stored),
+    )
+    .await;
     tracing::info!(schedule_id = %id, %owner, "schedule updated");
     Ok(views::schedule(&stored, found.store.jobstore(), None))
 }
@@ -231,12 +263,19 @@ pub(crate) async fn delete(
     let found = owned(app, id, owner, extensions, Access::Change).await?;
     let deleted = found.store.delete(id).await.map_err(storage_error)?;
     app.wake.notify_one();
-    tracing::info!(schedule_id = %id, %owner, "schedule deleted");
-    Ok(views::schedule(
-        &deleted.unwrap_or(found.schedule),
-        found.store.jobstore(),
+    let deleted = deleted.unwrap_or(found.schedule);
+    let (actor, jobstore) = (Actor::of(extensions), found.store.jobstore());
+    audit::schedule(
+        &app.stores,
+        &actor,
+        "delete",
+        jobstore,
+        Some(&deleted),
         None,
-    ))
+    )
+    .await;
+    tracing::info!(schedule_id = %id, %owner, "schedule deleted");
+    Ok(views::schedule(&deleted, jobstore, None))
 }
 
 pub(crate) async fn set_paused(
@@ -263,6 +302,17 @@ pub(crate) async fn set_paused(
         .map_err(storage_error)?
         .ok_or_else(|| not_found(id))?;
     app.wake.notify_one();
+    let action = if paused { "pause" } else { "resume" };
+    let (actor, jobstore) = (Actor::of(extensions), found.store.jobstore());
+    audit::schedule(
+        &app.stores,
+        &actor,
+        action,
+        jobstore,
+        Some(&found.schedule),
+        Some(&stored),
+    )
+    .await;
     tracing::info!(schedule_id = %id, %owner, paused, reason = ?reason, "schedule paused state changed");
     Ok(views::schedule(&stored, found.store.jobstore(), None))
 }
@@ -293,6 +343,9 @@ pub(crate) async fn trigger(
                 crate::telemetry::ended(run.jobstore.as_str(), run.status);
             }
             app.wake.notify_one();
+            let changes = json!({"run": {"scheduled_time": run.scheduled_time, "status": run.status.as_str()}});
+            let key = (found.store.jobstore(), id, schedule.owner.as_str());
+            audit::record(&app.stores, &Actor::of(extensions), "trigger", key, changes).await;
             tracing::info!(schedule_id = %id, %owner, status = run.status.as_str(), "schedule run by hand");
             return Ok(views::run(&run));
         }
@@ -372,6 +425,16 @@ pub(super) async fn backfill(
         .await
         .map_err(storage_error)? as u32;
     app.wake.notify_one();
+    let changes = json!({"backfill": {"start": start, "end": end, "queued": queued}});
+    let key = (jobstore, id, schedule.owner.as_str());
+    audit::record(
+        &app.stores,
+        &Actor::of(extensions),
+        "backfill",
+        key,
+        changes,
+    )
+    .await;
     tracing::info!(schedule_id = %id, %owner, queued, in_range = runs.len(), "schedule backfilled");
     Ok(Backfill {
         queued,

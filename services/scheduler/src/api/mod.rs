@@ -2,6 +2,7 @@
 //! file of its area.
 
 mod access;
+mod changes;
 mod cron;
 mod fleet;
 pub(crate) mod general;
@@ -156,6 +157,25 @@ impl SchedulerApiServer for RpcHandler {
             exclude: exclude.unwrap_or_default(),
         };
         Ok(cron::next_fire_times(&cron, asked)?)
+    }
+
+    async fn list_changes(
+        &self,
+        extensions: &Extensions,
+        schedule_id: Option<String>,
+        owner: Option<String>,
+        since: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> RpcResult<scheduler_api::ChangePage> {
+        let query = changes::ChangeQuery {
+            schedule_id,
+            owner,
+            since,
+            limit,
+            cursor,
+        };
+        Ok(changes::list(&self.app, extensions, query).await?)
     }
 
     async fn list_calendars(&self) -> RpcResult<Vec<scheduler_api::CalendarView>> {

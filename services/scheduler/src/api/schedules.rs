@@ -13,6 +13,7 @@ use jsonrpsee::Extensions;
 use crate::api::access::{self, Access, Who};
 use crate::api::views;
 use crate::app::{App, storage_error};
+use crate::audit::{self, Actor};
 
 /// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
 const DEFAULT_NAME: &str = "execute_graph";
@@ -63,6 +64,16 @@ pub(super) async fn add(
     let store = app.execution()?;
     store.insert(&schedule).await.map_err(storage_error)?;
     app.wake.notify_one();
+    let (actor, jobstore) = (Actor::of(extensions), store.jobstore());
+    audit::schedule(
+        &app.stores,
+        &actor,
+        "create",
+        jobstore,
+        None,
+        Some(&schedule),
+    )
+    .await;
     tracing::info!(schedule_id = %schedule.id, user_id = %schedule.owner, next_run_at = ?schedule.next_run_at, "schedule added");
     views::job_info(&schedule)
 }
@@ -78,6 +89,16 @@ pub(super) async fn delete(
     let deleted = store.delete(schedule_id).await.map_err(storage_error)?;
     let deleted = deleted.unwrap_or(schedule);
     app.wake.notify_one();
+    let (actor, jobstore) = (Actor::of(extensions), store.jobstore());
+    audit::schedule(
+        &app.stores,
+        &actor,
+        "delete",
+        jobstore,
+        Some(&deleted),
+        None,
+    )
+    .await;
     tracing::info!(%schedule_id, %user_id, "schedule deleted");
     views::job_info(&deleted)
 }
@@ -130,11 +151,23 @@ pub(super) async fn set_paused(
             .map_err(|e| SchedulerError::Value(e.to_string()))?;
         trigger.next_after(Utc::now())
     };
-    store
+    let stored = store
         .set_paused(schedule_id, paused, None, next_run_at)
         .await
         .map_err(storage_error)?;
     app.wake.notify_one();
+    let action = if paused { "pause" } else { "resume" };
+    let (actor, jobstore) = (Actor::of(extensions), store.jobstore());
+    let after = stored.as_ref();
+    audit::schedule(
+        &app.stores,
+        &actor,
+        action,
+        jobstore,
+        Some(&schedule),
+        after,
+    )
+    .await;
     tracing::info!(%schedule_id, %user_id, paused, "schedule paused state changed");
     Ok(true)
 }

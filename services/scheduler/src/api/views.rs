@@ -128,3 +128,18 @@ pub(crate) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
         paused_reason: schedule.paused_reason.clone(),
     })
 }
+
+/// A change of the audit log as callers see it.
+pub(crate) fn change(change: &jobstore::Change) -> scheduler_api::ScheduleChange {
+    scheduler_api::ScheduleChange {
+        seq: change.seq,
+        at: change.at,
+        jobstore: change.jobstore.as_str().to_string(),
+        schedule_id: change.schedule_id.clone(),
+        owner: change.owner.clone(),
+        actor: change.actor.clone(),
+        route: change.route.clone(),
+        action: change.action.clone(),
+        changes: change.changes.clone(),
+    }
+}

@@ -6,19 +6,20 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound, TimeDelta, Utc};
 use jobstore::{
-    Overlap, Policy, Schedule, StoreError, Target, WatchFilter, WatchStore, WatchTarget,
+    Overlap, Policy, Schedule, StoreError, StoreName, Target, WatchFilter, WatchStore, WatchTarget,
 };
 use scheduler_api::{
     Check, NewWatch, OnComplete, SchedulerError, Valid, Watch, WatchPage, WatchQuery, WatchStatus,
     check_id,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use triggers::{TriggerKind, TriggerSpec};
 
 use jsonrpsee::Extensions;
 
 use crate::api::access::{self, Denied};
 use crate::app::{App, storage_error};
+use crate::audit::{self, Actor};
 
 fn store(app: &App) -> Result<Arc<dyn WatchStore>, SchedulerError> {
     app.stores
@@ -93,6 +94,13 @@ pub(super) async fn add(
             other => storage_error(other),
         })?;
     app.wake.notify_one();
+    let changes = json!({"watch": {"before": null, "after": &watch}});
+    let key = (
+        StoreName::Execution,
+        watch.id.as_str(),
+        watch.user_id.as_str(),
+    );
+    audit::record(&app.stores, &Actor::of(extensions), "create", key, changes).await;
     tracing::info!(watch_id = %watch.id, user_id = %watch.user_id, job_type = %watch.job_type, next_run_at = %first, "watch added");
     Ok(watch)
 }
@@ -176,22 +184,25 @@ pub(super) async fn cancel(
     check_id("job_id", job_id)?;
     let store = store(app)?;
     let caller = access::caller_of(extensions);
-    if access::listing_scope(caller).is_some() {
-        let watch = store.watch(job_id).await.map_err(storage_error)?;
-        if let Some(watch) = watch {
-            access::acting_for(&watch.user_id, caller).map_err(|_| {
-                SchedulerError::NotAuthorized(format!(
-                    "watch '{job_id}' belongs to a user client '{}' may not act for",
-                    caller.name()
-                ))
-            })?;
-        }
+    let before = store.watch(job_id).await.map_err(storage_error)?;
+    if let Some(watch) = &before {
+        access::acting_for(&watch.user_id, caller).map_err(|_| {
+            SchedulerError::NotAuthorized(format!(
+                "watch '{job_id}' belongs to a user client '{}' may not act for",
+                caller.name()
+            ))
+        })?;
     }
     let watch = store
         .cancel_watch(job_id, Utc::now())
         .await
         .map_err(storage_error)?
         .ok_or_else(|| SchedulerError::NotFound(format!("watch '{job_id}' not found")))?;
+    if let Some(before) = before.filter(|before| before.status != watch.status) {
+        let changes = json!({"status": {"before": before.status, "after": watch.status}});
+        let key = (StoreName::Execution, job_id, watch.user_id.as_str());
+        audit::record(&app.stores, &Actor::of(extensions), "cancel", key, changes).await;
+    }
     tracing::info!(watch_id = %job_id, status = watch.status.as_str(), "watch cancel asked");
     Ok(watch)
 }
@@ -204,27 +215,36 @@ pub(super) async fn cancel_workflow(
     check_id("workflow_id", workflow_id)?;
     let store = store(app)?;
     let caller = access::caller_of(extensions);
-    if access::listing_scope(caller).is_some() {
-        // A scoped client cancels a workflow only when every watch of it is its owners'.
-        let active = WatchFilter {
-            workflow_id: Some(workflow_id.to_string()),
-            status: Some(WatchStatus::Active),
-            limit: usize::MAX >> 1,
-            ..WatchFilter::default()
-        };
-        let watches = store.watches(&active).await.map_err(storage_error)?;
-        if let Some(other) = watches.iter().find(|w| !caller.may_act_for(&w.user_id)) {
-            return Err(SchedulerError::NotAuthorized(format!(
-                "workflow '{workflow_id}' has watch '{}' of a user client '{}' may not act for",
-                other.id,
-                caller.name()
-            )));
-        }
+    // The workflow's active watches: a scoped client cancels them only when every one is its
+    // owners', and each cancelled one goes to the audit log.
+    let active = WatchFilter {
+        workflow_id: Some(workflow_id.to_string()),
+        status: Some(WatchStatus::Active),
+        limit: usize::MAX >> 1,
+        ..WatchFilter::default()
+    };
+    let watches = store.watches(&active).await.map_err(storage_error)?;
+    if let Some(other) = watches.iter().find(|w| !caller.may_act_for(&w.user_id)) {
+        return Err(SchedulerError::NotAuthorized(format!(
+            "workflow '{workflow_id}' has watch '{}' of a user client '{}' may not act for",
+            other.id,
+            caller.name()
+        )));
     }
     let cancelled = store
         .cancel_workflow(workflow_id, Utc::now())
         .await
         .map_err(storage_error)?;
+    let actor = Actor::of(extensions);
+    for watch in &watches {
+        let changes = json!({"status": {"before": "active", "after": "cancelled"}, "workflow_id": workflow_id});
+        let key = (
+            StoreName::Execution,
+            watch.id.as_str(),
+            watch.user_id.as_str(),
+        );
+        audit::record(&app.stores, &actor, "cancel", key, changes).await;
+    }
     tracing::info!(%workflow_id, cancelled, "workflow's watches cancelled");
     Ok(cancelled)
 }

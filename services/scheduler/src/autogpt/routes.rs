@@ -54,6 +54,7 @@ pub(crate) async fn call(
     // A direct call carries the module's extensions: give it the caller the token check found.
     let mut module = module;
     module.extensions_mut().insert(caller);
+    module.extensions_mut().insert(crate::audit::AUTOGPT);
     match module
         .call::<_, Value>(&method, ObjectParams(arguments))
         .await

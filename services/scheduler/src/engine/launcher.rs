@@ -41,6 +41,11 @@ pub(super) struct Launcher {
 }
 
 impl Launcher {
+    /// The stores it dispatches from.
+    pub(super) fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
     pub(super) fn new(
         stores: Arc<Stores>,
         dispatcher: Arc<Dispatcher>,
@@ -314,8 +319,18 @@ async fn park_after_panic(stores: &Stores, run: &RunRecord, panic: &str) -> RunO
     tracing::error!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, %reason, "dispatch panicked; the schedule is parked");
     if let Some(store) = stores.get(run.jobstore) {
         let parked = store.set_paused(&run.schedule_id, true, Some(&reason), None);
-        if let Err(error) = parked.await {
-            tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule");
+        match parked.await {
+            Ok(Some(_)) => {
+                let failed = RunRecord {
+                    detail: Some(reason.clone()),
+                    ..run.clone()
+                };
+                crate::audit::parked(stores, &failed).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, schedule_id = %run.schedule_id, "cannot park the schedule");
+            }
         }
     }
     RunOutcome::of(run, RunStatus::Failed, Some(reason), 0, Utc::now())

@@ -415,6 +415,10 @@ where
             .partition(|run| run.status == RunStatus::Pending);
         for run in written.iter().filter(|run| !run.status.is_open()) {
             telemetry::ended(jobstore, run.status);
+            // A claim writes a failed row only when it parks the schedule (see `plan`).
+            if run.status == RunStatus::Failed {
+                crate::audit::parked(launcher.stores(), run).await;
+            }
         }
         telemetry::claimed(jobstore, kind.label(), pending.len());
         total += count;

@@ -153,6 +153,7 @@ fn shown(status: StatusCode, schedule: &Schedule) -> Answer {
 fn as_caller(caller: Caller) -> Extensions {
     let mut extensions = Extensions::new();
     extensions.insert(caller);
+    extensions.insert(crate::audit::FARM);
     extensions
 }
 

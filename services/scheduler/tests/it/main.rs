@@ -3,6 +3,7 @@
 
 mod api;
 mod apscheduler;
+mod audit;
 mod auth;
 mod calendars;
 mod clients;

@@ -1,0 +1,102 @@
+//! The audit log as the scheduler writes it: each change of a schedule or watch, recorded
+//! once it is made, with who made it (the caller's client; `engine`, `config`, `import` for
+//! the product itself) and the route it came through.
+
+use chrono::Utc;
+use jobstore::{Change, RunRecord, Schedule, StoreName};
+use jsonrpsee::Extensions;
+use serde_json::{Value, json};
+use service_kit::auth::Caller;
+
+use crate::stores::Stores;
+
+/// The route of a call that reached the API's handlers through another surface than
+/// JSON-RPC: the surface puts it in the call's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route(pub &'static str);
+
+/// AutoGPT's routes (`POST /<method>`).
+pub(crate) const AUTOGPT: Route = Route("autogpt");
+/// The farm's REST API.
+pub(crate) const FARM: Route = Route("farm");
+
+/// Who made a change, and through which route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Actor {
+    pub name: String,
+    pub route: &'static str,
+}
+
+impl Actor {
+    /// The caller of a call, by its client's name, and the route the call came through.
+    pub(crate) fn of(extensions: &Extensions) -> Actor {
+        Actor {
+            name: Caller::of(extensions).name().to_string(),
+            route: extensions.get::<Route>().map_or("jsonrpc", |route| route.0),
+        }
+    }
+
+    /// The product itself: `engine`, `config` or `import`, which is its own route.
+    pub(crate) fn product(name: &'static str) -> Actor {
+        Actor {
+            name: name.to_string(),
+            route: name,
+        }
+    }
+}
+
+/// Records that `actor` did `action` to schedule `id` of `owner` in `jobstore`, `changes`
+/// saying what. The change is made: a log that cannot be written is reported in the service's
+/// log, and the call goes on.
+pub(crate) async fn record(
+    stores: &Stores,
+    actor: &Actor,
+    action: &str,
+    (jobstore, id, owner): (StoreName, &str, &str),
+    changes: Value,
+) {
+    let Some(log) = stores.changes() else {
+        return;
+    };
+    let change = Change {
+        seq: 0,
+        at: Utc::now(),
+        jobstore,
+        schedule_id: id.to_string(),
+        owner: owner.to_string(),
+        actor: actor.name.clone(),
+        route: actor.route.to_string(),
+        action: action.to_string(),
+        changes,
+    };
+    if let Err(error) = log.record_change(&change).await {
+        tracing::error!(%error, schedule_id = %id, action, actor = %actor.name, "the audit log could not record a change");
+    }
+}
+
+/// Records a change of `schedule` from `before` to `after` (either absent: created, deleted).
+pub(crate) async fn schedule(
+    stores: &Stores,
+    actor: &Actor,
+    action: &str,
+    jobstore: StoreName,
+    before: Option<&Schedule>,
+    after: Option<&Schedule>,
+) {
+    let Some(schedule) = after.or(before) else {
+        return;
+    };
+    let changes = Change::diff(before, after);
+    let key = (jobstore, schedule.id.as_str(), schedule.owner.as_str());
+    record(stores, actor, action, key, changes).await;
+}
+
+/// Records that the engine parked a schedule: its run `run` failed with the reason.
+pub(crate) async fn parked(stores: &Stores, run: &RunRecord) {
+    let changes = json!({
+        "paused": {"before": false, "after": true},
+        "paused_reason": {"before": null, "after": run.detail},
+    });
+    let key = (run.jobstore, run.schedule_id.as_str(), run.owner.as_str());
+    record(stores, &Actor::product("engine"), "park", key, changes).await;
+}
