@@ -78,7 +78,7 @@ struct Cli {
 enum Command {
     /// Create, list, change and run schedules.
     #[command(subcommand)]
-    Schedule(schedules::ScheduleCommand),
+    Schedule(Box<schedules::ScheduleCommand>),
     /// A schedule's runs from the ledger, newest first.
     Runs(schedules::RunsArgs),
     /// Cron expressions.
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Schedule(command) => schedules::run(&context, command).await,
+            Command::Schedule(command) => schedules::run(&context, *command).await,
             Command::Runs(args) => schedules::runs(&context, args).await,
             Command::Cron(command) => schedules::cron(&context, command).await,
             Command::Device(command) => devices::run(&context, command).await,

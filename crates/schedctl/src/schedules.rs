@@ -103,6 +103,9 @@ pub(crate) struct TriggerArgs {
     /// No fire after this instant (RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub(crate) end_at: Option<DateTime<Utc>>,
+    /// Skip the dates of this calendar (`[calendars.<name>]`); repeat for more.
+    #[arg(long, value_name = "CALENDAR")]
+    pub(crate) exclude: Vec<String>,
 }
 
 impl TriggerArgs {
@@ -126,10 +129,14 @@ impl TriggerArgs {
         } else if let Some(text) = &self.trigger {
             parse_json("--trigger", text)?
         } else {
-            if self.start_at.is_some() || self.end_at.is_some() || self.tz.is_some() {
+            if self.start_at.is_some()
+                || self.end_at.is_some()
+                || self.tz.is_some()
+                || !self.exclude.is_empty()
+            {
                 return Err(Failure::usage(
-                    "--tz, --start-at and --end-at go with a trigger flag (--cron, --interval, \
-                     --daily-times, --once or --trigger)",
+                    "--tz, --start-at, --end-at and --exclude go with a trigger flag (--cron, \
+                     --interval, --daily-times, --once or --trigger)",
                 ));
             }
             return Ok(None);
@@ -140,6 +147,9 @@ impl TriggerArgs {
             }
             if let Some(at) = self.end_at {
                 map.insert("end_at".into(), json!(at));
+            }
+            if !self.exclude.is_empty() {
+                map.insert("exclude".into(), json!(self.exclude));
             }
         }
         serde_json::from_value(value)
@@ -347,6 +357,15 @@ fn parse<T: serde::de::DeserializeOwned>(flag: &str, text: &str) -> Result<T, Fa
 
 /// A trigger in short: the expression or times and the zone.
 pub(crate) fn trigger_text(trigger: &TriggerSpec) -> String {
+    let text = rule_text(trigger);
+    match trigger.exclude.is_empty() {
+        true => text,
+        false => format!("{text} except {}", trigger.exclude.join(",")),
+    }
+}
+
+/// When a trigger fires, without the calendars it skips.
+fn rule_text(trigger: &TriggerSpec) -> String {
     let value = serde_json::to_value(trigger).unwrap_or_default();
     let zone = value["timezone"].as_str().unwrap_or("UTC");
     match value["type"].as_str() {
@@ -750,4 +769,30 @@ pub(crate) async fn cron(context: &Context, command: CronCommand) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_goes_into_the_trigger_and_is_shown_with_it() {
+        let args = TriggerArgs {
+            cron: Some("0 9 * * *".into()),
+            exclude: vec!["holidays".into(), "weekends".into()],
+            ..TriggerArgs::default()
+        };
+        let spec = args.spec("Europe/Berlin").unwrap().unwrap();
+        assert_eq!(spec.exclude, ["holidays", "weekends"]);
+        assert_eq!(
+            trigger_text(&spec),
+            "cron 0 9 * * * Europe/Berlin except holidays,weekends"
+        );
+        let alone = TriggerArgs {
+            exclude: vec!["holidays".into()],
+            ..TriggerArgs::default()
+        };
+        let refused = alone.spec("UTC").unwrap_err();
+        assert!(format!("{refused:?}").contains("--exclude"), "{refused:?}");
+    }
 }
