@@ -1,16 +1,15 @@
 //! The audit log: every change of a schedule or watch, with when, who made it (the client's
 //! name; `engine`, `config` or `import` for the product itself), through which route, and what
-//! changed, field by field. One log per database, beside the `execution` jobstore, whichever
-//! jobstore the schedule lives in; kept as long as the ledger's finished runs.
+//! changed, field by field ([`crate::ChangeLog`] keeps them). One log per database, beside the
+//! `execution` jobstore, whichever jobstore the schedule lives in; kept as long as the ledger's
+//! finished runs.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use service_kit::auth::Owners;
 
 use crate::model::{Schedule, StoreName};
-use crate::store::StoreError;
 
 /// One change as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,17 +92,4 @@ impl ChangeFilter {
             && self.since.is_none_or(|since| change.at >= since)
             && self.before_seq.is_none_or(|seq| change.seq < seq)
     }
-}
-
-/// The audit log.
-#[async_trait]
-pub trait ChangeLog: Send + Sync + 'static {
-    /// Appends `change` (its `seq` is given by the log).
-    async fn record_change(&self, change: &Change) -> Result<(), StoreError>;
-
-    /// The changes `filter` selects, newest first, at most `filter.limit`.
-    async fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError>;
-
-    /// Deletes up to `limit` changes older than `before`; how many went.
-    async fn prune_changes(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
 }

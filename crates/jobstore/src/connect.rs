@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use service_kit::{Database, DatabaseUrl};
 
-use crate::changes::ChangeLog;
 use crate::model::StoreName;
 use crate::sql::SqlStore;
-use crate::store::{JobStore, StoreError};
+use crate::store::{ChangeLog, JobStore, StoreError};
 use crate::watches::WatchStore;
 
 /// Connects, creates the schema or file if needed, and applies the embedded migrations.

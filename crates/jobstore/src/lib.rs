@@ -18,7 +18,7 @@ mod sql;
 mod store;
 pub mod watches;
 
-pub use changes::{Change, ChangeFilter, ChangeLog};
+pub use changes::{Change, ChangeFilter};
 pub use connect::{change_log, connect, migrate, persisted, watches};
 pub use memory::MemoryStore;
 pub use model::{
@@ -30,5 +30,5 @@ pub use model::{
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};
 pub use sql::{Plans, SqlStore};
-pub use store::{ClaimAt, Claims, JobStore, Ledger, Retention, Schedules, StoreError};
+pub use store::{ChangeLog, ClaimAt, Claims, JobStore, Ledger, Retention, Schedules, StoreError};
 pub use watches::{Sent, WatchFilter, WatchStore};

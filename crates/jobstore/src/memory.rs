@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
-use crate::changes::{Change, ChangeFilter, ChangeLog};
+use crate::changes::{Change, ChangeFilter};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
     Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
-use crate::store::{ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
+use crate::store::{ChangeLog, ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
 use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
 use scheduler_api::{CheckResult, Watch, WatchStatus};
 
@@ -234,6 +234,15 @@ impl Schedules for MemoryStore {
         }
         state.add(schedule);
         Ok(())
+    }
+
+    async fn insert_recorded(
+        &self,
+        schedule: &Schedule,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        self.insert(schedule).await?;
+        self.record_change(change).await
     }
 
     async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::changes::{Change, ChangeFilter};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
     Schedule, StoreName,
@@ -68,6 +69,12 @@ pub trait Schedules: Send + Sync + 'static {
 
     /// Stores a new schedule; fails with [`StoreError::Conflict`] when the id exists.
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError>;
+
+    /// Stores a new schedule and records its creation (`change`) in the audit log of the same
+    /// database, in one transaction: the log misses no creation, and costs it no write of its
+    /// own. Fails as [`Schedules::insert`] does.
+    async fn insert_recorded(&self, schedule: &Schedule, change: &Change)
+    -> Result<(), StoreError>;
 
     /// Stores many new schedules in one transaction: all of them, or none when an id exists.
     async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError>;
@@ -288,3 +295,16 @@ pub trait Retention: Send + Sync + 'static {
 pub trait JobStore: Schedules + Claims + Ledger + Retention {}
 
 impl<T: Schedules + Claims + Ledger + Retention + ?Sized> JobStore for T {}
+
+/// The audit log.
+#[async_trait]
+pub trait ChangeLog: Send + Sync + 'static {
+    /// Appends `change` (its `seq` is given by the log).
+    async fn record_change(&self, change: &Change) -> Result<(), StoreError>;
+
+    /// The changes `filter` selects, newest first, at most `filter.limit`.
+    async fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError>;
+
+    /// Deletes up to `limit` changes older than `before`; how many went.
+    async fn prune_changes(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
+}

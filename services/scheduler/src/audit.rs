@@ -74,6 +74,22 @@ pub(crate) async fn record(
     }
 }
 
+/// The creation of `schedule` by `actor`, for [`jobstore::Schedules::insert_recorded`], which
+/// stores it in the same transaction as the schedule.
+pub(crate) fn creation(actor: &Actor, jobstore: StoreName, schedule: &Schedule) -> Change {
+    Change {
+        seq: 0,
+        at: Utc::now(),
+        jobstore,
+        schedule_id: schedule.id.clone(),
+        owner: schedule.owner.clone(),
+        actor: actor.name.clone(),
+        route: actor.route.to_string(),
+        action: "create".to_string(),
+        changes: Change::diff(None, Some(schedule)),
+    }
+}
+
 /// Records a change of `schedule` from `before` to `after` (either absent: created, deleted).
 pub(crate) async fn schedule(
     stores: &Stores,

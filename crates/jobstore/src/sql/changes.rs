@@ -3,21 +3,24 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use service_kit::on_db;
-use service_kit::sql::Row;
+use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
 use super::{At, List, SqlStore, get, instant, json, push_given};
-use crate::changes::{Change, ChangeFilter, ChangeLog};
-use crate::store::StoreError;
+use crate::changes::{Change, ChangeFilter};
+use crate::store::{ChangeLog, StoreError};
 
 const COLUMNS: &str = "seq, at, jobstore, schedule_id, owner, actor, route, action, changes";
 
-#[async_trait]
-impl ChangeLog for SqlStore {
-    async fn record_change(&self, change: &Change) -> Result<(), StoreError> {
-        let mut conn = self.writer().await?;
+impl SqlStore {
+    /// Appends `change` on `conn` (inside the caller's transaction, when it has one).
+    pub(super) async fn record_in(
+        &self,
+        conn: Conn<'_>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         on_db!(
-            conn.conn(),
+            conn,
             execute,
             "INSERT INTO schedule_changes \
              (at, jobstore, schedule_id, owner, actor, route, action, changes) \
@@ -32,6 +35,14 @@ impl ChangeLog for SqlStore {
             Json(&change.changes),
         );
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ChangeLog for SqlStore {
+    async fn record_change(&self, change: &Change) -> Result<(), StoreError> {
+        let mut conn = self.writer().await?;
+        self.record_in(conn.conn(), change).await
     }
 
     async fn changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>, StoreError> {

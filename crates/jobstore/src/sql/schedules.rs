@@ -7,6 +7,7 @@ use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
 use super::{At, Batch, Kind, List, One, SCHEDULE_COLUMNS, SqlStore, schedule_from_row, to_json};
+use crate::changes::Change;
 use crate::model::{ListFilter, Schedule, StoreName};
 use crate::plan::{needs_active, replanned};
 use crate::store::{Schedules, StoreError};
@@ -204,6 +205,18 @@ impl Schedules for SqlStore {
 
     async fn insert(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.insert_many(std::slice::from_ref(schedule)).await
+    }
+
+    async fn insert_recorded(
+        &self,
+        schedule: &Schedule,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        self.insert_in(tx.conn(), std::slice::from_ref(schedule))
+            .await?;
+        self.record_in(tx.conn(), change).await?;
+        tx.commit().await
     }
 
     async fn insert_many(&self, schedules: &[Schedule]) -> Result<(), StoreError> {

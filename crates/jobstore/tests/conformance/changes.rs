@@ -138,6 +138,70 @@ fn a_diff_names_only_the_fields_that_changed() {
     assert_eq!(deleted["name"]["after"], json!(null));
 }
 
+/// A store of the `execution` jobstore and the audit log of its database.
+type WithLog = (Arc<dyn JobStore>, Arc<dyn ChangeLog>);
+
+async fn store_and_log_on(backend: Backend) -> Option<(WithLog, Box<dyn std::any::Any + Send>)> {
+    match backend {
+        Backend::Memory => {
+            let store = Arc::new(MemoryStore::new(StoreName::Execution));
+            Some(((store.clone(), store), Box::new(())))
+        }
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url =
+                DatabaseUrl::parse(&format!("sqlite://{}/r.db", dir.path().display())).unwrap();
+            let db = jobstore::connect(&url, 4).await.unwrap();
+            let both = (
+                jobstore::persisted(&db, StoreName::Execution),
+                jobstore::change_log(&db),
+            );
+            Some((both, Box::new(dir)))
+        }
+        Backend::Postgres => {
+            let schema = PgSchema::create("recorded").await?;
+            let url = DatabaseUrl::parse(&schema.url()).unwrap();
+            let db = jobstore::connect(&url, 4).await.unwrap();
+            let both = (
+                jobstore::persisted(&db, StoreName::Execution),
+                jobstore::change_log(&db),
+            );
+            Some((both, Box::new(schema)))
+        }
+    }
+}
+
+async fn a_creation_is_stored_with_its_change_or_neither_is((store, log): WithLog) {
+    let new = schedule("r1", "agnt", "g1", Some("2026-01-01T10:00:00Z"));
+    let mut created = change("r1", "agnt", "create", "2026-01-01T09:00:00Z");
+    created.changes = Change::diff(None, Some(&new));
+    store.insert_recorded(&new, &created).await.unwrap();
+    assert_eq!(store.get("r1").await.unwrap(), Some(new.clone()));
+    let all = ChangeFilter {
+        limit: 10,
+        ..ChangeFilter::default()
+    };
+    let logged = log.changes(&all).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].changes["owner"]["after"], "agnt");
+    let again = store.insert_recorded(&new, &created).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(
+        log.changes(&all).await.unwrap().len(),
+        1,
+        "a creation that failed left no change"
+    );
+}
+
+/// The creations written with their change, beside the log's own matrix.
+mod recorded {
+    use super::*;
+
+    test_support::backend_matrix!(fixture = store_and_log_on; [memory, sqlite, postgres] [
+        a_creation_is_stored_with_its_change_or_neither_is,
+    ]);
+}
+
 test_support::backend_matrix!(fixture = changes_on; [memory, sqlite, postgres] [
     changes_are_listed_newest_first_and_pruned_by_age,
 ]);

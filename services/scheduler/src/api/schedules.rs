@@ -62,18 +62,12 @@ pub(super) async fn add(
         created_at: now,
     };
     let store = app.execution()?;
-    store.insert(&schedule).await.map_err(storage_error)?;
+    let creation = audit::creation(&Actor::of(extensions), store.jobstore(), &schedule);
+    store
+        .insert_recorded(&schedule, &creation)
+        .await
+        .map_err(storage_error)?;
     app.wake.notify_one();
-    let (actor, jobstore) = (Actor::of(extensions), store.jobstore());
-    audit::schedule(
-        &app.stores,
-        &actor,
-        "create",
-        jobstore,
-        None,
-        Some(&schedule),
-    )
-    .await;
     tracing::info!(schedule_id = %schedule.id, user_id = %schedule.owner, next_run_at = ?schedule.next_run_at, "schedule added");
     views::job_info(&schedule)
 }

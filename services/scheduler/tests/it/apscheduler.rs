@@ -267,7 +267,7 @@ async fn import_into_sqlite_dry_run_first_twice_without_duplicates_then_serve_an
         .unwrap()
         .to_string();
     let listed = client
-        .get_graph_execution_schedules(None, Some(owner), Some(true))
+        .get_graph_execution_schedules(None, Some(owner.clone()), Some(true))
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
@@ -281,6 +281,25 @@ async fn import_into_sqlite_dry_run_first_twice_without_duplicates_then_serve_an
         3600,
         "shown in the schedule's zone"
     );
+    // The import is in the audit log, by `import`, with what it stored.
+    let history = client
+        .list_changes(scheduler_client::ChangeQuery {
+            schedule_id: Some(paris.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.changes.len(), 1, "{history:?}");
+    let imported = &history.changes[0];
+    assert_eq!(
+        (
+            imported.action.as_str(),
+            imported.actor.as_str(),
+            imported.route.as_str()
+        ),
+        ("import", "import", "import")
+    );
+    assert_eq!(imported.changes["owner"]["after"], owner.as_str());
 
     let overdue_user = report["rows"]
         .as_array()
