@@ -142,33 +142,8 @@ fn a_diff_names_only_the_fields_that_changed() {
 type WithLog = (Arc<dyn JobStore>, Arc<dyn ChangeLog>);
 
 async fn store_and_log_on(backend: Backend) -> Option<(WithLog, Box<dyn std::any::Any + Send>)> {
-    match backend {
-        Backend::Memory => {
-            let store = Arc::new(MemoryStore::new(StoreName::Execution));
-            Some(((store.clone(), store), Box::new(())))
-        }
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let url =
-                DatabaseUrl::parse(&format!("sqlite://{}/r.db", dir.path().display())).unwrap();
-            let db = jobstore::connect(&url, 4).await.unwrap();
-            let both = (
-                jobstore::persisted(&db, StoreName::Execution),
-                jobstore::change_log(&db),
-            );
-            Some((both, Box::new(dir)))
-        }
-        Backend::Postgres => {
-            let schema = PgSchema::create("recorded").await?;
-            let url = DatabaseUrl::parse(&schema.url()).unwrap();
-            let db = jobstore::connect(&url, 4).await.unwrap();
-            let both = (
-                jobstore::persisted(&db, StoreName::Execution),
-                jobstore::change_log(&db),
-            );
-            Some((both, Box::new(schema)))
-        }
-    }
+    let in_memory = |store: Arc<MemoryStore>| store as Arc<dyn ChangeLog>;
+    execution_and(backend, "recorded", jobstore::change_log, in_memory).await
 }
 
 async fn a_creation_is_stored_with_its_change_or_neither_is((store, log): WithLog) {

@@ -136,31 +136,40 @@ type WithWatches = (Arc<dyn JobStore>, Arc<dyn WatchStore>);
 
 /// A fresh `execution` store and its watches on `backend`, with what must live as long as they.
 async fn watches_on(backend: Backend) -> Option<(WithWatches, Box<dyn std::any::Any + Send>)> {
-    match backend {
+    let in_memory = |store: Arc<MemoryStore>| store as Arc<dyn WatchStore>;
+    execution_and(backend, "watches", jobstore::watches, in_memory).await
+}
+
+/// A fresh `execution` store on `backend` and `beside`, another part of its database (in
+/// memory, the same store seen as that part), with what must live as long as they.
+pub(crate) async fn execution_and<T: ?Sized>(
+    backend: Backend,
+    name: &str,
+    beside: fn(&jobstore::Database) -> Arc<T>,
+    in_memory: fn(Arc<MemoryStore>) -> Arc<T>,
+) -> Option<((Arc<dyn JobStore>, Arc<T>), Box<dyn std::any::Any + Send>)> {
+    let url = match backend {
         Backend::Memory => {
             let store = Arc::new(MemoryStore::new(StoreName::Execution));
-            Some(((store.clone(), store), Box::new(())))
+            return Some(((store.clone(), in_memory(store)), Box::new(())));
         }
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            let url =
-                DatabaseUrl::parse(&format!("sqlite://{}/w.db", dir.path().display())).unwrap();
-            let db = jobstore::connect(&url, 4).await.unwrap();
-            let stores = (
-                jobstore::persisted(&db, StoreName::Execution),
-                jobstore::watches(&db),
-            );
-            Some((stores, Box::new(dir)))
+            let url = format!("sqlite://{}/{name}.db", dir.path().display());
+            (url, Box::new(dir) as Box<dyn std::any::Any + Send>)
         }
         Backend::Postgres => {
-            let schema = PgSchema::create("watches").await?;
-            let url = DatabaseUrl::parse(&schema.url()).unwrap();
-            let db = jobstore::connect(&url, 8).await.unwrap();
-            let stores = (
-                jobstore::persisted(&db, StoreName::Execution),
-                jobstore::watches(&db),
-            );
-            Some((stores, Box::new(schema)))
+            let schema = PgSchema::create(name).await?;
+            (
+                schema.url(),
+                Box::new(schema) as Box<dyn std::any::Any + Send>,
+            )
         }
-    }
+    };
+    let (url, guard) = url;
+    let db = jobstore::connect(&DatabaseUrl::parse(&url).unwrap(), 8)
+        .await
+        .unwrap();
+    let both = (jobstore::persisted(&db, StoreName::Execution), beside(&db));
+    Some((both, guard))
 }

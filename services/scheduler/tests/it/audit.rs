@@ -4,28 +4,17 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::wait_until;
 
-use crate::helpers::{Backend, Daemon, TestDb};
+use crate::helpers::{Backend, Daemon, TestDb, rpc_as};
 
 const ALL: &str = "audit-all-token";
 
 async fn rpc(daemon: &Daemon, token: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/", daemon.url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    rpc_as(daemon, token, method, params)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(answer.get("error").is_none(), "{method}: {answer}");
-    answer["result"].clone()
+        .unwrap_or_else(|error| panic!("{method}: {error:?}"))
 }
 
 /// `(action, actor, route)` of each change of `id`, newest first.
@@ -142,19 +131,16 @@ async fn the_audit_log_shows_who_did_what_through_each_route() {
         json!([]),
         "ops has no change of its own: {ops}"
     );
-    let refused = reqwest::Client::new()
-        .post(format!("{}/", daemon.url()))
-        .bearer_auth("ops-token")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "list_changes",
-                      "params": {"owner": "agnt"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::OK);
-    let refused: Value = refused.json().await.unwrap();
-    assert_eq!(
-        refused["error"]["data"]["type"], "NotAuthorizedError",
-        "{refused}"
+    let refused = rpc_as(
+        &daemon,
+        "ops-token",
+        "list_changes",
+        json!({"owner": "agnt"}),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err((kind, _)) if kind == "NotAuthorizedError"),
+        "{refused:?}"
     );
 
     // Pages, newest first, by cursor.

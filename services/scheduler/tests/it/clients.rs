@@ -9,40 +9,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::wait_until;
 
-use crate::helpers::{Backend, Daemon, TestDb};
+use crate::helpers::{Backend, Daemon, TestDb, rpc_as};
 
 const ALL: &str = "all-owners-token";
 const ADMIN: &str = "admin-token-77";
-
-/// A JSON-RPC call with `token`: the result, or the error's `data.type` and message.
-async fn rpc(
-    daemon: &Daemon,
-    token: &str,
-    method: &str,
-    params: Value,
-) -> Result<Value, (String, String)> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/", daemon.url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    match answer.get("error") {
-        None => Ok(answer["result"].clone()),
-        Some(error) => Err((
-            error["data"]["type"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            error["message"].as_str().unwrap_or_default().to_string(),
-        )),
-    }
-}
 
 /// An AutoGPT route (`POST /<method>`) with `token`: the status and the body.
 async fn route(daemon: &Daemon, token: &str, method: &str, body: Value) -> (StatusCode, Value) {
@@ -117,7 +87,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     let agnt = "agnt-token-1";
 
     // The all-owners token makes farm's schedules; the agent makes its own.
-    rpc(
+    rpc_as(
         &daemon,
         ALL,
         "create_schedule",
@@ -125,7 +95,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     )
     .await
     .unwrap();
-    rpc(
+    rpc_as(
         &daemon,
         agnt,
         "create_schedule",
@@ -133,7 +103,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     )
     .await
     .unwrap();
-    rpc(
+    rpc_as(
         &daemon,
         agnt,
         "create_schedule",
@@ -142,7 +112,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     .await
     .unwrap();
     let message = not_authorized(
-        rpc(
+        rpc_as(
             &daemon,
             agnt,
             "create_schedule",
@@ -158,21 +128,21 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     );
 
     // JSON-RPC, as the console and the clients call it: listings hold only its owners'.
-    let all = rpc(&daemon, ALL, "list_schedules", json!({}))
+    let all = rpc_as(&daemon, ALL, "list_schedules", json!({}))
         .await
         .unwrap();
     assert_eq!(ids(&all), ["agnt-1", "farm-1", "user-7-1"]);
-    let own = rpc(&daemon, agnt, "list_schedules", json!({}))
+    let own = rpc_as(&daemon, agnt, "list_schedules", json!({}))
         .await
         .unwrap();
     assert_eq!(ids(&own), ["agnt-1", "user-7-1"]);
     not_authorized(
-        rpc(&daemon, agnt, "list_schedules", json!({"owner": "farm"})).await,
+        rpc_as(&daemon, agnt, "list_schedules", json!({"owner": "farm"})).await,
         "list farm's",
     );
     let from = chrono::Utc::now();
     let window = json!({"from": from, "to": from + chrono::TimeDelta::days(7)});
-    let preview = rpc(&daemon, agnt, "preview_fires", window.clone())
+    let preview = rpc_as(&daemon, agnt, "preview_fires", window.clone())
         .await
         .unwrap();
     let previewed: Vec<&str> = preview["fires"]
@@ -208,14 +178,14 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
                 params = json!({"schedule_id": "farm-1", "owner": owner});
             }
             not_authorized(
-                rpc(&daemon, agnt, method, params).await,
+                rpc_as(&daemon, agnt, method, params).await,
                 &format!("{method} as {owner}"),
             );
         }
     }
     // Whether a schedule exists is not told to an owner the client may not act for.
     let message = not_authorized(
-        rpc(
+        rpc_as(
             &daemon,
             agnt,
             "get_schedule",
@@ -229,7 +199,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
         "{message}"
     );
     not_authorized(
-        rpc(&daemon, agnt, "list_watches", json!({"user_id": "farm"})).await,
+        rpc_as(&daemon, agnt, "list_watches", json!({"user_id": "farm"})).await,
         "list farm's watches",
     );
 
@@ -286,7 +256,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Nothing of farm's changed.
-    let kept = rpc(
+    let kept = rpc_as(
         &daemon,
         ALL,
         "get_schedule",
@@ -307,7 +277,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
         "the rotated token is taken",
         Duration::from_secs(10),
         || async {
-            rpc(&daemon, "agnt-token-2", "list_schedules", json!({}))
+            rpc_as(&daemon, "agnt-token-2", "list_schedules", json!({}))
                 .await
                 .map(|listing| ids(&listing))
                 .map_err(|e| format!("{e:?}"))
@@ -338,7 +308,7 @@ async fn a_client_scoped_to_its_owners_cannot_reach_anothers_by_any_route() {
         },
     )
     .await;
-    rpc(&daemon, "agnt-token-2", "list_schedules", json!({}))
+    rpc_as(&daemon, "agnt-token-2", "list_schedules", json!({}))
         .await
         .unwrap();
 }

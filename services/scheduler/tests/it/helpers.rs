@@ -663,3 +663,33 @@ pub(crate) fn http_post(endpoint: &str, path: &str, body: Value) -> Target {
         expected_status: "2xx".into(),
     })
 }
+
+/// A JSON-RPC call with `token`: the result, or the error's `data.type` and message.
+pub(crate) async fn rpc_as(
+    daemon: &Daemon,
+    token: &str,
+    method: &str,
+    params: Value,
+) -> Result<Value, (String, String)> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/", daemon.url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    match answer.get("error") {
+        None => Ok(answer["result"].clone()),
+        Some(error) => Err((
+            error["data"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            error["message"].as_str().unwrap_or_default().to_string(),
+        )),
+    }
+}
