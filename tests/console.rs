@@ -114,6 +114,19 @@ async fn services() -> Stack {
         .await
 }
 
+/// A client of the stack's scheduler presenting `token`.
+fn scheduler_client(services: &Stack, token: &str) -> SchedulerClient {
+    SchedulerClient::new(ClientConfig {
+        host: "127.0.0.1".into(),
+        port: services.scheduler.port,
+        timeout: Duration::from_secs(30),
+        retries: 1,
+        retry_delay: Duration::from_millis(50),
+        token: Some(token.into()),
+    })
+    .unwrap()
+}
+
 /// Waits until the JavaScript expression is truthy in the page; returns its value.
 async fn until(browser: &Client, what: &str, expression: &str) -> Value {
     let script = format!("return ({expression}) || null;");
@@ -408,15 +421,7 @@ async fn an_operator_goes_through_the_console() {
         "document.querySelector('main').innerText.includes('phone repair')",
     )
     .await;
-    let client = SchedulerClient::new(ClientConfig {
-        host: "127.0.0.1".into(),
-        port: services.scheduler.port,
-        timeout: Duration::from_secs(30),
-        retries: 1,
-        retry_delay: Duration::from_millis(50),
-        token: Some(ADMIN.into()),
-    })
-    .unwrap();
+    let client = scheduler_client(&services, ADMIN);
     let paused = client.get_schedule("console-tick", "ops").await.unwrap();
     assert!(paused.paused);
     assert_eq!(paused.paused_reason.as_deref(), Some("phone repair"));
@@ -615,15 +620,7 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
 
     // A paused schedule says why nothing is upcoming; a finished run's times keep the
     // schedule's zone, and a run just ended does not read "in 0 s".
-    let client = SchedulerClient::new(ClientConfig {
-        host: "127.0.0.1".into(),
-        port: services.scheduler.port,
-        timeout: Duration::from_secs(30),
-        retries: 1,
-        retry_delay: Duration::from_millis(50),
-        token: Some(TOKEN.into()),
-    })
-    .unwrap();
+    let client = scheduler_client(&services, TOKEN);
     let trigger: scheduler_client::TriggerSpec = serde_json::from_value(
         json!({"type": "cron", "expression": "0 4 * * *", "timezone": "Asia/Tokyo"}),
     )
@@ -920,15 +917,7 @@ async fn a_schedules_calendar_is_shown_and_its_dates_left_out() {
         )
         .start()
         .await;
-    let client = SchedulerClient::new(ClientConfig {
-        host: "127.0.0.1".into(),
-        port: services.scheduler.port,
-        timeout: Duration::from_secs(30),
-        retries: 1,
-        retry_delay: Duration::from_millis(50),
-        token: Some(TOKEN.into()),
-    })
-    .unwrap();
+    let client = scheduler_client(&services, TOKEN);
     let trigger: scheduler_client::TriggerSpec = serde_json::from_value(json!({
         "type": "daily_times", "times": ["09:00"], "timezone": "Europe/Berlin",
         "exclude": ["weekdays-off", "holidays"],

@@ -6,7 +6,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
-use super::{At, List, SqlStore, get, instant, json, push_given};
+use super::{At, List, SqlStore, get, instant, json, push_given, store_name};
 use crate::changes::{Change, ChangeFilter};
 use crate::store::{ChangeLog, StoreError};
 
@@ -91,12 +91,10 @@ impl ChangeLog for SqlStore {
 }
 
 fn change_from_row(row: &Row) -> Result<Change, StoreError> {
-    let jobstore: String = get(row, "jobstore")?;
     Ok(Change {
         seq: get(row, "seq")?,
         at: instant(row, "at")?,
-        jobstore: serde_json::from_value(serde_json::Value::String(jobstore))
-            .map_err(|e| StoreError::corrupt("jobstore", e))?,
+        jobstore: store_name(row)?,
         schedule_id: get(row, "schedule_id")?,
         owner: get(row, "owner")?,
         actor: get(row, "actor")?,

@@ -228,15 +228,20 @@ fn schedule_from_row(row: &Row) -> Result<Schedule, StoreError> {
     })
 }
 
+/// The `jobstore` column of a ledger row or an audit record.
+fn store_name(row: &Row) -> Result<StoreName, StoreError> {
+    let name: String = get(row, "jobstore")?;
+    serde_json::from_value(serde_json::Value::String(name))
+        .map_err(|e| StoreError::corrupt("jobstore", e))
+}
+
 fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
     let status: String = get(row, "status")?;
-    let jobstore: String = get(row, "jobstore")?;
     let attempts: i32 = get(row, "attempts")?;
     Ok(RunRecord {
         schedule_id: get(row, "schedule_id")?,
         scheduled_time: instant(row, "scheduled_time")?,
-        jobstore: serde_json::from_value(serde_json::Value::String(jobstore))
-            .map_err(|e| StoreError::corrupt("jobstore", e))?,
+        jobstore: store_name(row)?,
         owner: get(row, "owner")?,
         target: json(row, "target")?,
         policy: json::<Option<_>>(row, "policy")?.unwrap_or_default(),
