@@ -1002,3 +1002,81 @@ async fn a_schedules_calendar_is_shown_and_its_dates_left_out() {
     );
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_incidents_show_above_every_page_and_on_the_schedules_page() {
+    let _turn = ONE_BROWSER.lock().await;
+    let services = Stack::builder(RUNNER_CONFIG)
+        .scheduler_env("SCHEDULER__AUTH__TOKEN", TOKEN)
+        .scheduler_env("SCHEDULER__AUTH__ADMIN_TOKEN", ADMIN)
+        .scheduler_file(
+            "[endpoints.nowhere]\nurl = \"http://127.0.0.1:9/\"\ntimeout = \"1s\"\n\n\
+             [alerts]\nevery = \"200ms\"\n",
+        )
+        .start()
+        .await;
+    let client = scheduler_client(&services, TOKEN);
+    // Every run fails: nothing listens on port 9.
+    let trigger: scheduler_client::TriggerSpec =
+        serde_json::from_value(json!({"type": "interval", "every_secs": 1})).unwrap();
+    let target: scheduler_client::Target = serde_json::from_value(json!({
+        "type": "http", "endpoint": "nowhere", "method": "POST", "path": "/export",
+    }))
+    .unwrap();
+    let mut new = scheduler_client::NewSchedule::new("ops", trigger, target);
+    new.id = Some("nightly-export".into());
+    new.name = Some("nightly export".into());
+    new.policy = Some(
+        serde_json::from_value(json!({"attempts": 1, "alerts": {"failed_in_a_row": 2}})).unwrap(),
+    );
+    client.create_schedule(new).await.unwrap();
+
+    let driver = Driver::start().await;
+    let browser = driver.browser(1280, 900).await;
+    let base = services.scheduler.url();
+    browser
+        .goto(&format!("{base}/ui/#/schedules"))
+        .await
+        .unwrap();
+    give_token(&browser, TOKEN).await;
+    let banner = until(
+        &browser,
+        "the open incident above the page",
+        "!document.getElementById('incidents').hidden && \
+         document.getElementById('incidents').innerText",
+    )
+    .await;
+    let banner = banner.as_str().unwrap();
+    assert!(
+        banner.contains("1 open incident")
+            && banner.contains("failing")
+            && banner.contains("nightly export")
+            && banner.contains("runs in a row failed"),
+        "{banner}"
+    );
+    // Above every page: the fleet's too.
+    browser.goto(&format!("{base}/ui/#/fleet")).await.unwrap();
+    until(
+        &browser,
+        "the banner on the fleet page",
+        "document.querySelector('h1')?.innerText === 'Fleet' && \
+         !document.getElementById('incidents').hidden",
+    )
+    .await;
+    // Its link leads to the schedule, whose page lists the incident with the last error.
+    click(&browser, "#incidents a").await;
+    let alerts = until(
+        &browser,
+        "the incident on the schedule's page",
+        "document.getElementById('alerts')?.innerText.includes('open') && \
+         document.getElementById('alerts').innerText",
+    )
+    .await;
+    let alerts = alerts.as_str().unwrap();
+    assert!(
+        alerts.contains("failing") && alerts.contains("127.0.0.1:9"),
+        "{alerts}"
+    );
+    shot(&browser, "schedule-alerts").await;
+    browser.close().await.unwrap();
+}

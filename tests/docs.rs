@@ -22,6 +22,19 @@ fn book() -> PathBuf {
 /// A scheduler configuration that sets every key, optional ones included. Unknown keys are
 /// refused by the loader, so this file cannot name a key the scheduler does not read.
 const SCHEDULER_EVERY_KEY: &str = r#"
+[alerts]
+late_after_secs = 300
+failed_in_a_row = 3
+missing_after_secs = 86400
+every = "15s"
+retry_delay = "5s"
+max_retry_delay = "10m"
+[alerts.channels.NAME]
+kind = "webhook"
+url = "https://hooks.example.com/scheduler"
+token = "t"
+channel = "scheduler-alerts"
+timeout = "10s"
 [calendars.holidays]
 zone = "Europe/Berlin"
 dates = ["2026-12-25", "2026-12-31..2027-01-01"]
@@ -135,8 +148,9 @@ admin = true
 "#;
 
 /// The sections whose keys are names of the operator's.
-const NAMED: [&str; 5] = [
+const NAMED: [&str; 6] = [
     "endpoints",
+    "alerts.channels",
     "device_runners",
     "modules",
     "job_types",

@@ -7,7 +7,7 @@ use service_kit::{Database, DatabaseUrl};
 
 use crate::model::StoreName;
 use crate::sql::SqlStore;
-use crate::store::{ChangeLog, JobStore, StoreError};
+use crate::store::{AlertLog, ChangeLog, JobStore, StoreError};
 use crate::watches::WatchStore;
 
 /// Connects, creates the schema or file if needed, and applies the embedded migrations.
@@ -33,6 +33,11 @@ pub fn watches(database: &Database) -> Arc<dyn WatchStore> {
 
 /// The audit log of a migrated database.
 pub fn change_log(database: &Database) -> Arc<dyn ChangeLog> {
+    Arc::new(SqlStore::new(database, StoreName::Execution))
+}
+
+/// The alerts of a migrated database.
+pub fn alert_log(database: &Database) -> Arc<dyn AlertLog> {
     Arc::new(SqlStore::new(database, StoreName::Execution))
 }
 

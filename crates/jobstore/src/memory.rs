@@ -6,13 +6,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Mutex;
 
+use crate::alerts::{Alert, AlertFilter, AlertState, Delivery, Phase, RunFacts, Watched};
 use crate::changes::{Change, ChangeFilter};
 use crate::model::{
-    ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
-    Schedule, StoreName,
+    AlertPolicy, ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord,
+    RunStatus, Schedule, StoreName,
 };
 use crate::plan::{Active, admitted, earliest, needs_active, plan_fire, replanned};
-use crate::store::{ChangeLog, ClaimAt, Claims, Ledger, Retention, Schedules, StoreError};
+use crate::store::{
+    AlertLog, ChangeLog, ClaimAt, Claims, Ledger, Retention, Schedules, StoreError,
+};
 use crate::watches::{Sent, WatchFilter, WatchStore, attempted, cancelled, delivery_due, sent};
 use scheduler_api::{CheckResult, Watch, WatchStatus};
 
@@ -39,6 +42,17 @@ struct State {
     delivery_leases: HashMap<String, DateTime<Utc>>,
     /// The audit log, oldest first.
     changes: Vec<Change>,
+    /// Incidents, oldest first, and their messages by incident, phase and channel.
+    alerts: Vec<Alert>,
+    deliveries: BTreeMap<(String, &'static str, String), Message>,
+}
+
+/// A message about an incident to one channel, as the in-memory log keeps it.
+struct Message {
+    phase: Phase,
+    due_at: DateTime<Utc>,
+    attempts: u32,
+    delivered: bool,
 }
 
 impl State {
@@ -50,6 +64,28 @@ impl State {
         }
         self.runs.insert(key, run.clone());
         true
+    }
+
+    /// A message due at `at` to each of `channels` about incident `id`.
+    fn messages_due(&mut self, id: &str, phase: Phase, channels: &[String], at: DateTime<Utc>) {
+        for channel in channels {
+            let key = (id.to_string(), phase.as_str(), channel.clone());
+            self.deliveries.entry(key).or_insert(Message {
+                phase,
+                due_at: at,
+                attempts: 0,
+                delivered: false,
+            });
+        }
+    }
+
+    fn message(&mut self, delivery: &Delivery) -> Option<&mut Message> {
+        let key = (
+            delivery.alert.id.clone(),
+            delivery.phase.as_str(),
+            delivery.channel.clone(),
+        );
+        self.deliveries.get_mut(&key)
     }
 
     /// Adds a new schedule after the others, indexed.
@@ -64,6 +100,28 @@ impl State {
     fn index(&mut self, schedule: &Schedule) {
         if let (false, Some(at)) = (schedule.paused, schedule.next_run_at) {
             self.due.insert((at, schedule.id.clone()));
+        }
+    }
+
+    /// What a schedule's runs tell the alert checks.
+    fn run_facts(&self, schedule_id: &str) -> RunFacts {
+        let newest_first = || self.schedule_runs(schedule_id).rev();
+        let success = newest_first().find(|run| run.status == RunStatus::Dispatched);
+        let counted = AlertPolicy::MAX_FAILED_IN_A_ROW as usize + 1;
+        RunFacts {
+            last_success: success.map(|run| run.scheduled_time),
+            failed_since: newest_first()
+                .take_while(|run| run.status != RunStatus::Dispatched)
+                .filter(|run| run.status == RunStatus::Failed)
+                .take(counted)
+                .count() as u32,
+            last_error: newest_first()
+                .find(|run| run.status == RunStatus::Failed)
+                .and_then(|run| run.detail.clone()),
+            oldest_waiting: self
+                .schedule_runs(schedule_id)
+                .find(|run| run.status == RunStatus::Buffered)
+                .map(|run| run.scheduled_time),
         }
     }
 
@@ -554,6 +612,33 @@ impl Ledger for MemoryStore {
             .collect())
     }
 
+    async fn alerting(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        every: bool,
+    ) -> Result<Vec<Watched>, StoreError> {
+        let state = self.state.lock().await;
+        let mut ids: Vec<&String> = state
+            .schedules
+            .iter()
+            .filter(|(id, (_, schedule))| {
+                after.is_none_or(|after| id.as_str() > after)
+                    && (every || !schedule.policy.alerts.is_empty())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids
+            .into_iter()
+            .map(|id| Watched {
+                schedule: state.schedules[id].1.clone(),
+                runs: state.run_facts(id),
+            })
+            .collect())
+    }
+
     async fn runs(
         &self,
         schedule_id: &str,
@@ -661,6 +746,149 @@ impl ChangeLog for MemoryStore {
             .count();
         state.changes.drain(..old);
         Ok(old as u64)
+    }
+}
+
+#[async_trait]
+impl AlertLog for MemoryStore {
+    async fn open_alert(&self, alert: &Alert, channels: &[String]) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let open = state.alerts.iter().any(|a| {
+            a.state == AlertState::Open
+                && a.jobstore == alert.jobstore
+                && a.schedule_id == alert.schedule_id
+                && a.kind == alert.kind
+        });
+        if open || state.alerts.iter().any(|a| a.id == alert.id) {
+            return Ok(false);
+        }
+        state.alerts.push(Alert {
+            state: AlertState::Open,
+            resolved_at: None,
+            resolution: None,
+            ..alert.clone()
+        });
+        state.messages_due(&alert.id, Phase::Opened, channels, alert.opened_at);
+        Ok(true)
+    }
+
+    async fn resolve_alert(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        resolution: &str,
+        channels: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(alert) = state
+            .alerts
+            .iter_mut()
+            .find(|a| a.id == id && a.state == AlertState::Open)
+        else {
+            return Ok(false);
+        };
+        alert.state = AlertState::Resolved;
+        alert.resolved_at = Some(at);
+        alert.resolution = Some(resolution.to_string());
+        state.messages_due(id, Phase::Resolved, channels, at);
+        Ok(true)
+    }
+
+    async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let state = self.state.lock().await;
+        let mut found: Vec<Alert> = state
+            .alerts
+            .iter()
+            .filter(|alert| filter.accepts(alert))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (b.opened_at, &b.id).cmp(&(a.opened_at, &a.id)));
+        found.truncate(filter.limit);
+        Ok(found)
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut state = self.state.lock().await;
+        let waiting_opening = |state: &State, id: &str, channel: &str| {
+            state
+                .deliveries
+                .get(&(id.to_string(), Phase::Opened.as_str(), channel.to_string()))
+                .is_some_and(|m| !m.delivered)
+        };
+        let mut due: Vec<_> = state
+            .deliveries
+            .iter()
+            .filter(|((id, _, channel), m)| {
+                !m.delivered
+                    && m.due_at <= now
+                    && (m.phase == Phase::Opened || !waiting_opening(&state, id, channel))
+            })
+            .map(|(key, m)| (m.due_at, key.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut taken = Vec::new();
+        for (_, key) in due {
+            let Some(alert) = state.alerts.iter().find(|a| a.id == key.0).cloned() else {
+                continue;
+            };
+            let message = state.deliveries.get_mut(&key).expect("listed above");
+            message.due_at = hold_until;
+            taken.push(Delivery {
+                alert,
+                phase: message.phase,
+                channel: key.2,
+                attempts: message.attempts,
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn delivered(&self, delivery: &Delivery, _at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(message) = state.message(delivery) {
+            message.attempts += 1;
+            message.delivered = true;
+        }
+        Ok(())
+    }
+
+    async fn delivery_failed(
+        &self,
+        delivery: &Delivery,
+        _error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(message) = state.message(delivery) {
+            message.attempts += 1;
+            message.due_at = retry_at;
+        }
+        Ok(())
+    }
+
+    async fn prune_alerts(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut old: Vec<(DateTime<Utc>, String)> = state
+            .alerts
+            .iter()
+            .filter_map(|a| {
+                a.resolved_at
+                    .filter(|at| *at < before)
+                    .map(|at| (at, a.id.clone()))
+            })
+            .collect();
+        old.sort();
+        old.truncate(limit);
+        let ids: HashSet<String> = old.into_iter().map(|(_, id)| id).collect();
+        state.alerts.retain(|a| !ids.contains(&a.id));
+        state.deliveries.retain(|(id, _, _), _| !ids.contains(id));
+        Ok(ids.len() as u64)
     }
 }
 

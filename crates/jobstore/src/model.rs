@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 pub use scheduler_api::{
-    DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin,
-    Overlap, RedisPublishTarget, RpcTarget, RunStatus, SystemTaskTarget, Target, WatchTarget,
-    http_method,
+    AlertPolicy, DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget,
+    Origin, Overlap, RedisPublishTarget, RpcTarget, RunStatus, SystemTaskTarget, Target,
+    WatchTarget, http_method,
 };
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Owners;
@@ -78,6 +78,9 @@ pub struct Policy {
     /// [`Policy::DEFAULT_PLACEMENT_TIMEOUT_SECS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_timeout_secs: Option<u64>,
+    /// When incidents open; unset checks take the service's `[alerts]` defaults.
+    #[serde(default, skip_serializing_if = "AlertPolicy::is_empty")]
+    pub alerts: AlertPolicy,
 }
 
 impl Policy {
@@ -146,6 +149,7 @@ impl Policy {
                 Self::MAX_PLACEMENT_TIMEOUT_SECS
             ));
         }
+        self.alerts.validate("policy.alerts")?;
         Ok(())
     }
 
@@ -177,6 +181,7 @@ impl Default for Policy {
             attempts: None,
             backoff_ms: None,
             placement_timeout_secs: None,
+            alerts: AlertPolicy::default(),
         }
     }
 }

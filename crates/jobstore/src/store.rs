@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::alerts::{Alert, AlertFilter, Delivery, Watched};
 use crate::changes::{Change, ChangeFilter};
 use crate::model::{
     ListFilter, Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus,
@@ -256,6 +257,17 @@ pub trait Ledger: Send + Sync + 'static {
     /// place one run twice). Whether each was written, in order.
     async fn place(&self, placements: &[RunPlacement]) -> Result<Vec<bool>, StoreError>;
 
+    /// A page of the schedules whose alerts are checked, by id after `after`: those that set
+    /// `policy.alerts`, or every one when `every` (the service has defaults), each with what
+    /// its runs tell. A schedule whose row does not read is left out (it is parked by the
+    /// engine, which reports it).
+    async fn alerting(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        every: bool,
+    ) -> Result<Vec<Watched>, StoreError>;
+
     /// A schedule's ledger rows matching `filter`, newest scheduled time first.
     async fn runs(
         &self,
@@ -307,4 +319,50 @@ pub trait ChangeLog: Send + Sync + 'static {
 
     /// Deletes up to `limit` changes older than `before`; how many went.
     async fn prune_changes(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
+}
+
+/// The alerts: incidents, and their messages to the channels until each is delivered.
+#[async_trait]
+pub trait AlertLog: Send + Sync + 'static {
+    /// Opens `alert` with a message due now to each of `channels`, unless an incident of its
+    /// kind is open for its schedule already; whether it opened.
+    async fn open_alert(&self, alert: &Alert, channels: &[String]) -> Result<bool, StoreError>;
+
+    /// Resolves the open incident `id` with `resolution`, with a message due to each of
+    /// `channels` (sent after the opening one); whether it was open.
+    async fn resolve_alert(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        resolution: &str,
+        channels: &[String],
+    ) -> Result<bool, StoreError>;
+
+    /// The incidents `filter` selects, newest first.
+    async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError>;
+
+    /// Takes up to `limit` messages due at `now` (a resolution only once its incident's
+    /// opening went to that channel) and holds them until `hold_until`, so that no other
+    /// sender takes them meanwhile.
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records a message as delivered.
+    async fn delivered(&self, delivery: &Delivery, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a failed attempt; the message is due again at `retry_at`.
+    async fn delivery_failed(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` incidents resolved before `before`, with their messages; how
+    /// many went.
+    async fn prune_alerts(&self, before: DateTime<Utc>, limit: usize) -> Result<u64, StoreError>;
 }

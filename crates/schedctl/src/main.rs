@@ -2,6 +2,7 @@
 //! the typed clients. Exit codes: 0 done, 1 a call the service refused (or could not be
 //! reached), 2 bad usage.
 
+mod alerts;
 mod devices;
 mod fleet;
 mod output;
@@ -87,6 +88,8 @@ enum Command {
     /// Phones, pools, the queue, runs and logs of the device runner.
     #[command(subcommand)]
     Device(devices::DeviceCommand),
+    /// Incidents of schedules whose work did not happen: late, failing in a row, missing.
+    Alerts(alerts::AlertsArgs),
     /// Every runner's phones, as the scheduler follows them: state, health, quarantine.
     Fleet(fleet::FleetArgs),
     /// What will fire: every occurrence of the active schedules over the next hours, and the
@@ -231,6 +234,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => schedules::runs(&context, args).await,
             Command::Cron(command) => schedules::cron(&context, command).await,
             Command::Device(command) => devices::run(&context, command).await,
+            Command::Alerts(args) => alerts::alerts(&context, args).await,
             Command::Fleet(args) => fleet::fleet(&context, args).await,
             Command::Preview(args) => preview::preview(&context, args).await,
             Command::Watch(command) => system::watch(&context, command).await,

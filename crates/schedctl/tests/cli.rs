@@ -62,6 +62,9 @@ impl Services {
             .scheduler_env("SCHEDULER__SYSTEM_TASKS__DATABASE_MANAGER_URL", &stub_url)
             // Watches notify through Redis (the test only cancels them).
             .scheduler_env("SCHEDULER__REDIS__URL", "redis://127.0.0.1:6379")
+            // A target that always fails (nothing listens on port 9), for the alerts.
+            .scheduler_env("SCHEDULER__ENDPOINTS__NOWHERE__URL", "http://127.0.0.1:9/")
+            .scheduler_env("SCHEDULER__ALERTS__EVERY", "200ms")
             .start()
             .await;
         Services { stack, _stub: stub }
@@ -717,4 +720,54 @@ fn every_subcommand_has_help_with_an_example() {
             "{command:?} --help has no example:\n{text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incident_is_listed_by_schedctl_alerts() {
+    let services = Services::start().await;
+    let (code, table, _) = services.ctl(&["alerts", "--open"]).await;
+    assert_eq!((code, table.trim()), (0, "no incident"));
+    let target = r#"{"type": "http", "endpoint": "nowhere", "path": "/export"}"#;
+    let policy = r#"{"attempts": 1, "alerts": {"failed_in_a_row": 1}}"#;
+    let args = [
+        "schedule",
+        "create",
+        "--owner",
+        "alice",
+        "--id",
+        "export",
+        "--interval",
+        "1",
+        "--target",
+        target,
+        "--policy",
+        policy,
+    ];
+    let (code, _, stderr) = services.ctl(&args).await;
+    assert_eq!(code, 0, "{stderr}");
+    let open = wait_until("an open incident", Duration::from_secs(30), || async {
+        let open = services
+            .json(&["alerts", "--open", "--owner", "alice"])
+            .await;
+        match open.as_array().map(Vec::len) {
+            Some(1) => Ok(open),
+            _ => Err(open.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(open[0]["kind"], "failing");
+    assert_eq!(open[0]["schedule_id"], "export");
+    let (code, table, _) = services.ctl(&["alerts", "--schedule", "export"]).await;
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("OPENED") && lines[0].contains("KIND"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("failing") && lines[1].contains("open") && lines[1].contains("alice"),
+        "{table}"
+    );
+    let (code, _, stderr) = services.ctl(&["alerts", "--open", "--resolved"]).await;
+    assert_eq!(code, 2, "{stderr}");
 }

@@ -8,6 +8,7 @@
 // fixes their number, and the generated server and client repeat it.
 #![allow(clippy::too_many_arguments)]
 
+mod alerts;
 mod error;
 mod fleet;
 mod requests;
@@ -16,6 +17,7 @@ mod types;
 mod values;
 mod watch;
 
+pub use alerts::{Alert, AlertKind, AlertPolicy, AlertState};
 pub use error::{SchedulerError, codes};
 pub use fleet::{Fleet, FleetPhone, FleetRunner, PhoneState, RunningJob};
 pub use requests::{
@@ -195,6 +197,18 @@ pub trait SchedulerApi {
         limit: Option<u32>,
         cursor: Option<String>,
     ) -> RpcResult<ChangePage>;
+
+    /// Incidents of schedules whose work did not happen (late, failing in a row, missing),
+    /// newest first (`limit` 1-1000, default 100): `state` `open` or `resolved`, one owner's,
+    /// one schedule's. A client sees the incidents of its owners only.
+    #[method(name = "list_alerts", param_kind = map, with_extensions)]
+    async fn list_alerts(
+        &self,
+        state: Option<AlertState>,
+        owner: Option<String>,
+        schedule_id: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<Alert>>;
 
     /// The exclusion calendars of the configuration: the local dates, ranges of dates and
     /// weekdays on which the occurrences of a trigger naming one are skipped.

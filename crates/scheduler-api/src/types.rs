@@ -4,6 +4,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::alerts::AlertPolicy;
 use crate::target::{Overlap, Target};
 use triggers::TriggerSpec;
 
@@ -60,6 +61,10 @@ pub struct SchedulePolicy {
     /// before it fails with the reason (1-86400 seconds, default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_timeout_secs: Option<u64>,
+    /// When incidents open (`late_after_secs`, `failed_in_a_row`, `missing_after_secs`);
+    /// unset checks take the service's `[alerts]` defaults, 0 turns one off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertPolicy>,
 }
 
 impl Serialize for SchedulePolicy {
@@ -74,7 +79,7 @@ impl<'de> Deserialize<'de> for SchedulePolicy {
         let fields = Map::<String, Value>::deserialize(deserializer).map_err(|error| {
             D::Error::custom(format!(
                 "policy must be an object {{coalesce, misfire_grace_secs, overlap, jitter_secs, \
-                 attempts, backoff_ms, placement_timeout_secs}}: {error}"
+                 attempts, backoff_ms, placement_timeout_secs, alerts}}: {error}"
             ))
         })?;
         SchedulePolicy::deserialize(Value::Object(fields.clone())).map_err(|error| {

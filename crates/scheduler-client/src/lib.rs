@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alerts;
 mod blocking;
 mod changes;
 mod fleet;
@@ -39,6 +40,7 @@ pub use scheduler_api::{
 };
 use serde_json::Value;
 
+pub use alerts::{Alert, AlertKind, AlertPolicy, AlertQuery, AlertState};
 pub use blocking::BlockingSchedulerClient;
 pub use changes::{ChangePage, ChangeQuery, ScheduleChange};
 pub use scheduler_api::CalendarView;

@@ -86,7 +86,8 @@ function duration(secs) {
 function statusBadge(status) {
   const kind = {dispatched: "ok", completed: "ok", active: "ok", running: "ok",
     failed: "bad", timeout: "bad", killed: "bad", skipped: "warn", coalesced: "warn",
-    cancelled: "idle", paused: "warn", pending: "idle", buffered: "idle", preempted: "warn"}[status] || "idle";
+    cancelled: "idle", paused: "warn", pending: "idle", buffered: "idle", preempted: "warn",
+    open: "bad", resolved: "ok", late: "bad", failing: "bad", missing: "bad"}[status] || "idle";
   return h("span", {class: `status s-${kind}`}, status);
 }
 
@@ -481,6 +482,7 @@ async function schedulePage(id, query) {
     const s = await rpc("get_schedule", {id, owner});
     const runs = await rpc("list_runs", {schedule_id: id, owner, limit: 50});
     const history = await rpc("list_changes", {schedule_id: id, limit: 20});
+    const incidents = await rpc("list_alerts", {schedule_id: id, owner: owner || undefined, limit: 20});
     const excluded = (s.trigger && s.trigger.exclude) || [];
     const calendars = excluded.length ? await rpc("list_calendars", {}) : [];
     const skips = excluded.map((name) => {
@@ -551,7 +553,13 @@ async function schedulePage(id, query) {
       }).join("; ");
     const changes = history.changes.map((c) => h("tr", {}, h("td", {}, when(c.at, s.timezone)), h("td", {}, c.action),
       h("td", {}, c.actor), h("td", {}, c.route), h("td", {class: "mono"}, changed(c) || "–")));
-    body.replaceChildren(actions, info, h("h2", {}, "Upcoming"), upcoming,
+    const alerts = incidents.map((a) => h("tr", {}, h("td", {}, statusBadge(a.kind)), h("td", {}, statusBadge(a.state)),
+      h("td", {}, when(a.opened_at, s.timezone)), h("td", {}, when(a.resolved_at, s.timezone)),
+      h("td", {}, a.summary), h("td", {class: "mono"}, a.state === "open" ? a.last_error || "–" : a.resolution || "–")));
+    body.replaceChildren(actions, info,
+      h("h2", {}, "Alerts"), h("div", {id: "alerts"}, table(["Kind", "State", "Opened", "Resolved", "What happened", "Last error / resolution"], alerts,
+        "No incident: its work has happened as its checks ask (policy.alerts).")),
+      h("h2", {}, "Upcoming"), upcoming,
       h("h2", {}, "Runs"), h("div", {id: "runs"}, table(["Status", "Scheduled", "Finished", "Lag", "Attempts", "Detail"], rows, "No runs yet.")),
       h("h2", {}, "History"), h("div", {id: "history"}, table(["When", "Action", "Who", "Route", "What changed"], changes, "No change recorded.")),
       h("h2", {}, "Backfill"), backfill);
@@ -955,6 +963,39 @@ async function systemPage() {
   live(load);
 }
 
+// ---- open incidents, shown above every page ------------------------------------------
+
+const INCIDENTS_SHOWN = 20;
+
+// The link to an incident's schedule.
+function alertSchedule(a) {
+  return h("a", {href: `#/schedule/${encodeURIComponent(a.schedule_id)}?owner=${encodeURIComponent(a.owner)}`},
+    a.schedule_name || a.schedule_id);
+}
+
+// Fills the banner with the open incidents the token may see; without a token that is taken,
+// the banner stays hidden rather than asking (the page asks).
+async function openIncidents() {
+  const banner = document.getElementById("incidents");
+  let open;
+  try {
+    const body = JSON.stringify({jsonrpc: "2.0", id: ++rpcId, method: "list_alerts",
+      params: {state: "open", limit: INCIDENTS_SHOWN}});
+    const answer = await (await fetch("/", {method: "POST", headers: headers(false), body})).json();
+    if (answer.error) throw new Error(answer.error.message);
+    open = answer.result;
+  } catch {
+    banner.hidden = true;
+    return;
+  }
+  banner.hidden = !open.length;
+  const more = open.length === INCIDENTS_SHOWN ? "+" : "";
+  banner.replaceChildren(
+    h("strong", {}, `${open.length}${more} open incident${open.length === 1 ? "" : "s"}`),
+    h("ul", {}, open.map((a) => h("li", {}, statusBadge(a.kind), " ", alertSchedule(a),
+      ` (${a.owner}): ${a.summary} · since ${relative(a.opened_at)}`))));
+}
+
 // ---- routing -------------------------------------------------------------------------
 
 async function route() {
@@ -987,5 +1028,9 @@ async function route() {
   }
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => { route(); openIncidents(); });
+setInterval(() => {
+  if (document.getElementById("live").checked && !document.hidden) openIncidents();
+}, REFRESH_MS);
 route();
+openIncidents();

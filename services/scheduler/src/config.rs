@@ -13,6 +13,7 @@ use service_kit::config::{
     duration,
 };
 
+pub use crate::alerts::{AlertsConfig, ChannelConfig, ChannelKind};
 pub use crate::autogpt::tasks::{SystemTasksConfig, TaskDeclaration};
 pub use crate::calendars::CalendarConfig;
 use crate::declared::ScheduleDeclaration;
@@ -53,6 +54,8 @@ pub struct Config {
     pub calendars: BTreeMap<String, CalendarConfig>,
     /// The run ledger's retention.
     pub ledger: LedgerConfig,
+    /// When schedules' incidents open (the defaults of `policy.alerts`) and where they go.
+    pub alerts: AlertsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -85,6 +88,7 @@ impl Default for Config {
             schedules: Vec::new(),
             calendars: BTreeMap::new(),
             ledger: LedgerConfig::default(),
+            alerts: AlertsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -122,6 +126,10 @@ impl ServiceConfig for Config {
         }
         self.watches.validate()?;
         self.ledger.validate()?;
+        for name in self.alerts.channels.keys() {
+            check_name("alerts.channels", name)?;
+        }
+        self.alerts.validate(self.redis.url.is_some())?;
         self.farm.validate(self)?;
         for client in &self.auth.clients {
             if client.owners.is_empty() && !client.admin {
@@ -170,6 +178,7 @@ impl ServiceConfig for Config {
                 module.token = Some(REDACTED.into());
             }
         }
+        self.alerts.redact();
         if self.watches.core_token.is_some() {
             self.watches.core_token = Some(REDACTED.into());
         }

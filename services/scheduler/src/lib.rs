@@ -5,6 +5,7 @@
 //! JSON-RPC API ([`api`]) and the AutoGPT routes ([`autogpt`]) on one port.
 
 // The core: when (the engine) and what (the targets), over the jobstores.
+mod alerts;
 mod audit;
 mod calendars;
 mod declared;
@@ -63,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Registers the declared schedules, then starts what runs: the election, the ledger's
-/// pruning, the sender of watches' completions, the engine and the server.
+/// pruning, the alerts, the sender of watches' completions, the engine and the server.
 async fn start(config: &Config, opened: &Opened) -> anyhow::Result<Running> {
     let stores = opened.stores.clone();
     let metrics = telemetry::install()?;
@@ -107,6 +108,16 @@ async fn start(config: &Config, opened: &Opened) -> anyhow::Result<Running> {
             stopped,
         )
     });
+    if let Some(log) = stores.alerts() {
+        let alerting = alerts::Alerting {
+            stores: stores.clone(),
+            log,
+            outbound: app.dispatcher.targets.outbound.clone(),
+            config: config.alerts.clone(),
+            leading: leading.clone(),
+        };
+        background.start("alerts", |stopped| alerting.run(stopped));
+    }
     // Completions of watches are sent by every replica; a lease gives each to one of them.
     if let Some(store) = stores.watches() {
         let targets = &app.dispatcher.targets;
@@ -217,7 +228,8 @@ impl Opened {
             Arc::new(MemoryStore::new(StoreName::WeeklyNotifications)),
         ])
         .with_watches(jobstore::watches(&db))
-        .with_changes(jobstore::change_log(&db));
+        .with_changes(jobstore::change_log(&db))
+        .with_alerts(jobstore::alert_log(&db));
         Ok(Opened {
             url,
             sole,

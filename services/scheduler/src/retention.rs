@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
-use jobstore::{ChangeLog, JobStore, StoreError};
+use chrono::{DateTime, TimeDelta, Utc};
+use jobstore::{JobStore, StoreError};
 use serde::{Deserialize, Serialize};
 use service_kit::config::duration;
 use tokio::sync::watch;
@@ -88,28 +88,42 @@ pub(crate) async fn run(
             }
         }
         if let Some(log) = stores.changes() {
-            let pass = prune_changes(log.as_ref(), &config, &leader, &shutdown).await;
+            let prune = |before, limit| log.prune_changes(before, limit);
+            let pass = prune_aged("prune_changes", &config, &leader, &shutdown, prune).await;
             if let Err(error) = pass {
                 tracing::warn!(%error, "pruning the audit log failed; trying again at the next pass");
+            }
+        }
+        if let Some(log) = stores.alerts() {
+            let prune = |before, limit| log.prune_alerts(before, limit);
+            let pass = prune_aged("prune_alerts", &config, &leader, &shutdown, prune).await;
+            if let Err(error) = pass {
+                tracing::warn!(%error, "pruning the resolved alerts failed; trying again at the next pass");
             }
         }
     }
 }
 
-/// One pass over the audit log: the changes older than the ledger's retention.
-async fn prune_changes(
-    log: &dyn ChangeLog,
+/// One pass over a log kept as long as the ledger's finished runs (the audit log, the
+/// resolved incidents): what is older than the retention, in batches, by `prune`.
+async fn prune_aged<F, Fut>(
+    operation: &'static str,
     config: &LedgerConfig,
     leader: &watch::Receiver<bool>,
     shutdown: &service_kit::Shutdown,
-) -> Result<(), StoreError> {
+    prune: F,
+) -> Result<(), StoreError>
+where
+    F: Fn(DateTime<Utc>, usize) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
     let batch = config.prune_batch as usize;
     let retention = TimeDelta::from_std(config.retention).unwrap_or(TimeDelta::MAX);
     let before = Utc::now().checked_sub_signed(retention).unwrap_or_default();
     while *leader.borrow() && !shutdown.is_requested() {
         let started = Instant::now();
-        let deleted = log.prune_changes(before, batch).await?;
-        telemetry::store_operation("prune_changes", started.elapsed());
+        let deleted = prune(before, batch).await?;
+        telemetry::store_operation(operation, started.elapsed());
         if (deleted as usize) < batch {
             break;
         }

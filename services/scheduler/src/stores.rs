@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jobstore::{ChangeLog, JobStore, StoreName, WatchStore};
+use jobstore::{AlertLog, ChangeLog, JobStore, StoreName, WatchStore};
 
 /// The jobstores this process serves, by name.
 #[derive(Clone)]
@@ -12,6 +12,7 @@ pub struct Stores {
     by_name: HashMap<StoreName, Arc<dyn JobStore>>,
     watches: Option<Arc<dyn WatchStore>>,
     changes: Option<Arc<dyn ChangeLog>>,
+    alerts: Option<Arc<dyn AlertLog>>,
 }
 
 impl Stores {
@@ -20,6 +21,7 @@ impl Stores {
             by_name: stores.into_iter().map(|s| (s.jobstore(), s)).collect(),
             watches: None,
             changes: None,
+            alerts: None,
         }
     }
 
@@ -34,6 +36,17 @@ impl Stores {
     pub fn with_changes(mut self, changes: Arc<dyn ChangeLog>) -> Self {
         self.changes = Some(changes);
         self
+    }
+
+    /// These stores with the alerts (in the `execution` jobstore's database).
+    pub fn with_alerts(mut self, alerts: Arc<dyn AlertLog>) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// The alerts, when this process keeps them.
+    pub fn alerts(&self) -> Option<Arc<dyn AlertLog>> {
+        self.alerts.clone()
     }
 
     /// The audit log, when this process keeps one.

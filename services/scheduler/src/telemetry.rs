@@ -18,6 +18,8 @@
 //! - `scheduler_dispatches_in_flight`;
 //! - `scheduler_placement_seconds`: per occurrence of a device job placed by tags, the time to
 //!   choose its phone and write the choice to the ledger;
+//! - `scheduler_alerts_open{kind}`: incidents open now (`late`, `failing`, `missing`), as
+//!   of this replica's last count;
 //! - `scheduler_oldest_overdue_seconds`: how long the oldest due occurrence has waited (0 when
 //!   none waits), as of the last `/ready` or `/metrics` request.
 //!
@@ -56,7 +58,7 @@ const ENDED: [RunStatus; 4] = [
 ];
 
 /// The engine's store calls timed by `scheduler_store_operation_seconds`.
-const STORE_OPERATIONS: [&str; 14] = [
+const STORE_OPERATIONS: [&str; 15] = [
     "claim_due",
     "reclaim_expired",
     "take_over",
@@ -67,6 +69,7 @@ const STORE_OPERATIONS: [&str; 14] = [
     "record_attempts",
     "prune_finished",
     "prune_changes",
+    "prune_alerts",
     "over_keep",
     "trim_runs",
     "annotate",
@@ -99,6 +102,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
         counter!("scheduler_ledger_rows_deleted_total", "rule" => rule).increment(0);
     }
     let _registered = histogram!("scheduler_placement_seconds");
+    alerts_open(&[]);
     Ok(handle)
 }
 
@@ -173,10 +177,22 @@ fn describe() {
         "Dispatches started and not yet recorded."
     );
     metrics::describe_gauge!(
+        "scheduler_alerts_open",
+        "Incidents open now, by kind: late, failing, missing."
+    );
+    metrics::describe_gauge!(
         "scheduler_oldest_overdue_seconds",
         metrics::Unit::Seconds,
         "How long the oldest due occurrence has waited to be claimed (0 when none waits)."
     );
+}
+
+/// Sets `scheduler_alerts_open` from the open incidents.
+pub(crate) fn alerts_open(open: &[jobstore::Alert]) {
+    for kind in jobstore::AlertKind::ALL {
+        let count = open.iter().filter(|alert| alert.kind == kind).count();
+        gauge!("scheduler_alerts_open", "kind" => kind.as_str()).set(count as f64);
+    }
 }
 
 pub(crate) fn claimed(jobstore: &str, kind: &str, runs: usize) {

@@ -6,7 +6,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 use sqlx::types::Json;
 
-use super::{At, List, SqlStore, get, instant, json, push_given, store_name};
+use super::{At, SqlStore, get, instant, json, push_given, store_name};
 use crate::changes::{Change, ChangeFilter};
 use crate::store::{ChangeLog, StoreError};
 
@@ -57,12 +57,11 @@ impl ChangeLog for SqlStore {
                 (filter.before_seq.is_some(), " AND seq < $4"),
             ],
         );
-        if filter.owners.is_some() {
-            sql.push_str(" AND ");
-            sql.push_str(&self.dialect().in_owners("owner", "$6", "$7"));
-        }
+        let scope = filter.owners.as_ref();
+        let (names, prefixes) =
+            self.dialect()
+                .within_owners(&mut sql, "owner", scope, ("$6", "$7"));
         sql.push_str(" ORDER BY seq DESC LIMIT $5");
-        let (names, prefixes) = List::owners(filter.owners.as_ref());
         let mut conn = self.reader().await?;
         let rows = on_db!(
             conn.conn(),

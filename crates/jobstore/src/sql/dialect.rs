@@ -111,6 +111,23 @@ impl Dialect {
         format!("({} OR {starts})", self.in_list(expression, names))
     }
 
+    /// Narrows a listing's `sql` to a client's scope of `owners`, when it has one (` AND `
+    /// [`Dialect::in_owners`] of `expression`); returns the names and the prefixes to bind as
+    /// `names` and `prefixes` (empty when there is no scope).
+    pub(crate) fn within_owners(
+        self,
+        sql: &mut String,
+        expression: &str,
+        owners: Option<&service_kit::auth::Owners>,
+        (names, prefixes): (&str, &str),
+    ) -> (List, List) {
+        if owners.is_some() {
+            sql.push_str(" AND ");
+            sql.push_str(&self.in_owners(expression, names, prefixes));
+        }
+        List::owners(owners)
+    }
+
     /// Locks the rows a `SELECT` finds, skipping those another transaction holds. SQLite's
     /// write transactions hold the whole file (`BEGIN IMMEDIATE`), so there is nothing to add.
     pub(crate) fn skip_locked(self) -> &'static str {

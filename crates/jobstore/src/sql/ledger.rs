@@ -11,6 +11,7 @@ use service_kit::sql::Conn;
 use super::{
     At, Batch, Kind, List, RUN_COLUMNS, SqlStore, keys, push_given, run_from_row, to_json,
 };
+use crate::alerts::Watched;
 use crate::model::{Overlap, RunFilter, RunNote, RunOutcome, RunPlacement, RunRecord, RunStatus};
 use crate::plan::{Active, admitted};
 use crate::store::{Ledger, StoreError};
@@ -343,6 +344,15 @@ impl Ledger for SqlStore {
             .iter()
             .map(|p| placed.contains(&(p.schedule_id.clone(), d.stored(p.scheduled_time))))
             .collect())
+    }
+
+    async fn alerting(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        every: bool,
+    ) -> Result<Vec<Watched>, StoreError> {
+        self.alerting_page(after, limit, every).await
     }
 
     async fn runs(

@@ -25,6 +25,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::model::{RunRecord, RunStatus, Schedule, StoreName};
 use crate::store::StoreError;
 
+mod alerts;
 mod changes;
 mod claims;
 mod dialect;

@@ -152,11 +152,10 @@ impl WatchStore for SqlStore {
                 (filter.before_id.is_some(), " AND w.id < $4"),
             ],
         );
-        if filter.users.is_some() {
-            sql.push_str(" AND ");
-            sql.push_str(&self.dialect().in_owners("w.user_id", "$6", "$7"));
-        }
-        let (names, prefixes) = List::owners(filter.users.as_ref());
+        let scope = filter.users.as_ref();
+        let (names, prefixes) =
+            self.dialect()
+                .within_owners(&mut sql, "w.user_id", scope, ("$6", "$7"));
         sql.push_str(" ORDER BY w.id DESC LIMIT $5");
         let mut conn = self.reader().await?;
         let rows = on_db!(

@@ -19,6 +19,7 @@ use service_kit::auth::Owners;
 use test_support::{Backend, PgSchema};
 use triggers::{TriggerKind, TriggerSpec};
 
+mod alerts;
 mod changes;
 mod claims;
 mod ledger;

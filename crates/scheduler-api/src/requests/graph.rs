@@ -72,6 +72,7 @@ fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> 
             "placement_timeout_secs",
             policy.placement_timeout_secs.is_some(),
         ),
+        ("alerts", policy.alerts.is_some()),
     ];
     match given.iter().find(|(_, set)| *set) {
         Some((field, _)) => Err(SchedulerError::Value(format!(

@@ -613,6 +613,7 @@ fn merge_policy(base: Policy, given: Option<SchedulePolicy>) -> Result<Policy, S
         attempts: given.attempts.or(base.attempts),
         backoff_ms: given.backoff_ms.or(base.backoff_ms),
         placement_timeout_secs: given.placement_timeout_secs.or(base.placement_timeout_secs),
+        alerts: given.alerts.unwrap_or(base.alerts),
     };
     policy.validate().map_err(SchedulerError::Value)?;
     Ok(policy)

@@ -2,6 +2,7 @@
 //! file of its area.
 
 mod access;
+pub(crate) mod alerts;
 mod changes;
 mod cron;
 mod fleet;
@@ -176,6 +177,23 @@ impl SchedulerApiServer for RpcHandler {
             cursor,
         };
         Ok(changes::list(&self.app, extensions, query).await?)
+    }
+
+    async fn list_alerts(
+        &self,
+        extensions: &Extensions,
+        state: Option<scheduler_api::AlertState>,
+        owner: Option<String>,
+        schedule_id: Option<String>,
+        limit: Option<u32>,
+    ) -> RpcResult<Vec<scheduler_api::Alert>> {
+        let query = alerts::AlertQuery {
+            state,
+            owner,
+            schedule_id,
+            limit,
+        };
+        Ok(alerts::list(&self.app, extensions, query).await?)
     }
 
     async fn list_calendars(&self) -> RpcResult<Vec<scheduler_api::CalendarView>> {

@@ -52,6 +52,7 @@ pub(crate) fn schedule(
             attempts: policy.attempts,
             backoff_ms: policy.backoff_ms,
             placement_timeout_secs: policy.placement_timeout_secs,
+            alerts: (!policy.alerts.is_empty()).then_some(policy.alerts),
         },
         tags: schedule.tags.clone(),
         paused: schedule.paused,

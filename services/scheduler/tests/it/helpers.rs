@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use scheduler_client::{ClientConfig, HttpTarget, NewGraphSchedule, SchedulerClient, Target};
 use serde_json::{Value, json};
 use test_support::PgSchema;
@@ -691,5 +692,47 @@ pub(crate) async fn rpc_as(
                 .to_string(),
             error["message"].as_str().unwrap_or_default().to_string(),
         )),
+    }
+}
+
+/// The Redis the tests publish and subscribe on.
+pub(crate) const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// A Redis subscriber on one channel, its messages read as JSON.
+pub(crate) struct Subscriber {
+    messages: futures::stream::BoxStream<'static, Value>,
+}
+
+impl Subscriber {
+    pub(crate) async fn subscribe(channel: &str) -> Subscriber {
+        let client = redis::Client::open(REDIS).unwrap();
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .unwrap_or_else(|error| panic!("Redis at {REDIS} is needed: {error}"));
+        pubsub.subscribe(channel).await.unwrap();
+        let messages = pubsub
+            .into_on_message()
+            .map(|message| {
+                let text: String = message.get_payload().unwrap();
+                serde_json::from_str(&text).unwrap()
+            })
+            .boxed();
+        Subscriber { messages }
+    }
+
+    pub(crate) async fn next(&mut self, within: Duration) -> Value {
+        tokio::time::timeout(within, self.messages.next())
+            .await
+            .expect("a notification arrives in time")
+            .expect("the subscription stays open")
+    }
+
+    /// Whether another notification arrives within `within`.
+    pub(crate) async fn another(&mut self, within: Duration) -> Option<Value> {
+        tokio::time::timeout(within, self.messages.next())
+            .await
+            .ok()
+            .flatten()
     }
 }

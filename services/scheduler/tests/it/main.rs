@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `scheduler` binary on a temporary directory and talks
 //! to it over its real protocols. The execution service is a stub HTTP server on loopback.
 
+mod alerts;
 mod api;
 mod apscheduler;
 mod audit;

@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use futures::StreamExt;
 use scheduler_client::{
     Check, DeliveryState, Error, NewWatch, OnComplete, RunQuery, RunStatus, SchedulerClient,
     SchedulerError, Watch, WatchQuery, WatchStatus,
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Daemon, StubBackend, TestDb, raw_call, serve_on_loopback};
-
-const REDIS: &str = "redis://127.0.0.1:6379";
+use crate::helpers::{
+    Backend, Daemon, REDIS, StubBackend, Subscriber, TestDb, raw_call, serve_on_loopback,
+};
 
 /// A JSON-RPC module whose `status` tool answers `{"data": {"state": "running"}}` until it
 /// has been called `flip_after` times, then `"done"`; `broken` answers a JSON-RPC error. It
@@ -135,45 +134,8 @@ fn answer(state: &ModuleState, call: Value) -> Value {
 }
 
 /// A Redis subscriber on `notifications:{platform}`.
-struct Notifications {
-    messages: futures::stream::BoxStream<'static, Value>,
-}
-
-impl Notifications {
-    async fn subscribe(platform: &str) -> Notifications {
-        let client = redis::Client::open(REDIS).unwrap();
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .unwrap_or_else(|error| panic!("Redis at {REDIS} is needed: {error}"));
-        pubsub
-            .subscribe(format!("notifications:{platform}"))
-            .await
-            .unwrap();
-        let messages = pubsub
-            .into_on_message()
-            .map(|message| {
-                let text: String = message.get_payload().unwrap();
-                serde_json::from_str(&text).unwrap()
-            })
-            .boxed();
-        Notifications { messages }
-    }
-
-    async fn next(&mut self, within: Duration) -> Value {
-        tokio::time::timeout(within, self.messages.next())
-            .await
-            .expect("a notification arrives in time")
-            .expect("the subscription stays open")
-    }
-
-    /// Whether another notification arrives within `within`.
-    async fn another(&mut self, within: Duration) -> Option<Value> {
-        tokio::time::timeout(within, self.messages.next())
-            .await
-            .ok()
-            .flatten()
-    }
+async fn notifications(platform: &str) -> Subscriber {
+    Subscriber::subscribe(&format!("notifications:{platform}")).await
 }
 
 /// A platform name of this test alone, so that parallel tests do not hear each other.
@@ -240,7 +202,7 @@ async fn a_module_watch_checks_until_it_succeeds_and_notifies_once() {
     let daemon = daemon(&db, &[("SCHEDULER__MODULES__DEPLOYER__URL", &module.url)]).await;
     let client = daemon.client();
     let platform = platform("module");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
 
     let mut new = watch_of(&platform, poll_module(), "Deploy finished: {result}");
     new.workflow_id = Some("wf-deploy".into());
@@ -306,7 +268,7 @@ async fn a_watch_out_of_attempts_fails_with_its_errors_kept() {
     let daemon = daemon(&db, &[("SCHEDULER__MODULES__DEPLOYER__URL", &module.url)]).await;
     let client = daemon.client();
     let platform = platform("exhausted");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
 
     // A URL answering 503, with a failure message of its own.
     let url_check = Check::PollUrl {
@@ -374,7 +336,7 @@ async fn resume_conversation_calls_the_core_or_falls_back_to_the_notification() 
     .await;
     let client = daemon.client();
     let platform = platform("resume");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
     let delay = Check::Delay { delay_seconds: 1 };
 
     // The core fails: after its attempts, the notification goes instead, and says so.
@@ -430,7 +392,7 @@ async fn cancelled_watches_stop_checking_and_send_nothing() {
     let daemon = daemon(&db, &[("SCHEDULER__MODULES__DEPLOYER__URL", &module.url)]).await;
     let client = daemon.client();
     let platform = platform("cancel");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
     let mut ids = Vec::new();
     for workflow in [Some("wf-a"), Some("wf-a"), Some("wf-b"), None] {
         let mut new = watch_of(&platform, poll_module(), "done");
@@ -761,7 +723,7 @@ async fn a_completion_outlives_a_sigkill_and_is_sent_once_after_the_restart() {
     .await;
     let client = first.client();
     let platform = platform("sigkill");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
     let added = client
         .add_watch(watch_of(
             &platform,
@@ -824,7 +786,7 @@ async fn three_replicas_complete_each_watch_once_while_one_is_killed() {
         replicas.push(Daemon::start_with(&db, "http://127.0.0.1:9/", &env).await);
     }
     let platform = platform("replicas");
-    let mut notifications = Notifications::subscribe(&platform).await;
+    let mut notifications = notifications(&platform).await;
     let mut ids = std::collections::HashSet::new();
     for i in 0..WATCHES {
         let client = replicas[i % 3].client();
