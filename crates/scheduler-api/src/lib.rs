@@ -62,14 +62,14 @@ pub const ADMIN_METHODS: [&str; 8] = [
     "execute_cleanup_expired_files",
 ];
 
-/// The methods of the general schedule API. Their parameters that do not parse (an unknown
-/// trigger or target kind, a negative jitter) are answered with `ValueError`, like every
-/// other bad value.
 /// The methods of the fleet; their parameters that do not parse (an unknown state) are
 /// answered with `ValueError`.
 pub const FLEET_METHODS: [&str; 3] = ["list_fleet", "quarantine_device", "release_device"];
 
-pub const GENERAL_METHODS: [&str; 11] = [
+/// The methods of the general schedule API. Their parameters that do not parse (an unknown
+/// trigger or target kind, a negative jitter, an unknown alert state) are answered with
+/// `ValueError`, like every other bad value.
+pub const GENERAL_METHODS: [&str; 13] = [
     "create_schedule",
     "update_schedule",
     "get_schedule",
@@ -81,6 +81,8 @@ pub const GENERAL_METHODS: [&str; 11] = [
     "backfill_schedule",
     "list_runs",
     "preview_fires",
+    "list_changes",
+    "list_alerts",
 ];
 
 /// The methods of watches, an agent's monitoring jobs. Like the general methods, their

@@ -500,7 +500,7 @@ async fn seed_idle(database: &Database, from: usize, count: usize) -> anyhow::Re
 }
 
 /// The `i`th seeded schedule, owned by one of 1,000 users.
-fn seeded(
+pub(crate) fn seeded(
     i: usize,
     trigger: TriggerSpec,
     next_run_at: Option<DateTime<Utc>>,
@@ -521,7 +521,7 @@ fn seeded(
     }
 }
 
-async fn insert_in_batches(
+pub(crate) async fn insert_in_batches(
     database: &Database,
     schedules: impl Iterator<Item = Schedule>,
 ) -> anyhow::Result<()> {

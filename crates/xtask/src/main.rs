@@ -24,8 +24,12 @@
 //!   [--schedules N] [--rounds N] [--poll 2s] [--against BINARY] [--against-scheduler BINARY]`:
 //!   occurrences placed by tags over several device runners, beside the same burst naming its
 //!   phones (see `fleet_bench.rs`).
+//! - `cargo xtask bench-alerts [--backend sqlite|postgres|both] [--schedules N] [--passes N]`:
+//!   how long the leader's pass over the alert checks takes, with `[alerts]` defaults (every
+//!   schedule checked) and with 1 % of the schedules asking (see `alerts_bench.rs`).
 //! - `cargo xtask docs`: the book in `docs/`, into `target/book` (see `docs.rs`).
 
+mod alerts_bench;
 mod bench;
 mod console_bench;
 mod daemon;
@@ -45,6 +49,7 @@ const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [
        cargo xtask bench-console [--schedules 100,10000] [--phones 5,50] [--loads N]
        cargo xtask bench-peer [--due N]
        cargo xtask bench-fleet [--backend sqlite|postgres|both] [--runners N] [--phones N] [--schedules N] [--rounds N] [--poll 2s] [--against BINARY] [--against-scheduler BINARY]
+       cargo xtask bench-alerts [--backend sqlite|postgres|both] [--schedules N] [--passes N]
        cargo xtask docs";
 
 fn main() -> ExitCode {
@@ -64,6 +69,9 @@ fn main() -> ExitCode {
             console_bench::Options::parse(&args[1..]).and_then(console_bench::run)
         }
         Some("bench-fleet") => fleet_bench::Options::parse(&args[1..]).and_then(fleet_bench::run),
+        Some("bench-alerts") => {
+            alerts_bench::Options::parse(&args[1..]).and_then(alerts_bench::run)
+        }
         Some("bench-peer") => peer_bench::Options::parse(&args[1..]).and_then(peer_bench::run),
         Some("docs") => docs::run(),
         _ => {

@@ -20,6 +20,8 @@
 //!   choose its phone and write the choice to the ledger;
 //! - `scheduler_alerts_open{kind}`: incidents open now (`late`, `failing`, `missing`), as
 //!   of this replica's last count;
+//! - `scheduler_alerts_pass_seconds` and `scheduler_alerts_checked`: how long the leader's last
+//!   pass over the alert checks took, and how many schedules it checked;
 //! - `scheduler_oldest_overdue_seconds`: how long the oldest due occurrence has waited (0 when
 //!   none waits), as of the last `/ready` or `/metrics` request.
 //!
@@ -103,6 +105,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     }
     let _registered = histogram!("scheduler_placement_seconds");
     alerts_open(&[]);
+    alerts_pass(Duration::ZERO, 0);
     Ok(handle)
 }
 
@@ -181,6 +184,15 @@ fn describe() {
         "Incidents open now, by kind: late, failing, missing."
     );
     metrics::describe_gauge!(
+        "scheduler_alerts_pass_seconds",
+        metrics::Unit::Seconds,
+        "How long the leader's last pass over the alert checks took."
+    );
+    metrics::describe_gauge!(
+        "scheduler_alerts_checked",
+        "How many schedules the leader's last pass over the alert checks read."
+    );
+    metrics::describe_gauge!(
         "scheduler_oldest_overdue_seconds",
         metrics::Unit::Seconds,
         "How long the oldest due occurrence has waited to be claimed (0 when none waits)."
@@ -193,6 +205,12 @@ pub(crate) fn alerts_open(open: &[jobstore::Alert]) {
         let count = open.iter().filter(|alert| alert.kind == kind).count();
         gauge!("scheduler_alerts_open", "kind" => kind.as_str()).set(count as f64);
     }
+}
+
+/// Records a pass over the alert checks: how long it took and how many schedules it read.
+pub(crate) fn alerts_pass(took: Duration, checked: usize) {
+    gauge!("scheduler_alerts_pass_seconds").set(took.as_secs_f64());
+    gauge!("scheduler_alerts_checked").set(checked as f64);
 }
 
 pub(crate) fn claimed(jobstore: &str, kind: &str, runs: usize) {

@@ -121,20 +121,15 @@ impl Channels {
                 delivery.channel
             ));
         };
-        let event = event(delivery);
-        let body = match config.kind {
-            ChannelKind::Slack => json!({"text": text(delivery)}),
-            ChannelKind::Discord => json!({"content": clip(&text(delivery), 2000)}),
-            ChannelKind::Webhook => event,
-            ChannelKind::Redis => {
-                let channel = config.channel.as_deref().unwrap_or_default();
-                return outbound
-                    .publish_text(channel, &event.to_string())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-            }
-        };
+        let body = body(config.kind, delivery);
+        if config.kind == ChannelKind::Redis {
+            let channel = config.channel.as_deref().unwrap_or_default();
+            return outbound
+                .publish_text(channel, &body.to_string())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
         let url = config.url.as_deref().unwrap_or_default();
         let mut request = http
             .post(url)
@@ -161,12 +156,18 @@ impl Channels {
     }
 }
 
-/// The JSON of a webhook or Redis message.
-fn event(delivery: &Delivery) -> Value {
-    json!({
-        "event": format!("alert.{}", delivery.phase.as_str()),
-        "alert": delivery.alert,
-    })
+/// What a channel of `kind` receives: a line of text in the form Slack or Discord takes, or
+/// the incident as JSON (a webhook, Redis).
+fn body(kind: ChannelKind, delivery: &Delivery) -> Value {
+    match kind {
+        ChannelKind::Slack => json!({"text": text(delivery)}),
+        // Discord refuses a message over 2,000 characters.
+        ChannelKind::Discord => json!({"content": clip(&text(delivery), 2000)}),
+        ChannelKind::Webhook | ChannelKind::Redis => json!({
+            "event": format!("alert.{}", delivery.phase.as_str()),
+            "alert": delivery.alert,
+        }),
+    }
 }
 
 /// The line a Slack or Discord channel shows.
@@ -254,6 +255,24 @@ mod tests {
         }
         let resolved = text(&delivery(Phase::Resolved));
         assert!(resolved.contains("resolved") && resolved.contains("a run succeeded"));
+    }
+
+    #[test]
+    fn each_kind_gets_the_body_it_takes() {
+        let opened = delivery(Phase::Opened);
+        assert_eq!(body(ChannelKind::Slack, &opened)["text"], text(&opened));
+        let mut long = delivery(Phase::Opened);
+        long.alert.last_error = Some("x".repeat(5000));
+        let discord = body(ChannelKind::Discord, &long);
+        let content = discord["content"].as_str().unwrap();
+        assert_eq!(content.chars().count(), 2000);
+        assert!(content.ends_with('…'));
+        for kind in [ChannelKind::Webhook, ChannelKind::Redis] {
+            let event = body(kind, &delivery(Phase::Resolved));
+            assert_eq!(event["event"], "alert.resolved");
+            assert_eq!(event["alert"]["schedule_id"], "s1");
+            assert_eq!(event["alert"]["last_error"], "HTTP 500");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub(crate) mod judge;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
@@ -149,8 +149,12 @@ impl Alerting {
                 () = shutdown.requested() => return,
             }
             if *self.leading.borrow() {
-                if let Err(error) = self.evaluate(&channels.names(), Utc::now()).await {
-                    tracing::warn!(%error, "alerts: evaluating the checks failed; trying again at the next pass");
+                let started = Instant::now();
+                match self.evaluate(&channels.names(), Utc::now()).await {
+                    Ok(checked) => telemetry::alerts_pass(started.elapsed(), checked),
+                    Err(error) => {
+                        tracing::warn!(%error, "alerts: evaluating the checks failed; trying again at the next pass")
+                    }
                 }
                 if let Err(error) = self.send_due(&channels).await {
                     tracing::warn!(%error, "alerts: sending failed; trying again at the next pass");
@@ -165,12 +169,12 @@ impl Alerting {
 
     /// One pass over every checked schedule: opens an incident for each check in trouble
     /// without one, resolves each open one whose check is fine again or whose schedule is
-    /// gone.
+    /// gone. Returns how many schedules it checked.
     pub(crate) async fn evaluate(
         &self,
         channels: &[String],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let mut open: HashMap<(String, String, AlertKind), Alert> = self
             .log
             .alerts(&AlertFilter::open(MOST_OPEN))
@@ -180,6 +184,7 @@ impl Alerting {
             .collect();
         let defaults = self.config.defaults();
         let mut served = HashSet::new();
+        let mut checked = 0;
         for store in self.stores.all() {
             let jobstore = store.jobstore().as_str().to_string();
             served.insert(jobstore.clone());
@@ -188,9 +193,12 @@ impl Alerting {
                 let page = store
                     .alerting(after.as_deref(), PAGE, !defaults.is_empty())
                     .await?;
+                checked += page.len();
                 for watched in &page {
                     let policy = watched.schedule.policy.alerts.over(defaults);
-                    let by_caller = self.paused_by_caller(watched).await?;
+                    // Only the missing check asks who paused a schedule.
+                    let asks = policy.missing_after_secs.is_some() && watched.schedule.paused;
+                    let by_caller = asks && self.paused_by_caller(watched).await?;
                     for (kind, verdict) in judge(watched, policy, now, by_caller) {
                         let key = (jobstore.clone(), watched.schedule.id.clone(), kind);
                         let was_open = open.remove(&key);
@@ -224,7 +232,7 @@ impl Alerting {
             };
             self.resolve(&alert, why, channels, now).await?;
         }
-        Ok(())
+        Ok(checked)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -293,9 +301,6 @@ impl Alerting {
     /// reason is a caller's (the engine always gives one).
     async fn paused_by_caller(&self, watched: &Watched) -> Result<bool, StoreError> {
         let schedule = &watched.schedule;
-        if !schedule.paused {
-            return Ok(false);
-        }
         if let Some(log) = self.stores.changes() {
             let filter = ChangeFilter {
                 schedule_id: Some(schedule.id.clone()),

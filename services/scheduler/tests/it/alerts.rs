@@ -282,6 +282,11 @@ async fn a_dead_mans_switch_survives_a_restart_and_a_callers_pause_resolves_it()
     )
     .await;
     assert_eq!(refused.unwrap_err().0, "NotAuthorizedError");
+    let (kind, message) = rpc_as(&daemon, TOKEN, "list_alerts", json!({"state": "stuck"}))
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "ValueError", "{message}");
+    assert!(message.contains("stuck"), "{message}");
 
     // A restart: the incident is stored, so it is not announced again.
     daemon.terminate();
