@@ -7,6 +7,8 @@
 //! 2. no defaults, and 1 % of the schedules set `policy.alerts`: the others are passed over by
 //!    a partial index.
 //!
+//! The tables are analysed after the load, as autovacuum soon does.
+//!
 //! For each: how long the leader's pass takes (`scheduler_alerts_pass_seconds`, the median of
 //! `--passes` passes, default 5), schedules checked per second, and the scheduler's CPU over
 //! those passes.
@@ -189,6 +191,15 @@ async fn seed(database: &Database, count: usize, defaults: bool) -> anyhow::Resu
     let now = Utc::now();
     for (minutes, status) in [(3, "failed"), (2, "dispatched"), (1, "failed")] {
         runs_of_every_schedule(database, now - TimeDelta::minutes(minutes), status).await?;
+    }
+    // As autovacuum would soon after such a load: the planner's statistics.
+    match database {
+        Database::Postgres(pool) => {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
     }
     Ok(if defaults { count } else { count.div_ceil(100) })
 }

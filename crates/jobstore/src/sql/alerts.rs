@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 
-use super::{At, List, SCHEDULE_COLUMNS, SqlStore, get, optional_instant, push_given};
+use super::{At, Dialect, List, SCHEDULE_COLUMNS, SqlStore, get, optional_instant, push_given};
 use super::{instant, schedule_from_row};
 use crate::alerts::{
     Alert, AlertFilter, AlertKind, AlertState, Delivery, Phase, RunFacts, Watched,
@@ -61,15 +61,22 @@ impl SqlStore {
              AND (a.last_success IS NULL OR r.scheduled_time > a.last_success) \
              LIMIT {FAILURES_COUNTED}) f) AS failed_since FROM ({inner}) a ORDER BY a.id"
         );
-        let mut conn = self.reader().await?;
-        let rows = on_db!(
-            conn.conn(),
-            rows,
-            &sql,
-            after,
-            limit as i64,
-            self.jobstore.as_str(),
-        );
+        let jobstore = self.jobstore.as_str();
+        let rows = match d {
+            // A short query whose estimates, on tables just loaded and not yet analysed, can
+            // pass PostgreSQL's JIT threshold: compiling it then costs ten times running it.
+            Dialect::Postgres => {
+                let mut tx = self.write().await?;
+                on_db!(tx.conn(), execute, "SET LOCAL jit = off");
+                let rows = on_db!(tx.conn(), rows, &sql, after, limit as i64, jobstore);
+                tx.commit().await?;
+                rows
+            }
+            Dialect::Sqlite => {
+                let mut conn = self.reader().await?;
+                on_db!(conn.conn(), rows, &sql, after, limit as i64, jobstore)
+            }
+        };
         let mut watched = Vec::with_capacity(rows.len());
         for row in &rows {
             match watched_from_row(row) {
