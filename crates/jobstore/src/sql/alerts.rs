@@ -7,7 +7,7 @@ use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 
 use super::{At, Dialect, List, SCHEDULE_COLUMNS, SqlStore, get, optional_instant, push_given};
-use super::{instant, schedule_from_row};
+use super::{One, instant, schedule_from_row};
 use crate::alerts::{
     Alert, AlertFilter, AlertKind, AlertState, Delivery, Phase, RunFacts, Watched,
 };
@@ -215,6 +215,19 @@ impl AlertLog for SqlStore {
         hold_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
+        // Looked for first with a read: most passes find nothing due, and then take no write
+        // lock (on SQLite, the whole file's).
+        let mut conn = self.reader().await?;
+        let any: Option<(i32,)> = on_db!(
+            conn.conn(),
+            fetch_optional One<i32>,
+            "SELECT 1 FROM alert_deliveries WHERE delivered_at IS NULL AND due_at <= $1 LIMIT 1",
+            At(now),
+        );
+        drop(conn);
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE alert_deliveries SET due_at = $2 WHERE (alert_id, phase, channel) IN \
              (SELECT d.alert_id, d.phase, d.channel FROM alert_deliveries d \
