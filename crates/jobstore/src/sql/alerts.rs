@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use service_kit::on_db;
 use service_kit::sql::{Conn, Row};
 
-use super::{At, Dialect, List, SCHEDULE_COLUMNS, SqlStore, get, optional_instant, push_given};
+use super::{At, List, SCHEDULE_COLUMNS, SqlStore, get, optional_instant, push_given};
 use super::{One, instant, schedule_from_row};
 use crate::alerts::{
     Alert, AlertFilter, AlertKind, AlertState, Delivery, Phase, RunFacts, Watched,
@@ -62,17 +62,17 @@ impl SqlStore {
              LIMIT {FAILURES_COUNTED}) f) AS failed_since FROM ({inner}) a ORDER BY a.id"
         );
         let jobstore = self.jobstore.as_str();
-        let rows = match d {
-            // A short query whose estimates, on tables just loaded and not yet analysed, can
-            // pass PostgreSQL's JIT threshold: compiling it then costs ten times running it.
-            Dialect::Postgres => {
+        // A short query whose estimates, on tables just loaded and not yet analysed, can pass
+        // PostgreSQL's JIT threshold: compiling it then costs ten times running it.
+        let rows = match d.without_jit() {
+            Some(setting) => {
                 let mut tx = self.write().await?;
-                on_db!(tx.conn(), execute, "SET LOCAL jit = off");
+                on_db!(tx.conn(), execute, setting);
                 let rows = on_db!(tx.conn(), rows, &sql, after, limit as i64, jobstore);
                 tx.commit().await?;
                 rows
             }
-            Dialect::Sqlite => {
+            None => {
                 let mut conn = self.reader().await?;
                 on_db!(conn.conn(), rows, &sql, after, limit as i64, jobstore)
             }

@@ -128,6 +128,16 @@ impl Dialect {
         List::owners(owners)
     }
 
+    /// The setting that keeps the statements of a transaction from being compiled by
+    /// PostgreSQL's JIT (for short queries whose estimates may pass its threshold); SQLite has
+    /// no JIT.
+    pub(crate) fn without_jit(self) -> Option<&'static str> {
+        match self {
+            Dialect::Postgres => Some("SET LOCAL jit = off"),
+            Dialect::Sqlite => None,
+        }
+    }
+
     /// Locks the rows a `SELECT` finds, skipping those another transaction holds. SQLite's
     /// write transactions hold the whole file (`BEGIN IMMEDIATE`), so there is nothing to add.
     pub(crate) fn skip_locked(self) -> &'static str {
