@@ -100,32 +100,7 @@ async fn start(config: &Config, opened: &Opened) -> anyhow::Result<Running> {
     if let Some(task) = election.task {
         background.adopt("election", task);
     }
-    background.start("retention", |stopped| {
-        retention::run(
-            stores.clone(),
-            config.ledger.clone(),
-            leading.clone(),
-            stopped,
-        )
-    });
-    if let Some(log) = stores.alerts() {
-        let alerting = alerts::Alerting {
-            stores: stores.clone(),
-            log,
-            outbound: app.dispatcher.targets.outbound.clone(),
-            config: config.alerts.clone(),
-            leading: leading.clone(),
-        };
-        background.start("alerts", |stopped| alerting.run(stopped));
-    }
-    // Completions of watches are sent by every replica; a lease gives each to one of them.
-    if let Some(store) = stores.watches() {
-        let targets = &app.dispatcher.targets;
-        let (watches, outbound) = (targets.watches.clone(), targets.outbound.clone());
-        background.start("watch completions", |stopped| {
-            watches::deliver(store, watches, outbound, stopped)
-        });
-    }
+    start_background(&mut background, config, &app, &leading);
     let engine = Engine::new(
         stores,
         app.dispatcher.clone(),
@@ -152,6 +127,43 @@ async fn start(config: &Config, opened: &Opened) -> anyhow::Result<Running> {
         server,
         background,
     })
+}
+
+/// Starts the work beside the engine and the server: the ledger's pruning and the alerts (while
+/// this replica leads), and the sender of watches' completions.
+fn start_background(
+    background: &mut Background,
+    config: &Config,
+    app: &App,
+    leading: &watch::Receiver<bool>,
+) {
+    let stores = &app.stores;
+    background.start("retention", |stopped| {
+        retention::run(
+            stores.clone(),
+            config.ledger.clone(),
+            leading.clone(),
+            stopped,
+        )
+    });
+    let targets = &app.dispatcher.targets;
+    if let Some(log) = stores.alerts() {
+        let alerting = alerts::Alerting {
+            stores: stores.clone(),
+            log,
+            outbound: targets.outbound.clone(),
+            config: config.alerts.clone(),
+            leading: leading.clone(),
+        };
+        background.start("alerts", |stopped| alerting.run(stopped));
+    }
+    // Completions of watches are sent by every replica; a lease gives each to one of them.
+    if let Some(store) = stores.watches() {
+        let (watches, outbound) = (targets.watches.clone(), targets.outbound.clone());
+        background.start("watch completions", |stopped| {
+            watches::deliver(store, watches, outbound, stopped)
+        });
+    }
 }
 
 /// What [`start`] started, to be stopped together.
