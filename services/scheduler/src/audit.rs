@@ -3,7 +3,7 @@
 //! the product itself) and the route it came through.
 
 use chrono::Utc;
-use jobstore::{Change, RunRecord, Schedule, StoreName};
+use jobstore::{Change, JobStore, RunRecord, Schedule, StoreError, StoreName};
 use jsonrpsee::Extensions;
 use serde_json::{Value, json};
 use service_kit::auth::Caller;
@@ -76,7 +76,7 @@ pub(crate) async fn record(
 
 /// The creation of `schedule` by `actor`, for [`jobstore::Schedules::insert_recorded`], which
 /// stores it in the same transaction as the schedule.
-pub(crate) fn creation(actor: &Actor, jobstore: StoreName, schedule: &Schedule) -> Change {
+fn creation(actor: &Actor, jobstore: StoreName, schedule: &Schedule) -> Change {
     Change {
         seq: 0,
         at: Utc::now(),
@@ -88,6 +88,26 @@ pub(crate) fn creation(actor: &Actor, jobstore: StoreName, schedule: &Schedule) 
         action: "create".to_string(),
         changes: Change::diff(None, Some(schedule)),
     }
+}
+
+/// Stores a new schedule with the record of its creation by `actor`: in one transaction where
+/// the store lives in the audit log's database, so the log misses no creation; an in-memory
+/// jobstore's creation is recorded once it is stored.
+pub(crate) async fn insert_created(
+    stores: &Stores,
+    store: &dyn JobStore,
+    actor: &Actor,
+    schedule: &Schedule,
+) -> Result<(), StoreError> {
+    let jobstore = store.jobstore();
+    if store.backend() == "memory" {
+        store.insert(schedule).await?;
+        self::schedule(stores, actor, "create", jobstore, None, Some(schedule)).await;
+        return Ok(());
+    }
+    store
+        .insert_recorded(schedule, &creation(actor, jobstore, schedule))
+        .await
 }
 
 /// Records a change of `schedule` from `before` to `after` (either absent: created, deleted).

@@ -43,9 +43,6 @@ pub(crate) async fn create(
     let caller = access::caller_of(extensions);
     access::acting_for(&request.owner, caller)
         .map_err(|_| Denied::out_of_scope(&request.owner, caller))?;
-    let id = request
-        .id
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let jobstore = jobstore_name(request.jobstore.as_deref())?;
     let store = app.stores.get(jobstore).cloned().ok_or_else(|| {
         SchedulerError::Value(format!(
@@ -53,17 +50,45 @@ pub(crate) async fn create(
             jobstore.as_str()
         ))
     })?;
+    let replace_existing = request.replace_existing;
+    let schedule = new_schedule(app, request).await?;
+    let actor = Actor::of(extensions);
+    let stored = match find(app, &schedule.id).await? {
+        Some(found) if replace_existing => {
+            replace_found(app, extensions, found, (&schedule, jobstore), &actor).await?
+        }
+        Some(_) => return Err(already_exists(&schedule.id)),
+        None => {
+            let inserted = audit::insert_created(&app.stores, store.as_ref(), &actor, &schedule);
+            inserted.await.map_err(|error| match error {
+                StoreError::Conflict(_) => already_exists(&schedule.id),
+                other => storage_error(other),
+            })?;
+            schedule
+        }
+    };
+    app.wake.notify_one();
+    tracing::info!(schedule_id = %stored.id, owner = %stored.owner, target = stored.target.kind(), next_run_at = ?stored.next_run_at, "schedule created");
+    Ok(views::schedule(&stored, jobstore, None))
+}
+
+/// The schedule a creation asks for, checked: its id (a new UUID when none is given), its
+/// trigger anchored now, its target as the configuration allows it, its policy.
+async fn new_schedule(app: &App, request: NewSchedule) -> Result<Schedule, SchedulerError> {
+    let id = request
+        .id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let now = Utc::now().trunc_subsecs(0);
     let trigger = request.trigger.anchored(now);
     let next_run_at = next_run(&trigger, &id, now)?;
     check_target(app, &request.target).await?;
     let policy = merge_policy(Policy::default(), request.policy)?;
-    let schedule = Schedule {
+    Ok(Schedule {
         name: request
             .name
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| id.clone()),
-        id: id.clone(),
+        id,
         owner: request.owner,
         trigger,
         target: request.target,
@@ -73,54 +98,37 @@ pub(crate) async fn create(
         paused_reason: None,
         next_run_at,
         created_at: now,
-    };
-    let existing = find(app, &id).await?;
-    let mut replaced = None;
-    let stored = match existing {
-        Some(found) if request.replace_existing => {
-            authorize(&found.schedule, &schedule.owner, extensions, Access::Change)?;
-            if found.store.jobstore() != jobstore {
-                return Err(SchedulerError::Value(format!(
-                    "schedule '{id}' lives in jobstore '{}'; it cannot be replaced into '{}'",
-                    found.store.jobstore().as_str(),
-                    jobstore.as_str()
-                )));
-            }
-            let stored = store
-                .replace(&schedule, false)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| not_found(&id))?;
-            replaced = Some(found.schedule);
-            stored
-        }
-        Some(_) => return Err(already_exists(&id)),
-        None => {
-            store.insert(&schedule).await.map_err(|error| match error {
-                StoreError::Conflict(_) => already_exists(&id),
-                other => storage_error(other),
-            })?;
-            schedule
-        }
-    };
-    app.wake.notify_one();
-    let action = if replaced.is_some() {
-        "replace"
-    } else {
-        "create"
-    };
-    let actor = Actor::of(extensions);
-    audit::schedule(
-        &app.stores,
-        &actor,
-        action,
-        jobstore,
-        replaced.as_ref(),
-        Some(&stored),
-    )
-    .await;
-    tracing::info!(schedule_id = %stored.id, owner = %stored.owner, target = stored.target.kind(), next_run_at = ?stored.next_run_at, "schedule created");
-    Ok(views::schedule(&stored, jobstore, None))
+    })
+}
+
+/// Replaces `found` with `schedule` in place (`replace_existing`), which must be asked for in
+/// the jobstore `found` lives in, and records the replacement.
+async fn replace_found(
+    app: &App,
+    extensions: &Extensions,
+    found: Found,
+    (schedule, asked): (&Schedule, StoreName),
+    actor: &Actor,
+) -> Result<Schedule, SchedulerError> {
+    authorize(&found.schedule, &schedule.owner, extensions, Access::Change)?;
+    let id = &schedule.id;
+    let jobstore = found.store.jobstore();
+    if asked != jobstore {
+        return Err(SchedulerError::Value(format!(
+            "schedule '{id}' lives in jobstore '{}'; it cannot be replaced into '{}'",
+            jobstore.as_str(),
+            asked.as_str()
+        )));
+    }
+    let stored = found
+        .store
+        .replace(schedule, false)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| not_found(id))?;
+    let (before, after) = (Some(&found.schedule), Some(&stored));
+    audit::schedule(&app.stores, actor, "replace", jobstore, before, after).await;
+    Ok(stored)
 }
 
 pub(crate) async fn update(

@@ -62,9 +62,8 @@ pub(super) async fn add(
         created_at: now,
     };
     let store = app.execution()?;
-    let creation = audit::creation(&Actor::of(extensions), store.jobstore(), &schedule);
-    store
-        .insert_recorded(&schedule, &creation)
+    let actor = Actor::of(extensions);
+    audit::insert_created(&app.stores, store.as_ref(), &actor, &schedule)
         .await
         .map_err(storage_error)?;
     app.wake.notify_one();
