@@ -373,41 +373,11 @@ pub(super) async fn backfill(
 ) -> Result<Backfill, SchedulerError> {
     let (start, end) = range;
     let max = max.unwrap_or(DEFAULT_BACKFILL);
-    if !(1..=MAX_BACKFILL).contains(&max) {
-        return Err(SchedulerError::Value(format!(
-            "max must be between 1 and {MAX_BACKFILL}, got {max}"
-        )));
-    }
-    if end < start {
-        return Err(SchedulerError::Value(format!(
-            "end {end} is before start {start}"
-        )));
-    }
     let now = Utc::now();
-    if end > now {
-        return Err(SchedulerError::Value(format!(
-            "end {end} is in the future: a backfill runs occurrences that have passed"
-        )));
-    }
+    check_backfill(range, max, now)?;
     let found = owned(app, id, owner, extensions, Access::Run).await?;
     let schedule = &found.schedule;
-    let trigger = schedule
-        .trigger
-        .compile_for(&schedule.id)
-        .map_err(|e| SchedulerError::Value(e.to_string()))?;
-    let mut occurrences = Vec::new();
-    let mut cursor = start.trunc_subsecs(3) - TimeDelta::milliseconds(1);
-    // A backfill runs what the schedule would have run: not the dates its calendars exclude.
-    while let Some(at) = trigger.next_included_after(cursor).filter(|at| *at <= end) {
-        if occurrences.len() as u32 == max {
-            return Err(SchedulerError::Value(format!(
-                "the range holds more than max = {max} occurrences; narrow it or raise max \
-                 (at most {MAX_BACKFILL})"
-            )));
-        }
-        occurrences.push(at.trunc_subsecs(3));
-        cursor = at;
-    }
+    let occurrences = backfilled_occurrences(schedule, range, max)?;
     let jobstore = found.store.jobstore();
     // Runs that may overlap all start at once; the others one after another, oldest first.
     let at_once = !schedule.target.has_duration() || schedule.policy.overlap == Overlap::AllowAll;
@@ -448,6 +418,57 @@ pub(super) async fn backfill(
         queued,
         already_in_ledger: runs.len() as u32 - queued,
     })
+}
+
+/// Checks what a backfill is asked: `max` within its bounds, and a range that has passed.
+fn check_backfill(
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    max: u32,
+    now: DateTime<Utc>,
+) -> Result<(), SchedulerError> {
+    if !(1..=MAX_BACKFILL).contains(&max) {
+        return Err(SchedulerError::Value(format!(
+            "max must be between 1 and {MAX_BACKFILL}, got {max}"
+        )));
+    }
+    if end < start {
+        return Err(SchedulerError::Value(format!(
+            "end {end} is before start {start}"
+        )));
+    }
+    if end > now {
+        return Err(SchedulerError::Value(format!(
+            "end {end} is in the future: a backfill runs occurrences that have passed"
+        )));
+    }
+    Ok(())
+}
+
+/// The occurrences of `schedule`'s trigger in `[start, end]`, oldest first, at most `max`
+/// (more is an error naming the bound). A backfill runs what the schedule would have run: not
+/// the dates its calendars exclude.
+fn backfilled_occurrences(
+    schedule: &Schedule,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    max: u32,
+) -> Result<Vec<DateTime<Utc>>, SchedulerError> {
+    let trigger = schedule
+        .trigger
+        .compile_for(&schedule.id)
+        .map_err(|e| SchedulerError::Value(e.to_string()))?;
+    let mut occurrences = Vec::new();
+    let mut cursor = start.trunc_subsecs(3) - TimeDelta::milliseconds(1);
+    while let Some(at) = trigger.next_included_after(cursor).filter(|at| *at <= end) {
+        if occurrences.len() as u32 == max {
+            return Err(SchedulerError::Value(format!(
+                "the range holds more than max = {max} occurrences; narrow it or raise max \
+                 (at most {MAX_BACKFILL})"
+            )));
+        }
+        occurrences.push(at.trunc_subsecs(3));
+        cursor = at;
+    }
+    Ok(occurrences)
 }
 
 pub(super) async fn list_runs(
