@@ -665,11 +665,26 @@ fn graph_execution(row: &Row, job: &JobState) -> Result<(String, Target), String
             },
         }
     };
+    // AutoGPT's tenancy, on rows written since it has one: "" or None is none.
+    let optional = |key: &str| -> Result<Option<String>, String> {
+        match kwargs.get(key) {
+            None | Some(Value::None) => Ok(None),
+            Some(Value::Str(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "argument {key} is a {}, not a string",
+                other.describe()
+            )),
+        }
+    };
     let target = Target::GraphExecution(GraphExecutionTarget {
         graph_id,
         graph_version,
         input_data: Json::Object(object("input_data")?),
         input_credentials: Json::Object(object("input_credentials")?),
+        organization_id: optional("organization_id")?,
+        team_id: optional("team_id")?,
+        expert_id: optional("expert_id")?,
     });
     target.validate(Origin::Api)?;
     Ok((user_id, target))

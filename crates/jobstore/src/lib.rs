@@ -27,7 +27,7 @@ pub use model::{
     AlertPolicy, DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget,
     ListFilter, Origin, Overlap, Page, Policy, RedisPublishTarget, RpcTarget, RunFilter, RunNote,
     RunOutcome, RunPlacement, RunRecord, RunStatus, Schedule, StoreName, SystemTaskTarget, Target,
-    WatchTarget, http_method,
+    Tenancy, WatchTarget, http_method,
 };
 pub use service_kit::{Database, DatabaseUrl};
 pub use sole::{LockError, SoleProcess};

@@ -211,7 +211,11 @@ pub struct Schedule {
 /// Which schedules a listing returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
+    /// Only this owner's schedules; with [`ListFilter::tenancy`], this owner's beside the
+    /// organisation's.
     pub owner: Option<String>,
+    /// AutoGPT's organisation visibility (`get_execution_schedules`).
+    pub tenancy: Option<Tenancy>,
     /// Only schedules whose owner is within these (a scoped client's listing).
     pub owners: Option<Owners>,
     pub graph_id: Option<String>,
@@ -228,6 +232,30 @@ pub struct ListFilter {
     pub page: Option<Page>,
 }
 
+/// AutoGPT's organisation visibility: a schedule is seen when it is the listing's owner's, or
+/// when it belongs to the organisation without a team or with one of `team_ids`, unless it is
+/// an expert's (those only their owner sees).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenancy {
+    pub organization_id: String,
+    pub team_ids: Vec<String>,
+}
+
+impl Tenancy {
+    /// Whether the organisation sees `target` (its owner aside).
+    pub fn admits(&self, target: &Target) -> bool {
+        let Some(graph) = target.graph() else {
+            return false;
+        };
+        graph.expert_id.is_none()
+            && graph.organization_id.as_deref() == Some(self.organization_id.as_str())
+            && graph
+                .team_id
+                .as_ref()
+                .is_none_or(|team| self.team_ids.contains(team))
+    }
+}
+
 /// A page of a listing ordered by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -237,13 +265,18 @@ pub struct Page {
 
 impl ListFilter {
     pub(crate) fn accepts(&self, schedule: &Schedule) -> bool {
-        self.owner
+        let owned = self
+            .owner
             .as_ref()
-            .is_none_or(|owner| *owner == schedule.owner)
-            && self
-                .owners
-                .as_ref()
-                .is_none_or(|owners| owners.allows(&schedule.owner))
+            .is_none_or(|owner| *owner == schedule.owner);
+        let seen = match &self.tenancy {
+            None => owned,
+            Some(tenancy) => (self.owner.is_some() && owned) || tenancy.admits(&schedule.target),
+        };
+        seen && self
+            .owners
+            .as_ref()
+            .is_none_or(|owners| owners.allows(&schedule.owner))
             && self
                 .graph_id
                 .as_deref()

@@ -21,9 +21,10 @@ pub use alerts::{Alert, AlertKind, AlertPolicy, AlertState};
 pub use error::{SchedulerError, codes};
 pub use fleet::{Fleet, FleetPhone, FleetRunner, PhoneState, RunningJob};
 pub use requests::{
-    DEFAULT_LIMIT, DEFAULT_WATCH_ATTEMPTS, DEFAULT_WATCH_INTERVAL_SECS, MAX_ID_LEN, MAX_LIMIT,
-    MAX_MESSAGE_LEN, MAX_TAG_LEN, MAX_TAGS, NewGraphSchedule, NewSchedule, NewWatch, RunQuery,
-    ScheduleQuery, ScheduleUpdate, Valid, WatchQuery, check_id, check_tags, page_limit,
+    DEFAULT_LIMIT, DEFAULT_WATCH_ATTEMPTS, DEFAULT_WATCH_INTERVAL_SECS, ExecutionScheduleQuery,
+    MAX_ID_LEN, MAX_LIMIT, MAX_MESSAGE_LEN, MAX_TAG_LEN, MAX_TAGS, NewGraphSchedule, NewSchedule,
+    NewWatch, RunQuery, ScheduleQuery, ScheduleUpdate, Valid, WatchQuery, check_id, check_tags,
+    page_limit,
 };
 pub use target::{
     DeviceJobTarget, DeviceSelector, ExpectedStatus, GraphExecutionTarget, HttpTarget, Origin,
@@ -32,9 +33,10 @@ pub use target::{
 };
 pub use triggers::{TriggerKind, TriggerSpec};
 pub use types::{
-    Backfill, CalendarView, ChangePage, FirePreview, GraphExecutionJobInfo, JobstoreStatus,
-    MinuteCount, Placement, PreviewFire, Registry, RegistryEntry, RunPage, RunStatus, Schedule,
-    ScheduleChange, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerStatus, SystemTaskEntry,
+    Backfill, COPILOT_TURN_KIND, CalendarView, ChangePage, FirePreview, GRAPH_KIND,
+    GraphExecutionJobInfo, JobstoreStatus, MinuteCount, Placement, PreviewFire, Registry,
+    RegistryEntry, RunPage, RunStatus, Schedule, ScheduleChange, SchedulePage, SchedulePolicy,
+    ScheduleRun, SchedulerStatus, SystemTaskEntry,
 };
 pub use values::{check_object, json_kind};
 pub use watch::{
@@ -51,7 +53,7 @@ use serde_json::Value;
 pub const DEFAULT_PORT: u16 = 8003;
 
 /// The methods only the admin token may call (when tokens are configured).
-pub const ADMIN_METHODS: [&str; 8] = [
+pub const ADMIN_METHODS: [&str; 17] = [
     "get_registry",
     "quarantine_device",
     "release_device",
@@ -60,7 +62,33 @@ pub const ADMIN_METHODS: [&str; 8] = [
     "execute_report_late_executions",
     "execute_report_block_error_rates",
     "execute_cleanup_expired_files",
+    "execute_flush_matured_alerts",
+    "execute_send_due_briefings",
+    "execute_cleanup_oauth_tokens",
+    "execute_report_execution_accuracy_alerts",
+    "execute_ensure_embeddings_coverage",
+    "execute_reconcile_schedule_index",
+    "execute_optimize_block_descriptions",
+    "get_parked_jobs",
+    "reconcile_parked_jobs",
 ];
+
+/// AutoGPT's maintenance tasks that a backend declares as `[[schedules]]` (an `rpc` target on
+/// the service that runs each, as `deploy/examples/autogpt.toml` does), each run on demand by
+/// `execute_<task>`: the declared schedule whose id is the task's name, run now.
+pub const DECLARED_TASKS: [&str; 7] = [
+    "flush_matured_alerts",
+    "send_due_briefings",
+    "cleanup_oauth_tokens",
+    "report_execution_accuracy_alerts",
+    "ensure_embeddings_coverage",
+    "reconcile_schedule_index",
+    "optimize_block_descriptions",
+];
+
+/// The most schedule ids `get_parked_jobs` answers per jobstore when no `limit` is given, as
+/// AutoGPT's scheduler does.
+pub const PARKED_LIMIT: u32 = 1000;
 
 /// The methods of the fleet; their parameters that do not parse (an unknown state) are
 /// answered with `ValueError`.
@@ -123,6 +151,9 @@ pub trait SchedulerApi {
         name: Option<String>,
         user_timezone: Option<String>,
         policy: Option<SchedulePolicy>,
+        organization_id: Option<String>,
+        team_id: Option<String>,
+        expert_id: Option<String>,
     ) -> RpcResult<GraphExecutionJobInfo>;
 
     /// Deletes a schedule owned by `user_id` and returns it as it was.
@@ -133,17 +164,53 @@ pub trait SchedulerApi {
         user_id: String,
     ) -> RpcResult<GraphExecutionJobInfo>;
 
-    /// Lists schedules, optionally only one graph's or one user's. Paused schedules are left
-    /// out unless `include_paused` is true (they have no `next_run_time`).
+    /// Lists schedules, optionally only one graph's or one user's. With `organization_id`, a
+    /// user sees their own schedules, the organisation's schedules without a team and those of
+    /// the teams in `team_ids`; an expert's schedules only their owner sees. Paused schedules
+    /// are left out unless `include_paused` is true (they have no `next_run_time`).
     #[method(name = "get_graph_execution_schedules", param_kind = map, with_extensions)]
     async fn get_graph_execution_schedules(
         &self,
         graph_id: Option<String>,
         user_id: Option<String>,
+        organization_id: Option<String>,
+        team_ids: Option<Vec<String>>,
         include_paused: Option<bool>,
     ) -> RpcResult<Vec<GraphExecutionJobInfo>>;
 
-    /// Pauses a schedule owned by `user_id`: no occurrence fires until it is resumed.
+    /// AutoGPT's listing of every kind of schedule: as `get_graph_execution_schedules`, with
+    /// `kind` (`graph`, the kind this service holds, or `copilot_turn`, which lists nothing)
+    /// and `session_id` (a copilot turn's, so it lists nothing either).
+    #[method(name = "get_execution_schedules", param_kind = map, with_extensions)]
+    async fn get_execution_schedules(
+        &self,
+        graph_id: Option<String>,
+        user_id: Option<String>,
+        session_id: Option<String>,
+        kind: Option<String>,
+        organization_id: Option<String>,
+        team_ids: Option<Vec<String>>,
+        include_paused: Option<bool>,
+    ) -> RpcResult<Vec<GraphExecutionJobInfo>>;
+
+    /// The schedules the engine parked (it could not plan or dispatch them), per jobstore:
+    /// `{jobstore: [schedule ids]}`, at most `limit` (default 1000) each. Admin only.
+    #[method(name = "get_parked_jobs", param_kind = map, with_extensions)]
+    async fn get_parked_jobs(
+        &self,
+        limit: Option<u32>,
+    ) -> RpcResult<std::collections::BTreeMap<String, Vec<String>>>;
+
+    /// Checks every parked schedule again and resumes those that can now be planned; answers
+    /// `{jobstore: [schedule ids resumed]}`. What still cannot be planned stays parked with its
+    /// reason. Admin only.
+    #[method(name = "reconcile_parked_jobs", param_kind = map, with_extensions)]
+    async fn reconcile_parked_jobs(
+        &self,
+    ) -> RpcResult<std::collections::BTreeMap<String, Vec<String>>>;
+
+    /// Pauses a schedule owned by `user_id`: no occurrence fires until it is resumed. False
+    /// when it already was paused.
     #[method(name = "pause_execution_schedule", param_kind = map, with_extensions)]
     async fn pause_execution_schedule(
         &self,
@@ -151,7 +218,8 @@ pub trait SchedulerApi {
         user_id: String,
     ) -> RpcResult<bool>;
 
-    /// Resumes a paused schedule; its next run is the first occurrence after now.
+    /// Resumes a paused schedule; its next run is the first occurrence after now. False when
+    /// it was not paused.
     #[method(name = "resume_execution_schedule", param_kind = map, with_extensions)]
     async fn resume_execution_schedule(
         &self,
@@ -238,6 +306,39 @@ pub trait SchedulerApi {
     /// Runs the `cleanup_expired_files` system task now.
     #[method(name = "execute_cleanup_expired_files", param_kind = map, with_extensions)]
     async fn execute_cleanup_expired_files(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `flush_matured_alerts` now (see [`DECLARED_TASKS`]) and
+    /// returns its target's answer.
+    #[method(name = "execute_flush_matured_alerts", param_kind = map, with_extensions)]
+    async fn execute_flush_matured_alerts(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `send_due_briefings` now.
+    #[method(name = "execute_send_due_briefings", param_kind = map, with_extensions)]
+    async fn execute_send_due_briefings(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `cleanup_oauth_tokens` now.
+    #[method(name = "execute_cleanup_oauth_tokens", param_kind = map, with_extensions)]
+    async fn execute_cleanup_oauth_tokens(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `report_execution_accuracy_alerts` now.
+    #[method(
+        name = "execute_report_execution_accuracy_alerts",
+        param_kind = map,
+        with_extensions
+    )]
+    async fn execute_report_execution_accuracy_alerts(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `ensure_embeddings_coverage` now.
+    #[method(name = "execute_ensure_embeddings_coverage", param_kind = map, with_extensions)]
+    async fn execute_ensure_embeddings_coverage(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `reconcile_schedule_index` now.
+    #[method(name = "execute_reconcile_schedule_index", param_kind = map, with_extensions)]
+    async fn execute_reconcile_schedule_index(&self) -> RpcResult<Value>;
+
+    /// Runs the declared schedule `optimize_block_descriptions` now.
+    #[method(name = "execute_optimize_block_descriptions", param_kind = map, with_extensions)]
+    async fn execute_optimize_block_descriptions(&self) -> RpcResult<Value>;
 
     /// This replica's state: uptime, whether it leads, the database, each jobstore with its
     /// schedule count and next run.

@@ -11,8 +11,17 @@ use triggers::TriggerSpec;
 /// A graph execution schedule as AutoGPT's `GraphExecutionJobInfo` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphExecutionJobInfo {
+    /// Always `graph`, the kind of schedule this service holds (AutoGPT's discriminator).
+    #[serde(default = "graph_kind")]
+    pub kind: String,
     pub id: String,
+    /// The schedule's id again, as AutoGPT's job arguments carry it.
+    #[serde(default)]
+    pub schedule_id: Option<String>,
     pub name: String,
+    /// The name given when the schedule was added; null when none was.
+    #[serde(default)]
+    pub agent_name: Option<String>,
     pub user_id: String,
     pub graph_id: String,
     pub graph_version: i64,
@@ -23,11 +32,31 @@ pub struct GraphExecutionJobInfo {
     pub next_run_time: Option<DateTime<FixedOffset>>,
     /// The IANA zone the cron expression is evaluated in.
     pub timezone: String,
+    /// The organisation the schedule belongs to; `""` for none, as AutoGPT stores it.
+    #[serde(default)]
+    pub organization_id: String,
+    /// The team within the organisation; null for the organisation's home.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// The hired expert the schedule belongs to, if any.
+    #[serde(default)]
+    pub expert_id: Option<String>,
     /// Why the schedule is paused, when the engine parked it (it could not plan or dispatch
     /// it): the error. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
 }
+
+fn graph_kind() -> String {
+    GRAPH_KIND.to_string()
+}
+
+/// The kind of AutoGPT schedule this service holds: `get_execution_schedules` lists it, and
+/// lists nothing for AutoGPT's other kind (`copilot_turn`).
+pub const GRAPH_KIND: &str = "graph";
+
+/// AutoGPT's schedule kind that is not scheduling of this service's (a copilot turn).
+pub const COPILOT_TURN_KIND: &str = "copilot_turn";
 
 /// Per-schedule policy; absent fields keep the defaults. On the wire it is a JSON
 /// object and nothing else: serde would take an array as the fields in order, which the API

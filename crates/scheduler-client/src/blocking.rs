@@ -1,8 +1,11 @@
 //! A blocking wrapper for callers without an async runtime.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, RunPage, Schedule, SchedulePage, ScheduleRun,
+    Backfill, ExecutionScheduleQuery, GraphExecutionJobInfo, RunPage, Schedule, SchedulePage,
+    ScheduleRun,
 };
 use serde_json::Value;
 
@@ -55,15 +58,29 @@ impl BlockingSchedulerClient {
 
     pub fn get_graph_execution_schedules(
         &self,
-        graph_id: Option<String>,
-        user_id: Option<String>,
-        include_paused: Option<bool>,
+        query: &ExecutionScheduleQuery,
     ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
         self.runtime
-            .block_on(
-                self.client
-                    .get_graph_execution_schedules(graph_id, user_id, include_paused),
-            )
+            .block_on(self.client.get_graph_execution_schedules(query))
+    }
+
+    pub fn get_execution_schedules(
+        &self,
+        query: &ExecutionScheduleQuery,
+    ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
+        self.runtime
+            .block_on(self.client.get_execution_schedules(query))
+    }
+
+    pub fn get_parked_jobs(
+        &self,
+        limit: Option<u32>,
+    ) -> Result<BTreeMap<String, Vec<String>>, Error> {
+        self.runtime.block_on(self.client.get_parked_jobs(limit))
+    }
+
+    pub fn reconcile_parked_jobs(&self) -> Result<BTreeMap<String, Vec<String>>, Error> {
+        self.runtime.block_on(self.client.reconcile_parked_jobs())
     }
 
     pub fn pause_execution_schedule(

@@ -8,7 +8,11 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), scheduler_client::Error> {
 //! let client = scheduler_client::SchedulerClient::from_env()?;
-//! let schedules = client.get_graph_execution_schedules(None, Some("user-1".into()), None).await?;
+//! let query = scheduler_client::ExecutionScheduleQuery {
+//!     user_id: Some("user-1".into()),
+//!     ..Default::default()
+//! };
+//! let schedules = client.get_graph_execution_schedules(&query).await?;
 //! # Ok(()) }
 //! ```
 
@@ -20,6 +24,7 @@ mod general;
 mod preview;
 mod watches;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,9 +32,10 @@ use backon::{ExponentialBuilder, Retryable};
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HeaderMap, HeaderValue, HttpClient, HttpClientBuilder};
 pub use scheduler_api::{
-    Backfill, GraphExecutionJobInfo, JobstoreStatus, Overlap, Placement, Registry, RegistryEntry,
-    RunPage, RunStatus, Schedule, SchedulePage, SchedulePolicy, ScheduleRun, SchedulerApiClient,
-    SchedulerError, SchedulerStatus, SystemTaskEntry, Target, TriggerKind, TriggerSpec,
+    Backfill, ExecutionScheduleQuery, GraphExecutionJobInfo, JobstoreStatus, Overlap, Placement,
+    Registry, RegistryEntry, RunPage, RunStatus, Schedule, SchedulePage, SchedulePolicy,
+    ScheduleRun, SchedulerApiClient, SchedulerError, SchedulerStatus, SystemTaskEntry, Target,
+    TriggerKind, TriggerSpec,
 };
 pub use scheduler_api::{
     Check, CheckResult, Delivery, DeliveryState, OnComplete, Watch, WatchPage, WatchStatus,
@@ -211,6 +217,9 @@ impl SchedulerClient {
                     s.name,
                     s.user_timezone,
                     s.policy,
+                    s.organization_id,
+                    s.team_id,
+                    s.expert_id,
                 )
                 .await
             }
@@ -234,20 +243,65 @@ impl SchedulerClient {
         .await
     }
 
+    /// Graph schedules as `query` asks (its `kind` and `session_id` are
+    /// [`SchedulerClient::get_execution_schedules`]'s and are not sent).
     pub async fn get_graph_execution_schedules(
         &self,
-        graph_id: Option<String>,
-        user_id: Option<String>,
-        include_paused: Option<bool>,
+        query: &ExecutionScheduleQuery,
     ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
         self.call(|rpc| {
-            let (graph_id, user_id) = (graph_id.clone(), user_id.clone());
+            let q = query.clone();
             async move {
-                rpc.get_graph_execution_schedules(graph_id, user_id, include_paused)
-                    .await
+                rpc.get_graph_execution_schedules(
+                    q.graph_id,
+                    q.user_id,
+                    q.organization_id,
+                    q.team_ids,
+                    Some(q.include_paused),
+                )
+                .await
             }
         })
         .await
+    }
+
+    /// AutoGPT's listing of every kind of schedule, as `query` asks.
+    pub async fn get_execution_schedules(
+        &self,
+        query: &ExecutionScheduleQuery,
+    ) -> Result<Vec<GraphExecutionJobInfo>, Error> {
+        self.call(|rpc| {
+            let q = query.clone();
+            async move {
+                rpc.get_execution_schedules(
+                    q.graph_id,
+                    q.user_id,
+                    q.session_id,
+                    q.kind,
+                    q.organization_id,
+                    q.team_ids,
+                    Some(q.include_paused),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    /// The schedules the engine parked, per jobstore, at most `limit` each (admin token).
+    pub async fn get_parked_jobs(
+        &self,
+        limit: Option<u32>,
+    ) -> Result<BTreeMap<String, Vec<String>>, Error> {
+        self.call(|rpc| async move { rpc.get_parked_jobs(limit).await })
+            .await
+    }
+
+    /// Resumes the parked schedules that can be planned again; their ids per jobstore (admin
+    /// token).
+    pub async fn reconcile_parked_jobs(&self) -> Result<BTreeMap<String, Vec<String>>, Error> {
+        self.call(|rpc| async move { rpc.reconcile_parked_jobs().await })
+            .await
     }
 
     pub async fn pause_execution_schedule(
@@ -330,7 +384,8 @@ impl SchedulerClient {
             .await
     }
 
-    /// Runs a system task now by name (see `scheduler_api::SYSTEM_TASKS`).
+    /// Runs a system task now by name (see `scheduler_api::SYSTEM_TASKS` and
+    /// `scheduler_api::DECLARED_TASKS`).
     pub async fn execute_system_task(
         &self,
         task: &str,
@@ -349,6 +404,17 @@ impl SchedulerClient {
                     "report_late_executions" => rpc.execute_report_late_executions().await,
                     "report_block_error_rates" => rpc.execute_report_block_error_rates().await,
                     "cleanup_expired_files" => rpc.execute_cleanup_expired_files().await,
+                    "flush_matured_alerts" => rpc.execute_flush_matured_alerts().await,
+                    "send_due_briefings" => rpc.execute_send_due_briefings().await,
+                    "cleanup_oauth_tokens" => rpc.execute_cleanup_oauth_tokens().await,
+                    "report_execution_accuracy_alerts" => {
+                        rpc.execute_report_execution_accuracy_alerts().await
+                    }
+                    "ensure_embeddings_coverage" => rpc.execute_ensure_embeddings_coverage().await,
+                    "reconcile_schedule_index" => rpc.execute_reconcile_schedule_index().await,
+                    "optimize_block_descriptions" => {
+                        rpc.execute_optimize_block_descriptions().await
+                    }
                     other => Err(ClientError::Custom(format!(
                         "unknown system task '{other}'"
                     ))),

@@ -445,6 +445,7 @@ pub(crate) fn graph_execution(i: usize) -> Target {
         graph_version: 1,
         input_data: json!({"text": "benchmark"}),
         input_credentials: json!({}),
+        ..Default::default()
     })
 }
 

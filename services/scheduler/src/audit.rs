@@ -10,6 +10,34 @@ use service_kit::auth::Caller;
 
 use crate::stores::Stores;
 
+/// Whether a paused schedule was parked by the engine (it could not plan or dispatch it)
+/// rather than paused by a caller, who may give a reason too: the newest pause, park or
+/// resume in the audit log says; without one (no audit log, or an older history), a pause with
+/// a reason is taken for a park, since the engine always gives one.
+pub(crate) async fn parked_by_engine(
+    stores: &Stores,
+    schedule: &Schedule,
+) -> Result<bool, StoreError> {
+    if !schedule.paused {
+        return Ok(false);
+    }
+    if let Some(log) = stores.changes() {
+        let filter = jobstore::ChangeFilter {
+            schedule_id: Some(schedule.id.clone()),
+            limit: 50,
+            ..jobstore::ChangeFilter::default()
+        };
+        let changes = log.changes(&filter).await?;
+        let newest = changes
+            .iter()
+            .find(|c| matches!(c.action.as_str(), "pause" | "park" | "resume"));
+        if let Some(change) = newest {
+            return Ok(change.action == "park");
+        }
+    }
+    Ok(schedule.paused_reason.is_some())
+}
+
 /// The route of a call that reached the API's handlers through another surface than
 /// JSON-RPC: the surface puts it in the call's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,7 +108,8 @@ impl SqlStore {
     /// order: the tag's in `schedule_tags`, the owner's, the target kind's (migration 0007), or
     /// the paused ones' (migration 0008). The parameters are always bound in the same order:
     /// owner, graph id, target kind, paused (unused: the flag is written out), tag, page
-    /// start, page size, jobstore, the names and the prefixes of a client's owners.
+    /// start, page size, jobstore, the names and the prefixes of a client's owners, the
+    /// organisation and its teams (AutoGPT's visibility).
     /// The rows of the listing with `filter`, its query run behind `prefix` (empty, or an
     /// `EXPLAIN`).
     pub(super) async fn listing_rows(
@@ -119,6 +120,13 @@ impl SqlStore {
     ) -> Result<Vec<Row>, StoreError> {
         let (sql, after, limit) = self.listing(filter);
         let (names, prefixes) = List::owners(filter.owners.as_ref());
+        let (organization, teams) = match &filter.tenancy {
+            Some(t) => (
+                Some(t.organization_id.as_str()),
+                List::of(t.team_ids.iter().map(String::as_str)),
+            ),
+            None => (None, List(Vec::new())),
+        };
         Ok(on_db!(
             conn,
             rows,
@@ -133,6 +141,8 @@ impl SqlStore {
             self.jobstore.as_str(),
             names,
             prefixes,
+            organization,
+            teams,
         ))
     }
 
@@ -158,8 +168,18 @@ impl SqlStore {
             conditions.push_str(" AND ");
             conditions.push_str(&condition);
         };
-        if filter.owner.is_some() {
-            and("owner = $1".into());
+        match &filter.tenancy {
+            // AutoGPT's organisation visibility (`jobstore::Tenancy::admits`).
+            Some(_) => and(format!(
+                "(owner = $1 OR ({expert} IS NULL AND {organization} = $11 \
+                 AND ({team} IS NULL OR {in_teams})))",
+                expert = d.json_text("target", "expert_id"),
+                organization = d.json_text("target", "organization_id"),
+                team = d.json_text("target", "team_id"),
+                in_teams = d.in_list(&d.json_text("target", "team_id"), "$12"),
+            )),
+            None if filter.owner.is_some() => and("owner = $1".into()),
+            None => {}
         }
         if filter.owners.is_some() {
             and(d.in_owners("owner", "$9", "$10"));

@@ -54,6 +54,7 @@ fn schedule(id: &str, owner: &str, graph: &str, next: Option<&str>) -> Schedule 
             graph_version: 3,
             input_data: json!({"text": "héllo", "n": 1}),
             input_credentials: json!({}),
+            ..Default::default()
         }),
         policy: Policy::default(),
         paused: false,

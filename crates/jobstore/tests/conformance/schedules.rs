@@ -291,7 +291,74 @@ async fn a_tags_listing_follows_replace_and_delete(store: Arc<dyn JobStore>) {
     );
 }
 
+/// AutoGPT's organisation visibility: own schedules, the organisation's home and the teams
+/// named, never another's expert schedule.
+async fn a_listing_by_organisation_sees_its_home_its_teams_and_its_own(store: Arc<dyn JobStore>) {
+    let tenant =
+        |id: &str, owner: &str, org: Option<&str>, team: Option<&str>, expert: Option<&str>| {
+            let mut row = schedule(id, owner, "g1", Some("2026-01-01T10:00:00Z"));
+            if let Target::GraphExecution(graph) = &mut row.target {
+                graph.organization_id = org.map(str::to_string);
+                graph.team_id = team.map(str::to_string);
+                graph.expert_id = expert.map(str::to_string);
+            }
+            row
+        };
+    let rows = [
+        tenant("own", "u1", None, None, None),
+        tenant("home", "u2", Some("o"), None, None),
+        tenant("team-a", "u2", Some("o"), Some("a"), None),
+        tenant("team-b", "u2", Some("o"), Some("b"), None),
+        tenant("elsewhere", "u3", Some("p"), None, None),
+        tenant("expert", "u2", Some("o"), None, Some("e")),
+        tenant("own-expert", "u1", Some("o"), None, Some("e2")),
+    ];
+    for row in &rows {
+        store.insert(row).await.unwrap();
+    }
+    let listed = |owner: Option<&str>, org: &str, teams: &[&str]| {
+        let filter = ListFilter {
+            owner: owner.map(str::to_string),
+            tenancy: Some(jobstore::Tenancy {
+                organization_id: org.into(),
+                team_ids: teams.iter().map(|t| t.to_string()).collect(),
+            }),
+            ..Default::default()
+        };
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .list(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        listed(Some("u1"), "o", &["a"]).await,
+        ["home", "own", "own-expert", "team-a"]
+    );
+    assert_eq!(
+        listed(None, "o", &[]).await,
+        ["home"],
+        "no owner: no expert schedule"
+    );
+    assert_eq!(
+        listed(Some("u3"), "o", &["a", "b"]).await,
+        ["elsewhere", "home", "team-a", "team-b"]
+    );
+    assert_eq!(
+        listed(Some("u9"), "nobody", &["a"]).await,
+        Vec::<String>::new()
+    );
+}
+
 test_support::backend_matrix!(fixture = store_on; [memory, sqlite, postgres] [
+    a_listing_by_organisation_sees_its_home_its_teams_and_its_own,
     insert_get_and_conflict,
     insert_many_is_all_or_nothing,
     list_filters_by_owner_graph_and_activity,

@@ -21,6 +21,12 @@ pub struct NewGraphSchedule {
     pub user_timezone: Option<String>,
     /// Only `coalesce` and `misfire_grace_secs`, the policy APScheduler has.
     pub policy: Option<SchedulePolicy>,
+    /// The organisation the schedule belongs to; `None` (or blank) for none.
+    pub organization_id: Option<String>,
+    /// The team within the organisation; `None` for the organisation's home.
+    pub team_id: Option<String>,
+    /// The hired expert the schedule belongs to; its owner alone sees it.
+    pub expert_id: Option<String>,
 }
 
 impl NewGraphSchedule {
@@ -30,6 +36,17 @@ impl NewGraphSchedule {
     pub fn validate(mut self) -> Result<Valid<Self>, SchedulerError> {
         check_id("user_id", &self.user_id)?;
         check_id("graph_id", &self.graph_id)?;
+        // Blank is absent, as AutoGPT stores a graph schedule's missing organisation as "".
+        for (field, id) in [
+            ("organization_id", &mut self.organization_id),
+            ("team_id", &mut self.team_id),
+            ("expert_id", &mut self.expert_id),
+        ] {
+            if let Some(given) = id.take().filter(|i| !i.trim().is_empty()) {
+                check_id(field, &given)?;
+                *id = Some(given);
+            }
+        }
         check_object("input_data", &self.input_data).map_err(SchedulerError::Value)?;
         let credentials = self
             .input_credentials
@@ -80,5 +97,39 @@ fn refuse_general_policy(policy: &SchedulePolicy) -> Result<(), SchedulerError> 
              only coalesce and misfire_grace_secs; use create_schedule for the general policy"
         ))),
         None => Ok(()),
+    }
+}
+
+/// What AutoGPT's `get_execution_schedules` (and `get_graph_execution_schedules`) list, with
+/// its visibility rule: with `organization_id`, the user's own schedules, the organisation's
+/// schedules without a team and those of the teams in `team_ids`; an expert's schedules only
+/// to their owner; without `user_id` and `organization_id`, every schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionScheduleQuery {
+    pub graph_id: Option<String>,
+    pub user_id: Option<String>,
+    /// A copilot turn's session: this service holds none, so a listing by session is empty.
+    pub session_id: Option<String>,
+    /// `graph`, `copilot_turn` (lists nothing here) or `None` for every kind.
+    pub kind: Option<String>,
+    pub organization_id: Option<String>,
+    pub team_ids: Option<Vec<String>>,
+    /// Paused schedules are left out unless this is set.
+    pub include_paused: bool,
+}
+
+impl ExecutionScheduleQuery {
+    /// Checks the kind, and whether the query can match a schedule this service holds at all
+    /// (`false` for a copilot turn's kind or session).
+    pub fn lists_graphs(&self) -> Result<bool, SchedulerError> {
+        match self.kind.as_deref() {
+            None | Some(crate::GRAPH_KIND) => Ok(self.session_id.is_none()),
+            Some(crate::COPILOT_TURN_KIND) => Ok(false),
+            Some(other) => Err(SchedulerError::Value(format!(
+                "kind must be '{}' or '{}', got '{other}'",
+                crate::GRAPH_KIND,
+                crate::COPILOT_TURN_KIND
+            ))),
+        }
     }
 }

@@ -13,7 +13,7 @@ mod graph;
 mod schedules;
 mod watches;
 
-pub use graph::NewGraphSchedule;
+pub use graph::{ExecutionScheduleQuery, NewGraphSchedule};
 pub use schedules::{NewSchedule, RunQuery, ScheduleQuery, ScheduleUpdate};
 pub use watches::{
     DEFAULT_WATCH_ATTEMPTS, DEFAULT_WATCH_INTERVAL_SECS, MAX_MESSAGE_LEN, NewWatch, WatchQuery,

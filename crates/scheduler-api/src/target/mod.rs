@@ -128,8 +128,14 @@ impl Target {
     }
 
     pub fn graph_id(&self) -> Option<&str> {
+        self.graph().map(|graph| graph.graph_id.as_str())
+    }
+
+    /// The graph execution a `graph_execution` target runs (with AutoGPT's tenancy); `None`
+    /// for the other kinds.
+    pub fn graph(&self) -> Option<&GraphExecutionTarget> {
         match self {
-            Target::GraphExecution(graph) => Some(&graph.graph_id),
+            Target::GraphExecution(graph) => Some(graph),
             _ => None,
         }
     }

@@ -163,6 +163,7 @@ mod tests {
                     graph_version: 1,
                     input_data: serde_json::json!({}),
                     input_credentials: serde_json::json!({}),
+                    ..Default::default()
                 }),
                 policy: Policy::default(),
                 tags: Vec::new(),

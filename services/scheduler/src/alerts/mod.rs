@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jobstore::{
-    Alert, AlertFilter, AlertKind, AlertLog, AlertPolicy, AlertState, ChangeFilter, StoreError,
-    Watched,
+    Alert, AlertFilter, AlertKind, AlertLog, AlertPolicy, AlertState, StoreError, Watched,
 };
 use serde::{Deserialize, Serialize};
 use service_kit::config::duration;
@@ -34,6 +33,7 @@ use channels::Channels;
 pub use channels::{ChannelConfig, ChannelKind};
 use judge::{Verdict, judge};
 
+use crate::audit;
 use crate::outbound::Outbound;
 use crate::stores::Stores;
 use crate::telemetry;
@@ -198,7 +198,8 @@ impl Alerting {
                     let policy = watched.schedule.policy.alerts.over(defaults);
                     // Only the missing check asks who paused a schedule.
                     let asks = policy.missing_after_secs.is_some() && watched.schedule.paused;
-                    let by_caller = asks && self.paused_by_caller(watched).await?;
+                    let by_caller =
+                        asks && !audit::parked_by_engine(&self.stores, &watched.schedule).await?;
                     for (kind, verdict) in judge(watched, policy, now, by_caller) {
                         let key = (jobstore.clone(), watched.schedule.id.clone(), kind);
                         let was_open = open.remove(&key);
@@ -294,28 +295,6 @@ impl Alerting {
             tracing::info!(alert = %alert.id, kind = alert.kind.as_str(), schedule_id = %alert.schedule_id, resolution = why, "alert resolved");
         }
         Ok(())
-    }
-
-    /// Whether a paused schedule was paused by a caller rather than parked by the engine: the
-    /// newest pause, park or resume in the audit log says; without one, a pause with no
-    /// reason is a caller's (the engine always gives one).
-    async fn paused_by_caller(&self, watched: &Watched) -> Result<bool, StoreError> {
-        let schedule = &watched.schedule;
-        if let Some(log) = self.stores.changes() {
-            let filter = ChangeFilter {
-                schedule_id: Some(schedule.id.clone()),
-                limit: 50,
-                ..ChangeFilter::default()
-            };
-            let changes = log.changes(&filter).await?;
-            let newest = changes
-                .iter()
-                .find(|c| matches!(c.action.as_str(), "pause" | "park" | "resume"));
-            if let Some(change) = newest {
-                return Ok(change.action != "park");
-            }
-        }
-        Ok(schedule.paused_reason.is_none())
     }
 
     /// Sends the messages due, in rounds, until none is left for now.

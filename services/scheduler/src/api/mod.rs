@@ -7,6 +7,7 @@ mod changes;
 mod cron;
 mod fleet;
 pub(crate) mod general;
+mod parked;
 mod preview;
 mod registry;
 mod runs;
@@ -16,16 +17,18 @@ mod system;
 mod views;
 mod watches;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use jsonrpsee::Extensions;
 use jsonrpsee::core::{RpcResult, async_trait};
 use scheduler_api::{
-    Backfill, Check, FirePreview, Fleet, FleetPhone, GraphExecutionJobInfo, NewGraphSchedule,
-    NewSchedule, NewWatch, PhoneState, Registry, RunPage, RunQuery, RunStatus, Schedule,
-    SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate, SchedulerApiServer,
-    SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage, WatchQuery,
+    Backfill, Check, ExecutionScheduleQuery, FirePreview, Fleet, FleetPhone, GraphExecutionJobInfo,
+    NewGraphSchedule, NewSchedule, NewWatch, PhoneState, Registry, RunPage, RunQuery, RunStatus,
+    Schedule, SchedulePage, SchedulePolicy, ScheduleQuery, ScheduleRun, ScheduleUpdate,
+    SchedulerApiServer, SchedulerError, SchedulerStatus, Target, TriggerSpec, Watch, WatchPage,
+    WatchQuery,
 };
 use serde_json::Value;
 
@@ -47,12 +50,21 @@ impl RpcHandler {
         task: SystemTask,
         kwargs: Option<Value>,
     ) -> RpcResult<Value> {
-        let method = format!("execute_{}", task.as_str());
+        self.admin(&format!("execute_{}", task.as_str()), extensions)?;
+        Ok(system::execute(&self.app, task, kwargs).await?)
+    }
+
+    /// `execute_<task>` of a task a backend declares ([`scheduler_api::DECLARED_TASKS`]).
+    async fn execute_declared(&self, extensions: &Extensions, task: &str) -> RpcResult<Value> {
+        self.admin(&format!("execute_{task}"), extensions)?;
+        Ok(system::execute_declared(&self.app, task).await?)
+    }
+
+    fn admin(&self, method: &str, extensions: &Extensions) -> Result<(), SchedulerError> {
         self.app
             .auth
-            .check_admin(&method, extensions)
-            .map_err(SchedulerError::Unauthorized)?;
-        Ok(system::execute(&self.app, task, kwargs).await?)
+            .check_admin(method, extensions)
+            .map_err(SchedulerError::Unauthorized)
     }
 }
 
@@ -72,6 +84,9 @@ impl SchedulerApiServer for RpcHandler {
         name: Option<String>,
         user_timezone: Option<String>,
         policy: Option<SchedulePolicy>,
+        organization_id: Option<String>,
+        team_id: Option<String>,
+        expert_id: Option<String>,
     ) -> RpcResult<GraphExecutionJobInfo> {
         let request = NewGraphSchedule {
             user_id,
@@ -83,6 +98,9 @@ impl SchedulerApiServer for RpcHandler {
             name,
             user_timezone,
             policy,
+            organization_id,
+            team_id,
+            expert_id,
         };
         Ok(schedules::add(&self.app, extensions, request.validate()?).await?)
     }
@@ -101,16 +119,63 @@ impl SchedulerApiServer for RpcHandler {
         extensions: &Extensions,
         graph_id: Option<String>,
         user_id: Option<String>,
+        organization_id: Option<String>,
+        team_ids: Option<Vec<String>>,
         include_paused: Option<bool>,
     ) -> RpcResult<Vec<GraphExecutionJobInfo>> {
-        Ok(schedules::list(
-            &self.app,
+        // As AutoGPT's: the listing of every kind, of the graph kind.
+        let kind = Some(scheduler_api::GRAPH_KIND.to_string());
+        self.get_execution_schedules(
             extensions,
             graph_id,
             user_id,
-            include_paused.unwrap_or(false),
+            None,
+            kind,
+            organization_id,
+            team_ids,
+            include_paused,
         )
-        .await?)
+        .await
+    }
+
+    async fn get_execution_schedules(
+        &self,
+        extensions: &Extensions,
+        graph_id: Option<String>,
+        user_id: Option<String>,
+        session_id: Option<String>,
+        kind: Option<String>,
+        organization_id: Option<String>,
+        team_ids: Option<Vec<String>>,
+        include_paused: Option<bool>,
+    ) -> RpcResult<Vec<GraphExecutionJobInfo>> {
+        let query = ExecutionScheduleQuery {
+            graph_id,
+            user_id,
+            session_id,
+            kind,
+            organization_id,
+            team_ids,
+            include_paused: include_paused.unwrap_or(false),
+        };
+        Ok(schedules::list(&self.app, extensions, query).await?)
+    }
+
+    async fn get_parked_jobs(
+        &self,
+        extensions: &Extensions,
+        limit: Option<u32>,
+    ) -> RpcResult<BTreeMap<String, Vec<String>>> {
+        self.admin("get_parked_jobs", extensions)?;
+        Ok(parked::list(&self.app, extensions, limit).await?)
+    }
+
+    async fn reconcile_parked_jobs(
+        &self,
+        extensions: &Extensions,
+    ) -> RpcResult<BTreeMap<String, Vec<String>>> {
+        self.admin("reconcile_parked_jobs", extensions)?;
+        Ok(parked::reconcile(&self.app, extensions).await?)
     }
 
     async fn pause_execution_schedule(
@@ -229,11 +294,52 @@ impl SchedulerApiServer for RpcHandler {
             .await
     }
 
+    async fn execute_flush_matured_alerts(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute_declared(extensions, "flush_matured_alerts")
+            .await
+    }
+
+    async fn execute_send_due_briefings(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute_declared(extensions, "send_due_briefings")
+            .await
+    }
+
+    async fn execute_cleanup_oauth_tokens(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute_declared(extensions, "cleanup_oauth_tokens")
+            .await
+    }
+
+    async fn execute_report_execution_accuracy_alerts(
+        &self,
+        extensions: &Extensions,
+    ) -> RpcResult<Value> {
+        self.execute_declared(extensions, "report_execution_accuracy_alerts")
+            .await
+    }
+
+    async fn execute_ensure_embeddings_coverage(
+        &self,
+        extensions: &Extensions,
+    ) -> RpcResult<Value> {
+        self.execute_declared(extensions, "ensure_embeddings_coverage")
+            .await
+    }
+
+    async fn execute_reconcile_schedule_index(&self, extensions: &Extensions) -> RpcResult<Value> {
+        self.execute_declared(extensions, "reconcile_schedule_index")
+            .await
+    }
+
+    async fn execute_optimize_block_descriptions(
+        &self,
+        extensions: &Extensions,
+    ) -> RpcResult<Value> {
+        self.execute_declared(extensions, "optimize_block_descriptions")
+            .await
+    }
+
     async fn get_registry(&self, extensions: &Extensions) -> RpcResult<Registry> {
-        self.app
-            .auth
-            .check_admin("get_registry", extensions)
-            .map_err(SchedulerError::Unauthorized)?;
+        self.admin("get_registry", extensions)?;
         Ok(registry::registry(&self.app).await?)
     }
 

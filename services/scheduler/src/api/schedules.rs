@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
-use jobstore::{JobStore, ListFilter, Policy, Schedule, Target};
+use jobstore::{JobStore, ListFilter, Policy, Schedule, Target, Tenancy};
 use scheduler_api::{
-    GraphExecutionJobInfo, GraphExecutionTarget, NewGraphSchedule, SchedulerError, Valid,
+    ExecutionScheduleQuery, GraphExecutionJobInfo, GraphExecutionTarget, NewGraphSchedule,
+    SchedulerError, Valid,
 };
 
 use jsonrpsee::Extensions;
@@ -14,9 +15,6 @@ use crate::api::access::{self, Access, Who};
 use crate::api::views;
 use crate::app::{App, storage_error};
 use crate::audit::{self, Actor};
-
-/// The name AutoGPT's scheduler gives a schedule added without one (its job function's name).
-const DEFAULT_NAME: &str = "execute_graph";
 
 /// `add_graph_execution_schedule`: stores the schedule, its first run the next fire after now.
 pub(super) async fn add(
@@ -45,7 +43,7 @@ pub(super) async fn add(
         name: request
             .name
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NAME.to_string()),
+            .unwrap_or_else(|| views::DEFAULT_GRAPH_NAME.to_string()),
         owner: request.user_id,
         trigger: trigger.into(),
         target: Target::GraphExecution(GraphExecutionTarget {
@@ -53,6 +51,9 @@ pub(super) async fn add(
             graph_version: request.graph_version,
             input_data: request.input_data,
             input_credentials: request.input_credentials.unwrap_or_default(),
+            organization_id: request.organization_id,
+            team_id: request.team_id,
+            expert_id: request.expert_id,
         }),
         policy,
         paused: false,
@@ -96,19 +97,30 @@ pub(super) async fn delete(
     views::job_info(&deleted)
 }
 
+/// `get_execution_schedules` and `get_graph_execution_schedules`: AutoGPT's listing with its
+/// organisation visibility ([`jobstore::Tenancy`]), within a scoped client's owners.
 pub(super) async fn list(
     app: &App,
     extensions: &Extensions,
-    graph_id: Option<String>,
-    user_id: Option<String>,
-    include_paused: bool,
+    query: ExecutionScheduleQuery,
 ) -> Result<Vec<GraphExecutionJobInfo>, SchedulerError> {
-    let owners = access::listing_scope_naming(user_id.as_deref(), extensions)?;
+    if !query.lists_graphs()? {
+        return Ok(Vec::new());
+    }
+    let owners = access::listing_scope_naming(query.user_id.as_deref(), extensions)?;
+    let tenancy = query
+        .organization_id
+        .filter(|o| !o.trim().is_empty())
+        .map(|organization_id| Tenancy {
+            organization_id,
+            team_ids: query.team_ids.unwrap_or_default(),
+        });
     let filter = ListFilter {
-        owner: user_id,
+        owner: query.user_id,
+        tenancy,
         owners,
-        graph_id,
-        include_inactive: include_paused,
+        graph_id: query.graph_id,
+        include_inactive: query.include_paused,
         ..ListFilter::default()
     };
     let schedules = app
@@ -132,8 +144,9 @@ pub(super) async fn set_paused(
 ) -> Result<bool, SchedulerError> {
     let store = app.execution()?;
     let schedule = owned_schedule(store, schedule_id, Who::owner(user_id, extensions)).await?;
+    // As AutoGPT answers: false when there was nothing to change.
     if schedule.paused == paused {
-        return Ok(true);
+        return Ok(false);
     }
     let next_run_at = if paused {
         None

@@ -1,8 +1,10 @@
 //! `execute_<task>`: run a system task now, as an occurrence in the run ledger under the task's
 //! id, and answer with its result.
 
+use std::sync::Arc;
+
 use chrono::{SubsecRound, TimeDelta, Utc};
-use jobstore::{RunRecord, RunStatus};
+use jobstore::{JobStore, RunRecord, RunStatus};
 use scheduler_api::SchedulerError;
 use serde_json::Value;
 
@@ -45,11 +47,37 @@ pub(super) async fn execute(
         task: task.as_str().to_string(),
         kwargs: kwargs.unwrap_or_else(|| declared.declaration.kwargs.clone()),
     });
+    run_now(app, store, &declared.declaration.id, target).await
+}
+
+/// `execute_<task>` of one of AutoGPT's tasks a backend declares ([`scheduler_api::DECLARED_TASKS`]):
+/// the declared schedule whose id is the task's name, run now.
+pub(super) async fn execute_declared(app: &App, task: &str) -> Result<Value, SchedulerError> {
+    for store in app.stores.all() {
+        let found = store.get(task).await.map_err(storage_error)?;
+        if let Some(schedule) = found.filter(|s| s.owner == OWNER) {
+            return run_now(app, store, &schedule.id, schedule.target).await;
+        }
+    }
+    Err(SchedulerError::Runtime(format!(
+        "task '{task}' is not declared: add a [[schedules]] entry with id = \"{task}\" \
+         (deploy/examples/autogpt.toml declares AutoGPT's tasks)"
+    )))
+}
+
+/// Runs `target` now as an occurrence of the system schedule `id` in `store`'s ledger, and
+/// answers with its result.
+async fn run_now(
+    app: &App,
+    store: &Arc<dyn JobStore>,
+    id: &str,
+    target: jobstore::Target,
+) -> Result<Value, SchedulerError> {
     let now = Utc::now().trunc_subsecs(3);
     let mut run = RunRecord {
-        schedule_id: declared.declaration.id.clone(),
+        schedule_id: id.to_string(),
         scheduled_time: now,
-        jobstore: declared.declaration.jobstore,
+        jobstore: store.jobstore(),
         owner: OWNER.to_string(),
         target,
         policy: jobstore::Policy::default(),
@@ -70,8 +98,7 @@ pub(super) async fn execute(
     }
     if !recorded {
         return Err(SchedulerError::Runtime(format!(
-            "system task '{}' is being started too often; try again",
-            declared.declaration.id
+            "system task '{id}' is being started too often; try again"
         )));
     }
     tracing::info!(schedule_id = %run.schedule_id, scheduled_time = %run.scheduled_time, "system task started by hand");
@@ -79,8 +106,7 @@ pub(super) async fn execute(
     let result = match result {
         Some(result) => Ok(result),
         None => Err(SchedulerError::Runtime(format!(
-            "system task '{}' failed: {}",
-            declared.declaration.id,
+            "system task '{id}' failed: {}",
             outcome.detail.as_deref().unwrap_or("no detail")
         ))),
     };

@@ -9,6 +9,9 @@ use scheduler_api::{
     TriggerKind,
 };
 
+/// The name AutoGPT's scheduler gives a graph schedule added without one (its job function's).
+pub(crate) const DEFAULT_GRAPH_NAME: &str = "execute_graph";
+
 /// How many fire times a schedule shows.
 const UPCOMING: usize = 5;
 
@@ -98,6 +101,9 @@ pub(crate) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
         graph_version,
         input_data,
         input_credentials,
+        organization_id,
+        team_id,
+        expert_id,
     }) = &schedule.target
     else {
         return Err(SchedulerError::NotFound(format!(
@@ -114,8 +120,12 @@ pub(crate) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
     };
     let zone = triggers::parse_timezone(&zone_name).unwrap_or(chrono_tz::Tz::UTC);
     Ok(GraphExecutionJobInfo {
+        kind: scheduler_api::GRAPH_KIND.to_string(),
         id: schedule.id.clone(),
+        schedule_id: Some(schedule.id.clone()),
         name: schedule.name.clone(),
+        // A schedule added without a name bears AutoGPT's job function's name.
+        agent_name: Some(schedule.name.clone()).filter(|n| n != DEFAULT_GRAPH_NAME),
         user_id: schedule.owner.clone(),
         graph_id: graph_id.clone(),
         graph_version: *graph_version,
@@ -126,6 +136,9 @@ pub(crate) fn job_info(schedule: &Schedule) -> Result<GraphExecutionJobInfo, Sch
             .next_run_at
             .map(|at: DateTime<Utc>| at.with_timezone(&zone).fixed_offset()),
         timezone: zone_name,
+        organization_id: organization_id.clone().unwrap_or_default(),
+        team_id: team_id.clone(),
+        expert_id: expert_id.clone(),
         paused_reason: schedule.paused_reason.clone(),
     })
 }

@@ -40,9 +40,10 @@ impl Kind for GraphExecutionTarget {
     }
 }
 
-/// The parameters of `add_graph_execution` for a run. The ledger key goes along as the
-/// idempotency key, so the execution service can drop a repeat after a crash between dispatch
-/// and recording.
+/// The parameters of `add_graph_execution` for a run, as AutoGPT's scheduler sends them
+/// (the tenancy, `trigger` and `trigger_ref`). The ledger key goes along as the idempotency
+/// key, so the execution service can drop a repeat after a crash between dispatch and
+/// recording.
 fn params(graph: &GraphExecutionTarget, run: &RunRecord) -> Value {
     json!({
         "user_id": run.owner,
@@ -50,6 +51,11 @@ fn params(graph: &GraphExecutionTarget, run: &RunRecord) -> Value {
         "graph_version": graph.graph_version,
         "inputs": graph.input_data,
         "graph_credentials_inputs": graph.input_credentials,
+        "organization_id": graph.organization_id.as_deref().unwrap_or_default(),
+        "team_id": graph.team_id,
+        "expert_id": graph.expert_id,
+        "trigger": "SCHEDULE",
+        "trigger_ref": run.schedule_id,
         "schedule_id": run.schedule_id,
         "scheduled_time": run.scheduled_time.to_rfc3339_opts(SecondsFormat::Secs, true),
         "idempotency_key": run.idempotency_key(),

@@ -58,14 +58,14 @@ async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
     };
     assert_eq!(
         ids(client
-            .get_graph_execution_schedules(None, Some("u1".into()), None)
+            .get_graph_execution_schedules(&crate::helpers::listing(None, Some("u1".into()), None))
             .await
             .unwrap()),
         [added.id.clone(), other.id.clone()]
     );
     assert_eq!(
         ids(client
-            .get_graph_execution_schedules(Some("g2".into()), None, None)
+            .get_graph_execution_schedules(&crate::helpers::listing(Some("g2".into()), None, None))
             .await
             .unwrap()),
         [other.id.as_str()]
@@ -79,13 +79,17 @@ async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
     );
     assert_eq!(
         ids(client
-            .get_graph_execution_schedules(None, Some("u1".into()), None)
+            .get_graph_execution_schedules(&crate::helpers::listing(None, Some("u1".into()), None))
             .await
             .unwrap()),
         [other.id.as_str()]
     );
     let with_paused = client
-        .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(
+            None,
+            Some("u1".into()),
+            Some(true),
+        ))
         .await
         .unwrap();
     assert_eq!(with_paused.len(), 2);
@@ -98,11 +102,11 @@ async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
         None
     );
     assert!(
-        client
+        !client
             .pause_execution_schedule(&added.id, "u1")
             .await
             .unwrap(),
-        "pausing twice is fine"
+        "pausing a paused schedule answers false, as AutoGPT's does"
     );
 
     assert!(
@@ -111,8 +115,15 @@ async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
             .await
             .unwrap()
     );
+    assert!(
+        !client
+            .resume_execution_schedule(&added.id, "u1")
+            .await
+            .unwrap(),
+        "resuming a running schedule answers false, as AutoGPT's does"
+    );
     let resumed = client
-        .get_graph_execution_schedules(Some("g1".into()), None, None)
+        .get_graph_execution_schedules(&crate::helpers::listing(Some("g1".into()), None, None))
         .await
         .unwrap();
     assert_eq!(resumed[0].next_run_time, Some(next));
@@ -124,7 +135,11 @@ async fn schedule_lifecycle_add_list_pause_resume_delete(backend: Backend) {
     assert_eq!(deleted.id, added.id);
     assert_eq!(
         ids(client
-            .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
+            .get_graph_execution_schedules(&crate::helpers::listing(
+                None,
+                Some("u1".into()),
+                Some(true)
+            ))
             .await
             .unwrap()),
         [other.id.as_str()]
@@ -184,14 +199,14 @@ async fn users_cannot_see_or_change_each_others_schedules() {
     );
 
     let bobs = client
-        .get_graph_execution_schedules(None, Some("bob".into()), None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, Some("bob".into()), None))
         .await
         .unwrap();
     assert_eq!(bobs.len(), 1);
     assert!(bobs.iter().all(|s| s.user_id == "bob"));
     // Alice's schedule is untouched by Bob's attempts.
     let alices = client
-        .get_graph_execution_schedules(None, Some("alice".into()), None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, Some("alice".into()), None))
         .await
         .unwrap();
     assert_eq!(alices.len(), 1);
@@ -416,7 +431,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     }
 
     let all = client
-        .get_graph_execution_schedules(None, None, Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, Some(true)))
         .await
         .unwrap();
     assert_eq!(
@@ -459,7 +474,7 @@ async fn concurrent_adds_from_many_clients_are_all_stored(backend: Backend) {
     assert_eq!(ids.len(), 400);
     let listed = daemon
         .client()
-        .get_graph_execution_schedules(None, None, None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, None))
         .await
         .unwrap();
     assert_eq!(
@@ -468,7 +483,7 @@ async fn concurrent_adds_from_many_clients_are_all_stored(backend: Backend) {
     );
     let user3 = daemon
         .client()
-        .get_graph_execution_schedules(None, Some("user3".into()), None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, Some("user3".into()), None))
         .await
         .unwrap();
     assert_eq!(user3.len(), 25);

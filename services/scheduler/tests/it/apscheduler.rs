@@ -267,7 +267,11 @@ async fn import_into_sqlite_dry_run_first_twice_without_duplicates_then_serve_an
         .unwrap()
         .to_string();
     let listed = client
-        .get_graph_execution_schedules(None, Some(owner.clone()), Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(
+            None,
+            Some(owner.clone()),
+            Some(true),
+        ))
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);

@@ -115,7 +115,7 @@ async fn requests_without_the_right_token_are_refused() {
     assert_eq!(registry.system_tasks.len(), 5);
     let schedules = daemon
         .client_with_token(ADMIN)
-        .get_graph_execution_schedules(None, None, None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, None))
         .await
         .unwrap();
     assert!(schedules.is_empty());

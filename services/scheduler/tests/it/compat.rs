@@ -34,14 +34,20 @@ async fn keyword_routes_answer_like_the_python_service() {
         .map(String::as_str)
         .collect();
     let mut expected = [
+        "agent_name",
         "cron",
+        "expert_id",
         "graph_id",
         "graph_version",
         "id",
         "input_credentials",
         "input_data",
+        "kind",
         "name",
         "next_run_time",
+        "organization_id",
+        "schedule_id",
+        "team_id",
         "timezone",
         "user_id",
     ];

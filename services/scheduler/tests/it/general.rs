@@ -226,7 +226,7 @@ async fn each_target_kind_is_delivered_once_with_the_ledger_key() {
     assert_eq!(backend.requests("/rpc").len(), 1);
     // AutoGPT's listing shows graph schedules only.
     let autogpt = client
-        .get_graph_execution_schedules(None, None, Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, Some(true)))
         .await
         .unwrap();
     assert!(autogpt.is_empty(), "{autogpt:?}");

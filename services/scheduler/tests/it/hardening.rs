@@ -40,6 +40,7 @@ fn every_second(id: &str, policy: Policy, trigger: Option<TriggerSpec>) -> Sched
             graph_version: 1,
             input_data: json!({}),
             input_credentials: json!({}),
+            ..Default::default()
         }),
         policy,
         paused: false,
@@ -134,7 +135,11 @@ async fn misfire_graces_beyond_any_span_are_refused_and_stored_ones_never_stop_t
     wait_for_graphs(&stub, &graphs, &daemon).await;
     assert!(
         client
-            .get_graph_execution_schedules(Some("refused".into()), None, Some(true))
+            .get_graph_execution_schedules(&crate::helpers::listing(
+                Some("refused".into()),
+                None,
+                Some(true)
+            ))
             .await
             .unwrap()
             .is_empty()
@@ -195,14 +200,18 @@ async fn a_schedule_the_engine_cannot_plan_is_parked_with_its_reason_and_the_oth
     assert!(detail.contains("Atlantis/Capital"), "{detail}");
 
     let listed = client
-        .get_graph_execution_schedules(None, Some("u1".into()), Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(
+            None,
+            Some("u1".into()),
+            Some(true),
+        ))
         .await
         .unwrap();
     let parked = listed.iter().find(|s| s.id == "broken").unwrap();
     assert_eq!(parked.next_run_time, None);
     assert_eq!(parked.paused_reason.as_deref(), Some(detail.as_str()));
     let active = client
-        .get_graph_execution_schedules(None, Some("u1".into()), None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, Some("u1".into()), None))
         .await
         .unwrap();
     assert!(active.iter().all(|s| s.id != "broken"), "{active:?}");
@@ -260,7 +269,7 @@ async fn a_policy_that_is_not_an_object_is_refused_and_nothing_is_stored() {
     }
     let stored = daemon
         .client()
-        .get_graph_execution_schedules(None, None, Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, Some(true)))
         .await
         .unwrap();
     assert!(stored.is_empty(), "{stored:?}");
@@ -288,7 +297,7 @@ async fn general_policy_fields_are_refused_by_autogpts_add_and_nothing_is_stored
     }
     let stored = daemon
         .client()
-        .get_graph_execution_schedules(None, None, Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, Some(true)))
         .await
         .unwrap();
     assert!(stored.is_empty(), "{stored:?}");

@@ -90,8 +90,19 @@ impl Daemon {
         file: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_configured(db, "http://127.0.0.1:9/", file, env).await
+    }
+
+    /// Starts the binary on `db` with `--config file` and the execution service at
+    /// `executor_url`.
+    pub(crate) async fn start_configured(
+        db: &TestDb,
+        executor_url: &str,
+        file: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let file = file.to_str().unwrap();
-        Daemon::launch(db, &db.url, "http://127.0.0.1:9/", env, &["--config", file]).await
+        Daemon::launch(db, &db.url, executor_url, env, &["--config", file]).await
     }
 
     async fn launch(
@@ -191,6 +202,21 @@ pub(crate) fn graph_schedule(user: &str, graph: &str, cron: &str) -> NewGraphSch
         name: Some(format!("{graph} for {user}")),
         user_timezone: None,
         policy: None,
+        ..NewGraphSchedule::default()
+    }
+}
+
+/// What `get_graph_execution_schedules` lists: one graph's, one user's, paused ones too.
+pub(crate) fn listing(
+    graph_id: Option<String>,
+    user_id: Option<String>,
+    include_paused: Option<bool>,
+) -> scheduler_api::ExecutionScheduleQuery {
+    scheduler_api::ExecutionScheduleQuery {
+        graph_id,
+        user_id,
+        include_paused: include_paused.unwrap_or(false),
+        ..Default::default()
     }
 }
 

@@ -23,8 +23,21 @@ async fn hostile_params_get_client_errors_and_the_scheduler_keeps_firing() {
         ("cleanup_expired_files", json!(0)),
         ("get_graph_executions", json!([])),
         ("get_block_error_stats", json!([])),
+        ("flush_matured_alerts", json!(null)),
+        ("send_due_briefings", json!(null)),
+        ("cleanup_expired_oauth_tokens", json!(0)),
+        ("report_execution_accuracy_alerts", json!(null)),
+        ("ensure_embeddings_coverage", json!({})),
+        ("reconcile_schedule_index", json!(null)),
+        ("optimize_block_descriptions", json!({})),
     ])
     .await;
+    // AutoGPT's maintenance tasks as the example declares them, so that each `execute_<task>`
+    // has its schedule.
+    let example = include_str!("../../../../deploy/examples/autogpt.toml");
+    let declared = &example[example.find("[endpoints.").unwrap()..];
+    let file = db.dir.path().join("maintenance.toml");
+    std::fs::write(&file, declared).unwrap();
     let env = [
         (
             "SCHEDULER__SYSTEM_TASKS__NOTIFICATION_MANAGER_URL",
@@ -38,9 +51,21 @@ async fn hostile_params_get_client_errors_and_the_scheduler_keeps_firing() {
             "SCHEDULER__SYSTEM_TASKS__STORAGE_URL",
             services.url.as_str(),
         ),
+        (
+            "SCHEDULER__ENDPOINTS__NOTIFICATION_MANAGER__URL",
+            services.url.as_str(),
+        ),
+        (
+            "SCHEDULER__ENDPOINTS__DATABASE_MANAGER__URL",
+            services.url.as_str(),
+        ),
+        (
+            "SCHEDULER__ENDPOINTS__MAINTENANCE__URL",
+            services.url.as_str(),
+        ),
         ("SCHEDULER__LOG__LEVEL", "info"),
     ];
-    let daemon = Daemon::start_with(&db, &stub.url, &env).await;
+    let daemon = Daemon::start_configured(&db, &stub.url, &file, &env).await;
     let client = daemon.client();
     let existing = client
         .add_graph_execution_schedule(graph_schedule("u1", "g1", "0 0 1 1 *"))

@@ -6,6 +6,7 @@ mod api;
 mod apscheduler;
 mod audit;
 mod auth;
+mod autogpt;
 mod calendars;
 mod clients;
 mod compat;

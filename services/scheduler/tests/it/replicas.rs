@@ -69,6 +69,7 @@ async fn three_replicas_dispatch_each_occurrence_once_while_one_is_killed() {
             graph_version: 1,
             input_data: json!({}),
             input_credentials: json!({}),
+            ..Default::default()
         })
     };
     deliver_once_across_a_kill(Receiver::Executor(stub), &url, &[], 2_000, target).await;

@@ -30,7 +30,7 @@ async fn schedules_survive_kill_9_and_keep_firing(backend: Backend) {
     let daemon = Daemon::start(&db, &stub.url).await;
     let listed = daemon
         .client()
-        .get_graph_execution_schedules(None, Some("u1".into()), None)
+        .get_graph_execution_schedules(&crate::helpers::listing(None, Some("u1".into()), None))
         .await
         .unwrap();
     assert_eq!(listed.len(), 1, "{backend:?}");
@@ -130,6 +130,7 @@ async fn runs_claimed_but_not_dispatched_before_a_crash_are_dispatched_after_res
                     graph_version: 5,
                     input_data: serde_json::json!({}),
                     input_credentials: serde_json::json!({}),
+                    ..Default::default()
                 }),
                 policy: Policy::default(),
                 paused: false,

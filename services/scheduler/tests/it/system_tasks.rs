@@ -219,7 +219,7 @@ async fn scheduled_tasks_fire_alert_and_are_registered_once_across_restarts() {
     // System tasks are not graph schedules: AutoGPT's listing does not show them.
     let listed = daemon
         .client()
-        .get_graph_execution_schedules(None, None, Some(true))
+        .get_graph_execution_schedules(&crate::helpers::listing(None, None, Some(true)))
         .await
         .unwrap();
     assert!(listed.is_empty(), "{listed:?}");
