@@ -6,6 +6,7 @@
 //! reason and cancels a watch. A screenshot of each page goes to
 //! `target/console-screenshots/`.
 
+use device_runner_client::Enqueue;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -341,17 +342,12 @@ async fn an_operator_goes_through_the_console() {
     // A log followed live while its job runs.
     let slow = runner
         .rpc()
-        .enqueue_job(
-            Some("P2".into()),
-            "slow".into(),
-            None,
-            None,
-            None,
-            Some("console test".into()),
-            None,
-            None,
-            None,
-        )
+        .enqueue(device_runner_client::EnqueueJob {
+            device: Some("P2".into()),
+            job_type: "slow".into(),
+            source: Some("console test".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     browser
@@ -677,17 +673,11 @@ async fn refused_tokens_hidden_fields_times_and_close_runs_read_right() {
     for _ in 0..4 {
         let job = runner
             .rpc()
-            .enqueue_job(
-                Some("P2".into()),
-                "tick".into(),
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-            )
+            .enqueue(device_runner_client::EnqueueJob {
+                device: Some("P2".into()),
+                job_type: "tick".into(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         ids.push(job.id);

@@ -87,6 +87,8 @@ target = { type = "http", endpoint = "NAME", path = "/x" }
 policy = {}
 jobstore = "execution"
 tags = ["t"]
+[telemetry]
+otlp_endpoint = "http://collector:4318"
 [auth]
 token = "t"
 admin_token = "a"
@@ -121,6 +123,8 @@ max_duration = "1m"
 protected = false
 requeue_on_preempt = false
 runs_on = "pool:modules"
+[telemetry]
+otlp_endpoint = "http://collector:4318"
 [adb]
 enabled = false
 [health]

@@ -3,6 +3,7 @@
 //! scheduler following all three (with their tokens), placing occurrences of schedules that
 //! select phones by tags.
 
+use device_runner_client::Enqueue;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -53,17 +54,11 @@ fn runner(host: &Host) -> DeviceRunnerClient {
 /// A long job queued on a phone directly, not by the scheduler.
 async fn long_job(host: &Host, serial: &str) -> Job {
     let rpc = runner(host);
-    let queued = rpc.rpc().enqueue_job(
-        Some(serial.into()),
-        "long".into(),
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    );
+    let queued = rpc.rpc().enqueue(device_runner_client::EnqueueJob {
+        device: Some(serial.into()),
+        job_type: "long".into(),
+        ..Default::default()
+    });
     queued.await.unwrap()
 }
 

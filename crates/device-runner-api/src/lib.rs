@@ -41,6 +41,7 @@ pub trait DeviceRunnerApi {
         checkpoint: Option<Value>,
         idempotency_key: Option<String>,
         pool: Option<String>,
+        traceparent: Option<String>,
     ) -> RpcResult<Job>;
 
     /// Checks a job as `enqueue_job` checks it (job type, device or pool, priority, params,
@@ -174,4 +175,48 @@ pub trait DeviceRunnerApi {
     /// Liveness: answers "OK".
     #[method(name = "health_check", param_kind = map)]
     async fn health_check(&self) -> RpcResult<String>;
+}
+
+/// What `enqueue_job` is asked, by name: a typed caller fills what it needs and leaves the
+/// rest to its default (`EnqueueJob { device: Some(…), job_type: …, ..Default::default() }`),
+/// then sends it with [`Enqueue::enqueue`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnqueueJob {
+    pub device: Option<String>,
+    pub job_type: String,
+    pub params: Option<Value>,
+    pub priority: Option<i64>,
+    pub max_duration: Option<Value>,
+    pub source: Option<String>,
+    pub checkpoint: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub pool: Option<String>,
+    /// The W3C trace context the job continues.
+    pub traceparent: Option<String>,
+}
+
+/// `enqueue_job` with its params by name, for every typed client of the API.
+pub trait Enqueue {
+    fn enqueue(
+        &self,
+        job: EnqueueJob,
+    ) -> impl std::future::Future<Output = Result<Job, jsonrpsee::core::ClientError>> + Send;
+}
+
+impl<C: DeviceRunnerApiClient + Sync> Enqueue for C {
+    async fn enqueue(&self, job: EnqueueJob) -> Result<Job, jsonrpsee::core::ClientError> {
+        self.enqueue_job(
+            job.device,
+            job.job_type,
+            job.params,
+            job.priority,
+            job.max_duration,
+            job.source,
+            job.checkpoint,
+            job.idempotency_key,
+            job.pool,
+            job.traceparent,
+        )
+        .await
+    }
 }

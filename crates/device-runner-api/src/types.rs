@@ -147,6 +147,10 @@ pub struct Job {
     /// health gate or quarantined (`battery 12 % < 20 %`). Cleared when it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// The W3C trace context it continues (`enqueue_job`'s `traceparent`, kept by the jobs that
+    /// carry it on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A phone as the runner sees it.

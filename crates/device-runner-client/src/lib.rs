@@ -7,11 +7,16 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), device_runner_client::Error> {
-//! use device_runner_client::{DeviceRunnerApiClient, DeviceRunnerClient};
+//! use device_runner_client::{DeviceRunnerClient, Enqueue, EnqueueJob};
 //! let client = DeviceRunnerClient::new("http://127.0.0.1:8004")?;
 //! let job = client
 //!     .rpc()
-//!     .enqueue_job(Some("L9AIB7603188953".into()), "crawl".into(), None, Some(2), None, None, None, None, None)
+//!     .enqueue(EnqueueJob {
+//!         device: Some("L9AIB7603188953".into()),
+//!         job_type: "crawl".into(),
+//!         priority: Some(2),
+//!         ..Default::default()
+//!     })
 //!     .await?;
 //! let mut log = client.follow_logs(&job.id, 0).await?;
 //! while let Some(Ok(chunk)) = log.next().await {

@@ -1,5 +1,6 @@
 //! `schedctl device …`: the device runner's phones, pools, queue, runs and logs.
 
+use device_runner_client::Enqueue;
 use std::io::Write;
 
 use chrono::Utc;
@@ -193,17 +194,17 @@ pub(crate) async fn run(context: &Context, command: DeviceCommand) -> Result<(),
                 })
                 .transpose()?;
             let job = rpc
-                .enqueue_job(
+                .enqueue(device_runner_client::EnqueueJob {
                     device,
                     job_type,
                     params,
                     priority,
-                    max_duration.map(Value::String),
-                    Some("schedctl".into()),
-                    None,
+                    max_duration: max_duration.map(Value::String),
+                    source: Some("schedctl".into()),
                     idempotency_key,
                     pool,
-                )
+                    ..Default::default()
+                })
                 .await
                 .map_err(device_runner_client::Error::from)?;
             match context.format {

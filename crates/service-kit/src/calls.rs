@@ -143,6 +143,8 @@ where
         &self,
         mut request: Request<'a>,
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        // The request's span, when traces are on, names the method it called.
+        tracing::Span::current().record("rpc.method", request.method_name());
         if let Some(error) = self.refusal(&request) {
             return Either::Left(std::future::ready(MethodResponse::error(request.id, error)));
         }

@@ -73,7 +73,7 @@ where
             }
         };
     }
-    crate::logging::init(config.log());
+    crate::logging::init(config.log(), config.telemetry(), name);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,7 +84,9 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let ran = runtime.block_on(run(config));
+    crate::traces::shutdown();
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

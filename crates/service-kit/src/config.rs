@@ -30,6 +30,7 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     fn database(&self) -> &DatabaseConfig;
     fn auth(&self) -> &AuthConfig;
     fn log(&self) -> &LogConfig;
+    fn telemetry(&self) -> &TelemetryConfig;
     /// The auth section, so that [`to_toml`] can hide its tokens.
     fn auth_mut(&mut self) -> &mut AuthConfig;
 
@@ -41,7 +42,7 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
 }
 
 /// Implements the accessors of [`ServiceConfig`] for a struct whose shared sections are the
-/// fields `server`, `database`, `auth` and `log`; use it inside the `impl`.
+/// fields `server`, `database`, `auth`, `log` and `telemetry`; use it inside the `impl`.
 #[macro_export]
 macro_rules! shared_sections {
     () => {
@@ -56,6 +57,9 @@ macro_rules! shared_sections {
         }
         fn log(&self) -> &$crate::config::LogConfig {
             &self.log
+        }
+        fn telemetry(&self) -> &$crate::config::TelemetryConfig {
+            &self.telemetry
         }
         fn auth_mut(&mut self) -> &mut $crate::config::AuthConfig {
             &mut self.auth
@@ -105,6 +109,35 @@ impl DatabaseConfig {
             url: url.to_string(),
             max_connections,
         }
+    }
+}
+
+/// `[telemetry]`: where traces go ([`crate::traces`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// A collector's OTLP/HTTP address (`http://collector:4318`); spans go to its
+    /// `/v1/traces` as protobuf. Unset: no traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check_http_url("telemetry.otlp_endpoint", endpoint)?;
+        }
+        Ok(())
+    }
+
+    /// The URL spans are posted to: the endpoint's `/v1/traces`, unless it names that path;
+    /// `None` when traces are off.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref()?.trim_end_matches('/');
+        Some(match endpoint.ends_with("/v1/traces") {
+            true => endpoint.to_string(),
+            false => format!("{endpoint}/v1/traces"),
+        })
     }
 }
 
@@ -238,6 +271,7 @@ fn validate_shared<C: ServiceConfig>(config: &C) -> anyhow::Result<()> {
     }
     tracing_subscriber::EnvFilter::try_new(&config.log().level)
         .with_context(|| format!("log.level '{}' is not a tracing filter", config.log().level))?;
+    config.telemetry().validate()?;
     Ok(())
 }
 
@@ -302,6 +336,7 @@ mod tests {
         database: DatabaseConfig,
         auth: AuthConfig,
         log: LogConfig,
+        telemetry: TelemetryConfig,
         #[serde(with = "duration")]
         grace: Duration,
         secret: Option<String>,
@@ -314,6 +349,7 @@ mod tests {
                 database: DatabaseConfig::new("sqlite://./demo.db", 2),
                 auth: AuthConfig::default(),
                 log: LogConfig::default(),
+                telemetry: Default::default(),
                 grace: Duration::from_secs(5),
                 secret: None,
             }

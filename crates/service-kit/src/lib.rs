@@ -4,7 +4,8 @@
 //! the serving stack ([`serve`]): axum with jsonrpsee on one port, `rpc.discover`, the body
 //! limit ([`body_limit`]), bearer and admin tokens ([`auth`], [`calls`]), the JSON-RPC ids
 //! jsonrpsee cannot hold ([`request_ids`]), `/health_check`, `/ready`, `/metrics`
-//! ([`metrics`]), and graceful shutdown ([`shutdown`]).
+//! ([`metrics`]), and graceful shutdown ([`shutdown`]); traces over OTLP and W3C trace context
+//! ([`traces`]).
 
 pub mod auth;
 pub mod body_limit;
@@ -19,6 +20,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod sql;
 pub mod subscriptions;
+pub mod traces;
 
 pub use database::{Database, DatabaseError, DatabaseUrl};
 pub use shutdown::Shutdown;

@@ -137,7 +137,8 @@ pub fn router<H: Health>(settings: &ServerConfig, service: Service<H>) -> Routed
         .layer(middleware::from_fn_with_state(
             limit as usize,
             body_limit::enforce,
-        ));
+        ))
+        .layer(middleware::from_fn(crate::traces::request_span));
 
     Routed {
         router,

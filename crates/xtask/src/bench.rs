@@ -11,6 +11,8 @@
 //!    in the same second, dispatched occurrences per second from that second until the last one
 //!    reaches the stub, and a check that the ledger holds each exactly once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -34,6 +36,9 @@ pub(crate) struct Options {
     /// Another revision's binary, measured first with its own defaults, side by side.
     against: Option<std::path::PathBuf>,
     seed: Seed,
+    /// Also run this tree's binary with traces on (`--traces on`), exporting to a sink on
+    /// loopback: what traces cost.
+    traces: bool,
 }
 
 /// How the burst's stored schedules are seeded.
@@ -55,6 +60,7 @@ impl Options {
             replicas: vec![1, 2, 3],
             against: None,
             seed: Seed::Api,
+            traces: false,
         };
         for (flag, value) in flag_pairs(args)? {
             match flag {
@@ -63,6 +69,13 @@ impl Options {
                 "--due" => options.due = value.parse()?,
                 "--adds" => options.adds = value.parse()?,
                 "--against" => options.against = Some(against_binary(value)?),
+                "--traces" => {
+                    options.traces = match value {
+                        "on" => true,
+                        "off" => false,
+                        other => bail!("--traces must be on or off, got '{other}'"),
+                    }
+                }
                 "--seed" => {
                     options.seed = match value {
                         "api" => Seed::Api,
@@ -86,6 +99,9 @@ impl Options {
         Ok(options)
     }
 }
+
+/// Settings of one run of the scheduler, as environment variables.
+type Settings<'a> = Vec<(&'a str, &'a str)>;
 
 /// The concurrent callers that add schedules.
 const CALLERS: usize = 32;
@@ -123,14 +139,36 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut results = Vec::new();
+    let sink = match options.traces {
+        true => Some(runtime.block_on(trace_sink())?),
+        false => None,
+    };
     for backend in &options.backends {
-        // With `--against`, that binary first, then this tree's, each with its defaults.
-        for (build, binary) in builds(options.against.as_deref(), &binary) {
+        // With `--against`, that binary first, then this tree's, each with its defaults; with
+        // `--traces on`, this tree's again exporting its spans.
+        let mut runs: Vec<(&'static str, &std::path::Path, Settings<'_>)> =
+            builds(options.against.as_deref(), &binary)
+                .into_iter()
+                .map(|(build, binary)| (build, binary, Vec::new()))
+                .collect();
+        if let Some((url, _)) = &sink {
+            let env = vec![("SCHEDULER__TELEMETRY__OTLP_ENDPOINT", url.as_str())];
+            runs.push(("this tree, traces on", binary.as_path(), env));
+        }
+        for (build, binary, env) in runs {
             eprintln!("== {backend}, {build}");
-            let mut figures = runtime.block_on(bench_backend(backend, binary, &options))?;
+            let run = bench_backend(backend, binary, &options, &env);
+            let mut figures = runtime.block_on(run)?;
             figures.build = build;
             results.push(figures);
         }
+    }
+    if let Some((_, exported)) = &sink {
+        let bytes = exported.load(Ordering::Relaxed);
+        eprintln!(
+            "traces on: {:.1} MiB of spans exported",
+            bytes as f64 / 1048576.0
+        );
     }
     println!();
     println!(
@@ -222,13 +260,14 @@ async fn bench_backend(
     backend: &'static str,
     binary: &std::path::Path,
     options: &Options,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let (executor_url, received) = stub_executor().await?;
 
     // 1. Adds per second through the API.
     let db = fresh_db(backend, dir.path(), "adds").await?;
-    let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+    let daemon = Daemon::start_with(binary, dir.path(), &db.url, &executor_url, env).await?;
     let adds_per_second = measure_adds(&daemon, options.adds).await?;
     eprintln!("adds: {adds_per_second:.0}/s");
     daemon.stop()?;
@@ -240,11 +279,13 @@ async fn bench_backend(
         Seed::Store => {
             let database = migrated_by(binary, dir.path(), &db.url, &executor_url).await?;
             let due_at = seed_burst(&database, options).await?;
-            let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+            let daemon =
+                Daemon::start_with(binary, dir.path(), &db.url, &executor_url, env).await?;
             (daemon, database, due_at)
         }
         Seed::Api => {
-            let daemon = Daemon::start(binary, dir.path(), &db.url, &executor_url).await?;
+            let daemon =
+                Daemon::start_with(binary, dir.path(), &db.url, &executor_url, env).await?;
             let due_at = seed_through_api(&daemon, options).await?;
             let url = jobstore::DatabaseUrl::parse(&db.url)?;
             (daemon, service_kit::database::open(&url, 4).await?, due_at)
@@ -545,4 +586,26 @@ async fn count_dispatched(database: &Database) -> anyhow::Result<i64> {
         Database::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
         Database::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
     })
+}
+
+/// An OTLP/HTTP collector on loopback that takes every export and counts its bytes.
+async fn trace_sink() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let exported = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let counted = exported.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(body.len() as u64, Ordering::Relaxed);
+                ""
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, exported))
 }

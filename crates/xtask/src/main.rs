@@ -1,9 +1,10 @@
 //! `cargo xtask <task>`: automation beyond the README's two commands: benchmarks and the book.
 //!
 //! - `cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N]
-//!   [--replicas 1,2,3] [--against BINARY] [--seed api|store]`: the scheduler benchmark (see
-//!   `bench.rs`), side by side with another revision's binary with `--against`; the stored
-//!   schedules are added through the API unless `--seed store`.
+//!   [--replicas 1,2,3] [--against BINARY] [--seed api|store] [--traces on|off]`: the scheduler
+//!   benchmark (see `bench.rs`), side by side with another revision's binary with `--against`;
+//!   the stored schedules are added through the API unless `--seed store`; `--traces on` runs
+//!   this tree's binary again with traces exported to a sink on loopback.
 //! - `cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N]
 //!   [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N]
 //!   [--firing N] [--old-rows N]`: bursts of general targets and batched executions (side by
@@ -42,7 +43,7 @@ mod watches_bench;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3] [--against BINARY] [--seed api|store]
+const USAGE: &str = "usage: cargo xtask bench [--backend sqlite|postgres|both] [--schedules N] [--due N] [--adds N] [--replicas 1,2,3] [--against BINARY] [--seed api|store] [--traces on|off]
        cargo xtask bench-targets [--backend sqlite|postgres|both] [--due N] [--batch N] [--bursts graph,batched,http] [--lookahead 0,2] [--against BINARY] [--runs N] [--firing N] [--old-rows N]
        cargo xtask bench-runner [--backend sqlite|postgres|both] [--devices N] [--queued N] [--job-ms N] [--samples N] [--clients N] [--rounds N] [--against BINARY] [--against-scheduler BINARY]
        cargo xtask bench-watches [--backend sqlite|postgres|both] [--watches N] [--warmup S] [--window S] [--against BINARY] [--module-batch 100,1]

@@ -21,6 +21,7 @@
 //! `--against-scheduler BINARY` another revision's scheduler in that first run's end-to-end
 //! rounds.
 
+use device_runner_client::Enqueue;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -418,17 +419,12 @@ async fn enqueue_to(
 ) -> anyhow::Result<String> {
     let job = client
         .rpc()
-        .enqueue_job(
+        .enqueue(device_runner_client::EnqueueJob {
             device,
-            job_type.into(),
-            Some(params),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+            job_type: job_type.into(),
+            params: Some(params),
+            ..Default::default()
+        })
         .await?;
     Ok(job.id)
 }

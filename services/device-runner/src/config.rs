@@ -42,6 +42,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    /// Traces over OTLP (`otlp_endpoint`); off when unset.
+    pub telemetry: service_kit::config::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +304,7 @@ impl Default for Config {
             database: DatabaseConfig::new("sqlite://./data/device-runner.db", 8),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            telemetry: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod process;
 pub mod recover;
 pub mod rpc;
 pub mod server;
+mod spans;
 pub mod state;
 pub mod store;
 pub mod supervisor;

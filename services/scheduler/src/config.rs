@@ -58,6 +58,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    /// Traces over OTLP (`otlp_endpoint`); off when unset.
+    pub telemetry: service_kit::config::TelemetryConfig,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            telemetry: Default::default(),
         }
     }
 }

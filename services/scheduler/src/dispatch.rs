@@ -14,10 +14,12 @@ use crate::autogpt::tasks::TaskRunner;
 use crate::config::Config;
 use crate::endpoint::{DispatchError, Endpoint, truncate};
 use crate::outbound::Outbound;
+use crate::spans;
 use crate::stores::Stores;
 use crate::targets::{DeviceRunners, Ended, Followed, Notes, Targets, kind_of};
 use crate::telemetry;
 use crate::watches::Watches;
+use tracing::Instrument;
 
 /// How a dispatch ended after all attempts.
 pub struct Dispatched {
@@ -114,6 +116,7 @@ impl Dispatcher {
         let result = (|| {
             attempts += 1;
             kind.send(run, &self.targets)
+                .instrument(spans::attempt(attempts))
         })
         .retry(backoff)
         .when(|error| matches!(error, DispatchError::Unreachable(_)))

@@ -172,6 +172,10 @@ impl Endpoint {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
+        // A call made in an occurrence's attempt carries its trace (none in a batch request).
+        if let Some(traceparent) = service_kit::traces::traceparent() {
+            request = request.header(service_kit::traces::TRACEPARENT, traceparent);
+        }
         let response = request
             .send()
             .await

@@ -15,6 +15,7 @@ mod engine;
 mod outbound;
 mod retention;
 mod signing;
+mod spans;
 mod targets;
 
 // The surfaces: the JSON-RPC API and its server, and the integrations over it.

@@ -12,8 +12,13 @@ use crate::config::JobTypeConfig;
 
 /// Starts a job's process: argv with `{device}`, `{job_id}` and `{params_json}` filled in, in
 /// its own process group, stdout and stderr piped, and `JOB_ID`, `ANDROID_SERIAL` (not for a
-/// pool's job), `JOB_PARAMS` and (when it has one) `JOB_CHECKPOINT` in its environment.
-pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
+/// pool's job), `JOB_PARAMS`, and (when it has one) `JOB_CHECKPOINT` and `TRACEPARENT` (the
+/// trace its run continues) in its environment.
+pub fn job(
+    job_type: &JobTypeConfig,
+    job: &Job,
+    traceparent: Option<&str>,
+) -> std::io::Result<Child> {
     let params_json = job.params.to_string();
     let fill = |arg: &str| {
         arg.replace("{device}", &job.device)
@@ -39,6 +44,10 @@ pub fn job(job_type: &JobTypeConfig, job: &Job) -> std::io::Result<Child> {
     match &job.checkpoint {
         Some(checkpoint) => command.env("JOB_CHECKPOINT", checkpoint.to_string()),
         None => command.env_remove("JOB_CHECKPOINT"),
+    };
+    match traceparent {
+        Some(traceparent) => command.env("TRACEPARENT", traceparent),
+        None => command.env_remove("TRACEPARENT"),
     };
     command.spawn()
 }

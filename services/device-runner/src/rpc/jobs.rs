@@ -22,15 +22,25 @@ pub(super) struct Enqueue {
     /// The run this job repeats.
     pub requeued_from: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The trace the job continues; without one, the trace of the request that queues it.
+    pub traceparent: Option<String>,
 }
 
 /// The longest idempotency key taken.
 const MAX_KEY_CHARS: usize = 256;
 
-pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Job, RunnerError> {
+pub(super) async fn enqueue(
+    runner: &RunnerState,
+    mut request: Enqueue,
+) -> Result<Job, RunnerError> {
     let key = request.idempotency_key.clone();
     if let Some(key) = &key {
         check_key(key)?;
+    }
+    match &request.traceparent {
+        Some(given) => service_kit::traces::check_traceparent(given)
+            .map_err(|e| RunnerError::Value(format!("traceparent: {e}")))?,
+        None => request.traceparent = service_kit::traces::traceparent(),
     }
     let new = match checked(runner, request) {
         Ok(new) => new,
@@ -49,6 +59,7 @@ pub(super) async fn enqueue(runner: &RunnerState, request: Enqueue) -> Result<Jo
     // The insert finds the job of a key seen before itself, in the same statement's stead.
     let (job, created) = runner.store.insert(&new).await.map_err(storage_error)?;
     if created {
+        crate::spans::queued(&job);
         tracing::info!(job_id = %job.id, device = %job.device, job_type = %job.job_type, priority = job.priority, "job queued");
         runner.send(&job.device, Command::Wake);
     }
@@ -109,6 +120,7 @@ pub(super) fn checked(runner: &RunnerState, request: Enqueue) -> Result<NewJob, 
         requeued_from: request.requeued_from,
         enqueued_at: Utc::now(),
         idempotency_key: request.idempotency_key,
+        traceparent: request.traceparent,
     })
 }
 
@@ -279,6 +291,7 @@ pub(super) async fn requeue(
         checkpoint: run.checkpoint.filter(|_| from_checkpoint),
         requeued_from: Some(run.id),
         idempotency_key: None,
+        traceparent: None,
     };
     enqueue(runner, request).await
 }
@@ -339,6 +352,7 @@ pub(super) async fn start(runner: &RunnerState, module: Module) -> Result<String
         checkpoint: module.checkpoint,
         requeued_from: None,
         idempotency_key: None,
+        traceparent: None,
     };
     Ok(enqueue(runner, request).await?.id)
 }

@@ -43,8 +43,10 @@ impl DeviceRunnerApiServer for RpcHandler {
         checkpoint: Option<Value>,
         idempotency_key: Option<String>,
         pool: Option<String>,
+        traceparent: Option<String>,
     ) -> RpcResult<Job> {
         let request = jobs::Enqueue {
+            traceparent,
             device,
             pool,
             job_type,
@@ -79,6 +81,7 @@ impl DeviceRunnerApiServer for RpcHandler {
             checkpoint: None,
             requeued_from: None,
             idempotency_key: None,
+            traceparent: None,
         };
         Ok(jobs::checked(&self.runner, request)?.device)
     }

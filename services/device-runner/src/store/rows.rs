@@ -24,6 +24,8 @@ pub struct NewJob {
     pub enqueued_at: DateTime<Utc>,
     /// The caller's key: a job with the same key already stored is returned instead.
     pub idempotency_key: Option<String>,
+    /// The W3C trace context the job continues.
+    pub traceparent: Option<String>,
 }
 
 /// How a job ended.
@@ -52,7 +54,7 @@ pub struct RunFilter {
 pub(super) const COLUMNS: &str = "seq, id, device, job_type, params, priority, max_duration_secs, source, status, \
      enqueued_at, started_at, ended_at, pid, pgid, proc_start_ticks, boot_id, exit_code, signal, \
      error, log_path, preempted_by, requeued_from, checkpoint, results, progress_percent, \
-     progress_message, idempotency_key, continued_by, waiting";
+     progress_message, idempotency_key, continued_by, waiting, traceparent";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct JobRow {
@@ -86,6 +88,7 @@ pub(super) struct JobRow {
     idempotency_key: Option<String>,
     continued_by: Option<String>,
     waiting: Option<String>,
+    traceparent: Option<String>,
 }
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
@@ -157,6 +160,7 @@ impl JobRow {
             idempotency_key: self.idempotency_key,
             continued_by: self.continued_by,
             waiting: self.waiting,
+            traceparent: self.traceparent,
         })
     }
 }

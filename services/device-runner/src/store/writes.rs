@@ -90,8 +90,9 @@ impl Write {
     async fn insert(conn: Conn<'_>, job: &NewJob) -> Result<Written> {
         let sql = format!(
             "INSERT INTO jobs (id, device, job_type, params, priority, max_duration_secs, \
-             source, status, enqueued_at, checkpoint, requeued_from, idempotency_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
+             source, status, enqueued_at, checkpoint, requeued_from, idempotency_key, \
+             traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12) \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {COLUMNS}"
         );
@@ -99,7 +100,8 @@ impl Write {
         let row = on_db!(conn.reborrow(), fetch_optional JobRow, &sql,
             &job.id, &job.device, &job.job_type, Json(&job.params), i64::from(job.priority),
             job.max_duration_secs as i64, &job.source, millis(job.enqueued_at),
-            job.checkpoint.as_ref().map(Json), &job.requeued_from, &job.idempotency_key);
+            job.checkpoint.as_ref().map(Json), &job.requeued_from, &job.idempotency_key,
+            &job.traceparent);
         let (changed, row) = match row {
             Some(row) => (true, Some(row)),
             // The key is taken: the job that took it.
@@ -174,9 +176,9 @@ impl Write {
                 let sql = format!(
                     "INSERT INTO jobs (id, device, job_type, params, priority, \
                      max_duration_secs, source, status, enqueued_at, checkpoint, \
-                     requeued_from) \
+                     requeued_from, traceparent) \
                      SELECT $2, device, job_type, params, priority, max_duration_secs, \
-                     source, 'pending', $3, checkpoint, id FROM jobs WHERE id = $1 \
+                     source, 'pending', $3, checkpoint, id, traceparent FROM jobs WHERE id = $1 \
                      RETURNING {COLUMNS}"
                 );
                 let queued = on_db!(conn.reborrow(), fetch_optional JobRow, &sql, id, new_id,

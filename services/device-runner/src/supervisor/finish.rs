@@ -85,6 +85,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&job.id);
+        crate::spans::ended(running.span, ending.status.as_str());
         tracing::info!(job_id = %job.id, device = %self.serial, status = %ending.status, "job ended");
     }
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{Running, Supervisor};
 use crate::output::{Lines, LogFile, Report, parse_report};
 use crate::process::{self, ChildStderr, ChildStdout, ProcessIdentity};
+use crate::spans;
 use crate::store::{Ending, Store, StoreError};
 use crate::telemetry;
 
@@ -42,7 +43,9 @@ impl Supervisor {
             fail_to_start(store, &job, message).await?;
             return Ok(false);
         };
-        let mut child = match process::spawn::job(&job_type, &job) {
+        let run = spans::run(&job);
+        let traceparent = service_kit::traces::traceparent_of(&run);
+        let mut child = match process::spawn::job(&job_type, &job, traceparent.as_deref()) {
             Ok(child) => child,
             Err(error) => {
                 let message = format!("cannot start '{}': {error}", job_type.argv[0]);
@@ -53,6 +56,7 @@ impl Supervisor {
             }
         };
         let pid = child.id().map_or(0, |pid| pid as i32);
+        run.record("pid", pid);
         let identity = process::identify(pid).unwrap_or(ProcessIdentity {
             pid,
             pgid: pid,
@@ -93,6 +97,7 @@ impl Supervisor {
             started: now,
             pump,
             notes,
+            span: run,
         });
         Ok(true)
     }

@@ -48,6 +48,8 @@ struct Running {
     pump: JoinHandle<()>,
     /// Lines from the runner for the job's log, written by its pump.
     notes: mpsc::UnboundedSender<String>,
+    /// The run's span in the job's trace, closed when it ends.
+    span: tracing::Span,
 }
 
 pub struct Supervisor {

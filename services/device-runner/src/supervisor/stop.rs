@@ -61,6 +61,7 @@ impl Supervisor {
             ));
         }
         tracing::info!(job_id = %running.job.id, device = %self.serial, reason = %reason.message(), "stopping job");
+        crate::spans::killed(&running.span, &reason.message());
         process::ask_to_stop(running.pgid);
         let status = match tokio::time::timeout(
             self.context.config.kill_grace,

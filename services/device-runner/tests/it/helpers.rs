@@ -1,3 +1,4 @@
+use device_runner_client::Enqueue;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -238,17 +239,12 @@ impl Runner {
     pub(crate) async fn enqueue(&self, job_type: &str, priority: i64) -> Job {
         self.client()
             .rpc()
-            .enqueue_job(
-                Some(DEVICE.into()),
-                job_type.into(),
-                None,
-                Some(priority),
-                None,
-                None,
-                None,
-                None,
-                None,
-            )
+            .enqueue(device_runner_client::EnqueueJob {
+                device: Some(DEVICE.into()),
+                job_type: job_type.into(),
+                priority: Some(priority),
+                ..Default::default()
+            })
             .await
             .unwrap()
     }

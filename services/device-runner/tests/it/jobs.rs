@@ -1,3 +1,4 @@
+use device_runner_client::Enqueue;
 use std::time::Duration;
 
 use device_runner_client::{DeviceRunnerApiClient, Error, JobStatus, RunnerError};
@@ -30,17 +31,13 @@ async fn enqueue_typed(
 ) -> Result<device_runner_client::Job, Error> {
     client
         .rpc()
-        .enqueue_job(
-            Some(DEVICE.into()),
-            job_type.into(),
-            Some(params),
-            None,
-            None,
-            None,
-            None,
-            Some(key.into()),
-            None,
-        )
+        .enqueue(device_runner_client::EnqueueJob {
+            device: Some(DEVICE.into()),
+            job_type: job_type.into(),
+            params: Some(params),
+            idempotency_key: Some(key.into()),
+            ..Default::default()
+        })
         .await
         .map_err(Error::from)
 }
@@ -169,17 +166,13 @@ async fn protocol_lines_are_persisted_and_the_log_keeps_the_rest(backend: Backen
     let client = runner.client();
     let job = client
         .rpc()
-        .enqueue_job(
-            Some(DEVICE.into()),
-            "reporter".into(),
-            Some(json!({"tag": "x"})),
-            None,
-            None,
-            Some("test".into()),
-            None,
-            None,
-            None,
-        )
+        .enqueue(device_runner_client::EnqueueJob {
+            device: Some(DEVICE.into()),
+            job_type: "reporter".into(),
+            params: Some(json!({"tag": "x"})),
+            source: Some("test".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let done = runner
@@ -238,17 +231,12 @@ async fn the_job_environment_and_argv_carry_the_job() {
     let client = runner.client();
     let job = client
         .rpc()
-        .enqueue_job(
-            Some(DEVICE.into()),
-            "quick".into(),
-            Some(json!({"n": 1})),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        .enqueue(device_runner_client::EnqueueJob {
+            device: Some(DEVICE.into()),
+            job_type: "quick".into(),
+            params: Some(json!({"n": 1})),
+            ..Default::default()
+        })
         .await
         .unwrap();
     runner
@@ -338,17 +326,14 @@ async fn bad_input_gets_clear_errors_and_nothing_is_queued() {
     for (device, job_type, params, priority, duration, expected) in cases {
         let error = client
             .rpc()
-            .enqueue_job(
-                Some(device.into()),
-                job_type.into(),
-                params.clone(),
+            .enqueue(device_runner_client::EnqueueJob {
+                device: Some(device.into()),
+                job_type: job_type.into(),
+                params: params.clone(),
                 priority,
-                duration,
-                None,
-                None,
-                None,
-                None,
-            )
+                max_duration: duration,
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         let error = Error::from(error);

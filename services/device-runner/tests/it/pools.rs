@@ -1,5 +1,6 @@
 //! Pools (jobs that need no phone, several at once) and the job engine's verbs over them.
 
+use device_runner_client::Enqueue;
 use std::time::Duration;
 
 use device_runner_client::{
@@ -213,7 +214,12 @@ async fn jobs_go_where_their_type_runs_and_nowhere_else() {
         async move {
             client
                 .rpc()
-                .enqueue_job(device, job_type, None, None, None, None, None, None, pool)
+                .enqueue(device_runner_client::EnqueueJob {
+                    device,
+                    job_type,
+                    pool,
+                    ..Default::default()
+                })
                 .await
                 .map(drop)
         }
@@ -269,17 +275,12 @@ async fn a_full_pool_preempts_its_lowest_priority_job_for_a_higher_one() {
         async move {
             client
                 .rpc()
-                .enqueue_job(
-                    None,
-                    "resumable_module".into(),
-                    None,
-                    Some(priority),
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some("modules".into()),
-                )
+                .enqueue(device_runner_client::EnqueueJob {
+                    job_type: "resumable_module".into(),
+                    priority: Some(priority),
+                    pool: Some("modules".into()),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
         }

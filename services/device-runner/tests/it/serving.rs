@@ -1,6 +1,7 @@
 //! The serving stack the runner shares with the scheduler: tokens, readiness, metrics, the
 //! refusal to listen beyond loopback without a token, `RUST_LOG`.
 
+use device_runner_client::Enqueue;
 use std::time::Duration;
 
 use device_runner_client::{DeviceRunnerApiClient, Error, JobStatus, RunnerError};
@@ -46,17 +47,11 @@ async fn every_method_but_health_check_needs_the_token_and_kill_needs_the_admin_
     let user = runner.client_with_token(USER);
     let job = user
         .rpc()
-        .enqueue_job(
-            Some(DEVICE.into()),
-            "long".into(),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        .enqueue(device_runner_client::EnqueueJob {
+            device: Some(DEVICE.into()),
+            job_type: "long".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     runner_wait_running(&runner, &user, &job.id).await;

@@ -21,8 +21,11 @@ fn new_job(id: &str, device: &str, priority: u8) -> NewJob {
         requeued_from: None,
         enqueued_at: Utc::now(),
         idempotency_key: None,
+        traceparent: None,
     }
 }
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn ending(status: JobStatus) -> Ending {
     Ending {
@@ -197,8 +200,14 @@ async fn conformance(store: Store) {
             .is_empty()
     );
 
-    // A preempted job ends and is queued again with its checkpoint in one step, once.
-    store.insert(&new_job("e", "P3", 4)).await.unwrap();
+    // A preempted job ends and is queued again with its checkpoint in one step, once; the
+    // job that carries it on continues its trace.
+    let traced = NewJob {
+        traceparent: Some(TRACEPARENT.into()),
+        ..new_job("e", "P3", 4)
+    };
+    let (stored, _) = store.insert(&traced).await.unwrap();
+    assert_eq!(stored.traceparent.as_deref(), Some(TRACEPARENT));
     store.start("e", Utc::now(), "/tmp/e.log").await.unwrap();
     store
         .set_checkpoint("e", &json!({"page": 9}))
@@ -213,6 +222,7 @@ async fn conformance(store: Store) {
     assert_eq!(again.status, JobStatus::Pending);
     assert_eq!(again.requeued_from.as_deref(), Some("e"));
     assert_eq!(again.checkpoint, Some(json!({"page": 9})));
+    assert_eq!(again.traceparent.as_deref(), Some(TRACEPARENT));
     assert_eq!((again.priority, again.params), (4, json!({"id": "e"})));
     assert_eq!(
         store.get("e").await.unwrap().unwrap().status,

@@ -16,9 +16,11 @@ use tokio::task::JoinSet;
 
 use super::{InFlight, RunKey, key_of, lock, until};
 use crate::dispatch::{Dispatcher, dispatch_batch, dispatch_run, follow};
+use crate::spans;
 use crate::stores::Stores;
 use crate::targets::{Ended, Notes};
 use crate::telemetry;
+use tracing::Instrument;
 
 pub(super) struct Launcher {
     stores: Arc<Stores>,
@@ -260,7 +262,13 @@ impl Launcher {
             match dispatched {
                 Ok(dispatched) => {
                     for (run, (outcome, answer)) in runs.iter().zip(dispatched) {
-                        let ended = follow(&dispatcher, &notes, run, outcome, answer).await;
+                        // A batch request serves many occurrences: each has its trace, with
+                        // its claim and its outcome, and the request no traceparent.
+                        let occurrence = spans::occurrence(run);
+                        let ended = follow(&dispatcher, &notes, run, outcome, answer)
+                            .instrument(occurrence.clone())
+                            .await;
+                        spans::outcome(&occurrence, &ended.outcome);
                         let _ = outcomes.send((run.jobstore, ended));
                     }
                 }
@@ -275,7 +283,7 @@ impl Launcher {
         });
     }
 
-    /// Dispatches one run in a dispatch slot.
+    /// Dispatches one run in a dispatch slot, in its occurrence's span.
     async fn start(&mut self, run: RunRecord) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
@@ -285,11 +293,11 @@ impl Launcher {
         let stores = self.stores.clone();
         let notes = self.notes.clone();
         let mut stopping = self.stopping.clone();
-        self.tasks.spawn(async move {
-            let outcome = match AssertUnwindSafe(dispatch_run(&dispatcher, &run))
-                .catch_unwind()
-                .await
-            {
+        let occurrence = spans::occurrence(&run);
+        let traced = occurrence.clone();
+        let dispatched = async move {
+            let dispatching = dispatch_run(&dispatcher, &run).instrument(spans::dispatch());
+            let outcome = match AssertUnwindSafe(dispatching).catch_unwind().await {
                 Ok((outcome, result)) => {
                     // What is left (a device job's run) waits without a dispatch slot.
                     drop(permit);
@@ -306,8 +314,10 @@ impl Launcher {
                     Ended::from(park_after_panic(&stores, &run, &message).await)
                 }
             };
+            spans::outcome(&traced, &outcome.outcome);
             let _ = outcomes.send((run.jobstore, outcome));
-        });
+        };
+        self.tasks.spawn(dispatched.instrument(occurrence));
     }
 }
 

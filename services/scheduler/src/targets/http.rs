@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use jobstore::{ExpectedStatus, RunRecord, http_method};
 use scheduler_api::HttpTarget;
 use serde_json::{Value, json};
+use service_kit::traces;
 
 use super::{Configured, Kind, Targets, scheduled_time};
 use crate::endpoint::{DispatchError, error_chain, excerpt, is_retryable};
@@ -41,6 +42,11 @@ impl Kind for HttpTarget {
             .header("X-Scheduled-Time", scheduled_time(run));
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.as_str());
+        }
+        // The attempt's trace, unless the schedule sets the header itself.
+        let set = |name: &str| self.headers.keys().any(|h| h.eq_ignore_ascii_case(name));
+        if let Some(traceparent) = traces::traceparent().filter(|_| !set(traces::TRACEPARENT)) {
+            request = request.header(traces::TRACEPARENT, traceparent);
         }
         if let Some(token) = address.token {
             request = request.bearer_auth(token);

@@ -20,12 +20,16 @@ impl Kind for RedisPublishTarget {
 
     /// Answers how many subscribers received the message.
     async fn send(&self, run: &RunRecord, targets: &Targets) -> Result<Value, DispatchError> {
-        let payload = json!({
+        let mut payload = json!({
             "schedule_id": run.schedule_id,
             "scheduled_time": scheduled_time(run),
             "idempotency_key": run.idempotency_key(),
             "message": self.message,
         });
+        // The attempt's trace, for the subscriber to continue.
+        if let Some(traceparent) = service_kit::traces::traceparent() {
+            payload[service_kit::traces::TRACEPARENT] = traceparent.into();
+        }
         let receivers = targets
             .outbound
             .publish_text(&self.channel, &payload.to_string())

@@ -34,6 +34,7 @@ use scheduler_api::DeviceJobTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use service_kit::config::duration;
+use service_kit::traces::TRACEPARENT;
 use tokio::sync::oneshot;
 
 use super::{Configured, Ended, Followed, Kind, Notes, Targets};
@@ -378,6 +379,10 @@ impl DeviceRunners {
             "idempotency_key".into(),
             job.job_key(&run.idempotency_key()).into(),
         );
+        // The occurrence's trace, which the runner continues for the job.
+        if let Some(traceparent) = service_kit::traces::traceparent() {
+            params.insert(TRACEPARENT.into(), traceparent.into());
+        }
         self.runner(&job.runner)?
             .endpoint
             .call("enqueue_job", Value::Object(params))
