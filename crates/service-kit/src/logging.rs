@@ -15,9 +15,31 @@ use crate::traces;
 /// Installs the process's subscriber (once; later calls do nothing): the log on stderr, and the
 /// spans of `service` to the collector when `telemetry` names one. A collector that cannot be
 /// set up is logged, and the service runs without traces.
+///
+/// Without traces the subscriber is the log alone, its filter global: a callsite the filter
+/// refuses is never looked at again, so traces that are off cost nothing.
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig, service: &str) {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), &log.level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (spans, failed) = match traces::layer(telemetry, service) {
+        Ok(layer) => (layer, None),
+        Err(error) => (None, Some(error)),
+    };
+    let Some(spans) = spans else {
+        let builder = fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi);
+        let _ = match log.format {
+            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Pretty => builder.try_init(),
+        };
+        if let Some(error) = failed {
+            tracing::error!("traces are off: {error:#}");
+        }
+        return;
+    };
+    // With traces, the log and the export each have their filter.
     let text = match log.format {
         LogFormat::Json => fmt::layer()
             .json()
@@ -30,17 +52,10 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig, service: &str) {
             .with_filter(filter)
             .boxed(),
     };
-    let (spans, failed) = match traces::layer(telemetry, service) {
-        Ok(layer) => (layer.map(|layer| layer.with_filter(exported())), None),
-        Err(error) => (None, Some(error)),
-    };
     let _ = tracing_subscriber::registry()
         .with(text)
-        .with(spans)
+        .with(spans.with_filter(exported()))
         .try_init();
-    if let Some(error) = failed {
-        tracing::error!("traces are off: {error:#}");
-    }
 }
 
 /// What goes to the collector: the services' own spans and events at info and above, not

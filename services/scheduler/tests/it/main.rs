@@ -26,4 +26,5 @@ mod router;
 mod signing;
 mod startup;
 mod system_tasks;
+mod traces;
 mod watches;
