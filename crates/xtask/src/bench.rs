@@ -170,6 +170,28 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
             bytes as f64 / 1048576.0
         );
     }
+    print_figures(results, &options);
+    if options.backends.contains(&"postgres") && !options.replicas.is_empty() {
+        let mut rates = Vec::new();
+        for &replicas in &options.replicas {
+            eprintln!("== postgres, {replicas} replica(s)");
+            let rate = runtime.block_on(bench_replicas(&binary, replicas, options.due))?;
+            rates.push((replicas, rate));
+        }
+        println!(
+            "\n| replicas on one PostgreSQL | {} due in one second: dispatched/s | last dispatched after |",
+            options.due
+        );
+        println!("|---|---|---|");
+        for (replicas, (rate, last)) in rates {
+            println!("| {replicas} | {rate:.0} | {:.2} s |", last.as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// The figures of each backend and build, as a table for the benchmark page.
+fn print_figures(results: Vec<Figures>, options: &Options) {
     println!();
     println!(
         "| backend | build | adds/s | {} due: last dispatched after | dispatched | lag p50 | lag p99 | idle CPU | RSS stored, before the burst | RSS idle, after it | peak RSS | list_schedules by owner p50 | get_scheduler_status p50 | one add p50 |",
@@ -199,23 +221,6 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         "\n({} stored schedules; {} adds from 32 concurrent clients; idle CPU over 10 s)",
         options.schedules, options.adds
     );
-    if options.backends.contains(&"postgres") && !options.replicas.is_empty() {
-        let mut rates = Vec::new();
-        for &replicas in &options.replicas {
-            eprintln!("== postgres, {replicas} replica(s)");
-            let rate = runtime.block_on(bench_replicas(&binary, replicas, options.due))?;
-            rates.push((replicas, rate));
-        }
-        println!(
-            "\n| replicas on one PostgreSQL | {} due in one second: dispatched/s | last dispatched after |",
-            options.due
-        );
-        println!("|---|---|---|");
-        for (replicas, (rate, last)) in rates {
-            println!("| {replicas} | {rate:.0} | {:.2} s |", last.as_secs_f64());
-        }
-    }
-    Ok(())
 }
 
 /// `replicas` schedulers on one fresh PostgreSQL schema, `due` occurrences due in the same

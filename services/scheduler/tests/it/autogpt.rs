@@ -274,15 +274,19 @@ async fn a_parked_schedule_is_listed_and_resumed_once_it_can_be_planned_again() 
 
     // Without the calendar the trigger cannot compile: the engine parks the schedule.
     let mut daemon = Daemon::start_with_config(&db, &without, &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let parked = loop {
-        let (status, parked) = call(&daemon, "get_parked_jobs", json!({})).await;
-        assert_eq!(status, 200, "{parked}");
-        if parked["execution"] == json!(["closing"]) || std::time::Instant::now() > deadline {
-            break parked;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    test_support::wait_until(
+        "the engine parks the schedule",
+        Duration::from_secs(30),
+        || async {
+            let (status, parked) = call(&daemon, "get_parked_jobs", json!({})).await;
+            match (status, &parked["execution"]) {
+                (200, ids) if *ids == json!(["closing"]) => Ok(()),
+                _ => Err(format!("{status}: {parked}")),
+            }
+        },
+    )
+    .await;
+    let (_, parked) = call(&daemon, "get_parked_jobs", json!({})).await;
     assert_eq!(parked["execution"], json!(["closing"]));
     let (_, resumed) = call(&daemon, "reconcile_parked_jobs", json!({})).await;
     assert_eq!(resumed["execution"], json!([]), "still cannot be planned");
